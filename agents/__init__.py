@@ -1,0 +1,1 @@
+"""Reference agents. Each folder is one agent bundle with its own README."""

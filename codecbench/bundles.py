@@ -1,0 +1,140 @@
+"""Agent bundles: building one from a folder, validating one, writing one to disk.
+
+A bundle is a set of files (relative POSIX paths) plus the dotted name of its entry module.
+Validation runs on the client, the orchestrator and the worker alike, so a bad bundle is refused
+up front with the field named (``agent.files[2].path``) instead of failing inside a sandbox.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
+
+from codecbench.v1 import types_pb2
+
+MAX_BUNDLE_BYTES = 256 * 1024 * 1024
+MAX_FILES = 10_000
+# Folders that never belong in a bundle.
+_SKIP_DIRS = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache"}
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def bundle_from_dir(folder: Path, entry_module: str = "", name: str = "", contract: int = 0) -> types_pb2.AgentBundle:
+    """Reads every file under ``folder`` into a bundle (skipping caches and VCS folders).
+
+    The entry module defaults to ``codec`` when ``codec.py`` exists, else the only top-level
+    ``.py`` file.
+
+    Raises:
+        FileNotFoundError: the folder does not exist.
+        ValueError: no entry module can be chosen.
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"agent folder {folder} does not exist")
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if not path.is_file() or any(part in _SKIP_DIRS for part in rel.parts) or path.suffix == ".pyc":
+            continue
+        content = path.read_bytes()
+        files.append(
+            types_pb2.AgentFile(path=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content))
+        )
+    if not entry_module:
+        top = sorted(f.path[:-3] for f in files if "/" not in f.path and f.path.endswith(".py"))
+        if "codec" in top:
+            entry_module = "codec"
+        elif len(top) == 1:
+            entry_module = top[0]
+        else:
+            raise ValueError(f"{folder}: cannot choose an entry module among {top or 'no .py files'}; name one")
+    return types_pb2.AgentBundle(
+        name=name or folder.resolve().name, files=files, entry_module=entry_module, contract=contract
+    )
+
+
+def entry_paths(entry_module: str) -> tuple[str, str]:
+    """The two files that can hold a module: ``a/b.py`` or ``a/b/__init__.py``."""
+    base = entry_module.replace(".", "/")
+    return f"{base}.py", f"{base}/__init__.py"
+
+
+def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: bool = False) -> str | None:
+    """Returns the first problem of a bundle as ``"<field path>: <problem>"``, or None.
+
+    Args:
+        need_content: every file must carry its content (no fetch by digest possible).
+    """
+    if not bundle.files:
+        return f"{field}.files: the bundle has no files"
+    if len(bundle.files) > MAX_FILES:
+        return f"{field}.files: {len(bundle.files)} files exceed the limit of {MAX_FILES}"
+    if not bundle.entry_module:
+        return f"{field}.entry_module: missing (e.g. 'codec' for codec.py)"
+    if not all(part.isidentifier() for part in bundle.entry_module.split(".")):
+        return f"{field}.entry_module: {bundle.entry_module!r} is not a dotted Python module name"
+    if bundle.contract not in types_pb2.Contract.values():
+        return f"{field}.contract: unknown value {bundle.contract}"
+    total = 0
+    seen = set()
+    for i, f in enumerate(bundle.files):
+        where = f"{field}.files[{i}]"
+        pure = PurePosixPath(f.path)
+        if not f.path or pure.is_absolute() or ".." in pure.parts or "\\" in f.path or "\0" in f.path:
+            return f"{where}.path: {f.path!r} must be a relative path inside the bundle"
+        if f.path in seen:
+            return f"{where}.path: {f.path!r} appears twice"
+        seen.add(f.path)
+        size = len(f.content) if f.content else f.size_bytes
+        if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
+            return f"{where}.sha256: does not match the content"
+        if not f.content and need_content and f.size_bytes:
+            return f"{where}.content: missing (size_bytes={f.size_bytes})"
+        if not f.content and f.size_bytes and len(f.sha256) != 64:
+            return f"{where}.sha256: needed to fetch a file sent without content"
+        total += size
+    if total > MAX_BUNDLE_BYTES:
+        return f"{field}.files: {total} bytes exceed the bundle limit of {MAX_BUNDLE_BYTES} bytes"
+    if not any(p in seen for p in entry_paths(bundle.entry_module)):
+        a, b = entry_paths(bundle.entry_module)
+        return f"{field}.entry_module: the bundle has neither {a} nor {b}"
+    return None
+
+
+def write(bundle: types_pb2.AgentBundle, dest: Path, fetch: Callable[[str], bytes] | None = None) -> None:
+    """Writes a (validated) bundle's files under ``dest``.
+
+    Args:
+        fetch: returns a blob by sha256, for files sent without content.
+
+    Raises:
+        ValueError: a file without content and no way to fetch it, or fetched bytes whose digest
+            does not match.
+    """
+    for f in bundle.files:
+        content = f.content
+        if not content and f.size_bytes:
+            if fetch is None:
+                raise ValueError(f"{f.path}: sent without content and no blob source to fetch it")
+            content = fetch(f.sha256)
+            if sha256_hex(content) != f.sha256:
+                raise ValueError(f"{f.path}: fetched content does not match sha256 {f.sha256}")
+        target = dest / f.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+
+
+def without_content(bundle: types_pb2.AgentBundle) -> types_pb2.AgentBundle:
+    """A copy that lists the files by path, digest and size only."""
+    light = types_pb2.AgentBundle()
+    light.CopyFrom(bundle)
+    for f in light.files:
+        if f.content:
+            f.sha256 = f.sha256 or sha256_hex(f.content)
+            f.size_bytes = len(f.content)
+            f.content = b""
+    return light

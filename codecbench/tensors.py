@@ -1,0 +1,101 @@
+"""Conversion between ``codecbench.v1.Tensor`` and numpy arrays / torch tensors.
+
+A Tensor travels as raw little-endian bytes with its dtype and shape: no pickle, no JSON, no
+base64, so every bit arrives as it was sent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codecbench.v1 import types_pb2
+
+_NUMPY_OF = {
+    types_pb2.D_TYPE_UINT8: np.dtype("<u1"),
+    types_pb2.D_TYPE_INT8: np.dtype("<i1"),
+    types_pb2.D_TYPE_INT16: np.dtype("<i2"),
+    types_pb2.D_TYPE_INT32: np.dtype("<i4"),
+    types_pb2.D_TYPE_INT64: np.dtype("<i8"),
+    types_pb2.D_TYPE_FLOAT16: np.dtype("<f2"),
+    types_pb2.D_TYPE_FLOAT32: np.dtype("<f4"),
+    types_pb2.D_TYPE_FLOAT64: np.dtype("<f8"),
+    types_pb2.D_TYPE_BOOL: np.dtype("?"),
+}
+_DTYPE_OF = {dt.newbyteorder("=").str if dt.itemsize > 1 else dt.str: code for code, dt in _NUMPY_OF.items()}
+
+
+class TensorFormatError(ValueError):
+    """A Tensor message whose dtype, shape and data length do not agree."""
+
+
+def dtype_name(dtype: int) -> str:
+    """``D_TYPE_FLOAT32`` -> ``"float32"``."""
+    return types_pb2.DType.Name(dtype).removeprefix("D_TYPE_").lower()
+
+
+def from_numpy(array: np.ndarray) -> types_pb2.Tensor:
+    """Packs an array of a supported dtype (any byte order) into a Tensor message.
+
+    Raises:
+        TypeError: the dtype has no protocol equivalent (e.g. complex, object).
+    """
+    arr = np.asarray(array)
+    key = arr.dtype.newbyteorder("=").str if arr.dtype.itemsize > 1 else arr.dtype.str
+    code = _DTYPE_OF.get(key)
+    if code is None:
+        raise TypeError(f"unsupported array dtype {arr.dtype}")
+    data = np.ascontiguousarray(arr, dtype=_NUMPY_OF[code]).tobytes()
+    return types_pb2.Tensor(dtype=code, shape=list(arr.shape), data=data)
+
+
+def from_torch(tensor: torch.Tensor) -> types_pb2.Tensor:
+    """Packs a torch tensor (any device) into a Tensor message; bfloat16 keeps its 2-byte layout.
+
+    Raises:
+        TypeError: the dtype has no protocol equivalent.
+    """
+    t = tensor.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        raw = t.contiguous().view(torch.int16).numpy().astype("<i2").tobytes()
+        return types_pb2.Tensor(dtype=types_pb2.D_TYPE_BFLOAT16, shape=list(t.shape), data=raw)
+    return from_numpy(t.contiguous().numpy())
+
+
+def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
+    """Unpacks a Tensor message into a writable numpy array in native byte order.
+
+    Raises:
+        TensorFormatError: unknown dtype (bfloat16 has no numpy form), or a data length that does
+            not match the shape.
+    """
+    if message.dtype not in _NUMPY_OF:
+        raise TensorFormatError(f"dtype {types_pb2.DType.Name(message.dtype)} has no numpy equivalent")
+    dt = _NUMPY_OF[message.dtype]
+    shape = tuple(int(s) for s in message.shape)
+    if any(s < 0 for s in shape):
+        raise TensorFormatError(f"negative dimension in shape {list(shape)}")
+    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+    if len(message.data) != expected:
+        raise TensorFormatError(
+            f"shape {list(shape)} of {dtype_name(message.dtype)} needs {expected} bytes, got {len(message.data)}"
+        )
+    return np.frombuffer(message.data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)
+
+
+def to_torch(message: types_pb2.Tensor) -> torch.Tensor:
+    """Unpacks a Tensor message into a CPU torch tensor.
+
+    Raises:
+        TensorFormatError: as :func:`to_numpy`.
+    """
+    if message.dtype == types_pb2.D_TYPE_BFLOAT16:
+        shape = tuple(int(s) for s in message.shape)
+        expected = int(np.prod(shape, dtype=np.int64)) * 2
+        if len(message.data) != expected:
+            raise TensorFormatError(f"shape {list(shape)} of bfloat16 needs {expected} bytes, got {len(message.data)}")
+        raw = np.frombuffer(message.data, dtype="<i2").astype(np.int16).reshape(shape)
+        return torch.from_numpy(raw.copy()).view(torch.bfloat16)
+    return torch.from_numpy(to_numpy(message))

@@ -1,0 +1,104 @@
+"""Conversion between Python values and ``codecbench.v1.Value`` (the seed contract's dicts).
+
+Supported: None, bool, int (64-bit), float, str, bytes, list/tuple, dict with str keys, numpy
+arrays and torch tensors. Anything else is refused with a message naming the path of the
+offending entry, e.g. ``encoding_data['meta'][2]: unsupported type set``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from codecbench import tensors
+from codecbench.v1 import types_pb2
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class ValueConversionError(TypeError):
+    """A value that has no protocol form; the message names where it sits."""
+
+
+def to_value(obj: Any, path: str = "value") -> types_pb2.Value:
+    """Converts a Python object to a Value message.
+
+    Raises:
+        ValueConversionError: an unsupported type, a non-str dict key, or an int beyond 64 bits.
+    """
+    if obj is None:
+        return types_pb2.Value(null_value=True)
+    if isinstance(obj, (bool, np.bool_)):
+        return types_pb2.Value(bool_value=bool(obj))
+    if isinstance(obj, (int, np.integer)):
+        if not _INT64_MIN <= int(obj) <= _INT64_MAX:
+            raise ValueConversionError(f"{path}: integer {obj} does not fit in 64 bits")
+        return types_pb2.Value(int_value=int(obj))
+    if isinstance(obj, (float, np.floating)):
+        return types_pb2.Value(float_value=float(obj))
+    if isinstance(obj, str):
+        return types_pb2.Value(string_value=obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return types_pb2.Value(bytes_value=bytes(obj))
+    if isinstance(obj, torch.Tensor):
+        try:
+            return types_pb2.Value(torch_tensor_value=tensors.from_torch(obj))
+        except TypeError as exc:
+            raise ValueConversionError(f"{path}: {exc}") from exc
+    if isinstance(obj, np.ndarray):
+        try:
+            return types_pb2.Value(ndarray_value=tensors.from_numpy(obj))
+        except TypeError as exc:
+            raise ValueConversionError(f"{path}: {exc}") from exc
+    if isinstance(obj, (list, tuple)):
+        items = [to_value(item, f"{path}[{i}]") for i, item in enumerate(obj)]
+        return types_pb2.Value(list_value=types_pb2.ValueList(values=items))
+    if isinstance(obj, dict):
+        entries = []
+        for key, item in obj.items():
+            if not isinstance(key, str):
+                raise ValueConversionError(f"{path}: dict key {key!r} is {type(key).__name__}, keys must be str")
+            entries.append(types_pb2.ValueMapEntry(key=key, value=to_value(item, f"{path}[{key!r}]")))
+        return types_pb2.Value(map_value=types_pb2.ValueMap(entries=entries))
+    raise ValueConversionError(f"{path}: unsupported type {type(obj).__name__}")
+
+
+def from_value(value: types_pb2.Value) -> Any:
+    """Converts a Value message back to Python (lists stay lists; tensors come back on CPU).
+
+    Raises:
+        tensors.TensorFormatError: a tensor whose data does not match its shape.
+    """
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "list_value":
+        return [from_value(v) for v in value.list_value.values]
+    if kind == "map_value":
+        return {e.key: from_value(e.value) for e in value.map_value.entries}
+    if kind == "torch_tensor_value":
+        return tensors.to_torch(value.torch_tensor_value)
+    if kind == "ndarray_value":
+        return tensors.to_numpy(value.ndarray_value)
+    return getattr(value, kind)
+
+
+def params_to_python(point: types_pb2.ParameterPoint) -> dict[str, Any]:
+    """A parameter point as keyword arguments, in key order (e.g. ``{"quality": 50}``)."""
+    return {key: from_value(point.params[key]) for key in sorted(point.params)}
+
+
+def params_from_python(params: dict[str, Any]) -> types_pb2.ParameterPoint:
+    """Keyword arguments as a parameter point.
+
+    Raises:
+        ValueConversionError: a value with no protocol form.
+    """
+    return types_pb2.ParameterPoint(params={k: to_value(v, k) for k, v in params.items()})
+
+
+def format_params(point: types_pb2.ParameterPoint) -> str:
+    """``quality=50,mode='fast'``: a short label for tables and plots."""
+    return ",".join(f"{k}={v!r}" for k, v in params_to_python(point).items())

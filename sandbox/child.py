@@ -1,0 +1,299 @@
+"""The runtime inside a sandbox child: ``python -m sandbox.child --fd N [limits]``.
+
+It serves one role (encoder or decoder) of one agent over framed protobuf on the inherited
+socket ``N``, and never pickles anything. Agent failures become typed ``Error`` responses;
+the worker decides what they mean for the experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import os
+import resource
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy  # noqa: F401 - imported before the agent so its import time is not charged to the agent
+import torch
+
+from codecbench import errors, framing, tensors, values
+from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
+from sandbox import contracts
+from sandbox.tracebacks import exception_error
+
+ENCODE = errors_pb2.PHASE_ENCODE
+DECODE = errors_pb2.PHASE_DECODE
+LOAD = errors_pb2.PHASE_LOAD
+
+
+class AgentRuntime:
+    """One loaded agent serving one role. Methods raise :class:`errors.CodecbenchError`."""
+
+    def __init__(self, load: sandbox_pb2.SandboxLoad, max_bitstream_bytes: int) -> None:
+        self.bundle_dir = Path(load.bundle_dir)
+        self.role = load.role
+        self.device = load.device or "cpu"
+        self.max_bitstream_bytes = max_bitstream_bytes
+        module = contracts.import_entry(self.bundle_dir, load.entry_module)
+        self.contract, self.form = contracts.detect_contract(module, load.contract)
+        self.module = module
+        self.call: contracts.BoundCall | None = None
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """Binds the contract's calls for one parameter point (instantiates ``Codec`` once)."""
+        encoder = self.role == sandbox_pb2.SANDBOX_ROLE_ENCODER
+        bind = contracts.bind_call
+        if self.form == "class":
+            cls = self.module.Codec
+            init = bind(cls, "Codec", "Codec(device, **params)", self.bundle_dir, LOAD, {"device": self.device, **params})
+            method_name = "encode" if encoder else "decode"
+            data = "image" if encoder else "bitstream"
+            method = getattr(cls, method_name, None)
+            if not callable(method):
+                raise errors.SignatureMismatch(
+                    f"class Codec has no method {method_name}()",
+                    phase=LOAD, expected=f"Codec.{method_name}(self, {data})", actual="missing",
+                )
+            self._check_one_argument(method, f"Codec.{method_name}", data)
+            instance = _run_agent(lambda: init(), LOAD, self.bundle_dir)
+            bound_method = getattr(instance, method_name)
+            self.call = contracts.BoundCall(
+                fn=bound_method, name=f"Codec.{method_name}", data_param=_first_parameter(bound_method, data)
+            )
+        elif self.form == "module":
+            name, data = ("encode", "image") if encoder else ("decode", "bitstream")
+            fn = getattr(self.module, name)
+            self.call = bind(
+                fn, name, f"{name}({data}, device, **params)", self.bundle_dir, LOAD,
+                {"device": self.device, **params}, data_param=_first_parameter(fn, data),
+            )
+        elif encoder:
+            self.call = bind(
+                self.module.run_encoding_agent, "run_encoding_agent", "run_encoding_agent(device[, image], **params)",
+                self.bundle_dir, LOAD, {"device": self.device, **params}, data_param=None,
+            )
+            self._seed_takes_image = "image" in _parameter_names(self.module.run_encoding_agent)
+        else:
+            self.call = bind(
+                self.module.run_decoding_agent, "run_decoding_agent", "run_decoding_agent(device, encoding_data)",
+                self.bundle_dir, LOAD, {"device": self.device}, optional=params, data_param="encoding_data",
+            )
+
+    def _check_one_argument(self, method: Any, name: str, data: str) -> None:
+        try:
+            inspect.signature(method).bind(None, None)
+        except TypeError as exc:
+            actual = contracts._describe_signature(name, method)
+            raise errors.SignatureMismatch(
+                f"{name} must take one argument ({data}): {exc}; the agent declares {actual}",
+                phase=LOAD, expected=f"{name}(self, {data})", actual=actual,
+                location=contracts._location(method, self.bundle_dir),
+            ) from exc
+
+    def encode(self, image: torch.Tensor) -> sandbox_pb2.SandboxEncoded:
+        assert self.call is not None
+        image = image.to(self.device)
+        if self.contract == contracts.SEED:
+            call = self.call
+            output = _run_agent(lambda: call.fn(**call.kwargs, **({"image": image} if self._seed_takes_image else {})),
+                                ENCODE, self.bundle_dir)
+            _sync(self.device)
+            if not isinstance(output, dict):
+                raise errors.InvalidOutput(
+                    f"run_encoding_agent must return a dict, got {type(output).__name__}",
+                    phase=ENCODE, expected="dict", actual=type(output).__name__,
+                )
+            value = _to_value(output, "encoding_data", ENCODE)
+            self._check_size(value.ByteSize())
+            return sandbox_pb2.SandboxEncoded(encoding_data=value)
+        output = _run_agent(lambda: self.call(image), ENCODE, self.bundle_dir)
+        _sync(self.device)
+        if not isinstance(output, (bytes, bytearray, memoryview)):
+            raise errors.InvalidOutput(
+                f"encode must return bytes, got {type(output).__name__}",
+                phase=ENCODE, expected="bytes", actual=type(output).__name__,
+            )
+        bitstream = bytes(output)
+        self._check_size(len(bitstream))
+        return sandbox_pb2.SandboxEncoded(bitstream=bitstream)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_bitstream_bytes:
+            raise errors.InvalidOutput(
+                f"bitstream of {size} bytes exceeds the limit of {self.max_bitstream_bytes} bytes",
+                phase=ENCODE, expected=f"at most {self.max_bitstream_bytes} bytes", actual=f"{size} bytes",
+            )
+
+    def decode(self, request: sandbox_pb2.SandboxDecode) -> sandbox_pb2.SandboxDecoded:
+        assert self.call is not None
+        if self.contract == contracts.SEED:
+            if request.WhichOneof("payload") != "encoding_data":
+                raise errors.InternalError("seed decoder got a bitstream instead of an encoding dict", phase=DECODE)
+            data = values.from_value(request.encoding_data)
+            output = _run_agent(lambda: self.call(data), DECODE, self.bundle_dir)
+            _sync(self.device)
+            if not isinstance(output, dict):
+                raise errors.InvalidOutput(
+                    f"run_decoding_agent must return a dict, got {type(output).__name__}",
+                    phase=DECODE, expected=f"dict with a '{contracts.RECONSTRUCTION_KEY}' tensor",
+                    actual=type(output).__name__,
+                )
+            rest = {k: v for k, v in output.items() if k != contracts.RECONSTRUCTION_KEY}
+            decoded = sandbox_pb2.SandboxDecoded(decoding_data=_to_value(rest, "decoding_data", DECODE))
+            if contracts.RECONSTRUCTION_KEY not in output:
+                raise errors.InvalidOutput(
+                    f"run_decoding_agent's dict has no '{contracts.RECONSTRUCTION_KEY}' entry "
+                    f"(keys: {', '.join(map(str, output)) or 'none'})",
+                    phase=DECODE, expected=f"'{contracts.RECONSTRUCTION_KEY}': Tensor [3, H, W]",
+                    actual=f"keys {sorted(map(str, output))}",
+                )
+            decoded.reconstruction.CopyFrom(_reconstruction(output[contracts.RECONSTRUCTION_KEY]))
+            return decoded
+        output = _run_agent(lambda: self.call(request.bitstream), DECODE, self.bundle_dir)
+        _sync(self.device)
+        return sandbox_pb2.SandboxDecoded(reconstruction=_reconstruction(output))
+
+
+def _parameter_names(fn: Any) -> set[str]:
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
+def _first_parameter(fn: Any, fallback: str) -> str:
+    """The name of the first parameter, which receives the image/bitstream in the module form."""
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return fallback
+    if params and params[0].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
+        return params[0].name
+    return fallback
+
+
+def _reconstruction(output: Any) -> types_pb2.Tensor:
+    if not isinstance(output, torch.Tensor):
+        raise errors.InvalidOutput(
+            f"decode must return a torch.Tensor [3, H, W], got {type(output).__name__}",
+            phase=DECODE, expected="torch.Tensor [3, H, W], uint8 or float in [0, 1]", actual=type(output).__name__,
+        )
+    try:
+        return tensors.from_torch(output)
+    except TypeError as exc:
+        raise errors.InvalidOutput(
+            f"decode returned a tensor of unsupported dtype {output.dtype}",
+            phase=DECODE, expected="uint8 or float", actual=str(output.dtype),
+        ) from exc
+
+
+def _to_value(obj: Any, path: str, phase: int) -> types_pb2.Value:
+    try:
+        return values.to_value(obj, path)
+    except values.ValueConversionError as exc:
+        raise errors.InvalidOutput(
+            str(exc), phase=phase, expected="numbers, str, bytes, lists, dicts, numpy arrays, tensors", actual=str(exc)
+        ) from exc
+
+
+def _sync(device: str) -> None:
+    # Make the call's wall time include the GPU work it queued.
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def _run_agent(fn: Any, phase: int, bundle_dir: Path) -> Any:
+    """Calls agent code; anything it raises (SystemExit and KeyboardInterrupt included) becomes
+    a typed error with the agent's frames."""
+    try:
+        return fn()
+    except errors.CodecbenchError:
+        raise
+    except MemoryError as exc:
+        raise errors.from_proto(
+            exception_error(exc, errors_pb2.ERROR_KIND_MEMORY_LIMIT, phase, bundle_dir,
+                            f"the agent ran out of memory (MemoryError) in {errors.phase_name(phase)}")
+        ) from exc
+    except BaseException as exc:  # noqa: BLE001 - every agent failure must be reported, none may kill the runtime
+        kind = errors_pb2.ERROR_KIND_AGENT_EXCEPTION
+        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+            kind = errors_pb2.ERROR_KIND_MEMORY_LIMIT
+        raise errors.from_proto(exception_error(exc, kind, phase, bundle_dir)) from exc
+
+
+def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, max_bitstream_bytes: int
+           ) -> tuple[AgentRuntime | None, sandbox_pb2.SandboxResponse]:
+    """Serves one request; returns the (possibly new) runtime and the response."""
+    kind = request.WhichOneof("request")
+    try:
+        if kind == "load":
+            runtime = AgentRuntime(request.load, max_bitstream_bytes)
+            return runtime, sandbox_pb2.SandboxResponse(loaded=sandbox_pb2.SandboxLoaded(contract=runtime.contract))
+        if runtime is None:
+            raise errors.InternalError(f"sandbox got {kind} before load")
+        if kind == "set_params":
+            runtime.set_params(values.params_to_python(request.set_params.params))
+            return runtime, sandbox_pb2.SandboxResponse(params_set=True)
+        if kind == "encode":
+            image = tensors.to_torch(request.encode.image)
+            return runtime, sandbox_pb2.SandboxResponse(encoded=runtime.encode(image))
+        if kind == "decode":
+            return runtime, sandbox_pb2.SandboxResponse(decoded=runtime.decode(request.decode))
+        raise errors.InternalError(f"unknown sandbox request {kind!r}")
+    except errors.CodecbenchError as exc:
+        return runtime, sandbox_pb2.SandboxResponse(error=exc.to_proto())
+
+
+def _apply_limits(args: argparse.Namespace) -> None:
+    """Hard resource limits the agent cannot raise again (RLIMIT_* are per process, inherited)."""
+    for res, value in (
+        (resource.RLIMIT_AS, args.memory_bytes),
+        (resource.RLIMIT_CPU, args.cpu_s),
+        (resource.RLIMIT_FSIZE, args.file_bytes),
+        (resource.RLIMIT_NOFILE, args.open_files),
+    ):
+        if value:
+            resource.setrlimit(res, (value, value))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sandbox.child")
+    parser.add_argument("--fd", type=int, required=True, help="inherited socket for framed requests")
+    parser.add_argument("--max-frame-bytes", type=int, required=True)
+    parser.add_argument("--max-bitstream-bytes", type=int, required=True)
+    parser.add_argument("--memory-bytes", type=int, default=0, help="RLIMIT_AS; 0 = none (CUDA runs)")
+    parser.add_argument("--cpu-s", type=int, default=0)
+    parser.add_argument("--file-bytes", type=int, default=0)
+    parser.add_argument("--open-files", type=int, default=0)
+    args = parser.parse_args(argv)
+    _apply_limits(args)
+    sock = socket.socket(fileno=args.fd)
+    stream = sock.makefile("rwb")
+    runtime: AgentRuntime | None = None
+    while True:
+        try:
+            request = framing.read_frame(stream, sandbox_pb2.SandboxRequest, args.max_frame_bytes)
+        except framing.FrameError as exc:
+            print(f"sandbox: bad request frame: {exc}", file=sys.stderr)
+            return 2
+        if request is None:
+            return 0
+        runtime, response = handle(runtime, request, args.max_bitstream_bytes)
+        try:
+            framing.write_frame(stream, response)
+        except (BrokenPipeError, ConnectionResetError):
+            return 0
+        except ValueError as exc:  # protobuf refuses messages over 2 GiB
+            err = errors.InvalidOutput(f"response does not fit in a frame: {exc}")
+            framing.write_frame(stream, sandbox_pb2.SandboxResponse(error=err.to_proto()))
+
+
+if __name__ == "__main__":
+    status = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: threads the agent left running must not keep the process alive.
+    os._exit(status)

@@ -1,0 +1,92 @@
+"""How a sandbox child is isolated: bubblewrap when it is installed, plain processes otherwise.
+
+With bwrap each agent process gets its own network namespace (even 127.0.0.1 is unreachable),
+PID, IPC and UTS namespaces, a read-only view of the filesystem, a private tmpfs ``/tmp``, no
+environment variables but a minimal set, and dies with the worker. The worker's data directory
+and the files of built-in datasets are hidden behind empty tmpfs mounts, so a decoder cannot
+read the original image from them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
+
+from codecbench.v1 import worker_pb2
+
+
+@cache
+def bwrap_path() -> str | None:
+    """Path of the ``bwrap`` binary, or None when bubblewrap is not installed."""
+    return shutil.which("bwrap")
+
+
+def available_isolation() -> int:
+    """``ISOLATION_BWRAP`` when bubblewrap is installed, else ``ISOLATION_PROCESS``."""
+    return worker_pb2.ISOLATION_BWRAP if bwrap_path() else worker_pb2.ISOLATION_PROCESS
+
+
+def builtin_dataset_dirs() -> list[Path]:
+    """Folders whose files are the originals of the built-in ``photos`` dataset."""
+    import matplotlib
+    import skimage
+
+    return [Path(skimage.__file__).parent / "data", Path(matplotlib.get_data_path()) / "sample_data"]
+
+
+def wrap_command(
+    command: Sequence[str],
+    isolation: int,
+    workdir: Path,
+    hidden: Sequence[Path],
+    gpu: bool,
+    env: dict[str, str],
+) -> list[str]:
+    """The argv that runs ``command`` under the requested isolation.
+
+    Args:
+        command: the child's own argv (``python -m sandbox.child ...``).
+        workdir: the child's private, writable directory (its copy of the bundle); also its cwd.
+        hidden: directories replaced by empty tmpfs mounts inside the sandbox.
+        gpu: bind the NVIDIA device nodes in (CUDA experiments).
+        env: the child's whole environment.
+    """
+    if isolation != worker_pb2.ISOLATION_BWRAP:
+        return list(command)
+    argv = [
+        bwrap_path() or "bwrap",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--clearenv",
+    ]
+    for path in hidden:
+        if path.exists():
+            argv += ["--tmpfs", str(path)]
+    # After the tmpfs mounts, so the private workdir stays visible even inside a hidden data dir.
+    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    if gpu:
+        for node in sorted(Path("/dev").glob("nvidia*")):
+            argv += ["--dev-bind", str(node), str(node)]
+    for key, value in env.items():
+        argv += ["--setenv", key, value]
+    return [*argv, "--", *command]
+
+
+def child_environment(workdir: Path) -> dict[str, str]:
+    """The minimal environment of a sandbox child: nothing of the worker's own (no secrets)."""
+    return {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": "/tmp",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }

@@ -1,0 +1,63 @@
+"""``python -m worker_svc`` / ``codecbench-worker``: runs a worker until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from codecbench import logs
+from worker_svc.server import WorkerConfig, start_worker
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="codecbench-worker", description="codecbench worker service")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one and prints it")
+    parser.add_argument("--orchestrator", default="", help="host:port of the orchestrator to register with")
+    parser.add_argument("--slots", type=int, default=1, help="experiments run at once (default 1)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device offered to experiments")
+    parser.add_argument("--data-dir", type=Path, default=Path(".codecbench/worker"), help="blob cache and scratch")
+    parser.add_argument("--build-id", default="", help="override the computed build id (testing STALE workers)")
+    parser.add_argument("--no-bwrap", action="store_true", help="process-only isolation even if bwrap exists")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    if args.slots < 1:
+        parser.error(f"--slots: {args.slots} must be at least 1")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> None:
+    config = WorkerConfig(
+        data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=args.device,
+        build_id=args.build_id, use_bwrap=not args.no_bwrap,
+    )
+    from worker_svc.registration import connect_orchestrator
+
+    orchestrator = connect_orchestrator(args.orchestrator) if args.orchestrator else None
+    handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)
+    print(f"codecbench worker {handle.info.worker_id} listening on {handle.address}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None
+    await stop.wait()
+    if heartbeats:
+        heartbeats.cancel()
+    await handle.stop()
+    if orchestrator:
+        await orchestrator.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Trusted rate-distortion metrics, computed by the worker outside the agent's process.
+
+Definitions (README "How results are computed"):
+
+- ``bytes``: length of the bitstream the decoder receives; ``bpp = 8 * bytes / (H * W)``.
+- reconstruction: uint8 as returned, or float clamped to [0, 1], times 255, rounded half to even
+  (``torch.round``).
+- ``mse``: mean over all pixels and the 3 channels of (x - y)^2 on uint8 RGB values.
+- ``psnr_db = 10 * log10(255^2 / mse)``; +inf for an exact round trip.
+- ``ms_ssim``: ``pytorch_msssim.ms_ssim(x, y, data_range=255)`` with its defaults (5 scales,
+  11-px Gaussian window, sigma 1.5; Wang, Simoncelli & Bovik 2003), when the shorter side is
+  above 160 px (the library's minimum for 5 scales), else a stated reason.
+- per parameter point: the mean of per-image values (CompressAI's convention), total bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+from pytorch_msssim import ms_ssim
+
+from codecbench import errors, tensors
+from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2
+
+# pytorch-msssim needs min(H, W) > (win_size - 1) * 2**(levels - 1) = 10 * 16 for its defaults.
+MS_SSIM_MIN_SIDE = 161
+
+
+def reconstruction_to_uint8(message: types_pb2.Tensor, height: int, width: int) -> torch.Tensor:
+    """Validates a decoder's output and converts it to uint8 [3, H, W].
+
+    Raises:
+        errors.InvalidOutput: wrong shape, wrong dtype, NaN/inf values, or malformed data;
+            the message states what was expected and what came.
+    """
+    expected_shape = [3, height, width]
+    expected = f"tensor [3, {height}, {width}], uint8 or float in [0, 1]"
+    try:
+        recon = tensors.to_torch(message)
+    except tensors.TensorFormatError as exc:
+        raise errors.InvalidOutput(str(exc), phase=errors_pb2.PHASE_DECODE, expected=expected, actual=str(exc)) from exc
+    actual = f"tensor {list(recon.shape)} {str(recon.dtype).removeprefix('torch.')}"
+    if list(recon.shape) != expected_shape:
+        raise errors.InvalidOutput(
+            f"decode returned shape {list(recon.shape)}, expected {expected_shape}",
+            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=actual,
+        )
+    if recon.dtype == torch.uint8:
+        return recon
+    if not recon.is_floating_point():
+        raise errors.InvalidOutput(
+            f"decode returned dtype {recon.dtype}, expected uint8 or a float type",
+            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=actual,
+        )
+    recon = recon.to(torch.float64)
+    bad = int((~torch.isfinite(recon)).sum())
+    if bad:
+        raise errors.InvalidOutput(
+            f"decode returned {bad} NaN/inf values",
+            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=f"{actual} with {bad} NaN/inf values",
+        )
+    return torch.round(recon.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
+def image_metrics(
+    original: torch.Tensor,
+    reconstruction: torch.Tensor,
+    bitstream: bytes | int,
+    encode_ms: float,
+    decode_ms: float,
+    device: str = "cpu",
+) -> experiment_pb2.ImageMetrics:
+    """Metrics of one image.
+
+    Args:
+        original, reconstruction: uint8 [3, H, W] on the CPU.
+        bitstream: the bitstream (its digest is recorded) or, for a seed agent, the byte count of
+            its serialized encoding dict.
+        encode_ms, decode_ms: wall times measured by the worker.
+        device: where to compute MS-SSIM ("cpu" or "cuda").
+    """
+    _, height, width = original.shape
+    n_bytes = bitstream if isinstance(bitstream, int) else len(bitstream)
+    diff = original.to(torch.float64) - reconstruction.to(torch.float64)
+    mse = float((diff * diff).mean())
+    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+    result = experiment_pb2.ImageMetrics(
+        bytes=n_bytes,
+        width=width,
+        height=height,
+        bpp=8.0 * n_bytes / (height * width),
+        mse=mse,
+        psnr_db=psnr,
+        lossless=mse == 0.0,
+        encode_ms=encode_ms,
+        decode_ms=decode_ms,
+        bitstream_sha256=hashlib.sha256(bitstream).hexdigest() if isinstance(bitstream, bytes) else "",
+    )
+    if min(height, width) < MS_SSIM_MIN_SIDE:
+        result.ms_ssim_unavailable_reason = (
+            f"image {width}x{height} is below {MS_SSIM_MIN_SIDE} px on its shorter side, the minimum of "
+            "5-scale MS-SSIM with an 11-px window (pytorch-msssim)"
+        )
+    else:
+        x = original.to(device=device, dtype=torch.float32).unsqueeze(0)
+        y = reconstruction.to(device=device, dtype=torch.float32).unsqueeze(0)
+        result.ms_ssim = float(ms_ssim(x, y, data_range=255))
+    return result
+
+
+def _mean(values: list[float]) -> float:
+    return math.fsum(values) / len(values) if values else math.nan
+
+
+def point_result(
+    point_index: int, params: types_pb2.ParameterPoint, items: list[experiment_pb2.ItemResult]
+) -> experiment_pb2.PointResult:
+    """Aggregates one parameter point: means of per-image values, total bytes.
+
+    A mean PSNR with any lossless image is +inf; MS-SSIM is averaged over the images that have it.
+    """
+    metrics = [item.metrics for item in items]
+    result = experiment_pb2.PointResult(
+        point_index=point_index,
+        params=params,
+        item_count=len(items),
+        total_bytes=sum(m.bytes for m in metrics),
+        bpp=_mean([m.bpp for m in metrics]),
+        mse=_mean([m.mse for m in metrics]),
+        psnr_db=_mean([m.psnr_db for m in metrics]),
+        lossless=all(m.lossless for m in metrics),
+        encode_ms=_mean([m.encode_ms for m in metrics]),
+        decode_ms=_mean([m.decode_ms for m in metrics]),
+        items=items,
+    )
+    ms = [m.ms_ssim for m in metrics if m.HasField("ms_ssim")]
+    if ms:
+        result.ms_ssim = _mean(ms)
+    return result

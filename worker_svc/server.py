@@ -1,0 +1,282 @@
+"""The worker's gRPC server (``codecbench.v1.WorkerService``), with health and reflection.
+
+:func:`start_worker` binds (port 0 picks a free port), starts serving and returns a handle whose
+``port`` tests and the CLI use; :meth:`WorkerHandle.stop` flips health to NOT_SERVING, then stops
+gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import torch
+from google.protobuf import timestamp_pb2
+
+from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation
+from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
+from sandbox import isolation
+from sandbox.process import OutputBudget, SandboxLimits
+from worker_svc import devices as device_detection
+from worker_svc import metrics
+from worker_svc.blob_cache import BlobCache, BlobMissing, RemoteFetch
+from worker_svc.executor import DefaultTimeouts, run_experiment
+from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
+
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Settings of one worker process.
+
+    Attributes:
+        data_dir: blob cache and sandbox scratch space; hidden from agents.
+        device: "cpu" or "cuda": the device this worker offers experiments.
+        slots: experiments run at once.
+        build_id: overrides the computed build id (tests of STALE workers).
+        use_bwrap: False forces process-only isolation even when bwrap is installed.
+    """
+
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 0
+    slots: int = 1
+    device: str = "cpu"
+    build_id: str = ""
+    use_bwrap: bool = True
+    timeouts: DefaultTimeouts = field(default_factory=DefaultTimeouts)
+    limits: SandboxLimits = field(default_factory=SandboxLimits)
+
+
+class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
+    """Implements WorkerService; agent code only ever runs in sandbox children."""
+
+    def __init__(self, config: WorkerConfig, info: worker_pb2.WorkerInfo, blobs: BlobCache) -> None:
+        self.config = config
+        self.info = info
+        self.blobs = blobs
+        self.settings = SandboxSettings(
+            scratch_dir=config.data_dir / "sandboxes",
+            isolation=info.isolation,
+            hidden=(config.data_dir.resolve(), *isolation.builtin_dataset_dirs()),
+            limits=config.limits,
+        )
+        self._free_slots = config.slots
+        self.running: set[str] = set()
+        self.log = logs.get_logger("worker", worker_id=info.worker_id)
+
+    @property
+    def slots_in_use(self) -> int:
+        return self.config.slots - self._free_slots
+
+    async def GetWorkerInfo(self, request, context):  # noqa: N802 - gRPC method name
+        return worker_pb2.GetWorkerInfoResponse(worker=self.info)
+
+    async def _check_run_args(self, context: grpc.aio.ServicerContext, agent: types_pb2.AgentBundle,
+                              device: str, timeouts: types_pb2.Timeouts) -> None:
+        problem = (
+            bundles.validate(agent)
+            or validation.device_problem(device)
+            or validation.timeouts_problem(timeouts)
+        )
+        if problem is None and device == "cuda" and not device_detection.has_cuda(list(self.info.devices)):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "device: 'cuda' requested, this worker has no GPU")
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    async def _fetch_agent(self, context: grpc.aio.ServicerContext, agent: types_pb2.AgentBundle) -> None:
+        try:
+            await self.blobs.ensure(f.sha256 for f in agent.files if not f.content and f.size_bytes)
+        except BlobMissing as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"agent.files: {exc}")
+
+    async def _single_call(self, context, agent, params, device, timeouts, role, call):
+        """Opens one agent side, binds the parameters, runs ``call`` on it; errors become statuses."""
+        await self._check_run_args(context, agent, device or "cpu", timeouts)
+        await self._fetch_agent(context, agent)
+        limits = self.config.timeouts.resolve(timeouts)
+        budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
+        side = None
+        try:
+            side = await SandboxedAgent.open(
+                self.settings, agent, role, device or "cpu", budget, limits.load_s, self.blobs.get
+            )
+            await side.set_params(params, limits.load_s)
+            return await call(side, limits)
+        except errors.CodecbenchError as exc:
+            await context.abort_with_status(errors.rpc_status(exc.to_proto()))
+        finally:
+            if side is not None:
+                side.process.kill()
+                await asyncio.shield(side.close())
+
+    async def Encode(self, request, context):  # noqa: N802
+        image = request.image
+        if image.dtype != types_pb2.D_TYPE_UINT8 or len(image.shape) != 3 or image.shape[0] != 3:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image: must be uint8 with shape [3, H, W]")
+        try:
+            pixels = tensors.to_torch(image)
+        except tensors.TensorFormatError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"image: {exc}")
+
+        async def encode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.EncodeResponse:
+            encoded, ms = await side.encode(pixels, limits.encode_s)
+            bitstream = payload_bytes(encoded)
+            return worker_pb2.EncodeResponse(
+                bitstream=bitstream, bitstream_sha256=bundles.sha256_hex(bitstream), encode_ms=ms
+            )
+
+        return await self._single_call(
+            context, request.agent, request.params, request.device, request.timeouts,
+            sandbox_pb2.SANDBOX_ROLE_ENCODER, encode,
+        )
+
+    async def Decode(self, request, context):  # noqa: N802
+        async def decode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.DecodeResponse:
+            if side.contract == types_pb2.CONTRACT_SEED:
+                encoded = sandbox_pb2.SandboxEncoded(encoding_data=types_pb2.Value.FromString(request.bitstream))
+            else:
+                encoded = sandbox_pb2.SandboxEncoded(bitstream=request.bitstream)
+            decoded, ms = await side.decode(encoded, limits.decode_s)
+            shape = list(decoded.reconstruction.shape)
+            height, width = (int(shape[1]), int(shape[2])) if len(shape) == 3 else (-1, -1)
+            recon = metrics.reconstruction_to_uint8(decoded.reconstruction, height, width)
+            return worker_pb2.DecodeResponse(reconstruction=tensors.from_torch(recon), decode_ms=ms)
+
+        return await self._single_call(
+            context, request.agent, request.params, request.device, request.timeouts,
+            sandbox_pb2.SANDBOX_ROLE_DECODER, decode,
+        )
+
+    async def _images(self, context: grpc.aio.ServicerContext, ref: types_pb2.DatasetRef) -> list[datasets.DatasetImage]:
+        if not ref.images:
+            if ref.name == datasets.PHOTOS:
+                return list(datasets.load_photos())
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"dataset.name: unknown built-in dataset {ref.name!r} (built-in: {', '.join(datasets.BUILTIN_DATASETS)});"
+                " other datasets must list their images",
+            )
+        try:
+            await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)
+            return [
+                datasets.decode_image(img.name, img.content or self.blobs.get(img.sha256)) for img in ref.images
+            ]
+        except BlobMissing as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"dataset.images: {exc}")
+        except datasets.ImageDecodeError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"dataset.images: {exc}")
+
+    async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
+        device = request.device or "cpu"
+        await self._check_run_args(context, request.agent, device, request.timeouts)
+        problem = validation.points_problem(request.points)
+        if problem:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        if self._free_slots <= 0:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"all {self.config.slots} slots of this worker are busy"
+            )
+        self._free_slots -= 1
+        log = self.log.bind(experiment_id=request.experiment_id, attempt=request.attempt)
+        self.running.add(request.experiment_id)
+        try:
+            await self._fetch_agent(context, request.agent)
+            images = await self._images(context, request.dataset)
+            run = request
+            if device != request.device:
+                run = worker_pb2.RunExperimentRequest()
+                run.CopyFrom(request)
+                run.device = device
+            log.info("experiment.started", images=len(images), points=len(request.points))
+            async for event in run_experiment(
+                run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
+            ):
+                if event.HasField("error"):
+                    log.info("experiment.failed", error=errors.describe(event.error))
+                elif event.HasField("result"):
+                    log.info("experiment.succeeded", wall_ms=round(event.result.wall_ms, 1))
+                yield worker_pb2.RunExperimentResponse(event=event)
+        except asyncio.CancelledError:
+            log.info("experiment.cancelled")
+            raise
+        finally:
+            self._free_slots += 1
+            self.running.discard(request.experiment_id)
+
+
+def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInfo:
+    """Identity of this worker process: id, build, pid, host, start time, devices, isolation."""
+    start = timestamp_pb2.Timestamp()
+    start.GetCurrentTime()
+    mode = isolation.available_isolation() if config.use_bwrap else worker_pb2.ISOLATION_PROCESS
+    found = device_detection.detect_devices()
+    return worker_pb2.WorkerInfo(
+        worker_id=f"w-{uuid.uuid4().hex[:12]}",
+        build_id=config.build_id or build.build_id(),
+        protocol_version=build.PROTOCOL_VERSION,
+        pid=os.getpid(),
+        host=socket.gethostname(),
+        start_time=start,
+        devices=[d for d in found if config.device == "cuda" or d.kind == worker_pb2.DEVICE_KIND_CPU],
+        slots=config.slots,
+        isolation=mode,
+        address=address,
+    )
+
+
+@dataclass
+class WorkerHandle:
+    """A running worker server."""
+
+    server: grpc.aio.Server
+    port: int
+    info: worker_pb2.WorkerInfo
+    servicer: WorkerServicer
+    health: object
+
+    @property
+    def address(self) -> str:
+        return self.info.address
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Reports NOT_SERVING, then stops; running experiments get ``grace_s`` to end."""
+        await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)  # type: ignore[arg-type]
+        await self.server.stop(grace_s)
+
+
+async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = None) -> WorkerHandle:
+    """Starts a worker server on ``config.host:config.port`` (0 picks a free port).
+
+    Raises:
+        OSError: the address could not be bound.
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # The worker's own torch work is metrics; one thread keeps it from fighting the agent
+    # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
+    torch.set_num_threads(1)
+    server = grpc.aio.server(options=rpc.server_options())
+    port = rpc.bind(server, config.host, config.port)
+    info = make_worker_info(config, f"{config.host}:{port}")
+    log = logs.get_logger("worker", worker_id=info.worker_id)
+    if info.isolation != worker_pb2.ISOLATION_BWRAP:
+        log.warning(
+            "sandbox.weak_isolation",
+            detail="bubblewrap (bwrap) is not available: agents run as plain child processes, with network, "
+            "the worker's filesystem view and no PID namespace. Install bubblewrap for real isolation.",
+        )
+    servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs))
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
+    health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    await server.start()
+    await rpc.set_serving(health, [SERVICE_NAME], serving=True)
+    log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
+             isolation=worker_pb2.Isolation.Name(info.isolation))
+    return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health)
