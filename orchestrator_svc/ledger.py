@@ -1,0 +1,132 @@
+"""Every change of an experiment's fate goes through here: stored first, then announced.
+
+The ledger appends an event (with its state change) to the store in one transaction, and only
+then wakes the watchers of that experiment. Each terminal transition is conditional on the
+experiment still being RUNNING (or QUEUED) at the expected attempt, so exactly one terminal
+state wins: a cancelled experiment never turns into a success, a late event of a lost attempt is
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+from codecbench import errors
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from orchestrator_svc.store import TERMINAL_STATES, Store
+
+QUEUED = experiment_pb2.EXPERIMENT_STATE_QUEUED
+RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
+SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
+FAILED = experiment_pb2.EXPERIMENT_STATE_FAILED
+CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
+
+
+def is_terminal(event: experiment_pb2.ExperimentEvent) -> bool:
+    """An event that ends an experiment: a result or an error."""
+    return event.WhichOneof("event") in ("result", "error")
+
+
+class Ledger:
+    """The store plus per-experiment wake-ups for watchers."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._latest: dict[str, int] = {}
+        self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+
+    async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
+        self._latest[event.experiment_id] = event.sequence
+        condition = self._conditions[event.experiment_id]
+        async with condition:
+            condition.notify_all()
+
+    async def append(
+        self, experiment_id: str, event: experiment_pb2.ExperimentEvent, transition: dict[str, object] | None = None,
+        only_if_state: set[int] | None = None, only_if_attempt: int | None = None,
+    ) -> experiment_pb2.ExperimentEvent | None:
+        """Stores, then announces. Returns the stored event, or None when the condition failed."""
+        stored = self.store.append_event(experiment_id, event, transition, only_if_state, only_if_attempt)
+        if stored is not None:
+            await self._announce(stored)
+        return stored
+
+    async def wait_beyond(self, experiment_id: str, sequence: int, last_stored: int) -> None:
+        """Returns once an event with a sequence above ``sequence`` has been stored."""
+        self._latest[experiment_id] = max(self._latest.get(experiment_id, 0), last_stored)
+        condition = self._conditions[experiment_id]
+        async with condition:
+            await condition.wait_for(lambda: self._latest.get(experiment_id, 0) > sequence)
+
+    # -- transitions -------------------------------------------------------------------------
+
+    async def created(self, exp: orchestrator_pb2.Experiment) -> None:
+        await self.append(exp.experiment_id, experiment_pb2.ExperimentEvent(
+            attempt=exp.attempt,
+            state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
+        ))
+
+    async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
+        stored = await self.append(
+            experiment_id,
+            experiment_pb2.ExperimentEvent(attempt=attempt, state_change=experiment_pb2.StateChange(
+                state=RUNNING, attempt=attempt, worker_id=worker_id, reason=f"dispatched to {worker_id}",
+            )),
+            {"state": RUNNING, "worker_id": worker_id, "start_time": time.time()},
+            only_if_state={QUEUED}, only_if_attempt=attempt,
+        )
+        return stored is not None
+
+    async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
+        stored = await self.append(
+            experiment_id, event, {"state": SUCCEEDED, "result": event.result, "end_time": time.time()},
+            only_if_state={RUNNING}, only_if_attempt=attempt,
+        )
+        return stored is not None
+
+    async def failed(
+        self, experiment_id: str, attempt: int, error: errors_pb2.Error, from_states: set[int] | None = None
+    ) -> bool:
+        state = CANCELLED if error.kind == errors_pb2.ERROR_KIND_CANCELLED else FAILED
+        stored = await self.append(
+            experiment_id, experiment_pb2.ExperimentEvent(attempt=attempt, error=error),
+            {"state": state, "error": error, "end_time": time.time()},
+            only_if_state=from_states or {RUNNING}, only_if_attempt=attempt,
+        )
+        return stored is not None
+
+    async def requeue_or_fail(
+        self, experiment_id: str, attempt: int, reason: str, final_error: errors_pb2.Error | None = None
+    ) -> None:
+        """Sends a RUNNING experiment back to the queue with ``attempt + 1``; past its attempt
+        limit it fails with ``final_error`` (default: WORKER_LOST naming the reason) instead."""
+        exp = self.store.get_experiment(experiment_id)
+        if exp is None or exp.state in TERMINAL_STATES:
+            return
+        if attempt >= exp.max_attempts:
+            error = errors_pb2.Error()
+            error.CopyFrom(final_error or errors.WorkerLost(reason, phase=errors_pb2.PHASE_QUEUE).to_proto())
+            error.message += f" (attempt {attempt} of {exp.max_attempts}, no attempts left)"
+            await self.failed(experiment_id, attempt, error, {RUNNING, QUEUED})
+            return
+        await self.append(
+            experiment_id,
+            experiment_pb2.ExperimentEvent(attempt=attempt + 1, state_change=experiment_pb2.StateChange(
+                state=QUEUED, attempt=attempt + 1, reason=reason,
+            )),
+            {"state": QUEUED, "attempt": attempt + 1, "worker_id": "", "start_time": None},
+            only_if_state={RUNNING}, only_if_attempt=attempt,
+        )
+
+    async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
+        """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""
+        await self.append(
+            experiment_id,
+            experiment_pb2.ExperimentEvent(attempt=attempt, state_change=experiment_pb2.StateChange(
+                state=QUEUED, attempt=attempt, reason=reason,
+            )),
+            {"state": QUEUED, "worker_id": "", "start_time": None},
+            only_if_state={RUNNING}, only_if_attempt=attempt,
+        )

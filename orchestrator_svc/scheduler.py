@@ -1,0 +1,207 @@
+"""Dispatches QUEUED experiments to READY workers and records every event they stream back.
+
+One task per running experiment calls the worker's ``RunExperiment`` and appends each event to
+the ledger (stored, then announced). Outcomes:
+
+- a terminal event: SUCCEEDED with the result, or FAILED with the error; INTERNAL errors are
+  retried on the next attempt, agent errors never are;
+- the stream breaks (worker killed, network gone) or heartbeats stop: the worker is LOST and the
+  experiment goes back to the queue with ``attempt + 1`` (FAILED with WORKER_LOST past the limit);
+- the worker refused it for lack of a free slot: back to the queue, same attempt;
+- cancelled by a user: the CANCELLED state is stored first, then the call is cancelled, which
+  makes the worker kill the sandbox processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from codecbench import errors, logs
+from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2, worker_pb2
+from orchestrator_svc.ledger import QUEUED, RUNNING, Ledger
+from orchestrator_svc.store import Store
+from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
+
+
+@dataclass
+class Dispatch:
+    """A running experiment on a worker, and why its task was stopped, if it was."""
+
+    experiment_id: str
+    attempt: int
+    worker: WorkerEntry
+    task: asyncio.Task[None] | None = None
+    stop_reason: str = ""  # "cancelled" or "lost: ..."
+
+
+class Scheduler:
+    def __init__(self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float) -> None:
+        self.store = store
+        self.ledger = ledger
+        self.registry = registry
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.running: dict[str, Dispatch] = {}
+        self.wake = asyncio.Event()
+        self.log = logs.get_logger("scheduler")
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def recover(self) -> None:
+        """At start: experiments left RUNNING by a previous orchestrator process go back to the queue."""
+        for experiment_id in self.store.running_ids():
+            exp = self.store.get_experiment(experiment_id)
+            if exp is not None:
+                await self.ledger.requeue_or_fail(
+                    experiment_id, exp.attempt, f"orchestrator restarted while it ran on {exp.worker_id or 'a worker'}"
+                )
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._loop_task:
+            self._loop_task.cancel()
+            await asyncio.gather(self._loop_task, return_exceptions=True)
+        tasks = [d.task for d in self.running.values() if d.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=0.5)
+            except TimeoutError:
+                pass
+            self.wake.clear()
+            try:
+                self._check_heartbeats()
+                await self._dispatch_queued()
+            except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
+                self.log.exception("scheduler.error", error=str(exc))
+
+    def _check_heartbeats(self) -> None:
+        for worker in self.registry.silent_since(time.time() - self.heartbeat_timeout_s):
+            self.mark_lost(worker, f"no heartbeat for {self.heartbeat_timeout_s:g} s")
+
+    def mark_lost(self, worker: WorkerEntry, reason: str) -> None:
+        """Marks a worker LOST and stops its dispatches; each task requeues its experiment."""
+        if worker.lost_reason:
+            return
+        worker.lost_reason = f"worker {worker.worker_id} lost: {reason}"
+        self.log.warning("worker.lost", worker_id=worker.worker_id, reason=reason)
+        for experiment_id in list(worker.running):
+            dispatch = self.running.get(experiment_id)
+            if dispatch and dispatch.task and not dispatch.stop_reason:
+                dispatch.stop_reason = worker.lost_reason
+                dispatch.task.cancel()
+
+    async def _dispatch_queued(self) -> None:
+        for queued in self.store.queued(limit=500):
+            if queued.experiment_id in self.running:
+                continue
+            worker = self.registry.pick(queued.device)
+            if worker is None:
+                continue
+            if not await self.ledger.dispatched(queued.experiment_id, queued.attempt, worker.worker_id):
+                continue
+            dispatch = Dispatch(queued.experiment_id, queued.attempt, worker)
+            self.running[queued.experiment_id] = dispatch
+            worker.running.add(queued.experiment_id)
+            dispatch.task = asyncio.create_task(self._run(dispatch))
+
+    async def cancel(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
+        """Cancels a QUEUED or RUNNING experiment; a finished one is returned unchanged."""
+        exp = self.store.get_experiment(experiment_id)
+        if exp is None:
+            return None
+        error = errors.Cancelled("cancelled by a CancelExperiment request", phase=errors_pb2.PHASE_QUEUE).to_proto()
+        if await self.ledger.failed(experiment_id, exp.attempt, error, {QUEUED, RUNNING}):
+            dispatch = self.running.get(experiment_id)
+            if dispatch and dispatch.task:
+                dispatch.stop_reason = "cancelled"
+                dispatch.task.cancel()
+                # Returns once the worker call is cancelled (the worker then kills the sandbox).
+                await asyncio.wait([dispatch.task], timeout=1.0)
+        return self.store.get_experiment(experiment_id)
+
+    def _request(self, exp: orchestrator_pb2.Experiment, worker: WorkerEntry) -> worker_pb2.RunExperimentRequest:
+        dataset = self.store.find_dataset(exp.dataset)
+        ref = types_pb2.DatasetRef(name=exp.dataset)
+        if dataset is not None and not dataset.builtin:
+            ref.images.extend(
+                types_pb2.ImageRef(name=img.name, sha256=img.sha256, size_bytes=img.size_bytes) for img in dataset.images
+            )
+        return worker_pb2.RunExperimentRequest(
+            experiment_id=exp.experiment_id, attempt=exp.attempt, agent=exp.agent, dataset=ref,
+            points=exp.points, device=worker.run_device(exp.device), timeouts=exp.timeouts,
+        )
+
+    async def _run(self, dispatch: Dispatch) -> None:
+        experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
+        log = self.log.bind(experiment_id=experiment_id, worker_id=worker.worker_id, attempt=attempt)
+        try:
+            exp = self.store.get_experiment(experiment_id)
+            assert exp is not None
+            log.info("experiment.dispatched")
+            finished = False
+            async for response in worker.stub.RunExperiment(self._request(exp, worker)):
+                finished = await self._record(experiment_id, attempt, response.event)
+                if finished:
+                    break
+            if not finished:
+                await self.ledger.requeue_or_fail(experiment_id, attempt, f"worker {worker.worker_id} ended the stream "
+                                                  "without a terminal event")
+        except asyncio.CancelledError:
+            if dispatch.stop_reason.startswith("worker"):
+                await self.ledger.requeue_or_fail(experiment_id, attempt, dispatch.stop_reason)
+            elif dispatch.stop_reason != "cancelled":
+                raise
+        except grpc.aio.AioRpcError as exc:
+            await self._call_failed(dispatch, exc)
+        except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
+            log.exception("experiment.internal_error")
+            error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
+            await self.ledger.failed(experiment_id, attempt, error)
+        finally:
+            worker.running.discard(experiment_id)
+            self.running.pop(experiment_id, None)
+            self.wake.set()
+
+    async def _record(self, experiment_id: str, attempt: int, event) -> bool:  # noqa: ANN001
+        """Stores one worker event; returns True when it ended the experiment."""
+        kind = event.WhichOneof("event")
+        if kind == "result":
+            await self.ledger.succeeded(experiment_id, attempt, event)
+            return True
+        if kind == "error":
+            if event.error.retryable:
+                await self.ledger.requeue_or_fail(
+                    experiment_id, attempt, f"retryable error: {errors.describe(event.error)}", final_error=event.error
+                )
+            else:
+                await self.ledger.failed(experiment_id, attempt, event.error)
+            return True
+        await self.ledger.append(experiment_id, event, only_if_state={RUNNING}, only_if_attempt=attempt)
+        return False
+
+    async def _call_failed(self, dispatch: Dispatch, exc: grpc.aio.AioRpcError) -> None:
+        experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
+        code = exc.code()
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "slots" in (exc.details() or ""):
+            await self.ledger.back_to_queue(experiment_id, attempt, f"worker {worker.worker_id} had no free slot")
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+            self.mark_lost(worker, f"its RunExperiment stream broke ({code.name}: {exc.details()})")
+            await self.ledger.requeue_or_fail(experiment_id, attempt, worker.lost_reason)
+        else:
+            error = errors.InternalError(
+                f"worker {worker.worker_id} refused the experiment: {code.name}: {exc.details()}",
+                phase=errors_pb2.PHASE_SETUP,
+            ).to_proto()
+            await self.ledger.requeue_or_fail(experiment_id, attempt, error.message, final_error=error)
+
+
+__all__ = ["Dispatch", "Scheduler"]

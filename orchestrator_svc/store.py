@@ -1,0 +1,336 @@
+"""The orchestrator's durable store: experiments, their events, datasets (SQLAlchemy 2).
+
+SQLite is the embedded default (one file under the data directory, WAL mode); a PostgreSQL URL
+(``postgresql+psycopg://...``) works with the same code. The schema is created and migrated by a
+versioned list of migrations (:data:`MIGRATIONS`), recorded in ``schema_migrations``.
+
+Protobuf messages that are read whole (specs, results, errors, events) are stored as their
+serialized bytes; what is filtered or sorted on has its own column.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+
+metadata = MetaData()
+
+schema_migrations = Table(
+    "schema_migrations", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)
+
+experiments = Table(
+    "experiments", metadata,
+    # Insertion order: "newest first" and page tokens use it.
+    Column("row", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", String(64), nullable=False, unique=True),
+    Column("request_id", String(200), unique=True),
+    Column("state", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("device", String(16), nullable=False),
+    Column("worker_id", String(64), nullable=False, default=""),
+    Column("create_time", Float, nullable=False),
+    Column("start_time", Float),
+    Column("end_time", Float),
+    Column("last_sequence", Integer, nullable=False, default=0),
+    # codecbench.v1.Experiment without result/error/state fields: the immutable request.
+    Column("spec", LargeBinary, nullable=False),
+    Column("result", LargeBinary),
+    Column("error", LargeBinary),
+    Index("ix_experiments_queue", "state", "create_time"),
+)
+
+experiment_labels = Table(
+    "experiment_labels", metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("value", String(1000), nullable=False),
+    Index("ix_labels_key_value", "key", "value"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
+    Column("sequence", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+datasets = Table(
+    "datasets", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("digest", String(64), nullable=False, index=True),
+    Column("builtin", Boolean, nullable=False, default=False),
+    Column("create_time", Float, nullable=False),
+    # codecbench.v1.Dataset
+    Column("data", LargeBinary, nullable=False),
+)
+
+
+def _migration_1(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[experiments, experiment_labels, events, datasets])
+
+
+# Append-only: (version, function). A released migration is never edited.
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1)]
+TERMINAL_STATES = frozenset({
+    experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+    experiment_pb2.EXPERIMENT_STATE_FAILED,
+    experiment_pb2.EXPERIMENT_STATE_CANCELLED,
+})
+
+
+class DuplicateRequest(Exception):
+    """An experiment with this request_id exists; ``experiment_id`` names it."""
+
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(experiment_id)
+        self.experiment_id = experiment_id
+
+
+@dataclass(frozen=True)
+class QueuedExperiment:
+    experiment_id: str
+    device: str
+    attempt: int
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # WAL + NORMAL: a committed event survives a crash of the process (not of the OS).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms)."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self.migrate()
+
+    def migrate(self) -> list[int]:
+        """Applies the migrations not yet recorded; returns the versions applied."""
+        schema_migrations.create(self.engine, checkfirst=True)
+        with self.engine.begin() as conn:
+            done = {row.version for row in conn.execute(select(schema_migrations.c.version))}
+        applied = []
+        for version, migration in MIGRATIONS:
+            if version in done:
+                continue
+            migration(self.engine)
+            with self.engine.begin() as conn:
+                conn.execute(insert(schema_migrations).values(version=version, applied_at=time.time()))
+            applied.append(version)
+        return applied
+
+    def schema_version(self) -> int:
+        with self.engine.begin() as conn:
+            versions = [row.version for row in conn.execute(select(schema_migrations.c.version))]
+        return max(versions, default=0)
+
+    # -- experiments -------------------------------------------------------------------------
+
+    def create_experiment(self, exp: orchestrator_pb2.Experiment) -> None:
+        """Inserts a QUEUED experiment and its first event.
+
+        Raises:
+            DuplicateRequest: an experiment with the same non-empty request_id exists.
+        """
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(experiments).values(
+                    experiment_id=exp.experiment_id, request_id=exp.request_id or None, state=exp.state,
+                    attempt=exp.attempt, max_attempts=exp.max_attempts, priority=exp.priority, device=exp.device,
+                    create_time=exp.create_time.ToMicroseconds() / 1e6, spec=exp.SerializeToString(),
+                ))
+                if exp.labels:
+                    conn.execute(insert(experiment_labels), [
+                        {"experiment_id": exp.experiment_id, "key": k, "value": v} for k, v in exp.labels.items()
+                    ])
+        except IntegrityError:
+            existing = self.find_by_request_id(exp.request_id) if exp.request_id else None
+            if existing is None:
+                raise
+            raise DuplicateRequest(existing) from None
+
+    def find_by_request_id(self, request_id: str) -> str | None:
+        with self.engine.begin() as conn:
+            return conn.execute(
+                select(experiments.c.experiment_id).where(experiments.c.request_id == request_id)
+            ).scalar_one_or_none()
+
+    def get_experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
+        with self.engine.begin() as conn:
+            row = conn.execute(select(experiments).where(experiments.c.experiment_id == experiment_id)).one_or_none()
+        return None if row is None else _experiment_from_row(row)
+
+    def list_experiments(
+        self, states: Sequence[int], labels: dict[str, str], page_size: int, after_row: int | None,
+        created_after: float | None = None,
+    ) -> tuple[list[orchestrator_pb2.Experiment], int | None]:
+        """Newest first. Returns a page and the row to continue after (None on the last page)."""
+        query = select(experiments).order_by(experiments.c.row.desc()).limit(page_size + 1)
+        if states:
+            query = query.where(experiments.c.state.in_(list(states)))
+        if after_row is not None:
+            query = query.where(experiments.c.row < after_row)
+        if created_after is not None:
+            query = query.where(experiments.c.create_time >= created_after)
+        for key, value in labels.items():
+            matching = select(experiment_labels.c.experiment_id).where(
+                experiment_labels.c.key == key, experiment_labels.c.value == value
+            )
+            query = query.where(experiments.c.experiment_id.in_(matching))
+        with self.engine.begin() as conn:
+            rows = conn.execute(query).all()
+        more = len(rows) > page_size
+        rows = rows[:page_size]
+        return [_experiment_from_row(r) for r in rows], (rows[-1].row if more and rows else None)
+
+    def queued(self, limit: int = 100) -> list[QueuedExperiment]:
+        """QUEUED experiments, oldest first, then by priority (highest first)."""
+        query = (
+            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return [QueuedExperiment(r.experiment_id, r.device, r.attempt) for r in conn.execute(query)]
+
+    def running_ids(self) -> list[str]:
+        with self.engine.begin() as conn:
+            return list(conn.execute(
+                select(experiments.c.experiment_id).where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_RUNNING)
+            ).scalars())
+
+    def append_event(
+        self,
+        experiment_id: str,
+        event: experiment_pb2.ExperimentEvent,
+        transition: dict[str, object] | None = None,
+        only_if_state: Iterable[int] | None = None,
+        only_if_attempt: int | None = None,
+    ) -> experiment_pb2.ExperimentEvent | None:
+        """Stores an event under the next sequence number, with an optional state change, in one
+        transaction. The event is committed before this returns (and so before any watcher sees it).
+
+        Args:
+            transition: column values to set on the experiment (state, attempt, worker_id, ...).
+                ``result``/``error`` may be protobuf messages.
+            only_if_state: store nothing (and return None) unless the experiment is in one of these.
+            only_if_attempt: likewise unless the experiment is at this attempt (a late event of a
+                lost attempt is dropped).
+
+        Returns:
+            The event with its sequence number set, or None when ``only_if_state`` did not match.
+        """
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                select(experiments.c.last_sequence, experiments.c.state, experiments.c.attempt)
+                .where(experiments.c.experiment_id == experiment_id)
+                .with_for_update()
+            ).one()
+            if only_if_state is not None and row.state not in set(only_if_state):
+                return None
+            if only_if_attempt is not None and row.attempt != only_if_attempt:
+                return None
+            stored = experiment_pb2.ExperimentEvent()
+            stored.CopyFrom(event)
+            stored.experiment_id = experiment_id
+            stored.sequence = row.last_sequence + 1
+            if not stored.HasField("time"):
+                stored.time.GetCurrentTime()
+            values: dict[str, object] = {"last_sequence": stored.sequence}
+            for key, value in (transition or {}).items():
+                values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
+            conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
+            conn.execute(insert(events).values(
+                experiment_id=experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
+            ))
+        return stored
+
+    def events_after(self, experiment_id: str, after_sequence: int) -> list[experiment_pb2.ExperimentEvent]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(
+                select(events.c.data)
+                .where(events.c.experiment_id == experiment_id, events.c.sequence > after_sequence)
+                .order_by(events.c.sequence)
+            ).scalars()
+            return [experiment_pb2.ExperimentEvent.FromString(data) for data in rows]
+
+    # -- datasets ----------------------------------------------------------------------------
+
+    def put_dataset(self, dataset: orchestrator_pb2.Dataset) -> None:
+        """Inserts or replaces a dataset by name."""
+        with self.engine.begin() as conn:
+            conn.execute(datasets.delete().where(datasets.c.name == dataset.name))
+            conn.execute(insert(datasets).values(
+                name=dataset.name, digest=dataset.digest, builtin=dataset.builtin,
+                create_time=dataset.create_time.ToMicroseconds() / 1e6, data=dataset.SerializeToString(),
+            ))
+
+    def find_dataset(self, name_or_digest: str) -> orchestrator_pb2.Dataset | None:
+        with self.engine.begin() as conn:
+            data = conn.execute(
+                select(datasets.c.data).where(
+                    (datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest)
+                ).order_by(datasets.c.create_time)
+            ).scalars().first()
+        return None if data is None else orchestrator_pb2.Dataset.FromString(data)
+
+    def list_datasets(self) -> list[orchestrator_pb2.Dataset]:
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(datasets.c.data).order_by(datasets.c.name)).scalars()
+            return [orchestrator_pb2.Dataset.FromString(d) for d in rows]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _experiment_from_row(row) -> orchestrator_pb2.Experiment:  # noqa: ANN001 - SQLAlchemy Row
+    exp = orchestrator_pb2.Experiment.FromString(row.spec)
+    exp.state = row.state
+    exp.attempt = row.attempt
+    exp.worker_id = row.worker_id or ""
+    exp.last_sequence = row.last_sequence
+    if row.start_time is not None:
+        exp.start_time.FromMicroseconds(int(row.start_time * 1e6))
+    if row.end_time is not None:
+        exp.end_time.FromMicroseconds(int(row.end_time * 1e6))
+    if row.result is not None:
+        exp.result.ParseFromString(row.result)
+    if row.error is not None:
+        exp.error.CopyFrom(errors_pb2.Error.FromString(row.error))
+    return exp
