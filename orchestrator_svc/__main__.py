@@ -25,10 +25,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    handle = await start_orchestrator(OrchestratorConfig(
-        data_dir=args.data_dir, host=args.host, port=args.port, store_url=args.store_url,
-        expected_build=args.expected_build, heartbeat_timeout_s=args.heartbeat_timeout_s,
-    ))
+    handle = await start_orchestrator(
+        OrchestratorConfig(
+            data_dir=args.data_dir,
+            host=args.host,
+            port=args.port,
+            store_url=args.store_url,
+            expected_build=args.expected_build,
+            heartbeat_timeout_s=args.heartbeat_timeout_s,
+        )
+    )
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -74,19 +74,32 @@ class Client:
             grpc.aio.AioRpcError: INVALID_ARGUMENT naming the bad field, or a transport error.
             ValueError: the folder has no identifiable entry module.
         """
-        bundle = agent if isinstance(agent, types_pb2.AgentBundle) else bundles.bundle_from_dir(Path(agent), entry_module)
+        bundle = (
+            agent if isinstance(agent, types_pb2.AgentBundle) else bundles.bundle_from_dir(Path(agent), entry_module)
+        )
         request = orchestrator_pb2.CreateExperimentRequest(
-            agent=bundle, dataset=dataset, points=[values.params_from_python(dict(p)) for p in points],
-            device=device, timeouts=timeouts, labels=dict(labels or {}), request_id=request_id,
-            max_attempts=max_attempts, priority=priority,
+            agent=bundle,
+            dataset=dataset,
+            points=[values.params_from_python(dict(p)) for p in points],
+            device=device,
+            timeouts=timeouts,
+            labels=dict(labels or {}),
+            request_id=request_id,
+            max_attempts=max_attempts,
+            priority=priority,
         )
         return (await self.stub.CreateExperiment(request)).experiment
 
     async def get(self, experiment_id: str) -> orchestrator_pb2.Experiment:
-        return (await self.stub.GetExperiment(orchestrator_pb2.GetExperimentRequest(experiment_id=experiment_id))).experiment
+        return (
+            await self.stub.GetExperiment(orchestrator_pb2.GetExperimentRequest(experiment_id=experiment_id))
+        ).experiment
 
     async def list(
-        self, states: Iterable[int] = (), labels: Mapping[str, str] | None = None, limit: int = 50,
+        self,
+        states: Iterable[int] = (),
+        labels: Mapping[str, str] | None = None,
+        limit: int = 50,
         created_after: float | None = None,
     ) -> list[orchestrator_pb2.Experiment]:
         """Up to ``limit`` experiments, newest first, following page tokens."""
@@ -94,7 +107,10 @@ class Client:
         token = ""
         while len(out) < limit:
             request = orchestrator_pb2.ListExperimentsRequest(
-                states=list(states), labels=dict(labels or {}), page_size=min(limit - len(out), 500), page_token=token,
+                states=list(states),
+                labels=dict(labels or {}),
+                page_size=min(limit - len(out), 500),
+                page_token=token,
             )
             if created_after is not None:
                 request.created_after.FromMicroseconds(int(created_after * 1e6))
@@ -159,9 +175,13 @@ class Client:
                 data = path.read_bytes()
                 offsets = range(0, max(len(data), 1), rpc.CHUNK_BYTES)
                 for i, start in enumerate(offsets):
-                    yield orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(
-                        image_name=path.name, data=data[start:start + rpc.CHUNK_BYTES], last=i == len(offsets) - 1,
-                    ))
+                    yield orchestrator_pb2.CreateDatasetRequest(
+                        chunk=orchestrator_pb2.ImageChunk(
+                            image_name=path.name,
+                            data=data[start : start + rpc.CHUNK_BYTES],
+                            last=i == len(offsets) - 1,
+                        )
+                    )
 
         return (await self.stub.CreateDataset(messages())).dataset
 

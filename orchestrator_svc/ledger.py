@@ -44,8 +44,12 @@ class Ledger:
             condition.notify_all()
 
     async def append(
-        self, experiment_id: str, event: experiment_pb2.ExperimentEvent, transition: dict[str, object] | None = None,
-        only_if_state: set[int] | None = None, only_if_attempt: int | None = None,
+        self,
+        experiment_id: str,
+        event: experiment_pb2.ExperimentEvent,
+        transition: dict[str, object] | None = None,
+        only_if_state: set[int] | None = None,
+        only_if_attempt: int | None = None,
     ) -> experiment_pb2.ExperimentEvent | None:
         """Stores, then announces. Returns the stored event, or None when the condition failed."""
         stored = self.store.append_event(experiment_id, event, transition, only_if_state, only_if_attempt)
@@ -63,26 +67,39 @@ class Ledger:
     # -- transitions -------------------------------------------------------------------------
 
     async def created(self, exp: orchestrator_pb2.Experiment) -> None:
-        await self.append(exp.experiment_id, experiment_pb2.ExperimentEvent(
-            attempt=exp.attempt,
-            state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
-        ))
+        await self.append(
+            exp.experiment_id,
+            experiment_pb2.ExperimentEvent(
+                attempt=exp.attempt,
+                state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
+            ),
+        )
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
         stored = await self.append(
             experiment_id,
-            experiment_pb2.ExperimentEvent(attempt=attempt, state_change=experiment_pb2.StateChange(
-                state=RUNNING, attempt=attempt, worker_id=worker_id, reason=f"dispatched to {worker_id}",
-            )),
+            experiment_pb2.ExperimentEvent(
+                attempt=attempt,
+                state_change=experiment_pb2.StateChange(
+                    state=RUNNING,
+                    attempt=attempt,
+                    worker_id=worker_id,
+                    reason=f"dispatched to {worker_id}",
+                ),
+            ),
             {"state": RUNNING, "worker_id": worker_id, "start_time": time.time()},
-            only_if_state={QUEUED}, only_if_attempt=attempt,
+            only_if_state={QUEUED},
+            only_if_attempt=attempt,
         )
         return stored is not None
 
     async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         stored = await self.append(
-            experiment_id, event, {"state": SUCCEEDED, "result": event.result, "end_time": time.time()},
-            only_if_state={RUNNING}, only_if_attempt=attempt,
+            experiment_id,
+            event,
+            {"state": SUCCEEDED, "result": event.result, "end_time": time.time()},
+            only_if_state={RUNNING},
+            only_if_attempt=attempt,
         )
         return stored is not None
 
@@ -91,9 +108,11 @@ class Ledger:
     ) -> bool:
         state = CANCELLED if error.kind == errors_pb2.ERROR_KIND_CANCELLED else FAILED
         stored = await self.append(
-            experiment_id, experiment_pb2.ExperimentEvent(attempt=attempt, error=error),
+            experiment_id,
+            experiment_pb2.ExperimentEvent(attempt=attempt, error=error),
             {"state": state, "error": error, "end_time": time.time()},
-            only_if_state=from_states or {RUNNING}, only_if_attempt=attempt,
+            only_if_state=from_states or {RUNNING},
+            only_if_attempt=attempt,
         )
         return stored is not None
 
@@ -113,20 +132,32 @@ class Ledger:
             return
         await self.append(
             experiment_id,
-            experiment_pb2.ExperimentEvent(attempt=attempt + 1, state_change=experiment_pb2.StateChange(
-                state=QUEUED, attempt=attempt + 1, reason=reason,
-            )),
+            experiment_pb2.ExperimentEvent(
+                attempt=attempt + 1,
+                state_change=experiment_pb2.StateChange(
+                    state=QUEUED,
+                    attempt=attempt + 1,
+                    reason=reason,
+                ),
+            ),
             {"state": QUEUED, "attempt": attempt + 1, "worker_id": "", "start_time": None},
-            only_if_state={RUNNING}, only_if_attempt=attempt,
+            only_if_state={RUNNING},
+            only_if_attempt=attempt,
         )
 
     async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
         """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""
         await self.append(
             experiment_id,
-            experiment_pb2.ExperimentEvent(attempt=attempt, state_change=experiment_pb2.StateChange(
-                state=QUEUED, attempt=attempt, reason=reason,
-            )),
+            experiment_pb2.ExperimentEvent(
+                attempt=attempt,
+                state_change=experiment_pb2.StateChange(
+                    state=QUEUED,
+                    attempt=attempt,
+                    reason=reason,
+                ),
+            ),
             {"state": QUEUED, "worker_id": "", "start_time": None},
-            only_if_state={RUNNING}, only_if_attempt=attempt,
+            only_if_state={RUNNING},
+            only_if_attempt=attempt,
         )

@@ -79,7 +79,7 @@ class Scheduler:
             self.wake.clear()
             try:
                 self._check_heartbeats()
-                await self._dispatch_queued()
+                await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
                 self.log.exception("scheduler.error", error=str(exc))
 
@@ -99,7 +99,8 @@ class Scheduler:
                 dispatch.stop_reason = worker.lost_reason
                 dispatch.task.cancel()
 
-    async def _dispatch_queued(self) -> None:
+    async def dispatch_queued(self) -> None:
+        """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""
         for queued in self.store.queued(limit=500):
             if queued.experiment_id in self.running:
                 continue
@@ -133,11 +134,17 @@ class Scheduler:
         ref = types_pb2.DatasetRef(name=exp.dataset)
         if dataset is not None and not dataset.builtin:
             ref.images.extend(
-                types_pb2.ImageRef(name=img.name, sha256=img.sha256, size_bytes=img.size_bytes) for img in dataset.images
+                types_pb2.ImageRef(name=img.name, sha256=img.sha256, size_bytes=img.size_bytes)
+                for img in dataset.images
             )
         return worker_pb2.RunExperimentRequest(
-            experiment_id=exp.experiment_id, attempt=exp.attempt, agent=exp.agent, dataset=ref,
-            points=exp.points, device=worker.run_device(exp.device), timeouts=exp.timeouts,
+            experiment_id=exp.experiment_id,
+            attempt=exp.attempt,
+            agent=exp.agent,
+            dataset=ref,
+            points=exp.points,
+            device=worker.run_device(exp.device),
+            timeouts=exp.timeouts,
         )
 
     async def _run(self, dispatch: Dispatch) -> None:
@@ -153,8 +160,9 @@ class Scheduler:
                 if finished:
                     break
             if not finished:
-                await self.ledger.requeue_or_fail(experiment_id, attempt, f"worker {worker.worker_id} ended the stream "
-                                                  "without a terminal event")
+                await self.ledger.requeue_or_fail(
+                    experiment_id, attempt, f"worker {worker.worker_id} ended the stream without a terminal event"
+                )
         except asyncio.CancelledError:
             if dispatch.stop_reason.startswith("worker"):
                 await self.ledger.requeue_or_fail(experiment_id, attempt, dispatch.stop_reason)

@@ -53,8 +53,10 @@ def builtin_photos() -> orchestrator_pb2.Dataset:
         for name, data in datasets.photo_files()
     ]
     return orchestrator_pb2.Dataset(
-        name=datasets.PHOTOS, digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),
-        images=images, builtin=True,
+        name=datasets.PHOTOS,
+        digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),
+        images=images,
+        builtin=True,
     )
 
 
@@ -92,8 +94,13 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s)
     await scheduler.recover()
     servicer = OrchestratorServicer(
-        store, ledger, scheduler, registry, BlobStore(config.data_dir / "blobs"),
-        config.max_bundle_bytes, config.heartbeat_interval_s,
+        store,
+        ledger,
+        scheduler,
+        registry,
+        BlobStore(config.data_dir / "blobs"),
+        config.max_bundle_bytes,
+        config.heartbeat_interval_s,
     )
     server = grpc.aio.server(options=rpc.server_options())
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
@@ -103,6 +110,10 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     scheduler.start()
     address = f"{config.host}:{port}"
-    logs.get_logger("orchestrator").info("orchestrator.started", address=address, expected_build=expected,
-                                         store=store.engine.url.render_as_string(hide_password=True))
+    logs.get_logger("orchestrator").info(
+        "orchestrator.started",
+        address=address,
+        expected_build=expected,
+        store=store.engine.url.render_as_string(hide_password=True),
+    )
     return OrchestratorHandle(server, port, address, store, scheduler, registry, health)

@@ -47,8 +47,16 @@ def _labels_problem(labels: dict[str, str]) -> str | None:
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    def __init__(self, store: Store, ledger: Ledger, scheduler: Scheduler, registry: WorkerRegistry,
-                 blobs: BlobStore, max_bundle_bytes: int, heartbeat_interval_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        ledger: Ledger,
+        scheduler: Scheduler,
+        registry: WorkerRegistry,
+        blobs: BlobStore,
+        max_bundle_bytes: int,
+        heartbeat_interval_s: float,
+    ) -> None:
         self.store = store
         self.ledger = ledger
         self.scheduler = scheduler
@@ -79,10 +87,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             validation.points_problem(request.points)
             or validation.device_problem(request.device or "cpu", allowed=DEVICES)
             or validation.timeouts_problem(request.timeouts)
-            or (f"max_attempts: {request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) "
-                f"and {MAX_ATTEMPTS_LIMIT}" if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT else None)
+            or (
+                f"max_attempts: {request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) "
+                f"and {MAX_ATTEMPTS_LIMIT}"
+                if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT
+                else None
+            )
             or _labels_problem(dict(request.labels))
-            or (f"request_id: longer than 200 characters" if len(request.request_id) > 200 else None)
+            or ("request_id: longer than 200 characters" if len(request.request_id) > 200 else None)
         )
 
     async def CreateExperiment(self, request, context):  # noqa: N802 - gRPC method name
@@ -98,19 +110,32 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 self.blobs.put(f.content)
         dataset = self.store.find_dataset(request.dataset)
         exp = orchestrator_pb2.Experiment(
-            experiment_id=f"exp-{uuid.uuid4().hex[:16]}", state=QUEUED, attempt=1,
-            max_attempts=request.max_attempts or DEFAULT_MAX_ATTEMPTS, agent=bundles.without_content(request.agent),
-            dataset=dataset.name, points=request.points or [types_pb2.ParameterPoint()],
-            device=request.device or "cpu", timeouts=request.timeouts, labels=request.labels,
-            request_id=request.request_id, priority=request.priority, create_time=_now(),
+            experiment_id=f"exp-{uuid.uuid4().hex[:16]}",
+            state=QUEUED,
+            attempt=1,
+            max_attempts=request.max_attempts or DEFAULT_MAX_ATTEMPTS,
+            agent=bundles.without_content(request.agent),
+            dataset=dataset.name,
+            points=request.points or [types_pb2.ParameterPoint()],
+            device=request.device or "cpu",
+            timeouts=request.timeouts,
+            labels=request.labels,
+            request_id=request.request_id,
+            priority=request.priority,
+            create_time=_now(),
         )
         try:
             self.store.create_experiment(exp)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
             return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(dup.experiment_id))
         await self.ledger.created(exp)
-        self.log.info("experiment.created", experiment_id=exp.experiment_id, agent=exp.agent.name,
-                      dataset=exp.dataset, points=len(exp.points))
+        self.log.info(
+            "experiment.created",
+            experiment_id=exp.experiment_id,
+            agent=exp.agent.name,
+            dataset=exp.dataset,
+            points=len(exp.points),
+        )
         self.scheduler.wake.set()
         return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(exp.experiment_id))
 
@@ -127,7 +152,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     async def ListExperiments(self, request, context):  # noqa: N802
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page_size: {request.page_size} must be 0..{MAX_PAGE_SIZE}")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"page_size: {request.page_size} must be 0..{MAX_PAGE_SIZE}"
+            )
         for state in request.states:
             if state not in experiment_pb2.ExperimentState.values() or state == 0:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"states: unknown state {state}")
@@ -180,27 +207,38 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "header: the first message must name the dataset")
             chunk = message.chunk
             if len(chunk.data) > rpc.CHUNK_BYTES:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"chunk.data: {len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"chunk.data: {len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}",
+                )
             if not chunk.image_name or "/" in chunk.image_name or chunk.image_name in closed:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"chunk.image_name: {chunk.image_name!r} is empty, has '/', or was already closed")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"chunk.image_name: {chunk.image_name!r} is empty, has '/', or was already closed",
+                )
             sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
             if sizes[chunk.image_name] > MAX_IMAGE_BYTES:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                    f"chunk.data: image {chunk.image_name!r} exceeds {MAX_IMAGE_BYTES} bytes")
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"chunk.data: image {chunk.image_name!r} exceeds {MAX_IMAGE_BYTES} bytes",
+                )
             parts.setdefault(chunk.image_name, []).append(chunk.data)
             if chunk.last:
                 closed.append(chunk.image_name)
             if len(parts) > MAX_DATASET_IMAGES:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: more than {MAX_DATASET_IMAGES} images")
         problem = (
-            "header.name: missing" if not name
-            else f"header.name: {name!r} is a built-in dataset" if name in datasets.BUILTIN_DATASETS
-            else f"header.name: {name!r} must be 1-200 characters without '/'" if len(name) > 200 or "/" in name
-            else "chunk: no images uploaded" if not parts
+            "header.name: missing"
+            if not name
+            else f"header.name: {name!r} is a built-in dataset"
+            if name in datasets.BUILTIN_DATASETS
+            else f"header.name: {name!r} must be 1-200 characters without '/'"
+            if len(name) > 200 or "/" in name
+            else "chunk: no images uploaded"
+            if not parts
             else f"chunk.last: image {sorted(set(parts) - set(closed))[0]!r} was never closed"
-            if set(parts) - set(closed) else None
+            if set(parts) - set(closed)
+            else None
         )
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -211,9 +249,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 datasets.decode_image(image_name, data)
             except datasets.ImageDecodeError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk.data: {exc}")
-            images.append(orchestrator_pb2.DatasetImage(name=image_name, sha256=self.blobs.put(data), size_bytes=len(data)))
+            images.append(
+                orchestrator_pb2.DatasetImage(name=image_name, sha256=self.blobs.put(data), size_bytes=len(data))
+            )
         dataset = orchestrator_pb2.Dataset(
-            name=name, digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]), images=images,
+            name=name,
+            digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),
+            images=images,
             create_time=_now(),
         )
         self.store.put_dataset(dataset)
@@ -246,10 +288,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if info.slots < 1:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"worker.slots: {info.slots} must be at least 1")
         entry = await self.registry.register(info)
-        self.log.info("worker.registered", worker_id=info.worker_id, address=info.address, build_id=info.build_id,
-                      state=orchestrator_pb2.WorkerState.Name(entry.state))
+        self.log.info(
+            "worker.registered",
+            worker_id=info.worker_id,
+            address=info.address,
+            build_id=info.build_id,
+            state=orchestrator_pb2.WorkerState.Name(entry.state),
+        )
         self.scheduler.wake.set()
-        return orchestrator_pb2.RegisterWorkerResponse(status=entry.status(), heartbeat_interval_s=self.heartbeat_interval_s)
+        return orchestrator_pb2.RegisterWorkerResponse(
+            status=entry.status(), heartbeat_interval_s=self.heartbeat_interval_s
+        )
 
     async def Heartbeat(self, request, context):  # noqa: N802
         entry = self.registry.get(request.worker_id)

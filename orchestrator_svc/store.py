@@ -39,13 +39,15 @@ from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
 metadata = MetaData()
 
 schema_migrations = Table(
-    "schema_migrations", metadata,
+    "schema_migrations",
+    metadata,
     Column("version", Integer, primary_key=True),
     Column("applied_at", Float, nullable=False),
 )
 
 experiments = Table(
-    "experiments", metadata,
+    "experiments",
+    metadata,
     # Insertion order: "newest first" and page tokens use it.
     Column("row", Integer, primary_key=True, autoincrement=True),
     Column("experiment_id", String(64), nullable=False, unique=True),
@@ -68,7 +70,8 @@ experiments = Table(
 )
 
 experiment_labels = Table(
-    "experiment_labels", metadata,
+    "experiment_labels",
+    metadata,
     Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
     Column("key", String(200), primary_key=True),
     Column("value", String(1000), nullable=False),
@@ -76,14 +79,16 @@ experiment_labels = Table(
 )
 
 events = Table(
-    "events", metadata,
+    "events",
+    metadata,
     Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
     Column("sequence", Integer, primary_key=True),
     Column("data", LargeBinary, nullable=False),
 )
 
 datasets = Table(
-    "datasets", metadata,
+    "datasets",
+    metadata,
     Column("name", String(200), primary_key=True),
     Column("digest", String(64), nullable=False, index=True),
     Column("builtin", Boolean, nullable=False, default=False),
@@ -99,11 +104,13 @@ def _migration_1(engine: Engine) -> None:
 
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1)]
-TERMINAL_STATES = frozenset({
-    experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
-    experiment_pb2.EXPERIMENT_STATE_FAILED,
-    experiment_pb2.EXPERIMENT_STATE_CANCELLED,
-})
+TERMINAL_STATES = frozenset(
+    {
+        experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+        experiment_pb2.EXPERIMENT_STATE_FAILED,
+        experiment_pb2.EXPERIMENT_STATE_CANCELLED,
+    }
+)
 
 
 class DuplicateRequest(Exception):
@@ -169,15 +176,24 @@ class Store:
         """
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(experiments).values(
-                    experiment_id=exp.experiment_id, request_id=exp.request_id or None, state=exp.state,
-                    attempt=exp.attempt, max_attempts=exp.max_attempts, priority=exp.priority, device=exp.device,
-                    create_time=exp.create_time.ToMicroseconds() / 1e6, spec=exp.SerializeToString(),
-                ))
+                conn.execute(
+                    insert(experiments).values(
+                        experiment_id=exp.experiment_id,
+                        request_id=exp.request_id or None,
+                        state=exp.state,
+                        attempt=exp.attempt,
+                        max_attempts=exp.max_attempts,
+                        priority=exp.priority,
+                        device=exp.device,
+                        create_time=exp.create_time.ToMicroseconds() / 1e6,
+                        spec=exp.SerializeToString(),
+                    )
+                )
                 if exp.labels:
-                    conn.execute(insert(experiment_labels), [
-                        {"experiment_id": exp.experiment_id, "key": k, "value": v} for k, v in exp.labels.items()
-                    ])
+                    conn.execute(
+                        insert(experiment_labels),
+                        [{"experiment_id": exp.experiment_id, "key": k, "value": v} for k, v in exp.labels.items()],
+                    )
         except IntegrityError:
             existing = self.find_by_request_id(exp.request_id) if exp.request_id else None
             if existing is None:
@@ -196,7 +212,11 @@ class Store:
         return None if row is None else _experiment_from_row(row)
 
     def list_experiments(
-        self, states: Sequence[int], labels: dict[str, str], page_size: int, after_row: int | None,
+        self,
+        states: Sequence[int],
+        labels: dict[str, str],
+        page_size: int,
+        after_row: int | None,
         created_after: float | None = None,
     ) -> tuple[list[orchestrator_pb2.Experiment], int | None]:
         """Newest first. Returns a page and the row to continue after (None on the last page)."""
@@ -231,9 +251,13 @@ class Store:
 
     def running_ids(self) -> list[str]:
         with self.engine.begin() as conn:
-            return list(conn.execute(
-                select(experiments.c.experiment_id).where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_RUNNING)
-            ).scalars())
+            return list(
+                conn.execute(
+                    select(experiments.c.experiment_id).where(
+                        experiments.c.state == experiment_pb2.EXPERIMENT_STATE_RUNNING
+                    )
+                ).scalars()
+            )
 
     def append_event(
         self,
@@ -276,9 +300,11 @@ class Store:
             for key, value in (transition or {}).items():
                 values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
             conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
-            conn.execute(insert(events).values(
-                experiment_id=experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
-            ))
+            conn.execute(
+                insert(events).values(
+                    experiment_id=experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
+                )
+            )
         return stored
 
     def events_after(self, experiment_id: str, after_sequence: int) -> list[experiment_pb2.ExperimentEvent]:
@@ -296,18 +322,27 @@ class Store:
         """Inserts or replaces a dataset by name."""
         with self.engine.begin() as conn:
             conn.execute(datasets.delete().where(datasets.c.name == dataset.name))
-            conn.execute(insert(datasets).values(
-                name=dataset.name, digest=dataset.digest, builtin=dataset.builtin,
-                create_time=dataset.create_time.ToMicroseconds() / 1e6, data=dataset.SerializeToString(),
-            ))
+            conn.execute(
+                insert(datasets).values(
+                    name=dataset.name,
+                    digest=dataset.digest,
+                    builtin=dataset.builtin,
+                    create_time=dataset.create_time.ToMicroseconds() / 1e6,
+                    data=dataset.SerializeToString(),
+                )
+            )
 
     def find_dataset(self, name_or_digest: str) -> orchestrator_pb2.Dataset | None:
         with self.engine.begin() as conn:
-            data = conn.execute(
-                select(datasets.c.data).where(
-                    (datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest)
-                ).order_by(datasets.c.create_time)
-            ).scalars().first()
+            data = (
+                conn.execute(
+                    select(datasets.c.data)
+                    .where((datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest))
+                    .order_by(datasets.c.create_time)
+                )
+                .scalars()
+                .first()
+            )
         return None if data is None else orchestrator_pb2.Dataset.FromString(data)
 
     def list_datasets(self) -> list[orchestrator_pb2.Dataset]:

@@ -75,9 +75,14 @@ class WorkerEntry:
         beat = timestamp_pb2.Timestamp()
         beat.FromMicroseconds(int(self.last_heartbeat * 1e6))
         return orchestrator_pb2.WorkerStatus(
-            info=self.info, state=self.state, state_reason=self.lost_reason or self.stale_reason or
-            ("draining: finishes its running experiments, takes no new ones" if self.draining else ""),
-            slots_in_use=len(self.running), last_heartbeat_time=beat, running_experiment_ids=sorted(self.running),
+            info=self.info,
+            state=self.state,
+            state_reason=self.lost_reason
+            or self.stale_reason
+            or ("draining: finishes its running experiments, takes no new ones" if self.draining else ""),
+            slots_in_use=len(self.running),
+            last_heartbeat_time=beat,
+            running_experiment_ids=sorted(self.running),
         )
 
 
@@ -99,8 +104,11 @@ class WorkerRegistry:
             await old.channel.close()
         channel = rpc.insecure_channel(info.address)
         entry = WorkerEntry(
-            info=info, expected_build=self.expected_build, channel=channel,
-            stub=worker_pb2_grpc.WorkerServiceStub(channel), draining=old.draining if old else False,
+            info=info,
+            expected_build=self.expected_build,
+            channel=channel,
+            stub=worker_pb2_grpc.WorkerServiceStub(channel),
+            draining=old.draining if old else False,
         )
         self.workers[info.worker_id] = entry
         return entry

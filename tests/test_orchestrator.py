@@ -1,0 +1,315 @@
+"""Integration tests of the orchestrator with real workers on 127.0.0.1 (issue 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import grpc
+import pytest
+from conftest import agent_bundle, eventually
+from services import attach_worker, free_port, orchestrator, sandbox_children, spawn, write_images
+
+from codecbench import rpc, values
+from codecbench.v1 import (
+    errors_pb2,
+    experiment_pb2,
+    orchestrator_pb2,
+    types_pb2,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+from orchestrator_svc.client import Client
+
+SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
+RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
+CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
+pytestmark = pytest.mark.timeout(180)
+
+
+def terminal_events(events: list[experiment_pb2.ExperimentEvent]) -> list[experiment_pb2.ExperimentEvent]:
+    return [e for e in events if e.WhichOneof("event") in ("result", "error")]
+
+
+async def all_events(client: Client, experiment_id: str, after: int = 0) -> list[experiment_pb2.ExperimentEvent]:
+    return [e async for e in client.watch(experiment_id, after_sequence=after)]
+
+
+async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(48, 64), (200, 180)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch.address, tmp_path / "w1")
+        try:
+            async with Client(orch.address) as client:
+                dataset = await client.upload_dataset("tiny", images)
+                exp = await client.submit(
+                    agent_bundle("jpeg"), dataset="tiny", points=[{"quality": 30}, {"quality": 80}]
+                )
+                done = await client.wait(exp.experiment_id)
+            assert done.state == SUCCEEDED, done.error
+            assert done.attempt == 1 and done.worker_id == worker.handle.info.worker_id
+
+            request = worker_pb2.RunExperimentRequest(
+                experiment_id="direct",
+                attempt=1,
+                agent=agent_bundle("jpeg"),
+                device="cpu",
+                points=[values.params_from_python({"quality": q}) for q in (30, 80)],
+                dataset=types_pb2.DatasetRef(
+                    name="tiny",
+                    images=[
+                        types_pb2.ImageRef(name=img.name, content=(images / img.name).read_bytes())
+                        for img in dataset.images
+                    ],
+                ),
+            )
+            channel = rpc.insecure_channel(worker.handle.address)
+            direct = [r.event async for r in worker_pb2_grpc.WorkerServiceStub(channel).RunExperiment(request)]
+            await channel.close()
+            direct_result = direct[-1].result
+            for via, straight in zip(done.result.points, direct_result.points, strict=True):
+                for a, b in zip(via.items, straight.items, strict=True):
+                    assert a.item_name == b.item_name
+                    assert (a.metrics.bytes, a.metrics.psnr_db, a.metrics.bitstream_sha256) == (
+                        b.metrics.bytes,
+                        b.metrics.psnr_db,
+                        b.metrics.bitstream_sha256,
+                    )
+                    assert a.metrics.HasField("ms_ssim") == b.metrics.HasField("ms_ssim")
+        finally:
+            await worker.stop()
+
+
+async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 4)
+    async with orchestrator(tmp_path / "orch") as orch:
+        args = ("--port", "0", "--orchestrator", orch.address)
+        w1 = await spawn("worker_svc", *args, "--data-dir", str(tmp_path / "w1"))
+        w2 = await spawn("worker_svc", *args, "--data-dir", str(tmp_path / "w2"))
+        try:
+            async with Client(orch.address) as client:
+                await eventually(lambda: _count_ready(client, 2), what="two workers registered")
+                await client.upload_dataset("four", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="four", points=[{"delay_s": 0.4}])
+                first_item = None
+                async for event in client.watch(exp.experiment_id):
+                    if event.WhichOneof("event") == "item_result":
+                        first_item = event
+                        break
+                assert first_item is not None
+                running = await client.get(exp.experiment_id)
+                assert running.state == RUNNING
+                victim = w1 if running.worker_id == await _worker_id(client, w1.address) else w2
+                victim.kill()
+                done = await client.wait(exp.experiment_id)
+                assert done.state == SUCCEEDED, done.error
+                assert done.attempt == 2
+                assert done.worker_id != running.worker_id
+                assert len(done.result.points[0].items) == 4
+                events = await all_events(client, exp.experiment_id)
+                assert len(terminal_events(events)) == 1
+                requeue = [
+                    e.state_change
+                    for e in events
+                    if e.WhichOneof("event") == "state_change"
+                    and e.state_change.state == experiment_pb2.EXPERIMENT_STATE_QUEUED
+                    and e.state_change.attempt == 2
+                ]
+                assert requeue and running.worker_id in requeue[0].reason
+                statuses = {w.info.worker_id: w for w in await client.workers()}
+                assert statuses[running.worker_id].state == orchestrator_pb2.WORKER_STATE_LOST
+        finally:
+            for w in (w1, w2):
+                await w.stop()
+
+
+async def _count_ready(client: Client, n: int) -> bool:
+    return sum(w.state == orchestrator_pb2.WORKER_STATE_READY for w in await client.workers()) >= n
+
+
+async def _worker_id(client: Client, address: str) -> str:
+    return next(w.info.worker_id for w in await client.workers() if w.info.address == address)
+
+
+async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_once(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    port = free_port()
+    data_dir = tmp_path / "orch"
+    orch_args = ("--port", str(port), "--data-dir", str(data_dir))
+    orch = await spawn("orchestrator_svc", *orch_args)
+    worker = await spawn("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir", str(tmp_path / "w"))
+    try:
+        async with Client(orch.address) as client:
+            await eventually(lambda: _count_ready(client, 1), what="worker registered")
+            await client.upload_dataset("two", images)
+            ids = [
+                (
+                    await client.submit(
+                        agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 0.3}], request_id=f"job-{i}"
+                    )
+                ).experiment_id
+                for i in range(4)
+            ]
+
+            async def first_running() -> bool:
+                return any(e.state == RUNNING for e in await client.list())
+
+            await eventually(first_running, what="an experiment running")
+        orch.kill()
+        await orch.proc.wait()
+        orch = await spawn("orchestrator_svc", *orch_args)
+        async with Client(orch.address) as client:
+            finished = [await client.wait(i) for i in ids]
+            assert [e.state for e in finished] == [SUCCEEDED] * 4
+            assert len(await client.list(limit=100)) == 4
+            for exp in finished:
+                assert len(terminal_events(await all_events(client, exp.experiment_id))) == 1
+            assert max(e.attempt for e in finished) == 2  # the one that was running went back to the queue
+        logged = [json.loads(line) for line in orch.stderr_lines if line.startswith(b"{")]
+        dispatched = [entry for entry in logged if entry.get("event") == "experiment.dispatched"]
+        assert dispatched and all({"experiment_id", "worker_id", "attempt"} <= entry.keys() for entry in dispatched)
+    finally:
+        await worker.stop()
+        await orch.stop()
+
+
+async def test_stale_worker_gets_no_work_and_says_why(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        stale = await attach_worker(orch.address, tmp_path / "stale", build_id="0ld0ld0ld0ld0ld0")
+        good = await attach_worker(orch.address, tmp_path / "good")
+        try:
+            async with Client(orch.address) as client:
+                await eventually(lambda: _count_ready(client, 1), what="good worker registered")
+                status = {w.info.worker_id: w for w in await client.workers()}
+                stale_status = status[stale.handle.info.worker_id]
+                assert stale_status.state == orchestrator_pb2.WORKER_STATE_STALE
+                assert "0ld0ld0ld0ld0ld0" in stale_status.state_reason and "expected build" in stale_status.state_reason
+                await client.upload_dataset("one", images)
+                exps = [
+                    await client.submit(agent_bundle("jpeg"), dataset="one", points=[{"quality": 50}]) for _ in range(3)
+                ]
+                done = [await client.wait(e.experiment_id) for e in exps]
+                assert {d.worker_id for d in done} == {good.handle.info.worker_id}
+        finally:
+            await stale.stop()
+            await good.stop()
+
+
+async def test_request_id_repeat_creates_nothing(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        first = await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}], request_id="once")
+        second = await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}], request_id="once")
+        assert first.experiment_id == second.experiment_id
+        assert [e.experiment_id for e in await client.list()] == [first.experiment_id]
+
+
+async def test_watcher_resumes_from_last_sequence_without_gaps_or_repeats(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 3)
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch.address, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                await client.upload_dataset("three", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="three", points=[{"delay_s": 0.2}])
+                seen: list[experiment_pb2.ExperimentEvent] = []
+                async for event in client.watch(exp.experiment_id):
+                    seen.append(event)
+                    if event.WhichOneof("event") == "item_result":
+                        break  # disconnect mid-run
+                resumed = await all_events(client, exp.experiment_id, after=seen[-1].sequence)
+                replay = await all_events(client, exp.experiment_id)
+                combined = [e.sequence for e in seen + resumed]
+                assert combined == [e.sequence for e in replay] == list(range(1, len(replay) + 1))
+                assert [e.SerializeToString() for e in seen + resumed] == [e.SerializeToString() for e in replay]
+                assert replay[-1].WhichOneof("event") == "result"
+        finally:
+            await worker.stop()
+
+
+async def test_cancel_running_experiment_kills_its_sandbox_children(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch.address, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 600}])
+                async for event in client.watch(exp.experiment_id):
+                    if event.WhichOneof("event") == "progress" and event.progress.phase == errors_pb2.PHASE_ENCODE:
+                        break
+                assert sandbox_children(), "the experiment's sandbox processes should be running"
+                cancelled = await client.cancel(exp.experiment_id)
+                assert cancelled.state == CANCELLED
+                assert cancelled.error.kind == errors_pb2.ERROR_KIND_CANCELLED
+                await eventually(lambda: not sandbox_children(), timeout_s=5, what="sandbox children gone")
+                final = await client.get(exp.experiment_id)
+                assert final.state == CANCELLED and not final.HasField("result")
+                assert (
+                    terminal_events(await all_events(client, exp.experiment_id))[0].error.kind
+                    == errors_pb2.ERROR_KIND_CANCELLED
+                )
+        finally:
+            await worker.stop()
+
+
+async def test_heartbeat_silence_marks_worker_lost_and_drain_stops_new_work(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch", heartbeat_timeout_s=1.0) as orch:
+        silent = await attach_worker(orch.address, tmp_path / "silent")
+        draining = await attach_worker(orch.address, tmp_path / "draining")
+        try:
+            async with Client(orch.address) as client:
+                await eventually(lambda: _count_ready(client, 2), what="two workers registered")
+                silent.task.cancel()  # stops its heartbeats, the server keeps running
+                await client.drain(draining.handle.info.worker_id)
+
+                async def states() -> dict[str, int]:
+                    return {w.info.worker_id: w.state for w in await client.workers()}
+
+                async def lost() -> bool:
+                    return (await states())[silent.handle.info.worker_id] == orchestrator_pb2.WORKER_STATE_LOST
+
+                await eventually(lost, timeout_s=10, what="silent worker LOST")
+                assert (await states())[draining.handle.info.worker_id] == orchestrator_pb2.WORKER_STATE_DRAINING
+                exp = await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}])
+                await orch.scheduler.dispatch_queued()  # one full pass over the queue
+                assert (await client.get(exp.experiment_id)).state == experiment_pb2.EXPERIMENT_STATE_QUEUED
+                assert not orch.scheduler.running
+        finally:
+            await silent.stop()
+            await draining.stop()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.agent.ClearField("files"), "agent.files"),
+        (lambda r: setattr(r.agent, "entry_module", ""), "agent.entry_module"),
+        (lambda r: setattr(r.agent, "entry_module", "nothere"), "agent.entry_module"),
+        (lambda r: setattr(r.agent.files[0], "path", "../escape.py"), "agent.files[0].path"),
+        (lambda r: setattr(r, "dataset", "no-such-dataset"), "dataset"),
+        (lambda r: setattr(r.timeouts, "encode_s", -1), "timeouts.encode_s"),
+        (lambda r: setattr(r.timeouts, "load_s", float("nan")), "timeouts.load_s"),
+        (lambda r: setattr(r, "device", "tpu"), "device"),
+        (lambda r: setattr(r, "max_attempts", 99), "max_attempts"),
+        (lambda r: r.agent.files.add(path="big.bin", content=b"\0" * (33 * 1024 * 1024)), "agent.files"),
+    ],
+)
+async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, field: str) -> None:  # noqa: ANN001
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        request = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos", device="cpu")
+        mutate(request)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.CreateExperiment(request)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(field), info.value.details()
+        assert await client.list() == []  # nothing was created, and the service still answers
+        assert [d.name for d in await client.datasets()] == ["photos"]
+
+
+async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch:
+        assert orch.store.schema_version() == 1
+        with orch.store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert (tmp_path / "orch" / "codecbench.db").exists()
