@@ -68,6 +68,7 @@ class OrchestratorHandle:
     store: Store
     scheduler: Scheduler
     registry: WorkerRegistry
+    servicer: OrchestratorServicer
     health: object
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -116,4 +117,4 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         expected_build=expected,
         store=store.engine.url.render_as_string(hide_password=True),
     )
-    return OrchestratorHandle(server, port, address, store, scheduler, registry, health)
+    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health)

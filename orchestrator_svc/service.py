@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import grpc
@@ -64,6 +65,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.blobs = blobs
         self.max_bundle_bytes = max_bundle_bytes
         self.heartbeat_interval_s = heartbeat_interval_s
+        # Blobs served to workers, by digest: shows that each crosses the network once per worker.
+        self.blob_reads: Counter[str] = Counter()
         self.log = logs.get_logger("orchestrator")
 
     # -- experiments -------------------------------------------------------------------------
@@ -273,6 +276,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not path.exists():
             await context.abort(grpc.StatusCode.NOT_FOUND, f"sha256: no blob {request.sha256}")
         size = path.stat().st_size
+        self.blob_reads[request.sha256] += 1
         with path.open("rb") as f:
             first = True
             while chunk := f.read(rpc.CHUNK_BYTES):

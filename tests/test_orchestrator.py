@@ -313,3 +313,85 @@ async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> N
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()
+
+
+async def test_blobs_are_content_addressed_deduplicated_and_sent_to_a_worker_once(tmp_path: Path) -> None:
+    first = write_images(tmp_path / "a", [(32, 32), (40, 24)])
+    second = write_images(tmp_path / "b", [(32, 32)])  # the same bytes as a/img0.png
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch.address, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                a = await client.upload_dataset("a", first)
+                b = await client.upload_dataset("b", second)
+                assert b.images[0].sha256 == a.images[0].sha256
+                stored = [p.name for p in (tmp_path / "orch" / "blobs").rglob("*") if p.is_file()]
+                assert sorted(stored) == sorted(img.sha256 for img in a.images)
+                for _ in range(2):
+                    exp = await client.submit(agent_bundle("jpeg"), dataset="a", points=[{"quality": 50}])
+                    assert (await client.wait(exp.experiment_id)).state == SUCCEEDED
+                exp = await client.submit(agent_bundle("jpeg"), dataset=b.digest, points=[{"quality": 50}])
+                assert (await client.wait(exp.experiment_id)).state == SUCCEEDED
+            reads = orch.servicer.blob_reads
+            agent_digest = agent_bundle("jpeg").files[0].sha256
+            assert reads[agent_digest] == 1
+            assert {img.sha256: reads[img.sha256] for img in a.images} == {img.sha256: 1 for img in a.images}
+        finally:
+            await worker.stop()
+
+
+@pytest.mark.parametrize(
+    ("messages", "field"),
+    [
+        (
+            [orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1"))],
+            "header",
+        ),
+        (
+            [
+                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="photos")),
+                orchestrator_pb2.CreateDatasetRequest(
+                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1", last=True)
+                ),
+            ],
+            "header.name",
+        ),
+        (
+            [
+                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
+                orchestrator_pb2.CreateDatasetRequest(
+                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"\0" * (1024 * 1024 + 1), last=True)
+                ),
+            ],
+            "chunk.data",
+        ),
+        (
+            [
+                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
+                orchestrator_pb2.CreateDatasetRequest(
+                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"not an image", last=True)
+                ),
+            ],
+            "chunk.data",
+        ),
+        (
+            [
+                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
+                orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1")),
+            ],
+            "chunk.last",
+        ),
+    ],
+)
+async def test_malformed_dataset_uploads_name_the_field(tmp_path: Path, messages, field: str) -> None:  # noqa: ANN001
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+
+        async def stream():  # noqa: ANN202
+            for message in messages:
+                yield message
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.CreateDataset(stream())
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(field), info.value.details()
+        assert [d.name for d in await client.datasets()] == ["photos"]
