@@ -41,9 +41,9 @@ def bundle_from_dir(folder: Path, entry_module: str = "", name: str = "", contra
         if not path.is_file() or any(part in _SKIP_DIRS for part in rel.parts) or path.suffix == ".pyc":
             continue
         content = path.read_bytes()
-        files.append(
-            types_pb2.AgentFile(path=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content))
-        )
+        files.append(types_pb2.AgentFile(
+            path=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content)
+        ))
     if not entry_module:
         top = sorted(f.path[:-3] for f in files if "/" not in f.path and f.path.endswith(".py"))
         if "codec" in top:

@@ -6,6 +6,8 @@ base64, so every bit arrives as it was sent.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -64,6 +66,20 @@ def from_torch(tensor: torch.Tensor) -> types_pb2.Tensor:
     return from_numpy(t.contiguous().numpy())
 
 
+def _shape(message: types_pb2.Tensor, itemsize: int) -> tuple[int, ...]:
+    """The message's shape, checked against its data length (exact integer arithmetic: a huge
+    shape must not wrap around to match a short buffer)."""
+    shape = tuple(int(s) for s in message.shape)
+    if any(s < 0 for s in shape):
+        raise TensorFormatError(f"negative dimension in shape {list(shape)}")
+    expected = math.prod(shape) * itemsize
+    if len(message.data) != expected:
+        raise TensorFormatError(
+            f"shape {list(shape)} of {dtype_name(message.dtype)} needs {expected} bytes, got {len(message.data)}"
+        )
+    return shape
+
+
 def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
     """Unpacks a Tensor message into a writable numpy array in native byte order.
 
@@ -74,14 +90,7 @@ def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
     if message.dtype not in _NUMPY_OF:
         raise TensorFormatError(f"dtype {types_pb2.DType.Name(message.dtype)} has no numpy equivalent")
     dt = _NUMPY_OF[message.dtype]
-    shape = tuple(int(s) for s in message.shape)
-    if any(s < 0 for s in shape):
-        raise TensorFormatError(f"negative dimension in shape {list(shape)}")
-    expected = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-    if len(message.data) != expected:
-        raise TensorFormatError(
-            f"shape {list(shape)} of {dtype_name(message.dtype)} needs {expected} bytes, got {len(message.data)}"
-        )
+    shape = _shape(message, dt.itemsize)
     return np.frombuffer(message.data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)
 
 
@@ -92,10 +101,7 @@ def to_torch(message: types_pb2.Tensor) -> torch.Tensor:
         TensorFormatError: as :func:`to_numpy`.
     """
     if message.dtype == types_pb2.D_TYPE_BFLOAT16:
-        shape = tuple(int(s) for s in message.shape)
-        expected = int(np.prod(shape, dtype=np.int64)) * 2
-        if len(message.data) != expected:
-            raise TensorFormatError(f"shape {list(shape)} of bfloat16 needs {expected} bytes, got {len(message.data)}")
+        shape = _shape(message, 2)
         raw = np.frombuffer(message.data, dtype="<i2").astype(np.int16).reshape(shape)
         return torch.from_numpy(raw.copy()).view(torch.bfloat16)
     return torch.from_numpy(to_numpy(message))

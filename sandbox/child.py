@@ -2,7 +2,8 @@
 
 It serves one role (encoder or decoder) of one agent over framed protobuf on the inherited
 socket ``N``, and never pickles anything. Agent failures become typed ``Error`` responses;
-the worker decides what they mean for the experiment.
+the worker decides what they mean for the experiment. Once started, it sends one empty
+``SandboxResponse`` (ready) before it reads the first request.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class AgentRuntime:
         bind = contracts.bind_call
         if self.form == "class":
             cls = self.module.Codec
-            init = bind(cls, "Codec", "Codec(device, **params)", self.bundle_dir, LOAD, {"device": self.device, **params})
+            init = bind(
+                cls, "Codec", "Codec(device, **params)", self.bundle_dir, LOAD, {"device": self.device, **params}
+            )
             method_name = "encode" if encoder else "decode"
             data = "image" if encoder else "bitstream"
             method = getattr(cls, method_name, None)
@@ -207,21 +210,33 @@ def _sync(device: str) -> None:
 
 def _run_agent(fn: Any, phase: int, bundle_dir: Path) -> Any:
     """Calls agent code; anything it raises (SystemExit and KeyboardInterrupt included) becomes
-    a typed error with the agent's frames."""
+    a typed error with the agent's frames.
+
+    A process the agent forked that comes back here exits at once: only the original process
+    talks to the worker (a fork bomb's copies must not write into the shared socket).
+    """
+    serving_pid = os.getpid()
     try:
-        return fn()
+        result = fn()
     except errors.CodecbenchError:
         raise
     except MemoryError as exc:
+        if os.getpid() != serving_pid:
+            os._exit(0)
         raise errors.from_proto(
             exception_error(exc, errors_pb2.ERROR_KIND_MEMORY_LIMIT, phase, bundle_dir,
                             f"the agent ran out of memory (MemoryError) in {errors.phase_name(phase)}")
         ) from exc
     except BaseException as exc:  # noqa: BLE001 - every agent failure must be reported, none may kill the runtime
+        if os.getpid() != serving_pid:
+            os._exit(0)
         kind = errors_pb2.ERROR_KIND_AGENT_EXCEPTION
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
             kind = errors_pb2.ERROR_KIND_MEMORY_LIMIT
         raise errors.from_proto(exception_error(exc, kind, phase, bundle_dir)) from exc
+    if os.getpid() != serving_pid:
+        os._exit(0)
+    return result
 
 
 def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, max_bitstream_bytes: int
@@ -247,16 +262,51 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
         return runtime, sandbox_pb2.SandboxResponse(error=exc.to_proto())
 
 
-def _apply_limits(args: argparse.Namespace) -> None:
-    """Hard resource limits the agent cannot raise again (RLIMIT_* are per process, inherited)."""
+def apply_limits(memory_bytes: int, cpu_s: int, file_bytes: int, open_files: int) -> None:
+    """Hard resource limits the agent cannot raise again (RLIMIT_* are per process, inherited).
+
+    0 leaves a limit unset (RLIMIT_AS stays unset for CUDA runs: CUDA reserves large virtual ranges).
+    """
     for res, value in (
-        (resource.RLIMIT_AS, args.memory_bytes),
-        (resource.RLIMIT_CPU, args.cpu_s),
-        (resource.RLIMIT_FSIZE, args.file_bytes),
-        (resource.RLIMIT_NOFILE, args.open_files),
+        (resource.RLIMIT_AS, memory_bytes),
+        (resource.RLIMIT_CPU, cpu_s),
+        (resource.RLIMIT_FSIZE, file_bytes),
+        (resource.RLIMIT_NOFILE, open_files),
     ):
         if value:
             resource.setrlimit(res, (value, value))
+
+
+def serve(sock: socket.socket, max_frame_bytes: int, max_bitstream_bytes: int) -> int:
+    """Serves framed requests on ``sock`` until the worker closes it; returns the exit status.
+
+    The first frame sent is an empty ``SandboxResponse``: ready (the interpreter and torch are
+    up, so the worker starts the agent's load limit only now).
+    """
+    stream = sock.makefile("rwb")
+    runtime: AgentRuntime | None = None
+    try:
+        framing.write_frame(stream, sandbox_pb2.SandboxResponse())
+    except (BrokenPipeError, ConnectionResetError):
+        return 0
+    while True:
+        try:
+            request = framing.read_frame(stream, sandbox_pb2.SandboxRequest, max_frame_bytes)
+        except framing.FrameError as exc:
+            print(f"sandbox: bad request frame: {exc}", file=sys.stderr)
+            return 2
+        except (BrokenPipeError, ConnectionResetError):  # the worker closed the socket: end of stream
+            return 0
+        if request is None:
+            return 0
+        runtime, response = handle(runtime, request, max_bitstream_bytes)
+        try:
+            framing.write_frame(stream, response)
+        except (BrokenPipeError, ConnectionResetError):
+            return 0
+        except ValueError as exc:  # protobuf refuses messages over 2 GiB
+            err = errors.InvalidOutput(f"response does not fit in a frame: {exc}")
+            framing.write_frame(stream, sandbox_pb2.SandboxResponse(error=err.to_proto()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,26 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file-bytes", type=int, default=0)
     parser.add_argument("--open-files", type=int, default=0)
     args = parser.parse_args(argv)
-    _apply_limits(args)
-    sock = socket.socket(fileno=args.fd)
-    stream = sock.makefile("rwb")
-    runtime: AgentRuntime | None = None
-    while True:
-        try:
-            request = framing.read_frame(stream, sandbox_pb2.SandboxRequest, args.max_frame_bytes)
-        except framing.FrameError as exc:
-            print(f"sandbox: bad request frame: {exc}", file=sys.stderr)
-            return 2
-        if request is None:
-            return 0
-        runtime, response = handle(runtime, request, args.max_bitstream_bytes)
-        try:
-            framing.write_frame(stream, response)
-        except (BrokenPipeError, ConnectionResetError):
-            return 0
-        except ValueError as exc:  # protobuf refuses messages over 2 GiB
-            err = errors.InvalidOutput(f"response does not fit in a frame: {exc}")
-            framing.write_frame(stream, sandbox_pb2.SandboxResponse(error=err.to_proto()))
+    apply_limits(args.memory_bytes, args.cpu_s, args.file_bytes, args.open_files)
+    return serve(socket.socket(fileno=args.fd), args.max_frame_bytes, args.max_bitstream_bytes)
 
 
 if __name__ == "__main__":

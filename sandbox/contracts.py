@@ -35,6 +35,8 @@ _PLACEHOLDER = object()  # stands for the image/bitstream when signatures are ch
 
 
 def _location(fn: Callable[..., Any], bundle_dir: Path) -> str:
+    if inspect.isclass(fn):  # Codec(device, **params): the signature is that of __init__
+        fn = fn.__init__
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:
         return ""

@@ -18,6 +18,9 @@ from pathlib import Path
 from codecbench.v1 import worker_pb2
 
 
+BWRAP = worker_pb2.ISOLATION_BWRAP
+
+
 @cache
 def bwrap_path() -> str | None:
     """Path of the ``bwrap`` binary, or None when bubblewrap is not installed."""
@@ -44,6 +47,7 @@ def wrap_command(
     hidden: Sequence[Path],
     gpu: bool,
     env: dict[str, str],
+    keep_capabilities: bool = False,
 ) -> list[str]:
     """The argv that runs ``command`` under the requested isolation.
 
@@ -53,6 +57,9 @@ def wrap_command(
         hidden: directories replaced by empty tmpfs mounts inside the sandbox.
         gpu: bind the NVIDIA device nodes in (CUDA experiments).
         env: the child's whole environment.
+        keep_capabilities: keep the capabilities bwrap grants inside its user namespace (only
+            the warm template needs them, to give each forked agent process its own namespaces;
+            agent processes always drop them all).
     """
     if isolation != worker_pb2.ISOLATION_BWRAP:
         return list(command)
@@ -67,6 +74,10 @@ def wrap_command(
         "--new-session",
         "--clearenv",
     ]
+    if not keep_capabilities:
+        # As root, bwrap would otherwise leave the sandboxed process every capability of its
+        # user namespace (CAP_SYS_ADMIN included).
+        argv += ["--cap-drop", "ALL"]
     for path in hidden:
         if path.exists():
             argv += ["--tmpfs", str(path)]

@@ -9,6 +9,7 @@ process tree and raises TIMEOUT with the phase, the limit and the elapsed time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from codecbench import errors, framing
-from codecbench.v1 import experiment_pb2, sandbox_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, worker_pb2
 from sandbox import isolation
 
 MiB = 1024 * 1024
@@ -37,6 +38,8 @@ class SandboxLimits:
         open_files: RLIMIT_NOFILE.
         max_bitstream_bytes: largest bitstream (or seed encoding dict) accepted.
         output_bytes: stdout+stderr kept per experiment; the rest is dropped after a marker line.
+        startup_s: how long the sandbox runtime may take to start (interpreter, torch import)
+            before it reports ready; not charged to the agent's load limit.
     """
 
     memory_bytes: int = 8 * 1024 * MiB
@@ -45,6 +48,7 @@ class SandboxLimits:
     open_files: int = 256
     max_bitstream_bytes: int = 48 * MiB
     output_bytes: int = 1 * MiB
+    startup_s: float = 120.0
 
     @property
     def max_frame_bytes(self) -> int:
@@ -101,13 +105,17 @@ class SandboxProcess:
     """One running agent child. Use :meth:`start`, then :meth:`call`; always :meth:`kill`."""
 
     def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, pumps: list[asyncio.Task[None]], limits: SandboxLimits) -> None:
+                 writer: asyncio.StreamWriter, pumps: list[asyncio.Task[None]], limits: SandboxLimits,
+                 wrapped: bool = False) -> None:
         self._proc = proc
         self._reader = reader
         self._writer = writer
         self._pumps = pumps
         self._limits = limits
         self._timed_out = False
+        # Under bwrap the process we wait for is bwrap, which exits with 128 + N when the agent's
+        # process is killed by signal N.
+        self._wrapped = wrapped
 
     @property
     def pid(self) -> int:
@@ -123,14 +131,17 @@ class SandboxProcess:
         hidden: Sequence[Path] = (),
         gpu: bool = False,
     ) -> SandboxProcess:
-        """Starts ``python -m sandbox.child`` under the given isolation.
+        """Starts ``python -m sandbox.child`` under the given isolation and waits until its
+        runtime reports ready (so the agent's load limit does not pay for the interpreter start).
 
         Raises:
-            errors.InternalError: the process could not be started.
+            errors.InternalError: the process could not be started, or its runtime did not start.
         """
         parent_sock, child_sock = socket.socketpair()
         command = [
-            sys.executable, "-m", "sandbox.child",
+            # -P: the cwd (the agent's bundle) must not come first on sys.path, or a bundle file
+            # named like a module of the runtime (sandbox/, numpy.py, torch/) would replace it.
+            sys.executable, "-P", "-m", "sandbox.child",
             "--fd", str(child_sock.fileno()),
             "--max-frame-bytes", str(limits.max_frame_bytes),
             "--max-bitstream-bytes", str(limits.max_bitstream_bytes),
@@ -163,7 +174,35 @@ class SandboxProcess:
             asyncio.create_task(_pump(proc.stdout, experiment_pb2.LOG_STREAM_STDOUT, budget)),
             asyncio.create_task(_pump(proc.stderr, experiment_pb2.LOG_STREAM_STDERR, budget)),
         ]
-        return cls(proc, reader, writer, pumps, limits)
+        process = cls(proc, reader, writer, pumps, limits, wrapped=isolation_mode == worker_pb2.ISOLATION_BWRAP)
+        try:
+            await process._wait_ready()
+        except BaseException:
+            await process.close()
+            raise
+        return process
+
+    async def _wait_ready(self) -> None:
+        """Waits for the runtime's ready frame (an empty ``SandboxResponse``)."""
+        try:
+            async with asyncio.timeout(self._limits.startup_s):
+                ready = await framing.read_frame_async(
+                    self._reader, sandbox_pb2.SandboxResponse, self._limits.max_frame_bytes
+                )
+        except TimeoutError:
+            raise errors.InternalError(
+                f"the sandbox runtime did not start within {self._limits.startup_s:g} s", phase=errors_pb2.PHASE_LOAD
+            ) from None
+        except (framing.FrameError, ConnectionResetError):
+            ready = None
+        if ready is None:
+            ended = await self._crash(errors_pb2.PHASE_LOAD)
+            raise errors.InternalError(f"the sandbox runtime failed to start: {ended}", phase=errors_pb2.PHASE_LOAD)
+        if ready.WhichOneof("response") is not None:
+            raise errors.InternalError(
+                f"the sandbox runtime sent {ready.WhichOneof('response')} instead of its ready frame",
+                phase=errors_pb2.PHASE_LOAD,
+            )
 
     async def call(
         self, request: sandbox_pb2.SandboxRequest, phase: int, timeout_s: float
@@ -219,15 +258,21 @@ class SandboxProcess:
             self.kill()
             code = await self._proc.wait()
         where = errors.phase_name(phase)
-        if code < 0:
-            sig = -code
+        sig = -code if code < 0 else 0
+        if self._wrapped and code - 128 in signal.valid_signals():
+            sig = code - 128  # bwrap's report of a signal death (there is no other way to tell)
+        if sig:
             if sig == signal.SIGXCPU:
                 return errors.Timeout(
                     f"the agent used up its CPU time limit in {where} (SIGXCPU)",
                     phase=phase, limit_s=float(self._limits.cpu_s), signal=sig,
                 )
+            try:
+                name = signal.Signals(sig).name
+            except ValueError:  # real-time signals have no name
+                name = f"SIGRT {sig}"
             return errors.SandboxCrash(
-                f"the agent process was killed by signal {sig} ({signal.Signals(sig).name}) during {where}",
+                f"the agent process was killed by signal {sig} ({name}) during {where}",
                 phase=phase, signal=sig,
             )
         return errors.SandboxCrash(
@@ -237,10 +282,8 @@ class SandboxProcess:
     def kill(self) -> None:
         """SIGKILLs the child's whole process group (under bwrap, its PID namespace dies with it)."""
         if self._proc.returncode is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     async def close(self) -> None:
         """Kills the child, reaps it and drains its output."""

@@ -23,6 +23,10 @@ def agent_frames(tb: TracebackType | None, bundle_dir: Path) -> list[errors_pb2.
 
 
 def _relative(filename: str, bundle_dir: Path) -> str | None:
+    # Pseudo-files ("<frozen importlib._bootstrap>", "<string>") are no agent file; resolving them
+    # would place them in the cwd, which is the bundle directory.
+    if not Path(filename).is_absolute():
+        return None
     try:
         return Path(filename).resolve().relative_to(bundle_dir.resolve()).as_posix()
     except ValueError:
@@ -42,7 +46,9 @@ def exception_error(
     if isinstance(exc, SyntaxError) and exc.filename:
         rel = _relative(exc.filename, bundle_dir) or exc.filename
         location = f"{rel}:{exc.lineno}"
-        frames.append(errors_pb2.Frame(file=rel, line=exc.lineno or 0, function="<module>", code=(exc.text or "").strip()))
+        frames.append(
+            errors_pb2.Frame(file=rel, line=exc.lineno or 0, function="<module>", code=(exc.text or "").strip())
+        )
     text = message if message is not None else (str(exc) or repr(exc))
     return errors_pb2.Error(
         kind=kind, phase=phase, message=text, exception_type=type(exc).__name__, frames=frames, location=location

@@ -125,15 +125,20 @@ async def _run(
         ),
     )
     points = list(request.points) or [types_pb2.ParameterPoint()]
+    terminal: dict[str, object] = {}
     try:
         async with asyncio.timeout(timeouts.experiment_s):
             position.phase = errors_pb2.PHASE_LOAD
-            emit(progress=experiment_pb2.Progress(phase=position.phase, point_count=len(points), item_count=len(images)))
+            emit(progress=experiment_pb2.Progress(
+                phase=position.phase, point_count=len(points), item_count=len(images)
+            ))
             encoder, decoder = await _open_both(request, settings, budget, timeouts.load_s, blob, sides)
             results = []
             for p_index, point in enumerate(points):
                 position.point, position.item, position.phase = p_index, None, errors_pb2.PHASE_LOAD
-                await asyncio.gather(encoder.set_params(point, timeouts.load_s), decoder.set_params(point, timeouts.load_s))
+                await asyncio.gather(
+                    encoder.set_params(point, timeouts.load_s), decoder.set_params(point, timeouts.load_s)
+                )
                 items = []
                 for i, image in enumerate(images):
                     position.item, position.item_name = i, image.name
@@ -143,25 +148,28 @@ async def _run(
                     )
                 results.append(metrics.point_result(p_index, point, items))
         wall_ms = (time.perf_counter() - started) * 1000.0
-        emit(result=experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id))
+        terminal = {"result": experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id)}
     except TimeoutError:
         elapsed = time.perf_counter() - started
         error = errors.Timeout(
             f"experiment did not finish within {timeouts.experiment_s:g} s (stopped after {elapsed:.2f} s)",
             phase=position.phase, limit_s=timeouts.experiment_s, elapsed_s=elapsed,
         )
-        emit(error=position.stamp(error.to_proto()))
+        terminal = {"error": position.stamp(error.to_proto())}
     except errors.CodecbenchError as exc:
-        emit(error=position.stamp(exc.to_proto()))
+        terminal = {"error": position.stamp(exc.to_proto())}
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - a bug of ours still ends the stream with a typed error
         error = errors.InternalError(f"worker error: {type(exc).__name__}: {exc}", exception_type=type(exc).__name__)
-        emit(error=position.stamp(error.to_proto()))
+        terminal = {"error": position.stamp(error.to_proto())}
     finally:
         for side in sides:  # synchronously, so even a cancelled run leaves no process behind
             side.process.kill()
         await asyncio.shield(asyncio.gather(*(side.close() for side in sides), return_exceptions=True))
+    # Only now that the agent processes are gone and their output is drained: no log line can
+    # follow the terminal event.
+    emit(**terminal)
 
 
 async def _open_both(

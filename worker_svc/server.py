@@ -18,8 +18,9 @@ from pathlib import Path
 import grpc
 import torch
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import DecodeError
 
-from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation
+from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation, values
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.process import OutputBudget, SandboxLimits
@@ -141,7 +142,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def Decode(self, request, context):  # noqa: N802
         async def decode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.DecodeResponse:
             if side.contract == types_pb2.CONTRACT_SEED:
-                encoded = sandbox_pb2.SandboxEncoded(encoding_data=types_pb2.Value.FromString(request.bitstream))
+                try:
+                    encoding_data = types_pb2.Value.FromString(request.bitstream)
+                    values.from_value(encoding_data)  # every tensor in it must be well-formed
+                except (DecodeError, tensors.TensorFormatError, RecursionError) as exc:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        "bitstream: a seed agent decodes a serialized codecbench.v1.Value, as Encode returns it "
+                        f"({type(exc).__name__}: {exc})",
+                    )
+                encoded = sandbox_pb2.SandboxEncoded(encoding_data=encoding_data)
             else:
                 encoded = sandbox_pb2.SandboxEncoded(bitstream=request.bitstream)
             decoded, ms = await side.decode(encoded, limits.decode_s)
@@ -155,14 +165,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             sandbox_pb2.SANDBOX_ROLE_DECODER, decode,
         )
 
-    async def _images(self, context: grpc.aio.ServicerContext, ref: types_pb2.DatasetRef) -> list[datasets.DatasetImage]:
+    async def _images(
+        self, context: grpc.aio.ServicerContext, ref: types_pb2.DatasetRef
+    ) -> list[datasets.DatasetImage]:
         if not ref.images:
             if ref.name == datasets.PHOTOS:
                 return list(datasets.load_photos())
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"dataset.name: unknown built-in dataset {ref.name!r} (built-in: {', '.join(datasets.BUILTIN_DATASETS)});"
-                " other datasets must list their images",
+                f"dataset.name: unknown built-in dataset {ref.name!r} "
+                f"(built-in: {', '.join(datasets.BUILTIN_DATASETS)}); other datasets must list their images",
             )
         try:
             await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)

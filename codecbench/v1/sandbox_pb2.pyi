@@ -98,3 +98,55 @@ class SandboxResponse(_message.Message):
     decoded: SandboxDecoded
     error: _errors_pb2.Error
     def __init__(self, loaded: _Optional[_Union[SandboxLoaded, _Mapping]] = ..., params_set: _Optional[bool] = ..., encoded: _Optional[_Union[SandboxEncoded, _Mapping]] = ..., decoded: _Optional[_Union[SandboxDecoded, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ...) -> None: ...
+
+class SandboxSpawn(_message.Message):
+    __slots__ = ("spawn_id", "limits")
+    SPAWN_ID_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    spawn_id: int
+    limits: SandboxRlimits
+    def __init__(self, spawn_id: _Optional[int] = ..., limits: _Optional[_Union[SandboxRlimits, _Mapping]] = ...) -> None: ...
+
+class SandboxRlimits(_message.Message):
+    __slots__ = ("memory_bytes", "cpu_s", "file_bytes", "open_files", "max_frame_bytes", "max_bitstream_bytes")
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_S_FIELD_NUMBER: _ClassVar[int]
+    FILE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OPEN_FILES_FIELD_NUMBER: _ClassVar[int]
+    MAX_FRAME_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BITSTREAM_BYTES_FIELD_NUMBER: _ClassVar[int]
+    memory_bytes: int
+    cpu_s: int
+    file_bytes: int
+    open_files: int
+    max_frame_bytes: int
+    max_bitstream_bytes: int
+    def __init__(self, memory_bytes: _Optional[int] = ..., cpu_s: _Optional[int] = ..., file_bytes: _Optional[int] = ..., open_files: _Optional[int] = ..., max_frame_bytes: _Optional[int] = ..., max_bitstream_bytes: _Optional[int] = ...) -> None: ...
+
+class TemplateEvent(_message.Message):
+    __slots__ = ("ready", "exited", "spawn_failed")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    EXITED_FIELD_NUMBER: _ClassVar[int]
+    SPAWN_FAILED_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    exited: SandboxExited
+    spawn_failed: SandboxSpawnFailed
+    def __init__(self, ready: _Optional[bool] = ..., exited: _Optional[_Union[SandboxExited, _Mapping]] = ..., spawn_failed: _Optional[_Union[SandboxSpawnFailed, _Mapping]] = ...) -> None: ...
+
+class SandboxExited(_message.Message):
+    __slots__ = ("spawn_id", "exit_code", "signal")
+    SPAWN_ID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    SIGNAL_FIELD_NUMBER: _ClassVar[int]
+    spawn_id: int
+    exit_code: int
+    signal: int
+    def __init__(self, spawn_id: _Optional[int] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ...) -> None: ...
+
+class SandboxSpawnFailed(_message.Message):
+    __slots__ = ("spawn_id", "message")
+    SPAWN_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    spawn_id: int
+    message: str
+    def __init__(self, spawn_id: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,101 @@
+"""Linux namespace, mount and capability calls for a freshly forked agent process (ctypes).
+
+Used by the warm template (:mod:`sandbox.template`): every forked agent process gets its own
+network, mount, PID, IPC and UTS namespaces, a private tmpfs ``/tmp`` and ``/proc``, and then
+drops every capability and sets ``no_new_privs`` before any agent code runs. Constants are the
+kernel's (``linux/sched.h``, ``linux/mount.h``, ``linux/prctl.h``, ``linux/capability.h``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+AGENT_NAMESPACES = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWPID | CLONE_NEWNET
+
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+_CAP_LAST = 63
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class NamespaceError(OSError):
+    """A namespace, mount or capability call that the kernel refused."""
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise NamespaceError(errno, f"{what}: {os.strerror(errno)}")
+
+
+def unshare(flags: int) -> None:
+    """unshare(2). The new PID namespace applies to the caller's next child, not the caller."""
+    _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    """mount(2)."""
+    _check(
+        _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                    data.encode() if data else None),
+        f"mount {fstype or source} on {target}",
+    )
+
+
+def make_mounts_private() -> None:
+    """Stops mount events from propagating back to the template's mount namespace."""
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+
+
+def prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+
+
+def die_with_parent(signal_number: int) -> None:
+    """The kernel sends ``signal_number`` to this process when its parent exits."""
+    prctl(PR_SET_PDEATHSIG, signal_number)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def drop_all_capabilities() -> None:
+    """Empties the bounding, effective, permitted and inheritable sets and sets no_new_privs, so
+    neither this process nor anything it executes can hold a capability again."""
+    for cap in range(_CAP_LAST + 1):
+        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
+            _check(-1, f"drop capability {cap} from the bounding set")
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capset(ctypes.byref(header), data), "capset (drop all)")
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def effective_capabilities() -> int:
+    """The CapEff mask of this process (from /proc/self/status)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0

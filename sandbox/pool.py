@@ -1,0 +1,226 @@
+"""The worker's side of the warm template (:mod:`sandbox.template`): start it, fork from it.
+
+A forked agent process is ready in milliseconds instead of the seconds a new interpreter needs
+to import torch. The worker learns the process's PID (as the worker's PID namespace sees it)
+from the kernel: the agent socket has SO_PASSCRED set, so the process's first frame arrives with
+its credentials, which the kernel translates across namespaces. How the process ended comes
+from the template, which is its grandparent and reaps it.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import itertools
+import os
+import socket
+import struct
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codecbench import logs
+from codecbench.v1 import sandbox_pb2
+from sandbox import isolation
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How an agent process ended: an exit code or a signal."""
+
+    exit_code: int | None
+    signal: int | None
+
+
+@dataclass
+class ForkedProcess:
+    """An agent process forked by the template, before its socket is handed to asyncio."""
+
+    pid: int
+    sock: socket.socket
+    stdout: int
+    stderr: int
+    exited: asyncio.Future[Exit]
+
+
+class TemplateUnavailable(RuntimeError):
+    """The template could not be started or cannot isolate agent processes here."""
+
+
+class WarmTemplate:
+    """One running template process and its control socket."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, control: socket.socket) -> None:
+        self.proc = proc
+        self.control = control
+        self._ids = itertools.count(1)
+        self._exits: dict[int, asyncio.Future[Exit]] = {}
+        self._ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.log = logs.get_logger("sandbox.template")
+        asyncio.get_running_loop().add_reader(control.fileno(), self._on_event)
+
+    @classmethod
+    async def start(cls, hidden: Sequence[Path], gpu: bool, startup_s: float = 120.0) -> WarmTemplate:
+        """Starts the template under bubblewrap and waits until it can fork.
+
+        Raises:
+            TemplateUnavailable: no bwrap, a start failure, or namespaces refused (the caller
+                falls back to a fresh bwrap per agent process).
+        """
+        if isolation.bwrap_path() is None:
+            raise TemplateUnavailable("bubblewrap is not installed")
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        workdir = Path("/tmp")
+        env = isolation.child_environment(workdir)
+        command = [sys.executable, "-P", "-m", "sandbox.template", "--control-fd", str(theirs.fileno())]
+        argv = isolation.wrap_command(command, isolation.BWRAP, workdir, hidden, gpu, env, keep_capabilities=True)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),), start_new_session=True, env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise TemplateUnavailable(f"could not start the template: {exc}") from exc
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        template = cls(proc, ours)
+        try:
+            async with asyncio.timeout(startup_s):
+                ready = await asyncio.shield(template._ready)
+        except (TimeoutError, ConnectionError) as exc:
+            await template.close()
+            raise TemplateUnavailable(f"the template did not become ready: {exc}") from exc
+        if not ready:
+            code = await proc.wait()
+            await template.close()
+            raise TemplateUnavailable(f"the template cannot isolate agent processes here (exit code {code})")
+        return template
+
+    def _on_event(self) -> None:
+        try:
+            data = self.control.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self.control.fileno())
+            if not self._ready.done():
+                self._ready.set_result(False)
+            for future in self._exits.values():
+                if not future.done():
+                    future.set_result(Exit(exit_code=None, signal=None))
+            return
+        event = sandbox_pb2.TemplateEvent.FromString(data)
+        kind = event.WhichOneof("event")
+        if kind == "ready" and not self._ready.done():
+            self._ready.set_result(True)
+        elif kind == "exited":
+            future = self._exits.pop(event.exited.spawn_id, None)
+            if future is not None and not future.done():
+                exited = event.exited
+                future.set_result(Exit(
+                    exit_code=exited.exit_code if exited.HasField("exit_code") else None,
+                    signal=exited.signal if exited.HasField("signal") else None,
+                ))
+        elif kind == "spawn_failed":
+            future = self._exits.pop(event.spawn_failed.spawn_id, None)
+            if future is not None and not future.done():
+                future.set_exception(TemplateUnavailable(event.spawn_failed.message))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None and self._ready.done() and self._ready.result()
+
+    async def fork(self, limits: sandbox_pb2.SandboxRlimits, ready_s: float) -> ForkedProcess:
+        """Forks one agent process and waits for its ready frame (which also gives its PID).
+
+        Raises:
+            TemplateUnavailable: the template is gone or the process did not start.
+        """
+        if not self.alive:
+            raise TemplateUnavailable("the template is not running")
+        spawn_id = next(self._ids)
+        ours, theirs = socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        exited: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
+        self._exits[spawn_id] = exited
+        try:
+            request = sandbox_pb2.SandboxSpawn(spawn_id=spawn_id, limits=limits)
+            fds = array.array("i", [theirs.fileno(), out_w, err_w])
+            self.control.sendmsg([request.SerializeToString()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
+        except OSError as exc:
+            for fd in (out_r, err_r):
+                os.close(fd)
+            ours.close()
+            raise TemplateUnavailable(f"could not reach the template: {exc}") from exc
+        finally:
+            theirs.close()
+            os.close(out_w)
+            os.close(err_w)
+        try:
+            async with asyncio.timeout(ready_s):
+                pid = await _read_ready_pid(ours, exited)
+        except (TimeoutError, TemplateUnavailable) as exc:
+            ours.close()
+            os.close(out_r)
+            os.close(err_r)
+            raise TemplateUnavailable(f"the agent process did not start: {exc}") from exc
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
+        return ForkedProcess(pid=pid, sock=ours, stdout=out_r, stderr=err_r, exited=exited)
+
+    async def close(self) -> None:
+        """Stops the template; under bwrap its PID namespace (and every agent process) dies with it."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self.control.fileno())
+        self.control.close()
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, 9)
+            except ProcessLookupError:
+                pass
+        await self.proc.wait()
+
+
+async def _read_ready_pid(sock: socket.socket, exited: asyncio.Future[Exit]) -> int:
+    """Reads the 4-byte ready frame (an empty SandboxResponse) and the sender's credentials."""
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            message, ancillary, _, _ = sock.recvmsg(4, socket.CMSG_SPACE(_UCRED.size))
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            received.set_exception(TemplateUnavailable(str(exc)))
+            loop.remove_reader(sock.fileno())
+            return
+        loop.remove_reader(sock.fileno())
+        if message != b"\0\0\0\0":
+            received.set_exception(TemplateUnavailable(f"unexpected first bytes {message!r}"))
+            return
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                received.set_result(_UCRED.unpack(data[: _UCRED.size])[0])
+                return
+        received.set_exception(TemplateUnavailable("the ready frame came without credentials"))
+
+    loop.add_reader(sock.fileno(), on_readable)
+    try:
+        done, _ = await asyncio.wait([received, exited], return_when=asyncio.FIRST_COMPLETED)
+        if received in done:
+            return received.result()
+        raise TemplateUnavailable(f"the agent process ended before it was ready: {exited.result()}")
+    finally:
+        loop.remove_reader(sock.fileno())
+        if not received.done():
+            received.cancel()

@@ -1,0 +1,192 @@
+"""Tests of orchestrator_svc.analysis: BD-rate, RD plot, error grouping, CompressAI export (no servers)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import bjontegaard
+import pytest
+
+from codecbench import errors, values
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from orchestrator_svc import analysis
+
+# A JPEG-like anchor and a test codec, in the experiments' own (unsorted) point order:
+# (quality, bpp, PSNR dB, MS-SSIM).
+ANCHOR = [(50, 0.85, 31.8, 0.975), (10, 0.32, 26.9, 0.904), (90, 2.26, 37.5, 0.993), (30, 0.62, 30.3, 0.963)]
+TEST = [(1, 0.20, 27.1, 0.915), (2, 0.40, 30.2, 0.955), (3, 0.75, 33.4, 0.978), (4, 1.60, 37.1, 0.991)]
+
+
+def experiment(
+    name: str, points: Sequence[tuple[int, float, float, float | None]], experiment_id: str = "",
+    encode_ms: float = 12.5, decode_ms: float = 7.25,
+) -> orchestrator_pb2.Experiment:
+    """A SUCCEEDED experiment whose points have these (quality, bpp, PSNR, MS-SSIM) means."""
+    exp = orchestrator_pb2.Experiment(
+        experiment_id=experiment_id or f"exp-{name}", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, device="cpu",
+        dataset="photos", worker_id="w-1",
+    )
+    exp.agent.name = name
+    for i, (quality, bpp, psnr, ms_ssim) in enumerate(points):
+        point = exp.result.points.add(point_index=i, params=values.params_from_python({"quality": quality}),
+                                      item_count=8, bpp=bpp, psnr_db=psnr, encode_ms=encode_ms, decode_ms=decode_ms,
+                                      lossless=math.isinf(psnr))
+        if ms_ssim is not None:
+            point.ms_ssim = ms_ssim
+    return exp
+
+
+def failed(experiment_id: str, agent: str, error: errors_pb2.Error) -> orchestrator_pb2.Experiment:
+    exp = orchestrator_pb2.Experiment(experiment_id=experiment_id, state=experiment_pb2.EXPERIMENT_STATE_FAILED)
+    exp.agent.name = agent
+    exp.error.CopyFrom(error)
+    return exp
+
+
+def curve(name: str, points: Sequence[tuple[int, float, float, float | None]]) -> analysis.Curve:
+    return analysis.Curve.from_experiment(experiment(name, points))
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero() -> None:
+    anchor = curve("jpeg", ANCHOR)
+    for metric in analysis.BD_METRICS:
+        result = analysis.bd_rate(anchor, anchor, metric)
+        assert result.percent == pytest.approx(0.0, abs=1e-9), metric
+        assert result.reason == ""
+        assert result.overlap == pytest.approx(1.0)
+
+
+def test_bd_rate_matches_the_bjontegaard_package_called_directly() -> None:
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("learned", TEST), analysis.PSNR)
+    anchor, test = sorted(ANCHOR, key=lambda p: p[1]), sorted(TEST, key=lambda p: p[1])
+    expected = bjontegaard.bd_rate([p[1] for p in anchor], [p[2] for p in anchor], [p[1] for p in test],
+                                   [p[2] for p in test], method="pchip")
+    assert result.percent == pytest.approx(expected, rel=1e-12)
+    assert result.percent < 0  # the test curve is above the anchor: fewer bits at equal PSNR
+
+
+def test_bd_rate_on_ms_ssim_uses_the_db_scale() -> None:
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("learned", TEST), analysis.MS_SSIM)
+    anchor, test = sorted(ANCHOR, key=lambda p: p[1]), sorted(TEST, key=lambda p: p[1])
+    expected = bjontegaard.bd_rate(
+        [p[1] for p in anchor], [-10 * math.log10(1 - p[3]) for p in anchor],
+        [p[1] for p in test], [-10 * math.log10(1 - p[3]) for p in test], method="pchip",
+    )
+    assert result.percent == pytest.approx(expected, rel=1e-12)
+
+
+def test_bd_rate_of_the_same_quality_at_ninety_percent_of_the_rate_is_minus_ten_percent() -> None:
+    cheaper = [(q, bpp * 0.9, psnr, ms) for q, bpp, psnr, ms in ANCHOR]
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("cheaper", cheaper))
+    assert result.percent == pytest.approx(-10.0, abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("points", "metric", "reason"),
+    [
+        ([(6, 17.8, math.inf, 1.0)], analysis.PSNR, "is lossless at quality=6 (PSNR = inf)"),
+        ([(6, 17.8, math.inf, 1.0)], analysis.MS_SSIM, "is lossless at quality=6 (MS-SSIM = inf)"),
+        ([(50, 0.85, 31.8, 0.975)], analysis.PSNR, "has 1 parameter point(s); BD-rate needs at least 2"),
+        ([(10, 0.3, 27.0, 0.9), (20, 0.5, 26.0, 0.93)], analysis.PSNR, "PSNR does not increase with the rate"),
+        ([(10, 0.3, 27.0, None), (20, 0.5, 29.0, None)], analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
+        ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93)], analysis.PSNR, "the PSNR ranges do not overlap"),
+    ],
+)
+def test_bd_rate_says_why_it_is_not_computable(
+    points: list[tuple[int, float, float, float | None]], metric: str, reason: str
+) -> None:
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("odd", points), metric)
+    assert result.percent is None
+    assert result.reason.startswith("not computable: ")
+    assert reason in result.reason
+    assert "exp-odd" in result.reason  # names the experiment
+
+
+def test_bd_rate_table_rows_and_low_overlap_note() -> None:
+    anchor = curve("jpeg", ANCHOR)
+    narrow = curve("narrow", [(1, 0.3, 26.0, 0.90), (2, 0.4, 28.0, 0.93)])
+    rows = analysis.bd_rate_table([anchor, narrow], anchor)
+    assert [r.curve.name for r in rows] == ["jpeg", "narrow"]
+    psnr = rows[1].results[0]
+    assert psnr.metric == analysis.PSNR and psnr.percent is not None
+    assert psnr.overlap == pytest.approx((28.0 - 26.9) / (37.5 - 26.0))
+    assert "common PSNR range only" in psnr.note
+    encoded = json.loads(json.dumps(rows[0].to_json(), allow_nan=False))
+    assert encoded["bd_rate"]["psnr"]["percent"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_failed_experiment_has_no_curve() -> None:
+    exp = failed("exp-broken", "broken", errors.AgentException("boom").to_proto())
+    with pytest.raises(ValueError, match="exp-broken .broken. is FAILED"):
+        analysis.Curve.from_experiment(exp)
+
+
+def test_group_errors_counts_by_kind_location_and_exception() -> None:
+    def zero_division() -> errors_pb2.Error:
+        return errors.AgentException("division by zero", phase=errors_pb2.PHASE_ENCODE, location="codec.py:8",
+                                     exception_type="ZeroDivisionError").to_proto()
+
+    timeout = errors.Timeout("encode did not finish within 5 s", phase=errors_pb2.PHASE_ENCODE, limit_s=5.0,
+                             elapsed_s=5.01).to_proto()
+    experiments = [  # newest first
+        failed("exp-5", "cand-b", zero_division()),
+        orchestrator_pb2.Experiment(experiment_id="exp-4", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED),
+        failed("exp-3", "cand-a", zero_division()),
+        failed("exp-2", "slow", timeout),
+        failed("exp-1", "cand-a", zero_division()),
+    ]
+    cancelled = failed("exp-0", "x", errors.Cancelled("cancelled").to_proto())
+    cancelled.state = experiment_pb2.EXPERIMENT_STATE_CANCELLED
+    groups = analysis.group_errors([*experiments, cancelled])
+    assert [(g.kind, g.location, g.exception_type, g.count) for g in groups] == [
+        ("AGENT_EXCEPTION", "codec.py:8", "ZeroDivisionError", 3),
+        ("TIMEOUT", "", "", 1),
+    ]
+    assert groups[0].example_experiment_id == "exp-5"
+    assert groups[0].agents == ("cand-a", "cand-b")
+    assert groups[0].example_message == "AGENT_EXCEPTION at codec.py:8 in encode: ZeroDivisionError: division by zero"
+    assert groups[1].example_experiment_id == "exp-2"
+
+
+def test_error_location_falls_back_to_the_innermost_frame() -> None:
+    frames = [errors_pb2.Frame(file="codec.py", line=3), errors_pb2.Frame(file="util.py", line=9)]
+    error = errors_pb2.Error(frames=frames)
+    assert analysis.error_location(error) == "util.py:9"
+    assert analysis.error_location(errors_pb2.Error()) == ""
+
+
+def test_compressai_export_layout() -> None:
+    exp = experiment("jpeg", [(10, 0.32, 26.9, 0.904), (90, 2.26, 37.5, None)], encode_ms=12.5, decode_ms=7.25)
+    exported = json.loads(json.dumps(analysis.compressai_results(exp), allow_nan=False))
+    assert set(exported) == {"name", "description", "results"}
+    assert exported["name"] == "jpeg"
+    assert "exp-jpeg" in exported["description"] and "quality=10" in exported["description"]
+    results = exported["results"]
+    assert set(results) == {"bpp", "psnr-rgb", "ms-ssim-rgb", "encoding_time", "decoding_time"}
+    assert results["bpp"] == [0.32, 2.26]
+    assert results["psnr-rgb"] == [26.9, 37.5]
+    assert results["ms-ssim-rgb"] == [0.904, None]
+    assert results["encoding_time"] == [0.0125, 0.0125]  # seconds, as CompressAI's eval_model writes them
+    assert results["decoding_time"] == [0.00725, 0.00725]
+
+
+def test_export_of_a_lossless_point_is_valid_json() -> None:
+    exported = analysis.compressai_results(experiment("zlib", [(6, 17.8, math.inf, 1.0)]))
+    assert json.loads(json.dumps(exported, allow_nan=False))["results"]["psnr-rgb"] == ["Infinity"]
+
+
+def test_json_safe_spells_non_finite_floats_like_protobuf() -> None:
+    data = {"a": [math.inf, -math.inf, 1.5], "b": (math.nan,), "c": "x"}
+    assert analysis.json_safe(data) == {"a": ["Infinity", "-Infinity", 1.5], "b": ["NaN"], "c": "x"}
+
+
+def test_rd_plot_writes_a_png_and_notes_lossless_curves(tmp_path: Path) -> None:
+    path = tmp_path / "plots" / "rd.png"
+    curves = [curve("jpeg", ANCHOR), curve("learned", TEST), curve("zlib", [(6, 17.8, math.inf, 1.0)])]
+    notes = analysis.rd_plot(curves, path, title="test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 10_000
+    assert notes == ["zlib: lossless (PSNR = inf, not drawn) at 17.80 bpp"]

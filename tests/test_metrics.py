@@ -1,0 +1,144 @@
+"""worker_svc.metrics: the trusted rate-distortion numbers, computed outside the agent."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+import torch
+
+from codecbench import errors, tensors, values
+from codecbench.v1 import experiment_pb2, types_pb2
+from worker_svc import metrics
+
+
+def _image(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
+
+
+def test_psnr_follows_its_formula_on_a_known_mse() -> None:
+    original = torch.full((3, 20, 30), 100, dtype=torch.uint8)
+    reconstruction = original.clone()
+    reconstruction[:, :10, :] += 4  # half the values off by 4: MSE = 16 / 2 = 8
+    m = metrics.image_metrics(original, reconstruction, b"\x01" * 75, encode_ms=1.5, decode_ms=2.5)
+    assert m.mse == 8.0
+    assert m.psnr_db == pytest.approx(10 * math.log10(255**2 / 8.0), abs=1e-12)
+    assert not m.lossless
+    assert (m.width, m.height, m.bytes) == (30, 20, 75)
+    assert m.bpp == 8 * 75 / (20 * 30)
+    assert (m.encode_ms, m.decode_ms) == (1.5, 2.5)
+    assert m.bitstream_sha256 == hashlib.sha256(b"\x01" * 75).hexdigest()
+
+
+def test_psnr_is_infinite_and_lossless_for_an_identical_image() -> None:
+    image = _image(24, 24)
+    m = metrics.image_metrics(image, image.clone(), b"abc", 0.0, 0.0)
+    assert m.mse == 0.0 and math.isinf(m.psnr_db) and m.psnr_db > 0 and m.lossless
+
+
+def test_one_value_off_by_one_is_not_lossless() -> None:
+    image = _image(24, 24)
+    off = image.clone()
+    off[2, 23, 23] ^= 1
+    m = metrics.image_metrics(image, off, b"abc", 0.0, 0.0)
+    assert not m.lossless and m.mse > 0 and math.isfinite(m.psnr_db) and m.psnr_db > 60
+
+
+def test_seed_byte_count_instead_of_a_bitstream() -> None:
+    m = metrics.image_metrics(_image(10, 20), _image(10, 20), 123, 0.0, 0.0)
+    assert m.bytes == 123 and m.bpp == 8 * 123 / 200 and m.bitstream_sha256 == ""
+
+
+def _float_output(values_: list[float], dtype=torch.float32) -> types_pb2.Tensor:
+    return tensors.from_torch(torch.tensor(values_, dtype=dtype).reshape(3, 1, len(values_) // 3))
+
+
+def test_float_output_is_clamped_scaled_and_rounded() -> None:
+    # Values chosen away from .5 boundaries: v * 255 = -25.5 (clamped), 100.4, 100.6, 127.0,
+    # 255 * 1.7 (clamped), 0.
+    raw = [-0.1, 100.4 / 255, 100.6 / 255, 127 / 255, 1.7, 0.0]
+    out = metrics.reconstruction_to_uint8(_float_output(raw, torch.float64), 1, 2)
+    assert out.dtype == torch.uint8 and list(out.shape) == [3, 1, 2]
+    assert out.flatten().tolist() == [0, 100, 101, 127, 255, 0]
+
+
+def test_rounding_is_half_to_even() -> None:
+    # 0.5 / 255 and 1.5 / 255 in float64 scale back to exactly 0.5 and 1.5.
+    half, one_and_half = 0.5 / 255, 1.5 / 255
+    assert half * 255 == 0.5 and one_and_half * 255 == 1.5
+    out = metrics.reconstruction_to_uint8(_float_output([half, one_and_half, 0, 0, 0, 0], torch.float64), 1, 2)
+    assert out.flatten().tolist()[:2] == [0, 2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_float_dtype_is_accepted(dtype) -> None:
+    out = metrics.reconstruction_to_uint8(_float_output([0.0, 1.0, 0.5] * 2, dtype), 1, 2)
+    assert out.flatten().tolist() == [0, 255, 128] * 2
+
+
+def test_uint8_output_passes_through_unchanged() -> None:
+    image = _image(5, 7)
+    assert torch.equal(metrics.reconstruction_to_uint8(tensors.from_torch(image), 5, 7), image)
+
+
+@pytest.mark.parametrize(
+    ("output", "match"),
+    [
+        (torch.zeros(3, 4, 5, dtype=torch.uint8), r"shape \[3, 4, 5\], expected \[3, 5, 4\]"),
+        (torch.zeros(1, 5, 4, dtype=torch.uint8), r"shape \[1, 5, 4\]"),
+        (torch.zeros(3, 5, 4, dtype=torch.int32), r"dtype torch.int32"),
+        (torch.full((3, 5, 4), float("nan")), r"60 NaN/inf"),
+        (torch.tensor(float("inf")).expand(3, 5, 4).contiguous(), r"60 NaN/inf"),
+    ],
+    ids=["transposed", "one-channel", "int32", "nan", "inf"],
+)
+def test_invalid_outputs_are_refused_with_what_was_expected(output: torch.Tensor, match: str) -> None:
+    with pytest.raises(errors.InvalidOutput, match=match) as info:
+        metrics.reconstruction_to_uint8(tensors.from_torch(output), 5, 4)
+    assert info.value.error.expected.startswith("tensor [3, 5, 4]")
+    assert info.value.error.actual
+
+
+def test_a_malformed_tensor_is_invalid_output() -> None:
+    bad = types_pb2.Tensor(dtype=types_pb2.D_TYPE_UINT8, shape=[3, 5, 4], data=bytes(59))
+    with pytest.raises(errors.InvalidOutput, match="needs 60 bytes, got 59"):
+        metrics.reconstruction_to_uint8(bad, 5, 4)
+
+
+def test_ms_ssim_is_replaced_by_a_reason_on_small_images() -> None:
+    small = _image(metrics.MS_SSIM_MIN_SIDE - 1, 300)
+    m = metrics.image_metrics(small, small, b"x", 0.0, 0.0)
+    assert not m.HasField("ms_ssim")
+    assert f"300x{metrics.MS_SSIM_MIN_SIDE - 1}" in m.ms_ssim_unavailable_reason
+    assert str(metrics.MS_SSIM_MIN_SIDE) in m.ms_ssim_unavailable_reason
+
+
+def test_ms_ssim_on_large_enough_images() -> None:
+    image = _image(metrics.MS_SSIM_MIN_SIDE, metrics.MS_SSIM_MIN_SIDE + 9)
+    same = metrics.image_metrics(image, image, b"x", 0.0, 0.0)
+    assert same.HasField("ms_ssim") and same.ms_ssim == pytest.approx(1.0) and not same.ms_ssim_unavailable_reason
+    noisy = (image.int() + torch.randint(-30, 31, image.shape, generator=torch.Generator().manual_seed(1)))
+    worse = metrics.image_metrics(image, noisy.clamp(0, 255).to(torch.uint8), b"x", 0.0, 0.0)
+    assert 0.0 < worse.ms_ssim < same.ms_ssim
+
+
+def test_point_result_averages_per_image_values() -> None:
+    a, b = _image(8, 8, 1), _image(170, 165, 2)
+    b_off = b.clone()
+    b_off[0, 0, 0] ^= 8
+    items = [
+        experiment_pb2.ItemResult(item_index=0, metrics=metrics.image_metrics(a, a, b"x" * 10, 1.0, 3.0)),
+        experiment_pb2.ItemResult(item_index=1, metrics=metrics.image_metrics(b, b_off, b"y" * 30, 2.0, 5.0)),
+    ]
+    point = metrics.point_result(0, values.params_from_python({"quality": 5}), items)
+    m0, m1 = items[0].metrics, items[1].metrics
+    assert point.item_count == 2 and point.total_bytes == 40
+    assert point.bpp == pytest.approx((m0.bpp + m1.bpp) / 2)
+    assert point.mse == pytest.approx(m1.mse / 2)
+    assert math.isinf(point.psnr_db)  # the mean of per-image PSNRs, one of them infinite
+    assert not point.lossless
+    assert point.ms_ssim == pytest.approx(m1.ms_ssim)  # only the large image has one
+    assert (point.encode_ms, point.decode_ms) == (1.5, 4.0)
+    assert values.params_to_python(point.params) == {"quality": 5}
