@@ -105,27 +105,31 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
     return None
 
 
-def write(bundle: types_pb2.AgentBundle, dest: Path, fetch: Callable[[str], bytes] | None = None) -> None:
-    """Writes a (validated) bundle's files under ``dest``.
-
-    Args:
-        fetch: returns a blob by sha256, for files sent without content.
+def with_content(bundle: types_pb2.AgentBundle, fetch: Callable[[str], bytes] | None) -> types_pb2.AgentBundle:
+    """A copy in which every file carries its content, fetched by sha256 where it was left out.
 
     Raises:
         ValueError: a file without content and no way to fetch it, or fetched bytes whose digest
             does not match.
     """
-    for f in bundle.files:
-        content = f.content
-        if not content and f.size_bytes:
+    full = types_pb2.AgentBundle()
+    full.CopyFrom(bundle)
+    for f in full.files:
+        if not f.content and f.size_bytes:
             if fetch is None:
                 raise ValueError(f"{f.path}: sent without content and no blob source to fetch it")
-            content = fetch(f.sha256)
-            if sha256_hex(content) != f.sha256:
+            f.content = fetch(f.sha256)
+            if sha256_hex(f.content) != f.sha256:
                 raise ValueError(f"{f.path}: fetched content does not match sha256 {f.sha256}")
+    return full
+
+
+def write(bundle: types_pb2.AgentBundle, dest: Path) -> None:
+    """Writes the files of a validated bundle that carries its content under ``dest``."""
+    for f in bundle.files:
         target = dest / f.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
+        target.write_bytes(f.content)
 
 
 def without_content(bundle: types_pb2.AgentBundle) -> types_pb2.AgentBundle:

@@ -14,32 +14,38 @@ import os
 import resource
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy  # noqa: F401 - imported before the agent so its import time is not charged to the agent
 import torch
 
-from codecbench import errors, framing, tensors, values
+from codecbench import bundles, errors, framing, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
-from sandbox import contracts
+from sandbox import contracts, namespaces
 from sandbox.tracebacks import exception_error
 
 ENCODE = errors_pb2.PHASE_ENCODE
 DECODE = errors_pb2.PHASE_DECODE
 LOAD = errors_pb2.PHASE_LOAD
+# /proc/PID/comm of every agent process.
+PROCESS_NAME = "cb-agent"
 
 
 class AgentRuntime:
     """One loaded agent serving one role. Methods raise :class:`errors.CodecbenchError`."""
 
     def __init__(self, load: sandbox_pb2.SandboxLoad, max_bitstream_bytes: int) -> None:
-        self.bundle_dir = Path(load.bundle_dir)
+        # Under bwrap or the warm template, /tmp is this process's own tmpfs.
+        self.bundle_dir = Path(tempfile.mkdtemp(prefix="agent-")).resolve()
+        bundles.write(load.agent, self.bundle_dir)
+        os.chdir(self.bundle_dir)
         self.role = load.role
         self.device = load.device or "cpu"
         self.max_bitstream_bytes = max_bitstream_bytes
-        module = contracts.import_entry(self.bundle_dir, load.entry_module)
-        self.contract, self.form = contracts.detect_contract(module, load.contract)
+        module = contracts.import_entry(self.bundle_dir, load.agent.entry_module)
+        self.contract, self.form = contracts.detect_contract(module, load.agent.contract)
         self.module = module
         self.call: contracts.BoundCall | None = None
 
@@ -283,6 +289,7 @@ def serve(sock: socket.socket, max_frame_bytes: int, max_bitstream_bytes: int) -
     The first frame sent is an empty ``SandboxResponse``: ready (the interpreter and torch are
     up, so the worker starts the agent's load limit only now).
     """
+    namespaces.set_process_name(PROCESS_NAME)
     stream = sock.makefile("rwb")
     runtime: AgentRuntime | None = None
     try:

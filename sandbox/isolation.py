@@ -17,7 +17,6 @@ from pathlib import Path
 
 from codecbench.v1 import worker_pb2
 
-
 BWRAP = worker_pb2.ISOLATION_BWRAP
 
 
@@ -43,7 +42,6 @@ def builtin_dataset_dirs() -> list[Path]:
 def wrap_command(
     command: Sequence[str],
     isolation: int,
-    workdir: Path,
     hidden: Sequence[Path],
     gpu: bool,
     env: dict[str, str],
@@ -53,7 +51,6 @@ def wrap_command(
 
     Args:
         command: the child's own argv (``python -m sandbox.child ...``).
-        workdir: the child's private, writable directory (its copy of the bundle); also its cwd.
         hidden: directories replaced by empty tmpfs mounts inside the sandbox.
         gpu: bind the NVIDIA device nodes in (CUDA experiments).
         env: the child's whole environment.
@@ -81,8 +78,7 @@ def wrap_command(
     for path in hidden:
         if path.exists():
             argv += ["--tmpfs", str(path)]
-    # After the tmpfs mounts, so the private workdir stays visible even inside a hidden data dir.
-    argv += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir)]
+    argv += ["--chdir", "/tmp"]
     if gpu:
         for node in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(node), str(node)]
@@ -91,11 +87,11 @@ def wrap_command(
     return [*argv, "--", *command]
 
 
-def child_environment(workdir: Path) -> dict[str, str]:
+def child_environment() -> dict[str, str]:
     """The minimal environment of a sandbox child: nothing of the worker's own (no secrets)."""
     return {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-        "HOME": str(workdir),
+        "HOME": "/tmp",
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",

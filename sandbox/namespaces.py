@@ -25,7 +25,7 @@ MS_REC = 16384
 MS_PRIVATE = 1 << 18
 
 PR_SET_PDEATHSIG = 1
-PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -67,6 +67,11 @@ def prctl(option: int, arg: int) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
 
 
+def set_process_name(name: str) -> None:
+    """Sets ``/proc/PID/comm`` (at most 15 bytes), so operators and tests can find agent processes."""
+    _check(_libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0), "prctl(PR_SET_NAME)")
+
+
 def die_with_parent(signal_number: int) -> None:
     """The kernel sends ``signal_number`` to this process when its parent exits."""
     prctl(PR_SET_PDEATHSIG, signal_number)
@@ -84,7 +89,8 @@ def drop_all_capabilities() -> None:
     """Empties the bounding, effective, permitted and inheritable sets and sets no_new_privs, so
     neither this process nor anything it executes can hold a capability again."""
     for cap in range(_CAP_LAST + 1):
-        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:  # EINVAL: no such cap
+        # EINVAL (22): the running kernel has no such capability.
+        if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:
             _check(-1, f"drop capability {cap} from the bounding set")
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()

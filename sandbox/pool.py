@@ -1,10 +1,8 @@
 """The worker's side of the warm template (:mod:`sandbox.template`): start it, fork from it.
 
 A forked agent process is ready in milliseconds instead of the seconds a new interpreter needs
-to import torch. The worker learns the process's PID (as the worker's PID namespace sees it)
-from the kernel: the agent socket has SO_PASSCRED set, so the process's first frame arrives with
-its credentials, which the kernel translates across namespaces. How the process ended comes
-from the template, which is its grandparent and reaps it.
+to import torch. How the process ended comes from the template, which is its grandparent
+and reaps it.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import asyncio
 import itertools
 import os
 import socket
-import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +20,6 @@ from pathlib import Path
 from codecbench import logs
 from codecbench.v1 import sandbox_pb2
 from sandbox import isolation
-
-_UCRED = struct.Struct("3i")  # pid, uid, gid
 
 
 @dataclass(frozen=True)
@@ -37,9 +32,9 @@ class Exit:
 
 @dataclass
 class ForkedProcess:
-    """An agent process forked by the template, before its socket is handed to asyncio."""
+    """An agent process the template was asked to fork: its request socket, the read ends of its
+    stdout and stderr, and how it ended, once it has."""
 
-    pid: int
     sock: socket.socket
     stdout: int
     stderr: int
@@ -73,10 +68,9 @@ class WarmTemplate:
         if isolation.bwrap_path() is None:
             raise TemplateUnavailable("bubblewrap is not installed")
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        workdir = Path("/tmp")
-        env = isolation.child_environment(workdir)
+        env = isolation.child_environment()
         command = [sys.executable, "-P", "-m", "sandbox.template", "--control-fd", str(theirs.fileno())]
-        argv = isolation.wrap_command(command, isolation.BWRAP, workdir, hidden, gpu, env, keep_capabilities=True)
+        argv = isolation.wrap_command(command, isolation.BWRAP, hidden, gpu, env, keep_capabilities=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -137,17 +131,16 @@ class WarmTemplate:
     def alive(self) -> bool:
         return self.proc.returncode is None and self._ready.done() and self._ready.result()
 
-    async def fork(self, limits: sandbox_pb2.SandboxRlimits, ready_s: float) -> ForkedProcess:
-        """Forks one agent process and waits for its ready frame (which also gives its PID).
+    def fork(self, limits: sandbox_pb2.SandboxRlimits) -> ForkedProcess:
+        """Asks the template to fork one agent process; its ready frame arrives on ``sock``.
 
         Raises:
-            TemplateUnavailable: the template is gone or the process did not start.
+            TemplateUnavailable: the template is gone.
         """
         if not self.alive:
             raise TemplateUnavailable("the template is not running")
         spawn_id = next(self._ids)
         ours, theirs = socket.socketpair()
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         exited: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
@@ -157,6 +150,7 @@ class WarmTemplate:
             fds = array.array("i", [theirs.fileno(), out_w, err_w])
             self.control.sendmsg([request.SerializeToString()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError as exc:
+            self._exits.pop(spawn_id, None)
             for fd in (out_r, err_r):
                 os.close(fd)
             ours.close()
@@ -165,16 +159,7 @@ class WarmTemplate:
             theirs.close()
             os.close(out_w)
             os.close(err_w)
-        try:
-            async with asyncio.timeout(ready_s):
-                pid = await _read_ready_pid(ours, exited)
-        except (TimeoutError, TemplateUnavailable) as exc:
-            ours.close()
-            os.close(out_r)
-            os.close(err_r)
-            raise TemplateUnavailable(f"the agent process did not start: {exc}") from exc
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 0)
-        return ForkedProcess(pid=pid, sock=ours, stdout=out_r, stderr=err_r, exited=exited)
+        return ForkedProcess(sock=ours, stdout=out_r, stderr=err_r, exited=exited)
 
     async def close(self) -> None:
         """Stops the template; under bwrap its PID namespace (and every agent process) dies with it."""
@@ -187,40 +172,3 @@ class WarmTemplate:
             except ProcessLookupError:
                 pass
         await self.proc.wait()
-
-
-async def _read_ready_pid(sock: socket.socket, exited: asyncio.Future[Exit]) -> int:
-    """Reads the 4-byte ready frame (an empty SandboxResponse) and the sender's credentials."""
-    sock.setblocking(False)
-    loop = asyncio.get_running_loop()
-    received = loop.create_future()
-
-    def on_readable() -> None:
-        try:
-            message, ancillary, _, _ = sock.recvmsg(4, socket.CMSG_SPACE(_UCRED.size))
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            received.set_exception(TemplateUnavailable(str(exc)))
-            loop.remove_reader(sock.fileno())
-            return
-        loop.remove_reader(sock.fileno())
-        if message != b"\0\0\0\0":
-            received.set_exception(TemplateUnavailable(f"unexpected first bytes {message!r}"))
-            return
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                received.set_result(_UCRED.unpack(data[: _UCRED.size])[0])
-                return
-        received.set_exception(TemplateUnavailable("the ready frame came without credentials"))
-
-    loop.add_reader(sock.fileno(), on_readable)
-    try:
-        done, _ = await asyncio.wait([received, exited], return_when=asyncio.FIRST_COMPLETED)
-        if received in done:
-            return received.result()
-        raise TemplateUnavailable(f"the agent process ended before it was ready: {exited.result()}")
-    finally:
-        loop.remove_reader(sock.fileno())
-        if not received.done():
-            received.cancel()

@@ -1,4 +1,4 @@
-"""The worker's handle on one sandbox child: start, framed requests with limits, kill.
+"""The worker's handle on one agent process: start, framed requests with limits, kill.
 
 A child serves one role (encoder or decoder) of one agent. Requests and responses are framed
 protobuf over a socketpair (the child's stdout/stderr stay free for the agent's prints, which
@@ -9,19 +9,15 @@ process tree and raises TIMEOUT with the phase, the limit and the elapsed time.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import socket
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from codecbench import errors, framing
-from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, worker_pb2
-from sandbox import isolation
+from codecbench.v1 import experiment_pb2, sandbox_pb2
+from sandbox import cgroups
+from sandbox.launchers import Launched, Launcher
 
 MiB = 1024 * 1024
 
@@ -32,7 +28,7 @@ class SandboxLimits:
 
     Attributes:
         memory_bytes: RLIMIT_AS for CPU runs (CUDA reserves large virtual ranges, so CUDA runs
-            rely on CUDA's out-of-memory error instead).
+            rely on CUDA's out-of-memory error instead), and the memory cgroup's limit for all runs.
         cpu_s: RLIMIT_CPU in seconds of CPU time.
         file_bytes: RLIMIT_FSIZE, the largest file the agent may write.
         open_files: RLIMIT_NOFILE.
@@ -40,6 +36,7 @@ class SandboxLimits:
         output_bytes: stdout+stderr kept per experiment; the rest is dropped after a marker line.
         startup_s: how long the sandbox runtime may take to start (interpreter, torch import)
             before it reports ready; not charged to the agent's load limit.
+        max_processes: the pids cgroup's limit (threads count): stops fork bombs.
     """
 
     memory_bytes: int = 8 * 1024 * MiB
@@ -49,11 +46,20 @@ class SandboxLimits:
     max_bitstream_bytes: int = 48 * MiB
     output_bytes: int = 1 * MiB
     startup_s: float = 120.0
+    max_processes: int = 256
 
     @property
     def max_frame_bytes(self) -> int:
-        # A frame carries one image or one bitstream plus a little framing.
+        # A frame carries one image, one bitstream or one bundle, plus a little framing.
         return max(self.max_bitstream_bytes, 64 * MiB) + MiB
+
+    def rlimits(self, gpu: bool) -> sandbox_pb2.SandboxRlimits:
+        """The limits the agent process applies to itself before any agent code runs."""
+        return sandbox_pb2.SandboxRlimits(
+            memory_bytes=0 if gpu else self.memory_bytes, cpu_s=self.cpu_s, file_bytes=self.file_bytes,
+            open_files=self.open_files, max_frame_bytes=self.max_frame_bytes,
+            max_bitstream_bytes=self.max_bitstream_bytes,
+        )
 
 
 OutputCallback = Callable[[int, str, bool], None]  # (LogStream, text, truncated)
@@ -102,107 +108,48 @@ async def _pump(reader: asyncio.StreamReader, stream: int, budget: OutputBudget)
 
 
 class SandboxProcess:
-    """One running agent child. Use :meth:`start`, then :meth:`call`; always :meth:`kill`."""
+    """One running agent process. Use :meth:`start`, then :meth:`call`; always :meth:`close`."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter, pumps: list[asyncio.Task[None]], limits: SandboxLimits,
-                 wrapped: bool = False) -> None:
-        self._proc = proc
+    def __init__(self, launched: Launched, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 pumps: list[asyncio.Task[None]], limits: SandboxLimits, cgroup: cgroups.AgentCgroup | None) -> None:
+        self._launched = launched
         self._reader = reader
         self._writer = writer
         self._pumps = pumps
         self._limits = limits
-        self._timed_out = False
-        # Under bwrap the process we wait for is bwrap, which exits with 128 + N when the agent's
-        # process is killed by signal N.
-        self._wrapped = wrapped
+        self._cgroup = cgroup
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        """The agent process's PID as the worker sees it."""
+        return self._launched.pid
 
     @classmethod
-    async def start(
-        cls,
-        workdir: Path,
-        limits: SandboxLimits,
-        budget: OutputBudget,
-        isolation_mode: int,
-        hidden: Sequence[Path] = (),
-        gpu: bool = False,
-    ) -> SandboxProcess:
-        """Starts ``python -m sandbox.child`` under the given isolation and waits until its
-        runtime reports ready (so the agent's load limit does not pay for the interpreter start).
+    async def start(cls, launcher: Launcher, limits: SandboxLimits, budget: OutputBudget, gpu: bool = False
+                    ) -> SandboxProcess:
+        """Starts an agent process, waits until its runtime is ready and puts it in its cgroup,
+        all before any agent code can run (so the load limit does not pay for the start).
 
         Raises:
             errors.InternalError: the process could not be started, or its runtime did not start.
         """
-        parent_sock, child_sock = socket.socketpair()
-        command = [
-            # -P: the cwd (the agent's bundle) must not come first on sys.path, or a bundle file
-            # named like a module of the runtime (sandbox/, numpy.py, torch/) would replace it.
-            sys.executable, "-P", "-m", "sandbox.child",
-            "--fd", str(child_sock.fileno()),
-            "--max-frame-bytes", str(limits.max_frame_bytes),
-            "--max-bitstream-bytes", str(limits.max_bitstream_bytes),
-            "--memory-bytes", str(0 if gpu else limits.memory_bytes),
-            "--cpu-s", str(limits.cpu_s),
-            "--file-bytes", str(limits.file_bytes),
-            "--open-files", str(limits.open_files),
-        ]
-        env = isolation.child_environment(workdir)
-        argv = isolation.wrap_command(command, isolation_mode, workdir, hidden, gpu, env)
+        launched = await launcher.launch(limits.rlimits(gpu), limits.startup_s)
+        cgroup = cgroups.create(limits.memory_bytes, limits.max_processes)
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                pass_fds=(child_sock.fileno(),),
-                start_new_session=True,  # its own process group, killed as a whole
-                cwd=str(workdir),
-                env=env,
-            )
-        except OSError as exc:
-            parent_sock.close()
-            raise errors.InternalError(f"could not start sandbox process: {exc}") from exc
-        finally:
-            child_sock.close()
-        reader, writer = await asyncio.open_connection(sock=parent_sock, limit=limits.max_frame_bytes)
-        assert proc.stdout is not None and proc.stderr is not None
-        pumps = [
-            asyncio.create_task(_pump(proc.stdout, experiment_pb2.LOG_STREAM_STDOUT, budget)),
-            asyncio.create_task(_pump(proc.stderr, experiment_pb2.LOG_STREAM_STDERR, budget)),
-        ]
-        process = cls(proc, reader, writer, pumps, limits, wrapped=isolation_mode == worker_pb2.ISOLATION_BWRAP)
-        try:
-            await process._wait_ready()
+            if cgroup is not None:
+                cgroup.add(launched.pid)
+            reader, writer = await asyncio.open_connection(sock=launched.sock, limit=limits.max_frame_bytes)
         except BaseException:
-            await process.close()
+            launched.kill()
+            launched.sock.close()
+            if cgroup is not None:
+                cgroup.remove()
             raise
-        return process
-
-    async def _wait_ready(self) -> None:
-        """Waits for the runtime's ready frame (an empty ``SandboxResponse``)."""
-        try:
-            async with asyncio.timeout(self._limits.startup_s):
-                ready = await framing.read_frame_async(
-                    self._reader, sandbox_pb2.SandboxResponse, self._limits.max_frame_bytes
-                )
-        except TimeoutError:
-            raise errors.InternalError(
-                f"the sandbox runtime did not start within {self._limits.startup_s:g} s", phase=errors_pb2.PHASE_LOAD
-            ) from None
-        except (framing.FrameError, ConnectionResetError):
-            ready = None
-        if ready is None:
-            ended = await self._crash(errors_pb2.PHASE_LOAD)
-            raise errors.InternalError(f"the sandbox runtime failed to start: {ended}", phase=errors_pb2.PHASE_LOAD)
-        if ready.WhichOneof("response") is not None:
-            raise errors.InternalError(
-                f"the sandbox runtime sent {ready.WhichOneof('response')} instead of its ready frame",
-                phase=errors_pb2.PHASE_LOAD,
-            )
+        pumps = [
+            asyncio.create_task(_pump(launched.stdout, experiment_pb2.LOG_STREAM_STDOUT, budget)),
+            asyncio.create_task(_pump(launched.stderr, experiment_pb2.LOG_STREAM_STDERR, budget)),
+        ]
+        return cls(launched, reader, writer, pumps, limits, cgroup)
 
     async def call(
         self, request: sandbox_pb2.SandboxRequest, phase: int, timeout_s: float
@@ -214,10 +161,11 @@ class SandboxProcess:
             cannot change it by patching its own clock).
 
         Raises:
-            errors.Timeout: no response within ``timeout_s``; the child is killed.
-            errors.SandboxCrash: the child died (exit code or signal named).
-            errors.InvalidOutput: the child sent an oversized or unparsable frame.
-            errors.CodecbenchError: the error the child reported (agent exception, ...).
+            errors.Timeout: no response within ``timeout_s``; the process is killed.
+            errors.MemoryLimit: the memory cgroup killed the process.
+            errors.SandboxCrash: the process died (exit code or signal named).
+            errors.InvalidOutput: the process sent an oversized or unparsable frame.
+            errors.CodecbenchError: the error the process reported (agent exception, ...).
         """
         start = time.perf_counter()
         try:
@@ -250,21 +198,25 @@ class SandboxProcess:
         return response, elapsed_ms
 
     async def _crash(self, phase: int) -> errors.CodecbenchError:
-        """The error for a child that closed its socket: how it ended, once it has ended."""
+        """The error for a process that closed its socket: how it ended, once it has ended."""
         try:
             async with asyncio.timeout(5):
-                code = await self._proc.wait()
+                ended = await self._launched.wait()
         except TimeoutError:
             self.kill()
-            code = await self._proc.wait()
+            ended = await self._launched.wait()
         where = errors.phase_name(phase)
-        sig = -code if code < 0 else 0
-        if self._wrapped and code - 128 in signal.valid_signals():
-            sig = code - 128  # bwrap's report of a signal death (there is no other way to tell)
+        if self._cgroup is not None and self._cgroup.oom_killed():
+            return errors.MemoryLimit(
+                f"the agent process exceeded its memory limit of {self._limits.memory_bytes} bytes during {where} "
+                "and was killed",
+                phase=phase, signal=ended.signal or 0,
+            )
+        sig = ended.signal
         if sig:
             if sig == signal.SIGXCPU:
                 return errors.Timeout(
-                    f"the agent used up its CPU time limit in {where} (SIGXCPU)",
+                    f"the agent used up its CPU time limit of {self._limits.cpu_s} s in {where} (SIGXCPU)",
                     phase=phase, limit_s=float(self._limits.cpu_s), signal=sig,
                 )
             try:
@@ -272,28 +224,30 @@ class SandboxProcess:
             except ValueError:  # real-time signals have no name
                 name = f"SIGRT {sig}"
             return errors.SandboxCrash(
-                f"the agent process was killed by signal {sig} ({name}) during {where}",
-                phase=phase, signal=sig,
+                f"the agent process was killed by signal {sig} ({name}) during {where}", phase=phase, signal=sig
             )
+        code = ended.exit_code if ended.exit_code is not None else -1
         return errors.SandboxCrash(
             f"the agent process exited with code {code} during {where}", phase=phase, exit_code=code
         )
 
     def kill(self) -> None:
-        """SIGKILLs the child's whole process group (under bwrap, its PID namespace dies with it)."""
-        if self._proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
+        """SIGKILLs the agent process and everything it started."""
+        self._launched.kill()
 
     async def close(self) -> None:
-        """Kills the child, reaps it and drains its output."""
+        """Kills the process, waits for its end, drains its output, frees its cgroup."""
         self.kill()
         self._writer.close()
-        await self._proc.wait()
-        # A grandchild that escaped the group could hold the pipes open: stop reading after a while.
+        await self._launched.wait()
+        # A process that escaped could hold the pipes open: stop reading after a while.
         _, pending = await asyncio.wait(self._pumps, timeout=2.0)
         for task in pending:
             task.cancel()
+        for close in self._launched.closers:
+            close()
+        if self._cgroup is not None:
+            self._cgroup.remove()
 
 
 __all__ = ["OutputBudget", "SandboxLimits", "SandboxProcess"]

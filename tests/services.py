@@ -4,7 +4,6 @@ can SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import re
 import signal
@@ -15,8 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from worker_helpers import png_bytes
 
 from orchestrator_svc.server import OrchestratorConfig, OrchestratorHandle, start_orchestrator
 from worker_svc.registration import OrchestratorLink
@@ -33,21 +31,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def png_bytes(height: int, width: int, seed: int) -> bytes:
-    """A smooth synthetic RGB image as PNG bytes (compressible, so codecs behave normally)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([(x * 3 + seed) % 256, (y * 2) % 256, ((x + y) * seed) % 256], axis=-1)
-    noise = rng.integers(0, 8, size=(height, width, 3))
-    out = io.BytesIO()
-    Image.fromarray(((base + noise) % 256).astype(np.uint8), "RGB").save(out, format="PNG")
-    return out.getvalue()
-
-
 def write_images(folder: Path, sizes: list[tuple[int, int]]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i, (h, w) in enumerate(sizes):
-        (folder / f"img{i}.png").write_bytes(png_bytes(h, w, i + 1))
+        (folder / f"img{i}.png").write_bytes(png_bytes(h, w, seed=i + 1))
     return folder
 
 
@@ -130,30 +117,3 @@ async def orchestrator(data_dir: Path, **config: object) -> AsyncIterator[Orches
         yield handle
     finally:
         await handle.stop(0)
-
-
-def sandbox_children() -> set[int]:
-    """PIDs of sandbox processes (bwrap or the python child) descended from this process."""
-    mine = os.getpid()
-    parents: dict[int, int] = {}
-    cmdlines: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdlines[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-
-    def descends(pid: int) -> bool:
-        seen = 0
-        while pid > 1 and seen < 64:
-            pid = parents.get(pid, 0)
-            if pid == mine:
-                return True
-            seen += 1
-        return False
-
-    return {pid for pid, cmd in cmdlines.items() if "sandbox.child" in cmd and descends(pid)}

@@ -8,7 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import agent_bundle, eventually
-from services import attach_worker, free_port, orchestrator, sandbox_children, spawn, write_images
+from services import attach_worker, free_port, orchestrator, spawn, write_images
+from worker_helpers import agent_processes
 
 from codecbench import rpc, values
 from codecbench.v1 import (
@@ -238,11 +239,11 @@ async def test_cancel_running_experiment_kills_its_sandbox_children(tmp_path: Pa
                 async for event in client.watch(exp.experiment_id):
                     if event.WhichOneof("event") == "progress" and event.progress.phase == errors_pb2.PHASE_ENCODE:
                         break
-                assert sandbox_children(), "the experiment's sandbox processes should be running"
+                assert agent_processes(), "the experiment's sandbox processes should be running"
                 cancelled = await client.cancel(exp.experiment_id)
                 assert cancelled.state == CANCELLED
                 assert cancelled.error.kind == errors_pb2.ERROR_KIND_CANCELLED
-                await eventually(lambda: not sandbox_children(), timeout_s=5, what="sandbox children gone")
+                await eventually(lambda: not agent_processes(), timeout_s=5, what="sandbox children gone")
                 final = await client.get(exp.experiment_id)
                 assert final.state == CANCELLED and not final.HasField("result")
                 assert (

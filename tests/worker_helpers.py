@@ -13,6 +13,7 @@ from PIL import Image
 
 from codecbench import values
 from codecbench.v1 import experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
+from sandbox.child import PROCESS_NAME
 
 # (height, width) of the inline dataset's images; the second one is large enough for MS-SSIM.
 TINY_SIZES = ((40, 48), (180, 200))
@@ -118,9 +119,9 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[1] != "Z"
 
 
-def sandbox_processes(root: int | None = None) -> set[int]:
-    """Live descendants of ``root`` (this process) whose command line contains ``sandbox.child``:
-    the bwrap processes and the Python runtimes they run."""
+def agent_processes(root: int | None = None) -> set[int]:
+    """Live descendants of ``root`` (default: this process) that are agent processes
+    (``/proc/PID/comm`` is ``cb-agent``, set by the sandbox runtime)."""
     root = root or os.getpid()
     parent = {}
     for entry in Path("/proc").iterdir():
@@ -134,16 +135,9 @@ def sandbox_processes(root: int | None = None) -> set[int]:
         if ancestor != root:
             continue
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
         except (FileNotFoundError, ProcessLookupError):
             continue
-        if b"sandbox.child" in cmdline:
+        if comm == PROCESS_NAME:
             found.add(pid)
     return found
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return []

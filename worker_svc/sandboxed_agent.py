@@ -1,48 +1,36 @@
 """One side (encoder or decoder) of an agent, loaded in its own sandbox process.
 
-The encoder and the decoder of an experiment are two of these, with two private copies of the
-bundle: the decoder never receives the image, and no memory or file the encoder leaves behind
-is visible to it.
+The encoder and the decoder of an experiment are two of these: two processes, each with its own
+private copy of the bundle, namespaces and tmp. The decoder never receives the image, and no
+memory or file the encoder leaves behind is visible to it.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
-from codecbench import bundles, tensors
+from codecbench import bundles, errors, tensors
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
+from sandbox.launchers import Launcher
 from sandbox.process import OutputBudget, SandboxLimits, SandboxProcess
 
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How the worker runs agent processes.
+    """How the worker starts agent processes: the launcher (warm template or fresh) and limits."""
 
-    Attributes:
-        scratch_dir: parent of the per-process private directories (bundle copy + cwd).
-        isolation: ``ISOLATION_BWRAP`` or ``ISOLATION_PROCESS``.
-        hidden: directories hidden from agents (data dir, built-in dataset files).
-        limits: per-process resource limits.
-    """
-
-    scratch_dir: Path
-    isolation: int
-    hidden: tuple[Path, ...] = ()
+    launcher: Launcher
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
 class SandboxedAgent:
     """An agent side ready for calls. Create with :meth:`open`; always :meth:`close`."""
 
-    def __init__(self, process: SandboxProcess, workdir: Path, role: int, contract: int) -> None:
+    def __init__(self, process: SandboxProcess, role: int, contract: int) -> None:
         self.process = process
-        self.workdir = workdir
         self.role = role
         self.contract = contract
 
@@ -57,32 +45,26 @@ class SandboxedAgent:
         load_timeout_s: float,
         blob: Callable[[str], bytes] | None = None,
     ) -> SandboxedAgent:
-        """Copies the bundle to a private directory, starts a child and imports the agent.
+        """Starts an agent process, sends it the bundle and imports the agent.
+
+        Args:
+            blob: returns a cached blob by sha256, for bundle files sent without content.
 
         Raises:
             errors.CodecbenchError: AGENT_LOAD_ERROR, SIGNATURE_MISMATCH, TIMEOUT (phase load), ...
         """
-        settings.scratch_dir.mkdir(parents=True, exist_ok=True)
-        side = "enc" if role == sandbox_pb2.SANDBOX_ROLE_ENCODER else "dec"
-        workdir = Path(tempfile.mkdtemp(prefix=f"{side}-", dir=settings.scratch_dir))
-        process = None
         try:
-            bundles.write(bundle, workdir, blob)
-            process = await SandboxProcess.start(
-                workdir, settings.limits, budget, settings.isolation, settings.hidden, gpu=device.startswith("cuda")
-            )
-            load = sandbox_pb2.SandboxLoad(
-                bundle_dir=str(workdir), entry_module=bundle.entry_module, contract=bundle.contract,
-                role=role, device=device,
-            )
-            response, _ = await process.call(
-                sandbox_pb2.SandboxRequest(load=load), errors_pb2.PHASE_LOAD, load_timeout_s
-            )
-            return cls(process, workdir, role, response.loaded.contract)
+            agent = bundles.with_content(bundle, blob)
+        except ValueError as exc:
+            raise errors.InternalError(f"agent bundle: {exc}", phase=errors_pb2.PHASE_SETUP) from exc
+        process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device.startswith("cuda"))
+        try:
+            load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
+            request = sandbox_pb2.SandboxRequest(load=load)
+            response, _ = await process.call(request, errors_pb2.PHASE_LOAD, load_timeout_s)
+            return cls(process, role, response.loaded.contract)
         except BaseException:
-            if process is not None:
-                await process.close()
-            shutil.rmtree(workdir, ignore_errors=True)
+            await process.close()
             raise
 
     async def set_params(self, params: types_pb2.ParameterPoint, timeout_s: float) -> None:
@@ -109,11 +91,8 @@ class SandboxedAgent:
         return response.decoded, ms
 
     async def close(self) -> None:
-        """Kills the process and deletes its private directory."""
-        try:
-            await self.process.close()
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        """Kills the process (and everything it started) and frees its resources."""
+        await self.process.close()
 
 
 def payload_bytes(encoded: sandbox_pb2.SandboxEncoded) -> bytes:

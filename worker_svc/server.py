@@ -23,6 +23,7 @@ from google.protobuf.message import DecodeError
 from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation, values
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
+from sandbox.launchers import make_launcher
 from sandbox.process import OutputBudget, SandboxLimits
 from worker_svc import devices as device_detection
 from worker_svc import metrics
@@ -38,11 +39,13 @@ class WorkerConfig:
     """Settings of one worker process.
 
     Attributes:
-        data_dir: blob cache and sandbox scratch space; hidden from agents.
+        data_dir: the blob cache; hidden from agents.
         device: "cpu" or "cuda": the device this worker offers experiments.
         slots: experiments run at once.
         build_id: overrides the computed build id (tests of STALE workers).
         use_bwrap: False forces process-only isolation even when bwrap is installed.
+        warm_template: fork agent processes from a warm template (needs bwrap and namespaces);
+            False starts a new interpreter for each.
     """
 
     data_dir: Path
@@ -52,6 +55,7 @@ class WorkerConfig:
     device: str = "cpu"
     build_id: str = ""
     use_bwrap: bool = True
+    warm_template: bool = True
     timeouts: DefaultTimeouts = field(default_factory=DefaultTimeouts)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
@@ -59,16 +63,12 @@ class WorkerConfig:
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Implements WorkerService; agent code only ever runs in sandbox children."""
 
-    def __init__(self, config: WorkerConfig, info: worker_pb2.WorkerInfo, blobs: BlobCache) -> None:
+    def __init__(self, config: WorkerConfig, info: worker_pb2.WorkerInfo, blobs: BlobCache,
+                 settings: SandboxSettings) -> None:
         self.config = config
         self.info = info
         self.blobs = blobs
-        self.settings = SandboxSettings(
-            scratch_dir=config.data_dir / "sandboxes",
-            isolation=info.isolation,
-            hidden=(config.data_dir.resolve(), *isolation.builtin_dataset_dirs()),
-            limits=config.limits,
-        )
+        self.settings = settings
         self._free_slots = config.slots
         self.running: set[str] = set()
         self.log = logs.get_logger("worker", worker_id=info.worker_id)
@@ -262,6 +262,7 @@ class WorkerHandle:
         """Reports NOT_SERVING, then stops; running experiments get ``grace_s`` to end."""
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)  # type: ignore[arg-type]
         await self.server.stop(grace_s)
+        await self.servicer.settings.launcher.close()
 
 
 async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = None) -> WorkerHandle:
@@ -284,7 +285,10 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
             detail="bubblewrap (bwrap) is not available: agents run as plain child processes, with network, "
             "the worker's filesystem view and no PID namespace. Install bubblewrap for real isolation.",
         )
-    servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs))
+    hidden = (config.data_dir.resolve(), *isolation.builtin_dataset_dirs())
+    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == "cuda", warm=config.warm_template)
+    settings = SandboxSettings(launcher=launcher, limits=config.limits)
+    servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
     await server.start()

@@ -18,18 +18,14 @@ SANDBOX_ROLE_ENCODER: SandboxRole
 SANDBOX_ROLE_DECODER: SandboxRole
 
 class SandboxLoad(_message.Message):
-    __slots__ = ("bundle_dir", "entry_module", "contract", "role", "device")
-    BUNDLE_DIR_FIELD_NUMBER: _ClassVar[int]
-    ENTRY_MODULE_FIELD_NUMBER: _ClassVar[int]
-    CONTRACT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("agent", "role", "device")
+    AGENT_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
-    bundle_dir: str
-    entry_module: str
-    contract: _types_pb2.Contract
+    agent: _types_pb2.AgentBundle
     role: SandboxRole
     device: str
-    def __init__(self, bundle_dir: _Optional[str] = ..., entry_module: _Optional[str] = ..., contract: _Optional[_Union[_types_pb2.Contract, str]] = ..., role: _Optional[_Union[SandboxRole, str]] = ..., device: _Optional[str] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., role: _Optional[_Union[SandboxRole, str]] = ..., device: _Optional[str] = ...) -> None: ...
 
 class SandboxSetParams(_message.Message):
     __slots__ = ("params",)

@@ -1,0 +1,239 @@
+"""How an agent process comes to life: forked from the warm template, or a fresh interpreter.
+
+Both launchers hand back the same :class:`Launched`: the process's request socket (after its
+ready frame), its stdout/stderr, its PID as the worker sees it, and how to kill it and learn how
+it ended. The PID comes from the kernel, not from the process: the worker's end of the socket
+has SO_PASSCRED set, so the ready frame arrives with the sender's credentials, translated into
+the worker's PID namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from codecbench import errors
+from codecbench.v1 import sandbox_pb2
+from sandbox import isolation
+from sandbox.pool import Exit, TemplateUnavailable, WarmTemplate
+
+_UCRED = struct.Struct("3i")  # pid, uid, gid
+_READY = b"\0\0\0\0"  # the frame of an empty SandboxResponse
+
+
+@dataclass
+class Launched:
+    """A started agent process whose runtime reported ready."""
+
+    pid: int
+    sock: socket.socket
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+    kill: Callable[[], None]
+    wait: Callable[[], Awaitable[Exit]]
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+
+async def read_ready_pid(sock: socket.socket, ended: Awaitable[Exit]) -> int:
+    """Reads the ready frame and returns the sender's PID (SO_PASSCRED must be set on ``sock``).
+
+    Raises:
+        errors.InternalError: the process ended first, or sent something else.
+    """
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[int] = loop.create_future()
+
+    def on_readable() -> None:
+        try:
+            message, ancillary, _, _ = sock.recvmsg(len(_READY), socket.CMSG_SPACE(_UCRED.size))
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            message, ancillary = str(exc).encode(), []
+        loop.remove_reader(sock.fileno())
+        creds = [d for level, kind, d in ancillary if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS]
+        if message == _READY and creds:
+            received.set_result(_UCRED.unpack(creds[0][: _UCRED.size])[0])
+        else:
+            received.set_exception(errors.InternalError(f"the sandbox runtime sent {message!r} instead of ready"))
+
+    loop.add_reader(sock.fileno(), on_readable)
+    ended_task = asyncio.ensure_future(ended)
+    try:
+        done, _ = await asyncio.wait([received, ended_task], return_when=asyncio.FIRST_COMPLETED)
+        if received in done:
+            return received.result()
+        raise errors.InternalError(f"the sandbox runtime ended before it was ready: {ended_task.result()}")
+    finally:
+        loop.remove_reader(sock.fileno())
+        for future in (received, ended_task):
+            if not future.done():
+                future.cancel()
+
+
+async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, Callable[[], None]]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    return reader, transport.close
+
+
+def _rlimits(limits: sandbox_pb2.SandboxRlimits) -> list[str]:
+    return [
+        "--max-frame-bytes", str(limits.max_frame_bytes),
+        "--max-bitstream-bytes", str(limits.max_bitstream_bytes),
+        "--memory-bytes", str(limits.memory_bytes),
+        "--cpu-s", str(limits.cpu_s),
+        "--file-bytes", str(limits.file_bytes),
+        "--open-files", str(limits.open_files),
+    ]
+
+
+class FreshLauncher:
+    """A new interpreter per agent process (``python -P -m sandbox.child``), under bwrap when
+    available: ~2 s per process for importing torch, but needs nothing else."""
+
+    def __init__(self, isolation_mode: int, hidden: Sequence[Path], gpu: bool) -> None:
+        self.isolation_mode = isolation_mode
+        self.hidden = tuple(hidden)
+        self.gpu = gpu
+
+    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
+        """Raises errors.InternalError when the process or its runtime cannot start."""
+        ours, theirs = socket.socketpair()
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        # -P: the cwd must not come first on sys.path, or a bundle file named like a module of
+        # the runtime (sandbox/, numpy.py, torch/) would replace it.
+        command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(theirs.fileno()), *_rlimits(limits)]
+        env = isolation.child_environment()
+        argv = isolation.wrap_command(command, self.isolation_mode, self.hidden, self.gpu, env)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # its own process group, killed as a whole
+                cwd="/tmp", env=env,
+            )
+        except OSError as exc:
+            ours.close()
+            raise errors.InternalError(f"could not start a sandbox process: {exc}") from exc
+        finally:
+            theirs.close()
+        wrapped = self.isolation_mode == isolation.BWRAP
+
+        def kill() -> None:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+
+        async def wait() -> Exit:
+            code = await proc.wait()
+            if code < 0:
+                return Exit(exit_code=None, signal=-code)
+            if wrapped and code - 128 in signal.valid_signals():
+                return Exit(exit_code=None, signal=code - 128)  # bwrap reports a signal death as 128 + N
+            return Exit(exit_code=code, signal=None)
+
+        try:
+            async with asyncio.timeout(startup_s):
+                pid = await read_ready_pid(ours, wait())
+        except BaseException as exc:
+            kill()
+            ours.close()
+            await proc.wait()
+            if isinstance(exc, TimeoutError):
+                raise errors.InternalError(f"the sandbox runtime did not start within {startup_s:g} s") from None
+            raise
+        assert proc.stdout is not None and proc.stderr is not None
+        return Launched(pid=pid, sock=ours, stdout=proc.stdout, stderr=proc.stderr, kill=kill, wait=wait)
+
+    async def close(self) -> None:
+        return None
+
+
+class TemplateLauncher:
+    """Agent processes forked from the warm template (~15 ms instead of ~2 s). If the template
+    dies it is started again once per launch; if it cannot be, processes start fresh."""
+
+    def __init__(self, template: WarmTemplate, fallback: FreshLauncher) -> None:
+        self.template: WarmTemplate | None = template
+        self.fallback = fallback
+
+    @classmethod
+    async def start(cls, hidden: Sequence[Path], gpu: bool) -> TemplateLauncher:
+        """Raises TemplateUnavailable when no template can run here."""
+        template = await WarmTemplate.start(hidden, gpu)
+        return cls(template, FreshLauncher(isolation.BWRAP, hidden, gpu))
+
+    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
+        if self.template is None or not self.template.alive:
+            try:
+                self.template = await WarmTemplate.start(self.fallback.hidden, self.fallback.gpu)
+            except TemplateUnavailable:
+                self.template = None
+                return await self.fallback.launch(limits, startup_s)
+        try:
+            forked = self.template.fork(limits)
+        except TemplateUnavailable:
+            return await self.fallback.launch(limits, startup_s)
+        forked.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        stdout, close_out = await _pipe_reader(forked.stdout)
+        stderr, close_err = await _pipe_reader(forked.stderr)
+        pid_box: list[int] = []
+
+        def kill() -> None:
+            # PID 1 of its own PID namespace: SIGKILL ends every process it started, too.
+            if pid_box and not forked.exited.done():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid_box[0], signal.SIGKILL)
+
+        async def wait() -> Exit:
+            return await asyncio.shield(forked.exited)
+
+        try:
+            async with asyncio.timeout(startup_s):
+                pid_box.append(await read_ready_pid(forked.sock, wait()))
+        except BaseException as exc:
+            forked.sock.close()
+            close_out()
+            close_err()
+            if isinstance(exc, TimeoutError):
+                raise errors.InternalError(f"the forked sandbox process was not ready within {startup_s:g} s") from None
+            raise
+        return Launched(pid=pid_box[0], sock=forked.sock, stdout=stdout, stderr=stderr, kill=kill, wait=wait,
+                        closers=[close_out, close_err])
+
+    async def close(self) -> None:
+        if self.template is not None:
+            await self.template.close()
+
+
+Launcher = FreshLauncher | TemplateLauncher
+
+
+async def make_launcher(isolation_mode: int, hidden: Sequence[Path], gpu: bool, warm: bool) -> Launcher:
+    """The warm template when bwrap and namespaces allow it and ``warm`` is set, else fresh
+    processes. Logs which one, since it decides both isolation and start-up time."""
+    from codecbench import logs
+
+    log = logs.get_logger("sandbox")
+    if warm and isolation_mode == isolation.BWRAP:
+        try:
+            launcher = await TemplateLauncher.start(hidden, gpu)
+            log.info("sandbox.warm_template", detail="agent processes fork from a warm template")
+            return launcher
+        except TemplateUnavailable as exc:
+            log.warning("sandbox.no_warm_template", detail=f"{exc}; every agent process starts a new interpreter")
+    return FreshLauncher(isolation_mode, hidden, gpu)
+
+
+__all__ = ["FreshLauncher", "Launched", "Launcher", "TemplateLauncher", "make_launcher", "read_ready_pid"]
