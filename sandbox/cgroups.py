@@ -9,7 +9,10 @@ not writable (no root, no delegation) :func:`create` returns None and the rlimit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
+import signal
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +51,23 @@ class AgentCgroup:
                 return True
         return False
 
-    def remove(self) -> None:
-        """Deletes the (empty) cgroup directories; a non-empty one is left for the kernel."""
+    def pids(self) -> set[int]:
+        """The processes still in the cgroup."""
+        try:
+            return {int(line) for line in (self.pids_dir / "cgroup.procs").read_text().split()}
+        except OSError:
+            return set()
+
+    async def remove(self, timeout_s: float = 5.0) -> None:
+        """SIGKILLs whatever is left in the cgroup (a process that escaped its session or PID
+        namespace included), waits until it is empty, and deletes it."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (left := self.pids()) and loop.time() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.01)
         for directory in {self.pids_dir, self.memory_dir} - {None}:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # type: ignore[union-attr]

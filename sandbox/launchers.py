@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,12 @@ class FreshLauncher:
         # the runtime (sandbox/, numpy.py, torch/) would replace it.
         command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(theirs.fileno()), *_rlimits(limits)]
         env = isolation.child_environment()
+        closers: list[Callable[[], None]] = []
+        if self.isolation_mode != isolation.BWRAP:
+            # No private tmpfs without bwrap: a directory of its own, deleted when it ends.
+            private_tmp = tempfile.mkdtemp(prefix="cb-agent-")
+            env["TMPDIR"] = private_tmp
+            closers.append(lambda: shutil.rmtree(private_tmp, ignore_errors=True))
         argv = isolation.wrap_command(command, self.isolation_mode, self.hidden, self.gpu, env)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -125,6 +133,8 @@ class FreshLauncher:
             )
         except OSError as exc:
             ours.close()
+            for close in closers:
+                close()
             raise errors.InternalError(f"could not start a sandbox process: {exc}") from exc
         finally:
             theirs.close()
@@ -150,11 +160,14 @@ class FreshLauncher:
             kill()
             ours.close()
             await proc.wait()
+            for close in closers:
+                close()
             if isinstance(exc, TimeoutError):
                 raise errors.InternalError(f"the sandbox runtime did not start within {startup_s:g} s") from None
             raise
         assert proc.stdout is not None and proc.stderr is not None
-        return Launched(pid=pid, sock=ours, stdout=proc.stdout, stderr=proc.stderr, kill=kill, wait=wait)
+        return Launched(pid=pid, sock=ours, stdout=proc.stdout, stderr=proc.stderr, kill=kill, wait=wait,
+                        closers=closers)
 
     async def close(self) -> None:
         return None

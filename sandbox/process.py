@@ -143,7 +143,7 @@ class SandboxProcess:
             launched.kill()
             launched.sock.close()
             if cgroup is not None:
-                cgroup.remove()
+                await cgroup.remove()
             raise
         pumps = [
             asyncio.create_task(_pump(launched.stdout, experiment_pb2.LOG_STREAM_STDOUT, budget)),
@@ -247,7 +247,7 @@ class SandboxProcess:
         for close in self._launched.closers:
             close()
         if self._cgroup is not None:
-            self._cgroup.remove()
+            await self._cgroup.remove()
 
 
 __all__ = ["OutputBudget", "SandboxLimits", "SandboxProcess"]

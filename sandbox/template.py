@@ -37,7 +37,10 @@ def _send(control: socket.socket, event: sandbox_pb2.TemplateEvent) -> None:
 
 
 def _receive_spawn(control: socket.socket) -> tuple[sandbox_pb2.SandboxSpawn, list[int]] | None:
-    message, ancillary, _, _ = control.recvmsg(65536, socket.CMSG_LEN(_FDS_PER_SPAWN * 4))
+    try:
+        message, ancillary, _, _ = control.recvmsg(65536, socket.CMSG_LEN(_FDS_PER_SPAWN * 4))
+    except ConnectionResetError:  # the worker is gone
+        return None
     if not message:
         return None
     fds: list[int] = []

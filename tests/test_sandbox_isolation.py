@@ -1,0 +1,82 @@
+"""What an agent process is allowed (issue 5): its namespaces, capabilities and cgroup limits,
+and a control run showing that the cheating agent of the corpus does cheat without a sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import agent_bundle
+from worker_helpers import request, run
+
+from codecbench import rpc, tensors
+from codecbench.v1 import worker_pb2, worker_pb2_grpc
+from sandbox import cgroups
+from worker_svc.server import WorkerConfig, start_worker
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(worker, worker_stub) -> None:
+    assert worker.info.isolation == worker_pb2.ISOLATION_BWRAP  # CI installs bubblewrap
+    response = await worker_stub.Encode(worker_pb2.EncodeRequest(
+        agent=agent_bundle("probe_isolation"), device="cpu",
+        image=tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8)),
+    ))
+    seen = json.loads(response.bitstream)
+    assert seen["pid"] == 1 and seen["visible_pids"] == [1]  # its own PID namespace: sees no other process
+    assert int(seen["cap_eff"], 16) == 0 and seen["no_new_privs"] == "1"
+    assert seen["interfaces"] == ["lo"]  # its own network namespace
+    assert seen["cwd"].startswith("/tmp/agent-")  # its private copy of the bundle
+    assert seen["comm"] == "cb-agent"
+
+
+async def test_memory_cgroup_kills_at_the_limit_and_says_so() -> None:
+    group = cgroups.create(memory_bytes=64 * 1024 * 1024, pids_max=16)
+    assert group is not None, "cgroups are writable here (CI runs as root)"
+    hog = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; sys.stdin.read(1); x = b'1' * (512 * 1024 * 1024)",
+        stdin=asyncio.subprocess.PIPE,
+    )
+    group.add(hog.pid)
+    assert hog.stdin is not None
+    hog.stdin.write(b"g")
+    await hog.stdin.drain()
+    assert await hog.wait() == -9  # SIGKILL by the OOM killer of the cgroup
+    assert group.oom_killed()
+    await group.remove()
+    assert not group.pids_dir.exists()
+
+
+async def test_pids_cgroup_refuses_forks_past_its_limit() -> None:
+    group = cgroups.create(memory_bytes=0, pids_max=4)
+    assert group is not None
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import os, sys\nsys.stdin.read(1)\nn = 0\ntry:\n    while n < 50:\n        if os.fork() == 0:\n"
+        "            os.read(0, 1); os._exit(0)\n        n += 1\nexcept BlockingIOError:\n    pass\nprint(n)",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )
+    group.add(probe.pid)
+    out, _ = await probe.communicate(b"g" + b"x" * 64)
+    assert int(out) == 3  # the probe itself plus 3 children fill pids.max = 4
+    await group.remove()
+
+
+async def test_without_a_sandbox_the_cheating_decoder_does_recover_the_image(tmp_path: Path) -> None:
+    """Control for the corpus: the same agent, with process-only isolation (shared /tmp), gets a
+    lossless result. So the corpus's "not recovered" is the sandbox's doing, not a broken cheat."""
+    handle = await start_worker(WorkerConfig(data_dir=tmp_path, use_bwrap=False))
+    channel = rpc.insecure_channel(handle.address)
+    try:
+        assert handle.info.isolation == worker_pb2.ISOLATION_PROCESS
+        _, terminal = await run(worker_pb2_grpc.WorkerServiceStub(channel), request("hostile_cheat_files"))
+        assert terminal.HasField("result")
+        assert terminal.result.points[0].lossless
+    finally:
+        await channel.close()
+        await handle.stop(0)
