@@ -396,3 +396,33 @@ async def test_malformed_dataset_uploads_name_the_field(tmp_path: Path, messages
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details().startswith(field), info.value.details()
         assert [d.name for d in await client.datasets()] == ["photos"]
+
+
+async def test_list_filters_by_state_and_label_newest_first_with_pages(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        created = [
+            await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}], labels={"sweep": "a" if i % 2 else "b"})
+            for i in range(5)
+        ]
+        await client.cancel(created[0].experiment_id)
+        newest_first = [e.experiment_id for e in reversed(created)]
+
+        pages, token = [], ""
+        while True:
+            page = await client.stub.ListExperiments(
+                orchestrator_pb2.ListExperimentsRequest(page_size=2, page_token=token)
+            )
+            pages.append([e.experiment_id for e in page.experiments])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
+        assert [e.experiment_id for e in await client.list(labels={"sweep": "a"})] == [
+            e.experiment_id for e in reversed(created) if e.labels["sweep"] == "a"
+        ]
+        assert [e.experiment_id for e in await client.list(states=[CANCELLED])] == [created[0].experiment_id]
+        queued = await client.list(states=[experiment_pb2.EXPERIMENT_STATE_QUEUED], labels={"sweep": "b"})
+        assert [e.experiment_id for e in queued] == [created[4].experiment_id, created[2].experiment_id]
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.ListExperiments(orchestrator_pb2.ListExperimentsRequest(page_token="garbage!"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in info.value.details()
