@@ -7,6 +7,8 @@ between server and client.
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import Iterable
 
 import grpc
@@ -68,3 +70,12 @@ def bind(server: grpc.aio.Server, host: str, port: int) -> int:
     if bound == 0:
         raise OSError(f"could not bind {host}:{port}")
     return bound
+
+
+async def wait_for_termination() -> None:
+    """Returns when the process receives SIGINT or SIGTERM (for ``python -m`` service mains)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
-from codecbench import logs
+from codecbench import logs, rpc
 from orchestrator_svc.server import OrchestratorConfig, start_orchestrator
 
 
@@ -36,11 +35,7 @@ async def serve(args: argparse.Namespace) -> None:
         )
     )
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await rpc.wait_for_termination()
     await handle.stop()
 
 

@@ -66,6 +66,31 @@ class Ledger:
 
     # -- transitions -------------------------------------------------------------------------
 
+    async def _move(
+        self, experiment_id: str, from_state: int, attempt: int, to_state: int, new_attempt: int, reason: str,
+        worker_id: str = "",
+    ) -> bool:
+        """A StateChange event plus the matching columns, if the experiment is still in
+        ``from_state`` at ``attempt``."""
+        stored = await self.append(
+            experiment_id,
+            experiment_pb2.ExperimentEvent(
+                attempt=new_attempt,
+                state_change=experiment_pb2.StateChange(
+                    state=to_state, attempt=new_attempt, worker_id=worker_id, reason=reason
+                ),
+            ),
+            {
+                "state": to_state,
+                "attempt": new_attempt,
+                "worker_id": worker_id,
+                "start_time": time.time() if to_state == RUNNING else None,
+            },
+            only_if_state={from_state},
+            only_if_attempt=attempt,
+        )
+        return stored is not None
+
     async def created(self, exp: orchestrator_pb2.Experiment) -> None:
         await self.append(
             exp.experiment_id,
@@ -76,22 +101,10 @@ class Ledger:
         )
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
-        stored = await self.append(
-            experiment_id,
-            experiment_pb2.ExperimentEvent(
-                attempt=attempt,
-                state_change=experiment_pb2.StateChange(
-                    state=RUNNING,
-                    attempt=attempt,
-                    worker_id=worker_id,
-                    reason=f"dispatched to {worker_id}",
-                ),
-            ),
-            {"state": RUNNING, "worker_id": worker_id, "start_time": time.time()},
-            only_if_state={QUEUED},
-            only_if_attempt=attempt,
+        """QUEUED -> RUNNING on ``worker_id``; False when someone else moved it first."""
+        return await self._move(
+            experiment_id, QUEUED, attempt, RUNNING, attempt, f"dispatched to {worker_id}", worker_id
         )
-        return stored is not None
 
     async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         stored = await self.append(
@@ -130,34 +143,8 @@ class Ledger:
             error.message += f" (attempt {attempt} of {exp.max_attempts}, no attempts left)"
             await self.failed(experiment_id, attempt, error, {RUNNING, QUEUED})
             return
-        await self.append(
-            experiment_id,
-            experiment_pb2.ExperimentEvent(
-                attempt=attempt + 1,
-                state_change=experiment_pb2.StateChange(
-                    state=QUEUED,
-                    attempt=attempt + 1,
-                    reason=reason,
-                ),
-            ),
-            {"state": QUEUED, "attempt": attempt + 1, "worker_id": "", "start_time": None},
-            only_if_state={RUNNING},
-            only_if_attempt=attempt,
-        )
+        await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason)
 
     async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
         """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""
-        await self.append(
-            experiment_id,
-            experiment_pb2.ExperimentEvent(
-                attempt=attempt,
-                state_change=experiment_pb2.StateChange(
-                    state=QUEUED,
-                    attempt=attempt,
-                    reason=reason,
-                ),
-            ),
-            {"state": QUEUED, "worker_id": "", "start_time": None},
-            only_if_state={RUNNING},
-            only_if_attempt=attempt,
-        )
+        await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt, reason)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 from pathlib import Path
 
-from codecbench import logs
+from codecbench import logs, rpc
+from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
 
 
@@ -22,6 +22,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=Path(".codecbench/worker"), help="blob cache and scratch")
     parser.add_argument("--build-id", default="", help="override the computed build id (testing STALE workers)")
     parser.add_argument("--no-bwrap", action="store_true", help="process-only isolation even if bwrap exists")
+    parser.add_argument("--no-warm-template", action="store_true",
+                        help="start a new interpreter for each agent process instead of forking a warm template")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.slots < 1:
@@ -32,19 +34,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def serve(args: argparse.Namespace) -> None:
     config = WorkerConfig(
         data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=args.device,
-        build_id=args.build_id, use_bwrap=not args.no_bwrap,
+        build_id=args.build_id, use_bwrap=not args.no_bwrap, warm_template=not args.no_warm_template,
     )
-    from worker_svc.registration import connect_orchestrator
-
-    orchestrator = connect_orchestrator(args.orchestrator) if args.orchestrator else None
+    orchestrator = OrchestratorLink(args.orchestrator) if args.orchestrator else None
     handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)
     print(f"codecbench worker {handle.info.worker_id} listening on {handle.address}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None
-    await stop.wait()
+    await rpc.wait_for_termination()
     if heartbeats:
         heartbeats.cancel()
     await handle.stop()

@@ -49,7 +49,3 @@ class OrchestratorLink:
 
     async def close(self) -> None:
         await self.channel.close()
-
-
-def connect_orchestrator(address: str) -> OrchestratorLink:
-    return OrchestratorLink(address)
