@@ -1,0 +1,363 @@
+"""Analysis of finished experiments: BD-rate, RD plots, error groups, CompressAI export.
+
+Pure functions over ``codecbench.v1.Experiment`` messages (no servers), used by the CLI and the
+demo, which only format what these return.
+
+- BD-rate: G. Bjøntegaard, "Calculation of average PSNR differences between RD-curves",
+  ITU-T SG16 Q.6 VCEG-M33, Austin, 2001; computed by the ``bjontegaard`` package (FAU-LMS) with
+  piecewise cubic Hermite interpolation (PCHIP, as in the JCT-VC common-test-conditions sheet)
+  instead of the original cubic polynomial fit. The rate is each point's mean bpp, the distortion
+  its mean PSNR in dB, or its mean MS-SSIM expressed in dB, ``-10 * log10(1 - MS-SSIM)`` (the scale
+  of CompressAI's plots). The result is the average bitrate difference of the test curve against
+  the anchor at equal quality, in percent: negative means the test needs fewer bits.
+- Export: CompressAI's results layout (``compressai.utils.eval_model``): ``name``, ``description``
+  and ``results`` with lists ``bpp``, ``psnr-rgb``, ``ms-ssim-rgb`` (the raw MS-SSIM value),
+  ``encoding_time`` and ``decoding_time`` (mean seconds per image), one entry per parameter point.
+
+JSON has no infinity: wherever a value is infinite (the PSNR of a lossless point) or NaN, the JSON
+written by codecbench holds the strings ``"Infinity"``/``"-Infinity"``/``"NaN"``, the protobuf JSON
+mapping's spelling, so ``--json`` output of messages and of these tables agree.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bjontegaard
+
+from codecbench import errors, values
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+
+BD_METHOD = "pchip"
+# PCHIP interpolates through any number of points greater than one (the package's stated
+# requirement); VCEG-M33's cubic fit needed four.
+MIN_BD_POINTS = 2
+# Below this share of overlapping quality range the package warns; the table notes it instead.
+LOW_OVERLAP = 0.75
+PSNR = "psnr"
+MS_SSIM = "ms-ssim"
+BD_METRICS = (PSNR, MS_SSIM)
+_METRIC_LABEL = {PSNR: "PSNR", MS_SSIM: "MS-SSIM"}
+_METRIC_UNIT = {PSNR: "dB", MS_SSIM: "dB (MS-SSIM)"}
+SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
+FAILED = experiment_pb2.EXPERIMENT_STATE_FAILED
+
+
+def state_name(state: int) -> str:
+    """``EXPERIMENT_STATE_FAILED`` -> ``"FAILED"``."""
+    return experiment_pb2.ExperimentState.Name(state).removeprefix("EXPERIMENT_STATE_")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by its protobuf JSON spelling
+    (``"Infinity"``, ``"-Infinity"``, ``"NaN"``), recursively through dicts, lists and tuples."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def ms_ssim_db(ms_ssim: float) -> float:
+    """MS-SSIM on a dB scale, ``-10 * log10(1 - ms_ssim)``; +inf for a perfect 1.0."""
+    return math.inf if ms_ssim >= 1.0 else -10.0 * math.log10(1.0 - ms_ssim)
+
+
+# -- rate-distortion curves ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RdPoint:
+    """One parameter point of a curve: means over the dataset's images."""
+
+    params: str
+    bpp: float
+    psnr_db: float
+    ms_ssim: float | None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The rate-distortion curve of one succeeded experiment, points in the experiment's order."""
+
+    experiment_id: str
+    name: str
+    points: tuple[RdPoint, ...]
+
+    @classmethod
+    def from_experiment(cls, exp: orchestrator_pb2.Experiment) -> Curve:
+        """Raises:
+            ValueError: the experiment has no results (it did not succeed); the message names it.
+        """
+        if exp.state != SUCCEEDED:
+            raise ValueError(f"experiment {exp.experiment_id} ({exp.agent.name}) is {state_name(exp.state)}: "
+                             "it has no results")
+        return cls(exp.experiment_id, exp.agent.name, tuple(
+            RdPoint(values.format_params(p.params), p.bpp, p.psnr_db, p.ms_ssim if p.HasField("ms_ssim") else None)
+            for p in exp.result.points
+        ))
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} ({self.experiment_id})"
+
+
+class NotComputable(ValueError):
+    """BD-rate cannot be computed for this pair; the message says why, naming the experiment."""
+
+
+def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
+    """(rates, distortions) sorted by rate, checked for what BD-rate with PCHIP needs.
+
+    Raises:
+        NotComputable: too few points, a lossless (infinite) quality value, a missing MS-SSIM,
+            a non-positive rate, or a quality that does not increase with the rate.
+    """
+    label = _METRIC_LABEL[metric]
+    pairs = []
+    for point in curve.points:
+        where = point.params or "its only point"
+        if metric == PSNR:
+            quality = point.psnr_db
+        elif point.ms_ssim is None:
+            raise NotComputable(f"{curve.title} has no MS-SSIM at {where} (images below 161 px on their shorter side)")
+        else:
+            quality = ms_ssim_db(point.ms_ssim)
+        if not math.isfinite(quality):
+            raise NotComputable(f"{curve.title} is lossless at {where} ({label} = inf): BD-rate compares lossy curves")
+        if point.bpp <= 0:
+            raise NotComputable(f"{curve.title} has {point.bpp} bpp at {where}; the rate must be positive")
+        pairs.append((point.bpp, quality, point.params))
+    if len(pairs) < MIN_BD_POINTS:
+        raise NotComputable(f"{curve.title} has {len(pairs)} parameter point(s); BD-rate needs at least "
+                            f"{MIN_BD_POINTS} ({BD_METHOD.upper()} interpolation)")
+    pairs.sort()
+    for (bpp_a, q_a, p_a), (bpp_b, q_b, p_b) in zip(pairs, pairs[1:], strict=False):
+        if q_b <= q_a:
+            raise NotComputable(
+                f"{curve.title}: {label} does not increase with the rate ({p_a}: {bpp_a:.4f} bpp, {q_a:.3f}; "
+                f"{p_b}: {bpp_b:.4f} bpp, {q_b:.3f}); BD-rate needs a monotonic RD curve"
+            )
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+@dataclass(frozen=True)
+class BdRate:
+    """BD-rate of one curve against an anchor for one quality metric.
+
+    Attributes:
+        percent: average rate difference at equal quality in %; None when not computable.
+        reason: why it is not computable (empty when ``percent`` is set).
+        overlap: share of the two curves' combined quality range that both cover (0..1).
+    """
+
+    metric: str
+    percent: float | None
+    reason: str = ""
+    overlap: float = 0.0
+
+    @property
+    def note(self) -> str:
+        """A caveat to print with a computed value: the curves overlap little in quality."""
+        if self.percent is not None and self.overlap < LOW_OVERLAP:
+            return (f"averaged over the common {_METRIC_LABEL[self.metric]} range only, {self.overlap:.0%} of the "
+                    f"combined range (the bjontegaard package warns below {LOW_OVERLAP:.0%})")
+        return ""
+
+    def to_json(self) -> dict[str, Any]:
+        return json_safe({"metric": self.metric, "percent": self.percent, "reason": self.reason,
+                          "overlap": self.overlap, "note": self.note})
+
+
+def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
+    """BD-rate of ``test`` against ``anchor`` (see the module docstring for the method and sources).
+
+    Never raises for bad curves: a pair that has no BD-rate comes back with ``percent=None`` and
+    the reason (too few points, lossless points, missing MS-SSIM, non-monotonic curve, no overlap).
+
+    Raises:
+        ValueError: ``metric`` is not one of :data:`BD_METRICS`.
+    """
+    if metric not in BD_METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {', '.join(BD_METRICS)}")
+    try:
+        rate_a, dist_a = _rd_pairs(anchor, metric)
+        rate_t, dist_t = _rd_pairs(test, metric)
+    except NotComputable as exc:
+        return BdRate(metric, None, f"not computable: {exc}")
+    low, high = max(dist_a[0], dist_t[0]), min(dist_a[-1], dist_t[-1])
+    overlap = max(high - low, 0.0) / (max(dist_a[-1], dist_t[-1]) - min(dist_a[0], dist_t[0]))
+    if overlap <= 0.0:
+        unit = _METRIC_UNIT[metric]
+        return BdRate(metric, None, (
+            f"not computable: the {_METRIC_LABEL[metric]} ranges do not overlap ({anchor.title}: "
+            f"{dist_a[0]:.2f}-{dist_a[-1]:.2f} {unit}, {test.title}: {dist_t[0]:.2f}-{dist_t[-1]:.2f} {unit})"
+        ))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the overlap is reported through BdRate.note instead
+        percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
+                                            require_matching_points=False, min_overlap=0))
+    return BdRate(metric, percent, overlap=overlap)
+
+
+@dataclass(frozen=True)
+class BdRateRow:
+    """One row of a BD-rate table: an experiment against the baseline, for each metric."""
+
+    curve: Curve
+    results: tuple[BdRate, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"experiment_id": self.curve.experiment_id, "name": self.curve.name,
+                "points": len(self.curve.points), "bd_rate": {r.metric: r.to_json() for r in self.results}}
+
+
+def bd_rate_table(curves: Sequence[Curve], baseline: Curve) -> list[BdRateRow]:
+    """BD-rate (PSNR and MS-SSIM) of every curve against ``baseline``, in the given order."""
+    return [BdRateRow(c, tuple(bd_rate(baseline, c, m) for m in BD_METRICS)) for c in curves]
+
+
+# -- RD plot -----------------------------------------------------------------------------------
+
+
+def _plot_labels(curves: Sequence[Curve]) -> list[str]:
+    """Agent names, with the experiment id added where two curves share a name."""
+    names = [c.name for c in curves]
+    return [c.name if names.count(c.name) == 1 else c.title for c in curves]
+
+
+def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
+    """Writes a PNG of PSNR (dB) against rate (bpp), one line per curve, labelled by agent name.
+
+    Lossless points (PSNR = inf) cannot be drawn; they are listed in a note under the plot.
+
+    Returns:
+        The notes (one per curve with lossless points), also printed on the figure.
+    """
+    from matplotlib.figure import Figure  # Figure renders with Agg; pyplot's global state is never touched
+
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    notes = []
+    for curve, label in zip(curves, _plot_labels(curves), strict=True):
+        finite = sorted((p.bpp, p.psnr_db) for p in curve.points if math.isfinite(p.psnr_db))
+        lossless = [p for p in curve.points if not math.isfinite(p.psnr_db)]
+        if finite:
+            axes.plot([p[0] for p in finite], [p[1] for p in finite], "o-", label=label)
+        if lossless:
+            rates = ", ".join(f"{p.bpp:.2f} bpp" for p in lossless)
+            notes.append(f"{label}: lossless (PSNR = inf, not drawn) at {rates}")
+    axes.set_xlabel("rate [bpp]")
+    axes.set_ylabel("PSNR RGB [dB]")
+    axes.grid(True, alpha=0.3)
+    if axes.lines:
+        axes.legend(loc="lower right")
+    axes.set_title(title or "rate-distortion")
+    if notes:
+        figure.text(0.01, 0.005, "\n".join(notes), fontsize=8, va="bottom")
+        figure.get_layout_engine().set(rect=(0, 0.04 * len(notes), 1, 1 - 0.04 * len(notes)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png", dpi=120)
+    return notes
+
+
+# -- error analytics ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErrorGroup:
+    """Failed experiments that share an error kind, a source location and an exception type.
+
+    Attributes:
+        location: ``file:line`` in the agent's files, or empty when the error has none
+            (a timeout, a lost worker).
+        example_message: one line for people (:func:`codecbench.errors.describe`) of the newest error.
+        example_experiment_id: the experiment that error belongs to.
+        agents: the names of the agents involved, sorted.
+    """
+
+    kind: str
+    location: str
+    exception_type: str
+    count: int
+    example_message: str
+    example_experiment_id: str
+    agents: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "location": self.location, "exception_type": self.exception_type,
+                "count": self.count, "example_message": self.example_message,
+                "example_experiment_id": self.example_experiment_id, "agents": list(self.agents)}
+
+
+def error_location(error: errors_pb2.Error) -> str:
+    """The error's blamed ``file:line``, else its innermost frame's, else empty."""
+    if error.location:
+        return error.location
+    if error.frames:
+        frame = error.frames[-1]
+        return f"{frame.file}:{frame.line}"
+    return ""
+
+
+def group_errors(experiments: Iterable[orchestrator_pb2.Experiment]) -> list[ErrorGroup]:
+    """Groups the FAILED experiments by (kind, location, exception type), largest group first.
+
+    ``experiments`` are expected newest first (as ``ListExperiments`` returns them), so each
+    group's example is its newest failure. Experiments in other states are ignored.
+    """
+    groups: dict[tuple[str, str, str], list[orchestrator_pb2.Experiment]] = {}
+    for exp in experiments:
+        if exp.state != FAILED or not exp.HasField("error"):
+            continue
+        key = (errors.kind_name(exp.error.kind), error_location(exp.error), exp.error.exception_type)
+        groups.setdefault(key, []).append(exp)
+    out = [
+        ErrorGroup(kind, location, exc_type, len(members), errors.describe(members[0].error),
+                   members[0].experiment_id, tuple(sorted({m.agent.name for m in members})))
+        for (kind, location, exc_type), members in groups.items()
+    ]
+    return sorted(out, key=lambda g: (-g.count, g.kind, g.location))
+
+
+# -- CompressAI export -------------------------------------------------------------------------
+
+
+def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
+    """The experiment's results in CompressAI's results layout (module docstring), JSON-safe.
+
+    A point without MS-SSIM (images too small) has ``null`` there.
+
+    Raises:
+        ValueError: the experiment did not succeed; the message names it and its state.
+    """
+    curve = Curve.from_experiment(exp)
+    points = exp.result.points
+    images = points[0].item_count if points else 0
+    params = "; ".join(p.params or "(no parameters)" for p in curve.points)
+    return json_safe({
+        "name": exp.agent.name,
+        "description": f"codecbench {exp.experiment_id}: {exp.agent.name} on {exp.dataset} ({images} images, "
+                       f"device {exp.device}, worker {exp.worker_id}); points: {params}",
+        "results": {
+            "bpp": [p.bpp for p in points],
+            "psnr-rgb": [p.psnr_db for p in points],
+            "ms-ssim-rgb": [p.ms_ssim if p.HasField("ms_ssim") else None for p in points],
+            "encoding_time": [p.encode_ms / 1000.0 for p in points],
+            "decoding_time": [p.decode_ms / 1000.0 for p in points],
+        },
+    })
+
+
+__all__ = [
+    "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve", "ErrorGroup",
+    "NotComputable", "RdPoint", "bd_rate", "bd_rate_table", "compressai_results", "error_location", "group_errors",
+    "json_safe", "ms_ssim_db", "rd_plot", "state_name",
+]
