@@ -23,6 +23,11 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def is_sha256(digest: str) -> bool:
+    """64 lower-case hex digits."""
+    return len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+
+
 def bundle_from_dir(folder: Path, entry_module: str = "", name: str = "", contract: int = 0) -> types_pb2.AgentBundle:
     """Reads every file under ``folder`` into a bundle (skipping caches and VCS folders).
 
@@ -80,22 +85,28 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
     if bundle.contract not in types_pb2.Contract.values():
         return f"{field}.contract: unknown value {bundle.contract}"
     total = 0
-    seen = set()
+    seen: set[str] = set()
+    seen_folders: set[str] = set()
     for i, f in enumerate(bundle.files):
         where = f"{field}.files[{i}]"
         pure = PurePosixPath(f.path)
-        if not f.path or pure.is_absolute() or ".." in pure.parts or "\\" in f.path or "\0" in f.path:
-            return f"{where}.path: {f.path!r} must be a relative path inside the bundle"
+        if (not f.path or pure.is_absolute() or pure.as_posix() != f.path or ".." in pure.parts
+                or "\\" in f.path or "\0" in f.path or f.path == "."):
+            return f"{where}.path: {f.path!r} must be a normalised relative path inside the bundle"
         if f.path in seen:
             return f"{where}.path: {f.path!r} appears twice"
+        folders = [parent.as_posix() for parent in pure.parents if parent.as_posix() != "."]
+        if f.path in seen_folders or any(folder in seen for folder in folders):
+            return f"{where}.path: {f.path!r} is both a file and a folder of the bundle"
         seen.add(f.path)
+        seen_folders.update(folders)
         size = len(f.content) if f.content else f.size_bytes
         if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
             return f"{where}.sha256: does not match the content"
         if not f.content and need_content and f.size_bytes:
             return f"{where}.content: missing (size_bytes={f.size_bytes})"
-        if not f.content and f.size_bytes and len(f.sha256) != 64:
-            return f"{where}.sha256: needed to fetch a file sent without content"
+        if not f.content and f.size_bytes and not is_sha256(f.sha256):
+            return f"{where}.sha256: 64 lower-case hex digits needed to fetch a file sent without content"
         total += size
     if total > MAX_BUNDLE_BYTES:
         return f"{field}.files: {total} bytes exceed the bundle limit of {MAX_BUNDLE_BYTES} bytes"

@@ -86,7 +86,7 @@ def decode_image(name: str, data: bytes) -> DatasetImage:
                 rgb = np.repeat(arr[:, :, None], 3, axis=2)
             else:
                 rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise
         raise ImageDecodeError(f"{name}: not a readable PNG/JPEG image ({exc})") from exc

@@ -44,6 +44,8 @@ _STATUS_OF_KIND: dict[int, grpc.StatusCode] = {
     errors_pb2.ERROR_KIND_CANCELLED: grpc.StatusCode.CANCELLED,
     errors_pb2.ERROR_KIND_INTERNAL: grpc.StatusCode.INTERNAL,
 }
+_MAX_STATUS_MESSAGE = 1024
+_MAX_STATUS_DETAIL_BYTES = 6 * 1024
 RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR_KIND_INTERNAL})
 
 
@@ -154,8 +156,18 @@ def rpc_status(error: errors_pb2.Error) -> grpc.Status:
     Read it back on the client with :func:`error_from_rpc`.
     """
     code = grpc_status_code(error.kind)
-    detail = status_pb2.Status(code=code.value[0], message=f"{kind_name(error.kind)}: {error.message}")
-    detail.details.add().Pack(error)
+    headline = f"{kind_name(error.kind)}: {error.message}"
+    if len(headline) > _MAX_STATUS_MESSAGE:
+        headline = headline[:_MAX_STATUS_MESSAGE] + "..."
+    detail = status_pb2.Status(code=code.value[0], message=headline)
+    # Status details travel in trailing metadata, whose size gRPC caps (16 KiB by default).
+    packed = errors_pb2.Error()
+    packed.CopyFrom(error)
+    while packed.ByteSize() > _MAX_STATUS_DETAIL_BYTES and packed.frames:
+        del packed.frames[0]
+    if packed.ByteSize() > _MAX_STATUS_DETAIL_BYTES:
+        packed.message = packed.message[: _MAX_STATUS_DETAIL_BYTES // 2] + "..."
+    detail.details.add().Pack(packed)
     return rich_status.to_status(detail)
 
 

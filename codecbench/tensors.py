@@ -27,12 +27,18 @@ _NUMPY_OF = {
 _DTYPE_OF = {dt.newbyteorder("=").str if dt.itemsize > 1 else dt.str: code for code, dt in _NUMPY_OF.items()}
 
 
+# numpy supports at most 64; no image codec needs more than a handful.
+MAX_DIMS = 32
+
+
 class TensorFormatError(ValueError):
     """A Tensor message whose dtype, shape and data length do not agree."""
 
 
 def dtype_name(dtype: int) -> str:
-    """``D_TYPE_FLOAT32`` -> ``"float32"``."""
+    """``D_TYPE_FLOAT32`` -> ``"float32"``; ``"dtype 77"`` for a value the protocol does not know."""
+    if dtype not in types_pb2.DType.values():
+        return f"dtype {dtype}"
     return types_pb2.DType.Name(dtype).removeprefix("D_TYPE_").lower()
 
 
@@ -70,6 +76,8 @@ def _shape(message: types_pb2.Tensor, itemsize: int) -> tuple[int, ...]:
     """The message's shape, checked against its data length (exact integer arithmetic: a huge
     shape must not wrap around to match a short buffer)."""
     shape = tuple(int(s) for s in message.shape)
+    if len(shape) > MAX_DIMS:
+        raise TensorFormatError(f"{len(shape)} dimensions exceed the limit of {MAX_DIMS}")
     if any(s < 0 for s in shape):
         raise TensorFormatError(f"negative dimension in shape {list(shape)}")
     expected = math.prod(shape) * itemsize
@@ -88,7 +96,7 @@ def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
             not match the shape.
     """
     if message.dtype not in _NUMPY_OF:
-        raise TensorFormatError(f"dtype {types_pb2.DType.Name(message.dtype)} has no numpy equivalent")
+        raise TensorFormatError(f"{dtype_name(message.dtype)} has no numpy equivalent")
     dt = _NUMPY_OF[message.dtype]
     shape = _shape(message, dt.itemsize)
     return np.frombuffer(message.data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)

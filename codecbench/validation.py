@@ -12,7 +12,12 @@ from collections.abc import Sequence
 from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
+# What a timeout left at 0 means for a whole experiment (the worker's default).
+DEFAULT_EXPERIMENT_S = 3600.0
 MAX_POINTS = 1000
+# A parameter point is a handful of settings, not a payload: bounded in size and nesting.
+MAX_POINT_BYTES = 64 * 1024
+MAX_VALUE_DEPTH = 8
 DEVICES = ("cpu", "cuda")
 
 
@@ -28,12 +33,25 @@ def points_problem(points: Sequence[types_pb2.ParameterPoint], field: str = "poi
     if len(points) > MAX_POINTS:
         return f"{field}: {len(points)} parameter points exceed the limit of {MAX_POINTS}"
     for i, point in enumerate(points):
+        if point.ByteSize() > MAX_POINT_BYTES:
+            return f"{field}[{i}]: {point.ByteSize()} bytes exceed the limit of {MAX_POINT_BYTES} bytes per point"
         for key, value in point.params.items():
             if not key.isidentifier():
                 return f"{field}[{i}].params: {key!r} is not a Python identifier"
             if value.WhichOneof("kind") is None:
                 return f"{field}[{i}].params[{key!r}]: empty value"
+            if _depth(value) > MAX_VALUE_DEPTH:
+                return f"{field}[{i}].params[{key!r}]: nested deeper than {MAX_VALUE_DEPTH} levels"
     return None
+
+
+def _depth(value: types_pb2.Value) -> int:
+    kind = value.WhichOneof("kind")
+    if kind == "list_value":
+        return 1 + max((_depth(v) for v in value.list_value.values), default=0)
+    if kind == "map_value":
+        return 1 + max((_depth(e.value) for e in value.map_value.entries), default=0)
+    return 1
 
 
 def device_problem(device: str, field: str = "device", allowed: Sequence[str] = DEVICES) -> str | None:

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 
 import grpc
 
-from codecbench import errors, logs
+from codecbench import errors, logs, validation
 from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.ledger import QUEUED, RUNNING, Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
-
 
 @dataclass
 class Dispatch:
@@ -39,15 +38,19 @@ class Dispatch:
 
 
 class Scheduler:
-    def __init__(self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float) -> None:
+    def __init__(
+        self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float
+    ) -> None:
         self.store = store
         self.ledger = ledger
         self.registry = registry
         self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.call_slack_s = call_slack_s
         self.running: dict[str, Dispatch] = {}
         self.wake = asyncio.Event()
         self.log = logs.get_logger("scheduler")
         self._loop_task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def recover(self) -> None:
         """At start: experiments left RUNNING by a previous orchestrator process go back to the queue."""
@@ -62,6 +65,7 @@ class Scheduler:
         self._loop_task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
             await asyncio.gather(self._loop_task, return_exceptions=True)
@@ -101,7 +105,11 @@ class Scheduler:
 
     async def dispatch_queued(self) -> None:
         """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""
-        for queued in self.store.queued(limit=500):
+        devices = self.registry.takeable_devices()
+        if not devices:
+            return
+        # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work.
+        for queued in self.store.queued(devices, limit=500):
             if queued.experiment_id in self.running:
                 continue
             worker = self.registry.pick(queued.device)
@@ -155,7 +163,9 @@ class Scheduler:
             assert exp is not None
             log.info("experiment.dispatched")
             finished = False
-            async for response in worker.stub.RunExperiment(self._request(exp, worker)):
+            # A worker that hangs while still sending heartbeats must not hold the experiment forever.
+            deadline_s = (exp.timeouts.experiment_s or validation.DEFAULT_EXPERIMENT_S) + self.call_slack_s
+            async for response in worker.stub.RunExperiment(self._request(exp, worker), timeout=deadline_s):
                 finished = await self._record(experiment_id, attempt, response.event)
                 if finished:
                     break
@@ -164,10 +174,11 @@ class Scheduler:
                     experiment_id, attempt, f"worker {worker.worker_id} ended the stream without a terminal event"
                 )
         except asyncio.CancelledError:
-            if dispatch.stop_reason.startswith("worker"):
-                await self.ledger.requeue_or_fail(experiment_id, attempt, dispatch.stop_reason)
-            elif dispatch.stop_reason != "cancelled":
-                raise
+            if self._stopping:
+                raise  # the orchestrator is shutting down: the RUNNING row is recovered at the next start
+            if dispatch.stop_reason != "cancelled":
+                reason = dispatch.stop_reason or f"the call to worker {worker.worker_id} was interrupted"
+                await self.ledger.requeue_or_fail(experiment_id, attempt, reason)
         except grpc.aio.AioRpcError as exc:
             await self._call_failed(dispatch, exc)
         except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
@@ -201,7 +212,7 @@ class Scheduler:
         code = exc.code()
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "slots" in (exc.details() or ""):
             await self.ledger.back_to_queue(experiment_id, attempt, f"worker {worker.worker_id} had no free slot")
-        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN):
+        elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             self.mark_lost(worker, f"its RunExperiment stream broke ({code.name}: {exc.details()})")
             await self.ledger.requeue_or_fail(experiment_id, attempt, worker.lost_reason)
         else:

@@ -34,6 +34,8 @@ class OrchestratorConfig:
         heartbeat_interval_s: how often workers are asked to send heartbeats.
         heartbeat_timeout_s: silence after which a worker is LOST.
         max_bundle_bytes: largest agent bundle accepted.
+        call_slack_s: how long past an experiment's own limit (which the worker enforces) the
+            orchestrator waits for the worker's stream before it calls the worker lost.
     """
 
     data_dir: Path
@@ -44,6 +46,7 @@ class OrchestratorConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 15.0
     max_bundle_bytes: int = 32 * 1024 * 1024
+    call_slack_s: float = 120.0
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -92,7 +95,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     ledger = Ledger(store)
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected)
-    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s)
+    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s)
     await scheduler.recover()
     servicer = OrchestratorServicer(
         store,

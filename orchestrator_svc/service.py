@@ -20,7 +20,7 @@ from codecbench.blobs import BlobStore
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.ledger import QUEUED, Ledger, is_terminal
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.store import DuplicateRequest, Store
+from orchestrator_svc.store import TERMINAL_STATES, DuplicateRequest, Store
 from orchestrator_svc.workers import WorkerRegistry
 
 DEVICES = ("cpu", "cuda", "any")
@@ -166,8 +166,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             try:
                 after_row = int(base64.urlsafe_b64decode(request.page_token.encode()).decode())
             except ValueError:
+                after_row = -1
+            if not 0 < after_row < 2**62:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this service issued")
-        created_after = request.created_after.ToMicroseconds() / 1e6 if request.HasField("created_after") else None
+        created_after = None
+        if request.HasField("created_after"):
+            try:
+                created_after = request.created_after.ToMicroseconds() / 1e6
+            except ValueError as exc:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"created_after: {exc}")
         page, next_row = self.store.list_experiments(
             list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row, created_after
         )
@@ -186,6 +193,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after_sequence: must be >= 0")
         last = request.after_sequence
         last_stored = exp.last_sequence
+        if exp.state in TERMINAL_STATES and last >= last_stored:
+            return  # a watcher resuming after the terminal event: nothing more will come
         while True:
             for event in self.store.events_after(request.experiment_id, last):
                 yield orchestrator_pb2.WatchExperimentResponse(event=event)
@@ -261,6 +270,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             images=images,
             create_time=_now(),
         )
+        existing = self.store.find_dataset(name)
+        if existing is not None and existing.name == name:
+            if existing.digest == dataset.digest:
+                return orchestrator_pb2.CreateDatasetResponse(dataset=existing)  # the same upload again
+            # Queued experiments name this dataset: its images must not change under them.
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"header.name: dataset {name!r} exists with other images (digest {existing.digest}); "
+                "upload under another name",
+            )
         self.store.put_dataset(dataset)
         self.log.info("dataset.created", dataset=name, images=len(images), digest=dataset.digest)
         return orchestrator_pb2.CreateDatasetResponse(dataset=dataset)
@@ -291,6 +310,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker: worker_id and address are required")
         if info.slots < 1:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"worker.slots: {info.slots} must be at least 1")
+        known = self.registry.get(info.worker_id)
+        if known is not None and known.info.address != info.address:
+            # Whatever ran under this id at the old address is no longer ours to wait for.
+            self.scheduler.mark_lost(known, f"registered again from {info.address}")
         entry = await self.registry.register(info)
         self.log.info(
             "worker.registered",

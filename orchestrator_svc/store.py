@@ -238,11 +238,12 @@ class Store:
         rows = rows[:page_size]
         return [_experiment_from_row(r) for r in rows], (rows[-1].row if more and rows else None)
 
-    def queued(self, limit: int = 100) -> list[QueuedExperiment]:
-        """QUEUED experiments, oldest first, then by priority (highest first)."""
+    def queued(self, devices: Iterable[str], limit: int = 100) -> list[QueuedExperiment]:
+        """QUEUED experiments asking for one of ``devices``, oldest first, then by priority (highest first)."""
         query = (
             select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
             .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .where(experiments.c.device.in_(list(devices)))
             .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
             .limit(limit)
         )

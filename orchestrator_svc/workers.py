@@ -121,6 +121,16 @@ class WorkerRegistry:
         candidates = [w for w in self.workers.values() if w.can_take(device)]
         return max(candidates, key=lambda w: (w.info.slots - len(w.running), w.last_heartbeat), default=None)
 
+    def takeable_devices(self) -> set[str]:
+        """The experiment devices ("cpu", "cuda", "any") that some worker can take right now."""
+        devices: set[str] = set()
+        for worker in self.workers.values():
+            if worker.can_take("cpu"):
+                devices |= {"cpu", "any"}
+            if worker.can_take("cuda"):
+                devices.add("cuda")
+        return devices
+
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""
         return [w for w in self.workers.values() if not w.lost_reason and w.last_heartbeat < deadline]

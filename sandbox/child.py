@@ -24,7 +24,7 @@ import torch
 from codecbench import bundles, errors, framing, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
 from sandbox import contracts, namespaces
-from sandbox.tracebacks import exception_error
+from sandbox.tracebacks import exception_error, safe_str
 
 ENCODE = errors_pb2.PHASE_ENCODE
 DECODE = errors_pb2.PHASE_DECODE
@@ -192,11 +192,18 @@ def _reconstruction(output: Any) -> types_pb2.Tensor:
         )
     try:
         return tensors.from_torch(output)
-    except TypeError as exc:
+    except Exception as exc:  # noqa: BLE001 - sparse, meta-device or subclassed tensors fail in many ways
         raise errors.InvalidOutput(
-            f"decode returned a tensor of unsupported dtype {output.dtype}",
-            phase=DECODE, expected="uint8 or float", actual=str(output.dtype),
+            f"decode returned a tensor that cannot be read as a dense array ({type(exc).__name__}: {exc})",
+            phase=DECODE, expected="a dense torch.Tensor, uint8 or float", actual=_safe_repr(output),
         ) from exc
+
+
+def _safe_repr(obj: Any) -> str:
+    try:
+        return f"{type(obj).__name__} {getattr(obj, 'dtype', '')} {list(getattr(obj, 'shape', []))}"
+    except Exception:  # noqa: BLE001 - an agent's object may raise from anything
+        return type(obj).__name__
 
 
 def _to_value(obj: Any, path: str, phase: int) -> types_pb2.Value:
@@ -224,8 +231,6 @@ def _run_agent(fn: Any, phase: int, bundle_dir: Path) -> Any:
     serving_pid = os.getpid()
     try:
         result = fn()
-    except errors.CodecbenchError:
-        raise
     except MemoryError as exc:
         if os.getpid() != serving_pid:
             os._exit(0)
@@ -266,6 +271,10 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
         raise errors.InternalError(f"unknown sandbox request {kind!r}")
     except errors.CodecbenchError as exc:
         return runtime, sandbox_pb2.SandboxResponse(error=exc.to_proto())
+    except BaseException as exc:  # noqa: BLE001 - e.g. a bundle the agent's code made unwritable, a lying object
+        message = f"the agent process could not serve {kind}: {type(exc).__name__}: {safe_str(exc)}"
+        error = errors.AgentException(message, exception_type=type(exc).__name__)
+        return runtime, sandbox_pb2.SandboxResponse(error=error.to_proto())
 
 
 def apply_limits(memory_bytes: int, cpu_s: int, file_bytes: int, open_files: int) -> None:

@@ -123,13 +123,19 @@ def import_entry(bundle_dir: Path, entry_module: str) -> Any:
         errors.AgentLoadError: syntax error, missing module or an exception at import, with the
             file and line in the agent's files.
     """
-    from sandbox.tracebacks import exception_error
+    from sandbox.tracebacks import exception_error, safe_str
 
+    top = entry_module.split(".")[0]
+    if top in sys.modules:
+        raise errors.AgentLoadError(
+            f"entry module {entry_module!r} has the name of a module the sandbox runtime already imported "
+            f"({top}); rename the agent's module", phase=errors_pb2.PHASE_LOAD,
+        )
     sys.path.insert(0, str(bundle_dir))
     try:
         return importlib.import_module(entry_module)
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the agent's fault too
-        message = f"importing {entry_module}: {type(exc).__name__}: {exc}"
+        message = f"importing {entry_module}: {type(exc).__name__}: {safe_str(exc)}"
         error = exception_error(exc, errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, errors_pb2.PHASE_LOAD, bundle_dir, message)
         raise errors.from_proto(error) from exc
 
@@ -156,6 +162,8 @@ def detect_contract(module: Any, requested: int) -> tuple[int, str]:
     if requested in (SEED, types_pb2.CONTRACT_UNSPECIFIED) and has_seed:
         return SEED, "seed"
     defined = sorted(n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n)))
+    if len(defined) > 20:
+        defined = [*defined[:20], f"... ({len(defined) - 20} more)"]
     expected = {
         CODEC: "class Codec, or functions encode()/decode()",
         SEED: "functions run_encoding_agent() and run_decoding_agent()",

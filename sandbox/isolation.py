@@ -18,6 +18,9 @@ from pathlib import Path
 from codecbench.v1 import worker_pb2
 
 BWRAP = worker_pb2.ISOLATION_BWRAP
+# Sizes of an agent process's private tmpfs mounts (their pages count in its memory cgroup).
+TMP_BYTES = 1024 * 1024 * 1024
+SHM_BYTES = 64 * 1024 * 1024
 
 
 @cache
@@ -64,8 +67,9 @@ def wrap_command(
         bwrap_path() or "bwrap",
         "--ro-bind", "/", "/",
         "--dev", "/dev",
+        "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
         "--proc", "/proc",
-        "--tmpfs", "/tmp",
+        "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
         "--unshare-all",
         "--die-with-parent",
         "--new-session",
@@ -77,11 +81,13 @@ def wrap_command(
         argv += ["--cap-drop", "ALL"]
     for path in hidden:
         if path.exists():
-            argv += ["--tmpfs", str(path)]
+            argv += ["--tmpfs", str(path), "--remount-ro", str(path)]
     argv += ["--chdir", "/tmp"]
     if gpu:
         for node in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(node), str(node)]
+    # Nothing but /tmp and /dev/shm (each private to one agent process) stays writable.
+    argv += ["--remount-ro", "/dev"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", *command]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from codecbench import errors, framing
-from codecbench.v1 import experiment_pb2, sandbox_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2
 from sandbox import cgroups
 from sandbox.launchers import Launched, Launcher
 
@@ -107,6 +107,38 @@ async def _pump(reader: asyncio.StreamReader, stream: int, budget: OutputBudget)
         budget.line(stream, pending[:_MAX_LINE].decode("utf-8", "replace"))
 
 
+# The only error kinds an agent process may report. TIMEOUT, CANCELLED, WORKER_LOST, INTERNAL and
+# SANDBOX_CRASH are the worker's findings: coming from the agent's process they would be forged
+# (an agent can raise codecbench's exceptions, or write its own frames into its socket).
+AGENT_KINDS = frozenset({
+    errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, errors_pb2.ERROR_KIND_SIGNATURE_MISMATCH,
+    errors_pb2.ERROR_KIND_AGENT_EXCEPTION, errors_pb2.ERROR_KIND_INVALID_OUTPUT, errors_pb2.ERROR_KIND_MEMORY_LIMIT,
+})
+_MAX_FRAMES = 20
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + f"... [{len(text) - limit} more characters]"
+
+
+def error_from_agent(reported: errors_pb2.Error) -> errors_pb2.Error:
+    """An error reported by an agent process, made safe to pass on: only agent kinds (anything
+    else becomes AGENT_EXCEPTION saying what was claimed), never retryable, none of the fields
+    the worker measures itself, and every text bounded so it fits a gRPC status."""
+    error = errors_pb2.Error(
+        kind=reported.kind, phase=reported.phase, message=_clip(reported.message, 4000),
+        exception_type=_clip(reported.exception_type, 200), location=_clip(reported.location, 300),
+        expected=_clip(reported.expected, 500), actual=_clip(reported.actual, 500),
+    )
+    if error.kind not in AGENT_KINDS:
+        error.message = f"the agent process reported {errors.kind_name(reported.kind)} itself: {error.message}"
+        error.kind = errors_pb2.ERROR_KIND_AGENT_EXCEPTION
+    for frame in list(reported.frames)[-_MAX_FRAMES:]:
+        error.frames.add(file=_clip(frame.file, 200), line=frame.line, function=_clip(frame.function, 100),
+                         code=_clip(frame.code, 200))
+    return error
+
+
 class SandboxProcess:
     """One running agent process. Use :meth:`start`, then :meth:`call`; always :meth:`close`."""
 
@@ -152,9 +184,9 @@ class SandboxProcess:
         return cls(launched, reader, writer, pumps, limits, cgroup)
 
     async def call(
-        self, request: sandbox_pb2.SandboxRequest, phase: int, timeout_s: float
+        self, request: sandbox_pb2.SandboxRequest, expect: str, phase: int, timeout_s: float
     ) -> tuple[sandbox_pb2.SandboxResponse, float]:
-        """Sends one request and waits for its response.
+        """Sends one request and waits for its response, which must be ``expect`` or an error.
 
         Returns:
             The response and the call's wall time in ms, measured here in the worker (the agent
@@ -193,8 +225,15 @@ class SandboxProcess:
         elapsed_ms = (time.perf_counter() - start) * 1000.0
         if response is None:
             raise await self._crash(phase)
-        if response.WhichOneof("response") == "error":
-            raise errors.from_proto(response.error)
+        kind = response.WhichOneof("response")
+        if kind == "error":
+            raise errors.from_proto(error_from_agent(response.error))
+        if kind != expect:
+            self.kill()
+            raise errors.InvalidOutput(
+                f"the agent process answered {kind or 'nothing'} to a {errors.phase_name(phase)} request",
+                phase=phase, expected=expect, actual=str(kind),
+            )
         return response, elapsed_ms
 
     async def _crash(self, phase: int) -> errors.CodecbenchError:

@@ -7,7 +7,8 @@ one agent process per experiment side. Each forked process
 
 1. gets new network, mount, PID, IPC and UTS namespaces (it is PID 1 of its own namespace, so it
    cannot see or signal any other agent, and killing it kills everything it started),
-2. mounts a private tmpfs ``/tmp`` and a fresh ``/proc``,
+2. mounts private, size-limited tmpfs ``/tmp`` and ``/dev/shm`` and a fresh ``/proc`` (everything
+   else is read-only, so no file one agent process writes is visible to another),
 3. drops every capability and sets no_new_privs, applies its rlimits,
 4. serves the worker's framed requests (:func:`sandbox.child.serve`) on the socket it was sent.
 
@@ -26,10 +27,14 @@ import socket
 import sys
 
 from codecbench.v1 import sandbox_pb2
-from sandbox import child, namespaces
+from sandbox import child, isolation, namespaces
 
 _FDS_PER_SPAWN = 3  # agent socket, stdout, stderr
-TMPFS_SIZE = "size=1g"
+
+
+def private_tmpfs(target: str, size_bytes: int) -> None:
+    """A new, size-limited tmpfs over ``target`` in this process's own mount namespace."""
+    namespaces.mount("tmpfs", target, "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV, f"size={size_bytes}")
 
 
 def _send(control: socket.socket, event: sandbox_pb2.TemplateEvent) -> None:
@@ -77,7 +82,8 @@ def _agent_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], keep_closed:
             _exit_like(status)
         namespaces.die_with_parent(signal.SIGKILL)
         namespaces.make_mounts_private()
-        namespaces.mount("tmpfs", "/tmp", "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV, TMPFS_SIZE)
+        private_tmpfs("/tmp", isolation.TMP_BYTES)
+        private_tmpfs("/dev/shm", isolation.SHM_BYTES)  # shared memory must not be shared
         namespaces.mount("proc", "/proc", "proc", namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC)
         sock_fd, out_fd, err_fd = fds
         os.dup2(out_fd, 1)
@@ -123,7 +129,7 @@ def can_isolate() -> str:
         try:
             namespaces.unshare(namespaces.AGENT_NAMESPACES)
             namespaces.make_mounts_private()
-            namespaces.mount("tmpfs", "/tmp", "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV, TMPFS_SIZE)
+            private_tmpfs("/tmp", isolation.TMP_BYTES)
             os._exit(0)
         except BaseException as exc:  # noqa: BLE001 - reported through the exit status and stderr
             print(f"sandbox template: cannot isolate agent processes: {exc}", file=sys.stderr, flush=True)

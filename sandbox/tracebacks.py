@@ -49,7 +49,15 @@ def exception_error(
         frames.append(
             errors_pb2.Frame(file=rel, line=exc.lineno or 0, function="<module>", code=(exc.text or "").strip())
         )
-    text = message if message is not None else (str(exc) or repr(exc))
+    text = message if message is not None else (safe_str(exc) or type(exc).__name__)
     return errors_pb2.Error(
         kind=kind, phase=phase, message=text, exception_type=type(exc).__name__, frames=frames, location=location
     )
+
+
+def safe_str(exc: BaseException) -> str:
+    """``str(exc)``, or the type's repr when the agent's ``__str__`` itself raises."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
+        return repr(type(exc))

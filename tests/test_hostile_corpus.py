@@ -119,7 +119,15 @@ CORPUS = [
     Case("hostile_monkeypatch", None, check=_honest_metrics),
     Case("hostile_cheat_files", None, check=_not_recovered, params=lambda h: {"data_dir": str(h.data_dir)}),
     Case("hostile_background", None),
+    # codecbench's own exception classes raised by an agent are still the agent's exception, never retried.
+    Case("hostile_forge_error", K.ERROR_KIND_AGENT_EXCEPTION, contains="WorkerLost",
+         check=lambda terminal, _: _not_retryable(terminal)),
+    Case("hostile_meta_tensor", K.ERROR_KIND_INVALID_OUTPUT, contains="dense"),
 ]
+
+
+def _not_retryable(terminal: experiment_pb2.ExperimentEvent) -> None:
+    assert not terminal.error.retryable and terminal.error.limit_s == 0
 
 
 def _open_fds() -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -426,3 +427,103 @@ async def test_list_filters_by_state_and_label_newest_first_with_pages(tmp_path:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.stub.ListExperiments(orchestrator_pb2.ListExperimentsRequest(page_token="garbage!"))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in info.value.details()
+
+
+async def test_worker_id_registered_again_from_another_address_releases_its_running_experiment(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch.address, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                await client.upload_dataset("two", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 600}])
+                await eventually(lambda: _state_is(client, exp.experiment_id, RUNNING), what="running")
+                impostor = worker_pb2.WorkerInfo()
+                impostor.CopyFrom(worker.handle.info)
+                impostor.address = f"127.0.0.1:{free_port()}"
+                await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=impostor))
+                await eventually(
+                    lambda: _state_is(client, exp.experiment_id, RUNNING, negate=True), what="no longer RUNNING"
+                )
+                assert (await client.get(exp.experiment_id)).attempt >= 2
+                await client.cancel(exp.experiment_id)
+                events = await all_events(client, exp.experiment_id)
+                requeued = [
+                    e.state_change.reason
+                    for e in events
+                    if e.WhichOneof("event") == "state_change" and e.state_change.attempt == 2
+                ]
+                assert requeued and "registered again" in requeued[0]
+        finally:
+            await worker.stop()
+
+
+async def _state_is(client: Client, experiment_id: str, state: int, negate: bool = False) -> bool:
+    return ((await client.get(experiment_id)).state == state) != negate
+
+
+class _HungWorker(worker_pb2_grpc.WorkerServiceServicer):
+    """Accepts RunExperiment and never answers (a worker that hangs but keeps heartbeating)."""
+
+    async def RunExperiment(self, request, context):  # noqa: N802
+        await asyncio.Event().wait()
+        yield worker_pb2.RunExperimentResponse()
+
+
+async def test_hung_worker_call_times_out_and_the_experiment_does_not_stay_running(tmp_path: Path) -> None:
+    from codecbench import build
+
+    server = grpc.aio.server()
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(_HungWorker(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    info = worker_pb2.WorkerInfo(worker_id="w-hung", build_id=build.build_id(), slots=1, address=f"127.0.0.1:{port}")
+    try:
+        async with orchestrator(tmp_path / "orch", call_slack_s=0.5) as orch, Client(orch.address) as client:
+            await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=info))
+            exp = await client.submit(
+                agent_bundle("jpeg"),
+                points=[{"quality": 50}],
+                max_attempts=1,
+                timeouts=types_pb2.Timeouts(experiment_s=0.5),
+            )
+            done = await client.wait(exp.experiment_id)
+            assert done.state == experiment_pb2.EXPERIMENT_STATE_FAILED
+            assert done.error.kind == errors_pb2.ERROR_KIND_WORKER_LOST and "DEADLINE_EXCEEDED" in done.error.message
+    finally:
+        await server.stop(0)
+
+
+async def test_backlog_for_an_absent_gpu_does_not_block_cpu_experiments(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        for _ in range(600):  # more than one scheduler pass reads
+            await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}], device="cuda")
+        images = write_images(tmp_path / "imgs", [(32, 32)])
+        await client.upload_dataset("one", images)
+        cpu = await client.submit(agent_bundle("jpeg"), dataset="one", points=[{"quality": 50}])
+        worker = await attach_worker(orch.address, tmp_path / "w")
+        try:
+            assert (await client.wait(cpu.experiment_id)).state == SUCCEEDED
+        finally:
+            await worker.stop()
+
+
+async def test_watch_resumed_after_the_terminal_event_ends_at_once(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        exp = await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}])
+        await client.cancel(exp.experiment_id)
+        events = await all_events(client, exp.experiment_id)
+        assert events[-1].error.kind == errors_pb2.ERROR_KIND_CANCELLED
+        assert await all_events(client, exp.experiment_id, after=events[-1].sequence) == []
+        assert await all_events(client, exp.experiment_id, after=events[-1].sequence + 5) == []
+
+
+async def test_dataset_names_are_immutable_and_uploads_idempotent(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        first = await client.upload_dataset("set", write_images(tmp_path / "a", [(32, 32)]))
+        again = await client.upload_dataset("set", tmp_path / "a")
+        assert again.digest == first.digest
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.upload_dataset("set", write_images(tmp_path / "b", [(40, 40)]))
+        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and "header.name" in info.value.details()
+        assert (await client.datasets())[-1].digest == first.digest

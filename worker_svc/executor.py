@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from codecbench import errors, values
+from codecbench import errors, validation, values
 from codecbench.datasets import DatasetImage
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2, worker_pb2
 from sandbox.process import OutputBudget
@@ -33,7 +33,7 @@ class DefaultTimeouts:
     load_s: float = 120.0
     encode_s: float = 120.0
     decode_s: float = 120.0
-    experiment_s: float = 3600.0
+    experiment_s: float = validation.DEFAULT_EXPERIMENT_S
 
     def resolve(self, requested: types_pb2.Timeouts) -> types_pb2.Timeouts:
         return types_pb2.Timeouts(

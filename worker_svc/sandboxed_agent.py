@@ -61,7 +61,7 @@ class SandboxedAgent:
         try:
             load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
             request = sandbox_pb2.SandboxRequest(load=load)
-            response, _ = await process.call(request, errors_pb2.PHASE_LOAD, load_timeout_s)
+            response, _ = await process.call(request, "loaded", errors_pb2.PHASE_LOAD, load_timeout_s)
             return cls(process, role, response.loaded.contract)
         except BaseException:
             await process.close()
@@ -70,12 +70,12 @@ class SandboxedAgent:
     async def set_params(self, params: types_pb2.ParameterPoint, timeout_s: float) -> None:
         """Binds the contract's calls to one parameter point (``Codec(device, **params)``)."""
         request = sandbox_pb2.SandboxRequest(set_params=sandbox_pb2.SandboxSetParams(params=params))
-        await self.process.call(request, errors_pb2.PHASE_LOAD, timeout_s)
+        await self.process.call(request, "params_set", errors_pb2.PHASE_LOAD, timeout_s)
 
     async def encode(self, image: torch.Tensor, timeout_s: float) -> tuple[sandbox_pb2.SandboxEncoded, float]:
         """Encodes uint8 [3, H, W]; returns the payload and the worker-measured wall time in ms."""
         request = sandbox_pb2.SandboxRequest(encode=sandbox_pb2.SandboxEncode(image=tensors.from_torch(image)))
-        response, ms = await self.process.call(request, errors_pb2.PHASE_ENCODE, timeout_s)
+        response, ms = await self.process.call(request, "encoded", errors_pb2.PHASE_ENCODE, timeout_s)
         return response.encoded, ms
 
     async def decode(self, encoded: sandbox_pb2.SandboxEncoded, timeout_s: float
@@ -86,7 +86,7 @@ class SandboxedAgent:
         else:
             decode = sandbox_pb2.SandboxDecode(bitstream=encoded.bitstream)
         response, ms = await self.process.call(
-            sandbox_pb2.SandboxRequest(decode=decode), errors_pb2.PHASE_DECODE, timeout_s
+            sandbox_pb2.SandboxRequest(decode=decode), "decoded", errors_pb2.PHASE_DECODE, timeout_s
         )
         return response.decoded, ms
 

@@ -176,6 +176,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 f"dataset.name: unknown built-in dataset {ref.name!r} "
                 f"(built-in: {', '.join(datasets.BUILTIN_DATASETS)}); other datasets must list their images",
             )
+        for i, img in enumerate(ref.images):
+            if not img.content and not bundles.is_sha256(img.sha256):
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"dataset.images[{i}].sha256: 64 lower-case hex digits needed for an image sent without content",
+                )
         try:
             await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)
             return [

@@ -1,6 +1,6 @@
 """Hostile: the decoder tries to recover the original image without the bitstream carrying it.
 
-The encoder leaves the image in files (its temp dir, its cwd) and sends only the image size. The
+The encoder leaves the image in files (its temp dir, /dev/shm, its cwd) and sends only the image size. The
 decoder looks for it in those files, through /proc of every process it can see (the encoder's
 root and cwd), in the worker's data directory (the dataset cache) and in the folders of the
 built-in photos. Any success gives a lossless result; an honest sandbox gives a black image.
@@ -26,7 +26,7 @@ def _save(image: torch.Tensor, path: str) -> None:
 
 
 def _candidates(data_dir: str) -> list[str]:
-    paths = [os.path.join(tempfile.gettempdir(), NAME), os.path.join("/tmp", NAME), os.path.join(os.getcwd(), NAME)]
+    paths = [os.path.join(d, NAME) for d in (tempfile.gettempdir(), "/tmp", "/dev/shm", os.getcwd())]
     for proc in glob.glob("/proc/[0-9]*"):
         paths += [os.path.join(proc, "root/tmp", NAME), os.path.join(proc, "cwd", NAME)]
     if data_dir:
@@ -58,6 +58,7 @@ class Codec:
 
     def encode(self, image: torch.Tensor) -> bytes:
         _save(image, os.path.join(tempfile.gettempdir(), NAME))
+        _save(image, os.path.join("/dev/shm", NAME))
         _save(image, os.path.join(os.getcwd(), NAME))
         return struct.pack(">II", image.shape[1], image.shape[2])
 
