@@ -26,6 +26,7 @@ from orchestrator_svc.ledger import QUEUED, RUNNING, Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
+
 @dataclass
 class Dispatch:
     """A running experiment on a worker, and why its task was stopped, if it was."""
