@@ -42,6 +42,21 @@ def builtin_dataset_dirs() -> list[Path]:
     return [Path(skimage.__file__).parent / "data", Path(matplotlib.get_data_path()) / "sample_data"]
 
 
+def runtime_paths_under_tmp() -> list[Path]:
+    """The interpreter, virtualenv and codecbench source folders that lie under /tmp.
+
+    An agent process gets a private tmpfs on /tmp, which would hide them (a checkout in /tmp is
+    common in CI): they are bound back, read-only, on top of it.
+    """
+    import codecbench
+
+    roots = {
+        Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(codecbench.__file__).resolve().parents[1]
+    }
+    under = sorted(p for p in roots if p.is_relative_to("/tmp") and p != Path("/tmp"))
+    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
+
+
 def wrap_command(
     command: Sequence[str],
     isolation: int,
@@ -75,6 +90,8 @@ def wrap_command(
         "--new-session",
         "--clearenv",
     ]
+    for path in runtime_paths_under_tmp():
+        argv += ["--ro-bind", str(path), str(path)]
     if not keep_capabilities:
         # As root, bwrap would otherwise leave the sandboxed process every capability of its
         # user namespace (CAP_SYS_ADMIN included).

@@ -82,7 +82,15 @@ def _agent_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], keep_closed:
             _exit_like(status)
         namespaces.die_with_parent(signal.SIGKILL)
         namespaces.make_mounts_private()
+        # Handles on the runtime's own folders under /tmp, to bind them back over the new tmpfs.
+        keep = [(path, os.open(path, os.O_PATH)) for path in isolation.runtime_paths_under_tmp()]
         private_tmpfs("/tmp", isolation.TMP_BYTES)
+        for path, fd in keep:
+            path.mkdir(parents=True, exist_ok=True)
+            namespaces.mount(f"/proc/self/fd/{fd}", str(path), None, namespaces.MS_BIND | namespaces.MS_REC)
+            namespaces.mount("none", str(path), None,
+                             namespaces.MS_REMOUNT | namespaces.MS_BIND | namespaces.MS_RDONLY)
+            os.close(fd)
         private_tmpfs("/dev/shm", isolation.SHM_BYTES)  # shared memory must not be shared
         namespaces.mount("proc", "/proc", "proc", namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC)
         sock_fd, out_fd, err_fd = fds
