@@ -13,10 +13,13 @@ import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:  # torch is imported where pixels are made, so the orchestrator never loads it
+    import torch
 
 PHOTOS = "photos"
 BUILTIN_DATASETS = (PHOTOS,)
@@ -72,6 +75,20 @@ def decode_image(name: str, data: bytes) -> DatasetImage:
     Raises:
         ImageDecodeError: not an image Pillow can read, or larger than ``MAX_PIXELS``.
     """
+    import torch
+
+    rgb, mode = decode_rgb(name, data)
+    conversion = "" if mode == "RGB" else _CONVERSIONS.get(mode, f"{mode} -> RGB")
+    pixels = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return DatasetImage(name=name, pixels=pixels, sha256=hashlib.sha256(data).hexdigest(), conversion=conversion)
+
+
+def decode_rgb(name: str, data: bytes) -> tuple[np.ndarray, str]:
+    """Decodes PNG/JPEG bytes to a uint8 array [H, W, 3] and the file's original mode.
+
+    Raises:
+        ImageDecodeError: not an image Pillow can read, or larger than ``MAX_PIXELS``.
+    """
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
@@ -90,9 +107,7 @@ def decode_image(name: str, data: bytes) -> DatasetImage:
         if isinstance(exc, ImageDecodeError):
             raise
         raise ImageDecodeError(f"{name}: not a readable PNG/JPEG image ({exc})") from exc
-    conversion = "" if mode == "RGB" else _CONVERSIONS.get(mode, f"{mode} -> RGB")
-    pixels = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
-    return DatasetImage(name=name, pixels=pixels, sha256=hashlib.sha256(data).hexdigest(), conversion=conversion)
+    return rgb, mode
 
 
 def load_folder(folder: Path) -> list[DatasetImage]:

@@ -109,12 +109,15 @@ class Scheduler:
         devices = self.registry.takeable_devices()
         if not devices:
             return
-        # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work.
-        for queued in self.store.queued(devices, limit=500):
+        # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work; and
+        # no more rows than there are free slots to fill.
+        for queued in self.store.queued(devices, limit=max(self.registry.free_slots(), 1) * 2):
             if queued.experiment_id in self.running:
                 continue
             worker = self.registry.pick(queued.device)
             if worker is None:
+                if not self.registry.takeable_devices():
+                    return  # every slot is taken
                 continue
             if not await self.ledger.dispatched(queued.experiment_id, queued.attempt, worker.worker_id):
                 continue

@@ -6,6 +6,7 @@ crashes on a request.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
 import uuid
@@ -258,12 +259,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         for image_name in sorted(parts):
             data = b"".join(parts[image_name])
             try:
-                datasets.decode_image(image_name, data)
+                # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
+                await asyncio.to_thread(datasets.decode_rgb, image_name, data)
             except datasets.ImageDecodeError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk.data: {exc}")
-            images.append(
-                orchestrator_pb2.DatasetImage(name=image_name, sha256=self.blobs.put(data), size_bytes=len(data))
-            )
+            digest = await asyncio.to_thread(self.blobs.put, data)
+            images.append(orchestrator_pb2.DatasetImage(name=image_name, sha256=digest, size_bytes=len(data)))
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),

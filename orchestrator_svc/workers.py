@@ -121,6 +121,10 @@ class WorkerRegistry:
         candidates = [w for w in self.workers.values() if w.can_take(device)]
         return max(candidates, key=lambda w: (w.info.slots - len(w.running), w.last_heartbeat), default=None)
 
+    def free_slots(self) -> int:
+        """Free slots over the workers that take work (READY)."""
+        return sum(w.info.slots - len(w.running) for w in self.workers.values() if w.state == READY)
+
     def takeable_devices(self) -> set[str]:
         """The experiment devices ("cpu", "cuda", "any") that some worker can take right now."""
         devices: set[str] = set()
