@@ -342,47 +342,22 @@ async def test_blobs_are_content_addressed_deduplicated_and_sent_to_a_worker_onc
             await worker.stop()
 
 
+def _header(name: str) -> orchestrator_pb2.CreateDatasetRequest:
+    return orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name=name))
+
+
+def _chunk(data: bytes, last: bool = True) -> orchestrator_pb2.CreateDatasetRequest:
+    return orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=data, last=last))
+
+
 @pytest.mark.parametrize(
     ("messages", "field"),
     [
-        (
-            [orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1"))],
-            "header",
-        ),
-        (
-            [
-                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="photos")),
-                orchestrator_pb2.CreateDatasetRequest(
-                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1", last=True)
-                ),
-            ],
-            "header.name",
-        ),
-        (
-            [
-                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
-                orchestrator_pb2.CreateDatasetRequest(
-                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"\0" * (1024 * 1024 + 1), last=True)
-                ),
-            ],
-            "chunk.data",
-        ),
-        (
-            [
-                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
-                orchestrator_pb2.CreateDatasetRequest(
-                    chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"not an image", last=True)
-                ),
-            ],
-            "chunk.data",
-        ),
-        (
-            [
-                orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name="d")),
-                orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=b"1")),
-            ],
-            "chunk.last",
-        ),
+        ([_chunk(b"1", last=False)], "header"),
+        ([_header("photos"), _chunk(b"1")], "header.name"),
+        ([_header("d"), _chunk(b"\0" * (1024 * 1024 + 1))], "chunk.data"),
+        ([_header("d"), _chunk(b"not an image")], "chunk.data"),
+        ([_header("d"), _chunk(b"1", last=False)], "chunk.last"),
     ],
 )
 async def test_malformed_dataset_uploads_name_the_field(tmp_path: Path, messages, field: str) -> None:  # noqa: ANN001
