@@ -347,7 +347,9 @@ def _header(name: str) -> orchestrator_pb2.CreateDatasetRequest:
 
 
 def _chunk(data: bytes, last: bool = True) -> orchestrator_pb2.CreateDatasetRequest:
-    return orchestrator_pb2.CreateDatasetRequest(chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=data, last=last))
+    return orchestrator_pb2.CreateDatasetRequest(
+        chunk=orchestrator_pb2.ImageChunk(image_name="x.png", data=data, last=last)
+    )
 
 
 @pytest.mark.parametrize(
