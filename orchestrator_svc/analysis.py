@@ -127,11 +127,16 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
         if metric == PSNR:
             quality = point.psnr_db
         elif point.ms_ssim is None:
-            raise NotComputable(f"{curve.title} has no MS-SSIM at {where} (images below 161 px on their shorter side)")
+            raise NotComputable(
+                f"{curve.title} has no MS-SSIM at {where} (some images are below 161 px on their shorter side)"
+            )
         else:
             quality = ms_ssim_db(point.ms_ssim)
         if not math.isfinite(quality):
-            raise NotComputable(f"{curve.title} is lossless at {where} ({label} = inf): BD-rate compares lossy curves")
+            raise NotComputable(
+                f"{curve.title} has an infinite {label} at {where} (a lossless image makes the mean infinite): "
+                "BD-rate compares lossy curves"
+            )
         if point.bpp <= 0:
             raise NotComputable(f"{curve.title} has {point.bpp} bpp at {where}; the rate must be positive")
         pairs.append((point.bpp, quality, point.params))

@@ -72,6 +72,15 @@ def demo_agents() -> list[DemoAgent]:
     return agents
 
 
+def skipped_agents() -> list[str]:
+    """Why an optional agent is not part of this demo run (said aloud, not silently dropped)."""
+    if factorized_prior_qualities():
+        return []
+    return [
+        "factorized_prior skipped: agents/factorized_prior/ or its weights (weights/q<N>.pt) are not in this checkout"
+    ]
+
+
 async def demo(out: Path, console: Console) -> int:
     """Runs the demo; returns the exit code (1 when an experiment did not succeed)."""
     started = time.perf_counter()
@@ -80,13 +89,17 @@ async def demo(out: Path, console: Console) -> int:
     console.rule("codecbench demo")
     # Two slots on two cores: the slow learned codec runs beside the fast classical ones.
     services = await start_local(data_dir, port=0, worker_slots=2)
-    console.print(f"orchestrator {services.orchestrator.address} (pid {services.orchestrator.pid}), worker "
-                  f"{services.worker_id} {services.worker.address} (pid {services.worker.pid}); logs in "
-                  f"{data_dir / 'logs'}")
+    console.print(
+        f"orchestrator {services.orchestrator.address} (pid {services.orchestrator.pid}), worker "
+        f"{services.worker_id} {services.worker.address} (pid {services.worker.pid}); logs in "
+        f"{data_dir / 'logs'}"
+    )
     finished: list[orchestrator_pb2.Experiment] = []
     try:
         async with Client(services.orchestrator.address) as client:
             agents = demo_agents()
+            for note in skipped_agents():
+                console.print(note)
             # The longest run is queued first so it starts at once; results are shown in `agents` order.
             queue_order = sorted(agents, key=lambda a: a.name != "factorized_prior")
             submitted = {
@@ -103,8 +116,10 @@ async def demo(out: Path, console: Console) -> int:
             if jpeg is not None:
                 console.print(cli.bd_rate_view(analysis.bd_rate_table(succeeded, jpeg), jpeg))
                 if not any(c is not jpeg and all(math.isfinite(p.psnr_db) for p in c.points) for c in succeeded):
-                    console.print("BD-rate needs a second lossy RD curve: only jpeg is lossy here, so its row "
-                                  "(jpeg against itself, +0.00 %) is a sanity check.")
+                    console.print(
+                        "BD-rate needs a second lossy RD curve: only jpeg is lossy here, so its row "
+                        "(jpeg against itself, +0.00 %) is a sanity check."
+                    )
                 plot = out / "rd.png"
                 notes = analysis.rd_plot(succeeded, plot, title="codecbench demo: photos (8 images)")
                 console.print(f"RD plot (bpp vs PSNR) written to {plot}")
@@ -114,9 +129,11 @@ async def demo(out: Path, console: Console) -> int:
     finally:
         await services.stop()
     failed = [e for e in finished if e.state != analysis.SUCCEEDED]
-    outcome = Text(f"demo finished in {time.perf_counter() - started:.0f} s: {len(finished) - len(failed)} of "
-                   f"{len(finished)} experiments succeeded; services stopped",
-                   style="red" if failed else "green")
+    outcome = Text(
+        f"demo finished in {time.perf_counter() - started:.0f} s: {len(finished) - len(failed)} of "
+        f"{len(finished)} experiments succeeded; services stopped",
+        style="red" if failed else "green",
+    )
     console.print(outcome)
     return 1 if failed else 0
 

@@ -27,6 +27,9 @@ from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
 
+QUEUE = errors_pb2.PHASE_QUEUE
+
+
 @dataclass
 class Dispatch:
     """A running experiment on a worker, and why its task was stopped, if it was."""
@@ -131,8 +134,13 @@ class Scheduler:
         exp = self.store.get_experiment(experiment_id)
         if exp is None:
             return None
-        error = errors.Cancelled("cancelled by a CancelExperiment request", phase=errors_pb2.PHASE_QUEUE).to_proto()
-        if await self.ledger.failed(experiment_id, exp.attempt, error, {QUEUED, RUNNING}):
+        if exp.state == QUEUED:
+            error = errors.Cancelled(
+                "cancelled by a CancelExperiment request while queued", phase=errors_pb2.PHASE_QUEUE
+            )
+        else:  # the worker knows the phase; the orchestrator only knows where it ran
+            error = errors.Cancelled(f"cancelled by a CancelExperiment request while running on {exp.worker_id}")
+        if await self.ledger.failed(experiment_id, exp.attempt, error.to_proto(), {QUEUED, RUNNING}):
             dispatch = self.running.get(experiment_id)
             if dispatch and dispatch.task:
                 dispatch.stop_reason = "cancelled"

@@ -10,7 +10,8 @@ Definitions (README "How results are computed"):
 - ``ms_ssim``: ``pytorch_msssim.ms_ssim(x, y, data_range=255)`` with its defaults (5 scales,
   11-px Gaussian window, sigma 1.5; Wang, Simoncelli & Bovik 2003), when the shorter side is
   above 160 px (the library's minimum for 5 scales), else a stated reason.
-- per parameter point: the mean of per-image values (CompressAI's convention), total bytes.
+- per parameter point: the mean of per-image values (CompressAI's convention), total bytes;
+  MS-SSIM only when every image of the point has one.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def point_result(
 ) -> experiment_pb2.PointResult:
     """Aggregates one parameter point: means of per-image values, total bytes.
 
-    A mean PSNR with any lossless image is +inf; MS-SSIM is averaged over the images that have it.
+    A mean PSNR with any lossless image is +inf; MS-SSIM is set only when every image has one
+    (each image that lacks it states why).
     """
     metrics = [item.metrics for item in items]
     result = experiment_pb2.PointResult(
@@ -135,7 +137,7 @@ def point_result(
         decode_ms=_mean([m.decode_ms for m in metrics]),
         items=items,
     )
-    ms = [m.ms_ssim for m in metrics if m.HasField("ms_ssim")]
-    if ms:
-        result.ms_ssim = _mean(ms)
+    # A mean over some of the images would not be comparable with the point's bpp and PSNR.
+    if metrics and all(m.HasField("ms_ssim") for m in metrics):
+        result.ms_ssim = _mean([m.ms_ssim for m in metrics])
     return result
