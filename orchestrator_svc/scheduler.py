@@ -26,7 +26,6 @@ from orchestrator_svc.ledger import QUEUED, RUNNING, Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
-
 QUEUE = errors_pb2.PHASE_QUEUE
 
 
