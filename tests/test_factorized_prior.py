@@ -12,10 +12,16 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import grpc
 import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import agent_bundle
+from worker_helpers import assert_good_agent_runs, request, result_of, run
+
+from codecbench import errors, tensors, values
+from codecbench.v1 import errors_pb2, worker_pb2
 
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agents" / "factorized_prior"
 # A package name no other test uses, so this agent's `codec` and `model` modules cannot clash with
@@ -155,3 +161,27 @@ def test_sandbox_layout_encodes_in_another_process(codecs: dict[int, object], tm
     decoded = codecs[2].decode((tmp_path / "bits").read_bytes())
     assert decoded.shape == (3, 40, 29)
     assert _psnr(image, decoded) > 20.0  # a broken decoder lands near 10 dB
+
+
+# ---- through a real worker (sandboxed encoder and decoder processes) ----
+
+
+async def test_runs_through_the_worker_and_rate_and_quality_rise_together(worker_stub) -> None:
+    _, terminal = await run(worker_stub, request("factorized_prior", points=[{"quality": 1}, {"quality": 4}]))
+    low, high = result_of(terminal).points
+    assert low.bpp < high.bpp and low.psnr_db < high.psnr_db
+    assert all(item.metrics.bytes > 12 for point in (low, high) for item in point.items)  # header + payload
+
+
+async def test_corrupted_bitstream_is_an_agent_error_and_the_worker_stays_healthy(worker_stub) -> None:
+    bundle, params = agent_bundle("factorized_prior"), values.params_from_python({"quality": 2})
+    image = tensors.from_torch(torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8))
+    encoded = await worker_stub.Encode(worker_pb2.EncodeRequest(agent=bundle, params=params, image=image))
+    corrupted = bytearray(encoded.bitstream)
+    corrupted[-1] ^= 0xFF
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, params=params, bitstream=bytes(corrupted)))
+    error = errors.error_from_rpc(info.value)
+    assert error is not None and error.kind == errors_pb2.ERROR_KIND_AGENT_EXCEPTION
+    assert error.exception_type == "ValueError" and error.location.startswith("codec.py:")
+    await assert_good_agent_runs(worker_stub)
