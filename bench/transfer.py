@@ -9,7 +9,7 @@ Random-noise PNGs (incompressible, ~4 MB each) are, interleaved round by round:
   that only counts them), same channel options;
 - **system fetch**: ``ReadBlob`` of every image, one after the other;
 - **bare fetch**: the same files through the bare server's ``Download``;
-- **validation decode**: ``codecbench.datasets.decode_image`` of the same files in this process,
+- **validation decode**: ``codecbench.datasets.decode_rgb`` (what the orchestrator runs) of the same files in this process,
   to show how much of the upload time the orchestrator's validation is.
 
 Target (issue 7): system ≥ 0.8 × bare, for upload and for fetch.
@@ -116,7 +116,7 @@ async def run(ctx: BenchContext) -> Figure:
             async def decode_s() -> float:
                 start = time.perf_counter()
                 for path in files:
-                    datasets.decode_image(path.name, path.read_bytes())
+                    datasets.decode_rgb(path.name, path.read_bytes())
                 return time.perf_counter() - start
 
             samples = await harness.alternate(
@@ -173,15 +173,15 @@ def _bottleneck(fig: Figure, missed: list[Ratio], images: int) -> None:
     profile = next((p for p in fig.profiles if p.process == "orchestrator"), None)
     if profile is not None and any(r.name.startswith("upload") for r in missed):
         _, handler_self, handler = profile.find("service.py", "(CreateDataset)")
-        _, _, decode = profile.find("codecbench/datasets.py", "(decode_image)")
+        _, _, decode = profile.find("codecbench/datasets.py", "(decode_rgb)")
         _, _, put = profile.find("codecbench/blobs.py", "(put)")
         sha_calls, sha_self, _ = profile.find("openssl_sha256")
         fig.findings.append(
             f"Bottleneck ({what} missed the target): the orchestrator's work in CreateDataset, not the stream. In "
             f"its profile of one upload of the {images} images, the handler took {handler:.2f} s: the validation "
-            f"decode (codecbench.datasets.decode_image: full Pillow decode, RGB conversion, copy to a tensor) "
+            f"decode (codecbench.datasets.decode_rgb: full Pillow decode and RGB conversion) "
             f"{decode:.2f} s, the blob store's put (sha256 + file write) {put:.2f} s, sha256 {sha_calls} calls in all "
-            f"({sha_self:.2f} s; decode_image and BlobStore.put each hash every image), and "
+            f"({sha_self:.2f} s), and "
             f"{handler_self:.2f} s in the handler itself (per-chunk bookkeeping, joining the parts). It all runs on "
             "the event loop after the last chunk arrived, so none of it overlaps the transfer, and every other RPC "
             "of the orchestrator (heartbeats, dispatch, watches) waits meanwhile."

@@ -72,7 +72,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     # -- experiments -------------------------------------------------------------------------
 
-    def _create_problem(self, request: orchestrator_pb2.CreateExperimentRequest) -> str | None:
+    def _create_problem(
+        self, request: orchestrator_pb2.CreateExperimentRequest, dataset: orchestrator_pb2.Dataset | None
+    ) -> str | None:
         problem = bundles.validate(request.agent)
         if problem:
             return problem
@@ -84,7 +86,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 return f"agent.files[{i}].content: missing, and no stored blob has sha256 {f.sha256}"
         if not request.dataset:
             return "dataset: missing (a dataset name such as 'photos', or a dataset digest)"
-        if self.store.find_dataset(request.dataset) is None:
+        if dataset is None:
             known = ", ".join(d.name for d in self.store.list_datasets())
             return f"dataset: unknown dataset {request.dataset!r} (known: {known})"
         return (
@@ -102,7 +104,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
 
     async def CreateExperiment(self, request, context):  # noqa: N802 - gRPC method name
-        problem = self._create_problem(request)
+        dataset = self.store.find_dataset(request.dataset) if request.dataset else None
+        problem = self._create_problem(request, dataset)
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if request.request_id:
@@ -112,7 +115,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         for f in request.agent.files:
             if f.content:
                 self.blobs.put(f.content)
-        dataset = self.store.find_dataset(request.dataset)
         exp = orchestrator_pb2.Experiment(
             experiment_id=f"exp-{uuid.uuid4().hex[:16]}",
             state=QUEUED,
