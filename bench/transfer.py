@@ -9,7 +9,7 @@ Random-noise PNGs (incompressible, ~4 MB each) are, interleaved round by round:
   that only counts them), same channel options;
 - **system fetch**: ``ReadBlob`` of every image, one after the other;
 - **bare fetch**: the same files through the bare server's ``Download``;
-- **validation decode**: ``codecbench.datasets.decode_rgb`` (what the orchestrator runs) of the same files in this process,
+- **validation decode**: ``codecbench.datasets.decode_rgb`` (as the orchestrator runs it) of the same files,
   to show how much of the upload time the orchestrator's validation is.
 
 Target (issue 7): system ≥ 0.8 × bare, for upload and for fetch.
