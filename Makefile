@@ -21,7 +21,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m orchestrator_svc.demo
+	$(PY) -m codecbench.demo
 
 proto: setup
 	$(PY) -m codecbench.protogen

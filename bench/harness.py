@@ -33,9 +33,9 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 from PIL import Image
 
-from codecbench import build, errors
+from codecbench import build, errors, states
+from codecbench.client import Client
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
-from orchestrator_svc.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -45,7 +45,6 @@ AGENTS = REPO / "agents"
 STARTUP_TIMEOUT_S = 120.0  # a service imports torch; on a loaded 2-core machine that can take a while
 STOP_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 180.0
-SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
 _LISTENING = re.compile(r"listening on (\S+)")
 
 
@@ -496,7 +495,7 @@ async def submit_and_wait(
     wall = time.perf_counter() - start
     received_at = time.time()
     final = await client.get(exp.experiment_id)
-    if final.state != SUCCEEDED:
+    if final.state != states.SUCCEEDED:
         raise RuntimeError(f"experiment {final.experiment_id} ended {final.state}: {errors.describe(final.error)}")
     return Run(wall, final, events, submitted_at, received_at)
 

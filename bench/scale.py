@@ -30,7 +30,7 @@ from google.protobuf import timestamp_pb2
 from bench import harness, profiling
 from bench.harness import BenchContext, ChildService, System
 from bench.report import Figure
-from codecbench import build, bundles, datasets, rpc
+from codecbench import build, bundles, datasets, rpc, states
 from codecbench.v1 import (
     errors_pb2,
     experiment_pb2,
@@ -319,7 +319,7 @@ async def _phases(ctx: BenchContext, fig: Figure, system: System) -> None:
         fig.add(f"live ({sizes.scale_live} submitted with workers up): create → start", "ms",
                 [(harness.timestamp_s(e.start_time) - harness.timestamp_s(e.create_time)) * 1000 for e in live])
         fig.add(f"live: CreateExperiment latency ({SUBMITTERS} concurrent submitters)", "ms", live_ms)
-        succeeded = sum(1 for e in [*backlog, *live] if e.state == harness.SUCCEEDED)
+        succeeded = sum(1 for e in [*backlog, *live] if e.state == states.SUCCEEDED)
         fig.headline += ["submission rate", "dispatch rate, backlog (registration → queue empty)"]
         fig.values["experiments SUCCEEDED / submitted"] = (succeeded / (n + sizes.scale_live), "fraction")
         fig.values["experiments that needed more than one attempt"] = (

@@ -14,19 +14,9 @@ import time
 from collections import defaultdict
 
 from codecbench import errors
+from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
-from orchestrator_svc.store import TERMINAL_STATES, Store
-
-QUEUED = experiment_pb2.EXPERIMENT_STATE_QUEUED
-RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
-SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
-FAILED = experiment_pb2.EXPERIMENT_STATE_FAILED
-CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
-
-
-def is_terminal(event: experiment_pb2.ExperimentEvent) -> bool:
-    """An event that ends an experiment: a result or an error."""
-    return event.WhichOneof("event") in ("result", "error")
+from orchestrator_svc.store import Store
 
 
 class Ledger:

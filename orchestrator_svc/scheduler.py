@@ -21,8 +21,9 @@ from dataclasses import dataclass
 import grpc
 
 from codecbench import errors, logs, validation
+from codecbench.states import QUEUED, RUNNING
 from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2, worker_pb2
-from orchestrator_svc.ledger import QUEUED, RUNNING, Ledger
+from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 

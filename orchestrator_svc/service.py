@@ -18,10 +18,11 @@ from google.protobuf import timestamp_pb2
 
 from codecbench import bundles, datasets, logs, rpc, validation
 from codecbench.blobs import BlobStore
+from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
-from orchestrator_svc.ledger import QUEUED, Ledger, is_terminal
+from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.store import TERMINAL_STATES, DuplicateRequest, Store
+from orchestrator_svc.store import DuplicateRequest, Store
 from orchestrator_svc.workers import WorkerRegistry
 
 DEVICES = ("cpu", "cuda", "any")
@@ -202,7 +203,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             for event in self.store.events_after(request.experiment_id, last):
                 yield orchestrator_pb2.WatchExperimentResponse(event=event)
                 last = event.sequence
-                if is_terminal(event):
+                if is_terminal_event(event):
                     return
             await self.ledger.wait_beyond(request.experiment_id, last, last_stored)
 

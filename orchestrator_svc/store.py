@@ -104,13 +104,6 @@ def _migration_1(engine: Engine) -> None:
 
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1)]
-TERMINAL_STATES = frozenset(
-    {
-        experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
-        experiment_pb2.EXPERIMENT_STATE_FAILED,
-        experiment_pb2.EXPERIMENT_STATE_CANCELLED,
-    }
-)
 
 
 class DuplicateRequest(Exception):

@@ -1,4 +1,4 @@
-"""Tests of orchestrator_svc.analysis: BD-rate, RD plot, error grouping, CompressAI export (no servers)."""
+"""Tests of codecbench.analysis: BD-rate, RD plot, error grouping, CompressAI export (no servers)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from pathlib import Path
 import bjontegaard
 import pytest
 
-from codecbench import errors, values
+from codecbench import analysis, errors, values
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
-from orchestrator_svc import analysis
 
 # A JPEG-like anchor and a test codec, in the experiments' own (unsorted) point order:
 # (quality, bpp, PSNR dB, MS-SSIM).

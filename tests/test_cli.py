@@ -2,7 +2,7 @@
 
 The servers run in the test's event loop; each CLI call runs through typer's CliRunner in a
 thread (the CLI calls ``asyncio.run`` itself, which cannot run inside the test's loop). Two tests
-run the CLI as a real subprocess: ``python -m orchestrator_svc.cli`` and ``codecbench up``.
+run the CLI as a real subprocess: ``python -m codecbench.cli`` and ``codecbench up``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from conftest import AGENTS, TEST_AGENTS, eventually
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-from orchestrator_svc import cli
-from orchestrator_svc.client import Client
+import codecbench.cli.commands as cli
+from codecbench.client import Client
 from orchestrator_svc.server import OrchestratorConfig, start_orchestrator
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
@@ -337,7 +337,7 @@ async def test_usage_problems_exit_2(services: Services) -> None:
 
 async def test_module_entry_point_reads_the_server_from_the_environment(services: Services) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchestrator_svc.cli", "workers", "--json",
+        sys.executable, "-m", "codecbench.cli", "workers", "--json",
         env={**os.environ, "CODECBENCH_SERVER": services.address},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -348,7 +348,7 @@ async def test_module_entry_point_reads_the_server_from_the_environment(services
 
 async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "orchestrator_svc.cli", "up", "--data-dir", str(tmp_path), "--port", "0",
+        sys.executable, "-m", "codecbench.cli", "up", "--data-dir", str(tmp_path), "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None

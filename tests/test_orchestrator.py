@@ -13,6 +13,8 @@ from services import attach_worker, free_port, orchestrator, spawn, write_images
 from worker_helpers import agent_processes
 
 from codecbench import rpc, values
+from codecbench.client import Client
+from codecbench.states import SUCCEEDED
 from codecbench.v1 import (
     errors_pb2,
     experiment_pb2,
@@ -21,9 +23,7 @@ from codecbench.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from orchestrator_svc.client import Client
 
-SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
 RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
 CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
 pytestmark = pytest.mark.timeout(180)

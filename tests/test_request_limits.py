@@ -14,8 +14,8 @@ from services import orchestrator
 from worker_helpers import request
 
 from codecbench import errors, tensors, validation, values
+from codecbench.client import Client
 from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2
-from orchestrator_svc.client import Client
 
 pytestmark = pytest.mark.timeout(120)
 

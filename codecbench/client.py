@@ -3,7 +3,7 @@
 Example::
 
     import asyncio
-    from orchestrator_svc.client import Client
+    from codecbench.client import Client
 
     async def main():
         async with Client("127.0.0.1:50051") as client:

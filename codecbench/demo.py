@@ -1,6 +1,6 @@
-"""``make demo`` / ``python -m orchestrator_svc.demo``: codecbench end to end on real photos.
+"""``make demo`` / ``python -m codecbench.demo``: codecbench end to end on real photos.
 
-Starts an orchestrator and a worker as child processes (:mod:`orchestrator_svc.local`, data in
+Starts an orchestrator and a worker as child processes (:mod:`codecbench.local`, data in
 ``out/demo-data``, fresh each run), evaluates the reference agents on the built-in ``photos``
 dataset through the Python client, shown with the same code as ``codecbench run``:
 
@@ -27,10 +27,11 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
+import codecbench.cli.commands as cli
+from codecbench import analysis, states
+from codecbench.client import Client
+from codecbench.local import start_local
 from codecbench.v1 import orchestrator_pb2
-from orchestrator_svc import analysis, cli
-from orchestrator_svc.client import Client
-from orchestrator_svc.local import start_local
 
 REPO = Path(__file__).resolve().parent.parent
 AGENTS = REPO / "agents"
@@ -111,7 +112,7 @@ async def demo(out: Path, console: Console) -> int:
                 finished.append(await cli.follow(client, submitted[agent.name], console))
             console.rule("results")
             console.print(cli.results_table(finished, title="results on photos (means over the 8 images)"))
-            succeeded = [analysis.Curve.from_experiment(e) for e in finished if e.state == analysis.SUCCEEDED]
+            succeeded = [analysis.Curve.from_experiment(e) for e in finished if e.state == states.SUCCEEDED]
             jpeg = next((c for c in succeeded if c.name == "jpeg"), None)
             if jpeg is not None:
                 console.print(cli.bd_rate_view(analysis.bd_rate_table(succeeded, jpeg), jpeg))
@@ -128,7 +129,7 @@ async def demo(out: Path, console: Console) -> int:
             console.print(cli.workers_table(await client.workers()))
     finally:
         await services.stop()
-    failed = [e for e in finished if e.state != analysis.SUCCEEDED]
+    failed = [e for e in finished if e.state != states.SUCCEEDED]
     outcome = Text(
         f"demo finished in {time.perf_counter() - started:.0f} s: {len(finished) - len(failed)} of "
         f"{len(finished)} experiments succeeded; services stopped",

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from orchestrator_svc.client import Client
+from codecbench.client import Client
 
 ORCHESTRATOR_LINE = re.compile(r"codecbench orchestrator listening on (\S+)")
 WORKER_LINE = re.compile(r"codecbench worker (\S+) listening on (\S+)")

@@ -31,7 +31,8 @@ from typing import Any
 import bjontegaard
 
 from codecbench import errors, values
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from codecbench.states import FAILED, SUCCEEDED, state_name
+from codecbench.v1 import errors_pb2, orchestrator_pb2
 
 BD_METHOD = "pchip"
 # PCHIP interpolates through any number of points greater than one (the package's stated
@@ -44,13 +45,6 @@ MS_SSIM = "ms-ssim"
 BD_METRICS = (PSNR, MS_SSIM)
 _METRIC_LABEL = {PSNR: "PSNR", MS_SSIM: "MS-SSIM"}
 _METRIC_UNIT = {PSNR: "dB", MS_SSIM: "dB (MS-SSIM)"}
-SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
-FAILED = experiment_pb2.EXPERIMENT_STATE_FAILED
-
-
-def state_name(state: int) -> str:
-    """``EXPERIMENT_STATE_FAILED`` -> ``"FAILED"``."""
-    return experiment_pb2.ExperimentState.Name(state).removeprefix("EXPERIMENT_STATE_")
 
 
 def json_safe(value: Any) -> Any:
@@ -364,5 +358,5 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
 __all__ = [
     "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve", "ErrorGroup",
     "NotComputable", "RdPoint", "bd_rate", "bd_rate_table", "compressai_results", "error_location", "group_errors",
-    "json_safe", "ms_ssim_db", "rd_plot", "state_name",
+    "json_safe", "ms_ssim_db", "rd_plot",
 ]

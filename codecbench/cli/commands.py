@@ -1,4 +1,4 @@
-"""The ``codecbench`` command line (typer + rich), built on :class:`orchestrator_svc.client.Client`.
+"""The ``codecbench`` command line (typer + rich), built on :class:`codecbench.client.Client`.
 
 The orchestrator's address comes from ``--server``, else ``$CODECBENCH_SERVER``, else
 127.0.0.1:50051. Exit codes: 0 success; 1 the experiment failed or was cancelled (``run``,
@@ -6,10 +6,10 @@ The orchestrator's address comes from ``--server``, else ``$CODECBENCH_SERVER``,
 
 Every read command takes ``--json``: messages as the protobuf JSON mapping with the proto field
 names (``experiment_id``), int64 as numbers, infinity as ``"Infinity"`` (see
-:mod:`orchestrator_svc.analysis`); ``watch --json`` writes one event per line (JSON Lines).
+:mod:`codecbench.analysis`); ``watch --json`` writes one event per line (JSON Lines).
 
 The pieces ``codecbench run`` is made of (:func:`follow`, :func:`results_table`, ...) are public so
-``make demo`` (:mod:`orchestrator_svc.demo`) shows experiments through the same code.
+``make demo`` (:mod:`codecbench.demo`) shows experiments through the same code.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 from rich.text import Text
 
-from codecbench import errors, values
+from codecbench import analysis, errors, states, values
+from codecbench.client import DEFAULT_SERVER, Client
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2, worker_pb2
-from orchestrator_svc import analysis
-from orchestrator_svc.client import DEFAULT_SERVER, Client
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -227,7 +226,7 @@ _STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "R
 
 
 def _state(state: int) -> Text:
-    name = analysis.state_name(state)
+    name = states.state_name(state)
     return Text(name, style=_STATE_STYLE.get(name, ""))
 
 
@@ -335,7 +334,7 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
     table.add_column("lossless")
     for exp in experiments:
         row = [exp.agent.name] if several else []
-        if exp.state != analysis.SUCCEEDED:
+        if exp.state != states.SUCCEEDED:
             table.add_row(*row, _state(exp.state), *[""] * 7)
             continue
         for point in exp.result.points:
@@ -503,7 +502,7 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
     final = await client.get(exp.experiment_id)
     summary = Text(f"{final.experiment_id} ({final.agent.name}) ")
     summary.append_text(_state(final.state))
-    if final.state == analysis.SUCCEEDED:
+    if final.state == states.SUCCEEDED:
         summary.append(f" in {_duration(final)} (attempt {final.attempt}, worker {final.worker_id})")
     console.print(summary)
     return final
@@ -521,7 +520,7 @@ def up(
     log_level: Annotated[str, typer.Option(help="Level of the services' logs (files under DATA_DIR/logs).")] = "info",
 ) -> None:
     """Start an orchestrator and one local worker (SQLite, 127.0.0.1) until Ctrl-C or SIGTERM."""
-    from orchestrator_svc.local import LocalStartError, start_local
+    from codecbench.local import LocalStartError, start_local
 
     console = make_console()
 
@@ -601,7 +600,7 @@ def run(
             s.out.print(f"follow it with: codecbench watch {exp.experiment_id}")
             return 0
         final = await follow(client, exp, s.out)
-        if final.state == analysis.SUCCEEDED:
+        if final.state == states.SUCCEEDED:
             s.out.print(results_table([final], title=f"results of {final.experiment_id} ({final.agent.name})"))
             return 0
         return EXIT_FAILED
@@ -628,7 +627,7 @@ def list_experiments(
         for name in ("experiment", "state", "agent", "dataset", "points", "attempt", "worker", "created", "summary"):
             table.add_column(name)
         for e in experiments:
-            if e.state == analysis.SUCCEEDED:
+            if e.state == states.SUCCEEDED:
                 low, high = min(p.bpp for p in e.result.points), max(p.bpp for p in e.result.points)
                 rates = f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
                 summary = Text(f"{rates} bpp in {_duration(e)}")
@@ -670,7 +669,7 @@ def show(ctx: typer.Context, experiment_id: str, as_json: JsonOption = False) ->
         if e.request_id:
             facts.append(("request id", e.request_id))
         parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
-        if e.state == analysis.SUCCEEDED:
+        if e.state == states.SUCCEEDED:
             parts += [results_table([e], title="per parameter point (means over the images)"), items_table(e)]
         if e.HasField("error"):
             parts.append(error_text(e.error))
@@ -825,7 +824,7 @@ def errors_command(
 
     async def work(client: Client, s: Settings) -> int:
         created_after = parse_since(since) if since else None
-        failed = await client.list([analysis.FAILED], limit=limit, created_after=created_after)
+        failed = await client.list([states.FAILED], limit=limit, created_after=created_after)
         groups = analysis.group_errors(failed)
         if as_json:
             since_iso = dt.datetime.fromtimestamp(created_after, dt.UTC).isoformat() if created_after else None
@@ -872,6 +871,3 @@ def export(
 
     _call(ctx, work)
 
-
-if __name__ == "__main__":
-    app()
