@@ -1,7 +1,8 @@
 """``python -m bench [--quick] [--only overhead,transfer] [--profile auto|always|never]``
 
-Runs the benchmark figures of issue 7 in order and writes ``bench/results.json`` and
-``bench/RESULTS.md`` (after every figure, so an interrupted run still leaves what it measured).
+Runs the benchmark figures of issue 7, and issue 10's CLI start, in order and writes
+``bench/results.json`` and ``bench/RESULTS.md`` (after every figure, so an interrupted run still
+leaves what it measured).
 Each figure runs under a time limit; a figure that fails is reported as not available with the
 reason, and the suite goes on.
 """
@@ -21,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import harness, overhead, real_work, report, scale, throughput, transfer, warm_start
+from bench import cli_start, harness, overhead, real_work, report, scale, throughput, transfer, warm_start
 from bench.harness import BenchContext, Sizes
 from bench.report import Figure
 from codecbench import logs
 
-MODULES: tuple[ModuleType, ...] = (overhead, real_work, throughput, transfer, scale, warm_start)
+MODULES: tuple[ModuleType, ...] = (overhead, real_work, throughput, transfer, scale, warm_start, cli_start)
 FIGURES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[1]: m for m in MODULES}
 OUT_DIR = Path(__file__).resolve().parent
 

@@ -14,7 +14,6 @@ import importlib.util
 import io
 import os
 import platform
-import re
 import shlex
 import signal
 import sys
@@ -33,8 +32,9 @@ import numpy as np
 from google.protobuf import timestamp_pb2
 from PIL import Image
 
-from codecbench import build, errors, states
+from codecbench import build, errors, local, states
 from codecbench.client import Client
+from codecbench.local import LocalService
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,6 @@ AGENTS = REPO / "agents"
 STARTUP_TIMEOUT_S = 120.0  # a service imports torch; on a loaded 2-core machine that can take a while
 STOP_TIMEOUT_S = 15.0
 COMMAND_TIMEOUT_S = 180.0
-_LISTENING = re.compile(r"listening on (\S+)")
 
 
 # -- sizes and context -----------------------------------------------------------------------
@@ -71,6 +70,7 @@ class Sizes:
     scale_live: int = 1_000
     scale_watchers: int = 200
     warm_n: int = 10
+    cli_start_n: int = 20
     # A figure's time limit is its module's TIMEOUT_S times this.
     timeout_scale: float = 1.0
 
@@ -80,7 +80,7 @@ class Sizes:
         return cls(
             overhead_n=3, jpeg_n=2, fp_n=1, fp_qualities=(1,), throughput_m=10, throughput_rounds=1,
             transfer_bytes=10 * 1000 * 1000, transfer_n=2, scale_experiments=500, scale_workers=10,
-            scale_live=100, scale_watchers=20, warm_n=3, timeout_scale=0.5,
+            scale_live=100, scale_watchers=20, warm_n=3, cli_start_n=5, timeout_scale=0.5,
         )
 
 
@@ -130,50 +130,6 @@ class BenchContext:
 _LIVE: dict[int, asyncio.subprocess.Process] = {}
 
 
-@dataclass
-class ChildService:
-    """A service running as a child process, its output in a log file."""
-
-    name: str
-    proc: asyncio.subprocess.Process
-    address: str
-    log_path: Path
-    command: str
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def peak_rss_bytes(self) -> int | None:
-        """VmHWM (peak resident set size) from /proc, in bytes; None once the process is gone."""
-        return proc_status_bytes(self.pid, "VmHWM")
-
-    def start_profiling(self) -> None:
-        """Sends SIGUSR1: a service started with a profile path starts profiling now."""
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGUSR1)
-
-    def log_tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    async def stop(self) -> int:
-        """SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``; returns the exit code."""
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                await self.proc.wait()
-        _LIVE.pop(self.pid, None)
-        return self.proc.returncode if self.proc.returncode is not None else -1
-
-
 def proc_status_bytes(pid: int, key: str) -> int | None:
     """A ``kB`` field of /proc/PID/status (e.g. VmHWM) in bytes, or None."""
     try:
@@ -185,37 +141,33 @@ def proc_status_bytes(pid: int, key: str) -> int | None:
     return None
 
 
+def peak_rss_bytes(service: LocalService) -> int | None:
+    """VmHWM (peak resident set size) of a service from /proc, in bytes; None once it is gone."""
+    return proc_status_bytes(service.pid, "VmHWM")
+
+
 async def spawn_service(
     ctx: BenchContext, name: str, module: str, args: Sequence[str], profile_path: Path | None = None
-) -> ChildService:
-    """Starts ``python -m module args`` and waits for its "listening on HOST:PORT" line.
+) -> LocalService:
+    """Starts ``python -m module args`` with :func:`codecbench.local.spawn_service` (the launcher's
+    own), its command line recorded for the report and its log in the scratch directory.
 
     With ``profile_path`` it runs under ``python -m bench.threadprof --on-signal -o profile_path``
-    (cProfile of every thread); profiling starts when the service gets SIGUSR1 (:meth:`ChildService.start_profiling`).
+    (cProfile of every thread); profiling starts when the service gets SIGUSR1.
 
     Raises:
-        RuntimeError: the service exited or did not print its address within ``STARTUP_TIMEOUT_S``.
+        LocalStartError: the service exited or did not print its address within ``STARTUP_TIMEOUT_S``.
     """
-    prefix = [PYTHON, "-m", "bench.threadprof", "--on-signal", "-o", str(profile_path)] if profile_path else [PYTHON]
-    argv = [*prefix, "-m", module, *args]
-    command = ctx.record(argv)
-    log_path = ctx.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log"
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, cwd=str(REPO), stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    _LIVE[proc.pid] = proc
-    service = ChildService(name, proc, "", log_path, command)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline and proc.returncode is None:
-        match = _LISTENING.search(log_path.read_text(errors="replace"))
-        if match:
-            service.address = match.group(1)
-            return service
-        await asyncio.sleep(0.05)
-    await service.stop()
-    raise RuntimeError(f"{name} did not start ({command}):\n{service.log_tail()}")
+    argv = [module, *args]
+    if profile_path:
+        argv = ["bench.threadprof", "--on-signal", "-o", str(profile_path), "-m", *argv]
+    ctx.record([PYTHON, "-m", *argv])
+    service = await local.spawn_service(
+        *argv, log_path=ctx.tmp / f"{name}-{uuid.uuid4().hex[:6]}.log", name=name, startup_s=STARTUP_TIMEOUT_S,
+        cwd=REPO,  # bench.* modules are not installed: they run from the repository root
+    )
+    _LIVE[service.pid] = service.process
+    return service
 
 
 def kill_leftovers() -> list[int]:
@@ -234,13 +186,13 @@ def kill_leftovers() -> list[int]:
 class System:
     """A running orchestrator (and worker), and a client connected to the orchestrator."""
 
-    orchestrator: ChildService
-    worker: ChildService | None
+    orchestrator: LocalService
+    worker: LocalService | None
     client: Client
     data_dir: Path
 
     @property
-    def services(self) -> list[ChildService]:
+    def services(self) -> list[LocalService]:
         return [s for s in (self.orchestrator, self.worker) if s is not None]
 
     def sandbox_mode(self) -> str:
@@ -265,7 +217,7 @@ async def running_system(
     """
     data_dir = ctx.scratch(name)
     build_id = build.build_id()
-    started: list[ChildService] = []
+    started: list[LocalService] = []
     client: Client | None = None
     try:
         orchestrator = await spawn_service(
@@ -293,10 +245,10 @@ async def running_system(
         if client is not None:
             await client.close()
         for service in reversed(started):
-            await service.stop()
+            await service.stop(STOP_TIMEOUT_S)
 
 
-async def wait_for_ready_worker(client: Client, worker: ChildService, timeout_s: float = 60.0) -> None:
+async def wait_for_ready_worker(client: Client, worker: LocalService, timeout_s: float = 60.0) -> None:
     """Waits until the orchestrator lists a READY worker.
 
     Raises:
@@ -313,27 +265,12 @@ async def wait_for_ready_worker(client: Client, worker: ChildService, timeout_s:
         return False
 
     try:
-        await poll_until(ready, timeout_s, what="a READY worker")
+        await local.eventually(ready, timeout_s, what="a READY worker")
     except TimeoutError as exc:
         raise RuntimeError(f"{exc}\nworker log:\n{worker.log_tail()}") from None
 
 
 # -- timing ----------------------------------------------------------------------------------
-
-
-async def poll_until(
-    check: Callable[[], Awaitable[bool]], timeout_s: float, interval_s: float = 0.05, what: str = ""
-) -> None:
-    """Calls ``check`` until it returns True.
-
-    Raises:
-        TimeoutError: not within ``timeout_s``.
-    """
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout_s:g} s: {what}")
-        await asyncio.sleep(interval_s)
 
 
 async def alternate(

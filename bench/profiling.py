@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import pstats
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -74,14 +75,14 @@ async def profiled_pass(
     async with running_system(ctx, name, slots=slots, profile=True) as system:
         holder.append(system)
         for service in system.services:  # start-up (imports, torch) stays out of the profiles
-            service.start_profiling()
+            service.send_signal(signal.SIGUSR1)  # bench.threadprof --on-signal starts profiling
         await asyncio.sleep(0.2)
         await workload(system)
     system = holder[0]
     summaries = []
     for service in system.services:
         process = "orchestrator" if service is system.orchestrator else "worker"
-        summary = summarize(system.data_dir / f"{process}.prof", process, service.command)
+        summary = summarize(system.data_dir / f"{process}.prof", process, ctx.record(service.argv))
         if summary is not None:
             summaries.append(summary)
     return summaries

@@ -28,9 +28,10 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from bench import harness, profiling
-from bench.harness import BenchContext, ChildService, System
+from bench.harness import BenchContext, System
 from bench.report import Figure
-from codecbench import build, bundles, datasets, rpc, states
+from codecbench import build, bundles, datasets, local, rpc, states
+from codecbench.local import LocalService
 from codecbench.v1 import (
     errors_pb2,
     experiment_pb2,
@@ -205,7 +206,7 @@ async def wait_drained(system: System, timeout_s: float) -> None:
         )
         return not page.experiments
 
-    await harness.poll_until(drained, timeout_s, interval_s=0.2, what="every experiment finished")
+    await local.eventually(drained, timeout_s, interval_s=0.2, what="every experiment finished")
 
 
 @dataclass
@@ -272,7 +273,7 @@ async def watch_running(system: System, bundle: types_pb2.AgentBundle, behaviour
         async def running() -> bool:
             return (await system.client.get(exp.experiment_id)).state == RUNNING
 
-        await harness.poll_until(running, 30.0, interval_s=0.01, what="the watched experiment RUNNING")
+        await local.eventually(running, 30.0, interval_s=0.01, what="the watched experiment RUNNING")
         wall, outcomes = await watch_many(system.orchestrator.address, exp.experiment_id, watchers, 120.0)
     finally:
         behaviour.progress_events, behaviour.interval_s = 0, 0.0
@@ -298,7 +299,7 @@ async def _phases(ctx: BenchContext, fig: Figure, system: System) -> None:
     submit_s, submit_ms, backlog_ids = await submit_many(system, bundle, n)
     fig.add(f"CreateExperiment latency ({SUBMITTERS} concurrent submitters, no workers)", "ms", submit_ms)
     fig.values["submission rate"] = (n / submit_s, "experiments/s")
-    rss_after_submit = system.orchestrator.peak_rss_bytes() or 0
+    rss_after_submit = harness.peak_rss_bytes(system.orchestrator) or 0
 
     registered = time.perf_counter()
     async with fake_fleet(system.orchestrator.address, workers, sizes.scale_slots, behaviour) as fleet:
@@ -339,8 +340,8 @@ async def _phases(ctx: BenchContext, fig: Figure, system: System) -> None:
     _rss_and_db(fig, system.orchestrator, system, rss_after_submit, n + sizes.scale_live + 1)
 
 
-def _rss_and_db(fig: Figure, orchestrator: ChildService, system: System, rss_after_submit: int, total: int) -> None:
-    peak = orchestrator.peak_rss_bytes() or 0
+def _rss_and_db(fig: Figure, orchestrator: LocalService, system: System, rss_after_submit: int, total: int) -> None:
+    peak = harness.peak_rss_bytes(orchestrator) or 0
     db, wal = _db_bytes(system)
     fig.values["orchestrator peak RSS (VmHWM), after the submissions"] = (rss_after_submit / 2**20, "MiB")
     fig.values["orchestrator peak RSS (VmHWM), end"] = (peak / 2**20, "MiB")

@@ -28,8 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import bjontegaard
-
 from codecbench import errors, values
 from codecbench.states import FAILED, SUCCEEDED, state_name
 from codecbench.v1 import errors_pb2, orchestrator_pb2
@@ -199,6 +197,9 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
             f"not computable: the {_METRIC_LABEL[metric]} ranges do not overlap ({anchor.title}: "
             f"{dist_a[0]:.2f}-{dist_a[-1]:.2f} {unit}, {test.title}: {dist_t[0]:.2f}-{dist_t[-1]:.2f} {unit})"
         ))
+    # Imported here: bjontegaard loads scipy and pyplot (1.5 s), which `codecbench ls` should not pay.
+    import bjontegaard
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the overlap is reported through BdRate.note instead
         percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,

@@ -31,6 +31,7 @@ RESULT_MODULES = (
     "codecbench/framing.py",
     "codecbench/logs.py",
     "codecbench/rpc.py",
+    "codecbench/status.py",
     "codecbench/tensors.py",
     "codecbench/validation.py",
     "codecbench/values.py",

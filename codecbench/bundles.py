@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from codecbench.errors import InvalidArgument, echo
 from codecbench.v1 import types_pb2
 
 MAX_BUNDLE_BYTES = 256 * 1024 * 1024
@@ -68,22 +69,29 @@ def entry_paths(entry_module: str) -> tuple[str, str]:
     return f"{base}.py", f"{base}/__init__.py"
 
 
-def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: bool = False) -> str | None:
-    """Returns the first problem of a bundle as ``"<field path>: <problem>"``, or None.
+def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: bool = False) -> None:
+    """Checks a bundle: files, paths, digests, sizes and the entry module.
 
     Args:
+        bundle: the bundle as a request carries it.
+        field: the bundle's field path in the request, for the error.
         need_content: every file must carry its content (no fetch by digest possible).
+
+    Raises:
+        InvalidArgument: naming the first bad field, e.g. ``agent.files[2].path``.
     """
     if not bundle.files:
-        return f"{field}.files: the bundle has no files"
+        raise InvalidArgument(f"{field}.files", "the bundle has no files")
     if len(bundle.files) > MAX_FILES:
-        return f"{field}.files: {len(bundle.files)} files exceed the limit of {MAX_FILES}"
+        raise InvalidArgument(f"{field}.files", f"{len(bundle.files)} files exceed the limit of {MAX_FILES}")
     if not bundle.entry_module:
-        return f"{field}.entry_module: missing (e.g. 'codec' for codec.py)"
+        raise InvalidArgument(f"{field}.entry_module", "missing (e.g. 'codec' for codec.py)")
     if not all(part.isidentifier() for part in bundle.entry_module.split(".")):
-        return f"{field}.entry_module: {bundle.entry_module!r} is not a dotted Python module name"
+        raise InvalidArgument(
+            f"{field}.entry_module", f"{echo(bundle.entry_module)} is not a dotted Python module name"
+        )
     if bundle.contract not in types_pb2.Contract.values():
-        return f"{field}.contract: unknown value {bundle.contract}"
+        raise InvalidArgument(f"{field}.contract", f"unknown value {bundle.contract}")
     total = 0
     seen: set[str] = set()
     seen_folders: set[str] = set()
@@ -92,28 +100,31 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
         pure = PurePosixPath(f.path)
         if (not f.path or pure.is_absolute() or pure.as_posix() != f.path or ".." in pure.parts
                 or "\\" in f.path or "\0" in f.path or f.path == "."):
-            return f"{where}.path: {f.path!r} must be a normalised relative path inside the bundle"
+            raise InvalidArgument(
+                f"{where}.path", f"{echo(f.path)} must be a normalised relative path inside the bundle"
+            )
         if f.path in seen:
-            return f"{where}.path: {f.path!r} appears twice"
+            raise InvalidArgument(f"{where}.path", f"{echo(f.path)} appears twice")
         folders = [parent.as_posix() for parent in pure.parents if parent.as_posix() != "."]
         if f.path in seen_folders or any(folder in seen for folder in folders):
-            return f"{where}.path: {f.path!r} is both a file and a folder of the bundle"
+            raise InvalidArgument(f"{where}.path", f"{echo(f.path)} is both a file and a folder of the bundle")
         seen.add(f.path)
         seen_folders.update(folders)
         size = len(f.content) if f.content else f.size_bytes
         if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
-            return f"{where}.sha256: does not match the content"
+            raise InvalidArgument(f"{where}.sha256", "does not match the content")
         if not f.content and need_content and f.size_bytes:
-            return f"{where}.content: missing (size_bytes={f.size_bytes})"
+            raise InvalidArgument(f"{where}.content", f"missing (size_bytes={f.size_bytes})")
         if not f.content and f.size_bytes and not is_sha256(f.sha256):
-            return f"{where}.sha256: 64 lower-case hex digits needed to fetch a file sent without content"
+            raise InvalidArgument(
+                f"{where}.sha256", "64 lower-case hex digits needed to fetch a file sent without content"
+            )
         total += size
     if total > MAX_BUNDLE_BYTES:
-        return f"{field}.files: {total} bytes exceed the bundle limit of {MAX_BUNDLE_BYTES} bytes"
+        raise InvalidArgument(f"{field}.files", f"{total} bytes exceed the bundle limit of {MAX_BUNDLE_BYTES} bytes")
     if not any(p in seen for p in entry_paths(bundle.entry_module)):
         a, b = entry_paths(bundle.entry_module)
-        return f"{field}.entry_module: the bundle has neither {a} nor {b}"
-    return None
+        raise InvalidArgument(f"{field}.entry_module", f"the bundle has neither {a} nor {b}")
 
 
 def with_content(bundle: types_pb2.AgentBundle, fetch: Callable[[str], bytes] | None) -> types_pb2.AgentBundle:

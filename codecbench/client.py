@@ -15,22 +15,32 @@ Example::
                 print(point.bpp, point.psnr_db)
 
     asyncio.run(main())
+
+A refused or failed call raises the :mod:`codecbench.errors` tree, never a raw gRPC error:
+:class:`~codecbench.errors.InvalidArgument` (with ``field`` and ``violations``),
+:class:`~codecbench.errors.NotFound`, :class:`~codecbench.errors.Unavailable` (orchestrator not
+reachable), ... with the status's ``reason`` and ``metadata`` on the exception
+(:func:`codecbench.status.from_rpc_error`, applied in one place: :func:`_calls`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from codecbench import bundles, datasets, rpc, values
+from codecbench import bundles, datasets, errors, rpc, values
+from codecbench.status import from_rpc_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+# How long a broken watch stream waits before it resumes (a back-off, not synchronisation).
+_RECONNECT_PAUSE_S = 0.5
 
 
 def default_server() -> str:
@@ -38,8 +48,25 @@ def default_server() -> str:
     return os.environ.get("CODECBENCH_SERVER", DEFAULT_SERVER)
 
 
+@contextlib.contextmanager
+def _calls() -> Iterator[None]:
+    """The client's one translation point: a failed call leaves as the :mod:`codecbench.errors` tree.
+
+    Raises:
+        errors.CodecbenchError: the tree's error for the failed call (``raise ... from`` the gRPC error).
+    """
+    try:
+        yield
+    except grpc.aio.AioRpcError as exc:
+        raise from_rpc_error(exc) from exc
+
+
 class Client:
-    """An asyncio client; use as ``async with Client(address) as client``."""
+    """An asyncio client of the orchestrator; use as ``async with Client(address) as client``.
+
+    Every method raises :class:`codecbench.errors.Unavailable` when the orchestrator cannot be
+    reached, besides the errors it lists.
+    """
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address or default_server()
@@ -53,6 +80,7 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Closes the channel; calls in flight are cancelled."""
         await self.channel.close()
 
     async def submit(
@@ -70,8 +98,26 @@ class Client:
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
+        Args:
+            agent: the agent's folder, or a bundle built with :func:`codecbench.bundles.bundle_from_dir`.
+            dataset: a dataset name (``photos`` or an uploaded one) or a dataset digest.
+            points: parameter points, e.g. ``[{"quality": 10}, {"quality": 90}]``; none: one empty point.
+            device: ``cpu``, ``cuda`` or ``any``.
+            timeouts: limits in seconds; 0 keeps the worker's default.
+            labels: key/value tags to find the experiment by.
+            request_id: makes the submission idempotent: the same id returns the first experiment.
+            max_attempts: attempts when workers are lost (0: the orchestrator's default).
+            priority: higher runs first.
+            entry_module: the agent's entry module when the folder's cannot be guessed.
+
+        Returns:
+            The experiment as stored (state QUEUED unless ``request_id`` found an older one).
+
         Raises:
-            grpc.aio.AioRpcError: INVALID_ARGUMENT naming the bad field, or a transport error.
+            errors.InvalidArgument: a field is bad (``exc.field`` names it), e.g. an unknown dataset
+                (``exc.reason == "DATASET_UNKNOWN"``).
+            values.ValueConversionError: a parameter value has no protocol equivalent.
+            FileNotFoundError: the agent folder does not exist.
             ValueError: the folder has no identifiable entry module.
         """
         bundle = (
@@ -88,12 +134,25 @@ class Client:
             max_attempts=max_attempts,
             priority=priority,
         )
-        return (await self.stub.CreateExperiment(request)).experiment
+        with _calls():
+            return (await self.stub.CreateExperiment(request)).experiment
 
     async def get(self, experiment_id: str) -> orchestrator_pb2.Experiment:
-        return (
-            await self.stub.GetExperiment(orchestrator_pb2.GetExperimentRequest(experiment_id=experiment_id))
-        ).experiment
+        """One experiment, with its result or error once it has ended.
+
+        Args:
+            experiment_id: as :meth:`submit` returned it.
+
+        Returns:
+            The stored experiment.
+
+        Raises:
+            errors.NotFound: no experiment has this id.
+            errors.InvalidArgument: the id is empty.
+        """
+        with _calls():
+            request = orchestrator_pb2.GetExperimentRequest(experiment_id=experiment_id)
+            return (await self.stub.GetExperiment(request)).experiment
 
     async def list(
         self,
@@ -102,7 +161,20 @@ class Client:
         limit: int = 50,
         created_after: float | None = None,
     ) -> list[orchestrator_pb2.Experiment]:
-        """Up to ``limit`` experiments, newest first, following page tokens."""
+        """Up to ``limit`` experiments, newest first, following page tokens.
+
+        Args:
+            states: only experiments in one of these ``ExperimentState`` values (none: all).
+            labels: only experiments carrying all of these labels.
+            limit: the most experiments returned.
+            created_after: only experiments created after this Unix time, in seconds.
+
+        Returns:
+            The experiments, newest first.
+
+        Raises:
+            errors.InvalidArgument: an unknown state, or a time out of range.
+        """
         out: list[orchestrator_pb2.Experiment] = []
         token = ""
         while len(out) < limit:
@@ -114,7 +186,8 @@ class Client:
             )
             if created_after is not None:
                 request.created_after.FromMicroseconds(int(created_after * 1e6))
-            page = await self.stub.ListExperiments(request)
+            with _calls():
+                page = await self.stub.ListExperiments(request)
             out.extend(page.experiments)
             token = page.next_page_token
             if not token:
@@ -122,38 +195,74 @@ class Client:
         return out
 
     async def cancel(self, experiment_id: str) -> orchestrator_pb2.Experiment:
-        request = orchestrator_pb2.CancelExperimentRequest(experiment_id=experiment_id)
-        return (await self.stub.CancelExperiment(request)).experiment
+        """Cancels an experiment (a running one's sandbox processes are killed).
+
+        Args:
+            experiment_id: as :meth:`submit` returned it.
+
+        Returns:
+            The experiment after the request (CANCELLED, or the terminal state it had reached).
+
+        Raises:
+            errors.NotFound: no experiment has this id.
+        """
+        with _calls():
+            request = orchestrator_pb2.CancelExperimentRequest(experiment_id=experiment_id)
+            return (await self.stub.CancelExperiment(request)).experiment
 
     async def watch(
         self, experiment_id: str, after_sequence: int = 0, reconnect_s: float = 30.0
     ) -> AsyncIterator[experiment_pb2.ExperimentEvent]:
-        """Events after ``after_sequence`` until the terminal one. A broken stream is resumed from
-        the last sequence seen (for up to ``reconnect_s`` of failed attempts), so nothing is missed
-        or seen twice."""
+        """Events after ``after_sequence`` until the terminal one.
+
+        A broken stream is resumed from the last sequence seen (for up to ``reconnect_s`` of failed
+        attempts), so nothing is missed or seen twice.
+
+        Args:
+            experiment_id: as :meth:`submit` returned it.
+            after_sequence: the last sequence number already seen (0: from the start).
+            reconnect_s: how long to keep trying to resume a broken stream, in seconds.
+
+        Returns:
+            An async iterator of events; it ends after the terminal event (result or error).
+
+        Raises:
+            errors.NotFound: no experiment has this id.
+            errors.Unavailable: the stream stayed broken for ``reconnect_s``.
+        """
         last = after_sequence
         failing_since: float | None = None
         loop = asyncio.get_running_loop()
         while True:
+            request = orchestrator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_sequence=last)
             try:
-                request = orchestrator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_sequence=last)
-                async for response in self.stub.WatchExperiment(request):
-                    failing_since = None
-                    last = response.event.sequence
-                    yield response.event
-                    if response.event.WhichOneof("event") in ("result", "error"):
-                        return
+                with _calls():
+                    async for response in self.stub.WatchExperiment(request):
+                        failing_since = None
+                        last = response.event.sequence
+                        yield response.event
+                        if response.event.WhichOneof("event") in ("result", "error"):
+                            return
                 return
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
+            except errors.Unavailable:
                 failing_since = failing_since or loop.time()
                 if loop.time() - failing_since > reconnect_s:
                     raise
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(_RECONNECT_PAUSE_S)
 
     async def wait(self, experiment_id: str) -> orchestrator_pb2.Experiment:
-        """Waits for the terminal event and returns the finished experiment."""
+        """Waits for the terminal event and returns the finished experiment.
+
+        Args:
+            experiment_id: as :meth:`submit` returned it.
+
+        Returns:
+            The experiment in its terminal state.
+
+        Raises:
+            errors.NotFound: no experiment has this id.
+            errors.Unavailable: the orchestrator could not be reached for longer than the watch allows.
+        """
         async for _ in self.watch(experiment_id):
             pass
         return await self.get(experiment_id)
@@ -161,9 +270,17 @@ class Client:
     async def upload_dataset(self, name: str, folder: Path) -> orchestrator_pb2.Dataset:
         """Uploads every PNG/JPEG of a folder as a dataset, in chunks of at most 1 MiB.
 
+        Args:
+            name: the dataset's name (1-200 characters without '/'; not a built-in one).
+            folder: the folder whose image files are uploaded (not recursive).
+
+        Returns:
+            The stored dataset with its digest; the same upload again returns it unchanged.
+
         Raises:
             FileNotFoundError: the folder does not exist.
-            grpc.aio.AioRpcError: INVALID_ARGUMENT naming the unreadable image, for instance.
+            errors.InvalidArgument: an unreadable image (reason ``IMAGE_UNDECODABLE``) or a bad name.
+            errors.AlreadyExists: a dataset of this name exists with other images.
         """
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder {folder} does not exist")
@@ -183,13 +300,44 @@ class Client:
                         )
                     )
 
-        return (await self.stub.CreateDataset(messages())).dataset
+        with _calls():
+            return (await self.stub.CreateDataset(messages())).dataset
 
     async def datasets(self) -> list[orchestrator_pb2.Dataset]:
-        return list((await self.stub.ListDatasets(orchestrator_pb2.ListDatasetsRequest())).datasets)
+        """Every dataset the orchestrator knows, built-in ones included.
+
+        Returns:
+            The datasets with their images' names and digests.
+
+        Raises:
+            errors.Unavailable: the orchestrator cannot be reached.
+        """
+        with _calls():
+            return list((await self.stub.ListDatasets(orchestrator_pb2.ListDatasetsRequest())).datasets)
 
     async def workers(self) -> list[orchestrator_pb2.WorkerStatus]:
-        return list((await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest())).workers)
+        """Every registered worker, with its build, state (e.g. STALE, LOST) and load.
+
+        Returns:
+            The workers' status.
+
+        Raises:
+            errors.Unavailable: the orchestrator cannot be reached.
+        """
+        with _calls():
+            return list((await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest())).workers)
 
     async def drain(self, worker_id: str) -> orchestrator_pb2.WorkerStatus:
-        return (await self.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id))).status
+        """Stops giving a worker new experiments; those it runs finish.
+
+        Args:
+            worker_id: as :meth:`workers` lists it.
+
+        Returns:
+            The worker's status, now draining.
+
+        Raises:
+            errors.NotFound: no worker has this id.
+        """
+        with _calls():
+            return (await self.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id))).status

@@ -9,16 +9,17 @@ immunohistochemistry, motorcycle_left (scikit-image ``skimage.data``) and grace_
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image, UnidentifiedImageError
-
-if TYPE_CHECKING:  # torch is imported where pixels are made, so the orchestrator never loads it
+# numpy, Pillow and torch are imported where pixels are decoded or made: the CLI and the client
+# read only this module's names and suffixes, and the orchestrator never needs torch.
+if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 PHOTOS = "photos"
@@ -75,6 +76,7 @@ def decode_image(name: str, data: bytes) -> DatasetImage:
     Raises:
         ImageDecodeError: not an image Pillow can read, or larger than ``MAX_PIXELS``.
     """
+    import numpy as np
     import torch
 
     rgb, mode = decode_rgb(name, data)
@@ -89,6 +91,9 @@ def decode_rgb(name: str, data: bytes) -> tuple[np.ndarray, str]:
     Raises:
         ImageDecodeError: not an image Pillow can read, or larger than ``MAX_PIXELS``.
     """
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
@@ -127,10 +132,7 @@ def load_folder(folder: Path) -> list[DatasetImage]:
 
 def _photo_files() -> list[tuple[str, bytes]]:
     """The encoded files of ``photos``: the bytes as shipped by the packages, no re-encoding."""
-    import matplotlib.cbook
-    import skimage
-
-    skimage_data = Path(skimage.__file__).parent / "data"
+    skimage_data = _package_dir("skimage") / "data"
     # (name in the dataset, file name in skimage/data)
     shipped = [
         ("astronaut.png", "astronaut.png"), ("chelsea.png", "chelsea.png"), ("coffee.png", "coffee.png"),
@@ -138,9 +140,23 @@ def _photo_files() -> list[tuple[str, bytes]]:
         ("immunohistochemistry.png", "ihc.png"), ("motorcycle_left.png", "motorcycle_left.png"),
     ]
     files = [(name, (skimage_data / file).read_bytes()) for name, file in shipped]
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        files.append(("grace_hopper.jpg", f.read()))
+    # where matplotlib.cbook.get_sample_data looks: matplotlib.get_data_path() / "sample_data"
+    files.append(("grace_hopper.jpg", (_package_dir("matplotlib") / "mpl-data" / "sample_data" / "grace_hopper.jpg")
+                  .read_bytes()))
     return files
+
+
+def _package_dir(name: str) -> Path:
+    """The folder of an installed package, found without importing it: the orchestrator reads the
+    photos at start-up and should not load matplotlib and scikit-image (0.3 s) to find two folders.
+
+    Raises:
+        ModuleNotFoundError: the package is not installed.
+    """
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError(f"{name} is not installed; the built-in photos dataset needs it", name=name)
+    return Path(spec.origin).parent
 
 
 @cache

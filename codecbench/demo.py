@@ -27,8 +27,10 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-import codecbench.cli.commands as cli
 from codecbench import analysis, states
+from codecbench.cli import EXIT_INTERRUPTED
+from codecbench.cli.follow import follow
+from codecbench.cli.views import bd_rate_view, make_console, results_table, workers_table
 from codecbench.client import Client
 from codecbench.local import start_local
 from codecbench.v1 import orchestrator_pb2
@@ -109,13 +111,13 @@ async def demo(out: Path, console: Console) -> int:
             }
             for agent in agents:
                 console.rule(f"{agent.name}: {len(agent.points)} point(s) on photos")
-                finished.append(await cli.follow(client, submitted[agent.name], console))
+                finished.append(await follow(client, submitted[agent.name], console))
             console.rule("results")
-            console.print(cli.results_table(finished, title="results on photos (means over the 8 images)"))
+            console.print(results_table(finished, title="results on photos (means over the 8 images)"))
             succeeded = [analysis.Curve.from_experiment(e) for e in finished if e.state == states.SUCCEEDED]
             jpeg = next((c for c in succeeded if c.name == "jpeg"), None)
             if jpeg is not None:
-                console.print(cli.bd_rate_view(analysis.bd_rate_table(succeeded, jpeg), jpeg))
+                console.print(bd_rate_view(analysis.bd_rate_table(succeeded, jpeg), jpeg))
                 if not any(c is not jpeg and all(math.isfinite(p.psnr_db) for p in c.points) for c in succeeded):
                     console.print(
                         "BD-rate needs a second lossy RD curve: only jpeg is lossy here, so its row "
@@ -126,7 +128,7 @@ async def demo(out: Path, console: Console) -> int:
                 console.print(f"RD plot (bpp vs PSNR) written to {plot}")
                 for note in notes:
                     console.print(f"  {note}")
-            console.print(cli.workers_table(await client.workers()))
+            console.print(workers_table(await client.workers()))
     finally:
         await services.stop()
     failed = [e for e in finished if e.state != states.SUCCEEDED]
@@ -141,9 +143,9 @@ async def demo(out: Path, console: Console) -> int:
 
 def main() -> int:
     try:
-        return asyncio.run(demo(OUT, cli.make_console()))
+        return asyncio.run(demo(OUT, make_console()))
     except KeyboardInterrupt:  # the services were stopped on the way out
-        return cli.EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
-"""The one error tree of codecbench, and its translation to the protocol and to gRPC status.
+"""The one error tree of codecbench, and its one table of gRPC status codes.
 
 ::
 
-    CodecbenchError                      (kind, phase; -> codecbench.v1.Error)
+    CodecbenchError                      status code (the table below), ErrorInfo reason, retryable
     ├── AgentError                       the agent is at fault; running it again will not help
     │   ├── AgentLoadError               AGENT_LOAD_ERROR     syntax/import error, file:line
     │   ├── SignatureMismatch            SIGNATURE_MISMATCH   expected vs actual parameters
@@ -13,17 +13,37 @@
     │   └── SandboxCrash                 SANDBOX_CRASH        exit code or signal
     ├── Cancelled                        CANCELLED
     ├── WorkerLost                       WORKER_LOST          retryable
-    └── InternalError                    INTERNAL             retryable
+    ├── InternalError                    INTERNAL             retryable
+    └── RequestError                     the call is refused; no ErrorKind (it ends a call, not an experiment)
+        ├── InvalidArgument              INVALID_ARGUMENT     field + problem (BadRequest field violations)
+        ├── NotFound                     NOT_FOUND
+        ├── AlreadyExists                ALREADY_EXISTS
+        ├── FailedPrecondition           FAILED_PRECONDITION
+        ├── ResourceExhausted            RESOURCE_EXHAUSTED   e.g. reason NO_FREE_SLOT (retryable)
+        ├── Unauthenticated              UNAUTHENTICATED
+        ├── PermissionDenied             PERMISSION_DENIED
+        └── Unavailable                  UNAVAILABLE          the service cannot be reached (retryable)
 
-Errors raised in a sandbox child arrive as ``codecbench.v1.Error`` messages and are wrapped
-with :func:`from_proto`; every gRPC boundary uses :func:`grpc_status_code` and
-:func:`rpc_status` so the status code and the typed details always agree.
+Experiment errors (the upper branches) carry the protocol's ``codecbench.v1.Error`` and its
+``ErrorKind``: they end experiments and travel in experiment events. Request errors refuse a call
+before any experiment exists, so the protocol's ``ErrorKind`` is not widened for them (their
+``kind`` is ``ERROR_KIND_UNSPECIFIED``); on the wire they are a gRPC status whose
+``google.rpc.ErrorInfo`` (domain :data:`DOMAIN`) carries a machine-readable ``reason`` such as
+``INVALID_ARGUMENT``, ``NO_FREE_SLOT`` or ``DATASET_UNKNOWN``, plus ``google.rpc.BadRequest`` field
+violations for an invalid argument. Every error, either branch, also has a reason (an experiment
+error's is its kind name).
+
+:data:`_STATUS_OF` is the one table from exception class to gRPC status code. The translation to
+and from the wire (``abort_with_status`` on the servers, ``AioRpcError`` on the clients) is
+:mod:`codecbench.status`, the one boundary on each side.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import grpc
-from google.rpc import status_pb2
 from grpc_status import rpc_status as rich_status
 
 from codecbench.v1 import errors_pb2
@@ -31,22 +51,21 @@ from codecbench.v1 import errors_pb2
 Kind = errors_pb2.ErrorKind
 Phase = errors_pb2.Phase
 
-# Which gRPC status a failed unary call carries for each kind of error.
-_STATUS_OF_KIND: dict[int, grpc.StatusCode] = {
-    errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR: grpc.StatusCode.FAILED_PRECONDITION,
-    errors_pb2.ERROR_KIND_SIGNATURE_MISMATCH: grpc.StatusCode.FAILED_PRECONDITION,
-    errors_pb2.ERROR_KIND_AGENT_EXCEPTION: grpc.StatusCode.ABORTED,
-    errors_pb2.ERROR_KIND_INVALID_OUTPUT: grpc.StatusCode.ABORTED,
-    errors_pb2.ERROR_KIND_TIMEOUT: grpc.StatusCode.DEADLINE_EXCEEDED,
-    errors_pb2.ERROR_KIND_MEMORY_LIMIT: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors_pb2.ERROR_KIND_SANDBOX_CRASH: grpc.StatusCode.ABORTED,
-    errors_pb2.ERROR_KIND_WORKER_LOST: grpc.StatusCode.UNAVAILABLE,
-    errors_pb2.ERROR_KIND_CANCELLED: grpc.StatusCode.CANCELLED,
-    errors_pb2.ERROR_KIND_INTERNAL: grpc.StatusCode.INTERNAL,
-}
-_MAX_STATUS_MESSAGE = 1024
-_MAX_STATUS_DETAIL_BYTES = 6 * 1024
+# The ``google.rpc.ErrorInfo.domain`` of every codecbench status.
+DOMAIN = "codecbench.v1"
+# ErrorInfo reasons that callers act on (beyond the default reason of each class, its code name).
+REASON_NO_FREE_SLOT = "NO_FREE_SLOT"
+REASON_DATASET_UNKNOWN = "DATASET_UNKNOWN"
+REASON_BLOB_MISSING = "BLOB_MISSING"
+REASON_IMAGE_UNDECODABLE = "IMAGE_UNDECODABLE"
+REASON_TENSOR_MALFORMED = "TENSOR_MALFORMED"
+REASON_VALUE_UNCONVERTIBLE = "VALUE_UNCONVERTIBLE"
+REASON_REQUEST_UNDECODABLE = "REQUEST_UNDECODABLE"
+REASON_NO_GPU = "NO_GPU"
+
 RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR_KIND_INTERNAL})
+# User input quoted in a message is cut to this many characters (see :func:`echo`).
+MAX_ECHO_CHARS = 200
 
 
 def kind_name(kind: int) -> str:
@@ -57,6 +76,17 @@ def kind_name(kind: int) -> str:
 def phase_name(phase: int) -> str:
     """``PHASE_ENCODE`` -> ``"encode"``."""
     return errors_pb2.Phase.Name(phase).removeprefix("PHASE_").lower()
+
+
+def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` for quoting user input in an error message, cut to about ``limit`` characters.
+
+    A request may carry a 100 KB label key; the message that refuses it quotes the start only.
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text)} characters)"
 
 
 class CodecbenchError(Exception):
@@ -75,10 +105,21 @@ class CodecbenchError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether running the experiment again could help (worker lost, internal error)."""
+        """Whether running the experiment (or sending the call) again could help."""
         return self.error.retryable
 
+    @property
+    def reason(self) -> str:
+        """The ``google.rpc.ErrorInfo`` reason: the kind name, e.g. ``"AGENT_EXCEPTION"``."""
+        return kind_name(self.error.kind)
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        """The gRPC status code of a call that fails with this error (from the one table)."""
+        return status_code_of(type(self))
+
     def to_proto(self) -> errors_pb2.Error:
+        """The protocol ``Error`` (a request error's has kind UNSPECIFIED: it is no experiment outcome)."""
         return self.error
 
 
@@ -126,6 +167,127 @@ class InternalError(CodecbenchError):
     kind = errors_pb2.ERROR_KIND_INTERNAL
 
 
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request (``google.rpc.BadRequest.FieldViolation``).
+
+    Attributes:
+        field: the field's path in the request, e.g. ``agent.files[2].path``.
+        description: what is wrong, with the limit when there is one.
+    """
+
+    field: str
+    description: str
+
+
+class RequestError(CodecbenchError):
+    """The call is refused (bad request, missing resource, no capacity now); no experiment ran.
+
+    ``str(exc)`` is the status message: ``"<field>: <problem>"`` when a field is named.
+
+    Attributes:
+        field: the request field at fault, or ``""``.
+        problem: the message without the field.
+        metadata: ``google.rpc.ErrorInfo`` metadata (``field`` included when named).
+        violations: ``google.rpc.BadRequest`` field violations (invalid arguments).
+    """
+
+    kind = errors_pb2.ERROR_KIND_UNSPECIFIED
+    # Whether sending the same call again later can succeed (capacity, reachability).
+    retryable_by_default = False
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        field: str = "",
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(f"{field}: {problem}" if field else problem)
+        self.field = field
+        self.problem = problem
+        self._reason = reason or self.code.name
+        self.metadata: dict[str, str] = {**({"field": field} if field else {}), **(metadata or {})}
+        self.violations: list[FieldViolation] = []
+        self.error.retryable = self.retryable_by_default if retryable is None else retryable
+
+    @property
+    def reason(self) -> str:
+        """The ``google.rpc.ErrorInfo`` reason, e.g. ``"INVALID_ARGUMENT"`` or ``"NO_FREE_SLOT"``."""
+        return self._reason
+
+
+class InvalidArgument(RequestError):
+    """A request field is malformed or out of its limits: ``InvalidArgument("page_size", "must be 0..1000")``."""
+
+    def __init__(
+        self,
+        field: str,
+        problem: str,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+        violations: Sequence[FieldViolation] = (),
+    ) -> None:
+        super().__init__(problem, field=field, reason=reason, metadata=metadata)
+        self.violations = list(violations) or [FieldViolation(field, problem)]
+
+
+class NotFound(RequestError):
+    """The experiment, worker or blob the request names does not exist."""
+
+
+class AlreadyExists(RequestError):
+    """The request would create something that exists with other content."""
+
+
+class FailedPrecondition(RequestError):
+    """The request is well-formed, but the service's state does not allow it (e.g. no GPU here)."""
+
+
+class ResourceExhausted(RequestError):
+    """No capacity for the call now (reason ``NO_FREE_SLOT``: retry later) or a size limit hit."""
+
+
+class Unauthenticated(RequestError):
+    """The call carries no valid credentials."""
+
+
+class PermissionDenied(RequestError):
+    """The caller may not do this."""
+
+
+class Unavailable(RequestError):
+    """The service cannot be reached or is shutting down (the client's view); retrying may help."""
+
+    retryable_by_default = True
+
+
+# The one table: which gRPC status a call failing with each error carries. A class not listed
+# takes the entry of its nearest listed base (see :func:`status_code_of`).
+_STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
+    AgentLoadError: grpc.StatusCode.FAILED_PRECONDITION,
+    SignatureMismatch: grpc.StatusCode.FAILED_PRECONDITION,
+    AgentException: grpc.StatusCode.ABORTED,
+    InvalidOutput: grpc.StatusCode.ABORTED,
+    Timeout: grpc.StatusCode.DEADLINE_EXCEEDED,
+    MemoryLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    SandboxCrash: grpc.StatusCode.ABORTED,
+    WorkerLost: grpc.StatusCode.UNAVAILABLE,
+    Cancelled: grpc.StatusCode.CANCELLED,
+    CodecbenchError: grpc.StatusCode.INTERNAL,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
 _CLASS_OF_KIND = {
     cls.kind: cls
     for cls in (
@@ -133,6 +295,28 @@ _CLASS_OF_KIND = {
         SandboxCrash, Cancelled, WorkerLost, InternalError,
     )
 }
+# A status without a codecbench.v1.Error detail is a request error; each code has one class.
+_REQUEST_ERROR_OF_CODE: dict[grpc.StatusCode, type[RequestError]] = {
+    code: cls for cls, code in _STATUS_OF.items() if issubclass(cls, RequestError)
+}
+
+
+def status_code_of(cls: type[CodecbenchError]) -> grpc.StatusCode:
+    """The gRPC status code of a call failing with an error of class ``cls`` (the one table)."""
+    for base in cls.__mro__:
+        if base in _STATUS_OF:
+            return _STATUS_OF[base]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def grpc_status_code(kind: int) -> grpc.StatusCode:
+    """The gRPC status code that a unary call failing with ``kind`` returns."""
+    return status_code_of(_CLASS_OF_KIND.get(kind, InternalError))
+
+
+def request_error_class(code: grpc.StatusCode) -> type[RequestError] | None:
+    """The request error a status ``code`` stands for (``NOT_FOUND`` -> :class:`NotFound`), if any."""
+    return _REQUEST_ERROR_OF_CODE.get(code)
 
 
 def from_proto(error: errors_pb2.Error) -> CodecbenchError:
@@ -143,32 +327,6 @@ def from_proto(error: errors_pb2.Error) -> CodecbenchError:
     exc.error = errors_pb2.Error()
     exc.error.CopyFrom(error)
     return exc
-
-
-def grpc_status_code(kind: int) -> grpc.StatusCode:
-    """The gRPC status code that a unary call failing with ``kind`` returns."""
-    return _STATUS_OF_KIND.get(kind, grpc.StatusCode.INTERNAL)
-
-
-def rpc_status(error: errors_pb2.Error) -> grpc.Status:
-    """A gRPC status (for ``context.abort_with_status``) whose details carry ``error``.
-
-    Read it back on the client with :func:`error_from_rpc`.
-    """
-    code = grpc_status_code(error.kind)
-    headline = f"{kind_name(error.kind)}: {error.message}"
-    if len(headline) > _MAX_STATUS_MESSAGE:
-        headline = headline[:_MAX_STATUS_MESSAGE] + "..."
-    detail = status_pb2.Status(code=code.value[0], message=headline)
-    # Status details travel in trailing metadata, whose size gRPC caps (16 KiB by default).
-    packed = errors_pb2.Error()
-    packed.CopyFrom(error)
-    while packed.ByteSize() > _MAX_STATUS_DETAIL_BYTES and packed.frames:
-        del packed.frames[0]
-    if packed.ByteSize() > _MAX_STATUS_DETAIL_BYTES:
-        packed.message = packed.message[: _MAX_STATUS_DETAIL_BYTES // 2] + "..."
-    detail.details.add().Pack(packed)
-    return rich_status.to_status(detail)
 
 
 def error_from_rpc(exc: grpc.RpcError) -> errors_pb2.Error | None:
@@ -199,8 +357,11 @@ def describe(error: errors_pb2.Error) -> str:
 
 
 __all__ = [
-    "AgentError", "AgentException", "AgentLoadError", "Cancelled", "CodecbenchError", "InternalError",
-    "InvalidOutput", "MemoryLimit", "SandboxCrash", "SignatureMismatch", "Timeout", "WorkerLost",
-    "describe", "error_from_rpc", "from_proto", "grpc_status_code", "kind_name", "phase_name",
-    "rpc_status",
+    "DOMAIN", "REASON_BLOB_MISSING", "REASON_DATASET_UNKNOWN", "REASON_IMAGE_UNDECODABLE", "REASON_NO_FREE_SLOT",
+    "REASON_NO_GPU", "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
+    "AgentError", "AgentException", "AgentLoadError", "AlreadyExists", "Cancelled", "CodecbenchError",
+    "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",
+    "NotFound", "PermissionDenied", "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
+    "Timeout", "Unauthenticated", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
+    "from_proto", "grpc_status_code", "kind_name", "phase_name", "request_error_class", "status_code_of",
 ]

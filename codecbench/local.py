@@ -1,10 +1,14 @@
-"""A local orchestrator + worker pair as child processes (``codecbench up`` and ``make demo``).
+"""Services as local child processes: :func:`spawn_service` starts one and waits for its listening
+line; :func:`start_local` starts an orchestrator + worker pair (``codecbench up``, ``make demo``).
+The tests and the benchmark suite start their child services with :func:`spawn_service` too, and
+poll with :func:`eventually`.
 
-Both run as their own interpreters (``python -m orchestrator_svc``, ``python -m worker_svc``),
-exactly as in production, on 127.0.0.1. In-process servers were rejected: the worker sets
-process-wide torch settings and forks sandbox children, which a CLI process should not inherit.
+Services run as their own interpreters (``python -m orchestrator_svc``, ``python -m worker_svc``),
+exactly as in production, on 127.0.0.1. In-process servers were rejected for the launcher: the
+worker sets process-wide torch settings and forks sandbox children, which a CLI process should not
+inherit.
 
-Layout of the data directory ``D``::
+Layout of the data directory ``D`` of :func:`start_local`::
 
     D/                  worker: blob cache, sandbox scratch (hidden from agents under bwrap)
     D/orchestrator/     orchestrator: SQLite store (codecbench.db) and blobs
@@ -18,23 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import re
 import signal
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
+from codecbench import errors
 from codecbench.client import Client
 
-ORCHESTRATOR_LINE = re.compile(r"codecbench orchestrator listening on (\S+)")
+# What every service prints on stdout once it serves: "codecbench orchestrator listening on HOST:PORT",
+# "codecbench worker <id> listening on HOST:PORT".
+LISTENING_LINE = re.compile(r"listening on (\S+)")
 WORKER_LINE = re.compile(r"codecbench worker (\S+) listening on (\S+)")
 # Runs ``python -m <argv[2:]>`` in place of itself after asking Linux to SIGTERM it when the
-# process that started it (pid argv[1]) dies, so a killed ``codecbench up`` or demo leaves no
-# orphaned services (an old worker running stale code is what the old runner suffered from).
-# A preexec_fn was rejected: it runs Python between fork and exec, unsafe with gRPC's threads.
+# thread that started it (in process argv[1]) ends, so a killed ``codecbench up``, demo, test run or
+# benchmark leaves no orphaned services (an old worker running stale code is what the old runner
+# suffered from). A preexec_fn was rejected: it runs Python between fork and exec, unsafe with
+# gRPC's threads.
 _LAUNCHER = (
     "import ctypes, os, signal, sys\n"
     "try:\n"
@@ -48,34 +57,143 @@ _LAUNCHER = (
 
 
 class LocalStartError(RuntimeError):
-    """A local service did not start; the message names it and points at its log file."""
+    """A local service did not start; the message names it, quotes its log's end and points at the log."""
 
 
 @dataclass
 class LocalService:
-    """One child service process."""
+    """One service running as a child process.
+
+    Attributes:
+        name: what messages call it (``"orchestrator"``, ``"worker"``).
+        process: the child (an interpreter running ``python -m <module>``).
+        address: ``HOST:PORT`` from its listening line.
+        log_path: where its stderr (structured log lines) goes, appended.
+        ready_line: the listening line itself (the worker's names its id).
+        argv: the command it runs, ``[python, "-m", module, *args]`` (started through a launcher
+            that sets the parent-death signal first).
+    """
 
     name: str
     process: asyncio.subprocess.Process
     address: str
     log_path: Path
+    ready_line: str = ""
+    argv: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
-    async def stop(self, timeout_s: float) -> int:
-        """SIGTERM (the services stop gracefully on it), SIGKILL after ``timeout_s``; returns the exit code."""
+    def send_signal(self, sig: int) -> None:
+        """Sends ``sig`` unless the process has exited."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                self.process.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(timeout_s):
-                    await self.process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    self.process.kill()
+                self.process.send_signal(sig)
+
+    def kill(self) -> None:
+        """SIGKILL: the service gets no chance to clean up (tests of crash recovery)."""
+        self.send_signal(signal.SIGKILL)
+
+    async def stop(self, timeout_s: float = 10.0) -> int:
+        """SIGTERM (the services stop gracefully on it), SIGKILL after ``timeout_s``; returns the exit code."""
+        self.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.process.wait()
+        except TimeoutError:
+            self.kill()
         return await self.process.wait()
+
+    def log_lines(self) -> list[str]:
+        """The lines of its log file so far (empty if there is none)."""
+        try:
+            return self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of its log."""
+        return "\n".join(self.log_lines()[-lines:])
+
+
+async def spawn_service(
+    module: str,
+    *args: str,
+    log_path: Path,
+    name: str = "",
+    startup_s: float = 120.0,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> LocalService:
+    """Starts ``python -m module args`` and waits for its "listening on HOST:PORT" line on stdout.
+
+    The child runs in its own session (a Ctrl-C reaches only this process, which stops its services
+    in order) and is SIGTERMed by Linux if the thread that started it ends first. Its stderr is
+    appended to ``log_path``.
+
+    Args:
+        module: the module to run, e.g. ``"orchestrator_svc"`` (or a wrapper such as a profiler
+            that runs ``-m <service>`` itself).
+        log_path: the log file; its folder is created when missing.
+        name: what messages call the service; ``module`` when empty.
+        startup_s: how long the service may take to print the line (a worker imports torch).
+        cwd: working directory of the child (a module outside the installed packages needs its
+            folder); this process's when None.
+        env: environment of the child; this process's when None.
+
+    Raises:
+        LocalStartError: the service exited, or printed no listening line within ``startup_s``
+            (it is killed then).
+    """
+    name = name or module
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
+            start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
+        )
+    service = LocalService(name, process, "", log_path, argv=[sys.executable, "-m", module, *args])
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(startup_s):
+            while line := (await process.stdout.readline()).decode(errors="replace"):
+                if match := LISTENING_LINE.search(line):
+                    service.address, service.ready_line = match.group(1), line.strip()
+                    return service
+    except TimeoutError:
+        service.kill()
+        await process.wait()
+        raise LocalStartError(f"the {name} did not report its address within {startup_s:g} s; see {log_path}:\n"
+                              f"{service.log_tail()}") from None
+    except BaseException:  # cancelled while it started: it must not outlive the caller's cleanup
+        service.kill()
+        await process.wait()
+        raise
+    code = await process.wait()
+    raise LocalStartError(f"the {name} exited with code {code} before it was ready; see {log_path}:\n"
+                          f"{service.log_tail()}")
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], timeout_s: float = 20.0, what: str = "", interval_s: float = 0.05
+) -> None:
+    """Calls ``check`` (plain or async) until it returns true: a bounded poll instead of a sleep.
+
+    Raises:
+        TimeoutError: not within ``timeout_s``; the message names ``what``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s:g} s: {what or check}")
+        await asyncio.sleep(interval_s)
 
 
 @dataclass
@@ -101,43 +219,36 @@ class LocalServices:
         return waits[done.pop()]
 
 
-async def _spawn(name: str, args: list[str], log_path: Path, pattern: re.Pattern[str],
-                 startup_s: float) -> tuple[asyncio.subprocess.Process, re.Match[str]]:
-    """Starts ``python -m <args>`` and waits for the line that announces its address."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _LAUNCHER, str(os.getpid()), *args,
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
-            start_new_session=True,  # a Ctrl-C reaches only the parent, which stops the services in order
-        )
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(startup_s):
-            while line := (await process.stdout.readline()).decode(errors="replace"):
-                if match := pattern.search(line):
-                    return process, match
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        raise LocalStartError(f"the {name} did not report its address within {startup_s:g} s; see {log_path}") from None
-    code = await process.wait()
-    raise LocalStartError(f"the {name} exited with code {code} before it was ready; see {log_path}")
-
-
 async def _wait_registered(address: str, worker_id: str, timeout_s: float) -> None:
-    """Polls the orchestrator until it lists the worker."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
+    """Polls the orchestrator until it lists the worker.
+
+    Raises:
+        LocalStartError: not within ``timeout_s``.
+    """
     async with Client(address) as client:
-        while True:
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                if any(w.info.worker_id == worker_id for w in await client.workers()):
-                    return
-            if loop.time() > deadline:
-                raise LocalStartError(f"worker {worker_id} did not register with the orchestrator at {address} "
-                                      f"within {timeout_s:g} s")
-            await asyncio.sleep(0.1)
+
+        async def listed() -> bool:
+            try:
+                return any(w.info.worker_id == worker_id for w in await client.workers())
+            except errors.Unavailable:  # still binding, or busy starting: ask again
+                return False
+
+        try:
+            await eventually(listed, timeout_s, what=f"worker {worker_id} registered")
+        except TimeoutError:
+            raise LocalStartError(f"worker {worker_id} did not register with the orchestrator at {address} "
+                                  f"within {timeout_s:g} s") from None
+
+
+def _worker_id(worker: LocalService) -> str:
+    """The worker id its listening line names.
+
+    Raises:
+        LocalStartError: the line names none (a worker of another version).
+    """
+    if match := WORKER_LINE.search(worker.ready_line):
+        return match.group(1)
+    raise LocalStartError(f"the worker's listening line names no worker id: {worker.ready_line!r}")
 
 
 async def start_local(
@@ -153,6 +264,7 @@ async def start_local(
 
     Args:
         data_dir: see the module docstring for the layout; created when missing.
+        port: the orchestrator's port on 127.0.0.1; 0 picks a free one.
         worker_slots: experiments the worker runs at once.
         use_bwrap: False starts the worker with ``--no-bwrap`` (process-only isolation).
         log_level: level of the services' structured logs (written under ``data_dir/logs``).
@@ -163,22 +275,20 @@ async def start_local(
     """
     data_dir = data_dir.resolve()
     logs_dir = data_dir / "logs"
-    orchestrator_process, match = await _spawn(
-        "orchestrator",
-        ["orchestrator_svc", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir / "orchestrator"),
-         "--log-level", log_level],
-        logs_dir / "orchestrator.log", ORCHESTRATOR_LINE, startup_s,
+    orchestrator = await spawn_service(
+        "orchestrator_svc", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir / "orchestrator"),
+        "--log-level", log_level,
+        log_path=logs_dir / "orchestrator.log", name="orchestrator", startup_s=startup_s,
     )
-    orchestrator = LocalService("orchestrator", orchestrator_process, match.group(1), logs_dir / "orchestrator.log")
     try:
-        worker_args = ["worker_svc", "--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
+        worker_args = ["--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
                        "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level]
         if not use_bwrap:
             worker_args.append("--no-bwrap")
-        worker_process, match = await _spawn("worker", worker_args, logs_dir / "worker.log", WORKER_LINE, startup_s)
-        worker = LocalService("worker", worker_process, match.group(2), logs_dir / "worker.log")
-        services = LocalServices(orchestrator, worker, match.group(1), data_dir)
+        worker = await spawn_service("worker_svc", *worker_args, log_path=logs_dir / "worker.log", name="worker",
+                                     startup_s=startup_s)
         try:
+            services = LocalServices(orchestrator, worker, _worker_id(worker), data_dir)
             await _wait_registered(orchestrator.address, services.worker_id, startup_s)
         except BaseException:
             await worker.stop(5.0)
@@ -189,4 +299,4 @@ async def start_local(
     return services
 
 
-__all__ = ["LocalService", "LocalServices", "LocalStartError", "start_local"]
+__all__ = ["LocalService", "LocalServices", "LocalStartError", "eventually", "spawn_service", "start_local"]

@@ -7,11 +7,14 @@ base64, so every bit arrives as it was sent.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from codecbench.v1 import types_pb2
+
+if TYPE_CHECKING:  # imported where a tensor is packed or made, so the CLI and orchestrator never load it
+    import torch
 
 _NUMPY_OF = {
     types_pb2.D_TYPE_UINT8: np.dtype("<u1"),
@@ -63,6 +66,8 @@ def from_torch(tensor: torch.Tensor) -> types_pb2.Tensor:
     Raises:
         TypeError: the dtype has no protocol equivalent.
     """
+    import torch  # lazily: see the TYPE_CHECKING import above
+
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
@@ -108,6 +113,8 @@ def to_torch(message: types_pb2.Tensor) -> torch.Tensor:
     Raises:
         TensorFormatError: as :func:`to_numpy`.
     """
+    import torch  # lazily: see the TYPE_CHECKING import above
+
     if message.dtype == types_pb2.D_TYPE_BFLOAT16:
         shape = _shape(message, 2)
         raw = np.frombuffer(message.data, dtype="<i2").astype(np.int16).reshape(shape)

@@ -1,7 +1,8 @@
 """Request checks shared by the orchestrator and the worker.
 
-Each function returns the first problem as ``"<field>: <problem and limit>"`` (the text of an
-INVALID_ARGUMENT status), or None when the value is acceptable.
+Each ``check_*`` function raises :class:`codecbench.errors.InvalidArgument` naming the first bad
+field and its limit (``points[2].params['q']: nested deeper than 8 levels``), and returns None when
+the value is acceptable.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from codecbench.errors import InvalidArgument, echo
 from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
@@ -21,28 +23,41 @@ MAX_VALUE_DEPTH = 8
 DEVICES = ("cpu", "cuda")
 
 
-def timeouts_problem(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> str | None:
+def check_timeouts(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> None:
+    """Every limit is finite and between 0 (the default) and :data:`MAX_TIMEOUT_S` seconds.
+
+    Raises:
+        InvalidArgument: naming ``timeouts.<limit>``.
+    """
     for name in ("load_s", "encode_s", "decode_s", "experiment_s"):
         value = getattr(timeouts, name)
         if not math.isfinite(value) or value < 0 or value > MAX_TIMEOUT_S:
-            return f"{field}.{name}: {value} must be between 0 (default) and {MAX_TIMEOUT_S:g} seconds"
-    return None
+            raise InvalidArgument(
+                f"{field}.{name}", f"{value} must be between 0 (default) and {MAX_TIMEOUT_S:g} seconds"
+            )
 
 
-def points_problem(points: Sequence[types_pb2.ParameterPoint], field: str = "points") -> str | None:
+def check_points(points: Sequence[types_pb2.ParameterPoint], field: str = "points") -> None:
+    """At most :data:`MAX_POINTS` points of at most :data:`MAX_POINT_BYTES` each; parameter names are
+    Python identifiers, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels.
+
+    Raises:
+        InvalidArgument: naming the point or parameter, e.g. ``points[0].params['q']``.
+    """
     if len(points) > MAX_POINTS:
-        return f"{field}: {len(points)} parameter points exceed the limit of {MAX_POINTS}"
+        raise InvalidArgument(field, f"{len(points)} parameter points exceed the limit of {MAX_POINTS}")
     for i, point in enumerate(points):
         if point.ByteSize() > MAX_POINT_BYTES:
-            return f"{field}[{i}]: {point.ByteSize()} bytes exceed the limit of {MAX_POINT_BYTES} bytes per point"
+            raise InvalidArgument(
+                f"{field}[{i}]", f"{point.ByteSize()} bytes exceed the limit of {MAX_POINT_BYTES} bytes per point"
+            )
         for key, value in point.params.items():
             if not key.isidentifier():
-                return f"{field}[{i}].params: {key!r} is not a Python identifier"
+                raise InvalidArgument(f"{field}[{i}].params", f"{echo(key)} is not a Python identifier")
             if value.WhichOneof("kind") is None:
-                return f"{field}[{i}].params[{key!r}]: empty value"
+                raise InvalidArgument(f"{field}[{i}].params[{key!r}]", "empty value")
             if _depth(value) > MAX_VALUE_DEPTH:
-                return f"{field}[{i}].params[{key!r}]: nested deeper than {MAX_VALUE_DEPTH} levels"
-    return None
+                raise InvalidArgument(f"{field}[{i}].params[{key!r}]", f"nested deeper than {MAX_VALUE_DEPTH} levels")
 
 
 def _depth(value: types_pb2.Value) -> int:
@@ -54,7 +69,11 @@ def _depth(value: types_pb2.Value) -> int:
     return 1
 
 
-def device_problem(device: str, field: str = "device", allowed: Sequence[str] = DEVICES) -> str | None:
+def check_device(device: str, field: str = "device", allowed: Sequence[str] = DEVICES) -> None:
+    """``device`` is one of ``allowed``.
+
+    Raises:
+        InvalidArgument: naming ``field``.
+    """
     if device not in allowed:
-        return f"{field}: {device!r} is not one of {', '.join(allowed)}"
-    return None
+        raise InvalidArgument(field, f"{echo(device)} is not one of {', '.join(allowed)}")

@@ -7,15 +7,23 @@ offending entry, e.g. ``encoding_data['meta'][2]: unsupported type set``.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import numpy as np
-import torch
-
-from codecbench import tensors
 from codecbench.v1 import types_pb2
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+# numpy and torch are not imported here: the CLI and the orchestrator convert plain values and should
+# not pay their import (numpy 0.1 s, torch 2 s). Their types are looked up with _loaded_types, and
+# codecbench.tensors (which needs numpy) is imported where an array or a tensor is converted.
+
+
+def _loaded_types(module: str, *names: str) -> tuple[type, ...]:
+    """The named types of ``module`` if it is already imported, else none: an object of such a type
+    cannot exist before its library is loaded, so checking against an empty tuple loses nothing."""
+    library = sys.modules.get(module)
+    return tuple(getattr(library, name) for name in names) if library is not None else ()
 
 
 class ValueConversionError(TypeError):
@@ -30,24 +38,28 @@ def to_value(obj: Any, path: str = "value") -> types_pb2.Value:
     """
     if obj is None:
         return types_pb2.Value(null_value=True)
-    if isinstance(obj, (bool, np.bool_)):
+    if isinstance(obj, (bool, *_loaded_types("numpy", "bool_"))):
         return types_pb2.Value(bool_value=bool(obj))
-    if isinstance(obj, (int, np.integer)):
+    if isinstance(obj, (int, *_loaded_types("numpy", "integer"))):
         if not _INT64_MIN <= int(obj) <= _INT64_MAX:
             raise ValueConversionError(f"{path}: integer {obj} does not fit in 64 bits")
         return types_pb2.Value(int_value=int(obj))
-    if isinstance(obj, (float, np.floating)):
+    if isinstance(obj, (float, *_loaded_types("numpy", "floating"))):
         return types_pb2.Value(float_value=float(obj))
     if isinstance(obj, str):
         return types_pb2.Value(string_value=obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return types_pb2.Value(bytes_value=bytes(obj))
-    if isinstance(obj, torch.Tensor):
+    if isinstance(obj, _loaded_types("torch", "Tensor")):
+        from codecbench import tensors
+
         try:
             return types_pb2.Value(torch_tensor_value=tensors.from_torch(obj))
         except TypeError as exc:
             raise ValueConversionError(f"{path}: {exc}") from exc
-    if isinstance(obj, np.ndarray):
+    if isinstance(obj, _loaded_types("numpy", "ndarray")):
+        from codecbench import tensors
+
         try:
             return types_pb2.Value(ndarray_value=tensors.from_numpy(obj))
         except TypeError as exc:
@@ -78,9 +90,11 @@ def from_value(value: types_pb2.Value) -> Any:
         return [from_value(v) for v in value.list_value.values]
     if kind == "map_value":
         return {e.key: from_value(e.value) for e in value.map_value.entries}
-    if kind == "torch_tensor_value":
-        return tensors.to_torch(value.torch_tensor_value)
-    if kind == "ndarray_value":
+    if kind in ("torch_tensor_value", "ndarray_value"):
+        from codecbench import tensors
+
+        if kind == "torch_tensor_value":
+            return tensors.to_torch(value.torch_tensor_value)
         return tensors.to_numpy(value.ndarray_value)
     return getattr(value, kind)
 

@@ -7,7 +7,8 @@ the ledger (stored, then announced). Outcomes:
   retried on the next attempt, agent errors never are;
 - the stream breaks (worker killed, network gone) or heartbeats stop: the worker is LOST and the
   experiment goes back to the queue with ``attempt + 1`` (FAILED with WORKER_LOST past the limit);
-- the worker refused it for lack of a free slot: back to the queue, same attempt;
+- the worker refused it for lack of a free slot (ErrorInfo reason ``NO_FREE_SLOT``): back to the queue,
+  same attempt;
 - cancelled by a user: the CANCELLED state is stored first, then the call is cancelled, which
   makes the worker kill the sandbox processes.
 """
@@ -22,6 +23,7 @@ import grpc
 
 from codecbench import errors, logs, validation
 from codecbench.states import QUEUED, RUNNING
+from codecbench.status import from_rpc_error
 from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
@@ -222,7 +224,8 @@ class Scheduler:
     async def _call_failed(self, dispatch: Dispatch, exc: grpc.aio.AioRpcError) -> None:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
         code = exc.code()
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "slots" in (exc.details() or ""):
+        refusal = from_rpc_error(exc)
+        if isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
             await self.ledger.back_to_queue(experiment_id, attempt, f"worker {worker.worker_id} had no free slot")
         elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             self.mark_lost(worker, f"its RunExperiment stream broke ({code.name}: {exc.details()})")

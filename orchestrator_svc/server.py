@@ -13,6 +13,7 @@ import grpc
 
 from codecbench import build, bundles, datasets, logs, rpc
 from codecbench.blobs import BlobStore
+from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
@@ -106,7 +107,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         config.max_bundle_bytes,
         config.heartbeat_interval_s,
     )
-    server = grpc.aio.server(options=rpc.server_options())
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary()])
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
     port = rpc.bind(server, config.host, config.port)

@@ -1,7 +1,9 @@
 """``codecbench.v1.OrchestratorService``: validation at the door, then the store, ledger and scheduler.
 
-Every malformed request gets INVALID_ARGUMENT naming the field and the limit; the service never
-crashes on a request.
+Handlers raise the request errors of :mod:`codecbench.errors` (a malformed request gets
+:class:`~codecbench.errors.InvalidArgument` naming the field and the limit); the server's
+:class:`codecbench.status.ErrorBoundary` turns them into statuses, so the service never crashes on
+a request and never ends a call with a status itself.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import bundles, datasets, logs, rpc, validation
+from codecbench import bundles, datasets, errors, logs, rpc, validation
 from codecbench.blobs import BlobStore
+from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
+from codecbench.status import in_field
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
@@ -40,13 +44,12 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def _labels_problem(labels: dict[str, str]) -> str | None:
+def _check_labels(labels: dict[str, str]) -> None:
     for key, value in labels.items():
         if not key or len(key) > 200:
-            return f"labels: key {key!r} must have 1 to 200 characters"
+            raise InvalidArgument("labels", f"key {echo(key)} must have 1 to 200 characters")
         if len(value) > 1000:
-            return f"labels[{key!r}]: value longer than 1000 characters"
-    return None
+            raise InvalidArgument(f"labels[{key!r}]", "value longer than 1000 characters")
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -73,42 +76,50 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     # -- experiments -------------------------------------------------------------------------
 
-    def _create_problem(
-        self, request: orchestrator_pb2.CreateExperimentRequest, dataset: orchestrator_pb2.Dataset | None
-    ) -> str | None:
-        problem = bundles.validate(request.agent)
-        if problem:
-            return problem
+    def _checked_dataset(self, request: orchestrator_pb2.CreateExperimentRequest) -> orchestrator_pb2.Dataset:
+        """Checks a CreateExperiment request and returns the dataset it names (looked up once).
+
+        Raises:
+            InvalidArgument: naming the first bad field.
+        """
+        bundles.validate(request.agent)
         size = sum(len(f.content) or f.size_bytes for f in request.agent.files)
         if size > self.max_bundle_bytes:
-            return f"agent.files: the bundle has {size} bytes, over the limit of {self.max_bundle_bytes} bytes"
+            raise InvalidArgument(
+                "agent.files", f"the bundle has {size} bytes, over the limit of {self.max_bundle_bytes} bytes"
+            )
         for i, f in enumerate(request.agent.files):
             if not f.content and f.size_bytes and not self.blobs.has(f.sha256):
-                return f"agent.files[{i}].content: missing, and no stored blob has sha256 {f.sha256}"
+                raise InvalidArgument(
+                    f"agent.files[{i}].content", f"missing, and no stored blob has sha256 {f.sha256}",
+                    reason=errors.REASON_BLOB_MISSING,
+                )
         if not request.dataset:
-            return "dataset: missing (a dataset name such as 'photos', or a dataset digest)"
+            raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
+        dataset = self.store.find_dataset(request.dataset)
         if dataset is None:
             known = ", ".join(d.name for d in self.store.list_datasets())
-            return f"dataset: unknown dataset {request.dataset!r} (known: {known})"
-        return (
-            validation.points_problem(request.points)
-            or validation.device_problem(request.device or "cpu", allowed=DEVICES)
-            or validation.timeouts_problem(request.timeouts)
-            or (
-                f"max_attempts: {request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) "
-                f"and {MAX_ATTEMPTS_LIMIT}"
-                if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT
-                else None
+            raise InvalidArgument(
+                "dataset", f"unknown dataset {echo(request.dataset)} (known: {known})",
+                reason=errors.REASON_DATASET_UNKNOWN,
             )
-            or _labels_problem(dict(request.labels))
-            or ("request_id: longer than 200 characters" if len(request.request_id) > 200 else None)
-        )
+        validation.check_points(request.points)
+        validation.check_device(request.device or "cpu", allowed=DEVICES)
+        validation.check_timeouts(request.timeouts)
+        if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
+            raise InvalidArgument(
+                "max_attempts",
+                f"{request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) and {MAX_ATTEMPTS_LIMIT}",
+            )
+        _check_labels(dict(request.labels))
+        if len(request.request_id) > 200:
+            raise InvalidArgument("request_id", "longer than 200 characters")
+        return dataset
 
-    async def CreateExperiment(self, request, context):  # noqa: N802 - gRPC method name
-        dataset = self.store.find_dataset(request.dataset) if request.dataset else None
-        problem = self._create_problem(request, dataset)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+    async def CreateExperiment(  # noqa: N802 - gRPC method name
+        self, request: orchestrator_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.CreateExperimentResponse:
+        dataset = self._checked_dataset(request)
         if request.request_id:
             existing = self.store.find_by_request_id(request.request_id)
             if existing:
@@ -146,25 +157,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.scheduler.wake.set()
         return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(exp.experiment_id))
 
-    async def _experiment(self, context, experiment_id: str) -> orchestrator_pb2.Experiment:  # noqa: ANN001
+    def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         if not experiment_id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "experiment_id: missing")
+            raise InvalidArgument("experiment_id", "missing")
         exp = self.store.get_experiment(experiment_id)
         if exp is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"experiment_id: no experiment {experiment_id!r}")
+            raise NotFound(f"no experiment {echo(experiment_id)}", field="experiment_id")
         return exp
 
-    async def GetExperiment(self, request, context):  # noqa: N802
-        return orchestrator_pb2.GetExperimentResponse(experiment=await self._experiment(context, request.experiment_id))
+    async def GetExperiment(  # noqa: N802
+        self, request: orchestrator_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.GetExperimentResponse:
+        return orchestrator_pb2.GetExperimentResponse(experiment=self._experiment(request.experiment_id))
 
-    async def ListExperiments(self, request, context):  # noqa: N802
+    async def ListExperiments(  # noqa: N802
+        self, request: orchestrator_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListExperimentsResponse:
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"page_size: {request.page_size} must be 0..{MAX_PAGE_SIZE}"
-            )
+            raise InvalidArgument("page_size", f"{request.page_size} must be 0..{MAX_PAGE_SIZE}")
         for state in request.states:
             if state not in experiment_pb2.ExperimentState.values() or state == 0:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"states: unknown state {state}")
+                raise InvalidArgument("states", f"unknown state {state}")
         after_row = None
         if request.page_token:
             try:
@@ -172,29 +185,33 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             except ValueError:
                 after_row = -1
             if not 0 < after_row < 2**62:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token this service issued")
+                raise InvalidArgument("page_token", "not a token this service issued")
         created_after = None
         if request.HasField("created_after"):
             try:
                 created_after = request.created_after.ToMicroseconds() / 1e6
             except ValueError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"created_after: {exc}")
+                raise InvalidArgument("created_after", str(exc)) from exc
         page, next_row = self.store.list_experiments(
             list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row, created_after
         )
         token = base64.urlsafe_b64encode(str(next_row).encode()).decode() if next_row is not None else ""
         return orchestrator_pb2.ListExperimentsResponse(experiments=page, next_page_token=token)
 
-    async def CancelExperiment(self, request, context):  # noqa: N802
-        await self._experiment(context, request.experiment_id)
+    async def CancelExperiment(  # noqa: N802
+        self, request: orchestrator_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.CancelExperimentResponse:
+        self._experiment(request.experiment_id)
         exp = await self.scheduler.cancel(request.experiment_id)
         self.log.info("experiment.cancel_requested", experiment_id=request.experiment_id)
         return orchestrator_pb2.CancelExperimentResponse(experiment=exp)
 
-    async def WatchExperiment(self, request, context) -> AsyncIterator[orchestrator_pb2.WatchExperimentResponse]:  # noqa: N802
-        exp = await self._experiment(context, request.experiment_id)
+    async def WatchExperiment(  # noqa: N802
+        self, request: orchestrator_pb2.WatchExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orchestrator_pb2.WatchExperimentResponse]:
+        exp = self._experiment(request.experiment_id)
         if request.after_sequence < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "after_sequence: must be >= 0")
+            raise InvalidArgument("after_sequence", "must be >= 0")
         last = request.after_sequence
         last_stored = exp.last_sequence
         if exp.state in TERMINAL_STATES and last >= last_stored:
@@ -209,7 +226,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     # -- datasets and blobs ------------------------------------------------------------------
 
-    async def CreateDataset(self, request_iterator, context):  # noqa: N802
+    async def CreateDataset(  # noqa: N802
+        self,
+        request_iterator: AsyncIterator[orchestrator_pb2.CreateDatasetRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> orchestrator_pb2.CreateDatasetResponse:
         name = ""
         parts: dict[str, list[bytes]] = {}
         sizes: dict[str, int] = {}
@@ -220,52 +241,40 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 name = message.header.name
                 continue
             if not name:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "header: the first message must name the dataset")
+                raise InvalidArgument("header", "the first message must name the dataset")
             chunk = message.chunk
             if len(chunk.data) > rpc.CHUNK_BYTES:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"chunk.data: {len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}",
+                raise InvalidArgument(
+                    "chunk.data", f"{len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}"
                 )
             if not chunk.image_name or "/" in chunk.image_name or chunk.image_name in closed:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"chunk.image_name: {chunk.image_name!r} is empty, has '/', or was already closed",
+                raise InvalidArgument(
+                    "chunk.image_name", f"{echo(chunk.image_name)} is empty, has '/', or was already closed"
                 )
             sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
             if sizes[chunk.image_name] > MAX_IMAGE_BYTES:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"chunk.data: image {chunk.image_name!r} exceeds {MAX_IMAGE_BYTES} bytes",
-                )
+                raise InvalidArgument("chunk.data", f"image {echo(chunk.image_name)} exceeds {MAX_IMAGE_BYTES} bytes")
             parts.setdefault(chunk.image_name, []).append(chunk.data)
             if chunk.last:
                 closed.append(chunk.image_name)
             if len(parts) > MAX_DATASET_IMAGES:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: more than {MAX_DATASET_IMAGES} images")
-        problem = (
-            "header.name: missing"
-            if not name
-            else f"header.name: {name!r} is a built-in dataset"
-            if name in datasets.BUILTIN_DATASETS
-            else f"header.name: {name!r} must be 1-200 characters without '/'"
-            if len(name) > 200 or "/" in name
-            else "chunk: no images uploaded"
-            if not parts
-            else f"chunk.last: image {sorted(set(parts) - set(closed))[0]!r} was never closed"
-            if set(parts) - set(closed)
-            else None
-        )
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+                raise InvalidArgument("chunk", f"more than {MAX_DATASET_IMAGES} images")
+        if not name:
+            raise InvalidArgument("header.name", "missing")
+        if name in datasets.BUILTIN_DATASETS:
+            raise InvalidArgument("header.name", f"{echo(name)} is a built-in dataset")
+        if len(name) > 200 or "/" in name:
+            raise InvalidArgument("header.name", f"{echo(name)} must be 1-200 characters without '/'")
+        if not parts:
+            raise InvalidArgument("chunk", "no images uploaded")
+        if set(parts) - set(closed):
+            raise InvalidArgument("chunk.last", f"image {echo(sorted(set(parts) - set(closed))[0])} was never closed")
         images = []
         for image_name in sorted(parts):
             data = b"".join(parts[image_name])
-            try:
+            with in_field("chunk.data"):
                 # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
                 await asyncio.to_thread(datasets.decode_rgb, image_name, data)
-            except datasets.ImageDecodeError as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk.data: {exc}")
             digest = await asyncio.to_thread(self.blobs.put, data)
             images.append(orchestrator_pb2.DatasetImage(name=image_name, sha256=digest, size_bytes=len(data)))
         dataset = orchestrator_pb2.Dataset(
@@ -279,25 +288,28 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             if existing.digest == dataset.digest:
                 return orchestrator_pb2.CreateDatasetResponse(dataset=existing)  # the same upload again
             # Queued experiments name this dataset: its images must not change under them.
-            await context.abort(
-                grpc.StatusCode.ALREADY_EXISTS,
-                f"header.name: dataset {name!r} exists with other images (digest {existing.digest}); "
-                "upload under another name",
+            raise AlreadyExists(
+                f"dataset {echo(name)} exists with other images (digest {existing.digest}); upload under another name",
+                field="header.name",
+                metadata={"digest": existing.digest},
             )
         self.store.put_dataset(dataset)
         self.log.info("dataset.created", dataset=name, images=len(images), digest=dataset.digest)
         return orchestrator_pb2.CreateDatasetResponse(dataset=dataset)
 
-    async def ListDatasets(self, request, context):  # noqa: N802
+    async def ListDatasets(  # noqa: N802
+        self, request: orchestrator_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListDatasetsResponse:
         return orchestrator_pb2.ListDatasetsResponse(datasets=self.store.list_datasets())
 
-    async def ReadBlob(self, request, context):  # noqa: N802
-        try:
-            path = self.blobs.path(request.sha256)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sha256: {exc}")
+    async def ReadBlob(  # noqa: N802
+        self, request: orchestrator_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[orchestrator_pb2.ReadBlobResponse]:
+        if not bundles.is_sha256(request.sha256):
+            raise InvalidArgument("sha256", f"{echo(request.sha256)} is not 64 lower-case hex digits")
+        path = self.blobs.path(request.sha256)
         if not path.exists():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"sha256: no blob {request.sha256}")
+            raise NotFound(f"no blob {request.sha256}", field="sha256", reason=errors.REASON_BLOB_MISSING)
         size = path.stat().st_size
         self.blob_reads[request.sha256] += 1
         with path.open("rb") as f:
@@ -308,12 +320,16 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     # -- workers -----------------------------------------------------------------------------
 
-    async def RegisterWorker(self, request, context):  # noqa: N802
+    async def RegisterWorker(  # noqa: N802
+        self, request: orchestrator_pb2.RegisterWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.RegisterWorkerResponse:
         info = request.worker
-        if not info.worker_id or not info.address:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker: worker_id and address are required")
+        if not info.worker_id:
+            raise InvalidArgument("worker.worker_id", "missing")
+        if not info.address:
+            raise InvalidArgument("worker.address", "missing")
         if info.slots < 1:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"worker.slots: {info.slots} must be at least 1")
+            raise InvalidArgument("worker.slots", f"{info.slots} must be at least 1")
         known = self.registry.get(info.worker_id)
         if known is not None and known.info.address != info.address:
             # Whatever ran under this id at the old address is no longer ours to wait for.
@@ -331,21 +347,27 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             status=entry.status(), heartbeat_interval_s=self.heartbeat_interval_s
         )
 
-    async def Heartbeat(self, request, context):  # noqa: N802
+    async def Heartbeat(  # noqa: N802
+        self, request: orchestrator_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.HeartbeatResponse:
         entry = self.registry.get(request.worker_id)
         if entry is None or entry.lost_reason:
             # A LOST worker must register again: its experiments were already requeued.
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"worker_id: {request.worker_id!r} is not registered")
+            raise NotFound(f"{echo(request.worker_id)} is not registered", field="worker_id")
         entry.last_heartbeat = time.time()
         return orchestrator_pb2.HeartbeatResponse(status=entry.status())
 
-    async def ListWorkers(self, request, context):  # noqa: N802
+    async def ListWorkers(  # noqa: N802
+        self, request: orchestrator_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ListWorkersResponse:
         return orchestrator_pb2.ListWorkersResponse(workers=[w.status() for w in self.registry.workers.values()])
 
-    async def DrainWorker(self, request, context):  # noqa: N802
+    async def DrainWorker(  # noqa: N802
+        self, request: orchestrator_pb2.DrainWorkerRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.DrainWorkerResponse:
         entry = self.registry.get(request.worker_id)
         if entry is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"worker_id: no worker {request.worker_id!r}")
+            raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")
         entry.draining = True
         self.log.info("worker.draining", worker_id=request.worker_id)
         return orchestrator_pb2.DrainWorkerResponse(status=entry.status())

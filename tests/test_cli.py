@@ -23,11 +23,11 @@ import bjontegaard
 import numpy as np
 import pytest
 import pytest_asyncio
-from conftest import AGENTS, TEST_AGENTS, eventually
+from helpers import AGENTS, TEST_AGENTS, eventually
 from PIL import Image
 from typer.testing import CliRunner, Result
 
-import codecbench.cli.commands as cli
+from codecbench.cli import app, parsing
 from codecbench.client import Client
 from orchestrator_svc.server import OrchestratorConfig, start_orchestrator
 from worker_svc.registration import OrchestratorLink
@@ -69,7 +69,7 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
 
 async def invoke(services: Services, *args: str, code: int = 0) -> Result:
     """Runs ``codecbench --server ADDRESS ARGS`` and checks its exit code."""
-    result = await asyncio.to_thread(RUNNER.invoke, cli.app, ["--server", services.address, *args])
+    result = await asyncio.to_thread(RUNNER.invoke, app, ["--server", services.address, *args])
     assert result.exit_code == code, f"exit {result.exit_code} != {code}\n{result.output}\n{result.exception!r}"
     return result
 
@@ -121,26 +121,26 @@ async def run_failing(services: Services, tiny: str, quality: int) -> tuple[str,
 
 
 def test_parameter_values_parse_as_int_then_float_then_str() -> None:
-    assert [cli.parse_value(v) for v in ("10", "-3", "0.5", "1e-3", "fast")] == [10, -3, 0.5, 0.001, "fast"]
-    assert cli.parameter_grid(["quality=10,30", "mode=a,b"]) == [
+    assert [parsing.parse_value(v) for v in ("10", "-3", "0.5", "1e-3", "fast")] == [10, -3, 0.5, 0.001, "fast"]
+    assert parsing.parameter_grid(["quality=10,30", "mode=a,b"]) == [
         {"quality": 10, "mode": "a"}, {"quality": 10, "mode": "b"},
         {"quality": 30, "mode": "a"}, {"quality": 30, "mode": "b"},
     ]
-    assert cli.parameter_grid([]) == [{}]
+    assert parsing.parameter_grid([]) == [{}]
     for bad, message in [(["quality"], "expected NAME=VALUE"), (["q=1", "q=2"], "given twice"), (["=1"], "NAME")]:
-        with pytest.raises(cli.UsageError, match=message):
-            cli.parameter_grid(bad)
+        with pytest.raises(parsing.UsageError, match=message):
+            parsing.parameter_grid(bad)
 
 
 def test_since_and_state_options_parse() -> None:
-    assert cli.parse_since("30m", now=10_000.0) == 10_000.0 - 1800
-    assert cli.parse_since("2d", now=200_000.0) == 200_000.0 - 2 * 86400
-    assert cli.parse_since("2024-05-01T00:00:00+00:00") == 1714521600.0
-    with pytest.raises(cli.UsageError, match="expected a duration"):
-        cli.parse_since("yesterday")
-    assert cli.parse_states(["failed,RUNNING", "EXPERIMENT_STATE_QUEUED"]) == [4, 2, 1]
-    with pytest.raises(cli.UsageError, match="--state done: expected one of queued, running"):
-        cli.parse_states(["done"])
+    assert parsing.parse_since("30m", now=10_000.0) == 10_000.0 - 1800
+    assert parsing.parse_since("2d", now=200_000.0) == 200_000.0 - 2 * 86400
+    assert parsing.parse_since("2024-05-01T00:00:00+00:00") == 1714521600.0
+    with pytest.raises(parsing.UsageError, match="expected a duration"):
+        parsing.parse_since("yesterday")
+    assert parsing.parse_states(["failed,RUNNING", "EXPERIMENT_STATE_QUEUED"]) == [4, 2, 1]
+    with pytest.raises(parsing.UsageError, match="--state done: expected one of queued, running"):
+        parsing.parse_states(["done"])
 
 
 # -- against the services ----------------------------------------------------------------------
@@ -328,10 +328,11 @@ async def test_usage_problems_exit_2(services: Services) -> None:
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--param", "quality", code=2)
     assert "--param 'quality': expected NAME=VALUE" in result.stderr
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--dataset", "nope", code=2)
-    assert "INVALID_ARGUMENT: dataset: unknown dataset 'nope'" in result.stderr
+    # a refused request arrives as the error tree (errors.InvalidArgument, errors.NotFound): its message
+    assert result.stderr.startswith("error: dataset: unknown dataset 'nope'"), result.stderr
     result = await invoke(services, "show", "exp-missing", code=2)
-    assert "NOT_FOUND" in result.stderr
-    result = await asyncio.to_thread(RUNNER.invoke, cli.app, ["--server", "127.0.0.1:1", "ls"])
+    assert result.stderr.startswith("error: experiment_id: no experiment 'exp-missing'"), result.stderr
+    result = await asyncio.to_thread(RUNNER.invoke, app, ["--server", "127.0.0.1:1", "ls"])
     assert result.exit_code == 2 and "cannot reach the orchestrator at 127.0.0.1:1" in result.stderr
 
 

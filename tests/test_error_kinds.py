@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 import torch
-from conftest import agent_bundle, eventually
-from worker_helpers import (
+from helpers import agent_bundle, eventually
+from helpers.worker import (
     TINY_SIZES,
     agent_processes,
     alive,

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from conftest import agent_bundle
-from worker_helpers import assert_good_agent_runs, request, result_of, run
+from helpers import agent_bundle
+from helpers.worker import assert_good_agent_runs, request, result_of, run
 
 from codecbench import errors, tensors, values
 from codecbench.v1 import errors_pb2, worker_pb2

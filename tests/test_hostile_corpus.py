@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import torch
-from conftest import agent_bundle, eventually
-from services import orchestrator
-from worker_helpers import agent_processes, assert_good_agent_runs, png_bytes, request, run, tiny_dataset
+from helpers import agent_bundle, eventually
+from helpers.services import orchestrator
+from helpers.worker import agent_processes, assert_good_agent_runs, png_bytes, request, run, tiny_dataset
 
 from codecbench import datasets, errors, rpc, tensors
 from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import agent_bundle, eventually
-from services import attach_worker, free_port, orchestrator, spawn, write_images
-from worker_helpers import agent_processes
+from helpers import agent_bundle, eventually
+from helpers.services import attach_worker, free_port, orchestrator, write_images
+from helpers.worker import agent_processes
 
-from codecbench import rpc, values
+from codecbench import errors, rpc, values
 from codecbench.client import Client
+from codecbench.local import spawn_service
 from codecbench.states import SUCCEEDED
 from codecbench.v1 import (
     errors_pb2,
@@ -86,8 +87,8 @@ async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(
     images = write_images(tmp_path / "imgs", [(32, 32)] * 4)
     async with orchestrator(tmp_path / "orch") as orch:
         args = ("--port", "0", "--orchestrator", orch.address)
-        w1 = await spawn("worker_svc", *args, "--data-dir", str(tmp_path / "w1"))
-        w2 = await spawn("worker_svc", *args, "--data-dir", str(tmp_path / "w2"))
+        w1 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w1"), log_path=tmp_path / "w1.log")
+        w2 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w2"), log_path=tmp_path / "w2.log")
         try:
             async with Client(orch.address) as client:
                 await eventually(lambda: _count_ready(client, 2), what="two workers registered")
@@ -138,8 +139,9 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
     port = free_port()
     data_dir = tmp_path / "orch"
     orch_args = ("--port", str(port), "--data-dir", str(data_dir))
-    orch = await spawn("orchestrator_svc", *orch_args)
-    worker = await spawn("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir", str(tmp_path / "w"))
+    orch = await spawn_service("orchestrator_svc", *orch_args, log_path=tmp_path / "orchestrator.log")
+    worker = await spawn_service("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir",
+                                 str(tmp_path / "w"), log_path=tmp_path / "worker.log")
     try:
         async with Client(orch.address) as client:
             await eventually(lambda: _count_ready(client, 1), what="worker registered")
@@ -158,8 +160,8 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
 
             await eventually(first_running, what="an experiment running")
         orch.kill()
-        await orch.proc.wait()
-        orch = await spawn("orchestrator_svc", *orch_args)
+        await orch.process.wait()
+        orch = await spawn_service("orchestrator_svc", *orch_args, log_path=tmp_path / "orchestrator-restarted.log")
         async with Client(orch.address) as client:
             finished = [await client.wait(i) for i in ids]
             assert [e.state for e in finished] == [SUCCEEDED] * 4
@@ -167,7 +169,7 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
             for exp in finished:
                 assert len(terminal_events(await all_events(client, exp.experiment_id))) == 1
             assert max(e.attempt for e in finished) == 2  # the one that was running went back to the queue
-        logged = [json.loads(line) for line in orch.stderr_lines if line.startswith(b"{")]
+        logged = [json.loads(line) for line in orch.log_lines() if line.startswith("{")]
         dispatched = [entry for entry in logged if entry.get("event") == "experiment.dispatched"]
         assert dispatched and all({"experiment_id", "worker_id", "attempt"} <= entry.keys() for entry in dispatched)
     finally:
@@ -500,7 +502,7 @@ async def test_dataset_names_are_immutable_and_uploads_idempotent(tmp_path: Path
         first = await client.upload_dataset("set", write_images(tmp_path / "a", [(32, 32)]))
         again = await client.upload_dataset("set", tmp_path / "a")
         assert again.digest == first.digest
-        with pytest.raises(grpc.aio.AioRpcError) as info:
+        with pytest.raises(errors.AlreadyExists) as info:
             await client.upload_dataset("set", write_images(tmp_path / "b", [(40, 40)]))
-        assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS and "header.name" in info.value.details()
+        assert info.value.field == "header.name"
         assert (await client.datasets())[-1].digest == first.digest

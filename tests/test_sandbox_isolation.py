@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import agent_bundle
-from worker_helpers import request, run
+from helpers import agent_bundle
+from helpers.worker import request, run
 
 from codecbench import rpc, tensors
 from codecbench.v1 import worker_pb2, worker_pb2_grpc

@@ -20,9 +20,9 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, agent_bundle
+from helpers import REPO, agent_bundle
+from helpers.worker import TINY_SIZES, request, result_of, run
 from PIL import Image
-from worker_helpers import TINY_SIZES, request, result_of, run
 
 from codecbench import build, datasets, rpc, tensors, values
 from codecbench.v1 import types_pb2, worker_pb2, worker_pb2_grpc

@@ -11,9 +11,10 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import torch
@@ -21,16 +22,19 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
 from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation, values
+from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, echo
+from codecbench.status import ErrorBoundary, in_field
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.launchers import make_launcher
 from sandbox.process import OutputBudget, SandboxLimits
 from worker_svc import devices as device_detection
 from worker_svc import metrics
-from worker_svc.blob_cache import BlobCache, BlobMissing, RemoteFetch
+from worker_svc.blob_cache import BlobCache, RemoteFetch
 from worker_svc.executor import DefaultTimeouts, run_experiment
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
+ResponseT = TypeVar("ResponseT")
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
 
 
@@ -77,31 +81,51 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     def slots_in_use(self) -> int:
         return self.config.slots - self._free_slots
 
-    async def GetWorkerInfo(self, request, context):  # noqa: N802 - gRPC method name
+    async def GetWorkerInfo(  # noqa: N802 - gRPC method name
+        self, request: worker_pb2.GetWorkerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> worker_pb2.GetWorkerInfoResponse:
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
-    async def _check_run_args(self, context: grpc.aio.ServicerContext, agent: types_pb2.AgentBundle,
-                              device: str, timeouts: types_pb2.Timeouts) -> None:
-        problem = (
-            bundles.validate(agent)
-            or validation.device_problem(device)
-            or validation.timeouts_problem(timeouts)
-        )
-        if problem is None and device == "cuda" and not device_detection.has_cuda(list(self.info.devices)):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "device: 'cuda' requested, this worker has no GPU")
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+    def _check_run_args(self, agent: types_pb2.AgentBundle, device: str, timeouts: types_pb2.Timeouts) -> None:
+        """Checks what Encode, Decode and RunExperiment share.
 
-    async def _fetch_agent(self, context: grpc.aio.ServicerContext, agent: types_pb2.AgentBundle) -> None:
-        try:
+        Raises:
+            InvalidArgument: a bad bundle, device or timeout.
+            FailedPrecondition: CUDA requested from a worker without a GPU (reason ``NO_GPU``).
+        """
+        bundles.validate(agent)
+        validation.check_device(device)
+        validation.check_timeouts(timeouts)
+        if device == "cuda" and not device_detection.has_cuda(list(self.info.devices)):
+            raise FailedPrecondition("'cuda' requested, this worker has no GPU", field="device",
+                                     reason=errors.REASON_NO_GPU)
+
+    async def _fetch_agent(self, agent: types_pb2.AgentBundle) -> None:
+        """Brings the files sent by digest into the blob cache.
+
+        Raises:
+            FailedPrecondition: a file is neither cached nor fetchable (reason ``BLOB_MISSING``).
+        """
+        with in_field("agent.files"):
             await self.blobs.ensure(f.sha256 for f in agent.files if not f.content and f.size_bytes)
-        except BlobMissing as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"agent.files: {exc}")
 
-    async def _single_call(self, context, agent, params, device, timeouts, role, call):
-        """Opens one agent side, binds the parameters, runs ``call`` on it; errors become statuses."""
-        await self._check_run_args(context, agent, device or "cpu", timeouts)
-        await self._fetch_agent(context, agent)
+    async def _single_call(
+        self,
+        agent: types_pb2.AgentBundle,
+        params: types_pb2.ParameterPoint,
+        device: str,
+        timeouts: types_pb2.Timeouts,
+        role: int,
+        call: Callable[[SandboxedAgent, types_pb2.Timeouts], Awaitable[ResponseT]],
+    ) -> ResponseT:
+        """Opens one agent side, binds the parameters, runs ``call`` on it.
+
+        Raises:
+            errors.RequestError: the request is refused.
+            errors.CodecbenchError: the agent failed (the status carries its ``codecbench.v1.Error``).
+        """
+        self._check_run_args(agent, device or "cpu", timeouts)
+        await self._fetch_agent(agent)
         limits = self.config.timeouts.resolve(timeouts)
         budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
         side = None
@@ -111,21 +135,19 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             )
             await side.set_params(params, limits.load_s)
             return await call(side, limits)
-        except errors.CodecbenchError as exc:
-            await context.abort_with_status(errors.rpc_status(exc.to_proto()))
         finally:
             if side is not None:
                 side.process.kill()
                 await asyncio.shield(side.close())
 
-    async def Encode(self, request, context):  # noqa: N802
+    async def Encode(  # noqa: N802
+        self, request: worker_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+    ) -> worker_pb2.EncodeResponse:
         image = request.image
         if image.dtype != types_pb2.D_TYPE_UINT8 or len(image.shape) != 3 or image.shape[0] != 3:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "image: must be uint8 with shape [3, H, W]")
-        try:
+            raise InvalidArgument("image", "must be uint8 with shape [3, H, W]")
+        with in_field("image"):
             pixels = tensors.to_torch(image)
-        except tensors.TensorFormatError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"image: {exc}")
 
         async def encode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.EncodeResponse:
             encoded, ms = await side.encode(pixels, limits.encode_s)
@@ -135,22 +157,23 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             )
 
         return await self._single_call(
-            context, request.agent, request.params, request.device, request.timeouts,
-            sandbox_pb2.SANDBOX_ROLE_ENCODER, encode,
+            request.agent, request.params, request.device, request.timeouts, sandbox_pb2.SANDBOX_ROLE_ENCODER, encode
         )
 
-    async def Decode(self, request, context):  # noqa: N802
+    async def Decode(  # noqa: N802
+        self, request: worker_pb2.DecodeRequest, context: grpc.aio.ServicerContext
+    ) -> worker_pb2.DecodeResponse:
         async def decode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.DecodeResponse:
             if side.contract == types_pb2.CONTRACT_SEED:
                 try:
                     encoding_data = types_pb2.Value.FromString(request.bitstream)
                     values.from_value(encoding_data)  # every tensor in it must be well-formed
                 except (DecodeError, tensors.TensorFormatError, RecursionError) as exc:
-                    await context.abort(
-                        grpc.StatusCode.INVALID_ARGUMENT,
-                        "bitstream: a seed agent decodes a serialized codecbench.v1.Value, as Encode returns it "
+                    raise InvalidArgument(
+                        "bitstream",
+                        "a seed agent decodes a serialized codecbench.v1.Value, as Encode returns it "
                         f"({type(exc).__name__}: {exc})",
-                    )
+                    ) from exc
                 encoded = sandbox_pb2.SandboxEncoded(encoding_data=encoding_data)
             else:
                 encoded = sandbox_pb2.SandboxEncoded(bitstream=request.bitstream)
@@ -161,53 +184,56 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             return worker_pb2.DecodeResponse(reconstruction=tensors.from_torch(recon), decode_ms=ms)
 
         return await self._single_call(
-            context, request.agent, request.params, request.device, request.timeouts,
-            sandbox_pb2.SANDBOX_ROLE_DECODER, decode,
+            request.agent, request.params, request.device, request.timeouts, sandbox_pb2.SANDBOX_ROLE_DECODER, decode
         )
 
-    async def _images(
-        self, context: grpc.aio.ServicerContext, ref: types_pb2.DatasetRef
-    ) -> list[datasets.DatasetImage]:
+    async def _images(self, ref: types_pb2.DatasetRef) -> list[datasets.DatasetImage]:
+        """The decoded images of a dataset reference.
+
+        Raises:
+            InvalidArgument: an unknown built-in name, a bad digest, an unreadable image.
+            FailedPrecondition: an image sent by digest is neither cached nor fetchable.
+        """
         if not ref.images:
             if ref.name == datasets.PHOTOS:
                 return list(datasets.load_photos())
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                f"dataset.name: unknown built-in dataset {ref.name!r} "
-                f"(built-in: {', '.join(datasets.BUILTIN_DATASETS)}); other datasets must list their images",
+            raise InvalidArgument(
+                "dataset.name",
+                f"unknown built-in dataset {echo(ref.name)} (built-in: {', '.join(datasets.BUILTIN_DATASETS)}); "
+                "other datasets must list their images",
+                reason=errors.REASON_DATASET_UNKNOWN,
             )
         for i, img in enumerate(ref.images):
             if not img.content and not bundles.is_sha256(img.sha256):
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"dataset.images[{i}].sha256: 64 lower-case hex digits needed for an image sent without content",
+                raise InvalidArgument(
+                    f"dataset.images[{i}].sha256", "64 lower-case hex digits needed for an image sent without content"
                 )
-        try:
+        with in_field("dataset.images"):
             await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)
             return [
                 datasets.decode_image(img.name, img.content or self.blobs.get(img.sha256)) for img in ref.images
             ]
-        except BlobMissing as exc:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"dataset.images: {exc}")
-        except datasets.ImageDecodeError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"dataset.images: {exc}")
 
-    async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
+    async def RunExperiment(  # noqa: N802
+        self, request: worker_pb2.RunExperimentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
         device = request.device or "cpu"
-        await self._check_run_args(context, request.agent, device, request.timeouts)
-        problem = validation.points_problem(request.points)
-        if problem:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        self._check_run_args(request.agent, device, request.timeouts)
+        validation.check_points(request.points)
         if self._free_slots <= 0:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"all {self.config.slots} slots of this worker are busy"
+            # The orchestrator puts the experiment back in the queue on this reason.
+            raise ResourceExhausted(
+                f"all {self.config.slots} slots of this worker are busy",
+                reason=errors.REASON_NO_FREE_SLOT,
+                metadata={"slots": str(self.config.slots)},
+                retryable=True,
             )
         self._free_slots -= 1
         log = self.log.bind(experiment_id=request.experiment_id, attempt=request.attempt)
         self.running.add(request.experiment_id)
         try:
-            await self._fetch_agent(context, request.agent)
-            images = await self._images(context, request.dataset)
+            await self._fetch_agent(request.agent)
+            images = await self._images(request.dataset)
             run = request
             if device != request.device:
                 run = worker_pb2.RunExperimentRequest()
@@ -281,7 +307,7 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     # The worker's own torch work is metrics; one thread keeps it from fighting the agent
     # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
     torch.set_num_threads(1)
-    server = grpc.aio.server(options=rpc.server_options())
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary()])
     port = rpc.bind(server, config.host, config.port)
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)

@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from conftest import TEST_AGENTS, agent_bundle
 from PIL import Image
 
 from codecbench import values
 from codecbench.v1 import experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
+from helpers import TEST_AGENTS, agent_bundle
 from sandbox.child import PROCESS_NAME
 
 # (height, width) of the inline dataset's images; the second one is large enough for MS-SSIM.

@@ -1,0 +1,106 @@
+"""Following an experiment live: :func:`follow` watches its events to the end with one progress bar
+per parameter point, printing state changes, agent log lines and errors as they arrive.
+
+Used by ``codecbench run`` and ``make demo``; the lines it prints are :mod:`codecbench.cli.views`'.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.text import Text
+
+from codecbench import errors, states, values
+from codecbench.cli.views import duration_text, event_text, state_text
+from codecbench.client import Client
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+
+
+class _PointBars:
+    """One rich progress bar per parameter point; restarted when the experiment is requeued.
+
+    A bar's time is taken from the events' timestamps (first event of the point to the latest),
+    not from the local clock, so a replay of stored events shows the real durations too.
+    """
+
+    def __init__(self, progress: Progress, exp: orchestrator_pb2.Experiment) -> None:
+        self.progress = progress
+        self.labels = [values.format_params(p) or "(no parameters)" for p in exp.points] or ["(no parameters)"]
+        self.attempt = exp.attempt
+        self.tasks: list[TaskID] = []
+        self._add()
+
+    def _add(self) -> None:
+        for task in self.tasks:
+            self.progress.remove_task(task)
+        self.tasks = [self.progress.add_task(label, total=None, status="queued", took="")
+                      for label in self.labels]
+        self.done = [0] * len(self.tasks)
+        self.started_us: list[int | None] = [None] * len(self.tasks)
+        self.total: int | None = None
+
+    def restart(self, attempt: int) -> None:
+        if attempt != self.attempt:
+            self.attempt = attempt
+            self._add()
+
+    def _clock(self, point: int, stamp: timestamp_pb2.Timestamp) -> str:
+        now = stamp.ToMicroseconds()
+        first = self.started_us[point]
+        if first is None:
+            first = self.started_us[point] = now
+        return f"{(now - first) / 1e6:.1f} s"
+
+    def on_progress(self, p: experiment_pb2.Progress, stamp: timestamp_pb2.Timestamp) -> None:
+        if self.total != p.item_count:
+            self.total = p.item_count
+            for task in self.tasks:
+                self.progress.update(task, total=p.item_count)
+        if p.phase in (errors_pb2.PHASE_ENCODE, errors_pb2.PHASE_DECODE) and p.point_index < len(self.tasks):
+            self.progress.update(self.tasks[p.point_index], took=self._clock(p.point_index, stamp),
+                                 status=f"{errors.phase_name(p.phase)} {p.item_name}")
+
+    def on_item(self, item: experiment_pb2.ItemResult, stamp: timestamp_pb2.Timestamp) -> None:
+        if item.point_index >= len(self.tasks):
+            return
+        i = item.point_index
+        self.done[i] += 1
+        finished = self.total is not None and self.done[i] >= self.total
+        self.progress.update(self.tasks[i], completed=self.done[i], took=self._clock(i, stamp),
+                             status="done" if finished else "")
+
+    def on_error(self) -> None:
+        for i, task in enumerate(self.tasks):
+            if self.total is None or self.done[i] < self.total:
+                self.progress.update(task, status="stopped")
+
+
+async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Console) -> orchestrator_pb2.Experiment:
+    """Watches an experiment to its end with a progress bar per parameter point, printing state
+    changes, agent log lines and errors the moment they arrive; returns the finished experiment."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+        TextColumn("{task.fields[took]}"), TextColumn("{task.fields[status]}", style="dim"), console=console,
+    )
+    with progress:
+        bars = _PointBars(progress, exp)
+        async for event in client.watch(exp.experiment_id):
+            kind = event.WhichOneof("event")
+            if kind == "progress":
+                bars.on_progress(event.progress, event.time)
+            elif kind == "item_result":
+                bars.on_item(event.item_result, event.time)
+            elif kind != "result":
+                if kind == "state_change":
+                    bars.restart(event.state_change.attempt)
+                elif kind == "error":
+                    bars.on_error()
+                progress.console.print(event_text(event), soft_wrap=True)
+    final = await client.get(exp.experiment_id)
+    summary = Text(f"{final.experiment_id} ({final.agent.name}) ")
+    summary.append_text(state_text(final.state))
+    if final.state == states.SUCCEEDED:
+        summary.append(f" in {duration_text(final)} (attempt {final.attempt}, worker {final.worker_id})")
+    console.print(summary)
+    return final

@@ -1,0 +1,310 @@
+"""Terminal views of codecbench messages: rich tables and text for experiments, events, errors,
+workers, datasets, BD-rate rows and error groups, and the console they are printed on.
+
+Pure formatting: every function takes messages (or :mod:`codecbench.analysis` results) and
+returns a rich renderable; nothing here talks to a server. The commands
+(:mod:`codecbench.cli.commands`), live following (:mod:`codecbench.cli.follow`) and ``make demo``
+(:mod:`codecbench.demo`) print them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from codecbench import analysis, errors, states, values
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, worker_pb2
+
+# Width of output that goes to a file or a pipe (CI logs, `make demo > log`): rich would wrap at
+# 80 columns, which folds every table; COLUMNS still overrides it.
+PIPE_WIDTH = 160
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich console; one writing to a file or pipe is :data:`PIPE_WIDTH` wide unless COLUMNS is set."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(stderr=stderr, width=PIPE_WIDTH)
+    return console
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """A message as the protobuf JSON mapping, with proto field names and int64 as numbers."""
+    return json_format.MessageToDict(message, preserving_proto_field_name=True, unquote_int64_if_possible=True)
+
+
+_STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "QUEUED": "blue"}
+
+
+def state_text(state: int) -> Text:
+    """An ExperimentState as its short name (``SUCCEEDED``), coloured."""
+    name = states.state_name(state)
+    return Text(name, style=_STATE_STYLE.get(name, ""))
+
+
+def _num(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def _when(stamp: timestamp_pb2.Timestamp) -> str:
+    if not stamp.seconds and not stamp.nanos:
+        return "-"
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _age(stamp: timestamp_pb2.Timestamp) -> str:
+    if not stamp.seconds and not stamp.nanos:
+        return "never"
+    seconds = max(time.time() - stamp.ToMicroseconds() / 1e6, 0.0)
+    if seconds < 120:
+        return f"{seconds:.1f} s ago"
+    return f"{seconds / 60:.0f} min ago" if seconds < 7200 else f"{seconds / 3600:.1f} h ago"
+
+
+def duration_text(exp: orchestrator_pb2.Experiment) -> str:
+    """``"12.3 s"`` from the experiment's start to its end; empty while it has not both."""
+    if not exp.HasField("start_time") or not exp.HasField("end_time"):
+        return ""
+    return f"{(exp.end_time.ToMicroseconds() - exp.start_time.ToMicroseconds()) / 1e6:.1f} s"
+
+
+def error_text(error: errors_pb2.Error) -> Text:
+    """An error for people: the one-line summary, then its details and the traceback frames."""
+    text = Text(errors.describe(error), style="bold red")
+    details = []
+    if error.HasField("point_index"):
+        details.append(f"parameter point index {error.point_index}")
+    if error.expected or error.actual:
+        details.append(f"expected: {error.expected or '-'}; got: {error.actual or '-'}")
+    if error.limit_s or error.elapsed_s:
+        details.append(f"limit {error.limit_s:g} s, elapsed {error.elapsed_s:.2f} s")
+    if error.HasField("exit_code"):
+        details.append(f"exit code {error.exit_code}")
+    if error.HasField("signal"):
+        details.append(f"signal {error.signal}")
+    if error.retryable:
+        details.append("retryable: running it again may help")
+    for line in details:
+        text.append(f"\n  {line}", style="red")
+    if error.frames:
+        text.append("\n  traceback (most recent call last):", style="dim")
+        for frame in error.frames:
+            text.append(f"\n    {frame.file}:{frame.line} in {frame.function}", style="dim")
+            if frame.code:
+                text.append(f"\n      {frame.code}", style="dim")
+    return text
+
+
+def _log_stream(stream: int) -> str:
+    return experiment_pb2.LogStream.Name(stream).removeprefix("LOG_STREAM_").lower()
+
+
+def event_text(event: experiment_pb2.ExperimentEvent) -> Text:
+    """One event as a line (an error as a block): what ``codecbench watch`` prints."""
+    kind = event.WhichOneof("event")
+    head = Text(f"#{event.sequence:<4} ", style="dim")
+    if kind == "state_change":
+        change = event.state_change
+        head.append_text(state_text(change.state))
+        head.append(f" attempt {change.attempt}: {change.reason}")
+    elif kind == "progress":
+        p = event.progress
+        head.append(f"{errors.phase_name(p.phase)} point {p.point_index + 1}/{p.point_count}, "
+                    f"image {p.item_index + 1}/{p.item_count} {p.item_name}", style="dim")
+    elif kind == "item_result":
+        item, m = event.item_result, event.item_result.metrics
+        head.append(f"point {item.point_index + 1} {item.item_name}: {m.bpp:.4f} bpp, {_num(m.psnr_db, 2)} dB, "
+                    f"MS-SSIM {_num(m.ms_ssim if m.HasField('ms_ssim') else None, 4)}, "
+                    f"encode {m.encode_ms:.1f} ms, decode {m.decode_ms:.1f} ms")
+    elif kind == "log":
+        log = event.log
+        head.append(f"{errors.phase_name(log.phase)} {_log_stream(log.stream)}| ", style="magenta")
+        head.append(log.text)
+    elif kind == "error":
+        head.append_text(error_text(event.error))
+    elif kind == "result":
+        result = event.result
+        head.append(f"result: {len(result.points)} points in {result.wall_ms / 1000:.1f} s on {result.worker_id}",
+                    style="green")
+    return head
+
+
+def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str = "results") -> Table:
+    """Per parameter point: mean bpp, PSNR, MS-SSIM, encode/decode time over the images.
+
+    An agent column is added when the table holds more than one experiment.
+    """
+    several = len(experiments) > 1
+    table = Table(title=title, title_justify="left")
+    if several:
+        table.add_column("agent", no_wrap=True)
+    for name in ("params", "images"):
+        table.add_column(name)
+    for name in ("bpp", "PSNR dB", "MS-SSIM", "encode ms", "decode ms"):
+        table.add_column(name, justify="right")
+    table.add_column("lossless")
+    for exp in experiments:
+        row = [exp.agent.name] if several else []
+        if exp.state != states.SUCCEEDED:
+            table.add_row(*row, state_text(exp.state), *[""] * 7)
+            continue
+        for point in exp.result.points:
+            table.add_row(
+                *row, values.format_params(point.params) or "(none)", str(point.item_count), f"{point.bpp:.4f}",
+                _num(point.psnr_db, 2), _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4),
+                f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "yes" if point.lossless else "no",
+            )
+    return table
+
+
+def items_table(exp: orchestrator_pb2.Experiment) -> Table:
+    """Per image and parameter point: size, bytes, bpp, PSNR, MS-SSIM, times, agent-reported numbers."""
+    table = Table(title="per image", title_justify="left")
+    for name in ("params", "image", "size"):
+        table.add_column(name)
+    for name in ("bytes", "bpp", "PSNR dB", "MS-SSIM", "encode ms", "decode ms"):
+        table.add_column(name, justify="right")
+    table.add_column("notes")
+    for point in exp.result.points:
+        for item in point.items:
+            m = item.metrics
+            notes = [m.conversion, m.ms_ssim_unavailable_reason if not m.HasField("ms_ssim") else ""]
+            if m.agent_reported:
+                reported = ", ".join(f"{k}={v:g}" for k, v in sorted(m.agent_reported.items()))
+                notes.append(f"agent-reported (not measured): {reported}")
+            table.add_row(
+                values.format_params(point.params) or "(none)", item.item_name, f"{m.width}x{m.height}", str(m.bytes),
+                f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),
+                f"{m.encode_ms:.1f}", f"{m.decode_ms:.1f}", "; ".join(n for n in notes if n),
+            )
+    return table
+
+
+def bd_rate_view(rows: Sequence[analysis.BdRateRow], baseline: analysis.Curve) -> Group:
+    """The BD-rate table (each experiment against the baseline, PSNR and MS-SSIM), with why a value
+    is not computable, or a caveat, as numbered notes under it."""
+    table = Table(
+        title=f"BD-rate against {baseline.title}", title_justify="left", caption_justify="left",
+        caption=f"{analysis.BD_METHOD.upper()} interpolation; negative = fewer bits than the baseline at equal quality",
+    )
+    for name in ("agent", "experiment", "points", "BD-rate PSNR", "BD-rate MS-SSIM"):
+        table.add_column(name, justify="right" if name.startswith("BD") else "left", no_wrap=True)
+    notes: list[str] = []
+
+    def cell(result: analysis.BdRate) -> Text:
+        remark = result.reason or result.note
+        if remark:
+            notes.append(remark)
+        value = "n/a" if result.percent is None else f"{result.percent:+.2f} %"
+        return Text(f"{value} [{len(notes)}]" if remark else value, style="yellow" if result.percent is None else "")
+
+    for row in rows:
+        by_metric = {r.metric: r for r in row.results}
+        table.add_row(row.curve.name, row.curve.experiment_id, str(len(row.curve.points)),
+                      cell(by_metric[analysis.PSNR]), cell(by_metric[analysis.MS_SSIM]))
+    return Group(table, *(Text(f"  [{i}] {note}", style="dim") for i, note in enumerate(notes, 1)))
+
+
+def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
+    """Workers: identity, state, build, slots, devices, isolation, heartbeat; why a worker is STALE,
+    LOST or DRAINING as numbered notes under the table."""
+    table = Table(title="workers", title_justify="left")
+    for name in ("worker", "address", "state", "build", "slots", "devices", "isolation", "heartbeat", "pid", "host"):
+        table.add_column(name, no_wrap=name in ("worker", "address", "state", "build"))
+    reasons = []
+    for w in workers:
+        state = Text(orchestrator_pb2.WorkerState.Name(w.state).removeprefix("WORKER_STATE_"),
+                     style="green" if w.state == orchestrator_pb2.WORKER_STATE_READY else "yellow")
+        if w.state_reason:
+            reasons.append(f"{w.info.worker_id} {state.plain}: {w.state_reason}")
+            state.append(f" [{len(reasons)}]")
+        devices = ", ".join(f"{d.name}{' (' + d.description + ')' if d.description else ''}" for d in w.info.devices)
+        table.add_row(
+            w.info.worker_id, w.info.address, state, w.info.build_id, f"{w.slots_in_use}/{w.info.slots}",
+            devices or "-", worker_pb2.Isolation.Name(w.info.isolation).removeprefix("ISOLATION_"),
+            _age(w.last_heartbeat_time), str(w.info.pid), w.info.host,
+        )
+    return Group(table, *(Text(f"  [{i}] {reason}") for i, reason in enumerate(reasons, 1)))
+
+
+def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str) -> Table:
+    """One row per experiment: id, state, agent, dataset, points, attempt, worker, creation time, and
+    a summary (its bpp range and duration when it succeeded, its error when it failed)."""
+    table = Table(title=title, title_justify="left")
+    for name in ("experiment", "state", "agent", "dataset", "points", "attempt", "worker", "created", "summary"):
+        table.add_column(name)
+    for e in experiments:
+        if e.state == states.SUCCEEDED:
+            low, high = min(p.bpp for p in e.result.points), max(p.bpp for p in e.result.points)
+            rates = f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
+            summary = Text(f"{rates} bpp in {duration_text(e)}")
+        elif e.HasField("error"):
+            summary = Text(errors.describe(e.error), style="red")
+        else:
+            summary = Text("")
+        table.add_row(e.experiment_id, state_text(e.state), e.agent.name, e.dataset, str(len(e.points)),
+                      f"{e.attempt}/{e.max_attempts}", e.worker_id or "-", _when(e.create_time), summary)
+    return table
+
+
+def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
+    """One experiment in full: state, attempts, agent, dataset, worker, times, points, labels; the
+    per-point and per-image tables when it succeeded; its error when it failed."""
+    head = Text(f"{e.experiment_id} ", style="bold")
+    head.append_text(state_text(e.state))
+    head.append(f"  attempt {e.attempt} of {e.max_attempts}")
+    files = len(e.agent.files)
+    size = sum(f.size_bytes for f in e.agent.files)
+    took = duration_text(e)
+    facts = [
+        ("agent", f"{e.agent.name} (entry {e.agent.entry_module}, {files} file(s), {size} bytes)"),
+        ("dataset", e.dataset), ("device", e.device), ("worker", e.worker_id or "-"),
+        ("created", _when(e.create_time)), ("started", _when(e.start_time)),
+        ("ended", f"{_when(e.end_time)} {('(' + took + ')') if took else ''}"),
+        ("points", "; ".join(values.format_params(p) or "(none)" for p in e.points)),
+    ]
+    if e.labels:
+        facts.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(e.labels.items()))))
+    if e.request_id:
+        facts.append(("request id", e.request_id))
+    parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
+    if e.state == states.SUCCEEDED:
+        parts += [results_table([e], title="per parameter point (means over the images)"), items_table(e)]
+    if e.HasField("error"):
+        parts.append(error_text(e.error))
+    return Group(*parts)
+
+
+def datasets_table(found: Sequence[orchestrator_pb2.Dataset]) -> Table:
+    """Datasets: name, image count, total bytes, built-in or uploaded, digest prefix, creation time."""
+    table = Table(title="datasets", title_justify="left")
+    for name in ("name", "images", "bytes", "builtin", "digest", "created"):
+        table.add_column(name)
+    for d in found:
+        table.add_row(d.name, str(len(d.images)), str(sum(i.size_bytes for i in d.images)),
+                      "yes" if d.builtin else "no", d.digest[:16], _when(d.create_time))
+    return table
+
+
+def error_groups_table(groups: Sequence[analysis.ErrorGroup], title: str) -> Table:
+    """Groups of failed experiments (:func:`codecbench.analysis.group_errors`): count, kind, source
+    location, exception type, agents, and the newest example."""
+    table = Table(title=title, title_justify="left")
+    for name in ("count", "kind", "location", "exception", "agents", "example", "example experiment"):
+        table.add_column(name, justify="right" if name == "count" else "left")
+    for g in groups:
+        table.add_row(str(g.count), g.kind, g.location or "-", g.exception_type or "-", ", ".join(g.agents),
+                      g.example_message, g.example_experiment_id)
+    return table

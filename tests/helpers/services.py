@@ -1,0 +1,60 @@
+"""Starting real codecbench services in the test's process (an orchestrator, workers that register
+with it), and test data for them. Services as child processes that a test can SIGKILL are
+:func:`codecbench.local.spawn_service`, the launcher's own helper."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from helpers.worker import png_bytes
+from orchestrator_svc.server import OrchestratorConfig, OrchestratorHandle, start_orchestrator
+from worker_svc.registration import OrchestratorLink
+from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (for a service that must come back on the same port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_images(folder: Path, sizes: list[tuple[int, int]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (h, w) in enumerate(sizes):
+        (folder / f"img{i}.png").write_bytes(png_bytes(h, w, seed=i + 1))
+    return folder
+
+
+@dataclass
+class AttachedWorker:
+    handle: WorkerHandle
+    link: OrchestratorLink
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.handle.stop(0)
+        await self.link.close()
+
+
+async def attach_worker(orchestrator_address: str, data_dir: Path, **config: object) -> AttachedWorker:
+    """An in-process worker that registers with the orchestrator and sends heartbeats."""
+    link = OrchestratorLink(orchestrator_address)
+    handle = await start_worker(WorkerConfig(data_dir=data_dir, **config), link.read_blob)  # type: ignore[arg-type]
+    return AttachedWorker(handle, link, asyncio.create_task(link.keep_registered(handle)))
+
+
+@asynccontextmanager
+async def orchestrator(data_dir: Path, **config: object) -> AsyncIterator[OrchestratorHandle]:
+    handle = await start_orchestrator(OrchestratorConfig(data_dir=data_dir, **config))  # type: ignore[arg-type]
+    try:
+        yield handle
+    finally:
+        await handle.stop(0)
