@@ -27,11 +27,13 @@ RESULT_MODULES = (
     "codecbench/build.py",
     "codecbench/bundles.py",
     "codecbench/datasets.py",
+    "codecbench/devices.py",
     "codecbench/errors.py",
     "codecbench/framing.py",
     "codecbench/logs.py",
     "codecbench/rpc.py",
     "codecbench/tensors.py",
+    "codecbench/timeouts.py",
     "codecbench/validation.py",
     "codecbench/values.py",
 )

@@ -27,7 +27,7 @@ from typing import Any
 
 import grpc
 
-from codecbench import bundles, datasets, rpc, values
+from codecbench import bundles, datasets, devices, rpc, values
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -60,7 +60,7 @@ class Client:
         agent: str | Path | types_pb2.AgentBundle,
         dataset: str = datasets.PHOTOS,
         points: Iterable[Mapping[str, Any]] = (),
-        device: str = "cpu",
+        device: str | devices.Device.ValueType = devices.CPU,
         timeouts: types_pb2.Timeouts | None = None,
         labels: Mapping[str, str] | None = None,
         request_id: str = "",
@@ -81,7 +81,7 @@ class Client:
             agent=bundle,
             dataset=dataset,
             points=[values.params_from_python(dict(p)) for p in points],
-            device=device,
+            device=devices.parse(device) if isinstance(device, str) else device,
             timeouts=timeouts,
             labels=dict(labels or {}),
             request_id=request_id,

@@ -12,13 +12,10 @@ from collections.abc import Sequence
 from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-# What a timeout left at 0 means for a whole experiment (the worker's default).
-DEFAULT_EXPERIMENT_S = 3600.0
 MAX_POINTS = 1000
 # A parameter point is a handful of settings, not a payload: bounded in size and nesting.
 MAX_POINT_BYTES = 64 * 1024
 MAX_VALUE_DEPTH = 8
-DEVICES = ("cpu", "cuda")
 
 
 def timeouts_problem(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> str | None:
@@ -54,7 +51,11 @@ def _depth(value: types_pb2.Value) -> int:
     return 1
 
 
-def device_problem(device: str, field: str = "device", allowed: Sequence[str] = DEVICES) -> str | None:
-    if device not in allowed:
-        return f"{field}: {device!r} is not one of {', '.join(allowed)}"
+def device_problem(
+    device: types_pb2.Device.ValueType, allowed: Sequence[types_pb2.Device.ValueType], field: str = "device"
+) -> str | None:
+    """``device`` (unspecified reads as DEVICE_CPU) must be one of ``allowed``."""
+    if (device or types_pb2.DEVICE_CPU) not in allowed:
+        names = ", ".join(types_pb2.Device.Name(d) for d in allowed)
+        return f"{field}: {device} is not one of {names}"
     return None

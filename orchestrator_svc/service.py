@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import bundles, datasets, logs, rpc, validation
+from codecbench import bundles, datasets, devices, logs, rpc, validation
 from codecbench.blobs import BlobStore
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -25,7 +25,6 @@ from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import DuplicateRequest, Store
 from orchestrator_svc.workers import WorkerRegistry
 
-DEVICES = ("cpu", "cuda", "any")
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
 MAX_PAGE_SIZE = 1000
@@ -92,7 +91,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             return f"dataset: unknown dataset {request.dataset!r} (known: {known})"
         return (
             validation.points_problem(request.points)
-            or validation.device_problem(request.device or "cpu", allowed=DEVICES)
+            or validation.device_problem(request.device, allowed=(devices.CPU, devices.CUDA, devices.ANY))
             or validation.timeouts_problem(request.timeouts)
             or (
                 f"max_attempts: {request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) "
@@ -124,7 +123,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             agent=bundles.without_content(request.agent),
             dataset=dataset.name,
             points=request.points or [types_pb2.ParameterPoint()],
-            device=request.device or "cpu",
+            device=devices.resolve(request.device),
             timeouts=request.timeouts,
             labels=request.labels,
             request_id=request.request_id,
@@ -267,7 +266,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             except datasets.ImageDecodeError as exc:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"chunk.data: {exc}")
             digest = await asyncio.to_thread(self.blobs.put, data)
-            images.append(orchestrator_pb2.DatasetImage(name=image_name, sha256=digest, size_bytes=len(data)))
+            images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),

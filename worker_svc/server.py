@@ -20,7 +20,9 @@ import torch
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation, values
+from codecbench import build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
+from codecbench.timeouts import default_timeouts
+from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.launchers import make_launcher
@@ -28,7 +30,7 @@ from sandbox.process import OutputBudget, SandboxLimits
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, BlobMissing, RemoteFetch
-from worker_svc.executor import DefaultTimeouts, run_experiment
+from worker_svc.executor import run_experiment
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
@@ -40,7 +42,7 @@ class WorkerConfig:
 
     Attributes:
         data_dir: the blob cache; hidden from agents.
-        device: "cpu" or "cuda": the device this worker offers experiments.
+        device: DEVICE_CPU or DEVICE_CUDA: the device this worker offers experiments.
         slots: experiments run at once.
         build_id: overrides the computed build id (tests of STALE workers).
         use_bwrap: False forces process-only isolation even when bwrap is installed.
@@ -52,11 +54,12 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     slots: int = 1
-    device: str = "cpu"
+    device: devices.Device.ValueType = devices.CPU
     build_id: str = ""
     use_bwrap: bool = True
     warm_template: bool = True
-    timeouts: DefaultTimeouts = field(default_factory=DefaultTimeouts)
+    # Limits where a request leaves a timeout at 0; reported in WorkerInfo.default_timeouts.
+    timeouts: types_pb2.Timeouts = field(default_factory=default_timeouts)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
@@ -81,14 +84,14 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
     async def _check_run_args(self, context: grpc.aio.ServicerContext, agent: types_pb2.AgentBundle,
-                              device: str, timeouts: types_pb2.Timeouts) -> None:
+                              device: devices.Device.ValueType, timeouts: types_pb2.Timeouts) -> None:
         problem = (
             bundles.validate(agent)
-            or validation.device_problem(device)
+            or validation.device_problem(device, allowed=(devices.CPU, devices.CUDA))
             or validation.timeouts_problem(timeouts)
         )
-        if problem is None and device == "cuda" and not device_detection.has_cuda(list(self.info.devices)):
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "device: 'cuda' requested, this worker has no GPU")
+        if problem is None and device == devices.CUDA and not device_detection.has_cuda(list(self.info.devices)):
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "device: DEVICE_CUDA, and this worker has no GPU")
         if problem:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
@@ -100,14 +103,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     async def _single_call(self, context, agent, params, device, timeouts, role, call):
         """Opens one agent side, binds the parameters, runs ``call`` on it; errors become statuses."""
-        await self._check_run_args(context, agent, device or "cpu", timeouts)
+        device = devices.resolve(device)
+        await self._check_run_args(context, agent, device, timeouts)
         await self._fetch_agent(context, agent)
-        limits = self.config.timeouts.resolve(timeouts)
+        limits = resolve_timeouts(timeouts, self.config.timeouts)
         budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
         side = None
         try:
             side = await SandboxedAgent.open(
-                self.settings, agent, role, device or "cpu", budget, limits.load_s, self.blobs.get
+                self.settings, agent, role, device, budget, limits.load_s, self.blobs.get
             )
             await side.set_params(params, limits.load_s)
             return await call(side, limits)
@@ -193,7 +197,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"dataset.images: {exc}")
 
     async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
-        device = request.device or "cpu"
+        device = devices.resolve(request.device)
         await self._check_run_args(context, request.agent, device, request.timeouts)
         problem = validation.points_problem(request.points)
         if problem:
@@ -234,7 +238,7 @@ def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInf
     """Identity of this worker process: id, build, pid, host, start time, devices, isolation."""
     start = timestamp_pb2.Timestamp()
     start.GetCurrentTime()
-    mode = isolation.available_isolation() if config.use_bwrap else worker_pb2.ISOLATION_PROCESS
+    mode = isolation.available_isolation() if config.use_bwrap else types_pb2.ISOLATION_PROCESS
     found = device_detection.detect_devices()
     return worker_pb2.WorkerInfo(
         worker_id=f"w-{uuid.uuid4().hex[:12]}",
@@ -243,10 +247,11 @@ def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInf
         pid=os.getpid(),
         host=socket.gethostname(),
         start_time=start,
-        devices=[d for d in found if config.device == "cuda" or d.kind == worker_pb2.DEVICE_KIND_CPU],
+        devices=[d for d in found if config.device == devices.CUDA or d.kind == devices.CPU],
         slots=config.slots,
         isolation=mode,
         address=address,
+        default_timeouts=resolve_timeouts(config.timeouts, default_timeouts()),
     )
 
 
@@ -285,14 +290,14 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     port = rpc.bind(server, config.host, config.port)
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)
-    if info.isolation != worker_pb2.ISOLATION_BWRAP:
+    if info.isolation != types_pb2.ISOLATION_BWRAP:
         log.warning(
             "sandbox.weak_isolation",
             detail="bubblewrap (bwrap) is not available: agents run as plain child processes, with network, "
             "the worker's filesystem view and no PID namespace. Install bubblewrap for real isolation.",
         )
     hidden = (config.data_dir.resolve(), *isolation.builtin_dataset_dirs())
-    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == "cuda", warm=config.warm_template)
+    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == devices.CUDA, warm=config.warm_template)
     settings = SandboxSettings(launcher=launcher, limits=config.limits)
     servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
@@ -300,5 +305,5 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
-             isolation=worker_pb2.Isolation.Name(info.isolation))
+             isolation=types_pb2.Isolation.Name(info.isolation))
     return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health)
