@@ -470,7 +470,9 @@ async def test_hung_worker_call_times_out_and_the_experiment_does_not_stay_runni
     try:
         async with orchestrator(tmp_path / "orch", call_slack_s=0.5) as orch, Client(orch.address) as client:
             await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=info))
-            exp = await client.submit(agent_bundle("jpeg"), points=[{"quality": 50}], max_attempts=1, timeouts=requested)
+            exp = await client.submit(
+                agent_bundle("jpeg"), points=[{"quality": 50}], max_attempts=1, timeouts=requested
+            )
             done = await client.wait(exp.experiment_id)
             assert done.state == experiment_pb2.EXPERIMENT_STATE_FAILED
             assert done.error.kind == errors_pb2.ERROR_KIND_WORKER_LOST and "DEADLINE_EXCEEDED" in done.error.message
