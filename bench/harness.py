@@ -35,7 +35,7 @@ from PIL import Image
 from codecbench import build, errors, local, states
 from codecbench.client import Client
 from codecbench.local import LocalService
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -376,9 +376,9 @@ class Run:
 
     @property
     def codec_s(self) -> float:
-        """Sum of encode_ms + decode_ms over every item, as measured by the worker."""
+        """Sum of encode_ms + decode_ms over every image, as measured by the worker."""
         return sum(
-            item.metrics.encode_ms + item.metrics.decode_ms for p in self.experiment.result.points for item in p.items
+            item.metrics.encode_ms + item.metrics.decode_ms for p in self.experiment.result.points for item in p.images
         ) / 1000.0
 
     def phases_ms(self) -> dict[str, float]:
@@ -400,11 +400,11 @@ class Run:
             ("created → dispatched (queue, scheduler)", timestamp_s(self.experiment.create_time)),
             ("dispatched → worker starts the run (RunExperiment, agent and dataset fetch)",
              first("state_change", state=experiment_pb2.EXPERIMENT_STATE_RUNNING)),
-            ("sandboxes ready: two agent processes, agent load, Codec(...)", first("progress", errors_pb2.PHASE_LOAD)),
-            ("encode + decode + trusted metrics of every item",
-             first("progress", errors_pb2.PHASE_ENCODE)),
+            ("sandboxes ready: two agent processes, agent load, Codec(...)", first("progress", types_pb2.PHASE_LOAD)),
+            ("encode + decode + trusted metrics of every image",
+             first("progress", types_pb2.PHASE_ENCODE)),
             ("closing the sandboxes, before the terminal event is sent",
-             max((timestamp_s(e.time) for e in self.events if e.WhichOneof("event") == "item_result"), default=None)),
+             max((timestamp_s(e.time) for e in self.events if e.WhichOneof("event") == "image_result"), default=None)),
             ("terminal event → stored by the orchestrator", first("result")),
             ("stored → delivered to the client (WatchExperiment)", timestamp_s(self.experiment.end_time)),
             ("", self.received_at),

@@ -130,7 +130,7 @@ async def _measure(ctx: BenchContext, fig: Figure, system: System, work: Workloa
     fig.add(f"{label}: system wall (submit → terminal event)", "s", samples["system"])
     fig.add(f"{label}: in-process encode+decode", "s", samples["in-process"])
     fig.add(f"{label}: system, worker's wall_ms", "s", [r.worker_wall_s for r in runs])
-    fig.add(f"{label}: system, Σ encode_ms+decode_ms of the items", "s", [r.codec_s for r in runs])
+    fig.add(f"{label}: system, Σ encode_ms+decode_ms of the images", "s", [r.codec_s for r in runs])
     fig.add(f"{label}: system, worker wall − Σ codec time (sandbox start, metrics, IPC)", "s",
             [r.worker_wall_s - r.codec_s for r in runs])
     metrics_alone = fig.add(f"{label}: trusted metrics alone on the same outputs (in-process, 1 thread)", "s",

@@ -33,7 +33,6 @@ from bench.report import Figure
 from codecbench import build, bundles, datasets, local, rpc, states
 from codecbench.local import LocalService
 from codecbench.v1 import (
-    errors_pb2,
     experiment_pb2,
     orchestrator_pb2,
     orchestrator_pb2_grpc,
@@ -93,11 +92,12 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
             for i in range(events):
                 await asyncio.sleep(self.behaviour.interval_s)
                 yield self._event(request, i + 1, progress=experiment_pb2.Progress(
-                    phase=errors_pb2.PHASE_ENCODE, point_count=1, item_index=i, item_count=events, item_name=f"i{i}",
+                    phase=types_pb2.PHASE_ENCODE, point_count=1, image_index=i, image_count=events, image_name=f"i{i}",
                 ))
             point = request.points[0] if request.points else types_pb2.ParameterPoint()
             result = experiment_pb2.ExperimentResult(
-                points=[experiment_pb2.PointResult(point_index=0, params=point, item_count=1, total_bytes=4, bpp=0.01)],
+                points=[experiment_pb2.PointResult(
+                    point_index=0, params=point, image_count=1, total_bytes=4, bpp=0.01)],
                 wall_ms=0.0, worker_id=self.info.worker_id,
             )
             yield self._event(request, events + 1, result=result)
@@ -109,8 +109,8 @@ def _worker_info(index: int, port: int, slots: int) -> worker_pb2.WorkerInfo:
     return worker_pb2.WorkerInfo(
         worker_id=f"fake-{index:03d}-{os.getpid()}", build_id=build.build_id(), protocol_version=build.PROTOCOL_VERSION,
         pid=os.getpid(), host=socket.gethostname(), start_time=_now(),
-        devices=[worker_pb2.Device(kind=worker_pb2.DEVICE_KIND_CPU, name="cpu", description="simulated")],
-        slots=slots, isolation=worker_pb2.ISOLATION_PROCESS, address=f"127.0.0.1:{port}",
+        devices=[worker_pb2.DeviceInfo(kind=types_pb2.DEVICE_CPU, name="cpu", description="simulated")],
+        slots=slots, isolation=types_pb2.ISOLATION_PROCESS, address=f"127.0.0.1:{port}",
     )
 
 

@@ -23,7 +23,7 @@ from bench import harness
 from bench.harness import BenchContext
 from bench.report import Figure, Ratio, paired_ratio
 from codecbench import bundles
-from codecbench.v1 import sandbox_pb2, worker_pb2
+from codecbench.v1 import sandbox_pb2, types_pb2
 from sandbox import isolation
 from sandbox.process import OutputBudget, SandboxLimits
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings
@@ -99,7 +99,7 @@ async def run(ctx: BenchContext) -> Figure:
         for _, arm in arms[:-1]:  # warm-up, not counted: page cache, the template's first fork
             await arm()
         samples = await harness.alternate(ctx.sizes.warm_n, arms, budget_s=ctx.figure_timeout_s * 0.8)
-    mode = "bubblewrap" if isolation.available_isolation() == worker_pb2.ISOLATION_BWRAP else "process only"
+    mode = "bubblewrap" if isolation.available_isolation() == types_pb2.ISOLATION_BWRAP else "process only"
     if warm is not None:
         warm_dist = fig.add(f"warm template: SandboxedAgent.open, trivial agent ({mode})", "ms",
                             [s * 1000 for s in samples["warm"]])

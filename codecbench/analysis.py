@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codecbench import errors, values
+from codecbench import devices, errors, values
 from codecbench.states import FAILED, SUCCEEDED, state_name
 from codecbench.v1 import errors_pb2, orchestrator_pb2
 
@@ -340,12 +340,12 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """
     curve = Curve.from_experiment(exp)
     points = exp.result.points
-    images = points[0].item_count if points else 0
+    images = points[0].image_count if points else 0
     params = "; ".join(p.params or "(no parameters)" for p in curve.points)
     return json_safe({
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name} on {exp.dataset} ({images} images, "
-                       f"device {exp.device}, worker {exp.worker_id}); points: {params}",
+                       f"device {devices.short_name(exp.device)}, worker {exp.worker_id}); points: {params}",
         "results": {
             "bpp": [p.bpp for p in points],
             "psnr-rgb": [p.psnr_db for p in points],

@@ -2,7 +2,7 @@
 
 A bundle is a set of files (relative POSIX paths) plus the dotted name of its entry module.
 Validation runs on the client, the orchestrator and the worker alike, so a bad bundle is refused
-up front with the field named (``agent.files[2].path``) instead of failing inside a sandbox.
+up front with the field named (``agent.files[2].name``) instead of failing inside a sandbox.
 """
 
 from __future__ import annotations
@@ -47,11 +47,11 @@ def bundle_from_dir(folder: Path, entry_module: str = "", name: str = "", contra
         if not path.is_file() or any(part in _SKIP_DIRS for part in rel.parts) or path.suffix == ".pyc":
             continue
         content = path.read_bytes()
-        files.append(types_pb2.AgentFile(
-            path=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content)
+        files.append(types_pb2.BlobRef(
+            name=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content)
         ))
     if not entry_module:
-        top = sorted(f.path[:-3] for f in files if "/" not in f.path and f.path.endswith(".py"))
+        top = sorted(f.name[:-3] for f in files if "/" not in f.name and f.name.endswith(".py"))
         if "codec" in top:
             entry_module = "codec"
         elif len(top) == 1:
@@ -78,7 +78,7 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
         need_content: every file must carry its content (no fetch by digest possible).
 
     Raises:
-        InvalidArgument: naming the first bad field, e.g. ``agent.files[2].path``.
+        InvalidArgument: naming the first bad field, e.g. ``agent.files[2].name``.
     """
     if not bundle.files:
         raise InvalidArgument(f"{field}.files", "the bundle has no files")
@@ -97,18 +97,18 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
     seen_folders: set[str] = set()
     for i, f in enumerate(bundle.files):
         where = f"{field}.files[{i}]"
-        pure = PurePosixPath(f.path)
-        if (not f.path or pure.is_absolute() or pure.as_posix() != f.path or ".." in pure.parts
-                or "\\" in f.path or "\0" in f.path or f.path == "."):
+        pure = PurePosixPath(f.name)
+        if (not f.name or pure.is_absolute() or pure.as_posix() != f.name or ".." in pure.parts
+                or "\\" in f.name or "\0" in f.name or f.name == "."):
             raise InvalidArgument(
-                f"{where}.path", f"{echo(f.path)} must be a normalised relative path inside the bundle"
+                f"{where}.name", f"{echo(f.name)} must be a normalised relative path inside the bundle"
             )
-        if f.path in seen:
-            raise InvalidArgument(f"{where}.path", f"{echo(f.path)} appears twice")
+        if f.name in seen:
+            raise InvalidArgument(f"{where}.name", f"{echo(f.name)} appears twice")
         folders = [parent.as_posix() for parent in pure.parents if parent.as_posix() != "."]
-        if f.path in seen_folders or any(folder in seen for folder in folders):
-            raise InvalidArgument(f"{where}.path", f"{echo(f.path)} is both a file and a folder of the bundle")
-        seen.add(f.path)
+        if f.name in seen_folders or any(folder in seen for folder in folders):
+            raise InvalidArgument(f"{where}.name", f"{echo(f.name)} is both a file and a folder of the bundle")
+        seen.add(f.name)
         seen_folders.update(folders)
         size = len(f.content) if f.content else f.size_bytes
         if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
@@ -139,17 +139,17 @@ def with_content(bundle: types_pb2.AgentBundle, fetch: Callable[[str], bytes] | 
     for f in full.files:
         if not f.content and f.size_bytes:
             if fetch is None:
-                raise ValueError(f"{f.path}: sent without content and no blob source to fetch it")
+                raise ValueError(f"{f.name}: sent without content and no blob source to fetch it")
             f.content = fetch(f.sha256)
             if sha256_hex(f.content) != f.sha256:
-                raise ValueError(f"{f.path}: fetched content does not match sha256 {f.sha256}")
+                raise ValueError(f"{f.name}: fetched content does not match sha256 {f.sha256}")
     return full
 
 
 def write(bundle: types_pb2.AgentBundle, dest: Path) -> None:
     """Writes the files of a validated bundle that carries its content under ``dest``."""
     for f in bundle.files:
-        target = dest / f.path
+        target = dest / f.name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(f.content)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import grpc
 
-from codecbench import bundles, datasets, errors, rpc, values
+from codecbench import bundles, datasets, devices, errors, rpc, values
 from codecbench.status import from_rpc_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
@@ -88,7 +88,7 @@ class Client:
         agent: str | Path | types_pb2.AgentBundle,
         dataset: str = datasets.PHOTOS,
         points: Iterable[Mapping[str, Any]] = (),
-        device: str = "cpu",
+        device: str | devices.Device.ValueType = devices.CPU,
         timeouts: types_pb2.Timeouts | None = None,
         labels: Mapping[str, str] | None = None,
         request_id: str = "",
@@ -102,7 +102,8 @@ class Client:
             agent: the agent's folder, or a bundle built with :func:`codecbench.bundles.bundle_from_dir`.
             dataset: a dataset name (``photos`` or an uploaded one) or a dataset digest.
             points: parameter points, e.g. ``[{"quality": 10}, {"quality": 90}]``; none: one empty point.
-            device: ``cpu``, ``cuda`` or ``any``.
+            device: ``DEVICE_CPU`` (the default), ``DEVICE_CUDA`` or ``DEVICE_ANY``, or their short
+                names ``cpu``, ``cuda``, ``any``.
             timeouts: limits in seconds; 0 keeps the worker's default.
             labels: key/value tags to find the experiment by.
             request_id: makes the submission idempotent: the same id returns the first experiment.
@@ -127,7 +128,7 @@ class Client:
             agent=bundle,
             dataset=dataset,
             points=[values.params_from_python(dict(p)) for p in points],
-            device=device,
+            device=devices.parse(device) if isinstance(device, str) else device,
             timeouts=timeouts,
             labels=dict(labels or {}),
             request_id=request_id,

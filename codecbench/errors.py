@@ -46,10 +46,10 @@ from dataclasses import dataclass
 import grpc
 from grpc_status import rpc_status as rich_status
 
-from codecbench.v1 import errors_pb2
+from codecbench.v1 import errors_pb2, types_pb2
 
 Kind = errors_pb2.ErrorKind
-Phase = errors_pb2.Phase
+Phase = types_pb2.Phase
 
 # The ``google.rpc.ErrorInfo.domain`` of every codecbench status.
 DOMAIN = "codecbench.v1"
@@ -75,7 +75,7 @@ def kind_name(kind: int) -> str:
 
 def phase_name(phase: int) -> str:
     """``PHASE_ENCODE`` -> ``"encode"``."""
-    return errors_pb2.Phase.Name(phase).removeprefix("PHASE_").lower()
+    return types_pb2.Phase.Name(phase).removeprefix("PHASE_").lower()
 
 
 def echo(value: object, limit: int = MAX_ECHO_CHARS) -> str:
@@ -97,7 +97,7 @@ class CodecbenchError(Exception):
 
     kind: int = errors_pb2.ERROR_KIND_INTERNAL
 
-    def __init__(self, message: str, *, phase: int = errors_pb2.PHASE_UNSPECIFIED, **fields: object) -> None:
+    def __init__(self, message: str, *, phase: int = types_pb2.PHASE_UNSPECIFIED, **fields: object) -> None:
         super().__init__(message)
         self.error = errors_pb2.Error(
             kind=self.kind, message=message, phase=phase, retryable=self.kind in RETRYABLE_KINDS, **fields
@@ -349,8 +349,8 @@ def describe(error: errors_pb2.Error) -> str:
         parts.append(f"at {error.location}")
     if error.phase:
         parts.append(f"in {phase_name(error.phase)}")
-    if error.HasField("item_index"):
-        parts.append(f"(item {error.item_index}{' ' + error.item_name if error.item_name else ''})")
+    if error.HasField("image_index"):
+        parts.append(f"(image {error.image_index}{' ' + error.image_name if error.image_name else ''})")
     head = " ".join(parts)
     message = f"{error.exception_type}: {error.message}" if error.exception_type else error.message
     return f"{head}: {message}"

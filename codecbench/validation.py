@@ -14,13 +14,10 @@ from codecbench.errors import InvalidArgument, echo
 from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
-# What a timeout left at 0 means for a whole experiment (the worker's default).
-DEFAULT_EXPERIMENT_S = 3600.0
 MAX_POINTS = 1000
 # A parameter point is a handful of settings, not a payload: bounded in size and nesting.
 MAX_POINT_BYTES = 64 * 1024
 MAX_VALUE_DEPTH = 8
-DEVICES = ("cpu", "cuda")
 
 
 def check_timeouts(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> None:
@@ -69,11 +66,14 @@ def _depth(value: types_pb2.Value) -> int:
     return 1
 
 
-def check_device(device: str, field: str = "device", allowed: Sequence[str] = DEVICES) -> None:
-    """``device`` is one of ``allowed``.
+def check_device(
+    device: types_pb2.Device.ValueType, allowed: Sequence[types_pb2.Device.ValueType], field: str = "device"
+) -> None:
+    """``device`` (DEVICE_UNSPECIFIED reads as DEVICE_CPU) is one of ``allowed``.
 
     Raises:
         InvalidArgument: naming ``field``.
     """
-    if device not in allowed:
-        raise InvalidArgument(field, f"{echo(device)} is not one of {', '.join(allowed)}")
+    if (device or types_pb2.DEVICE_CPU) not in allowed:
+        names = ", ".join(types_pb2.Device.Name(d) for d in allowed)
+        raise InvalidArgument(field, f"{device} is not one of {names}")

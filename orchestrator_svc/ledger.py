@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
 from orchestrator_svc.store import Store
 
 
@@ -129,7 +129,7 @@ class Ledger:
             return
         if attempt >= exp.max_attempts:
             error = errors_pb2.Error()
-            error.CopyFrom(final_error or errors.WorkerLost(reason, phase=errors_pb2.PHASE_QUEUE).to_proto())
+            error.CopyFrom(final_error or errors.WorkerLost(reason, phase=types_pb2.PHASE_QUEUE).to_proto())
             error.message += f" (attempt {attempt} of {exp.max_attempts}, no attempts left)"
             await self.failed(experiment_id, attempt, error, {RUNNING, QUEUED})
             return

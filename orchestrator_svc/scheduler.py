@@ -21,15 +21,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from codecbench import errors, logs, validation
+from codecbench import errors, logs
 from codecbench.states import QUEUED, RUNNING
 from codecbench.status import from_rpc_error
-from codecbench.v1 import errors_pb2, orchestrator_pb2, types_pb2, worker_pb2
+from codecbench.timeouts import resolve as resolve_timeouts
+from codecbench.v1 import orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
-QUEUE = errors_pb2.PHASE_QUEUE
+QUEUE = types_pb2.PHASE_QUEUE
 
 
 @dataclass
@@ -111,12 +112,12 @@ class Scheduler:
 
     async def dispatch_queued(self) -> None:
         """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""
-        devices = self.registry.takeable_devices()
-        if not devices:
+        takeable = self.registry.takeable_devices()
+        if not takeable:
             return
         # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work; and
         # no more rows than there are free slots to fill.
-        for queued in self.store.queued(devices, limit=max(self.registry.free_slots(), 1) * 2):
+        for queued in self.store.queued(takeable, limit=max(self.registry.free_slots(), 1) * 2):
             if queued.experiment_id in self.running:
                 continue
             worker = self.registry.pick(queued.device)
@@ -138,7 +139,7 @@ class Scheduler:
             return None
         if exp.state == QUEUED:
             error = errors.Cancelled(
-                "cancelled by a CancelExperiment request while queued", phase=errors_pb2.PHASE_QUEUE
+                "cancelled by a CancelExperiment request while queued", phase=types_pb2.PHASE_QUEUE
             )
         else:  # the worker knows the phase; the orchestrator only knows where it ran
             error = errors.Cancelled(f"cancelled by a CancelExperiment request while running on {exp.worker_id}")
@@ -156,7 +157,7 @@ class Scheduler:
         ref = types_pb2.DatasetRef(name=exp.dataset)
         if dataset is not None and not dataset.builtin:
             ref.images.extend(
-                types_pb2.ImageRef(name=img.name, sha256=img.sha256, size_bytes=img.size_bytes)
+                types_pb2.BlobRef(name=img.name, sha256=img.sha256, size_bytes=img.size_bytes)
                 for img in dataset.images
             )
         return worker_pb2.RunExperimentRequest(
@@ -166,7 +167,7 @@ class Scheduler:
             dataset=ref,
             points=exp.points,
             device=worker.run_device(exp.device),
-            timeouts=exp.timeouts,
+            timeouts=resolve_timeouts(exp.timeouts, worker.info.default_timeouts),
         )
 
     async def _run(self, dispatch: Dispatch) -> None:
@@ -178,8 +179,9 @@ class Scheduler:
             log.info("experiment.dispatched")
             finished = False
             # A worker that hangs while still sending heartbeats must not hold the experiment forever.
-            deadline_s = (exp.timeouts.experiment_s or validation.DEFAULT_EXPERIMENT_S) + self.call_slack_s
-            async for response in worker.stub.RunExperiment(self._request(exp, worker), timeout=deadline_s):
+            request = self._request(exp, worker)
+            deadline_s = request.timeouts.experiment_s + self.call_slack_s
+            async for response in worker.stub.RunExperiment(request, timeout=deadline_s):
                 finished = await self._record(experiment_id, attempt, response.event)
                 if finished:
                     break
@@ -233,7 +235,7 @@ class Scheduler:
         else:
             error = errors.InternalError(
                 f"worker {worker.worker_id} refused the experiment: {code.name}: {exc.details()}",
-                phase=errors_pb2.PHASE_SETUP,
+                phase=types_pb2.PHASE_SETUP,
             ).to_proto()
             await self.ledger.requeue_or_fail(experiment_id, attempt, error.message, final_error=error)
 

@@ -14,7 +14,7 @@ import grpc
 from codecbench import build, bundles, datasets, logs, rpc
 from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
-from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import OrchestratorServicer
@@ -53,7 +53,7 @@ class OrchestratorConfig:
 def builtin_photos() -> orchestrator_pb2.Dataset:
     """The ``photos`` dataset record: workers resolve its images locally, by name."""
     images = [
-        orchestrator_pb2.DatasetImage(name=name, sha256=bundles.sha256_hex(data), size_bytes=len(data))
+        types_pb2.BlobRef(name=name, sha256=bundles.sha256_hex(data), size_bytes=len(data))
         for name, data in datasets.photo_files()
     ]
     return orchestrator_pb2.Dataset(

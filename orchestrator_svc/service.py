@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import bundles, datasets, errors, logs, rpc, validation
+from codecbench import bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import BlobStore
 from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
@@ -29,7 +29,6 @@ from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import DuplicateRequest, Store
 from orchestrator_svc.workers import WorkerRegistry
 
-DEVICES = ("cpu", "cuda", "any")
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
 MAX_PAGE_SIZE = 1000
@@ -104,7 +103,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 reason=errors.REASON_DATASET_UNKNOWN,
             )
         validation.check_points(request.points)
-        validation.check_device(request.device or "cpu", allowed=DEVICES)
+        validation.check_device(request.device, allowed=(devices.CPU, devices.CUDA, devices.ANY))
         validation.check_timeouts(request.timeouts)
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise InvalidArgument(
@@ -135,7 +134,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             agent=bundles.without_content(request.agent),
             dataset=dataset.name,
             points=request.points or [types_pb2.ParameterPoint()],
-            device=request.device or "cpu",
+            device=devices.resolve(request.device),
             timeouts=request.timeouts,
             labels=request.labels,
             request_id=request.request_id,
@@ -276,7 +275,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
                 await asyncio.to_thread(datasets.decode_rgb, image_name, data)
             digest = await asyncio.to_thread(self.blobs.put, data)
-            images.append(orchestrator_pb2.DatasetImage(name=image_name, sha256=digest, size_bytes=len(data)))
+            images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),

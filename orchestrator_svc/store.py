@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from codecbench import devices
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
 
 metadata = MetaData()
@@ -117,7 +118,7 @@ class DuplicateRequest(Exception):
 @dataclass(frozen=True)
 class QueuedExperiment:
     experiment_id: str
-    device: str
+    device: devices.Device.ValueType
     attempt: int
 
 
@@ -177,7 +178,7 @@ class Store:
                         attempt=exp.attempt,
                         max_attempts=exp.max_attempts,
                         priority=exp.priority,
-                        device=exp.device,
+                        device=devices.short_name(exp.device),
                         create_time=exp.create_time.ToMicroseconds() / 1e6,
                         spec=exp.SerializeToString(),
                     )
@@ -231,17 +232,19 @@ class Store:
         rows = rows[:page_size]
         return [_experiment_from_row(r) for r in rows], (rows[-1].row if more and rows else None)
 
-    def queued(self, devices: Iterable[str], limit: int = 100) -> list[QueuedExperiment]:
-        """QUEUED experiments asking for one of ``devices``, oldest first, then by priority (highest first)."""
+    def queued(self, wanted: Iterable[devices.Device.ValueType], limit: int = 100) -> list[QueuedExperiment]:
+        """QUEUED experiments asking for one of the ``wanted`` devices, oldest first, then by priority
+        (highest first)."""
         query = (
             select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
             .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
-            .where(experiments.c.device.in_(list(devices)))
+            # The column holds the short name ("cpu", "cuda", "any"), readable in the database.
+            .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
             .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
             .limit(limit)
         )
         with self.engine.begin() as conn:
-            return [QueuedExperiment(r.experiment_id, r.device, r.attempt) for r in conn.execute(query)]
+            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
 
     def running_ids(self) -> list[str]:
         with self.engine.begin() as conn:

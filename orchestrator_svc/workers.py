@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import rpc
+from codecbench import devices, rpc
 from codecbench.v1 import orchestrator_pb2, worker_pb2, worker_pb2_grpc
 
 READY = orchestrator_pb2.WORKER_STATE_READY
@@ -61,15 +61,15 @@ class WorkerEntry:
 
     @property
     def has_cuda(self) -> bool:
-        return any(d.kind == worker_pb2.DEVICE_KIND_CUDA for d in self.info.devices)
+        return any(d.kind == devices.CUDA for d in self.info.devices)
 
-    def can_take(self, device: str) -> bool:
-        """READY, with a free slot, offering the device ("cpu" runs anywhere, "any" too)."""
-        return self.state == READY and (device != "cuda" or self.has_cuda)
+    def can_take(self, device: devices.Device.ValueType) -> bool:
+        """READY, with a free slot, offering the device (CPU and ANY run anywhere)."""
+        return self.state == READY and (device != devices.CUDA or self.has_cuda)
 
-    def run_device(self, device: str) -> str:
-        """The device an experiment asking for ``device`` runs on here."""
-        return "cuda" if device == "cuda" or (device == "any" and self.has_cuda) else "cpu"
+    def run_device(self, device: devices.Device.ValueType) -> devices.Device.ValueType:
+        """The device (CPU or CUDA) an experiment asking for ``device`` runs on here."""
+        return devices.CUDA if device == devices.CUDA or (device == devices.ANY and self.has_cuda) else devices.CPU
 
     def status(self) -> orchestrator_pb2.WorkerStatus:
         beat = timestamp_pb2.Timestamp()
@@ -116,7 +116,7 @@ class WorkerRegistry:
     def get(self, worker_id: str) -> WorkerEntry | None:
         return self.workers.get(worker_id)
 
-    def pick(self, device: str) -> WorkerEntry | None:
+    def pick(self, device: devices.Device.ValueType) -> WorkerEntry | None:
         """A worker that can take an experiment for ``device``: the one with most free slots."""
         candidates = [w for w in self.workers.values() if w.can_take(device)]
         return max(candidates, key=lambda w: (w.info.slots - len(w.running), w.last_heartbeat), default=None)
@@ -125,15 +125,15 @@ class WorkerRegistry:
         """Free slots over the workers that take work (READY)."""
         return sum(w.info.slots - len(w.running) for w in self.workers.values() if w.state == READY)
 
-    def takeable_devices(self) -> set[str]:
-        """The experiment devices ("cpu", "cuda", "any") that some worker can take right now."""
-        devices: set[str] = set()
+    def takeable_devices(self) -> set[devices.Device.ValueType]:
+        """The experiment devices (CPU, CUDA, ANY) that some worker can take right now."""
+        takeable: set[devices.Device.ValueType] = set()
         for worker in self.workers.values():
-            if worker.can_take("cpu"):
-                devices |= {"cpu", "any"}
-            if worker.can_take("cuda"):
-                devices.add("cuda")
-        return devices
+            if worker.can_take(devices.CPU):
+                takeable |= {devices.CPU, devices.ANY}
+            if worker.can_take(devices.CUDA):
+                takeable.add(devices.CUDA)
+        return takeable
 
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""

@@ -21,14 +21,14 @@ from typing import Any
 import numpy  # noqa: F401 - imported before the agent so its import time is not charged to the agent
 import torch
 
-from codecbench import bundles, errors, framing, tensors, values
+from codecbench import bundles, devices, errors, framing, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
 from sandbox import contracts, namespaces
 from sandbox.tracebacks import exception_error, safe_str
 
-ENCODE = errors_pb2.PHASE_ENCODE
-DECODE = errors_pb2.PHASE_DECODE
-LOAD = errors_pb2.PHASE_LOAD
+ENCODE = types_pb2.PHASE_ENCODE
+DECODE = types_pb2.PHASE_DECODE
+LOAD = types_pb2.PHASE_LOAD
 # /proc/PID/comm of every agent process.
 PROCESS_NAME = "cb-agent"
 
@@ -42,7 +42,7 @@ class AgentRuntime:
         bundles.write(load.agent, self.bundle_dir)
         os.chdir(self.bundle_dir)
         self.role = load.role
-        self.device = load.device or "cpu"
+        self.device = devices.short_name(load.device)
         self.max_bitstream_bytes = max_bitstream_bytes
         module = contracts.import_entry(self.bundle_dir, load.agent.entry_module)
         self.contract, self.form = contracts.detect_contract(module, load.agent.contract)

@@ -129,14 +129,14 @@ def import_entry(bundle_dir: Path, entry_module: str) -> Any:
     if top in sys.modules:
         raise errors.AgentLoadError(
             f"entry module {entry_module!r} has the name of a module the sandbox runtime already imported "
-            f"({top}); rename the agent's module", phase=errors_pb2.PHASE_LOAD,
+            f"({top}); rename the agent's module", phase=types_pb2.PHASE_LOAD,
         )
     sys.path.insert(0, str(bundle_dir))
     try:
         return importlib.import_module(entry_module)
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the agent's fault too
         message = f"importing {entry_module}: {type(exc).__name__}: {safe_str(exc)}"
-        error = exception_error(exc, errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, errors_pb2.PHASE_LOAD, bundle_dir, message)
+        error = exception_error(exc, errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, types_pb2.PHASE_LOAD, bundle_dir, message)
         raise errors.from_proto(error) from exc
 
 
@@ -170,7 +170,7 @@ def detect_contract(module: Any, requested: int) -> tuple[int, str]:
     }.get(requested, _CONTRACT_FORMS)
     raise errors.SignatureMismatch(
         f"entry module {module.__name__} defines none of: {expected}; it defines {', '.join(defined) or 'nothing'}",
-        phase=errors_pb2.PHASE_LOAD,
+        phase=types_pb2.PHASE_LOAD,
         expected=expected,
         actual=", ".join(defined),
     )

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
-from codecbench.v1 import worker_pb2
+from codecbench.v1 import types_pb2
 
-BWRAP = worker_pb2.ISOLATION_BWRAP
+BWRAP = types_pb2.ISOLATION_BWRAP
 # Sizes of an agent process's private tmpfs mounts (their pages count in its memory cgroup).
 TMP_BYTES = 1024 * 1024 * 1024
 SHM_BYTES = 64 * 1024 * 1024
@@ -31,7 +31,7 @@ def bwrap_path() -> str | None:
 
 def available_isolation() -> int:
     """``ISOLATION_BWRAP`` when bubblewrap is installed, else ``ISOLATION_PROCESS``."""
-    return worker_pb2.ISOLATION_BWRAP if bwrap_path() else worker_pb2.ISOLATION_PROCESS
+    return types_pb2.ISOLATION_BWRAP if bwrap_path() else types_pb2.ISOLATION_PROCESS
 
 
 def builtin_dataset_dirs() -> list[Path]:
@@ -76,7 +76,7 @@ def wrap_command(
             the warm template needs them, to give each forked agent process its own namespaces;
             agent processes always drop them all).
     """
-    if isolation != worker_pb2.ISOLATION_BWRAP:
+    if isolation != types_pb2.ISOLATION_BWRAP:
         return list(command)
     argv = [
         bwrap_path() or "bwrap",

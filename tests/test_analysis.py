@@ -11,7 +11,7 @@ import bjontegaard
 import pytest
 
 from codecbench import analysis, errors, values
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
 
 # A JPEG-like anchor and a test codec, in the experiments' own (unsorted) point order:
 # (quality, bpp, PSNR dB, MS-SSIM).
@@ -25,13 +25,13 @@ def experiment(
 ) -> orchestrator_pb2.Experiment:
     """A SUCCEEDED experiment whose points have these (quality, bpp, PSNR, MS-SSIM) means."""
     exp = orchestrator_pb2.Experiment(
-        experiment_id=experiment_id or f"exp-{name}", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED, device="cpu",
+        experiment_id=experiment_id or f"exp-{name}", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
         dataset="photos", worker_id="w-1",
     )
     exp.agent.name = name
     for i, (quality, bpp, psnr, ms_ssim) in enumerate(points):
         point = exp.result.points.add(point_index=i, params=values.params_from_python({"quality": quality}),
-                                      item_count=8, bpp=bpp, psnr_db=psnr, encode_ms=encode_ms, decode_ms=decode_ms,
+                                      image_count=8, bpp=bpp, psnr_db=psnr, encode_ms=encode_ms, decode_ms=decode_ms,
                                       lossless=math.isinf(psnr))
         if ms_ssim is not None:
             point.ms_ssim = ms_ssim
@@ -125,10 +125,10 @@ def test_a_failed_experiment_has_no_curve() -> None:
 
 def test_group_errors_counts_by_kind_location_and_exception() -> None:
     def zero_division() -> errors_pb2.Error:
-        return errors.AgentException("division by zero", phase=errors_pb2.PHASE_ENCODE, location="codec.py:8",
+        return errors.AgentException("division by zero", phase=types_pb2.PHASE_ENCODE, location="codec.py:8",
                                      exception_type="ZeroDivisionError").to_proto()
 
-    timeout = errors.Timeout("encode did not finish within 5 s", phase=errors_pb2.PHASE_ENCODE, limit_s=5.0,
+    timeout = errors.Timeout("encode did not finish within 5 s", phase=types_pb2.PHASE_ENCODE, limit_s=5.0,
                              elapsed_s=5.01).to_proto()
     experiments = [  # newest first
         failed("exp-5", "cand-b", zero_division()),

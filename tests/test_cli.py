@@ -160,7 +160,7 @@ async def test_show_reports_points_and_images(services: Services, jpeg_id: str) 
     assert shown["attempt"] == 1 and shown["worker_id"] == services.worker_id
     points = shown["result"]["points"]
     assert [p["params"]["params"]["quality"]["int_value"] for p in points] == [10, 30, 50, 70]
-    assert all(len(p["items"]) == 2 for p in points)
+    assert all(len(p["images"]) == 2 for p in points)
     assert points[0]["bpp"] < points[-1]["bpp"] and points[0]["psnr_db"] < points[-1]["psnr_db"]
     text = (await invoke(services, "show", jpeg_id)).stdout
     assert "SUCCEEDED" in text and "attempt 1 of 3" in text and services.worker_id in text

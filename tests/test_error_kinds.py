@@ -59,7 +59,7 @@ def _exception_frames(error: errors_pb2.Error) -> None:
         ("codec.py", line_of(a, "return image.numel() / 0"), "_scale"),
     ]
     assert error.frames[-1].code == "return image.numel() / 0"
-    assert (error.item_index, error.item_name) == (0, "tiny0.png")
+    assert (error.image_index, error.image_name) == (0, "tiny0.png")
 
 
 def _timeout(limit: float, point_expected: bool) -> Callable[[errors_pb2.Error], None]:
@@ -87,46 +87,46 @@ def _signal(sig: int) -> Callable[[errors_pb2.Error], None]:
 
 
 CASES = [
-    Case("load_syntax_error", K.ERROR_KIND_AGENT_LOAD_ERROR, K.PHASE_LOAD,
+    Case("load_syntax_error", K.ERROR_KIND_AGENT_LOAD_ERROR, types_pb2.PHASE_LOAD,
          location=lambda: f"codec.py:{line_of('load_syntax_error', 'return b')}",
          contains=("SyntaxError",), check=_frames_in_agent_files),
-    Case("load_missing_module", K.ERROR_KIND_AGENT_LOAD_ERROR, K.PHASE_LOAD,
+    Case("load_missing_module", K.ERROR_KIND_AGENT_LOAD_ERROR, types_pb2.PHASE_LOAD,
          location=lambda: f"codec.py:{line_of('load_missing_module', 'import codecbench_no_such_module_xyz')}",
          contains=("ModuleNotFoundError", "codecbench_no_such_module_xyz"), check=_frames_in_agent_files),
-    Case("sig_init_no_quality", K.ERROR_KIND_SIGNATURE_MISMATCH, K.PHASE_LOAD,
+    Case("sig_init_no_quality", K.ERROR_KIND_SIGNATURE_MISMATCH, types_pb2.PHASE_LOAD,
          location=lambda: f"codec.py:{line_of('sig_init_no_quality', 'def __init__')}",
          contains=("quality", "Codec(device, **params)", "Codec(device)")),
     # The old runner's bug: the decoder names its parameters (data, device), not (device, encoding_data).
-    Case("sig_seed_wrong_names", K.ERROR_KIND_SIGNATURE_MISMATCH, K.PHASE_LOAD, points=[],
+    Case("sig_seed_wrong_names", K.ERROR_KIND_SIGNATURE_MISMATCH, types_pb2.PHASE_LOAD, points=[],
          location=lambda: f"agent.py:{line_of('sig_seed_wrong_names', 'def run_decoding_agent', 'agent.py')}",
          contains=("run_decoding_agent(device, encoding_data)", "run_decoding_agent(data, device)")),
-    Case("sig_no_contract", K.ERROR_KIND_SIGNATURE_MISMATCH, K.PHASE_LOAD,
+    Case("sig_no_contract", K.ERROR_KIND_SIGNATURE_MISMATCH, types_pb2.PHASE_LOAD,
          contains=("class Codec", "run_encoding_agent", "compress, decompress")),
-    Case("exc_encode", K.ERROR_KIND_AGENT_EXCEPTION, K.PHASE_ENCODE,
+    Case("exc_encode", K.ERROR_KIND_AGENT_EXCEPTION, types_pb2.PHASE_ENCODE,
          location=lambda: f"codec.py:{line_of('exc_encode', 'return image.numel() / 0')}",
          contains=("ZeroDivisionError", "division by zero"), check=_exception_frames),
-    Case("exc_system_exit", K.ERROR_KIND_AGENT_EXCEPTION, K.PHASE_ENCODE,
+    Case("exc_system_exit", K.ERROR_KIND_AGENT_EXCEPTION, types_pb2.PHASE_ENCODE,
          location=lambda: f"codec.py:{line_of('exc_system_exit', 'sys.exit(5)')}",
          contains=("SystemExit: 5",)),
-    Case("exc_keyboard_interrupt", K.ERROR_KIND_AGENT_EXCEPTION, K.PHASE_ENCODE,
+    Case("exc_keyboard_interrupt", K.ERROR_KIND_AGENT_EXCEPTION, types_pb2.PHASE_ENCODE,
          location=lambda: f"codec.py:{line_of('exc_keyboard_interrupt', 'raise KeyboardInterrupt')}",
          contains=("KeyboardInterrupt: stop",)),
     # Prints from a thread until it is killed: every line must come before the terminal event.
-    Case("exc_chatty", K.ERROR_KIND_AGENT_EXCEPTION, K.PHASE_ENCODE,
+    Case("exc_chatty", K.ERROR_KIND_AGENT_EXCEPTION, types_pb2.PHASE_ENCODE,
          location=lambda: f"codec.py:{line_of('exc_chatty', 'raise RuntimeError')}",
          contains=("RuntimeError", "chatty agent gives up"), stdout="tick 0"),
-    Case("out_encode_str", K.ERROR_KIND_INVALID_OUTPUT, K.PHASE_ENCODE, contains=("bytes", "str")),
-    Case("out_wrong_shape", K.ERROR_KIND_INVALID_OUTPUT, K.PHASE_DECODE,
+    Case("out_encode_str", K.ERROR_KIND_INVALID_OUTPUT, types_pb2.PHASE_ENCODE, contains=("bytes", "str")),
+    Case("out_wrong_shape", K.ERROR_KIND_INVALID_OUTPUT, types_pb2.PHASE_DECODE,
          contains=("[3, 8, 8]", str(FIRST_SHAPE))),
-    Case("out_nan", K.ERROR_KIND_INVALID_OUTPUT, K.PHASE_DECODE, contains=("NaN",)),
-    Case("out_list", K.ERROR_KIND_INVALID_OUTPUT, K.PHASE_DECODE, contains=("torch.Tensor", "list")),
-    Case("timeout_encode", K.ERROR_KIND_TIMEOUT, K.PHASE_ENCODE, timeouts=types_pb2.Timeouts(encode_s=1),
+    Case("out_nan", K.ERROR_KIND_INVALID_OUTPUT, types_pb2.PHASE_DECODE, contains=("NaN",)),
+    Case("out_list", K.ERROR_KIND_INVALID_OUTPUT, types_pb2.PHASE_DECODE, contains=("torch.Tensor", "list")),
+    Case("timeout_encode", K.ERROR_KIND_TIMEOUT, types_pb2.PHASE_ENCODE, timeouts=types_pb2.Timeouts(encode_s=1),
          contains=("encode",), check=_timeout(1.0, point_expected=True)),
-    Case("timeout_load", K.ERROR_KIND_TIMEOUT, K.PHASE_LOAD, timeouts=types_pb2.Timeouts(load_s=1),
+    Case("timeout_load", K.ERROR_KIND_TIMEOUT, types_pb2.PHASE_LOAD, timeouts=types_pb2.Timeouts(load_s=1),
          contains=("load",), check=_timeout(1.0, point_expected=True)),
-    Case("crash_exit", K.ERROR_KIND_SANDBOX_CRASH, K.PHASE_ENCODE, contains=("code 3",), check=_exit_code(3),
+    Case("crash_exit", K.ERROR_KIND_SANDBOX_CRASH, types_pb2.PHASE_ENCODE, contains=("code 3",), check=_exit_code(3),
          stdout="crash_exit: last words before os._exit(3)"),
-    Case("crash_segfault", K.ERROR_KIND_SANDBOX_CRASH, K.PHASE_ENCODE,
+    Case("crash_segfault", K.ERROR_KIND_SANDBOX_CRASH, types_pb2.PHASE_ENCODE,
          contains=("SIGSEGV",), check=_signal(signal.SIGSEGV)),
 ]
 
@@ -146,11 +146,11 @@ async def test_error_kind(worker_stub, case: Case) -> None:
         assert error.location == case.location(), text
     for part in case.contains:
         assert part in text, f"{part!r} not in {text}"
-    if case.phase in (K.PHASE_ENCODE, K.PHASE_DECODE):
-        assert (error.point_index, error.item_index, error.item_name) == (0, 0, "tiny0.png")
+    if case.phase in (types_pb2.PHASE_ENCODE, types_pb2.PHASE_DECODE):
+        assert (error.point_index, error.image_index, error.image_name) == (0, 0, "tiny0.png")
     if case.check is not None:
         case.check(error)
-    assert not any(e.HasField("item_result") for e in events)
+    assert not any(e.HasField("image_result") for e in events)
     if case.stdout:  # run() has checked that nothing follows the terminal event
         logs = [(e.log.stream, e.log.text) for e in events if e.HasField("log")]
         assert (experiment_pb2.LOG_STREAM_STDOUT, case.stdout) in logs, logs[-20:]
@@ -164,7 +164,7 @@ async def test_encode_call_failure_carries_the_typed_error(worker_stub) -> None:
     carry the same ``codecbench.v1.Error``."""
     pixels = torch.zeros(3, 16, 16, dtype=torch.uint8)
     call = worker_stub.Encode(worker_pb2.EncodeRequest(
-        agent=agent_bundle("exc_encode"), image=tensors.from_torch(pixels), device="cpu"
+        agent=agent_bundle("exc_encode"), image=tensors.from_torch(pixels), device=types_pb2.DEVICE_CPU
     ))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
@@ -182,7 +182,7 @@ async def test_decoder_cannot_read_what_the_encoder_left_in_memory(worker_stub) 
     decoder that found either would return the image (lossless at 8 bytes). It finds neither."""
     events, terminal = await run(worker_stub, request("cheat_memory"))
     assert terminal.HasField("result"), errors.describe(terminal.error)
-    for item in terminal.result.points[0].items:
+    for item in terminal.result.points[0].images:
         m = item.metrics
         assert m.bytes == 8
         assert not m.lossless
@@ -203,7 +203,7 @@ async def test_cancelled_run_leaves_no_child_process(worker, worker_stub) -> Non
             assert response is not grpc.aio.EOF, "the stream ended before the encode started"
             event = response.event
             assert not event.HasField("error"), errors.describe(event.error)
-            if event.HasField("progress") and event.progress.phase == K.PHASE_ENCODE:
+            if event.HasField("progress") and event.progress.phase == types_pb2.PHASE_ENCODE:
                 return
 
     await asyncio.wait_for(until_encoding(), timeout=60)

@@ -170,7 +170,7 @@ async def test_runs_through_the_worker_and_rate_and_quality_rise_together(worker
     _, terminal = await run(worker_stub, request("factorized_prior", points=[{"quality": 1}, {"quality": 4}]))
     low, high = result_of(terminal).points
     assert low.bpp < high.bpp and low.psnr_db < high.psnr_db
-    assert all(item.metrics.bytes > 12 for point in (low, high) for item in point.items)  # header + payload
+    assert all(item.metrics.bytes > 12 for point in (low, high) for item in point.images)  # header + payload
 
 
 async def test_corrupted_bitstream_is_an_agent_error_and_the_worker_stays_healthy(worker_stub) -> None:

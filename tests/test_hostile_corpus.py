@@ -72,7 +72,7 @@ class Case:
 def _honest_metrics(terminal: experiment_pb2.ExperimentEvent, _: list) -> None:
     """hostile_monkeypatch sends image // 64 and decodes to coarse * 64 + 32: the worker's PSNR must
     be that of this reconstruction, whatever the agent patched in its own process."""
-    for item, size in zip(terminal.result.points[0].items, tiny_dataset().images, strict=True):
+    for item, size in zip(terminal.result.points[0].images, tiny_dataset().images, strict=True):
         original = datasets.decode_image(size.name, size.content).pixels.to(torch.float64)
         recon = (original // 64) * 64 + 32
         mse = float(((original - recon) ** 2).mean())
@@ -101,10 +101,10 @@ def _originals() -> dict[str, torch.Tensor]:
 
 def _not_recovered(terminal: experiment_pb2.ExperimentEvent, _: list) -> None:
     originals = _originals()
-    for item in terminal.result.points[0].items:
-        assert not item.metrics.lossless, f"{item.item_name}: the decoder recovered the original"
-        black_mse = float((originals[item.item_name].to(torch.float64) ** 2).mean())
-        assert math.isclose(item.metrics.mse, black_mse, rel_tol=1e-12), item.item_name  # it fell back to black
+    for item in terminal.result.points[0].images:
+        assert not item.metrics.lossless, f"{item.image_name}: the decoder recovered the original"
+        black_mse = float((originals[item.image_name].to(torch.float64) ** 2).mean())
+        assert math.isclose(item.metrics.mse, black_mse, rel_tol=1e-12), item.image_name  # it fell back to black
 
 
 CORPUS = [
@@ -160,7 +160,7 @@ async def _encode(hostile: Hostile, agent: str, params: dict) -> bytes:
     from codecbench import values
 
     response = await hostile.stub.Encode(worker_pb2.EncodeRequest(
-        agent=agent_bundle(agent), params=values.params_from_python(params), device="cpu",
+        agent=agent_bundle(agent), params=values.params_from_python(params), device=types_pb2.DEVICE_CPU,
         image=tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8)),
     ))
     return response.bitstream
@@ -187,7 +187,7 @@ async def test_decoder_cannot_recover_the_original_from_the_dataset_cache_or_bui
     data = png_bytes(180, 200, seed=7)
     digest = hostile.handle.servicer.blobs.put(data)
     assert hashlib.sha256(data).hexdigest() == digest
-    cached = types_pb2.DatasetRef(name="cached", images=[types_pb2.ImageRef(name="c.png", sha256=digest)])
+    cached = types_pb2.DatasetRef(name="cached", images=[types_pb2.BlobRef(name="c.png", sha256=digest)])
     photos = types_pb2.DatasetRef(name=datasets.PHOTOS)
     for dataset in (cached, photos):
         _, terminal = await run(hostile.stub, request(

@@ -129,12 +129,12 @@ def test_point_result_averages_per_image_values() -> None:
     b_off = b.clone()
     b_off[0, 0, 0] ^= 8
     items = [
-        experiment_pb2.ItemResult(item_index=0, metrics=metrics.image_metrics(a, a, b"x" * 10, 1.0, 3.0)),
-        experiment_pb2.ItemResult(item_index=1, metrics=metrics.image_metrics(b, b_off, b"y" * 30, 2.0, 5.0)),
+        experiment_pb2.ImageResult(image_index=0, metrics=metrics.image_metrics(a, a, b"x" * 10, 1.0, 3.0)),
+        experiment_pb2.ImageResult(image_index=1, metrics=metrics.image_metrics(b, b_off, b"y" * 30, 2.0, 5.0)),
     ]
     point = metrics.point_result(0, values.params_from_python({"quality": 5}), items)
     m0, m1 = items[0].metrics, items[1].metrics
-    assert point.item_count == 2 and point.total_bytes == 40
+    assert point.image_count == 2 and point.total_bytes == 40
     assert point.bpp == pytest.approx((m0.bpp + m1.bpp) / 2)
     assert point.mse == pytest.approx(m1.mse / 2)
     assert math.isinf(point.psnr_db)  # the mean of per-image PSNRs, one of them infinite

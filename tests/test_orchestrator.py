@@ -56,12 +56,12 @@ async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path
                 experiment_id="direct",
                 attempt=1,
                 agent=agent_bundle("jpeg"),
-                device="cpu",
+                device=types_pb2.DEVICE_CPU,
                 points=[values.params_from_python({"quality": q}) for q in (30, 80)],
                 dataset=types_pb2.DatasetRef(
                     name="tiny",
                     images=[
-                        types_pb2.ImageRef(name=img.name, content=(images / img.name).read_bytes())
+                        types_pb2.BlobRef(name=img.name, content=(images / img.name).read_bytes())
                         for img in dataset.images
                     ],
                 ),
@@ -71,8 +71,8 @@ async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path
             await channel.close()
             direct_result = direct[-1].result
             for via, straight in zip(done.result.points, direct_result.points, strict=True):
-                for a, b in zip(via.items, straight.items, strict=True):
-                    assert a.item_name == b.item_name
+                for a, b in zip(via.images, straight.images, strict=True):
+                    assert a.image_name == b.image_name
                     assert (a.metrics.bytes, a.metrics.psnr_db, a.metrics.bitstream_sha256) == (
                         b.metrics.bytes,
                         b.metrics.psnr_db,
@@ -96,7 +96,7 @@ async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(
                 exp = await client.submit(agent_bundle("slow_lossless"), dataset="four", points=[{"delay_s": 0.4}])
                 first_item = None
                 async for event in client.watch(exp.experiment_id):
-                    if event.WhichOneof("event") == "item_result":
+                    if event.WhichOneof("event") == "image_result":
                         first_item = event
                         break
                 assert first_item is not None
@@ -108,7 +108,7 @@ async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(
                 assert done.state == SUCCEEDED, done.error
                 assert done.attempt == 2
                 assert done.worker_id != running.worker_id
-                assert len(done.result.points[0].items) == 4
+                assert len(done.result.points[0].images) == 4
                 events = await all_events(client, exp.experiment_id)
                 assert len(terminal_events(events)) == 1
                 requeue = [
@@ -219,7 +219,7 @@ async def test_watcher_resumes_from_last_sequence_without_gaps_or_repeats(tmp_pa
                 seen: list[experiment_pb2.ExperimentEvent] = []
                 async for event in client.watch(exp.experiment_id):
                     seen.append(event)
-                    if event.WhichOneof("event") == "item_result":
+                    if event.WhichOneof("event") == "image_result":
                         break  # disconnect mid-run
                 resumed = await all_events(client, exp.experiment_id, after=seen[-1].sequence)
                 replay = await all_events(client, exp.experiment_id)
@@ -240,7 +240,7 @@ async def test_cancel_running_experiment_kills_its_sandbox_children(tmp_path: Pa
                 await client.upload_dataset("one", images)
                 exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 600}])
                 async for event in client.watch(exp.experiment_id):
-                    if event.WhichOneof("event") == "progress" and event.progress.phase == errors_pb2.PHASE_ENCODE:
+                    if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
                         break
                 assert agent_processes(), "the experiment's sandbox processes should be running"
                 cancelled = await client.cancel(exp.experiment_id)
@@ -290,18 +290,18 @@ async def test_heartbeat_silence_marks_worker_lost_and_drain_stops_new_work(tmp_
         (lambda r: r.agent.ClearField("files"), "agent.files"),
         (lambda r: setattr(r.agent, "entry_module", ""), "agent.entry_module"),
         (lambda r: setattr(r.agent, "entry_module", "nothere"), "agent.entry_module"),
-        (lambda r: setattr(r.agent.files[0], "path", "../escape.py"), "agent.files[0].path"),
+        (lambda r: setattr(r.agent.files[0], "name", "../escape.py"), "agent.files[0].name"),
         (lambda r: setattr(r, "dataset", "no-such-dataset"), "dataset"),
         (lambda r: setattr(r.timeouts, "encode_s", -1), "timeouts.encode_s"),
         (lambda r: setattr(r.timeouts, "load_s", float("nan")), "timeouts.load_s"),
-        (lambda r: setattr(r, "device", "tpu"), "device"),
+        (lambda r: setattr(r, "device", 99), "device"),
         (lambda r: setattr(r, "max_attempts", 99), "max_attempts"),
-        (lambda r: r.agent.files.add(path="big.bin", content=b"\0" * (33 * 1024 * 1024)), "agent.files"),
+        (lambda r: r.agent.files.add(name="big.bin", content=b"\0" * (33 * 1024 * 1024)), "agent.files"),
     ],
 )
 async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, field: str) -> None:  # noqa: ANN001
     async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
-        request = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos", device="cpu")
+        request = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos")
         mutate(request)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await client.stub.CreateExperiment(request)
@@ -444,31 +444,43 @@ async def _state_is(client: Client, experiment_id: str, state: int, negate: bool
 class _HungWorker(worker_pb2_grpc.WorkerServiceServicer):
     """Accepts RunExperiment and never answers (a worker that hangs but keeps heartbeating)."""
 
+    def __init__(self) -> None:
+        self.requests: list[worker_pb2.RunExperimentRequest] = []
+
     async def RunExperiment(self, request, context):  # noqa: N802
+        self.requests.append(request)
         await asyncio.Event().wait()
         yield worker_pb2.RunExperimentResponse()
 
 
-async def test_hung_worker_call_times_out_and_the_experiment_does_not_stay_running(tmp_path: Path) -> None:
+@pytest.mark.parametrize("limit_from", ["request", "worker defaults"])
+async def test_hung_worker_call_times_out_and_the_experiment_does_not_stay_running(
+    tmp_path: Path, limit_from: str
+) -> None:
     from codecbench import build
 
+    hung = _HungWorker()
     server = grpc.aio.server()
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(_HungWorker(), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(hung, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    info = worker_pb2.WorkerInfo(worker_id="w-hung", build_id=build.build_id(), slots=1, address=f"127.0.0.1:{port}")
+    # The worker's defaults decide the orchestrator's deadline when the experiment sets none.
+    defaults = types_pb2.Timeouts(load_s=7, encode_s=8, decode_s=9, experiment_s=0.5 if limit_from != "request" else 60)
+    info = worker_pb2.WorkerInfo(worker_id="w-hung", build_id=build.build_id(), slots=1, address=f"127.0.0.1:{port}",
+                                 default_timeouts=defaults)
+    requested = types_pb2.Timeouts(experiment_s=0.5) if limit_from == "request" else types_pb2.Timeouts()
     try:
         async with orchestrator(tmp_path / "orch", call_slack_s=0.5) as orch, Client(orch.address) as client:
             await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=info))
             exp = await client.submit(
-                agent_bundle("jpeg"),
-                points=[{"quality": 50}],
-                max_attempts=1,
-                timeouts=types_pb2.Timeouts(experiment_s=0.5),
+                agent_bundle("jpeg"), points=[{"quality": 50}], max_attempts=1, timeouts=requested
             )
             done = await client.wait(exp.experiment_id)
             assert done.state == experiment_pb2.EXPERIMENT_STATE_FAILED
             assert done.error.kind == errors_pb2.ERROR_KIND_WORKER_LOST and "DEADLINE_EXCEEDED" in done.error.message
+            # The worker was sent explicit limits: the request's where given, else the worker's own defaults.
+            sent = hung.requests[0].timeouts
+            assert (sent.load_s, sent.encode_s, sent.decode_s, sent.experiment_s) == (7, 8, 9, 0.5)
     finally:
         await server.stop(0)
 

@@ -107,7 +107,7 @@ async def _upload_twice(s: Services) -> None:
 
 def _bundle_with_file_by_digest(digest: str) -> types_pb2.AgentBundle:
     bundle = agent_bundle("zlib_lossless")
-    bundle.files.add(path="weights.bin", sha256=digest, size_bytes=10)
+    bundle.files.add(name="weights.bin", sha256=digest, size_bytes=10)
     return bundle
 
 
@@ -149,18 +149,18 @@ CASES = [
          NOT_FOUND, errors.REASON_BLOB_MISSING, "sha256"),
     Case("orchestrator-already-exists", _upload_twice, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", "header.name"),
     # the worker
-    Case("worker-invalid-argument", lambda s: _run(s, device="gpu"), INVALID, "INVALID_ARGUMENT", "device"),
+    Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY), INVALID, "INVALID_ARGUMENT", "device"),
     Case("worker-dataset-unknown", lambda s: _run(s, dataset=types_pb2.DatasetRef(name="nope")),
          INVALID, errors.REASON_DATASET_UNKNOWN, "dataset.name"),
     Case("worker-image-undecodable",
-         lambda s: _run(s, dataset=types_pb2.DatasetRef(name="d", images=[types_pb2.ImageRef(name="x.png",
+         lambda s: _run(s, dataset=types_pb2.DatasetRef(name="d", images=[types_pb2.BlobRef(name="x.png",
                                                                                              content=b"no")])),
          INVALID, errors.REASON_IMAGE_UNDECODABLE, "dataset.images"),
     Case("worker-tensor-malformed",
          lambda s: s.work.Encode(worker_pb2.EncodeRequest(agent=agent_bundle("zlib_lossless"),
                                                           image=_image(b"\0", [3, 4, 4]))),
          INVALID, errors.REASON_TENSOR_MALFORMED, "image"),
-    Case("worker-no-gpu", lambda s: _run(s, device="cuda"),
+    Case("worker-no-gpu", lambda s: _run(s, device=types_pb2.DEVICE_CUDA),
          grpc.StatusCode.FAILED_PRECONDITION, errors.REASON_NO_GPU, "device"),
     Case("worker-blob-missing",
          lambda s: s.work.Encode(worker_pb2.EncodeRequest(agent=_bundle_with_file_by_digest(MISSING_DIGEST),
@@ -226,7 +226,7 @@ async def test_worker_without_a_free_slot_says_so_by_reason(services: Services) 
 
 async def test_agent_errors_keep_their_typed_error_detail(services: Services) -> None:
     call = services.work.Encode(worker_pb2.EncodeRequest(
-        agent=agent_bundle("exc_encode"), image=_image(bytes(3 * 8 * 8), [3, 8, 8]), device="cpu"
+        agent=agent_bundle("exc_encode"), image=_image(bytes(3 * 8 * 8), [3, 8, 8]), device=types_pb2.DEVICE_CPU
     ))
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call

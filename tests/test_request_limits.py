@@ -60,7 +60,7 @@ async def test_list_refuses_tokens_and_times_out_of_range(tmp_path: Path, reques
 async def test_bundle_file_without_content_needs_a_hex_digest(tmp_path: Path) -> None:
     async with orchestrator(tmp_path) as orch, Client(orch.address) as client:
         bundle = agent_bundle("jpeg")
-        bundle.files.add(path="weights.bin", sha256="Z" * 64, size_bytes=10)
+        bundle.files.add(name="weights.bin", sha256="Z" * 64, size_bytes=10)
         with pytest.raises(errors.InvalidArgument) as info:
             await client.submit(bundle)
         assert info.value.field == "agent.files[1].sha256"
@@ -76,8 +76,8 @@ def _bomb_png() -> bytes:
 @pytest.mark.parametrize(
     ("image", "field"),
     [
-        (types_pb2.ImageRef(name="x.png", sha256="not-a-digest"), "dataset.images[0].sha256"),
-        (types_pb2.ImageRef(name="bomb.png", content=_bomb_png()), "dataset.images"),
+        (types_pb2.BlobRef(name="x.png", sha256="not-a-digest"), "dataset.images[0].sha256"),
+        (types_pb2.BlobRef(name="bomb.png", content=_bomb_png()), "dataset.images"),
     ],
 )
 async def test_worker_refuses_bad_image_references_and_decompression_bombs(worker_stub, image, field: str) -> None:  # noqa: ANN001
@@ -97,7 +97,7 @@ def test_tensor_with_too_many_dimensions_or_an_unknown_dtype_is_a_format_error()
 
 
 def test_status_of_a_huge_error_stays_within_grpc_metadata_limits_and_typed() -> None:
-    error = errors.AgentException("boom " * 20000, phase=errors_pb2.PHASE_ENCODE).to_proto()
+    error = errors.AgentException("boom " * 20000, phase=types_pb2.PHASE_ENCODE).to_proto()
     error.frames.extend(errors_pb2.Frame(file="codec.py", line=i, function="f", code="x" * 200) for i in range(500))
     status = to_status(errors.from_proto(error))
     details = dict(status.trailing_metadata)["grpc-status-details-bin"]

@@ -14,7 +14,7 @@ from helpers import agent_bundle
 from helpers.worker import request, run
 
 from codecbench import rpc, tensors
-from codecbench.v1 import worker_pb2, worker_pb2_grpc
+from codecbench.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import cgroups
 from worker_svc.server import WorkerConfig, start_worker
 
@@ -22,9 +22,9 @@ pytestmark = pytest.mark.timeout(180)
 
 
 async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(worker, worker_stub) -> None:
-    assert worker.info.isolation == worker_pb2.ISOLATION_BWRAP  # CI installs bubblewrap
+    assert worker.info.isolation == types_pb2.ISOLATION_BWRAP  # CI installs bubblewrap
     response = await worker_stub.Encode(worker_pb2.EncodeRequest(
-        agent=agent_bundle("probe_isolation"), device="cpu",
+        agent=agent_bundle("probe_isolation"), device=types_pb2.DEVICE_CPU,
         image=tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8)),
     ))
     seen = json.loads(response.bitstream)
@@ -73,7 +73,7 @@ async def test_without_a_sandbox_the_cheating_decoder_does_recover_the_image(tmp
     handle = await start_worker(WorkerConfig(data_dir=tmp_path, use_bwrap=False))
     channel = rpc.insecure_channel(handle.address)
     try:
-        assert handle.info.isolation == worker_pb2.ISOLATION_PROCESS
+        assert handle.info.isolation == types_pb2.ISOLATION_PROCESS
         _, terminal = await run(worker_pb2_grpc.WorkerServiceStub(channel), request("hostile_cheat_files"))
         assert terminal.HasField("result")
         assert terminal.result.points[0].lossless

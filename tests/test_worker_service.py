@@ -42,11 +42,11 @@ async def test_worker_info_identifies_the_process_and_its_build(worker, worker_s
     assert info.host == socket.gethostname()
     started = info.start_time.ToDatetime().timestamp()
     assert time.time() - 3600 < started <= time.time()
-    assert [(d.kind, d.name) for d in info.devices] == [(worker_pb2.DEVICE_KIND_CPU, "cpu")]
+    assert [(d.kind, d.name) for d in info.devices] == [(types_pb2.DEVICE_CPU, "cpu")]
     assert info.devices[0].memory_bytes > 0
     assert info.slots == 2
     # bubblewrap is installed here (and on every worker host); without it the worker says so.
-    expected = worker_pb2.ISOLATION_BWRAP if shutil.which("bwrap") else worker_pb2.ISOLATION_PROCESS
+    expected = types_pb2.ISOLATION_BWRAP if shutil.which("bwrap") else types_pb2.ISOLATION_PROCESS
     assert info.isolation == expected
     assert info.address == worker.address == f"127.0.0.1:{worker.port}"
 
@@ -59,10 +59,10 @@ async def test_jpeg_rate_and_quality_rise_with_the_quality_parameter(worker_stub
     result = result_of(terminal)
     photos = datasets.load_photos()
     assert [values.params_to_python(p.params) for p in result.points] == [{"quality": q} for q in (10, 50, 90)]
-    assert sum(e.HasField("item_result") for e in events) == 3 * len(photos)
+    assert sum(e.HasField("image_result") for e in events) == 3 * len(photos)
     for point in result.points:
-        assert [item.item_name for item in point.items] == [img.name for img in photos]
-        for item, img in zip(point.items, photos, strict=True):
+        assert [item.image_name for item in point.images] == [img.name for img in photos]
+        for item, img in zip(point.images, photos, strict=True):
             m = item.metrics
             assert (m.width, m.height) == (img.width, img.height)
             assert m.bpp == pytest.approx(8 * m.bytes / (m.width * m.height))
@@ -71,16 +71,16 @@ async def test_jpeg_rate_and_quality_rise_with_the_quality_parameter(worker_stub
             assert m.HasField("ms_ssim") and 0.5 < m.ms_ssim <= 1.0
             assert m.encode_ms > 0 and m.decode_ms > 0
             assert re.fullmatch(r"[0-9a-f]{64}", m.bitstream_sha256)
-        assert point.total_bytes == sum(i.metrics.bytes for i in point.items)
-        assert point.bpp == pytest.approx(np.mean([i.metrics.bpp for i in point.items]))
-        assert point.psnr_db == pytest.approx(np.mean([i.metrics.psnr_db for i in point.items]))
+        assert point.total_bytes == sum(i.metrics.bytes for i in point.images)
+        assert point.bpp == pytest.approx(np.mean([i.metrics.bpp for i in point.images]))
+        assert point.psnr_db == pytest.approx(np.mean([i.metrics.psnr_db for i in point.images]))
     low, mid, high = result.points
     assert low.bpp < mid.bpp < high.bpp
     assert low.psnr_db < mid.psnr_db < high.psnr_db
     assert low.ms_ssim < mid.ms_ssim < high.ms_ssim
     for i in range(len(photos)):  # per image, too
-        assert low.items[i].metrics.bytes < mid.items[i].metrics.bytes < high.items[i].metrics.bytes
-        assert low.items[i].metrics.psnr_db < mid.items[i].metrics.psnr_db < high.items[i].metrics.psnr_db
+        assert low.images[i].metrics.bytes < mid.images[i].metrics.bytes < high.images[i].metrics.bytes
+        assert low.images[i].metrics.psnr_db < mid.images[i].metrics.psnr_db < high.images[i].metrics.psnr_db
 
 
 @pytest.mark.timeout(180)
@@ -88,8 +88,8 @@ async def test_zlib_is_lossless_on_photos(worker_stub) -> None:
     _, terminal = await run(worker_stub, request("zlib_lossless", PHOTOS))
     point = result_of(terminal).points[0]
     assert point.lossless and math.isinf(point.psnr_db) and point.mse == 0
-    assert len(point.items) == len(datasets.load_photos())
-    for item in point.items:
+    assert len(point.images) == len(datasets.load_photos())
+    for item in point.images:
         m = item.metrics
         assert m.lossless and math.isinf(m.psnr_db) and m.psnr_db > 0 and m.mse == 0
         assert m.ms_ssim == pytest.approx(1.0)
@@ -109,8 +109,8 @@ async def test_seed_agent_bytes_survive_the_trip_unchanged(worker_stub) -> None:
     point = result_of(terminal).points[0]
     seed = _load_seed_agent()
     photos = datasets.load_photos()
-    assert len(point.items) == len(photos)
-    for item, img in zip(point.items, photos, strict=True):
+    assert len(point.images) == len(photos)
+    for item, img in zip(point.images, photos, strict=True):
         # The encoding dict, computed here by the agent's own function, serialized as the protocol does.
         encoding = seed.run_encoding_agent(device="cpu", image=img.pixels)
         wire = values.to_value(encoding, "encoding_data").SerializeToString(deterministic=True)
@@ -129,7 +129,7 @@ async def test_a_bundle_cannot_replace_the_sandbox_runtime(worker_stub) -> None:
     """The agent's folder is the child's cwd; its ``sandbox/child.py`` must not run as the runtime."""
     _, terminal = await run(worker_stub, request("shadow_runtime"))
     point = result_of(terminal).points[0]
-    assert point.lossless and len(point.items) == len(TINY_SIZES)
+    assert point.lossless and len(point.images) == len(TINY_SIZES)
 
 
 # ---- unary Encode and Decode ----
@@ -141,10 +141,10 @@ def _photo(name: str) -> datasets.DatasetImage:
 async def _encode_decode(stub, agent: str, params: dict, pixels: torch.Tensor):
     bundle, point = agent_bundle(agent), values.params_from_python(params)
     encoded = await stub.Encode(worker_pb2.EncodeRequest(
-        agent=bundle, params=point, image=tensors.from_torch(pixels), device="cpu"
+        agent=bundle, params=point, image=tensors.from_torch(pixels), device=types_pb2.DEVICE_CPU
     ))
     decoded = await stub.Decode(worker_pb2.DecodeRequest(
-        agent=bundle, params=point, bitstream=encoded.bitstream, device="cpu"
+        agent=bundle, params=point, bitstream=encoded.bitstream, device=types_pb2.DEVICE_CPU
     ))
     return encoded, decoded
 
@@ -182,13 +182,13 @@ async def test_encode_then_decode_seed_agent(worker_stub) -> None:
     img = _photo("astronaut.png")
     bundle = agent_bundle("seed_example")
     encoded = await worker_stub.Encode(worker_pb2.EncodeRequest(
-        agent=bundle, image=tensors.from_torch(img.pixels), device="cpu"
+        agent=bundle, image=tensors.from_torch(img.pixels), device=types_pb2.DEVICE_CPU
     ))
     encoding = _load_seed_agent().run_encoding_agent(device="cpu", image=img.pixels)
     assert encoded.bitstream == values.to_value(encoding, "encoding_data").SerializeToString(deterministic=True)
 
-    good = worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=encoded.bitstream, device="cpu"))
-    bad = worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=b"\xff\xff not a Value", device="cpu"))
+    good = worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=encoded.bitstream))
+    bad = worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=b"\xff\xff not a Value"))
     decoded, refused = await asyncio.gather(good, bad, return_exceptions=True)
     assert np.array_equal(tensors.to_numpy(decoded.reconstruction), img.pixels.numpy())
     assert isinstance(refused, grpc.aio.AioRpcError), refused
@@ -214,9 +214,10 @@ def _tiny_zlib_request(**changes) -> worker_pb2.RunExperimentRequest:
         ({"agent": types_pb2.AgentBundle(name="empty", entry_module="codec")}, "agent.files"),
         ({"dataset": types_pb2.DatasetRef(name="no_such_dataset")}, "dataset.name"),
         ({"timeouts": types_pb2.Timeouts(encode_s=-1)}, "timeouts.encode_s"),
-        ({"device": "gpu"}, "device"),
+        ({"device": 99}, "device"),  # not a codecbench.v1.Device value
+        ({"device": types_pb2.DEVICE_ANY}, "device"),  # only an experiment may ask for any device
     ],
-    ids=["empty-bundle", "unknown-dataset", "negative-timeout", "bad-device"],
+    ids=["empty-bundle", "unknown-dataset", "negative-timeout", "unknown-device", "any-device"],
 )
 async def test_invalid_argument_names_the_field(worker, worker_stub, changes, field) -> None:
     call = worker_stub.RunExperiment(_tiny_zlib_request(**changes))
@@ -233,7 +234,7 @@ def _oversized_encode_request() -> worker_pb2.EncodeRequest:
     data = bytes(math.prod(shape))
     assert len(data) > 70 * MiB - MiB
     image = types_pb2.Tensor(dtype=types_pb2.D_TYPE_UINT8, shape=shape, data=data)
-    return worker_pb2.EncodeRequest(agent=agent_bundle("zlib_lossless"), image=image, device="cpu")
+    return worker_pb2.EncodeRequest(agent=agent_bundle("zlib_lossless"), image=image)
 
 
 @pytest.mark.timeout(60)

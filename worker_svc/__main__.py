@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from codecbench import logs, rpc
+from codecbench import devices, logs, rpc
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
 
@@ -33,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     config = WorkerConfig(
-        data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=args.device,
+        data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=devices.parse(args.device),
         build_id=args.build_id, use_bwrap=not args.no_bwrap, warm_template=not args.no_warm_template,
     )
     orchestrator = OrchestratorLink(args.orchestrator) if args.orchestrator else None

@@ -12,12 +12,12 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from codecbench import errors, validation, values
+from codecbench import devices, errors, values
 from codecbench.datasets import DatasetImage
+from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2, worker_pb2
 from sandbox.process import OutputBudget
 from worker_svc import metrics
@@ -26,41 +26,23 @@ from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_
 Emit = Callable[..., None]
 
 
-@dataclass(frozen=True)
-class DefaultTimeouts:
-    """Limits used where a request leaves a timeout at 0, in seconds."""
-
-    load_s: float = 120.0
-    encode_s: float = 120.0
-    decode_s: float = 120.0
-    experiment_s: float = validation.DEFAULT_EXPERIMENT_S
-
-    def resolve(self, requested: types_pb2.Timeouts) -> types_pb2.Timeouts:
-        return types_pb2.Timeouts(
-            load_s=requested.load_s or self.load_s,
-            encode_s=requested.encode_s or self.encode_s,
-            decode_s=requested.decode_s or self.decode_s,
-            experiment_s=requested.experiment_s or self.experiment_s,
-        )
-
-
 class _Position:
     """Where the run is, so an error can say which phase, point and item it belongs to."""
 
     def __init__(self) -> None:
-        self.phase = errors_pb2.PHASE_SETUP
+        self.phase = types_pb2.PHASE_SETUP
         self.point: int | None = None
-        self.item: int | None = None
-        self.item_name = ""
+        self.image: int | None = None
+        self.image_name = ""
 
     def stamp(self, error: errors_pb2.Error) -> errors_pb2.Error:
         if not error.phase:
             error.phase = self.phase
         if self.point is not None and not error.HasField("point_index"):
             error.point_index = self.point
-        if self.item is not None and not error.HasField("item_index"):
-            error.item_index = self.item
-            error.item_name = self.item_name
+        if self.image is not None and not error.HasField("image_index"):
+            error.image_index = self.image
+            error.image_name = self.image_name
         return error
 
 
@@ -68,7 +50,7 @@ async def run_experiment(
     request: worker_pb2.RunExperimentRequest,
     images: Sequence[DatasetImage],
     settings: SandboxSettings,
-    timeouts: DefaultTimeouts,
+    default_timeouts: types_pb2.Timeouts,
     worker_id: str,
     blob: Callable[[str], bytes] | None = None,
 ) -> AsyncIterator[experiment_pb2.ExperimentEvent]:
@@ -91,7 +73,8 @@ async def run_experiment(
 
     async def body() -> None:
         try:
-            await _run(request, images, settings, timeouts.resolve(request.timeouts), worker_id, blob, emit)
+            limits = resolve_timeouts(request.timeouts, default_timeouts)
+            await _run(request, images, settings, limits, worker_id, blob, emit)
         finally:
             queue.put_nowait(None)
 
@@ -128,20 +111,20 @@ async def _run(
     terminal: dict[str, object] = {}
     try:
         async with asyncio.timeout(timeouts.experiment_s):
-            position.phase = errors_pb2.PHASE_LOAD
+            position.phase = types_pb2.PHASE_LOAD
             emit(progress=experiment_pb2.Progress(
-                phase=position.phase, point_count=len(points), item_count=len(images)
+                phase=position.phase, point_count=len(points), image_count=len(images)
             ))
             encoder, decoder = await _open_both(request, settings, budget, timeouts.load_s, blob, sides)
             results = []
             for p_index, point in enumerate(points):
-                position.point, position.item, position.phase = p_index, None, errors_pb2.PHASE_LOAD
+                position.point, position.image, position.phase = p_index, None, types_pb2.PHASE_LOAD
                 await asyncio.gather(
                     encoder.set_params(point, timeouts.load_s), decoder.set_params(point, timeouts.load_s)
                 )
                 items = []
                 for i, image in enumerate(images):
-                    position.item, position.item_name = i, image.name
+                    position.image, position.image_name = i, image.name
                     items.append(
                         await _run_item(request, encoder, decoder, image, p_index, len(points), i, len(images),
                                         timeouts, position, emit)
@@ -204,26 +187,26 @@ async def _run_item(
     image: DatasetImage,
     point_index: int,
     point_count: int,
-    item_index: int,
-    item_count: int,
+    image_index: int,
+    image_count: int,
     timeouts: types_pb2.Timeouts,
     position: _Position,
     emit: Emit,
-) -> experiment_pb2.ItemResult:
+) -> experiment_pb2.ImageResult:
     def progress(phase: int) -> None:
         position.phase = phase
         emit(progress=experiment_pb2.Progress(
             phase=phase, point_index=point_index, point_count=point_count,
-            item_index=item_index, item_count=item_count, item_name=image.name,
+            image_index=image_index, image_count=image_count, image_name=image.name,
         ))
 
-    progress(errors_pb2.PHASE_ENCODE)
+    progress(types_pb2.PHASE_ENCODE)
     encoded, encode_ms = await encoder.encode(image.pixels, timeouts.encode_s)
-    position.phase = errors_pb2.PHASE_DECODE
+    position.phase = types_pb2.PHASE_DECODE
     decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
-    position.phase = errors_pb2.PHASE_METRICS
+    position.phase = types_pb2.PHASE_METRICS
     recon = metrics.reconstruction_to_uint8(decoded.reconstruction, image.height, image.width)
-    metrics_device = request.device if request.device.startswith("cuda") else "cpu"
+    metrics_device = devices.short_name(request.device)
     item_metrics = await asyncio.to_thread(
         metrics.image_metrics, image.pixels, recon, payload_bytes(encoded), encode_ms, decode_ms, metrics_device
     )
@@ -231,10 +214,10 @@ async def _run_item(
     if decoded.HasField("decoding_data"):
         for key, value in _numbers(values.from_value(decoded.decoding_data)).items():
             item_metrics.agent_reported[key] = value
-    item = experiment_pb2.ItemResult(
-        point_index=point_index, item_index=item_index, item_name=image.name, metrics=item_metrics
+    item = experiment_pb2.ImageResult(
+        point_index=point_index, image_index=image_index, image_name=image.name, metrics=item_metrics
     )
-    emit(item_result=item)
+    emit(image_result=item)
     return item
 
 

@@ -23,7 +23,7 @@ import torch
 from pytorch_msssim import ms_ssim
 
 from codecbench import errors, tensors
-from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2
+from codecbench.v1 import experiment_pb2, types_pb2
 
 # pytorch-msssim needs min(H, W) > (win_size - 1) * 2**(levels - 1) = 10 * 16 for its defaults.
 MS_SSIM_MIN_SIDE = 161
@@ -41,26 +41,26 @@ def reconstruction_to_uint8(message: types_pb2.Tensor, height: int, width: int) 
     try:
         recon = tensors.to_torch(message)
     except tensors.TensorFormatError as exc:
-        raise errors.InvalidOutput(str(exc), phase=errors_pb2.PHASE_DECODE, expected=expected, actual=str(exc)) from exc
+        raise errors.InvalidOutput(str(exc), phase=types_pb2.PHASE_DECODE, expected=expected, actual=str(exc)) from exc
     actual = f"tensor {list(recon.shape)} {str(recon.dtype).removeprefix('torch.')}"
     if list(recon.shape) != expected_shape:
         raise errors.InvalidOutput(
             f"decode returned shape {list(recon.shape)}, expected {expected_shape}",
-            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=actual,
+            phase=types_pb2.PHASE_DECODE, expected=expected, actual=actual,
         )
     if recon.dtype == torch.uint8:
         return recon
     if not recon.is_floating_point():
         raise errors.InvalidOutput(
             f"decode returned dtype {recon.dtype}, expected uint8 or a float type",
-            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=actual,
+            phase=types_pb2.PHASE_DECODE, expected=expected, actual=actual,
         )
     recon = recon.to(torch.float64)
     bad = int((~torch.isfinite(recon)).sum())
     if bad:
         raise errors.InvalidOutput(
             f"decode returned {bad} NaN/inf values",
-            phase=errors_pb2.PHASE_DECODE, expected=expected, actual=f"{actual} with {bad} NaN/inf values",
+            phase=types_pb2.PHASE_DECODE, expected=expected, actual=f"{actual} with {bad} NaN/inf values",
         )
     return torch.round(recon.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
 
@@ -116,7 +116,7 @@ def _mean(values: list[float]) -> float:
 
 
 def point_result(
-    point_index: int, params: types_pb2.ParameterPoint, items: list[experiment_pb2.ItemResult]
+    point_index: int, params: types_pb2.ParameterPoint, items: list[experiment_pb2.ImageResult]
 ) -> experiment_pb2.PointResult:
     """Aggregates one parameter point: means of per-image values, total bytes.
 
@@ -127,7 +127,7 @@ def point_result(
     result = experiment_pb2.PointResult(
         point_index=point_index,
         params=params,
-        item_count=len(items),
+        image_count=len(items),
         total_bytes=sum(m.bytes for m in metrics),
         bpp=_mean([m.bpp for m in metrics]),
         mse=_mean([m.mse for m in metrics]),
@@ -135,7 +135,7 @@ def point_result(
         lossless=all(m.lossless for m in metrics),
         encode_ms=_mean([m.encode_ms for m in metrics]),
         decode_ms=_mean([m.decode_ms for m in metrics]),
-        items=items,
+        images=items,
     )
     # A mean over some of the images would not be comparable with the point's bpp and PSNR.
     if metrics and all(m.HasField("ms_ssim") for m in metrics):

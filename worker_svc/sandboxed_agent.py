@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from codecbench import bundles, errors, tensors
-from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
+from codecbench import bundles, devices, errors, tensors
+from codecbench.v1 import sandbox_pb2, types_pb2
 from sandbox.launchers import Launcher
 from sandbox.process import OutputBudget, SandboxLimits, SandboxProcess
 
@@ -40,7 +40,7 @@ class SandboxedAgent:
         settings: SandboxSettings,
         bundle: types_pb2.AgentBundle,
         role: int,
-        device: str,
+        device: devices.Device.ValueType,
         budget: OutputBudget,
         load_timeout_s: float,
         blob: Callable[[str], bytes] | None = None,
@@ -56,12 +56,13 @@ class SandboxedAgent:
         try:
             agent = bundles.with_content(bundle, blob)
         except ValueError as exc:
-            raise errors.InternalError(f"agent bundle: {exc}", phase=errors_pb2.PHASE_SETUP) from exc
-        process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device.startswith("cuda"))
+            raise errors.InternalError(f"agent bundle: {exc}", phase=types_pb2.PHASE_SETUP) from exc
+        device = devices.resolve(device)
+        process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device == devices.CUDA)
         try:
             load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
             request = sandbox_pb2.SandboxRequest(load=load)
-            response, _ = await process.call(request, "loaded", errors_pb2.PHASE_LOAD, load_timeout_s)
+            response, _ = await process.call(request, "loaded", types_pb2.PHASE_LOAD, load_timeout_s)
             return cls(process, role, response.loaded.contract)
         except BaseException:
             await process.close()
@@ -70,12 +71,12 @@ class SandboxedAgent:
     async def set_params(self, params: types_pb2.ParameterPoint, timeout_s: float) -> None:
         """Binds the contract's calls to one parameter point (``Codec(device, **params)``)."""
         request = sandbox_pb2.SandboxRequest(set_params=sandbox_pb2.SandboxSetParams(params=params))
-        await self.process.call(request, "params_set", errors_pb2.PHASE_LOAD, timeout_s)
+        await self.process.call(request, "params_set", types_pb2.PHASE_LOAD, timeout_s)
 
     async def encode(self, image: torch.Tensor, timeout_s: float) -> tuple[sandbox_pb2.SandboxEncoded, float]:
         """Encodes uint8 [3, H, W]; returns the payload and the worker-measured wall time in ms."""
         request = sandbox_pb2.SandboxRequest(encode=sandbox_pb2.SandboxEncode(image=tensors.from_torch(image)))
-        response, ms = await self.process.call(request, "encoded", errors_pb2.PHASE_ENCODE, timeout_s)
+        response, ms = await self.process.call(request, "encoded", types_pb2.PHASE_ENCODE, timeout_s)
         return response.encoded, ms
 
     async def decode(self, encoded: sandbox_pb2.SandboxEncoded, timeout_s: float
@@ -86,7 +87,7 @@ class SandboxedAgent:
         else:
             decode = sandbox_pb2.SandboxDecode(bitstream=encoded.bitstream)
         response, ms = await self.process.call(
-            sandbox_pb2.SandboxRequest(decode=decode), "decoded", errors_pb2.PHASE_DECODE, timeout_s
+            sandbox_pb2.SandboxRequest(decode=decode), "decoded", types_pb2.PHASE_DECODE, timeout_s
         )
         return response.decoded, ms
 

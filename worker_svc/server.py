@@ -21,9 +21,11 @@ import torch
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from codecbench import build, bundles, datasets, errors, logs, rpc, tensors, validation, values
+from codecbench import build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
 from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, echo
 from codecbench.status import ErrorBoundary, in_field
+from codecbench.timeouts import default_timeouts
+from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.launchers import make_launcher
@@ -31,7 +33,7 @@ from sandbox.process import OutputBudget, SandboxLimits
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
-from worker_svc.executor import DefaultTimeouts, run_experiment
+from worker_svc.executor import run_experiment
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
 ResponseT = TypeVar("ResponseT")
@@ -44,7 +46,7 @@ class WorkerConfig:
 
     Attributes:
         data_dir: the blob cache; hidden from agents.
-        device: "cpu" or "cuda": the device this worker offers experiments.
+        device: DEVICE_CPU or DEVICE_CUDA: the device this worker offers experiments.
         slots: experiments run at once.
         build_id: overrides the computed build id (tests of STALE workers).
         use_bwrap: False forces process-only isolation even when bwrap is installed.
@@ -56,11 +58,12 @@ class WorkerConfig:
     host: str = "127.0.0.1"
     port: int = 0
     slots: int = 1
-    device: str = "cpu"
+    device: devices.Device.ValueType = devices.CPU
     build_id: str = ""
     use_bwrap: bool = True
     warm_template: bool = True
-    timeouts: DefaultTimeouts = field(default_factory=DefaultTimeouts)
+    # Limits where a request leaves a timeout at 0; reported in WorkerInfo.default_timeouts.
+    timeouts: types_pb2.Timeouts = field(default_factory=default_timeouts)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
 
 
@@ -86,7 +89,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     ) -> worker_pb2.GetWorkerInfoResponse:
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
-    def _check_run_args(self, agent: types_pb2.AgentBundle, device: str, timeouts: types_pb2.Timeouts) -> None:
+    def _check_run_args(
+        self, agent: types_pb2.AgentBundle, device: devices.Device.ValueType, timeouts: types_pb2.Timeouts
+    ) -> None:
         """Checks what Encode, Decode and RunExperiment share.
 
         Raises:
@@ -94,10 +99,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             FailedPrecondition: CUDA requested from a worker without a GPU (reason ``NO_GPU``).
         """
         bundles.validate(agent)
-        validation.check_device(device)
+        validation.check_device(device, allowed=(devices.CPU, devices.CUDA))
         validation.check_timeouts(timeouts)
-        if device == "cuda" and not device_detection.has_cuda(list(self.info.devices)):
-            raise FailedPrecondition("'cuda' requested, this worker has no GPU", field="device",
+        if device == devices.CUDA and not device_detection.has_cuda(list(self.info.devices)):
+            raise FailedPrecondition("DEVICE_CUDA requested, this worker has no GPU", field="device",
                                      reason=errors.REASON_NO_GPU)
 
     async def _fetch_agent(self, agent: types_pb2.AgentBundle) -> None:
@@ -113,7 +118,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self,
         agent: types_pb2.AgentBundle,
         params: types_pb2.ParameterPoint,
-        device: str,
+        device: devices.Device.ValueType,
         timeouts: types_pb2.Timeouts,
         role: int,
         call: Callable[[SandboxedAgent, types_pb2.Timeouts], Awaitable[ResponseT]],
@@ -124,14 +129,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             errors.RequestError: the request is refused.
             errors.CodecbenchError: the agent failed (the status carries its ``codecbench.v1.Error``).
         """
-        self._check_run_args(agent, device or "cpu", timeouts)
+        device = devices.resolve(device)
+        self._check_run_args(agent, device, timeouts)
         await self._fetch_agent(agent)
-        limits = self.config.timeouts.resolve(timeouts)
+        limits = resolve_timeouts(timeouts, self.config.timeouts)
         budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
         side = None
         try:
             side = await SandboxedAgent.open(
-                self.settings, agent, role, device or "cpu", budget, limits.load_s, self.blobs.get
+                self.settings, agent, role, device, budget, limits.load_s, self.blobs.get
             )
             await side.set_params(params, limits.load_s)
             return await call(side, limits)
@@ -217,7 +223,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def RunExperiment(  # noqa: N802
         self, request: worker_pb2.RunExperimentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
-        device = request.device or "cpu"
+        device = devices.resolve(request.device)
         self._check_run_args(request.agent, device, request.timeouts)
         validation.check_points(request.points)
         if self._free_slots <= 0:
@@ -260,7 +266,7 @@ def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInf
     """Identity of this worker process: id, build, pid, host, start time, devices, isolation."""
     start = timestamp_pb2.Timestamp()
     start.GetCurrentTime()
-    mode = isolation.available_isolation() if config.use_bwrap else worker_pb2.ISOLATION_PROCESS
+    mode = isolation.available_isolation() if config.use_bwrap else types_pb2.ISOLATION_PROCESS
     found = device_detection.detect_devices()
     return worker_pb2.WorkerInfo(
         worker_id=f"w-{uuid.uuid4().hex[:12]}",
@@ -269,10 +275,11 @@ def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInf
         pid=os.getpid(),
         host=socket.gethostname(),
         start_time=start,
-        devices=[d for d in found if config.device == "cuda" or d.kind == worker_pb2.DEVICE_KIND_CPU],
+        devices=[d for d in found if config.device == devices.CUDA or d.kind == devices.CPU],
         slots=config.slots,
         isolation=mode,
         address=address,
+        default_timeouts=resolve_timeouts(config.timeouts, default_timeouts()),
     )
 
 
@@ -311,14 +318,14 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     port = rpc.bind(server, config.host, config.port)
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)
-    if info.isolation != worker_pb2.ISOLATION_BWRAP:
+    if info.isolation != types_pb2.ISOLATION_BWRAP:
         log.warning(
             "sandbox.weak_isolation",
             detail="bubblewrap (bwrap) is not available: agents run as plain child processes, with network, "
             "the worker's filesystem view and no PID namespace. Install bubblewrap for real isolation.",
         )
     hidden = (config.data_dir.resolve(), *isolation.builtin_dataset_dirs())
-    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == "cuda", warm=config.warm_template)
+    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == devices.CUDA, warm=config.warm_template)
     settings = SandboxSettings(launcher=launcher, limits=config.limits)
     servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
@@ -326,5 +333,5 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
-             isolation=worker_pb2.Isolation.Name(info.isolation))
+             isolation=types_pb2.Isolation.Name(info.isolation))
     return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health)

@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from codecbench import analysis, errors, states, values
+from codecbench import analysis, devices, errors, states, values
 from codecbench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, views
 from codecbench.cli.follow import follow
 from codecbench.cli.parsing import UsageError, parameter_grid, parse_labels, parse_since, parse_states
@@ -185,7 +185,7 @@ def run(
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc
         s.out.print(f"submitted {exp.experiment_id} ({exp.agent.name} on {exp.dataset}, {len(exp.points)} point(s), "
-                    f"device {exp.device})")
+                    f"device {devices.short_name(exp.device)})")
         if detach:
             s.out.print(f"follow it with: codecbench watch {exp.experiment_id}")
             return 0

@@ -14,7 +14,7 @@ from rich.text import Text
 from codecbench import errors, states, values
 from codecbench.cli.views import duration_text, event_text, state_text
 from codecbench.client import Client
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
+from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
 
 
 class _PointBars:
@@ -53,15 +53,15 @@ class _PointBars:
         return f"{(now - first) / 1e6:.1f} s"
 
     def on_progress(self, p: experiment_pb2.Progress, stamp: timestamp_pb2.Timestamp) -> None:
-        if self.total != p.item_count:
-            self.total = p.item_count
+        if self.total != p.image_count:
+            self.total = p.image_count
             for task in self.tasks:
-                self.progress.update(task, total=p.item_count)
-        if p.phase in (errors_pb2.PHASE_ENCODE, errors_pb2.PHASE_DECODE) and p.point_index < len(self.tasks):
+                self.progress.update(task, total=p.image_count)
+        if p.phase in (types_pb2.PHASE_ENCODE, types_pb2.PHASE_DECODE) and p.point_index < len(self.tasks):
             self.progress.update(self.tasks[p.point_index], took=self._clock(p.point_index, stamp),
-                                 status=f"{errors.phase_name(p.phase)} {p.item_name}")
+                                 status=f"{errors.phase_name(p.phase)} {p.image_name}")
 
-    def on_item(self, item: experiment_pb2.ItemResult, stamp: timestamp_pb2.Timestamp) -> None:
+    def on_image(self, item: experiment_pb2.ImageResult, stamp: timestamp_pb2.Timestamp) -> None:
         if item.point_index >= len(self.tasks):
             return
         i = item.point_index
@@ -89,8 +89,8 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
             kind = event.WhichOneof("event")
             if kind == "progress":
                 bars.on_progress(event.progress, event.time)
-            elif kind == "item_result":
-                bars.on_item(event.item_result, event.time)
+            elif kind == "image_result":
+                bars.on_image(event.image_result, event.time)
             elif kind != "result":
                 if kind == "state_change":
                     bars.restart(event.state_change.attempt)

@@ -22,8 +22,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from codecbench import analysis, errors, states, values
-from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, worker_pb2
+from codecbench import analysis, devices, errors, states, values
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
 
 # Width of output that goes to a file or a pipe (CI logs, `make demo > log`): rich would wrap at
 # 80 columns, which folds every table; COLUMNS still overrides it.
@@ -122,10 +122,10 @@ def event_text(event: experiment_pb2.ExperimentEvent) -> Text:
     elif kind == "progress":
         p = event.progress
         head.append(f"{errors.phase_name(p.phase)} point {p.point_index + 1}/{p.point_count}, "
-                    f"image {p.item_index + 1}/{p.item_count} {p.item_name}", style="dim")
-    elif kind == "item_result":
-        item, m = event.item_result, event.item_result.metrics
-        head.append(f"point {item.point_index + 1} {item.item_name}: {m.bpp:.4f} bpp, {_num(m.psnr_db, 2)} dB, "
+                    f"image {p.image_index + 1}/{p.image_count} {p.image_name}", style="dim")
+    elif kind == "image_result":
+        item, m = event.image_result, event.image_result.metrics
+        head.append(f"point {item.point_index + 1} {item.image_name}: {m.bpp:.4f} bpp, {_num(m.psnr_db, 2)} dB, "
                     f"MS-SSIM {_num(m.ms_ssim if m.HasField('ms_ssim') else None, 4)}, "
                     f"encode {m.encode_ms:.1f} ms, decode {m.decode_ms:.1f} ms")
     elif kind == "log":
@@ -162,14 +162,14 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
             continue
         for point in exp.result.points:
             table.add_row(
-                *row, values.format_params(point.params) or "(none)", str(point.item_count), f"{point.bpp:.4f}",
+                *row, values.format_params(point.params) or "(none)", str(point.image_count), f"{point.bpp:.4f}",
                 _num(point.psnr_db, 2), _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4),
                 f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "yes" if point.lossless else "no",
             )
     return table
 
 
-def items_table(exp: orchestrator_pb2.Experiment) -> Table:
+def images_table(exp: orchestrator_pb2.Experiment) -> Table:
     """Per image and parameter point: size, bytes, bpp, PSNR, MS-SSIM, times, agent-reported numbers."""
     table = Table(title="per image", title_justify="left")
     for name in ("params", "image", "size"):
@@ -178,14 +178,14 @@ def items_table(exp: orchestrator_pb2.Experiment) -> Table:
         table.add_column(name, justify="right")
     table.add_column("notes")
     for point in exp.result.points:
-        for item in point.items:
+        for item in point.images:
             m = item.metrics
             notes = [m.conversion, m.ms_ssim_unavailable_reason if not m.HasField("ms_ssim") else ""]
             if m.agent_reported:
                 reported = ", ".join(f"{k}={v:g}" for k, v in sorted(m.agent_reported.items()))
                 notes.append(f"agent-reported (not measured): {reported}")
             table.add_row(
-                values.format_params(point.params) or "(none)", item.item_name, f"{m.width}x{m.height}", str(m.bytes),
+                values.format_params(point.params) or "(none)", item.image_name, f"{m.width}x{m.height}", str(m.bytes),
                 f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),
                 f"{m.encode_ms:.1f}", f"{m.decode_ms:.1f}", "; ".join(n for n in notes if n),
             )
@@ -230,10 +230,10 @@ def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
         if w.state_reason:
             reasons.append(f"{w.info.worker_id} {state.plain}: {w.state_reason}")
             state.append(f" [{len(reasons)}]")
-        devices = ", ".join(f"{d.name}{' (' + d.description + ')' if d.description else ''}" for d in w.info.devices)
+        offered = ", ".join(f"{d.name}{' (' + d.description + ')' if d.description else ''}" for d in w.info.devices)
         table.add_row(
             w.info.worker_id, w.info.address, state, w.info.build_id, f"{w.slots_in_use}/{w.info.slots}",
-            devices or "-", worker_pb2.Isolation.Name(w.info.isolation).removeprefix("ISOLATION_"),
+            offered or "-", types_pb2.Isolation.Name(w.info.isolation).removeprefix("ISOLATION_"),
             _age(w.last_heartbeat_time), str(w.info.pid), w.info.host,
         )
     return Group(table, *(Text(f"  [{i}] {reason}") for i, reason in enumerate(reasons, 1)))
@@ -270,7 +270,7 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
     took = duration_text(e)
     facts = [
         ("agent", f"{e.agent.name} (entry {e.agent.entry_module}, {files} file(s), {size} bytes)"),
-        ("dataset", e.dataset), ("device", e.device), ("worker", e.worker_id or "-"),
+        ("dataset", e.dataset), ("device", devices.short_name(e.device)), ("worker", e.worker_id or "-"),
         ("created", _when(e.create_time)), ("started", _when(e.start_time)),
         ("ended", f"{_when(e.end_time)} {('(' + took + ')') if took else ''}"),
         ("points", "; ".join(values.format_params(p) or "(none)" for p in e.points)),
@@ -281,7 +281,7 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("request id", e.request_id))
     parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
     if e.state == states.SUCCEEDED:
-        parts += [results_table([e], title="per parameter point (means over the images)"), items_table(e)]
+        parts += [results_table([e], title="per parameter point (means over the images)"), images_table(e)]
     if e.HasField("error"):
         parts.append(error_text(e.error))
     return Group(*parts)

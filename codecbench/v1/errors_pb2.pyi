@@ -1,3 +1,4 @@
+from codecbench.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -20,16 +21,6 @@ class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ERROR_KIND_WORKER_LOST: _ClassVar[ErrorKind]
     ERROR_KIND_CANCELLED: _ClassVar[ErrorKind]
     ERROR_KIND_INTERNAL: _ClassVar[ErrorKind]
-
-class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PHASE_UNSPECIFIED: _ClassVar[Phase]
-    PHASE_QUEUE: _ClassVar[Phase]
-    PHASE_SETUP: _ClassVar[Phase]
-    PHASE_LOAD: _ClassVar[Phase]
-    PHASE_ENCODE: _ClassVar[Phase]
-    PHASE_DECODE: _ClassVar[Phase]
-    PHASE_METRICS: _ClassVar[Phase]
 ERROR_KIND_UNSPECIFIED: ErrorKind
 ERROR_KIND_AGENT_LOAD_ERROR: ErrorKind
 ERROR_KIND_SIGNATURE_MISMATCH: ErrorKind
@@ -41,13 +32,6 @@ ERROR_KIND_SANDBOX_CRASH: ErrorKind
 ERROR_KIND_WORKER_LOST: ErrorKind
 ERROR_KIND_CANCELLED: ErrorKind
 ERROR_KIND_INTERNAL: ErrorKind
-PHASE_UNSPECIFIED: Phase
-PHASE_QUEUE: Phase
-PHASE_SETUP: Phase
-PHASE_LOAD: Phase
-PHASE_ENCODE: Phase
-PHASE_DECODE: Phase
-PHASE_METRICS: Phase
 
 class Frame(_message.Message):
     __slots__ = ("file", "line", "function", "code")
@@ -62,13 +46,13 @@ class Frame(_message.Message):
     def __init__(self, file: _Optional[str] = ..., line: _Optional[int] = ..., function: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("kind", "message", "phase", "point_index", "item_index", "item_name", "exception_type", "frames", "location", "expected", "actual", "limit_s", "elapsed_s", "exit_code", "signal", "retryable")
+    __slots__ = ("kind", "message", "phase", "point_index", "image_index", "image_name", "exception_type", "frames", "location", "expected", "actual", "limit_s", "elapsed_s", "exit_code", "signal", "retryable")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     PHASE_FIELD_NUMBER: _ClassVar[int]
     POINT_INDEX_FIELD_NUMBER: _ClassVar[int]
-    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
-    ITEM_NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
     EXCEPTION_TYPE_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
     LOCATION_FIELD_NUMBER: _ClassVar[int]
@@ -81,10 +65,10 @@ class Error(_message.Message):
     RETRYABLE_FIELD_NUMBER: _ClassVar[int]
     kind: ErrorKind
     message: str
-    phase: Phase
+    phase: _types_pb2.Phase
     point_index: int
-    item_index: int
-    item_name: str
+    image_index: int
+    image_name: str
     exception_type: str
     frames: _containers.RepeatedCompositeFieldContainer[Frame]
     location: str
@@ -95,4 +79,4 @@ class Error(_message.Message):
     exit_code: int
     signal: int
     retryable: bool
-    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., phase: _Optional[_Union[Phase, str]] = ..., point_index: _Optional[int] = ..., item_index: _Optional[int] = ..., item_name: _Optional[str] = ..., exception_type: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., location: _Optional[str] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ..., limit_s: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., retryable: _Optional[bool] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[ErrorKind, str]] = ..., message: _Optional[str] = ..., phase: _Optional[_Union[_types_pb2.Phase, str]] = ..., point_index: _Optional[int] = ..., image_index: _Optional[int] = ..., image_name: _Optional[str] = ..., exception_type: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ..., location: _Optional[str] = ..., expected: _Optional[str] = ..., actual: _Optional[str] = ..., limit_s: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., exit_code: _Optional[int] = ..., signal: _Optional[int] = ..., retryable: _Optional[bool] = ...) -> None: ...

@@ -77,23 +77,23 @@ class ImageMetrics(_message.Message):
     conversion: str
     def __init__(self, bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., bpp: _Optional[float] = ..., mse: _Optional[float] = ..., psnr_db: _Optional[float] = ..., ms_ssim: _Optional[float] = ..., ms_ssim_unavailable_reason: _Optional[str] = ..., lossless: _Optional[bool] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., bitstream_sha256: _Optional[str] = ..., agent_reported: _Optional[_Mapping[str, float]] = ..., conversion: _Optional[str] = ...) -> None: ...
 
-class ItemResult(_message.Message):
-    __slots__ = ("point_index", "item_index", "item_name", "metrics")
+class ImageResult(_message.Message):
+    __slots__ = ("point_index", "image_index", "image_name", "metrics")
     POINT_INDEX_FIELD_NUMBER: _ClassVar[int]
-    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
-    ITEM_NAME_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     point_index: int
-    item_index: int
-    item_name: str
+    image_index: int
+    image_name: str
     metrics: ImageMetrics
-    def __init__(self, point_index: _Optional[int] = ..., item_index: _Optional[int] = ..., item_name: _Optional[str] = ..., metrics: _Optional[_Union[ImageMetrics, _Mapping]] = ...) -> None: ...
+    def __init__(self, point_index: _Optional[int] = ..., image_index: _Optional[int] = ..., image_name: _Optional[str] = ..., metrics: _Optional[_Union[ImageMetrics, _Mapping]] = ...) -> None: ...
 
 class PointResult(_message.Message):
-    __slots__ = ("point_index", "params", "item_count", "total_bytes", "bpp", "mse", "psnr_db", "ms_ssim", "lossless", "encode_ms", "decode_ms", "items")
+    __slots__ = ("point_index", "params", "image_count", "total_bytes", "bpp", "mse", "psnr_db", "ms_ssim", "lossless", "encode_ms", "decode_ms", "images")
     POINT_INDEX_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
-    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     BPP_FIELD_NUMBER: _ClassVar[int]
     MSE_FIELD_NUMBER: _ClassVar[int]
@@ -102,10 +102,10 @@ class PointResult(_message.Message):
     LOSSLESS_FIELD_NUMBER: _ClassVar[int]
     ENCODE_MS_FIELD_NUMBER: _ClassVar[int]
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
-    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
     point_index: int
     params: _types_pb2.ParameterPoint
-    item_count: int
+    image_count: int
     total_bytes: int
     bpp: float
     mse: float
@@ -114,8 +114,8 @@ class PointResult(_message.Message):
     lossless: bool
     encode_ms: float
     decode_ms: float
-    items: _containers.RepeatedCompositeFieldContainer[ItemResult]
-    def __init__(self, point_index: _Optional[int] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., item_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., mse: _Optional[float] = ..., psnr_db: _Optional[float] = ..., ms_ssim: _Optional[float] = ..., lossless: _Optional[bool] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., items: _Optional[_Iterable[_Union[ItemResult, _Mapping]]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[ImageResult]
+    def __init__(self, point_index: _Optional[int] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., image_count: _Optional[int] = ..., total_bytes: _Optional[int] = ..., bpp: _Optional[float] = ..., mse: _Optional[float] = ..., psnr_db: _Optional[float] = ..., ms_ssim: _Optional[float] = ..., lossless: _Optional[bool] = ..., encode_ms: _Optional[float] = ..., decode_ms: _Optional[float] = ..., images: _Optional[_Iterable[_Union[ImageResult, _Mapping]]] = ...) -> None: ...
 
 class ExperimentResult(_message.Message):
     __slots__ = ("points", "wall_ms", "worker_id")
@@ -128,20 +128,20 @@ class ExperimentResult(_message.Message):
     def __init__(self, points: _Optional[_Iterable[_Union[PointResult, _Mapping]]] = ..., wall_ms: _Optional[float] = ..., worker_id: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "point_index", "point_count", "item_index", "item_count", "item_name")
+    __slots__ = ("phase", "point_index", "point_count", "image_index", "image_count", "image_name")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     POINT_INDEX_FIELD_NUMBER: _ClassVar[int]
     POINT_COUNT_FIELD_NUMBER: _ClassVar[int]
-    ITEM_INDEX_FIELD_NUMBER: _ClassVar[int]
-    ITEM_COUNT_FIELD_NUMBER: _ClassVar[int]
-    ITEM_NAME_FIELD_NUMBER: _ClassVar[int]
-    phase: _errors_pb2.Phase
+    IMAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_NAME_FIELD_NUMBER: _ClassVar[int]
+    phase: _types_pb2.Phase
     point_index: int
     point_count: int
-    item_index: int
-    item_count: int
-    item_name: str
-    def __init__(self, phase: _Optional[_Union[_errors_pb2.Phase, str]] = ..., point_index: _Optional[int] = ..., point_count: _Optional[int] = ..., item_index: _Optional[int] = ..., item_count: _Optional[int] = ..., item_name: _Optional[str] = ...) -> None: ...
+    image_index: int
+    image_count: int
+    image_name: str
+    def __init__(self, phase: _Optional[_Union[_types_pb2.Phase, str]] = ..., point_index: _Optional[int] = ..., point_count: _Optional[int] = ..., image_index: _Optional[int] = ..., image_count: _Optional[int] = ..., image_name: _Optional[str] = ...) -> None: ...
 
 class LogLine(_message.Message):
     __slots__ = ("stream", "text", "phase", "truncated")
@@ -151,9 +151,9 @@ class LogLine(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     stream: LogStream
     text: str
-    phase: _errors_pb2.Phase
+    phase: _types_pb2.Phase
     truncated: bool
-    def __init__(self, stream: _Optional[_Union[LogStream, str]] = ..., text: _Optional[str] = ..., phase: _Optional[_Union[_errors_pb2.Phase, str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    def __init__(self, stream: _Optional[_Union[LogStream, str]] = ..., text: _Optional[str] = ..., phase: _Optional[_Union[_types_pb2.Phase, str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class StateChange(_message.Message):
     __slots__ = ("state", "attempt", "worker_id", "reason")
@@ -168,14 +168,14 @@ class StateChange(_message.Message):
     def __init__(self, state: _Optional[_Union[ExperimentState, str]] = ..., attempt: _Optional[int] = ..., worker_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class ExperimentEvent(_message.Message):
-    __slots__ = ("experiment_id", "sequence", "time", "attempt", "progress", "log", "item_result", "state_change", "error", "result")
+    __slots__ = ("experiment_id", "sequence", "time", "attempt", "progress", "log", "image_result", "state_change", "error", "result")
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TIME_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
-    ITEM_RESULT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_RESULT_FIELD_NUMBER: _ClassVar[int]
     STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
@@ -185,8 +185,8 @@ class ExperimentEvent(_message.Message):
     attempt: int
     progress: Progress
     log: LogLine
-    item_result: ItemResult
+    image_result: ImageResult
     state_change: StateChange
     error: _errors_pb2.Error
     result: ExperimentResult
-    def __init__(self, experiment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., item_result: _Optional[_Union[ItemResult, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., result: _Optional[_Union[ExperimentResult, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_id: _Optional[str] = ..., sequence: _Optional[int] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempt: _Optional[int] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., log: _Optional[_Union[LogLine, _Mapping]] = ..., image_result: _Optional[_Union[ImageResult, _Mapping]] = ..., state_change: _Optional[_Union[StateChange, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., result: _Optional[_Union[ExperimentResult, _Mapping]] = ...) -> None: ...

@@ -64,7 +64,7 @@ class Experiment(_message.Message):
     agent: _types_pb2.AgentBundle
     dataset: str
     points: _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]
-    device: str
+    device: _types_pb2.Device
     timeouts: _types_pb2.Timeouts
     labels: _containers.ScalarMap[str, str]
     request_id: str
@@ -76,7 +76,7 @@ class Experiment(_message.Message):
     result: _experiment_pb2.ExperimentResult
     error: _errors_pb2.Error
     last_sequence: int
-    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[_experiment_pb2.ExperimentState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[str] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_experiment_pb2.ExperimentResult, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[_experiment_pb2.ExperimentState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_experiment_pb2.ExperimentResult, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("agent", "dataset", "points", "device", "timeouts", "max_attempts", "labels", "request_id", "priority")
@@ -99,13 +99,13 @@ class CreateExperimentRequest(_message.Message):
     agent: _types_pb2.AgentBundle
     dataset: str
     points: _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]
-    device: str
+    device: _types_pb2.Device
     timeouts: _types_pb2.Timeouts
     max_attempts: int
     labels: _containers.ScalarMap[str, str]
     request_id: str
     priority: int
-    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[str] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., max_attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., max_attempts: _Optional[int] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
 
 class CreateExperimentResponse(_message.Message):
     __slots__ = ("experiment",)
@@ -180,16 +180,6 @@ class WatchExperimentResponse(_message.Message):
     event: _experiment_pb2.ExperimentEvent
     def __init__(self, event: _Optional[_Union[_experiment_pb2.ExperimentEvent, _Mapping]] = ...) -> None: ...
 
-class DatasetImage(_message.Message):
-    __slots__ = ("name", "sha256", "size_bytes")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    sha256: str
-    size_bytes: int
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
-
 class Dataset(_message.Message):
     __slots__ = ("name", "digest", "images", "builtin", "create_time")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -199,10 +189,10 @@ class Dataset(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     name: str
     digest: str
-    images: _containers.RepeatedCompositeFieldContainer[DatasetImage]
+    images: _containers.RepeatedCompositeFieldContainer[_types_pb2.BlobRef]
     builtin: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., images: _Optional[_Iterable[_Union[DatasetImage, _Mapping]]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_types_pb2.BlobRef, _Mapping]]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateDatasetHeader(_message.Message):
     __slots__ = ("name",)

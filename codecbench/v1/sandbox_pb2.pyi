@@ -24,8 +24,8 @@ class SandboxLoad(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     agent: _types_pb2.AgentBundle
     role: SandboxRole
-    device: str
-    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., role: _Optional[_Union[SandboxRole, str]] = ..., device: _Optional[str] = ...) -> None: ...
+    device: _types_pb2.Device
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., role: _Optional[_Union[SandboxRole, str]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ...) -> None: ...
 
 class SandboxSetParams(_message.Message):
     __slots__ = ("params",)

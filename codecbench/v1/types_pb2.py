@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odecbench/v1/types.proto\x12\rcodecbench.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.codecbench.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xd9\x02\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12.\n\nlist_value\x18\x07 \x01(\x0b\x32\x18.codecbench.v1.ValueListH\x00\x12,\n\tmap_value\x18\x08 \x01(\x0b\x32\x17.codecbench.v1.ValueMapH\x00\x12\x33\n\x12torch_tensor_value\x18\t \x01(\x0b\x32\x15.codecbench.v1.TensorH\x00\x12.\n\rndarray_value\x18\n \x01(\x0b\x32\x15.codecbench.v1.TensorH\x00\x42\x06\n\x04kind\"1\n\tValueList\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.codecbench.v1.Value\"9\n\x08ValueMap\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.codecbench.v1.ValueMapEntry\"A\n\rValueMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value\"\x90\x01\n\x0eParameterPoint\x12\x39\n\x06params\x18\x01 \x03(\x0b\x32).codecbench.v1.ParameterPoint.ParamsEntry\x1a\x43\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value:\x02\x38\x01\"N\n\tAgentFile\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\x0c\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"\x85\x01\n\x0b\x41gentBundle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x18.codecbench.v1.AgentFile\x12\x14\n\x0c\x65ntry_module\x18\x03 \x01(\t\x12)\n\x08\x63ontract\x18\x04 \x01(\x0e\x32\x17.codecbench.v1.Contract\"M\n\x08ImageRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"C\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x06images\x18\x02 \x03(\x0b\x32\x17.codecbench.v1.ImageRef\"T\n\x08Timeouts\x12\x0e\n\x06load_s\x18\x01 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x02 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x03 \x01(\x01\x12\x14\n\x0c\x65xperiment_s\x18\x04 \x01(\x01*\xda\x01\n\x05\x44Type\x12\x16\n\x12\x44_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44_TYPE_UINT8\x10\x01\x12\x0f\n\x0b\x44_TYPE_INT8\x10\x02\x12\x10\n\x0c\x44_TYPE_INT16\x10\x03\x12\x10\n\x0c\x44_TYPE_INT32\x10\x04\x12\x10\n\x0c\x44_TYPE_INT64\x10\x05\x12\x12\n\x0e\x44_TYPE_FLOAT16\x10\x06\x12\x13\n\x0f\x44_TYPE_BFLOAT16\x10\x07\x12\x12\n\x0e\x44_TYPE_FLOAT32\x10\x08\x12\x12\n\x0e\x44_TYPE_FLOAT64\x10\t\x12\x0f\n\x0b\x44_TYPE_BOOL\x10\n*K\n\x08\x43ontract\x12\x18\n\x14\x43ONTRACT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43ONTRACT_CODEC\x10\x01\x12\x11\n\rCONTRACT_SEED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63odecbench/v1/types.proto\x12\rcodecbench.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.codecbench.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xd9\x02\n\x05Value\x12\x14\n\nnull_value\x18\x01 \x01(\x08H\x00\x12\x14\n\nbool_value\x18\x02 \x01(\x08H\x00\x12\x13\n\tint_value\x18\x03 \x01(\x12H\x00\x12\x15\n\x0b\x66loat_value\x18\x04 \x01(\x01H\x00\x12\x16\n\x0cstring_value\x18\x05 \x01(\tH\x00\x12\x15\n\x0b\x62ytes_value\x18\x06 \x01(\x0cH\x00\x12.\n\nlist_value\x18\x07 \x01(\x0b\x32\x18.codecbench.v1.ValueListH\x00\x12,\n\tmap_value\x18\x08 \x01(\x0b\x32\x17.codecbench.v1.ValueMapH\x00\x12\x33\n\x12torch_tensor_value\x18\t \x01(\x0b\x32\x15.codecbench.v1.TensorH\x00\x12.\n\rndarray_value\x18\n \x01(\x0b\x32\x15.codecbench.v1.TensorH\x00\x42\x06\n\x04kind\"1\n\tValueList\x12$\n\x06values\x18\x01 \x03(\x0b\x32\x14.codecbench.v1.Value\"9\n\x08ValueMap\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.codecbench.v1.ValueMapEntry\"A\n\rValueMapEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value\"\x90\x01\n\x0eParameterPoint\x12\x39\n\x06params\x18\x01 \x03(\x0b\x32).codecbench.v1.ParameterPoint.ParamsEntry\x1a\x43\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value:\x02\x38\x01\"L\n\x07\x42lobRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0f\n\x07\x63ontent\x18\x04 \x01(\x0c\"\x83\x01\n\x0b\x41gentBundle\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x16.codecbench.v1.BlobRef\x12\x14\n\x0c\x65ntry_module\x18\x03 \x01(\t\x12)\n\x08\x63ontract\x18\x04 \x01(\x0e\x32\x17.codecbench.v1.Contract\"B\n\nDatasetRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x06images\x18\x02 \x03(\x0b\x32\x16.codecbench.v1.BlobRef\"T\n\x08Timeouts\x12\x0e\n\x06load_s\x18\x01 \x01(\x01\x12\x10\n\x08\x65ncode_s\x18\x02 \x01(\x01\x12\x10\n\x08\x64\x65\x63ode_s\x18\x03 \x01(\x01\x12\x14\n\x0c\x65xperiment_s\x18\x04 \x01(\x01*\xda\x01\n\x05\x44Type\x12\x16\n\x12\x44_TYPE_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x44_TYPE_UINT8\x10\x01\x12\x0f\n\x0b\x44_TYPE_INT8\x10\x02\x12\x10\n\x0c\x44_TYPE_INT16\x10\x03\x12\x10\n\x0c\x44_TYPE_INT32\x10\x04\x12\x10\n\x0c\x44_TYPE_INT64\x10\x05\x12\x12\n\x0e\x44_TYPE_FLOAT16\x10\x06\x12\x13\n\x0f\x44_TYPE_BFLOAT16\x10\x07\x12\x12\n\x0e\x44_TYPE_FLOAT32\x10\x08\x12\x12\n\x0e\x44_TYPE_FLOAT64\x10\t\x12\x0f\n\x0b\x44_TYPE_BOOL\x10\n*K\n\x08\x43ontract\x12\x18\n\x14\x43ONTRACT_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43ONTRACT_CODEC\x10\x01\x12\x11\n\rCONTRACT_SEED\x10\x02*Q\n\x06\x44\x65vice\x12\x16\n\x12\x44\x45VICE_UNSPECIFIED\x10\x00\x12\x0e\n\nDEVICE_CPU\x10\x01\x12\x0f\n\x0b\x44\x45VICE_CUDA\x10\x02\x12\x0e\n\nDEVICE_ANY\x10\x03*\x87\x01\n\x05Phase\x12\x15\n\x11PHASE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bPHASE_QUEUE\x10\x01\x12\x0f\n\x0bPHASE_SETUP\x10\x02\x12\x0e\n\nPHASE_LOAD\x10\x03\x12\x10\n\x0cPHASE_ENCODE\x10\x04\x12\x10\n\x0cPHASE_DECODE\x10\x05\x12\x11\n\rPHASE_METRICS\x10\x06*R\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x15\n\x11ISOLATION_PROCESS\x10\x01\x12\x13\n\x0fISOLATION_BWRAP\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PARAMETERPOINT_PARAMSENTRY']._loaded_options = None
   _globals['_PARAMETERPOINT_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_DTYPE']._serialized_start=1243
-  _globals['_DTYPE']._serialized_end=1461
-  _globals['_CONTRACT']._serialized_start=1463
-  _globals['_CONTRACT']._serialized_end=1538
+  _globals['_DTYPE']._serialized_start=1159
+  _globals['_DTYPE']._serialized_end=1377
+  _globals['_CONTRACT']._serialized_start=1379
+  _globals['_CONTRACT']._serialized_end=1454
+  _globals['_DEVICE']._serialized_start=1456
+  _globals['_DEVICE']._serialized_end=1537
+  _globals['_PHASE']._serialized_start=1540
+  _globals['_PHASE']._serialized_end=1675
+  _globals['_ISOLATION']._serialized_start=1677
+  _globals['_ISOLATION']._serialized_end=1759
   _globals['_TENSOR']._serialized_start=44
   _globals['_TENSOR']._serialized_end=118
   _globals['_VALUE']._serialized_start=121
@@ -51,14 +57,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PARAMETERPOINT']._serialized_end=790
   _globals['_PARAMETERPOINT_PARAMSENTRY']._serialized_start=723
   _globals['_PARAMETERPOINT_PARAMSENTRY']._serialized_end=790
-  _globals['_AGENTFILE']._serialized_start=792
-  _globals['_AGENTFILE']._serialized_end=870
-  _globals['_AGENTBUNDLE']._serialized_start=873
-  _globals['_AGENTBUNDLE']._serialized_end=1006
-  _globals['_IMAGEREF']._serialized_start=1008
-  _globals['_IMAGEREF']._serialized_end=1085
-  _globals['_DATASETREF']._serialized_start=1087
-  _globals['_DATASETREF']._serialized_end=1154
-  _globals['_TIMEOUTS']._serialized_start=1156
-  _globals['_TIMEOUTS']._serialized_end=1240
+  _globals['_BLOBREF']._serialized_start=792
+  _globals['_BLOBREF']._serialized_end=868
+  _globals['_AGENTBUNDLE']._serialized_start=871
+  _globals['_AGENTBUNDLE']._serialized_end=1002
+  _globals['_DATASETREF']._serialized_start=1004
+  _globals['_DATASETREF']._serialized_end=1070
+  _globals['_TIMEOUTS']._serialized_start=1072
+  _globals['_TIMEOUTS']._serialized_end=1156
 # @@protoc_insertion_point(module_scope)

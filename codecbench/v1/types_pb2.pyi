@@ -26,6 +26,29 @@ class Contract(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONTRACT_UNSPECIFIED: _ClassVar[Contract]
     CONTRACT_CODEC: _ClassVar[Contract]
     CONTRACT_SEED: _ClassVar[Contract]
+
+class Device(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DEVICE_UNSPECIFIED: _ClassVar[Device]
+    DEVICE_CPU: _ClassVar[Device]
+    DEVICE_CUDA: _ClassVar[Device]
+    DEVICE_ANY: _ClassVar[Device]
+
+class Phase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PHASE_UNSPECIFIED: _ClassVar[Phase]
+    PHASE_QUEUE: _ClassVar[Phase]
+    PHASE_SETUP: _ClassVar[Phase]
+    PHASE_LOAD: _ClassVar[Phase]
+    PHASE_ENCODE: _ClassVar[Phase]
+    PHASE_DECODE: _ClassVar[Phase]
+    PHASE_METRICS: _ClassVar[Phase]
+
+class Isolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ISOLATION_UNSPECIFIED: _ClassVar[Isolation]
+    ISOLATION_PROCESS: _ClassVar[Isolation]
+    ISOLATION_BWRAP: _ClassVar[Isolation]
 D_TYPE_UNSPECIFIED: DType
 D_TYPE_UINT8: DType
 D_TYPE_INT8: DType
@@ -40,6 +63,20 @@ D_TYPE_BOOL: DType
 CONTRACT_UNSPECIFIED: Contract
 CONTRACT_CODEC: Contract
 CONTRACT_SEED: Contract
+DEVICE_UNSPECIFIED: Device
+DEVICE_CPU: Device
+DEVICE_CUDA: Device
+DEVICE_ANY: Device
+PHASE_UNSPECIFIED: Phase
+PHASE_QUEUE: Phase
+PHASE_SETUP: Phase
+PHASE_LOAD: Phase
+PHASE_ENCODE: Phase
+PHASE_DECODE: Phase
+PHASE_METRICS: Phase
+ISOLATION_UNSPECIFIED: Isolation
+ISOLATION_PROCESS: Isolation
+ISOLATION_BWRAP: Isolation
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -108,17 +145,17 @@ class ParameterPoint(_message.Message):
     params: _containers.MessageMap[str, Value]
     def __init__(self, params: _Optional[_Mapping[str, Value]] = ...) -> None: ...
 
-class AgentFile(_message.Message):
-    __slots__ = ("path", "content", "sha256", "size_bytes")
-    PATH_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_FIELD_NUMBER: _ClassVar[int]
+class BlobRef(_message.Message):
+    __slots__ = ("name", "sha256", "size_bytes", "content")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    path: str
-    content: bytes
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
     sha256: str
     size_bytes: int
-    def __init__(self, path: _Optional[str] = ..., content: _Optional[bytes] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    content: bytes
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class AgentBundle(_message.Message):
     __slots__ = ("name", "files", "entry_module", "contract")
@@ -127,30 +164,18 @@ class AgentBundle(_message.Message):
     ENTRY_MODULE_FIELD_NUMBER: _ClassVar[int]
     CONTRACT_FIELD_NUMBER: _ClassVar[int]
     name: str
-    files: _containers.RepeatedCompositeFieldContainer[AgentFile]
+    files: _containers.RepeatedCompositeFieldContainer[BlobRef]
     entry_module: str
     contract: Contract
-    def __init__(self, name: _Optional[str] = ..., files: _Optional[_Iterable[_Union[AgentFile, _Mapping]]] = ..., entry_module: _Optional[str] = ..., contract: _Optional[_Union[Contract, str]] = ...) -> None: ...
-
-class ImageRef(_message.Message):
-    __slots__ = ("name", "sha256", "content", "size_bytes")
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
-    CONTENT_FIELD_NUMBER: _ClassVar[int]
-    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
-    name: str
-    sha256: str
-    content: bytes
-    size_bytes: int
-    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., content: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., files: _Optional[_Iterable[_Union[BlobRef, _Mapping]]] = ..., entry_module: _Optional[str] = ..., contract: _Optional[_Union[Contract, str]] = ...) -> None: ...
 
 class DatasetRef(_message.Message):
     __slots__ = ("name", "images")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     name: str
-    images: _containers.RepeatedCompositeFieldContainer[ImageRef]
-    def __init__(self, name: _Optional[str] = ..., images: _Optional[_Iterable[_Union[ImageRef, _Mapping]]] = ...) -> None: ...
+    images: _containers.RepeatedCompositeFieldContainer[BlobRef]
+    def __init__(self, name: _Optional[str] = ..., images: _Optional[_Iterable[_Union[BlobRef, _Mapping]]] = ...) -> None: ...
 
 class Timeouts(_message.Message):
     __slots__ = ("load_s", "encode_s", "decode_s", "experiment_s")

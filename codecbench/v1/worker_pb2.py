@@ -27,37 +27,33 @@ from codecbench.v1 import types_pb2 as codecbench_dot_v1_dot_types__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63odecbench/v1/worker.proto\x12\rcodecbench.v1\x1a\x1e\x63odecbench/v1/experiment.proto\x1a\x19\x63odecbench/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\x06\x44\x65vice\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.codecbench.v1.DeviceKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\"\x8b\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12\x0c\n\x04host\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x07\x64\x65vices\x18\x07 \x03(\x0b\x32\x15.codecbench.v1.Device\x12\r\n\x05slots\x18\x08 \x01(\x05\x12+\n\tisolation\x18\t \x01(\x0e\x32\x18.codecbench.v1.Isolation\x12\x0f\n\x07\x61\x64\x64ress\x18\n \x01(\t\"\x16\n\x14GetWorkerInfoRequest\"B\n\x15GetWorkerInfoResponse\x12)\n\x06worker\x18\x01 \x01(\x0b\x32\x19.codecbench.v1.WorkerInfo\"\xca\x01\n\rEncodeRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12$\n\x05image\x18\x03 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12)\n\x08timeouts\x18\x05 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"P\n\x0e\x45ncodeResponse\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x18\n\x10\x62itstream_sha256\x18\x02 \x01(\t\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\"\xb7\x01\n\rDecodeRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12\x11\n\tbitstream\x18\x03 \x01(\x0c\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12)\n\x08timeouts\x18\x05 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"R\n\x0e\x44\x65\x63odeResponse\x12-\n\x0ereconstruction\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\"\xff\x01\n\x14RunExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12)\n\x05\x61gent\x18\x03 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12*\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x19.codecbench.v1.DatasetRef\x12-\n\x06points\x18\x05 \x03(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12)\n\x08timeouts\x18\x07 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"F\n\x15RunExperimentResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.codecbench.v1.ExperimentEvent*T\n\nDeviceKind\x12\x1b\n\x17\x44\x45VICE_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x44\x45VICE_KIND_CPU\x10\x01\x12\x14\n\x10\x44\x45VICE_KIND_CUDA\x10\x02*R\n\tIsolation\x12\x19\n\x15ISOLATION_UNSPECIFIED\x10\x00\x12\x15\n\x11ISOLATION_PROCESS\x10\x01\x12\x13\n\x0fISOLATION_BWRAP\x10\x02\x32\xd7\x02\n\rWorkerService\x12Z\n\rGetWorkerInfo\x12#.codecbench.v1.GetWorkerInfoRequest\x1a$.codecbench.v1.GetWorkerInfoResponse\x12\x45\n\x06\x45ncode\x12\x1c.codecbench.v1.EncodeRequest\x1a\x1d.codecbench.v1.EncodeResponse\x12\x45\n\x06\x44\x65\x63ode\x12\x1c.codecbench.v1.DecodeRequest\x1a\x1d.codecbench.v1.DecodeResponse\x12\\\n\rRunExperiment\x12#.codecbench.v1.RunExperimentRequest\x1a$.codecbench.v1.RunExperimentResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63odecbench/v1/worker.proto\x12\rcodecbench.v1\x1a\x1e\x63odecbench/v1/experiment.proto\x1a\x19\x63odecbench/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"j\n\nDeviceInfo\x12#\n\x04kind\x18\x01 \x01(\x0e\x32\x15.codecbench.v1.Device\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x04 \x01(\x03\"\xc2\x02\n\nWorkerInfo\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x10\n\x08\x62uild_id\x18\x02 \x01(\t\x12\x18\n\x10protocol_version\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12\x0c\n\x04host\x18\x05 \x01(\t\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07\x64\x65vices\x18\x07 \x03(\x0b\x32\x19.codecbench.v1.DeviceInfo\x12\r\n\x05slots\x18\x08 \x01(\x05\x12+\n\tisolation\x18\t \x01(\x0e\x32\x18.codecbench.v1.Isolation\x12\x0f\n\x07\x61\x64\x64ress\x18\n \x01(\t\x12\x31\n\x10\x64\x65\x66\x61ult_timeouts\x18\x0b \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"\x16\n\x14GetWorkerInfoRequest\"B\n\x15GetWorkerInfoResponse\x12)\n\x06worker\x18\x01 \x01(\x0b\x32\x19.codecbench.v1.WorkerInfo\"\xe1\x01\n\rEncodeRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12$\n\x05image\x18\x03 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12%\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x15.codecbench.v1.Device\x12)\n\x08timeouts\x18\x05 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"P\n\x0e\x45ncodeResponse\x12\x11\n\tbitstream\x18\x01 \x01(\x0c\x12\x18\n\x10\x62itstream_sha256\x18\x02 \x01(\t\x12\x11\n\tencode_ms\x18\x03 \x01(\x01\"\xce\x01\n\rDecodeRequest\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12\x11\n\tbitstream\x18\x03 \x01(\x0c\x12%\n\x06\x64\x65vice\x18\x04 \x01(\x0e\x32\x15.codecbench.v1.Device\x12)\n\x08timeouts\x18\x05 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"R\n\x0e\x44\x65\x63odeResponse\x12-\n\x0ereconstruction\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12\x11\n\tdecode_ms\x18\x02 \x01(\x01\"\x96\x02\n\x14RunExperimentRequest\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12)\n\x05\x61gent\x18\x03 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12*\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x19.codecbench.v1.DatasetRef\x12-\n\x06points\x18\x05 \x03(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12%\n\x06\x64\x65vice\x18\x06 \x01(\x0e\x32\x15.codecbench.v1.Device\x12)\n\x08timeouts\x18\x07 \x01(\x0b\x32\x17.codecbench.v1.Timeouts\"F\n\x15RunExperimentResponse\x12-\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1e.codecbench.v1.ExperimentEvent2\xd7\x02\n\rWorkerService\x12Z\n\rGetWorkerInfo\x12#.codecbench.v1.GetWorkerInfoRequest\x1a$.codecbench.v1.GetWorkerInfoResponse\x12\x45\n\x06\x45ncode\x12\x1c.codecbench.v1.EncodeRequest\x1a\x1d.codecbench.v1.EncodeResponse\x12\x45\n\x06\x44\x65\x63ode\x12\x1c.codecbench.v1.DecodeRequest\x1a\x1d.codecbench.v1.DecodeResponse\x12\\\n\rRunExperiment\x12#.codecbench.v1.RunExperimentRequest\x1a$.codecbench.v1.RunExperimentResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codecbench.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICEKIND']._serialized_start=1494
-  _globals['_DEVICEKIND']._serialized_end=1578
-  _globals['_ISOLATION']._serialized_start=1580
-  _globals['_ISOLATION']._serialized_end=1662
-  _globals['_DEVICE']._serialized_start=137
-  _globals['_DEVICE']._serialized_end=243
+  _globals['_DEVICEINFO']._serialized_start=137
+  _globals['_DEVICEINFO']._serialized_end=243
   _globals['_WORKERINFO']._serialized_start=246
-  _globals['_WORKERINFO']._serialized_end=513
-  _globals['_GETWORKERINFOREQUEST']._serialized_start=515
-  _globals['_GETWORKERINFOREQUEST']._serialized_end=537
-  _globals['_GETWORKERINFORESPONSE']._serialized_start=539
-  _globals['_GETWORKERINFORESPONSE']._serialized_end=605
-  _globals['_ENCODEREQUEST']._serialized_start=608
-  _globals['_ENCODEREQUEST']._serialized_end=810
-  _globals['_ENCODERESPONSE']._serialized_start=812
-  _globals['_ENCODERESPONSE']._serialized_end=892
-  _globals['_DECODEREQUEST']._serialized_start=895
-  _globals['_DECODEREQUEST']._serialized_end=1078
-  _globals['_DECODERESPONSE']._serialized_start=1080
-  _globals['_DECODERESPONSE']._serialized_end=1162
-  _globals['_RUNEXPERIMENTREQUEST']._serialized_start=1165
-  _globals['_RUNEXPERIMENTREQUEST']._serialized_end=1420
-  _globals['_RUNEXPERIMENTRESPONSE']._serialized_start=1422
-  _globals['_RUNEXPERIMENTRESPONSE']._serialized_end=1492
-  _globals['_WORKERSERVICE']._serialized_start=1665
-  _globals['_WORKERSERVICE']._serialized_end=2008
+  _globals['_WORKERINFO']._serialized_end=568
+  _globals['_GETWORKERINFOREQUEST']._serialized_start=570
+  _globals['_GETWORKERINFOREQUEST']._serialized_end=592
+  _globals['_GETWORKERINFORESPONSE']._serialized_start=594
+  _globals['_GETWORKERINFORESPONSE']._serialized_end=660
+  _globals['_ENCODEREQUEST']._serialized_start=663
+  _globals['_ENCODEREQUEST']._serialized_end=888
+  _globals['_ENCODERESPONSE']._serialized_start=890
+  _globals['_ENCODERESPONSE']._serialized_end=970
+  _globals['_DECODEREQUEST']._serialized_start=973
+  _globals['_DECODEREQUEST']._serialized_end=1179
+  _globals['_DECODERESPONSE']._serialized_start=1181
+  _globals['_DECODERESPONSE']._serialized_end=1263
+  _globals['_RUNEXPERIMENTREQUEST']._serialized_start=1266
+  _globals['_RUNEXPERIMENTREQUEST']._serialized_end=1544
+  _globals['_RUNEXPERIMENTRESPONSE']._serialized_start=1546
+  _globals['_RUNEXPERIMENTRESPONSE']._serialized_end=1616
+  _globals['_WORKERSERVICE']._serialized_start=1619
+  _globals['_WORKERSERVICE']._serialized_end=1962
 # @@protoc_insertion_point(module_scope)

@@ -4,7 +4,6 @@ from codecbench.v1 import experiment_pb2 as _experiment_pb2
 from codecbench.v1 import types_pb2 as _types_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -12,38 +11,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class DeviceKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    DEVICE_KIND_UNSPECIFIED: _ClassVar[DeviceKind]
-    DEVICE_KIND_CPU: _ClassVar[DeviceKind]
-    DEVICE_KIND_CUDA: _ClassVar[DeviceKind]
-
-class Isolation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    ISOLATION_UNSPECIFIED: _ClassVar[Isolation]
-    ISOLATION_PROCESS: _ClassVar[Isolation]
-    ISOLATION_BWRAP: _ClassVar[Isolation]
-DEVICE_KIND_UNSPECIFIED: DeviceKind
-DEVICE_KIND_CPU: DeviceKind
-DEVICE_KIND_CUDA: DeviceKind
-ISOLATION_UNSPECIFIED: Isolation
-ISOLATION_PROCESS: Isolation
-ISOLATION_BWRAP: Isolation
-
-class Device(_message.Message):
+class DeviceInfo(_message.Message):
     __slots__ = ("kind", "name", "description", "memory_bytes")
     KIND_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
-    kind: DeviceKind
+    kind: _types_pb2.Device
     name: str
     description: str
     memory_bytes: int
-    def __init__(self, kind: _Optional[_Union[DeviceKind, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, kind: _Optional[_Union[_types_pb2.Device, str]] = ..., name: _Optional[str] = ..., description: _Optional[str] = ..., memory_bytes: _Optional[int] = ...) -> None: ...
 
 class WorkerInfo(_message.Message):
-    __slots__ = ("worker_id", "build_id", "protocol_version", "pid", "host", "start_time", "devices", "slots", "isolation", "address")
+    __slots__ = ("worker_id", "build_id", "protocol_version", "pid", "host", "start_time", "devices", "slots", "isolation", "address", "default_timeouts")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BUILD_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -54,17 +35,19 @@ class WorkerInfo(_message.Message):
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     ISOLATION_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TIMEOUTS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     build_id: str
     protocol_version: str
     pid: int
     host: str
     start_time: _timestamp_pb2.Timestamp
-    devices: _containers.RepeatedCompositeFieldContainer[Device]
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceInfo]
     slots: int
-    isolation: Isolation
+    isolation: _types_pb2.Isolation
     address: str
-    def __init__(self, worker_id: _Optional[str] = ..., build_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[Device, _Mapping]]] = ..., slots: _Optional[int] = ..., isolation: _Optional[_Union[Isolation, str]] = ..., address: _Optional[str] = ...) -> None: ...
+    default_timeouts: _types_pb2.Timeouts
+    def __init__(self, worker_id: _Optional[str] = ..., build_id: _Optional[str] = ..., protocol_version: _Optional[str] = ..., pid: _Optional[int] = ..., host: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., devices: _Optional[_Iterable[_Union[DeviceInfo, _Mapping]]] = ..., slots: _Optional[int] = ..., isolation: _Optional[_Union[_types_pb2.Isolation, str]] = ..., address: _Optional[str] = ..., default_timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
 
 class GetWorkerInfoRequest(_message.Message):
     __slots__ = ()
@@ -86,9 +69,9 @@ class EncodeRequest(_message.Message):
     agent: _types_pb2.AgentBundle
     params: _types_pb2.ParameterPoint
     image: _types_pb2.Tensor
-    device: str
+    device: _types_pb2.Device
     timeouts: _types_pb2.Timeouts
-    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., image: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., device: _Optional[str] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., image: _Optional[_Union[_types_pb2.Tensor, _Mapping]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
     __slots__ = ("bitstream", "bitstream_sha256", "encode_ms")
@@ -110,9 +93,9 @@ class DecodeRequest(_message.Message):
     agent: _types_pb2.AgentBundle
     params: _types_pb2.ParameterPoint
     bitstream: bytes
-    device: str
+    device: _types_pb2.Device
     timeouts: _types_pb2.Timeouts
-    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., bitstream: _Optional[bytes] = ..., device: _Optional[str] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
+    def __init__(self, agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., params: _Optional[_Union[_types_pb2.ParameterPoint, _Mapping]] = ..., bitstream: _Optional[bytes] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
 
 class DecodeResponse(_message.Message):
     __slots__ = ("reconstruction", "decode_ms")
@@ -136,9 +119,9 @@ class RunExperimentRequest(_message.Message):
     agent: _types_pb2.AgentBundle
     dataset: _types_pb2.DatasetRef
     points: _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]
-    device: str
+    device: _types_pb2.Device
     timeouts: _types_pb2.Timeouts
-    def __init__(self, experiment_id: _Optional[str] = ..., attempt: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[_Union[_types_pb2.DatasetRef, _Mapping]] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[str] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
+    def __init__(self, experiment_id: _Optional[str] = ..., attempt: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[_Union[_types_pb2.DatasetRef, _Mapping]] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ...) -> None: ...
 
 class RunExperimentResponse(_message.Message):
     __slots__ = ("event",)

@@ -33,7 +33,7 @@ def png_bytes(height: int, width: int, seed: int) -> bytes:
 def tiny_dataset() -> types_pb2.DatasetRef:
     """Two small images sent inline (no built-in dataset, no blob fetch)."""
     images = [
-        types_pb2.ImageRef(name=f"tiny{i}.png", content=png_bytes(h, w, seed=i))
+        types_pb2.BlobRef(name=f"tiny{i}.png", content=png_bytes(h, w, seed=i))
         for i, (h, w) in enumerate(TINY_SIZES)
     ]
     return types_pb2.DatasetRef(name="tiny", images=images)
@@ -53,7 +53,7 @@ def request(
         agent=bundle,
         dataset=dataset or tiny_dataset(),
         points=[values.params_from_python(p) for p in (points or [])],
-        device="cpu",
+        device=types_pb2.DEVICE_CPU,
         timeouts=timeouts,
     )
 
@@ -90,9 +90,9 @@ async def assert_good_agent_runs(stub: worker_pb2_grpc.WorkerServiceStub) -> Non
     """The lossless reference agent succeeds on the tiny dataset (the worker is still healthy)."""
     events, terminal = await run(stub, request("zlib_lossless"))
     result = result_of(terminal)
-    assert [len(p.items) for p in result.points] == [len(TINY_SIZES)]
-    assert all(item.metrics.lossless for item in result.points[0].items)
-    assert sum(e.HasField("item_result") for e in events) == len(TINY_SIZES)
+    assert [len(p.images) for p in result.points] == [len(TINY_SIZES)]
+    assert all(item.metrics.lossless for item in result.points[0].images)
+    assert sum(e.HasField("image_result") for e in events) == len(TINY_SIZES)
 
 
 def line_of(agent: str, text: str, file: str = "codec.py") -> int:
