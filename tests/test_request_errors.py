@@ -149,7 +149,8 @@ CASES = [
          NOT_FOUND, errors.REASON_BLOB_MISSING, "sha256"),
     Case("orchestrator-already-exists", _upload_twice, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", "header.name"),
     # the worker
-    Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY), INVALID, "INVALID_ARGUMENT", "device"),
+    Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY),
+         INVALID, "INVALID_ARGUMENT", "device"),
     Case("worker-dataset-unknown", lambda s: _run(s, dataset=types_pb2.DatasetRef(name="nope")),
          INVALID, errors.REASON_DATASET_UNKNOWN, "dataset.name"),
     Case("worker-image-undecodable",
