@@ -170,7 +170,9 @@ async def test_agent_sees_a_minimal_environment_without_the_workers_secrets(host
     assert os.environ[SECRET] == "hunter2"  # the worker process has it
     seen = dict(line.split("=", 1) for line in (await _encode(hostile, "hostile_env", {})).decode().splitlines())
     assert SECRET not in seen and "hunter2" not in seen.values()
-    assert set(seen) <= {"PATH", "HOME", "TMPDIR", "LANG", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+    assert set(seen) <= {
+        "PATH", "HOME", "TMPDIR", "LANG", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONPATH"
+    }
 
 
 async def test_agent_cannot_write_outside_its_private_tmp(hostile: Hostile, tmp_path: Path) -> None:
