@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sys
 from dataclasses import dataclass
@@ -154,7 +155,8 @@ async def start_local(
     Args:
         data_dir: see the module docstring for the layout; created when missing.
         worker_slots: experiments the worker runs at once.
-        use_bwrap: False starts the worker with ``--no-bwrap`` (process-only isolation).
+        use_bwrap: False starts the worker with ``--isolation process``; so does a machine without
+            bubblewrap, with one warning line on stderr.
         log_level: level of the services' structured logs (written under ``data_dir/logs``).
         startup_s: how long each service may take to start (the worker imports torch).
 
@@ -173,8 +175,11 @@ async def start_local(
     try:
         worker_args = ["worker_svc", "--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
                        "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level]
-        if not use_bwrap:
-            worker_args.append("--no-bwrap")
+        if not use_bwrap or shutil.which("bwrap") is None:
+            if use_bwrap:  # zero-configuration on one machine: run, but say loudly what is missing
+                print("WARNING: bubblewrap (bwrap) is not installed: agents run UNSANDBOXED as plain processes "
+                      "(install the package 'bubblewrap' to sandbox them)", file=sys.stderr, flush=True)
+            worker_args += ["--isolation", "process"]
         worker_process, match = await _spawn("worker", worker_args, logs_dir / "worker.log", WORKER_LINE, startup_s)
         worker = LocalService("worker", worker_process, match.group(2), logs_dir / "worker.log")
         services = LocalServices(orchestrator, worker, match.group(1), data_dir)
