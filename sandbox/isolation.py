@@ -66,13 +66,14 @@ def wrap_command(
         "--die-with-parent",
         "--new-session",
         "--clearenv",
-        # The root of the sandbox is an empty tmpfs: nothing of the host is there but what
-        # follows. /tmp and /dev/shm are writable by the agent's uid, private, size-limited.
-        "--dev", "/dev",
-        "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
-        "--proc", "/proc",
-        "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-        *view.bwrap_args(),
+        # The root of the sandbox is an empty tmpfs: nothing of the host is there but the view.
+        # /tmp and /dev/shm are writable by the agent's uid, private, size-limited.
+        *view.bwrap_args([
+            "--dev", "/dev",
+            "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            "--proc", "/proc",
+            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+        ]),
         "--chdir", "/tmp",
         # Nothing but /tmp and /dev/shm (each private to one agent process) stays writable.
         "--remount-ro", "/dev",

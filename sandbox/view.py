@@ -68,18 +68,33 @@ class FilesystemView:
     masked_files: tuple[Path, ...] = ()
     gpu: bool = False
 
-    def bwrap_args(self) -> list[str]:
-        """bwrap arguments that build this view on an empty root. They come after the
-        ``--tmpfs /tmp``, ``--dev`` and ``--proc`` mounts, so a bound path under /tmp is
-        mounted on top of the private tmpfs."""
+    def bwrap_args(self, private_mounts: Sequence[str]) -> list[str]:
+        """bwrap arguments that build this view on an empty root.
+
+        Args:
+            private_mounts: the sandbox's own mounts (``--tmpfs /tmp``, ``--dev /dev``, ``--proc
+                /proc`` ...): placed after the binds, so that a widened view binding ``/`` does
+                not cover them, and before the bound paths under /tmp, which go on top of the
+                private /tmp.
+        """
         args: list[str] = []
         # bwrap would give the folders it creates on the way to a mount point the host folder's
         # mode (/root: 0700), which uid 65534 could not cross: create them 0755 first.
-        for folder in self._parent_dirs():
-            args += ["--perms", "0755", "--dir", str(folder)]
+        parents = self._parent_dirs()
+        for folder in parents:
+            if not folder.is_relative_to("/tmp"):
+                args += ["--perms", "0755", "--dir", str(folder)]
         for link, target in self.symlinks:
             args += ["--symlink", target, str(link)]
+        under_tmp = self.binds_under_tmp()
         for path in self.binds:
+            if not _under(path, under_tmp):
+                args += ["--ro-bind", str(path), str(path)]
+        args += private_mounts
+        for folder in parents:
+            if folder.is_relative_to("/tmp") and folder != Path("/tmp"):
+                args += ["--perms", "0755", "--dir", str(folder)]
+        for path in under_tmp:
             args += ["--ro-bind", str(path), str(path)]
         for path in self.masked_dirs:
             args += ["--tmpfs", str(path), "--remount-ro", str(path)]
@@ -91,10 +106,10 @@ class FilesystemView:
         return args
 
     def _parent_dirs(self) -> list[Path]:
-        """Folders on the way to every bind and symlink, outside any bind and /tmp, parents first."""
+        """Folders on the way to every bind and symlink, outside any bind, parents first."""
         targets = [*self.binds, *(link for link, _ in self.symlinks)]
         parents = {parent for path in targets for parent in path.parents if parent != Path("/")}
-        return sorted(p for p in parents if not _under(p, self.binds) and not p.is_relative_to("/tmp"))
+        return sorted(p for p in parents if not _under(p, self.binds))
 
     def binds_under_tmp(self) -> list[Path]:
         """The outermost bound paths under /tmp: a new tmpfs on /tmp (each forked agent process
@@ -105,7 +120,8 @@ class FilesystemView:
     def widened(self, *paths: Path) -> FilesystemView:
         """This view with more host paths bound (tests use it for controls: ``widened(Path("/"))``
         shows what an agent would find without the allow-list)."""
-        return replace(self, binds=_outermost((*paths, *self.binds)))
+        binds = _outermost((*paths, *self.binds))
+        return replace(self, binds=binds, symlinks=tuple((k, t) for k, t in self.symlinks if not _under(k, binds)))
 
 
 def _outermost(paths: Iterable[Path]) -> tuple[Path, ...]:

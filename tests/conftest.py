@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -19,6 +20,13 @@ AGENTS = REPO / "agents"
 TEST_AGENTS = Path(__file__).resolve().parent / "agents"
 
 logs.configure("warning")
+
+# Tests of what bubblewrap does (namespaces, the filesystem view, the agent's uid) need it; the rest
+# of the suite runs without it, with the worker in process isolation.
+requires_bwrap = pytest.mark.skipif(
+    shutil.which("bwrap") is None,
+    reason="bubblewrap (bwrap) is not installed: install the package 'bubblewrap' (make setup does, as root with apt)",
+)
 
 
 def agent_bundle(name: str):
