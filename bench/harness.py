@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -281,7 +282,8 @@ async def running_system(
             worker = await spawn_service(
                 ctx, f"{name}-worker", "worker_svc",
                 ["--port", "0", "--orchestrator", orchestrator.address, "--data-dir", str(data_dir / "worker"),
-                 "--slots", str(slots), "--build-id", build_id],
+                 "--slots", str(slots), "--build-id", build_id,
+                 *([] if shutil.which("bwrap") else ["--isolation", "process"])],
                 data_dir / "worker.prof" if profile else None,
             )
             started.append(worker)

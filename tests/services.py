@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import sys
@@ -62,6 +63,8 @@ class ChildService:
 
 async def spawn(module: str, *args: str) -> ChildService:
     """Starts ``python -m module args`` and waits for its "listening on HOST:PORT" line."""
+    if module == "worker_svc" and shutil.which("bwrap") is None:
+        args = (*args, "--isolation", "process")  # the worker refuses to start unsandboxed unless told
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

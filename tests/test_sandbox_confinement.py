@@ -294,3 +294,34 @@ def test_pixel_hash_of_the_search_agent_matches_the_workers_pixels() -> None:
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(module)  # type: ignore[union-attr]
     assert module.pixel_hash(image.pixels.numpy()) == expected
+
+
+# --- secure by default ----------------------------------------------------------------------------
+
+
+async def _worker_main(tmp_path: Path, *args: str) -> tuple[int, str]:
+    """Runs ``python -m worker_svc ARGS`` with a PATH that has no bwrap, until it prints its
+    listening line (then stops it) or exits; returns the exit code (0: it started) and stderr."""
+    import asyncio
+    import sys
+
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "worker_svc", "--data-dir", str(tmp_path / "w"), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 120)
+    if b"listening on" in line:
+        proc.terminate()
+        await proc.wait()
+        return 0, ""
+    await proc.wait()
+    return proc.returncode or 0, (await proc.stderr.read()).decode()
+
+
+async def test_worker_refuses_to_start_without_bubblewrap_unless_told(tmp_path: Path) -> None:
+    code, stderr = await _worker_main(tmp_path)
+    assert code == 2 and "'bubblewrap'" in stderr and "--isolation process" in stderr, stderr
+    code, stderr = await _worker_main(tmp_path, "--isolation", "process")
+    assert code == 0, stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import agent_bundle
+from conftest import agent_bundle, requires_bwrap
 from worker_helpers import request, run
 
 from codecbench import rpc, tensors
@@ -21,8 +21,9 @@ from worker_svc.server import WorkerConfig, start_worker
 pytestmark = pytest.mark.timeout(180)
 
 
+@requires_bwrap
 async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(worker, worker_stub) -> None:
-    assert worker.info.isolation == worker_pb2.ISOLATION_BWRAP  # CI installs bubblewrap
+    assert worker.info.isolation == worker_pb2.ISOLATION_BWRAP
     response = await worker_stub.Encode(worker_pb2.EncodeRequest(
         agent=agent_bundle("probe_isolation"), device="cpu",
         image=tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8)),
