@@ -20,6 +20,7 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from codecbench import errors
 from codecbench.v1 import sandbox_pb2
@@ -118,9 +119,10 @@ class FreshLauncher:
     """A new interpreter per agent process (``python -P -m sandbox.child``), under bwrap when
     available: ~2 s per process for importing torch, but needs nothing else."""
 
-    def __init__(self, isolation_mode: int, view: FilesystemView) -> None:
+    def __init__(self, isolation_mode: int, view: FilesystemView, scratch_dir: Path | None = None) -> None:
         self.isolation_mode = isolation_mode
         self.view = view
+        self.scratch_dir = scratch_dir
 
     async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
         """Raises errors.InternalError when the process or its runtime cannot start."""
@@ -140,7 +142,8 @@ class FreshLauncher:
         closers: list[Callable[[], None]] = [lambda: os.close(status_r)]
         if not wrapped:
             # No private tmpfs without bwrap: a directory of its own, deleted when it ends.
-            private_tmp = tempfile.mkdtemp(prefix="cb-agent-")
+            # Under the worker's data dir, not /tmp: a worker killed mid-run leaves nothing elsewhere.
+            private_tmp = tempfile.mkdtemp(prefix="cb-agent-", dir=self.scratch_dir)
             env["TMPDIR"] = private_tmp
             closers.append(lambda: shutil.rmtree(private_tmp, ignore_errors=True))
         argv = isolation.wrap_command(command, self.isolation_mode, self.view, env)
@@ -254,7 +257,8 @@ class TemplateLauncher:
 Launcher = FreshLauncher | TemplateLauncher
 
 
-async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool) -> Launcher:
+async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool, scratch_dir: Path | None = None
+                        ) -> Launcher:
     """The warm template when bwrap and namespaces allow it and ``warm`` is set, else fresh
     processes. Logs which one, since it decides both isolation and start-up time.
 
@@ -262,6 +266,8 @@ async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool) -
         isolation_mode: ``ISOLATION_BWRAP`` or ``ISOLATION_PROCESS``.
         view: what agent processes see of the filesystem under bwrap (:func:`sandbox.view.agent_view`).
         warm: fork agent processes from a warm template when possible.
+        scratch_dir: where process isolation makes each agent's private TMPDIR (default: the
+            system's temporary folder); bwrap gives each its own tmpfs instead.
     """
     from codecbench import logs
 
@@ -273,7 +279,7 @@ async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool) -
             return launcher
         except TemplateUnavailable as exc:
             log.warning("sandbox.no_warm_template", detail=f"{exc}; every agent process starts a new interpreter")
-    return FreshLauncher(isolation_mode, view)
+    return FreshLauncher(isolation_mode, view, scratch_dir)
 
 
 __all__ = ["FreshLauncher", "Launched", "Launcher", "TemplateLauncher", "make_launcher", "read_ready_pid"]

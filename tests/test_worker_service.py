@@ -261,7 +261,7 @@ async def test_payload_over_the_limit_is_refused_with_the_limit_stated(worker) -
 async def test_worker_cli_serves_and_stops_cleanly_on_sigterm(tmp_path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker_svc", "--port", "0", "--data-dir", str(tmp_path / "data"),
-        "--log-level", "warning", cwd=str(REPO),
+        "--log-level", "warning", *([] if shutil.which("bwrap") else ["--isolation", "process"]), cwd=str(REPO),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

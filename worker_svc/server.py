@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -295,7 +296,10 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     if info.isolation != worker_pb2.ISOLATION_BWRAP:
         log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
     view = agent_view(hidden=(config.data_dir.resolve(),), gpu=config.device == "cuda")
-    launcher = await make_launcher(info.isolation, view, warm=config.warm_template)
+    scratch = config.data_dir / "agent-tmp"  # private TMPDIRs under process isolation
+    shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker left
+    scratch.mkdir()
+    launcher = await make_launcher(info.isolation, view, warm=config.warm_template, scratch_dir=scratch)
     settings = SandboxSettings(launcher=launcher, limits=config.limits)
     servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
