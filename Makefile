@@ -4,9 +4,21 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo proto lint bench clean
+.PHONY: setup sandbox-tools test demo proto lint bench clean
 
-setup: $(STAMP)
+setup: sandbox-tools $(STAMP)
+
+# Agents are sandboxed with bubblewrap (bwrap): installed when missing and we are root with apt.
+sandbox-tools:
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make setup: installing bubblewrap (bwrap), which sandboxes agents (apt-get install bubblewrap)"; \
+			apt-get update -qq && apt-get install -y -qq bubblewrap; \
+		else \
+			echo "make setup: bubblewrap (bwrap) is missing: install the package 'bubblewrap' to sandbox agents;" \
+				"until then workers need --isolation process, and the sandbox tests are skipped"; \
+		fi; \
+	fi
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "codecbench needs Python 3.11+"'

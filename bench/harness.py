@@ -34,7 +34,7 @@ from PIL import Image
 
 from codecbench import build, errors, local, states
 from codecbench.client import Client
-from codecbench.local import LocalService
+from codecbench.local import LocalService, worker_isolation_args
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -233,7 +233,8 @@ async def running_system(
             worker = await spawn_service(
                 ctx, f"{name}-worker", "worker_svc",
                 ["--port", "0", "--orchestrator", orchestrator.address, "--data-dir", str(data_dir / "worker"),
-                 "--slots", str(slots), "--build-id", build_id],
+                 "--slots", str(slots), "--build-id", build_id,
+                 *worker_isolation_args()],
                 data_dir / "worker.prof" if profile else None,
             )
             started.append(worker)

@@ -54,8 +54,15 @@ async def launchers(scratch: Path) -> AsyncIterator[tuple[SandboxSettings, Sandb
                                  limits=SandboxLimits())
         yield legacy, None, "warm pool: not implemented yet (no sandbox.launchers); only fresh processes measured."
         return
-    fresh = await make_launcher(mode, hidden, gpu=False, warm=False)
-    warm = await make_launcher(mode, hidden, gpu=False, warm=True)
+    try:
+        from sandbox.view import agent_view
+    except ImportError:  # a tree from before the allow-list view (issue 11): hidden folders
+        fresh = await make_launcher(mode, hidden, gpu=False, warm=False)  # type: ignore[call-arg]
+        warm = await make_launcher(mode, hidden, gpu=False, warm=True)  # type: ignore[call-arg]
+    else:
+        view = agent_view(hidden=(scratch.resolve(),), gpu=False)
+        fresh = await make_launcher(mode, view, warm=False)
+        warm = await make_launcher(mode, view, warm=True)
     try:
         if isinstance(warm, TemplateLauncher):
             note = "warm template: sandbox.launchers.TemplateLauncher (the worker's default when bubblewrap works)."

@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -115,6 +116,13 @@ class LocalService:
     def log_tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of its log."""
         return "\n".join(self.log_lines()[-lines:])
+
+
+def worker_isolation_args(sandboxed: bool = True) -> list[str]:
+    """The worker arguments that choose its isolation: none (bubblewrap, the worker's default) when
+    ``sandboxed`` and ``bwrap`` is installed, else ``--isolation process``, without which the worker
+    refuses to start unsandboxed."""
+    return [] if sandboxed and shutil.which("bwrap") else ["--isolation", "process"]
 
 
 async def spawn_service(
@@ -266,7 +274,8 @@ async def start_local(
         data_dir: see the module docstring for the layout; created when missing.
         port: the orchestrator's port on 127.0.0.1; 0 picks a free one.
         worker_slots: experiments the worker runs at once.
-        use_bwrap: False starts the worker with ``--no-bwrap`` (process-only isolation).
+        use_bwrap: False starts the worker with ``--isolation process``; so does a machine without
+            bubblewrap, with one warning line on stderr.
         log_level: level of the services' structured logs (written under ``data_dir/logs``).
         startup_s: how long each service may take to start (the worker imports torch).
 
@@ -283,8 +292,11 @@ async def start_local(
     try:
         worker_args = ["--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
                        "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level]
-        if not use_bwrap:
-            worker_args.append("--no-bwrap")
+        if use_bwrap and shutil.which("bwrap") is None:
+            # zero-configuration on one machine: run, but say loudly what is missing
+            print("WARNING: bubblewrap (bwrap) is not installed: agents run UNSANDBOXED as plain processes "
+                  "(install the package 'bubblewrap' to sandbox them)", file=sys.stderr, flush=True)
+        worker_args += worker_isolation_args(use_bwrap)
         worker = await spawn_service("worker_svc", *worker_args, log_path=logs_dir / "worker.log", name="worker",
                                      startup_s=startup_s)
         try:
@@ -299,4 +311,7 @@ async def start_local(
     return services
 
 
-__all__ = ["LocalService", "LocalServices", "LocalStartError", "eventually", "spawn_service", "start_local"]
+__all__ = [
+    "LocalService", "LocalServices", "LocalStartError", "eventually", "spawn_service", "start_local",
+    "worker_isolation_args",
+]

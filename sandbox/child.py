@@ -23,7 +23,7 @@ import torch
 
 from codecbench import bundles, devices, errors, framing, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
-from sandbox import contracts, namespaces
+from sandbox import contracts, identity, init, namespaces
 from sandbox.tracebacks import exception_error, safe_str
 
 ENCODE = types_pb2.PHASE_ENCODE
@@ -334,9 +334,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-s", type=int, default=0)
     parser.add_argument("--file-bytes", type=int, default=0)
     parser.add_argument("--open-files", type=int, default=0)
+    parser.add_argument("--status-fd", type=int, default=-1,
+                        help="write end of the status pipe; as PID 1 of a PID namespace this process becomes "
+                        "the init (sandbox.init) and the agent runs in a child")
+    parser.add_argument("--unprivileged", action="store_true", help="become uid/gid 65534 without capabilities first")
     args = parser.parse_args(argv)
-    apply_limits(args.memory_bytes, args.cpu_s, args.file_bytes, args.open_files)
-    return serve(socket.socket(fileno=args.fd), args.max_frame_bytes, args.max_bitstream_bytes)
+    if args.unprivileged:
+        identity.become_agent_user()
+
+    def agent() -> int:
+        apply_limits(args.memory_bytes, args.cpu_s, args.file_bytes, args.open_files)
+        return serve(socket.socket(fileno=args.fd), args.max_frame_bytes, args.max_bitstream_bytes)
+
+    if os.getpid() == 1 and args.status_fd >= 0:
+        init.run_as_init(agent, args.status_fd)
+    if args.status_fd >= 0:
+        os.close(args.status_fd)  # no PID namespace (process isolation): the worker waits on this process
+    return agent()
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """How a sandbox child is isolated: bubblewrap when it is installed, plain processes otherwise.
 
 With bwrap each agent process gets its own network namespace (even 127.0.0.1 is unreachable),
-PID, IPC and UTS namespaces, a read-only view of the filesystem, a private tmpfs ``/tmp``, no
-environment variables but a minimal set, and dies with the worker. The worker's data directory
-and the files of built-in datasets are hidden behind empty tmpfs mounts, so a decoder cannot
-read the original image from them.
+PID, IPC and UTS namespaces, the allow-listed read-only view of :mod:`sandbox.view` on an empty
+root, a private tmpfs ``/tmp`` and ``/dev/shm``, an unprivileged identity (:mod:`sandbox.identity`),
+an init as PID 1 (:mod:`sandbox.init`), no environment variables but a minimal set, and dies
+with the worker.
+
+Without bwrap ("process" isolation, an explicit opt-in of the worker) an agent is a plain child
+process: same filesystem and network as the worker, the worker's uid. Only the rlimits, the
+cgroups and the private TMPDIR remain.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from functools import cache
 from pathlib import Path
 
 from codecbench.v1 import types_pb2
+from sandbox import identity
+from sandbox.view import FilesystemView, builtin_dataset_dirs, code_roots
 
 BWRAP = types_pb2.ISOLATION_BWRAP
 # Sizes of an agent process's private tmpfs mounts (their pages count in its memory cgroup).
@@ -34,77 +40,47 @@ def available_isolation() -> int:
     return types_pb2.ISOLATION_BWRAP if bwrap_path() else types_pb2.ISOLATION_PROCESS
 
 
-def builtin_dataset_dirs() -> list[Path]:
-    """Folders whose files are the originals of the built-in ``photos`` dataset."""
-    import matplotlib
-    import skimage
-
-    return [Path(skimage.__file__).parent / "data", Path(matplotlib.get_data_path()) / "sample_data"]
-
-
-def runtime_paths_under_tmp() -> list[Path]:
-    """The interpreter, virtualenv and codecbench source folders that lie under /tmp.
-
-    An agent process gets a private tmpfs on /tmp, which would hide them (a checkout in /tmp is
-    common in CI): they are bound back, read-only, on top of it.
-    """
-    import codecbench
-
-    roots = {
-        Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve(), Path(codecbench.__file__).resolve().parents[1]
-    }
-    under = sorted(p for p in roots if p.is_relative_to("/tmp") and p != Path("/tmp"))
-    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]
-
-
 def wrap_command(
     command: Sequence[str],
     isolation: int,
-    hidden: Sequence[Path],
-    gpu: bool,
+    view: FilesystemView,
     env: dict[str, str],
-    keep_capabilities: bool = False,
+    template: bool = False,
 ) -> list[str]:
     """The argv that runs ``command`` under the requested isolation.
 
     Args:
         command: the child's own argv (``python -m sandbox.child ...``).
-        hidden: directories replaced by empty tmpfs mounts inside the sandbox.
-        gpu: bind the NVIDIA device nodes in (CUDA experiments).
+        view: what the process sees of the filesystem (:func:`sandbox.view.agent_view`).
         env: the child's whole environment.
-        keep_capabilities: keep the capabilities bwrap grants inside its user namespace (only
-            the warm template needs them, to give each forked agent process its own namespaces;
-            agent processes always drop them all).
+        template: the warm template, which keeps the capabilities it needs to give each forked
+            agent process its own namespaces and identity; an agent process runs as PID 1 of
+            its PID namespace (``--as-pid-1``) and starts its own init
+            (:mod:`sandbox.init`), whose status report bwrap's reaper could not give.
     """
     if isolation != types_pb2.ISOLATION_BWRAP:
         return list(command)
     argv = [
         bwrap_path() or "bwrap",
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
-        "--proc", "/proc",
-        "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
-        "--unshare-all",
+        *identity.bwrap_args(template),
         "--die-with-parent",
         "--new-session",
         "--clearenv",
+        # The root of the sandbox is an empty tmpfs: nothing of the host is there but the view.
+        # /tmp and /dev/shm are writable by the agent's uid, private, size-limited.
+        *view.bwrap_args([
+            "--dev", "/dev",
+            "--perms", "1777", "--size", str(SHM_BYTES), "--tmpfs", "/dev/shm",
+            "--proc", "/proc",
+            "--perms", "1777", "--size", str(TMP_BYTES), "--tmpfs", "/tmp",
+        ]),
+        "--chdir", "/tmp",
+        # Nothing but /tmp and /dev/shm (each private to one agent process) stays writable.
+        "--remount-ro", "/dev",
+        "--remount-ro", "/",
     ]
-    for path in runtime_paths_under_tmp():
-        argv += ["--ro-bind", str(path), str(path)]
-    if not keep_capabilities:
-        # As root, bwrap would otherwise leave the sandboxed process every capability of its
-        # user namespace (CAP_SYS_ADMIN included).
-        argv += ["--cap-drop", "ALL"]
-    for path in hidden:
-        if path.exists():
-            argv += ["--tmpfs", str(path), "--remount-ro", str(path)]
-    argv += ["--chdir", "/tmp"]
-    if gpu:
-        for node in sorted(Path("/dev").glob("nvidia*")):
-            argv += ["--dev-bind", str(node), str(node)]
-    # Nothing but /tmp and /dev/shm (each private to one agent process) stays writable.
-    argv += ["--remount-ro", "/dev"]
+    if not template:
+        argv.append("--as-pid-1")
     for key, value in env.items():
         argv += ["--setenv", key, value]
     return [*argv, "--", *command]
@@ -119,4 +95,12 @@ def child_environment() -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
+        # The code the worker runs, not another copy that an editable install points at.
+        "PYTHONPATH": ":".join(map(str, code_roots())),
     }
+
+
+__all__ = [
+    "BWRAP", "SHM_BYTES", "TMP_BYTES", "available_isolation", "builtin_dataset_dirs", "bwrap_path",
+    "child_environment", "wrap_command",
+]

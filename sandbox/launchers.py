@@ -18,14 +18,15 @@ import socket
 import struct
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from codecbench import errors
 from codecbench.v1 import sandbox_pb2
-from sandbox import isolation
+from sandbox import init, isolation
 from sandbox.pool import Exit, TemplateUnavailable, WarmTemplate
+from sandbox.view import FilesystemView
 
 _UCRED = struct.Struct("3i")  # pid, uid, gid
 _READY = b"\0\0\0\0"  # the frame of an empty SandboxResponse
@@ -89,6 +90,20 @@ async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, Callable[[], None
     return reader, transport.close
 
 
+def _exit_of(code: int, status: int | None, wrapped: bool) -> Exit:
+    """How a fresh agent process ended, from its init's report (``status``, exact) or else from
+    the exit code of the process the worker started."""
+    if status is not None:
+        if os.WIFSIGNALED(status):
+            return Exit(exit_code=None, signal=os.WTERMSIG(status))
+        return Exit(exit_code=os.waitstatus_to_exitcode(status), signal=None)
+    if code < 0:
+        return Exit(exit_code=None, signal=-code)
+    if wrapped and code - 128 in signal.valid_signals():
+        return Exit(exit_code=None, signal=code - 128)  # bwrap or init ended early: 128 + N, best guess
+    return Exit(exit_code=code, signal=None)
+
+
 def _rlimits(limits: sandbox_pb2.SandboxRlimits) -> list[str]:
     return [
         "--max-frame-bytes", str(limits.max_frame_bytes),
@@ -104,10 +119,10 @@ class FreshLauncher:
     """A new interpreter per agent process (``python -P -m sandbox.child``), under bwrap when
     available: ~2 s per process for importing torch, but needs nothing else."""
 
-    def __init__(self, isolation_mode: int, hidden: Sequence[Path], gpu: bool) -> None:
+    def __init__(self, isolation_mode: int, view: FilesystemView, scratch_dir: Path | None = None) -> None:
         self.isolation_mode = isolation_mode
-        self.hidden = tuple(hidden)
-        self.gpu = gpu
+        self.view = view
+        self.scratch_dir = scratch_dir
 
     async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
         """Raises errors.InternalError when the process or its runtime cannot start."""
@@ -115,19 +130,27 @@ class FreshLauncher:
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         # -P: the cwd must not come first on sys.path, or a bundle file named like a module of
         # the runtime (sandbox/, numpy.py, torch/) would replace it.
-        command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(theirs.fileno()), *_rlimits(limits)]
+        wrapped = self.isolation_mode == isolation.BWRAP
+        # The init (PID 1 under bwrap) writes the agent's exact wait status here.
+        status_r, status_w = os.pipe()
+        os.set_blocking(status_r, False)
+        command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(theirs.fileno()), *_rlimits(limits),
+                   "--status-fd", str(status_w)]
+        if wrapped:
+            command.append("--unprivileged")
         env = isolation.child_environment()
-        closers: list[Callable[[], None]] = []
-        if self.isolation_mode != isolation.BWRAP:
+        closers: list[Callable[[], None]] = [lambda: os.close(status_r)]
+        if not wrapped:
             # No private tmpfs without bwrap: a directory of its own, deleted when it ends.
-            private_tmp = tempfile.mkdtemp(prefix="cb-agent-")
+            # Under the worker's data dir, not /tmp: a worker killed mid-run leaves nothing elsewhere.
+            private_tmp = tempfile.mkdtemp(prefix="cb-agent-", dir=self.scratch_dir)
             env["TMPDIR"] = private_tmp
             closers.append(lambda: shutil.rmtree(private_tmp, ignore_errors=True))
-        argv = isolation.wrap_command(command, self.isolation_mode, self.hidden, self.gpu, env)
+        argv = isolation.wrap_command(command, self.isolation_mode, self.view, env)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(),),
+                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(), status_w),
                 start_new_session=True,  # its own process group, killed as a whole
                 cwd="/tmp", env=env,
             )
@@ -138,20 +161,20 @@ class FreshLauncher:
             raise errors.InternalError(f"could not start a sandbox process: {exc}") from exc
         finally:
             theirs.close()
-        wrapped = self.isolation_mode == isolation.BWRAP
+            os.close(status_w)
 
         def kill() -> None:
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
 
+        ended: list[Exit] = []
+
         async def wait() -> Exit:
             code = await proc.wait()
-            if code < 0:
-                return Exit(exit_code=None, signal=-code)
-            if wrapped and code - 128 in signal.valid_signals():
-                return Exit(exit_code=None, signal=code - 128)  # bwrap reports a signal death as 128 + N
-            return Exit(exit_code=code, signal=None)
+            if not ended:  # read the status pipe once, before the closers close it
+                ended.append(_exit_of(code, init.read_status(status_r) if wrapped else None, wrapped))
+            return ended[0]
 
         try:
             async with asyncio.timeout(startup_s):
@@ -182,15 +205,15 @@ class TemplateLauncher:
         self.fallback = fallback
 
     @classmethod
-    async def start(cls, hidden: Sequence[Path], gpu: bool) -> TemplateLauncher:
+    async def start(cls, view: FilesystemView) -> TemplateLauncher:
         """Raises TemplateUnavailable when no template can run here."""
-        template = await WarmTemplate.start(hidden, gpu)
-        return cls(template, FreshLauncher(isolation.BWRAP, hidden, gpu))
+        template = await WarmTemplate.start(view)
+        return cls(template, FreshLauncher(isolation.BWRAP, view))
 
     async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
         if self.template is None or not self.template.alive:
             try:
-                self.template = await WarmTemplate.start(self.fallback.hidden, self.fallback.gpu)
+                self.template = await WarmTemplate.start(self.fallback.view)
             except TemplateUnavailable:
                 self.template = None
                 return await self.fallback.launch(limits, startup_s)
@@ -204,7 +227,8 @@ class TemplateLauncher:
         pid_box: list[int] = []
 
         def kill() -> None:
-            # PID 1 of its own PID namespace: SIGKILL ends every process it started, too.
+            # PID 2 of its own PID namespace: when it ends, its init ends, and with it every
+            # process the agent started.
             if pid_box and not forked.exited.done():
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid_box[0], signal.SIGKILL)
@@ -233,20 +257,29 @@ class TemplateLauncher:
 Launcher = FreshLauncher | TemplateLauncher
 
 
-async def make_launcher(isolation_mode: int, hidden: Sequence[Path], gpu: bool, warm: bool) -> Launcher:
+async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool, scratch_dir: Path | None = None
+                        ) -> Launcher:
     """The warm template when bwrap and namespaces allow it and ``warm`` is set, else fresh
-    processes. Logs which one, since it decides both isolation and start-up time."""
+    processes. Logs which one, since it decides both isolation and start-up time.
+
+    Args:
+        isolation_mode: ``ISOLATION_BWRAP`` or ``ISOLATION_PROCESS``.
+        view: what agent processes see of the filesystem under bwrap (:func:`sandbox.view.agent_view`).
+        warm: fork agent processes from a warm template when possible.
+        scratch_dir: where process isolation makes each agent's private TMPDIR (default: the
+            system's temporary folder); bwrap gives each its own tmpfs instead.
+    """
     from codecbench import logs
 
     log = logs.get_logger("sandbox")
     if warm and isolation_mode == isolation.BWRAP:
         try:
-            launcher = await TemplateLauncher.start(hidden, gpu)
+            launcher = await TemplateLauncher.start(view)
             log.info("sandbox.warm_template", detail="agent processes fork from a warm template")
             return launcher
         except TemplateUnavailable as exc:
             log.warning("sandbox.no_warm_template", detail=f"{exc}; every agent process starts a new interpreter")
-    return FreshLauncher(isolation_mode, hidden, gpu)
+    return FreshLauncher(isolation_mode, view, scratch_dir)
 
 
 __all__ = ["FreshLauncher", "Launched", "Launcher", "TemplateLauncher", "make_launcher", "read_ready_pid"]

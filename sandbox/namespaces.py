@@ -33,6 +33,7 @@ PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 _CAP_LAST = 63
+_CAP_SETPCAP = 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -50,6 +51,11 @@ def _check(result: int, what: str) -> None:
 def unshare(flags: int) -> None:
     """unshare(2). The new PID namespace applies to the caller's next child, not the caller."""
     _check(_libc.unshare(flags), f"unshare({flags:#x})")
+
+
+def setns(fd: int, nstype: int) -> None:
+    """setns(2): with CLONE_NEWPID, the caller's next children go back into the namespace of ``fd``."""
+    _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
@@ -88,13 +94,22 @@ class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
 
 
-def drop_all_capabilities() -> None:
-    """Empties the bounding, effective, permitted and inheritable sets and sets no_new_privs, so
-    neither this process nor anything it executes can hold a capability again."""
+def drop_bounding_set() -> None:
+    """Empties the capability bounding set, so nothing this process executes can gain a
+    capability again. Needs CAP_SETPCAP; without it (an agent process bwrap already stripped)
+    there is nothing this process could pass on, and the call does nothing."""
+    if not effective_capabilities() & (1 << _CAP_SETPCAP):
+        return
     for cap in range(_CAP_LAST + 1):
         # EINVAL (22): the running kernel has no such capability.
         if _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) != 0 and ctypes.get_errno() != 22:
             _check(-1, f"drop capability {cap} from the bounding set")
+
+
+def drop_all_capabilities() -> None:
+    """Empties the bounding, effective, permitted and inheritable sets and sets no_new_privs, so
+    neither this process nor anything it executes can hold a capability again."""
+    drop_bounding_set()
     header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     _check(_libc.capset(ctypes.byref(header), data), "capset (drop all)")

@@ -13,13 +13,12 @@ import itertools
 import os
 import socket
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from codecbench import logs
 from codecbench.v1 import sandbox_pb2
 from sandbox import isolation
+from sandbox.view import FilesystemView
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class WarmTemplate:
         asyncio.get_running_loop().add_reader(control.fileno(), self._on_event)
 
     @classmethod
-    async def start(cls, hidden: Sequence[Path], gpu: bool, startup_s: float = 120.0) -> WarmTemplate:
+    async def start(cls, view: FilesystemView, startup_s: float = 120.0) -> WarmTemplate:
         """Starts the template under bubblewrap and waits until it can fork.
 
         Raises:
@@ -70,7 +69,9 @@ class WarmTemplate:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = isolation.child_environment()
         command = [sys.executable, "-P", "-m", "sandbox.template", "--control-fd", str(theirs.fileno())]
-        argv = isolation.wrap_command(command, isolation.BWRAP, hidden, gpu, env, keep_capabilities=True)
+        for path in view.binds_under_tmp():
+            command += ["--rebind", str(path)]
+        argv = isolation.wrap_command(command, isolation.BWRAP, view, env, template=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,

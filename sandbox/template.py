@@ -3,14 +3,16 @@
 Importing torch takes ~2.5 s in a new interpreter; forking a process that already did takes
 ~15 ms. The worker starts this template once (itself inside bubblewrap: no network, read-only
 filesystem, the worker's data hidden) and asks it, over a SOCK_SEQPACKET control socket, to fork
-one agent process per experiment side. Each forked process
+one agent process per experiment side. Each fork
 
-1. gets new network, mount, PID, IPC and UTS namespaces (it is PID 1 of its own namespace, so it
-   cannot see or signal any other agent, and killing it kills everything it started),
+1. is PID 1 of a new PID namespace and gets new network, mount, IPC and UTS namespaces (so the
+   agent cannot see or signal any other agent, and when it ends everything it started ends),
 2. mounts private, size-limited tmpfs ``/tmp`` and ``/dev/shm`` and a fresh ``/proc`` (everything
-   else is read-only, so no file one agent process writes is visible to another),
-3. drops every capability and sets no_new_privs, applies its rlimits,
-4. serves the worker's framed requests (:func:`sandbox.child.serve`) on the socket it was sent.
+   else is the template's read-only view, so no file one agent process writes is visible to another),
+3. becomes uid/gid 65534 without capabilities and with no_new_privs (:mod:`sandbox.identity`),
+4. becomes the namespace's init (:mod:`sandbox.init`) and forks the agent process (PID 2), which
+   applies its rlimits and serves the worker's framed requests (:func:`sandbox.child.serve`) on
+   the socket it was sent. The template reports the agent's exit status as the init passes it on.
 
 CUDA is never initialised here; an agent process initialises it itself after the fork.
 """
@@ -19,22 +21,26 @@ from __future__ import annotations
 
 import argparse
 import array
+import contextlib
 import os
-import resource
 import select
 import signal
 import socket
 import sys
+from pathlib import Path
+from typing import NoReturn
 
 from codecbench.v1 import sandbox_pb2
-from sandbox import child, isolation, namespaces
+from sandbox import child, identity, init, isolation, namespaces
 
 _FDS_PER_SPAWN = 3  # agent socket, stdout, stderr
 
 
 def private_tmpfs(target: str, size_bytes: int) -> None:
-    """A new, size-limited tmpfs over ``target`` in this process's own mount namespace."""
-    namespaces.mount("tmpfs", target, "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV, f"size={size_bytes}")
+    """A new, size-limited tmpfs over ``target`` in this process's own mount namespace, writable
+    by every uid (sticky, like /tmp): the agent process runs as uid 65534."""
+    namespaces.mount("tmpfs", target, "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV,
+                     f"size={size_bytes},mode=1777")
 
 
 def _send(control: socket.socket, event: sandbox_pb2.TemplateEvent) -> None:
@@ -55,35 +61,30 @@ def _receive_spawn(control: socket.socket) -> tuple[sandbox_pb2.SandboxSpawn, li
     return sandbox_pb2.SandboxSpawn.FromString(message), fds
 
 
-def _exit_like(status: int) -> None:
-    """Ends this process the way a child with wait ``status`` ended (same code or signal)."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        if sig not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(sig, signal.SIG_DFL)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # re-raising SIGSEGV must not dump a core
-        os.kill(os.getpid(), sig)
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+def _close_all_but(keep: set[int]) -> None:
+    """Closes every descriptor above 2 but ``keep``: the template's control socket and the status
+    pipes of other agent processes must not reach this one."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2 and fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
-def _agent_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], keep_closed: list[int]) -> None:
-    """Runs in the forked child; never returns."""
+def _init_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], status_w: int, rebind: list[Path]) -> NoReturn:
+    """Runs in the forked child, PID 1 of a new PID namespace: gives itself the agent's other
+    namespaces, mounts and identity, then becomes the namespace's init with the agent process
+    as its child (:func:`sandbox.init.run_as_init`). Never returns."""
     try:
-        for fd in keep_closed:
-            os.close(fd)
+        sock_fd, out_fd, err_fd = fds
+        _close_all_but({*fds, status_w})
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         namespaces.die_with_parent(signal.SIGKILL)
-        namespaces.unshare(namespaces.AGENT_NAMESPACES)
-        pid = os.fork()
-        if pid:
-            # Stays outside the new PID namespace to report how its only child ended.
-            _, status = os.waitpid(pid, 0)
-            _exit_like(status)
-        namespaces.die_with_parent(signal.SIGKILL)
+        namespaces.unshare(namespaces.AGENT_NAMESPACES & ~namespaces.CLONE_NEWPID)
         namespaces.make_mounts_private()
         # Handles on the runtime's own folders under /tmp, to bind them back over the new tmpfs.
-        keep = [(path, os.open(path, os.O_PATH)) for path in isolation.runtime_paths_under_tmp()]
+        keep = [(path, os.open(path, os.O_PATH)) for path in rebind]
         private_tmpfs("/tmp", isolation.TMP_BYTES)
         for path, fd in keep:
             path.mkdir(parents=True, exist_ok=True)
@@ -93,25 +94,29 @@ def _agent_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], keep_closed:
             os.close(fd)
         private_tmpfs("/dev/shm", isolation.SHM_BYTES)  # shared memory must not be shared
         namespaces.mount("proc", "/proc", "proc", namespaces.MS_NOSUID | namespaces.MS_NODEV | namespaces.MS_NOEXEC)
-        sock_fd, out_fd, err_fd = fds
         os.dup2(out_fd, 1)
         os.dup2(err_fd, 2)
         os.close(out_fd)
         os.close(err_fd)
         os.chdir("/tmp")
-        namespaces.drop_all_capabilities()
+        identity.become_agent_user()  # init and agent alike: uid 65534, no capabilities
         limits = spawn.limits
-        child.apply_limits(limits.memory_bytes, limits.cpu_s, limits.file_bytes, limits.open_files)
-        status = child.serve(socket.socket(fileno=sock_fd), limits.max_frame_bytes, limits.max_bitstream_bytes)
+
+        def agent() -> int:
+            child.apply_limits(limits.memory_bytes, limits.cpu_s, limits.file_bytes, limits.open_files)
+            return child.serve(socket.socket(fileno=sock_fd), limits.max_frame_bytes, limits.max_bitstream_bytes)
+
+        init.run_as_init(agent, status_w, close_in_agent=())
     except BaseException as exc:  # noqa: BLE001 - report on the agent's stderr, never return into the template
         print(f"sandbox: could not start the agent process: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        status = 70
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(status)
+    os._exit(70)
 
 
-def _reap(control: socket.socket, spawned: dict[int, int]) -> None:
+def _reap(control: socket.socket, spawned: dict[int, tuple[int, int]]) -> None:
+    """Reports every init that ended with the status of its agent process (from the status pipe),
+    or, when the init wrote none (it was killed first), with the init's own."""
     while spawned:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -119,15 +124,34 @@ def _reap(control: socket.socket, spawned: dict[int, int]) -> None:
             return
         if pid == 0:
             return
-        spawn_id = spawned.pop(pid, None)
-        if spawn_id is None:
+        if pid not in spawned:
             continue
+        spawn_id, status_r = spawned.pop(pid)
+        agent_status = init.read_status(status_r)
+        os.close(status_r)
+        if agent_status is not None:
+            status = agent_status
         exited = sandbox_pb2.SandboxExited(spawn_id=spawn_id)
         if os.WIFSIGNALED(status):
             exited.signal = os.WTERMSIG(status)
         else:
             exited.exit_code = os.waitstatus_to_exitcode(status)
         _send(control, sandbox_pb2.TemplateEvent(exited=exited))
+
+
+def _fork_in_new_pid_namespace(own_pid_ns: int) -> int:
+    """fork(2) with the child as PID 1 of a new PID namespace; the template itself stays in its
+    own (setns back), so the next fork gets a namespace of its own again. One fork per agent
+    process, where a helper outside the namespace would cost a second one."""
+    namespaces.unshare(namespaces.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except OSError:
+        namespaces.setns(own_pid_ns, namespaces.CLONE_NEWPID)
+        raise
+    if pid:
+        namespaces.setns(own_pid_ns, namespaces.CLONE_NEWPID)
+    return pid
 
 
 def can_isolate() -> str:
@@ -138,6 +162,7 @@ def can_isolate() -> str:
             namespaces.unshare(namespaces.AGENT_NAMESPACES)
             namespaces.make_mounts_private()
             private_tmpfs("/tmp", isolation.TMP_BYTES)
+            identity.become_agent_user()
             os._exit(0)
         except BaseException as exc:  # noqa: BLE001 - reported through the exit status and stderr
             print(f"sandbox template: cannot isolate agent processes: {exc}", file=sys.stderr, flush=True)
@@ -146,19 +171,23 @@ def can_isolate() -> str:
     return "" if os.waitstatus_to_exitcode(status) == 0 else "namespace set-up refused (see stderr)"
 
 
-def serve(control: socket.socket) -> int:
+def serve(control: socket.socket, rebind: list[Path]) -> int:
     """Forks agent processes on request until the worker closes the control socket.
+
+    Args:
+        rebind: bound paths under /tmp, mounted again over each agent process's private /tmp.
 
     Returns 3 without serving when agent processes cannot be isolated here.
     """
     problem = can_isolate()
     if problem:
         return 3
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # a handler, so the wakeup fd sees SIGCHLD
-    spawned: dict[int, int] = {}
+    spawned: dict[int, tuple[int, int]] = {}  # init PID -> (spawn id, read end of its status pipe)
     _send(control, sandbox_pb2.TemplateEvent(ready=True))
     while True:
         readable, _, _ = select.select([control, wake_r], [], [])
@@ -176,10 +205,20 @@ def serve(control: socket.socket) -> int:
                 failed = sandbox_pb2.SandboxSpawnFailed(spawn_id=spawn.spawn_id, message=f"got {len(fds)} fds")
                 _send(control, sandbox_pb2.TemplateEvent(spawn_failed=failed))
                 continue
-            pid = os.fork()
+            status_r, status_w = os.pipe()
+            try:
+                pid = _fork_in_new_pid_namespace(own_pid_ns)
+            except OSError as exc:
+                for fd in (*fds, status_r, status_w):
+                    os.close(fd)
+                failed = sandbox_pb2.SandboxSpawnFailed(spawn_id=spawn.spawn_id, message=f"fork: {exc}")
+                _send(control, sandbox_pb2.TemplateEvent(spawn_failed=failed))
+                continue
             if pid == 0:
-                _agent_process(spawn, fds, [control.fileno(), wake_r, wake_w])
-            spawned[pid] = spawn.spawn_id
+                _init_process(spawn, fds, status_w, rebind)
+            os.close(status_w)
+            os.set_blocking(status_r, False)
+            spawned[pid] = (spawn.spawn_id, status_r)
             for fd in fds:
                 os.close(fd)
 
@@ -187,8 +226,10 @@ def serve(control: socket.socket) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox.template")
     parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--rebind", type=Path, action="append", default=[],
+                        help="a bound path under /tmp to mount again over each agent process's /tmp")
     args = parser.parse_args(argv)
-    return serve(socket.socket(fileno=args.control_fd))
+    return serve(socket.socket(fileno=args.control_fd), args.rebind)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import torch
-from helpers import agent_bundle, eventually
+from helpers import agent_bundle, eventually, requires_bwrap
 from helpers.services import orchestrator
 from helpers.worker import agent_processes, assert_good_agent_runs, png_bytes, request, run, tiny_dataset
 
@@ -134,6 +134,7 @@ def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+@requires_bwrap
 async def test_corpus_each_case_ends_as_expected_and_leaves_nothing_behind(hostile: Hostile) -> None:
     await assert_good_agent_runs(hostile.stub)  # warm up: the template, caches, channels
     fds_before, agents_before = _open_fds(), agent_processes()
@@ -170,9 +171,12 @@ async def test_agent_sees_a_minimal_environment_without_the_workers_secrets(host
     assert os.environ[SECRET] == "hunter2"  # the worker process has it
     seen = dict(line.split("=", 1) for line in (await _encode(hostile, "hostile_env", {})).decode().splitlines())
     assert SECRET not in seen and "hunter2" not in seen.values()
-    assert set(seen) <= {"PATH", "HOME", "TMPDIR", "LANG", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED"}
+    assert set(seen) <= {
+        "PATH", "HOME", "TMPDIR", "LANG", "PWD", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PYTHONPATH"
+    }
 
 
+@requires_bwrap
 async def test_agent_cannot_write_outside_its_private_tmp(hostile: Hostile, tmp_path: Path) -> None:
     targets = [hostile.data_dir, tmp_path, Path(__file__).parent, Path("/tmp")]
     report = (await _encode(hostile, "hostile_write_outside", {"targets": ",".join(map(str, targets))})).decode()
@@ -181,6 +185,7 @@ async def test_agent_cannot_write_outside_its_private_tmp(hostile: Hostile, tmp_
         assert not (target / "codecbench-hostile-was-here").exists(), target
 
 
+@requires_bwrap
 async def test_decoder_cannot_recover_the_original_from_the_dataset_cache_or_builtin_files(hostile: Hostile) -> None:
     """The images come from the worker's blob cache (by digest) and from the built-in photos (the
     package folders): both are hidden from agents."""

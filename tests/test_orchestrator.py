@@ -14,7 +14,7 @@ from helpers.worker import agent_processes
 
 from codecbench import errors, rpc, values
 from codecbench.client import Client
-from codecbench.local import spawn_service
+from codecbench.local import spawn_service, worker_isolation_args
 from codecbench.states import SUCCEEDED
 from codecbench.v1 import (
     errors_pb2,
@@ -86,7 +86,7 @@ async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path
 async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)] * 4)
     async with orchestrator(tmp_path / "orch") as orch:
-        args = ("--port", "0", "--orchestrator", orch.address)
+        args = ("--port", "0", "--orchestrator", orch.address, *worker_isolation_args())
         w1 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w1"), log_path=tmp_path / "w1.log")
         w2 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w2"), log_path=tmp_path / "w2.log")
         try:
@@ -141,7 +141,7 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
     orch_args = ("--port", str(port), "--data-dir", str(data_dir))
     orch = await spawn_service("orchestrator_svc", *orch_args, log_path=tmp_path / "orchestrator.log")
     worker = await spawn_service("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir",
-                                 str(tmp_path / "w"), log_path=tmp_path / "worker.log")
+                                 str(tmp_path / "w"), *worker_isolation_args(), log_path=tmp_path / "worker.log")
     try:
         async with Client(orch.address) as client:
             await eventually(lambda: _count_ready(client, 1), what="worker registered")

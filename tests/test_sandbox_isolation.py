@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import agent_bundle
+from helpers import agent_bundle, requires_bwrap
 from helpers.worker import request, run
 
 from codecbench import rpc, tensors
@@ -21,6 +21,7 @@ from worker_svc.server import WorkerConfig, start_worker
 pytestmark = pytest.mark.timeout(180)
 
 
+@requires_bwrap
 async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(worker, worker_stub) -> None:
     assert worker.info.isolation == types_pb2.ISOLATION_BWRAP  # CI installs bubblewrap
     response = await worker_stub.Encode(worker_pb2.EncodeRequest(
@@ -28,8 +29,10 @@ async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(w
         image=tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8)),
     ))
     seen = json.loads(response.bitstream)
-    assert seen["pid"] == 1 and seen["visible_pids"] == [1]  # its own PID namespace: sees no other process
-    assert int(seen["cap_eff"], 16) == 0 and seen["no_new_privs"] == "1"
+    # Its own PID namespace: sees its init (PID 1) and itself, no other process.
+    assert seen["pid"] == 2 and seen["visible_pids"] == [1, 2] and seen["init_comm"] == "cb-init"
+    assert int(seen["cap_eff"], 16) == 0 and int(seen["cap_bnd"], 16) == 0 and seen["no_new_privs"] == "1"
+    assert seen["uid"] == [65534] * 3 and seen["gid"] == [65534] * 3 and seen["groups"] == []
     assert seen["interfaces"] == ["lo"]  # its own network namespace
     assert seen["cwd"].startswith("/tmp/agent-")  # its private copy of the bundle
     assert seen["comm"] == "cb-agent"

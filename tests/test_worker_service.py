@@ -25,6 +25,7 @@ from helpers.worker import TINY_SIZES, request, result_of, run
 from PIL import Image
 
 from codecbench import build, datasets, rpc, tensors, values
+from codecbench.local import worker_isolation_args
 from codecbench.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 
 PHOTOS = types_pb2.DatasetRef(name="photos")
@@ -262,7 +263,7 @@ async def test_payload_over_the_limit_is_refused_with_the_limit_stated(worker) -
 async def test_worker_cli_serves_and_stops_cleanly_on_sigterm(tmp_path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker_svc", "--port", "0", "--data-dir", str(tmp_path / "data"),
-        "--log-level", "warning", cwd=str(REPO),
+        "--log-level", "warning", *worker_isolation_args(), cwd=str(REPO),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

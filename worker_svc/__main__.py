@@ -1,4 +1,9 @@
-"""``python -m worker_svc`` / ``codecbench-worker``: runs a worker until SIGINT or SIGTERM."""
+"""``python -m worker_svc`` / ``codecbench-worker``: runs a worker until SIGINT or SIGTERM.
+
+Secure by default: without bubblewrap the worker refuses to start, unless ``--isolation process``
+says that agents may run as plain child processes (then every experiment logs a warning and
+``WorkerInfo.isolation`` is ``ISOLATION_PROCESS``).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import sys
 from pathlib import Path
 
 from codecbench import devices, logs, rpc
+from sandbox import isolation
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
 
@@ -21,20 +27,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="device offered to experiments")
     parser.add_argument("--data-dir", type=Path, default=Path(".codecbench/worker"), help="blob cache and scratch")
     parser.add_argument("--build-id", default="", help="override the computed build id (testing STALE workers)")
-    parser.add_argument("--no-bwrap", action="store_true", help="process-only isolation even if bwrap exists")
+    parser.add_argument("--isolation", choices=["bwrap", "process"], default="bwrap",
+                        help="bwrap (default): every agent process in a bubblewrap sandbox, refuse to start without "
+                        "it; process: plain child processes, with the worker's filesystem view and network")
+    # The old spelling of --isolation process.
+    parser.add_argument("--no-bwrap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-template", action="store_true",
                         help="start a new interpreter for each agent process instead of forking a warm template")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.slots < 1:
         parser.error(f"--slots: {args.slots} must be at least 1")
+    if args.no_bwrap:
+        args.isolation = "process"
+    if args.isolation == "bwrap" and isolation.bwrap_path() is None:
+        parser.error("bubblewrap (bwrap) is not installed, so agents cannot be sandboxed; install the package "
+                     "'bubblewrap' (Debian/Ubuntu: apt-get install bubblewrap), or pass --isolation process to run "
+                     "agents as plain child processes (no filesystem, network or PID isolation)")
     return args
 
 
 async def serve(args: argparse.Namespace) -> None:
     config = WorkerConfig(
         data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=devices.parse(args.device),
-        build_id=args.build_id, use_bwrap=not args.no_bwrap, warm_template=not args.no_warm_template,
+        build_id=args.build_id, use_bwrap=args.isolation == "bwrap", warm_template=not args.no_warm_template,
     )
     orchestrator = OrchestratorLink(args.orchestrator) if args.orchestrator else None
     handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,6 +31,7 @@ from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.launchers import make_launcher
 from sandbox.process import OutputBudget, SandboxLimits
+from sandbox.view import agent_view
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
@@ -38,6 +40,10 @@ from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_
 
 ResponseT = TypeVar("ResponseT")
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+WEAK_ISOLATION = (
+    "agents run as plain child processes (isolation: process), with the worker's user, filesystem view and "
+    "network and no PID namespace: a decoder can read the original images. Install the package 'bubblewrap'."
+)
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 run.CopyFrom(request)
                 run.device = device
             log.info("experiment.started", images=len(images), points=len(request.points))
+            if self.info.isolation != types_pb2.ISOLATION_BWRAP:
+                log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
             async for event in run_experiment(
                 run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
             ):
@@ -319,13 +327,12 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)
     if info.isolation != types_pb2.ISOLATION_BWRAP:
-        log.warning(
-            "sandbox.weak_isolation",
-            detail="bubblewrap (bwrap) is not available: agents run as plain child processes, with network, "
-            "the worker's filesystem view and no PID namespace. Install bubblewrap for real isolation.",
-        )
-    hidden = (config.data_dir.resolve(), *isolation.builtin_dataset_dirs())
-    launcher = await make_launcher(info.isolation, hidden, gpu=config.device == devices.CUDA, warm=config.warm_template)
+        log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
+    view = agent_view(hidden=(config.data_dir.resolve(),), gpu=config.device == devices.CUDA)
+    scratch = config.data_dir / "agent-tmp"  # private TMPDIRs under process isolation
+    shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker left
+    scratch.mkdir()
+    launcher = await make_launcher(info.isolation, view, warm=config.warm_template, scratch_dir=scratch)
     settings = SandboxSettings(launcher=launcher, limits=config.limits)
     servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)

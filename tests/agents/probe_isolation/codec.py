@@ -27,6 +27,12 @@ class Codec:
             "interfaces": interfaces,
             "cwd": os.getcwd(),
             "comm": open("/proc/self/comm").read().strip(),
+            "init_comm": open("/proc/1/comm").read().strip(),
+            "uid": os.getresuid(),
+            "gid": os.getresgid(),
+            "groups": os.getgroups(),
+            "cap_bnd": _status("CapBnd"),
+            "root": sorted(os.listdir("/")),
         }).encode()
 
     def decode(self, bitstream: bytes):
