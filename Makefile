@@ -40,6 +40,7 @@ proto: setup
 
 lint: setup
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) -m bench

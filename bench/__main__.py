@@ -1,4 +1,4 @@
-"""``python -m bench [--quick] [--only overhead,transfer] [--profile auto|always|never]``
+"""Runs the benchmark: ``python -m bench [--quick] [--only overhead,transfer] [--profile auto|always|never]``.
 
 Runs the benchmark figures of issue 7, and issue 10's CLI start, in order and writes
 ``bench/results.json`` and ``bench/RESULTS.md`` (after every figure, so an interrupted run still

@@ -35,13 +35,13 @@ def identity(data: bytes) -> bytes:
 
 
 def handler(folder: Path) -> grpc.GenericRpcHandler:
-    async def upload(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    async def upload(request_iterator: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         total = 0
         async for chunk in request_iterator:
             total += len(chunk)
         return str(total).encode()
 
-    async def download(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async def download(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> AsyncIterator[bytes]:
         with (folder / Path(request.decode()).name).open("rb") as f:
             while chunk := f.read(rpc.CHUNK_BYTES):
                 yield chunk

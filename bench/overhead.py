@@ -75,7 +75,7 @@ async def run(ctx: BenchContext) -> Figure:
             budget_s=ctx.figure_timeout_s * 0.8,
         )
 
-    system = fig.add("system: submit → terminal event", "ms", samples["system"])
+    latency = fig.add("system: submit → terminal event", "ms", samples["system"])
     fig.add("in-process: Codec + encode + decode", "ms", samples["in-process"])
     fig.add("fresh interpreter per experiment (python -c, imports torch)", "ms", samples["fresh interpreter"])
     timelines = [phases for r in runs if (phases := r.phases_ms())]
@@ -85,8 +85,8 @@ async def run(ctx: BenchContext) -> Figure:
     if medians:
         top = sorted(medians.items(), key=lambda kv: -kv[1])[:3]
         fig.findings.append(
-            f"Of the system's median {system.percentile(50):.0f} ms, the largest parts are "
-            + "; ".join(f"{name}: {ms:.0f} ms ({ms / system.percentile(50):.0%})" for name, ms in top)
+            f"Of the system's median {latency.percentile(50):.0f} ms, the largest parts are "
+            + "; ".join(f"{name}: {ms:.0f} ms ({ms / latency.percentile(50):.0%})" for name, ms in top)
             + ". Closing the sandboxes (kill, the exit report, cgroup removal) sits on the path to the terminal "
             "event because the worker sends it only once the agent processes are gone and their output is drained."
         )
@@ -96,8 +96,8 @@ async def run(ctx: BenchContext) -> Figure:
         value, spread = paired_ratio(samples["system"], samples[name])
         fig.ratios.append(Ratio(f"system / {name} (per-experiment latency)", value, spread,
                                 how="median of per-round ratios"))
-    fig.values["system p50 latency"] = (system.percentile(50), "ms")
-    fig.values["system p95 latency"] = (system.percentile(95), "ms")
+    fig.values["system p50 latency"] = (latency.percentile(50), "ms")
+    fig.values["system p95 latency"] = (latency.percentile(95), "ms")
     fig.headline += ["system p50 latency", "system p95 latency"]
     fig.notes += [
         "No target is set for this figure. The system path: Client.submit (bundle read and sent) → orchestrator "

@@ -54,6 +54,9 @@ def encode_decode_all(module: ModuleType, images: Sequence[datasets.DatasetImage
     """The in-process baseline: every point over every image; returns the wall time in s.
 
     Args:
+        module: the agent module (its ``Codec`` class is used).
+        images: the dataset images, uint8 ``[3, H, W]``.
+        points: the parameter points, each the keyword arguments of one ``Codec``.
         keep: when given, receives (original, reconstruction, bitstream) of every call, after the clock stopped.
     """
     outputs: Outputs = []

@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -75,16 +76,24 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.calls = 0
         self.in_use = 0
 
-    async def GetWorkerInfo(self, request, context):  # noqa: N802 - gRPC method name
+    async def GetWorkerInfo(  # noqa: N802 - gRPC method name
+        self,
+        request: worker_pb2.GetWorkerInfoRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.GetWorkerInfoRequest, worker_pb2.GetWorkerInfoResponse],
+    ) -> worker_pb2.GetWorkerInfoResponse:
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
-    def _event(self, request: worker_pb2.RunExperimentRequest, sequence: int, **kind: object
+    def _event(self, request: worker_pb2.RunExperimentRequest, sequence: int, **kind: Any
                ) -> worker_pb2.RunExperimentResponse:
         return worker_pb2.RunExperimentResponse(event=experiment_pb2.ExperimentEvent(
             experiment_id=request.experiment_id, sequence=sequence, time=_now(), attempt=request.attempt, **kind,
         ))
 
-    async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
+    async def RunExperiment(  # noqa: N802
+        self,
+        request: worker_pb2.RunExperimentRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.RunExperimentRequest, worker_pb2.RunExperimentResponse],
+    ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
         self.calls += 1
         self.in_use += 1
         try:
@@ -120,7 +129,9 @@ class Fleet:
     heartbeat_failures: list[str] = field(default_factory=list)
 
 
-async def _heartbeats(stub: orchestrator_pb2_grpc.OrchestratorServiceStub, fleet: Fleet, interval_s: float) -> None:
+async def _heartbeats(
+    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, fleet: Fleet, interval_s: float
+) -> None:
     """Heartbeats for every fake each ``interval_s``; a fake the orchestrator forgot registers again."""
     for _ in range(int(HEARTBEAT_MAX_S / interval_s)):
         await asyncio.sleep(interval_s)
@@ -148,7 +159,8 @@ async def fake_fleet(orchestrator: str, count: int, slots: int, behaviour: Behav
         for index in range(count):
             server = grpc.aio.server(options=rpc.server_options())
             port = rpc.bind(server, "127.0.0.1", 0)
-            fake = FakeWorker(_worker_info(index, port, slots), behaviour)
+            # Encode/Decode are left to the generated base, which answers UNIMPLEMENTED (abstract in the stubs).
+            fake = FakeWorker(_worker_info(index, port, slots), behaviour)  # type: ignore[abstract]
             worker_pb2_grpc.add_WorkerServiceServicer_to_server(fake, server)
             await server.start()
             servers.append(server)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         code = exc.code if isinstance(exc.code, int) else 0
     finally:
         main_profiler.disable()
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         stats = pstats.Stats(main_profiler)
         with lock:
             for profiler in thread_profilers:

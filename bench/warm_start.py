@@ -57,8 +57,8 @@ async def launchers(scratch: Path) -> AsyncIterator[tuple[SandboxSettings, Sandb
     try:
         from sandbox.view import agent_view
     except ImportError:  # a tree from before the allow-list view (issue 11): hidden folders
-        fresh = await make_launcher(mode, hidden, gpu=False, warm=False)  # type: ignore[call-arg]
-        warm = await make_launcher(mode, hidden, gpu=False, warm=True)  # type: ignore[call-arg]
+        fresh = await make_launcher(mode, hidden, gpu=False, warm=False)  # type: ignore[call-arg, arg-type]
+        warm = await make_launcher(mode, hidden, gpu=False, warm=True)  # type: ignore[call-arg, arg-type]
     else:
         view = agent_view(hidden=(scratch.resolve(),), gpu=False)
         fresh = await make_launcher(mode, view, warm=False)
@@ -85,7 +85,7 @@ async def run(ctx: BenchContext) -> Figure:
             budget = OutputBudget(SandboxLimits().output_bytes, lambda *_: None)
             start = time.perf_counter()
             side = await SandboxedAgent.open(
-                settings, bundle, sandbox_pb2.SANDBOX_ROLE_ENCODER, "cpu", budget, LOAD_TIMEOUT_S
+                settings, bundle, sandbox_pb2.SANDBOX_ROLE_ENCODER, types_pb2.DEVICE_CPU, budget, LOAD_TIMEOUT_S
             )
             elapsed = time.perf_counter() - start
             await side.close()

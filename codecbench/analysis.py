@@ -26,11 +26,14 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast, overload
 
 from codecbench import devices, errors, values
 from codecbench.states import FAILED, SUCCEEDED, state_name
 from codecbench.v1 import errors_pb2, orchestrator_pb2
+
+if TYPE_CHECKING:  # matplotlib loads on the first plot (light imports)
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 BD_METHOD = "pchip"
 # PCHIP interpolates through any number of points greater than one (the package's stated
@@ -43,6 +46,14 @@ MS_SSIM = "ms-ssim"
 BD_METRICS = (PSNR, MS_SSIM)
 _METRIC_LABEL = {PSNR: "PSNR", MS_SSIM: "MS-SSIM"}
 _METRIC_UNIT = {PSNR: "dB", MS_SSIM: "dB (MS-SSIM)"}
+
+
+@overload
+def json_safe(value: dict[str, Any]) -> dict[str, Any]: ...
+
+
+@overload
+def json_safe(value: Any) -> Any: ...
 
 
 def json_safe(value: Any) -> Any:
@@ -85,7 +96,9 @@ class Curve:
 
     @classmethod
     def from_experiment(cls, exp: orchestrator_pb2.Experiment) -> Curve:
-        """Raises:
+        """The curve of a succeeded experiment: one point per parameter point, in the experiment's order.
+
+        Raises:
             ValueError: the experiment has no results (it did not succeed); the message names it.
         """
         if exp.state != SUCCEEDED:
@@ -98,6 +111,7 @@ class Curve:
 
     @property
     def title(self) -> str:
+        """The curve's label: agent name and experiment id."""
         return f"{self.name} ({self.experiment_id})"
 
 
@@ -169,6 +183,7 @@ class BdRate:
         return ""
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form (non-finite floats spelled as protobuf JSON does)."""
         return json_safe({"metric": self.metric, "percent": self.percent, "reason": self.reason,
                           "overlap": self.overlap, "note": self.note})
 
@@ -215,6 +230,7 @@ class BdRateRow:
     results: tuple[BdRate, ...]
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form: the curve's identity, its point count and one BD-rate per metric."""
         return {"experiment_id": self.curve.experiment_id, "name": self.curve.name,
                 "points": len(self.curve.points), "bd_rate": {r.metric: r.to_json() for r in self.results}}
 
@@ -262,7 +278,8 @@ def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
     axes.set_title(title or "rate-distortion")
     if notes:
         figure.text(0.01, 0.005, "\n".join(notes), fontsize=8, va="bottom")
-        figure.get_layout_engine().set(rect=(0, 0.04 * len(notes), 1, 1 - 0.04 * len(notes)))
+        layout = cast("ConstrainedLayoutEngine", figure.get_layout_engine())  # layout="constrained" above
+        layout.set(rect=(0, 0.04 * len(notes), 1, 1 - 0.04 * len(notes)))
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=120)
     return notes
@@ -292,6 +309,7 @@ class ErrorGroup:
     agents: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form of this group."""
         return {"kind": self.kind, "location": self.location, "exception_type": self.exception_type,
                 "count": self.count, "example_message": self.example_message,
                 "example_experiment_id": self.example_experiment_id, "agents": list(self.agents)}

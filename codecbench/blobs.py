@@ -30,6 +30,11 @@ class BlobStore:
         return self.root / sha256[:2] / sha256
 
     def has(self, sha256: str) -> bool:
+        """Whether the blob is stored.
+
+        Raises:
+            ValueError: ``sha256`` is not a lower-case hex digest.
+        """
         return self.path(sha256).exists()
 
     def get(self, sha256: str) -> bytes:

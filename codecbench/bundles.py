@@ -21,6 +21,7 @@ _SKIP_DIRS = {"__pycache__", ".git", ".venv", ".mypy_cache", ".pytest_cache"}
 
 
 def sha256_hex(data: bytes) -> str:
+    """The lower-case hex sha256 of ``data``: the content address of a blob."""
     return hashlib.sha256(data).hexdigest()
 
 
@@ -29,7 +30,12 @@ def is_sha256(digest: str) -> bool:
     return len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
 
 
-def bundle_from_dir(folder: Path, entry_module: str = "", name: str = "", contract: int = 0) -> types_pb2.AgentBundle:
+def bundle_from_dir(
+    folder: Path,
+    entry_module: str = "",
+    name: str = "",
+    contract: types_pb2.Contract.ValueType = types_pb2.CONTRACT_UNSPECIFIED,
+) -> types_pb2.AgentBundle:
     """Reads every file under ``folder`` into a bundle (skipping caches and VCS folders).
 
     The entry module defaults to ``codec`` when ``codec.py`` exists, else the only top-level

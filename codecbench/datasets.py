@@ -52,10 +52,12 @@ class DatasetImage:
 
     @property
     def height(self) -> int:
+        """Height in pixels."""
         return int(self.pixels.shape[1])
 
     @property
     def width(self) -> int:
+        """Width in pixels."""
         return int(self.pixels.shape[2])
 
 

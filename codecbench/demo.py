@@ -50,6 +50,7 @@ class DemoAgent:
 
     @property
     def folder(self) -> Path:
+        """The agent's folder under ``agents/``."""
         return AGENTS / self.name
 
 
@@ -142,6 +143,7 @@ async def demo(out: Path, console: Console) -> int:
 
 
 def main() -> int:
+    """``python -m codecbench.demo`` (``make demo``); returns the exit status."""
     try:
         return asyncio.run(demo(OUT, make_console()))
     except KeyboardInterrupt:  # the services were stopped on the way out

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import grpc
 from grpc_status import rpc_status as rich_status
@@ -68,12 +69,12 @@ RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR
 MAX_ECHO_CHARS = 200
 
 
-def kind_name(kind: int) -> str:
+def kind_name(kind: errors_pb2.ErrorKind.ValueType) -> str:
     """``ERROR_KIND_TIMEOUT`` -> ``"TIMEOUT"``."""
     return errors_pb2.ErrorKind.Name(kind).removeprefix("ERROR_KIND_")
 
 
-def phase_name(phase: int) -> str:
+def phase_name(phase: types_pb2.Phase.ValueType) -> str:
     """``PHASE_ENCODE`` -> ``"encode"``."""
     return types_pb2.Phase.Name(phase).removeprefix("PHASE_").lower()
 
@@ -95,9 +96,11 @@ class CodecbenchError(Exception):
     Subclasses fix ``kind``; extra fields (frames, limits, exit codes) go through ``**fields``.
     """
 
-    kind: int = errors_pb2.ERROR_KIND_INTERNAL
+    kind: errors_pb2.ErrorKind.ValueType = errors_pb2.ERROR_KIND_INTERNAL
 
-    def __init__(self, message: str, *, phase: int = types_pb2.PHASE_UNSPECIFIED, **fields: object) -> None:
+    def __init__(
+        self, message: str, *, phase: types_pb2.Phase.ValueType = types_pb2.PHASE_UNSPECIFIED, **fields: Any
+    ) -> None:
         super().__init__(message)
         self.error = errors_pb2.Error(
             kind=self.kind, message=message, phase=phase, retryable=self.kind in RETRYABLE_KINDS, **fields
@@ -128,42 +131,62 @@ class AgentError(CodecbenchError):
 
 
 class AgentLoadError(AgentError):
+    """The agent could not be imported (syntax or import error); the error names file:line."""
+
     kind = errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR
 
 
 class SignatureMismatch(AgentError):
+    """The agent's functions or ``Codec`` do not take the contract's parameters (expected vs actual)."""
+
     kind = errors_pb2.ERROR_KIND_SIGNATURE_MISMATCH
 
 
 class AgentException(AgentError):
+    """Agent code raised; the error carries the exception type, message and agent frames."""
+
     kind = errors_pb2.ERROR_KIND_AGENT_EXCEPTION
 
 
 class InvalidOutput(AgentError):
+    """The agent returned something the contract does not allow (expected vs actual)."""
+
     kind = errors_pb2.ERROR_KIND_INVALID_OUTPUT
 
 
 class Timeout(AgentError):
+    """A phase ran past its limit; the error carries the phase, the limit and the elapsed time."""
+
     kind = errors_pb2.ERROR_KIND_TIMEOUT
 
 
 class MemoryLimit(AgentError):
+    """The agent ran out of its memory limit (MemoryError, CUDA out of memory, the cgroup)."""
+
     kind = errors_pb2.ERROR_KIND_MEMORY_LIMIT
 
 
 class SandboxCrash(AgentError):
+    """The agent process died (exit code or signal) without answering."""
+
     kind = errors_pb2.ERROR_KIND_SANDBOX_CRASH
 
 
 class Cancelled(CodecbenchError):
+    """The experiment was cancelled by a client."""
+
     kind = errors_pb2.ERROR_KIND_CANCELLED
 
 
 class WorkerLost(CodecbenchError):
+    """The worker running the experiment went away; running it again may help."""
+
     kind = errors_pb2.ERROR_KIND_WORKER_LOST
 
 
 class InternalError(CodecbenchError):
+    """A bug or failure of codecbench itself, not the agent's; retryable."""
+
     kind = errors_pb2.ERROR_KIND_INTERNAL
 
 
@@ -288,7 +311,7 @@ _STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
-_CLASS_OF_KIND = {
+_CLASS_OF_KIND: dict[errors_pb2.ErrorKind.ValueType, type[CodecbenchError]] = {
     cls.kind: cls
     for cls in (
         AgentLoadError, SignatureMismatch, AgentException, InvalidOutput, Timeout, MemoryLimit,
@@ -305,11 +328,11 @@ def status_code_of(cls: type[CodecbenchError]) -> grpc.StatusCode:
     """The gRPC status code of a call failing with an error of class ``cls`` (the one table)."""
     for base in cls.__mro__:
         if base in _STATUS_OF:
-            return _STATUS_OF[base]  # type: ignore[index]
+            return _STATUS_OF[base]
     return grpc.StatusCode.INTERNAL
 
 
-def grpc_status_code(kind: int) -> grpc.StatusCode:
+def grpc_status_code(kind: errors_pb2.ErrorKind.ValueType) -> grpc.StatusCode:
     """The gRPC status code that a unary call failing with ``kind`` returns."""
     return status_code_of(_CLASS_OF_KIND.get(kind, InternalError))
 
@@ -331,7 +354,8 @@ def from_proto(error: errors_pb2.Error) -> CodecbenchError:
 
 def error_from_rpc(exc: grpc.RpcError) -> errors_pb2.Error | None:
     """The ``codecbench.v1.Error`` in a failed call's rich status details, if it has one."""
-    status = rich_status.from_call(exc) if hasattr(exc, "trailing_metadata") else None
+    # An AioRpcError is no grpc.Call, but has the trailing_metadata() that from_call reads.
+    status = rich_status.from_call(cast(grpc.Call, exc)) if hasattr(exc, "trailing_metadata") else None
     if status is None:
         return None
     for detail in status.details:

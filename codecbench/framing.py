@@ -8,6 +8,7 @@ make the worker allocate a gigabyte.
 from __future__ import annotations
 
 import asyncio
+import io
 import struct
 from typing import BinaryIO, TypeVar
 
@@ -15,6 +16,8 @@ from google.protobuf.message import Message
 
 _HEADER = struct.Struct("<I")
 M = TypeVar("M", bound=Message)
+# A file object in binary mode, or a socket's ``makefile("rwb")`` (a BufferedRWPair, no BinaryIO).
+ByteStream = BinaryIO | io.BufferedIOBase
 
 
 class FrameError(Exception):
@@ -22,17 +25,18 @@ class FrameError(Exception):
 
 
 def encode_frame(message: Message) -> bytes:
+    """One frame: the 4-byte little-endian length of the serialized ``message``, then its bytes."""
     payload = message.SerializeToString()
     return _HEADER.pack(len(payload)) + payload
 
 
-def write_frame(stream: BinaryIO, message: Message) -> None:
+def write_frame(stream: ByteStream, message: Message) -> None:
     """Writes one frame to a blocking binary stream and flushes it."""
     stream.write(encode_frame(message))
     stream.flush()
 
 
-def read_frame(stream: BinaryIO, message_type: type[M], max_bytes: int) -> M | None:
+def read_frame(stream: ByteStream, message_type: type[M], max_bytes: int) -> M | None:
     """Reads one frame from a blocking stream; None at a clean end of stream.
 
     Raises:

@@ -33,4 +33,5 @@ def configure(level: str = "info") -> None:
 
 def get_logger(name: str, **bound: object) -> structlog.typing.FilteringBoundLogger:
     """A logger with ``logger=name`` and the given fields bound."""
-    return structlog.get_logger(name).bind(logger=name, **bound)
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)  # configure() set the wrapper class
+    return logger.bind(logger=name, **bound)

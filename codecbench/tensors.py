@@ -7,7 +7,7 @@ base64, so every bit arrives as it was sent.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,7 +16,7 @@ from codecbench.v1 import types_pb2
 if TYPE_CHECKING:  # imported where a tensor is packed or made, so the CLI and orchestrator never load it
     import torch
 
-_NUMPY_OF = {
+_NUMPY_OF: dict[types_pb2.DType.ValueType, np.dtype[Any]] = {
     types_pb2.D_TYPE_UINT8: np.dtype("<u1"),
     types_pb2.D_TYPE_INT8: np.dtype("<i1"),
     types_pb2.D_TYPE_INT16: np.dtype("<i2"),
@@ -38,7 +38,7 @@ class TensorFormatError(ValueError):
     """A Tensor message whose dtype, shape and data length do not agree."""
 
 
-def dtype_name(dtype: int) -> str:
+def dtype_name(dtype: types_pb2.DType.ValueType) -> str:
     """``D_TYPE_FLOAT32`` -> ``"float32"``; ``"dtype 77"`` for a value the protocol does not know."""
     if dtype not in types_pb2.DType.values():
         return f"dtype {dtype}"

@@ -8,9 +8,13 @@ offending entry, e.g. ``encoding_data['meta'][2]: unsupported type set``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any, SupportsFloat, SupportsInt, cast
 
 from codecbench.v1 import types_pb2
+
+if TYPE_CHECKING:  # for annotations only: see below
+    import numpy as np
+    import torch
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -41,11 +45,13 @@ def to_value(obj: Any, path: str = "value") -> types_pb2.Value:
     if isinstance(obj, (bool, *_loaded_types("numpy", "bool_"))):
         return types_pb2.Value(bool_value=bool(obj))
     if isinstance(obj, (int, *_loaded_types("numpy", "integer"))):
-        if not _INT64_MIN <= int(obj) <= _INT64_MAX:
+        # The casts restore what isinstance against a runtime tuple of types cannot tell mypy.
+        number = int(cast(SupportsInt, obj))
+        if not _INT64_MIN <= number <= _INT64_MAX:
             raise ValueConversionError(f"{path}: integer {obj} does not fit in 64 bits")
-        return types_pb2.Value(int_value=int(obj))
+        return types_pb2.Value(int_value=number)
     if isinstance(obj, (float, *_loaded_types("numpy", "floating"))):
-        return types_pb2.Value(float_value=float(obj))
+        return types_pb2.Value(float_value=float(cast(SupportsFloat, obj)))
     if isinstance(obj, str):
         return types_pb2.Value(string_value=obj)
     if isinstance(obj, (bytes, bytearray, memoryview)):
@@ -54,14 +60,14 @@ def to_value(obj: Any, path: str = "value") -> types_pb2.Value:
         from codecbench import tensors
 
         try:
-            return types_pb2.Value(torch_tensor_value=tensors.from_torch(obj))
+            return types_pb2.Value(torch_tensor_value=tensors.from_torch(cast("torch.Tensor", obj)))
         except TypeError as exc:
             raise ValueConversionError(f"{path}: {exc}") from exc
     if isinstance(obj, _loaded_types("numpy", "ndarray")):
         from codecbench import tensors
 
         try:
-            return types_pb2.Value(ndarray_value=tensors.from_numpy(obj))
+            return types_pb2.Value(ndarray_value=tensors.from_numpy(cast("np.ndarray[Any, Any]", obj)))
         except TypeError as exc:
             raise ValueConversionError(f"{path}: {exc}") from exc
     if isinstance(obj, (list, tuple)):

@@ -38,7 +38,7 @@ class Ledger:
         experiment_id: str,
         event: experiment_pb2.ExperimentEvent,
         transition: dict[str, object] | None = None,
-        only_if_state: set[int] | None = None,
+        only_if_state: set[experiment_pb2.ExperimentState.ValueType] | None = None,
         only_if_attempt: int | None = None,
     ) -> experiment_pb2.ExperimentEvent | None:
         """Stores, then announces. Returns the stored event, or None when the condition failed."""
@@ -57,7 +57,13 @@ class Ledger:
     # -- transitions -------------------------------------------------------------------------
 
     async def _move(
-        self, experiment_id: str, from_state: int, attempt: int, to_state: int, new_attempt: int, reason: str,
+        self,
+        experiment_id: str,
+        from_state: experiment_pb2.ExperimentState.ValueType,
+        attempt: int,
+        to_state: experiment_pb2.ExperimentState.ValueType,
+        new_attempt: int,
+        reason: str,
         worker_id: str = "",
     ) -> bool:
         """A StateChange event plus the matching columns, if the experiment is still in
@@ -82,6 +88,7 @@ class Ledger:
         return stored is not None
 
     async def created(self, exp: orchestrator_pb2.Experiment) -> None:
+        """The first event of a stored experiment: the StateChange to QUEUED."""
         await self.append(
             exp.experiment_id,
             experiment_pb2.ExperimentEvent(
@@ -97,6 +104,7 @@ class Ledger:
         )
 
     async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
+        """RUNNING -> SUCCEEDED with the worker's result ``event``; False when the attempt is no longer current."""
         stored = await self.append(
             experiment_id,
             event,
@@ -107,8 +115,14 @@ class Ledger:
         return stored is not None
 
     async def failed(
-        self, experiment_id: str, attempt: int, error: errors_pb2.Error, from_states: set[int] | None = None
+        self,
+        experiment_id: str,
+        attempt: int,
+        error: errors_pb2.Error,
+        from_states: set[experiment_pb2.ExperimentState.ValueType] | None = None,
     ) -> bool:
+        """``from_states`` (default RUNNING) -> FAILED, or CANCELLED for a CANCELLED error; False when
+        the experiment is no longer in those states at ``attempt``."""
         state = CANCELLED if error.kind == errors_pb2.ERROR_KIND_CANCELLED else FAILED
         stored = await self.append(
             experiment_id,

@@ -103,6 +103,11 @@ class AgentRuntime:
             ) from exc
 
     def encode(self, image: torch.Tensor) -> sandbox_pb2.SandboxEncoded:
+        """Runs the agent's encoder on uint8 ``[3, H, W]``; the bitstream (or seed dict) as a response.
+
+        Raises:
+            errors.CodecbenchError: the agent raised, or returned something the contract does not allow.
+        """
         assert self.call is not None
         image = image.to(self.device)
         if self.contract == contracts.SEED:
@@ -137,6 +142,11 @@ class AgentRuntime:
             )
 
     def decode(self, request: sandbox_pb2.SandboxDecode) -> sandbox_pb2.SandboxDecoded:
+        """Runs the agent's decoder on the request's bitstream (or seed dict); the reconstruction.
+
+        Raises:
+            errors.CodecbenchError: the agent raised, or returned something the contract does not allow.
+        """
         assert self.call is not None
         if self.contract == contracts.SEED:
             if request.WhichOneof("payload") != "encoding_data":
@@ -206,7 +216,7 @@ def _safe_repr(obj: Any) -> str:
         return type(obj).__name__
 
 
-def _to_value(obj: Any, path: str, phase: int) -> types_pb2.Value:
+def _to_value(obj: Any, path: str, phase: types_pb2.Phase.ValueType) -> types_pb2.Value:
     try:
         return values.to_value(obj, path)
     except values.ValueConversionError as exc:
@@ -221,7 +231,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _run_agent(fn: Any, phase: int, bundle_dir: Path) -> Any:
+def _run_agent(fn: Any, phase: types_pb2.Phase.ValueType, bundle_dir: Path) -> Any:
     """Calls agent code; anything it raises (SystemExit and KeyboardInterrupt included) becomes
     a typed error with the agent's frames.
 
@@ -326,6 +336,7 @@ def serve(sock: socket.socket, max_frame_bytes: int, max_bitstream_bytes: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.child --fd N ...``: the sandbox runtime of one agent process; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.child")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket for framed requests")
     parser.add_argument("--max-frame-bytes", type=int, required=True)

@@ -64,6 +64,7 @@ class BoundCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     def __call__(self, data: Any = _PLACEHOLDER) -> Any:
+        """Calls the agent with the bound arguments plus ``data`` (image or bitstream), if it takes one."""
         kwargs = dict(self.kwargs)
         if self.data_param is not None:
             kwargs[self.data_param] = data
@@ -75,7 +76,7 @@ def bind_call(
     name: str,
     expected: str,
     bundle_dir: Path,
-    phase: int,
+    phase: types_pb2.Phase.ValueType,
     required: dict[str, Any],
     optional: dict[str, Any] | None = None,
     data_param: str | None = None,
@@ -143,7 +144,9 @@ def import_entry(bundle_dir: Path, entry_module: str) -> Any:
 _CONTRACT_FORMS = "class Codec, or functions encode()/decode(), or run_encoding_agent()/run_decoding_agent()"
 
 
-def detect_contract(module: Any, requested: int) -> tuple[int, str]:
+def detect_contract(
+    module: Any, requested: types_pb2.Contract.ValueType
+) -> tuple[types_pb2.Contract.ValueType, str]:
     """Which contract (and form: ``"class"``, ``"module"``, ``"seed"``) the module follows.
 
     Raises:

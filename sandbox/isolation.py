@@ -35,14 +35,14 @@ def bwrap_path() -> str | None:
     return shutil.which("bwrap")
 
 
-def available_isolation() -> int:
+def available_isolation() -> types_pb2.Isolation.ValueType:
     """``ISOLATION_BWRAP`` when bubblewrap is installed, else ``ISOLATION_PROCESS``."""
     return types_pb2.ISOLATION_BWRAP if bwrap_path() else types_pb2.ISOLATION_PROCESS
 
 
 def wrap_command(
     command: Sequence[str],
-    isolation: int,
+    isolation: types_pb2.Isolation.ValueType,
     view: FilesystemView,
     env: dict[str, str],
     template: bool = False,
@@ -51,6 +51,7 @@ def wrap_command(
 
     Args:
         command: the child's own argv (``python -m sandbox.child ...``).
+        isolation: ``ISOLATION_BWRAP`` wraps the command in bwrap; anything else returns it as it is.
         view: what the process sees of the filesystem (:func:`sandbox.view.agent_view`).
         env: the child's whole environment.
         template: the warm template, which keeps the capabilities it needs to give each forked

@@ -21,9 +21,10 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from codecbench import errors
-from codecbench.v1 import sandbox_pb2
+from codecbench.v1 import sandbox_pb2, types_pb2
 from sandbox import init, isolation
 from sandbox.pool import Exit, TemplateUnavailable, WarmTemplate
 from sandbox.view import FilesystemView
@@ -72,7 +73,8 @@ async def read_ready_pid(sock: socket.socket, ended: Awaitable[Exit]) -> int:
     loop.add_reader(sock.fileno(), on_readable)
     ended_task = asyncio.ensure_future(ended)
     try:
-        done, _ = await asyncio.wait([received, ended_task], return_when=asyncio.FIRST_COMPLETED)
+        racing: list[asyncio.Future[Any]] = [received, ended_task]
+        done, _ = await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
         if received in done:
             return received.result()
         raise errors.InternalError(f"the sandbox runtime ended before it was ready: {ended_task.result()}")
@@ -119,7 +121,9 @@ class FreshLauncher:
     """A new interpreter per agent process (``python -P -m sandbox.child``), under bwrap when
     available: ~2 s per process for importing torch, but needs nothing else."""
 
-    def __init__(self, isolation_mode: int, view: FilesystemView, scratch_dir: Path | None = None) -> None:
+    def __init__(
+        self, isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, scratch_dir: Path | None = None
+    ) -> None:
         self.isolation_mode = isolation_mode
         self.view = view
         self.scratch_dir = scratch_dir
@@ -193,6 +197,7 @@ class FreshLauncher:
                         closers=closers)
 
     async def close(self) -> None:
+        """Nothing to release: each launched process is closed on its own."""
         return None
 
 
@@ -211,6 +216,7 @@ class TemplateLauncher:
         return cls(template, FreshLauncher(isolation.BWRAP, view))
 
     async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
+        """Forks an agent process from the template (restarting a dead one first), else starts one fresh."""
         if self.template is None or not self.template.alive:
             try:
                 self.template = await WarmTemplate.start(self.fallback.view)
@@ -250,6 +256,7 @@ class TemplateLauncher:
                         closers=[close_out, close_err])
 
     async def close(self) -> None:
+        """Stops the template; under bwrap every agent process forked from it dies with it."""
         if self.template is not None:
             await self.template.close()
 
@@ -257,8 +264,9 @@ class TemplateLauncher:
 Launcher = FreshLauncher | TemplateLauncher
 
 
-async def make_launcher(isolation_mode: int, view: FilesystemView, warm: bool, scratch_dir: Path | None = None
-                        ) -> Launcher:
+async def make_launcher(
+    isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, warm: bool, scratch_dir: Path | None = None
+) -> Launcher:
     """The warm template when bwrap and namespaces allow it and ``warm`` is set, else fresh
     processes. Logs which one, since it decides both isolation and start-up time.
 

@@ -49,17 +49,20 @@ def _check(result: int, what: str) -> None:
 
 
 def unshare(flags: int) -> None:
-    """unshare(2). The new PID namespace applies to the caller's next child, not the caller."""
+    """Moves the caller into new namespaces (``man 2 unshare``).
+
+    The new PID namespace applies to the caller's next child, not the caller.
+    """
     _check(_libc.unshare(flags), f"unshare({flags:#x})")
 
 
 def setns(fd: int, nstype: int) -> None:
-    """setns(2): with CLONE_NEWPID, the caller's next children go back into the namespace of ``fd``."""
+    """Joins the namespace of ``fd`` (``man 2 setns``): with CLONE_NEWPID, the caller's next children."""
     _check(_libc.setns(fd, nstype), f"setns({nstype:#x})")
 
 
 def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
-    """mount(2)."""
+    """Mounts ``source`` on ``target`` (``man 2 mount``)."""
     _check(
         _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
                     data.encode() if data else None),
@@ -73,6 +76,7 @@ def make_mounts_private() -> None:
 
 
 def prctl(option: int, arg: int) -> None:
+    """One process-control operation with one argument (``man 2 prctl``)."""
     _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
 
 

@@ -107,9 +107,9 @@ class WarmTemplate:
             asyncio.get_running_loop().remove_reader(self.control.fileno())
             if not self._ready.done():
                 self._ready.set_result(False)
-            for future in self._exits.values():
-                if not future.done():
-                    future.set_result(Exit(exit_code=None, signal=None))
+            for pending in self._exits.values():
+                if not pending.done():
+                    pending.set_result(Exit(exit_code=None, signal=None))
             return
         event = sandbox_pb2.TemplateEvent.FromString(data)
         kind = event.WhichOneof("event")
@@ -130,6 +130,7 @@ class WarmTemplate:
 
     @property
     def alive(self) -> bool:
+        """Whether the template is running and reported ready."""
         return self.proc.returncode is None and self._ready.done() and self._ready.result()
 
     def fork(self, limits: sandbox_pb2.SandboxRlimits) -> ForkedProcess:

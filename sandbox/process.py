@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from codecbench import errors, framing
-from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2
 from sandbox import cgroups
 from sandbox.launchers import Launched, Launcher
 
@@ -50,6 +50,7 @@ class SandboxLimits:
 
     @property
     def max_frame_bytes(self) -> int:
+        """The largest frame read from the agent process, in bytes."""
         # A frame carries one image, one bitstream or one bundle, plus a little framing.
         return max(self.max_bitstream_bytes, 64 * MiB) + MiB
 
@@ -62,7 +63,7 @@ class SandboxLimits:
         )
 
 
-OutputCallback = Callable[[int, str, bool], None]  # (LogStream, text, truncated)
+OutputCallback = Callable[[experiment_pb2.LogStream.ValueType, str, bool], None]  # (stream, text, truncated)
 
 
 class OutputBudget:
@@ -74,7 +75,8 @@ class OutputBudget:
         self._emit = emit
         self._marked = False
 
-    def line(self, stream: int, text: str) -> None:
+    def line(self, stream: experiment_pb2.LogStream.ValueType, text: str) -> None:
+        """Passes one line on while the budget lasts; past it, one truncation marker, then nothing."""
         size = len(text.encode("utf-8", "replace"))
         if size <= self.remaining:
             self.remaining -= size
@@ -92,7 +94,9 @@ class OutputBudget:
 _MAX_LINE = 16 * 1024
 
 
-async def _pump(reader: asyncio.StreamReader, stream: int, budget: OutputBudget) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, stream: experiment_pb2.LogStream.ValueType, budget: OutputBudget
+) -> None:
     """Reads a child's stdout/stderr to the end, as lines, through the budget."""
     pending = b""
     while chunk := await reader.read(64 * 1024):
@@ -184,7 +188,7 @@ class SandboxProcess:
         return cls(launched, reader, writer, pumps, limits, cgroup)
 
     async def call(
-        self, request: sandbox_pb2.SandboxRequest, expect: str, phase: int, timeout_s: float
+        self, request: sandbox_pb2.SandboxRequest, expect: str, phase: types_pb2.Phase.ValueType, timeout_s: float
     ) -> tuple[sandbox_pb2.SandboxResponse, float]:
         """Sends one request and waits for its response, which must be ``expect`` or an error.
 
@@ -236,7 +240,7 @@ class SandboxProcess:
             )
         return response, elapsed_ms
 
-    async def _crash(self, phase: int) -> errors.CodecbenchError:
+    async def _crash(self, phase: types_pb2.Phase.ValueType) -> errors.CodecbenchError:
         """The error for a process that closed its socket: how it ended, once it has ended."""
         try:
             async with asyncio.timeout(5):

@@ -175,6 +175,7 @@ def serve(control: socket.socket, rebind: list[Path]) -> int:
     """Forks agent processes on request until the worker closes the control socket.
 
     Args:
+        control: the socket the worker sends spawn requests on and reads exit reports from.
         rebind: bound paths under /tmp, mounted again over each agent process's private /tmp.
 
     Returns 3 without serving when agent processes cannot be isolated here.
@@ -190,7 +191,8 @@ def serve(control: socket.socket, rebind: list[Path]) -> int:
     spawned: dict[int, tuple[int, int]] = {}  # init PID -> (spawn id, read end of its status pipe)
     _send(control, sandbox_pb2.TemplateEvent(ready=True))
     while True:
-        readable, _, _ = select.select([control, wake_r], [], [])
+        watched: list[socket.socket | int] = [control, wake_r]
+        readable, _, _ = select.select(watched, [], [])
         if wake_r in readable:
             os.read(wake_r, 4096)
             _reap(control, spawned)
@@ -224,6 +226,7 @@ def serve(control: socket.socket, rebind: list[Path]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m sandbox.template --control-fd N``: the warm template; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.template")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--rebind", type=Path, action="append", default=[],

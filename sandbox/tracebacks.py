@@ -6,7 +6,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-from codecbench.v1 import errors_pb2
+from codecbench.v1 import errors_pb2, types_pb2
 
 
 def agent_frames(tb: TracebackType | None, bundle_dir: Path) -> list[errors_pb2.Frame]:
@@ -34,7 +34,11 @@ def _relative(filename: str, bundle_dir: Path) -> str | None:
 
 
 def exception_error(
-    exc: BaseException, kind: int, phase: int, bundle_dir: Path, message: str | None = None
+    exc: BaseException,
+    kind: errors_pb2.ErrorKind.ValueType,
+    phase: types_pb2.Phase.ValueType,
+    bundle_dir: Path,
+    message: str | None = None,
 ) -> errors_pb2.Error:
     """An ``Error`` of ``kind`` for an exception raised by agent code.
 

@@ -69,7 +69,7 @@ class FilesystemView:
     gpu: bool = False
 
     def bwrap_args(self, private_mounts: Sequence[str]) -> list[str]:
-        """bwrap arguments that build this view on an empty root.
+        """The bwrap arguments that build this view on an empty root.
 
         Args:
             private_mounts: the sandbox's own mounts (``--tmpfs /tmp``, ``--dev /dev``, ``--proc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -447,7 +448,7 @@ class _HungWorker(worker_pb2_grpc.WorkerServiceServicer):
     def __init__(self) -> None:
         self.requests: list[worker_pb2.RunExperimentRequest] = []
 
-    async def RunExperiment(self, request, context):  # noqa: N802
+    async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
         self.requests.append(request)
         await asyncio.Event().wait()
         yield worker_pb2.RunExperimentResponse()

@@ -256,7 +256,7 @@ async def test_root_only_file_is_unreadable_from_an_agent(warm: bool, make_worke
     assert seen[str(secret)] == "PermissionError: Permission denied"
 
 
-def _tiny_image():
+def _tiny_image() -> types_pb2.Tensor:
     from codecbench import tensors
 
     return tensors.from_torch(torch.zeros(3, 8, 8, dtype=torch.uint8))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,7 @@ from codecbench import tensors, values
 from codecbench.v1 import types_pb2
 
 
-def _roundtrip(obj):
+def _roundtrip(obj: object) -> Any:
     """Through the wire format: to a Value, serialized, parsed, and back."""
     wire = values.to_value(obj, "encoding_data").SerializeToString(deterministic=True)
     return values.from_value(types_pb2.Value.FromString(wire))

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import time
+from types import ModuleType
 
 import grpc
 import numpy as np
@@ -97,7 +98,7 @@ async def test_zlib_is_lossless_on_photos(worker_stub) -> None:
         assert 1 < m.bpp < 24  # zlib compresses photos, but not as well as a lossy codec
 
 
-def _load_seed_agent():
+def _load_seed_agent() -> ModuleType:
     spec = importlib.util.spec_from_file_location("seed_example_under_test", REPO / "agents/seed_example/agent.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -139,7 +140,9 @@ def _photo(name: str) -> datasets.DatasetImage:
     return next(img for img in datasets.load_photos() if img.name == name)
 
 
-async def _encode_decode(stub, agent: str, params: dict, pixels: torch.Tensor):
+async def _encode_decode(
+    stub, agent: str, params: dict, pixels: torch.Tensor
+) -> tuple[worker_pb2.EncodeResponse, worker_pb2.DecodeResponse]:
     bundle, point = agent_bundle(agent), values.params_from_python(params)
     encoded = await stub.Encode(worker_pb2.EncodeRequest(
         agent=bundle, params=point, image=tensors.from_torch(pixels), device=types_pb2.DEVICE_CPU
@@ -199,7 +202,7 @@ async def test_encode_then_decode_seed_agent(worker_stub) -> None:
 
 # ---- request validation and limits ----
 
-def _tiny_zlib_request(**changes) -> worker_pb2.RunExperimentRequest:
+def _tiny_zlib_request(**changes: object) -> worker_pb2.RunExperimentRequest:
     req = request("zlib_lossless")
     for name, value in changes.items():
         if isinstance(value, types_pb2.Timeouts | types_pb2.AgentBundle | types_pb2.DatasetRef):

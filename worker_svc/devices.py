@@ -34,4 +34,5 @@ def detect_devices() -> list[worker_pb2.DeviceInfo]:
 
 
 def has_cuda(devices: list[worker_pb2.DeviceInfo]) -> bool:
+    """Whether any of ``devices`` is a CUDA device."""
     return any(d.kind == types_pb2.DEVICE_CUDA for d in devices)

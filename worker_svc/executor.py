@@ -12,6 +12,7 @@ import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -30,7 +31,7 @@ class _Position:
     """Where the run is, so an error can say which phase, point and item it belongs to."""
 
     def __init__(self) -> None:
-        self.phase = types_pb2.PHASE_SETUP
+        self.phase: types_pb2.Phase.ValueType = types_pb2.PHASE_SETUP
         self.point: int | None = None
         self.image: int | None = None
         self.image_name = ""
@@ -61,7 +62,7 @@ async def run_experiment(
     queue: asyncio.Queue[experiment_pb2.ExperimentEvent | None] = asyncio.Queue()
     sequence = itertools.count(1)
 
-    def emit(**event: object) -> None:
+    def emit(**event: Any) -> None:
         stamp = timestamp_pb2.Timestamp()
         stamp.GetCurrentTime()
         queue.put_nowait(
@@ -108,7 +109,7 @@ async def _run(
         ),
     )
     points = list(request.points) or [types_pb2.ParameterPoint()]
-    terminal: dict[str, object] = {}
+    terminal: dict[str, Any] = {}  # the keyword argument of the last event: result or error
     try:
         async with asyncio.timeout(timeouts.experiment_s):
             position.phase = types_pb2.PHASE_LOAD
@@ -134,7 +135,7 @@ async def _run(
         terminal = {"result": experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id)}
     except TimeoutError:
         elapsed = time.perf_counter() - started
-        error = errors.Timeout(
+        error: errors.CodecbenchError = errors.Timeout(
             f"experiment did not finish within {timeouts.experiment_s:g} s (stopped after {elapsed:.2f} s)",
             phase=position.phase, limit_s=timeouts.experiment_s, elapsed_s=elapsed,
         )
@@ -165,7 +166,7 @@ async def _open_both(
 ) -> tuple[SandboxedAgent, SandboxedAgent]:
     """Starts the encoder and the decoder processes in parallel; both are added to ``sides``."""
 
-    async def open_side(role: int) -> SandboxedAgent:
+    async def open_side(role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
         side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, load_s, blob)
         sides.append(side)
         return side
@@ -193,7 +194,7 @@ async def _run_item(
     position: _Position,
     emit: Emit,
 ) -> experiment_pb2.ImageResult:
-    def progress(phase: int) -> None:
+    def progress(phase: types_pb2.Phase.ValueType) -> None:
         position.phase = phase
         emit(progress=experiment_pb2.Progress(
             phase=phase, point_index=point_index, point_count=point_count,

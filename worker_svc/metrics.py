@@ -76,10 +76,12 @@ def image_metrics(
     """Metrics of one image.
 
     Args:
-        original, reconstruction: uint8 [3, H, W] on the CPU.
+        original: uint8 [3, H, W] on the CPU.
+        reconstruction: uint8 [3, H, W] on the CPU.
         bitstream: the bitstream (its digest is recorded) or, for a seed agent, the byte count of
             its serialized encoding dict.
-        encode_ms, decode_ms: wall times measured by the worker.
+        encode_ms: wall time of the encode call measured by the worker, in ms.
+        decode_ms: wall time of the decode call measured by the worker, in ms.
         device: where to compute MS-SSIM ("cpu" or "cuda").
     """
     _, height, width = original.shape

@@ -29,7 +29,12 @@ class SandboxSettings:
 class SandboxedAgent:
     """An agent side ready for calls. Create with :meth:`open`; always :meth:`close`."""
 
-    def __init__(self, process: SandboxProcess, role: int, contract: int) -> None:
+    def __init__(
+        self,
+        process: SandboxProcess,
+        role: sandbox_pb2.SandboxRole.ValueType,
+        contract: types_pb2.Contract.ValueType,
+    ) -> None:
         self.process = process
         self.role = role
         self.contract = contract
@@ -39,7 +44,7 @@ class SandboxedAgent:
         cls,
         settings: SandboxSettings,
         bundle: types_pb2.AgentBundle,
-        role: int,
+        role: sandbox_pb2.SandboxRole.ValueType,
         device: devices.Device.ValueType,
         budget: OutputBudget,
         load_timeout_s: float,
@@ -48,6 +53,12 @@ class SandboxedAgent:
         """Starts an agent process, sends it the bundle and imports the agent.
 
         Args:
+            settings: the launcher and limits of agent processes.
+            bundle: the agent's files (those sent without content are taken from ``blob``).
+            role: encoder or decoder.
+            device: CPU or CUDA (unspecified reads as CPU).
+            budget: the experiment's output budget, shared by both sides.
+            load_timeout_s: limit for importing the agent and binding its contract.
             blob: returns a cached blob by sha256, for bundle files sent without content.
 
         Raises:

@@ -44,7 +44,14 @@ import torch
 try:  # imported as part of a package (agents.factorized_prior, tests)
     from .model import PMF_PRECISION_BITS, STRIDE, AnalysisTransform, SynthesisTransform, pad_to_stride, unpad
 except ImportError:  # the sandbox imports this file as a top-level module next to model.py
-    from model import PMF_PRECISION_BITS, STRIDE, AnalysisTransform, SynthesisTransform, pad_to_stride, unpad
+    from model import (  # type: ignore[import-not-found, no-redef]
+        PMF_PRECISION_BITS,
+        STRIDE,
+        AnalysisTransform,
+        SynthesisTransform,
+        pad_to_stride,
+        unpad,
+    )
 
 MAGIC = b"FP"
 VERSION = 1
@@ -180,7 +187,8 @@ class Codec:
             if outside.any():
                 clamped = np.clip(values[outside], -_ESCAPE_BIAS, _ESCAPE_BIAS - 1)
                 encoder.encode((clamped + _ESCAPE_BIAS).astype(np.int32), _ESCAPE_MODEL)
-        return encoder.get_compressed().astype("<u4").tobytes()
+        words: np.ndarray = encoder.get_compressed()  # constriction ships no type information
+        return words.astype("<u4").tobytes()
 
     @staticmethod
     def _decode_latent(qm: _QualityModel, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:

@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import math
+from typing import IO, cast
 
 import bjontegaard
 import matplotlib.cbook
@@ -32,7 +33,7 @@ from agents.factorized_prior.codec import QUALITIES, Codec
 
 def photos() -> list[tuple[str, torch.Tensor]]:
     """The 8 images of codecbench's ``photos`` set as (name, uint8 ``[3, H, W]``)."""
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
+    with cast(IO[bytes], matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as f:  # a file, not an .npy
         grace = np.asarray(Image.open(f).convert("RGB"))
     arrays = {
         "astronaut": skimage.data.astronaut(), "chelsea": skimage.data.chelsea(),

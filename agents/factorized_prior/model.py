@@ -1,6 +1,6 @@
 """Networks of the factorized-prior image codec.
 
-References
+References:
 ----------
 [B17] J. Ballé, V. Laparra, E. P. Simoncelli, "End-to-end optimized image compression", ICLR 2017.
 [B18] J. Ballé, D. Minnen, S. Singh, S. J. Hwang, N. Johnston, "Variational image compression with a
@@ -59,6 +59,7 @@ class GDN(nn.Module):
         self.gamma_sqrt = nn.Parameter(math.sqrt(0.1) * eye + 1e-3 * (1 - eye))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(I)GDN of float ``[B, C, H, W]``, same shape out."""
         beta = self.beta_sqrt**2 + self._BETA_FLOOR
         gamma = self.gamma_sqrt**2
         channels = gamma.shape[0]
@@ -89,7 +90,9 @@ class AnalysisTransform(nn.Sequential):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x) * LATENT_SCALE
+        """Image ``[B, 3, H, W]`` -> latent ``[B, M, H/16, W/16]`` (see the class docstring)."""
+        y: torch.Tensor = super().forward(x)  # type: ignore[no-untyped-call]  # unannotated in torch
+        return y * LATENT_SCALE
 
 
 class SynthesisTransform(nn.Sequential):
@@ -106,7 +109,9 @@ class SynthesisTransform(nn.Sequential):
         )
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return super().forward(y / LATENT_SCALE)
+        """Latent ``[B, M, h, w]`` -> image ``[B, 3, 16h, 16w]`` (see the class docstring)."""
+        x: torch.Tensor = super().forward(y / LATENT_SCALE)  # type: ignore[no-untyped-call]
+        return x
 
 
 class FactorizedDensity(nn.Module):

@@ -31,6 +31,7 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 import numpy as np
@@ -80,7 +81,8 @@ GRAY_SOURCES = tuple(
 
 def _load_rgb(path: Path) -> np.ndarray:
     """Image file -> float32 ``[3, H, W]`` in [0, 1]; alpha is composited on white."""
-    with Image.open(path) as im:
+    with Image.open(path) as opened:
+        im: Image.Image = opened
         if im.mode in ("RGBA", "LA", "P"):
             im = im.convert("RGBA")
             background = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -99,7 +101,8 @@ def _half(image: np.ndarray) -> np.ndarray:
     """2x box downsampling of ``[C, H, W]`` (adds a coarser scale: more detail per crop)."""
     c, h, w = image.shape
     h2, w2 = h // 2, w // 2
-    return image[:, : 2 * h2, : 2 * w2].reshape(c, h2, 2, w2, 2).mean(axis=(2, 4))
+    half: np.ndarray = image[:, : 2 * h2, : 2 * w2].reshape(c, h2, 2, w2, 2).mean(axis=(2, 4))
+    return half
 
 
 def _random_colour(rng: np.random.Generator) -> np.ndarray:
@@ -255,10 +258,11 @@ def run_phase(
     Logs one JSON line per ``log_every`` steps with means over that window: loss, bpp (the
     noisy-latent rate estimate), PSNR in dB of the reconstruction from the rounded latent.
     """
-    optimizer = torch.optim.Adam([
+    groups: list[dict[str, Any]] = [
         {"params": [*net.analysis.parameters(), *net.synthesis.parameters()]},
         {"params": net.density.parameters(), "lr": lr * DENSITY_LR_FACTOR},
-    ], lr=lr)
+    ]
+    optimizer = torch.optim.Adam(groups, lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / steps))
     )

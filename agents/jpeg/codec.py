@@ -12,6 +12,16 @@ from PIL import Image
 
 
 class Codec:
+    """The JPEG codec at one quality.
+
+    Args:
+        device: unused (Pillow runs on the CPU).
+        quality: libjpeg quality, 1..95.
+
+    Raises:
+        ValueError: ``quality`` outside 1..95.
+    """
+
     def __init__(self, device: str, quality: int = 75) -> None:
         if not 1 <= int(quality) <= 95:
             raise ValueError(f"quality must be in 1..95, got {quality}")

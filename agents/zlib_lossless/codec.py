@@ -20,7 +20,7 @@ def encode(image: torch.Tensor, device: str, level: int = 6) -> bytes:
 
 
 def decode(bitstream: bytes, device: str, level: int = 6) -> torch.Tensor:
-    """header + zlib stream -> uint8 [3, H, W]."""
+    """Header + zlib stream -> uint8 [3, H, W]."""
     height, width = _HEADER.unpack_from(bitstream)
     raw = zlib.decompress(bitstream[_HEADER.size:])
     pixels = torch.frombuffer(bytearray(raw), dtype=torch.uint8)

@@ -92,7 +92,7 @@ def parse_since(text: str, now: float | None = None) -> float:
                          "(2024-05-01 or 2024-05-01T12:00)") from None
 
 
-def parse_states(items: Iterable[str]) -> list[int]:
+def parse_states(items: Iterable[str]) -> list[experiment_pb2.ExperimentState.ValueType]:
     """``["failed", "RUNNING"]`` (also comma-separated) -> ExperimentState values.
 
     Raises:

@@ -46,7 +46,7 @@ def message_json(message: Message) -> dict[str, Any]:
 _STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "QUEUED": "blue"}
 
 
-def state_text(state: int) -> Text:
+def state_text(state: experiment_pb2.ExperimentState.ValueType) -> Text:
     """An ExperimentState as its short name (``SUCCEEDED``), coloured."""
     name = states.state_name(state)
     return Text(name, style=_STATE_STYLE.get(name, ""))
@@ -107,7 +107,7 @@ def error_text(error: errors_pb2.Error) -> Text:
     return text
 
 
-def _log_stream(stream: int) -> str:
+def _log_stream(stream: experiment_pb2.LogStream.ValueType) -> str:
     return experiment_pb2.LogStream.Name(stream).removeprefix("LOG_STREAM_").lower()
 
 

@@ -1,0 +1,42 @@
+"""What the orchestrator link needs of a running worker: the typed handle of ``keep_registered``.
+
+:class:`RegisteredWorker` is a Protocol, not the concrete ``worker_svc.server.WorkerHandle``, so the
+registration module depends on two read-only attributes instead of the whole server (and tests can
+register a stand-in). ``WorkerHandle`` satisfies it; mypy checks that below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+from codecbench.v1 import worker_pb2
+
+
+class SlotCounter(Protocol):
+    """The part of the worker's servicer a heartbeat reports."""
+
+    @property
+    def slots_in_use(self) -> int:
+        """Experiment slots taken now (a heartbeat carries it to the orchestrator)."""
+        ...
+
+
+class RegisteredWorker(Protocol):
+    """A running worker as ``OrchestratorLink.keep_registered`` sees it."""
+
+    @property
+    def info(self) -> worker_pb2.WorkerInfo:
+        """What the worker registers with: id, build, address, slots, devices."""
+        ...
+
+    @property
+    def servicer(self) -> SlotCounter:
+        """Where the heartbeat reads the slots in use."""
+        ...
+
+
+if TYPE_CHECKING:  # a static check only: the real handle is a RegisteredWorker
+    from worker_svc.server import WorkerHandle
+
+    def _handle_is_registered_worker(handle: WorkerHandle) -> RegisteredWorker:
+        return handle
