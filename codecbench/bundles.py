@@ -63,7 +63,8 @@ def bundle_from_dir(
         elif len(top) == 1:
             entry_module = top[0]
         else:
-            raise ValueError(f"{folder}: cannot choose an entry module among {top or 'no .py files'}; name one")
+            raise ValueError(f"{folder}: cannot choose an entry module among {top or 'no .py files'}; "
+                             "name one (codecbench run --entry-module NAME)")
     return types_pb2.AgentBundle(
         name=name or folder.resolve().name, files=files, entry_module=entry_module, contract=contract
     )

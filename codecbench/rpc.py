@@ -26,8 +26,12 @@ _OPTIONS = [
 
 
 def server_options() -> list[tuple[str, int]]:
-    """Channel arguments of every codecbench server."""
-    return list(_OPTIONS)
+    """Channel arguments of every codecbench server.
+
+    SO_REUSEPORT is off: gRPC turns it on by default, so a second service started on a port in use
+    would bind too and the kernel would split the clients between two databases; off, it fails.
+    """
+    return [*_OPTIONS, ("grpc.so_reuseport", 0)]
 
 
 def channel_options() -> list[tuple[str, int]]:
@@ -66,9 +70,12 @@ def bind(server: grpc.aio.Server, host: str, port: int) -> int:
     Raises:
         OSError: the address could not be bound.
     """
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio raises where older releases returned 0
+        bound = 0
     if bound == 0:
-        raise OSError(f"could not bind {host}:{port}")
+        raise OSError(f"could not bind {host}:{port} (in use by another process, or not an address of this host)")
     return bound
 
 

@@ -186,8 +186,10 @@ async def test_control_with_the_view_widened_to_root_the_same_decoder_finds_ever
     make_worker, places
 ) -> None:
     """The control the blindness tests rest on: only the view differs (the built-in dataset
-    folders stay hidden, so case c can only succeed through the wheel)."""
-    widened = await make_worker(view=agent_view(hidden=(), gpu=False).widened(*_root_folders()))
+    folders stay hidden, so case c can only succeed through the wheel). The upload folders are
+    bound as well, for a checkout under /tmp, which the top-level folders leave out."""
+    view = agent_view(hidden=(), gpu=False).widened(*_root_folders(), *places.values())
+    widened = await make_worker(view=view)
     for case, (folder, searched_first) in CASES.items():
         dataset = _uploaded(places[folder]) if folder else types_pb2.DatasetRef(name=datasets.PHOTOS)
         result, reports = await _search(widened, dataset, [places[searched_first]])
