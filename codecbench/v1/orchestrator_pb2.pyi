@@ -22,15 +22,17 @@ class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WORKER_STATE_DRAINING: _ClassVar[WorkerState]
     WORKER_STATE_STALE: _ClassVar[WorkerState]
     WORKER_STATE_LOST: _ClassVar[WorkerState]
+    WORKER_STATE_PENDING: _ClassVar[WorkerState]
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_READY: WorkerState
 WORKER_STATE_BUSY: WorkerState
 WORKER_STATE_DRAINING: WorkerState
 WORKER_STATE_STALE: WorkerState
 WORKER_STATE_LOST: WorkerState
+WORKER_STATE_PENDING: WorkerState
 
 class Experiment(_message.Message):
-    __slots__ = ("experiment_id", "state", "attempt", "max_attempts", "agent", "dataset", "points", "device", "timeouts", "labels", "request_id", "priority", "worker_id", "create_time", "start_time", "end_time", "result", "error", "last_sequence")
+    __slots__ = ("experiment_id", "state", "attempt", "max_attempts", "agent", "dataset", "points", "device", "timeouts", "labels", "request_id", "priority", "worker_id", "create_time", "start_time", "end_time", "result", "error", "last_sequence", "owner")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -57,6 +59,7 @@ class Experiment(_message.Message):
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
     experiment_id: str
     state: _experiment_pb2.ExperimentState
     attempt: int
@@ -76,7 +79,8 @@ class Experiment(_message.Message):
     result: _experiment_pb2.ExperimentResult
     error: _errors_pb2.Error
     last_sequence: int
-    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[_experiment_pb2.ExperimentState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_experiment_pb2.ExperimentResult, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., last_sequence: _Optional[int] = ...) -> None: ...
+    owner: str
+    def __init__(self, experiment_id: _Optional[str] = ..., state: _Optional[_Union[_experiment_pb2.ExperimentState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., agent: _Optional[_Union[_types_pb2.AgentBundle, _Mapping]] = ..., dataset: _Optional[str] = ..., points: _Optional[_Iterable[_Union[_types_pb2.ParameterPoint, _Mapping]]] = ..., device: _Optional[_Union[_types_pb2.Device, str]] = ..., timeouts: _Optional[_Union[_types_pb2.Timeouts, _Mapping]] = ..., labels: _Optional[_Mapping[str, str]] = ..., request_id: _Optional[str] = ..., priority: _Optional[int] = ..., worker_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result: _Optional[_Union[_experiment_pb2.ExperimentResult, _Mapping]] = ..., error: _Optional[_Union[_errors_pb2.Error, _Mapping]] = ..., last_sequence: _Optional[int] = ..., owner: _Optional[str] = ...) -> None: ...
 
 class CreateExperimentRequest(_message.Message):
     __slots__ = ("agent", "dataset", "points", "device", "timeouts", "max_attempts", "labels", "request_id", "priority")
@@ -181,18 +185,22 @@ class WatchExperimentResponse(_message.Message):
     def __init__(self, event: _Optional[_Union[_experiment_pb2.ExperimentEvent, _Mapping]] = ...) -> None: ...
 
 class Dataset(_message.Message):
-    __slots__ = ("name", "digest", "images", "builtin", "create_time")
+    __slots__ = ("name", "digest", "images", "builtin", "create_time", "owner", "shared")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     IMAGES_FIELD_NUMBER: _ClassVar[int]
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     name: str
     digest: str
     images: _containers.RepeatedCompositeFieldContainer[_types_pb2.BlobRef]
     builtin: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_types_pb2.BlobRef, _Mapping]]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    owner: str
+    shared: bool
+    def __init__(self, name: _Optional[str] = ..., digest: _Optional[str] = ..., images: _Optional[_Iterable[_Union[_types_pb2.BlobRef, _Mapping]]] = ..., builtin: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class CreateDatasetHeader(_message.Message):
     __slots__ = ("name",)
@@ -227,6 +235,20 @@ class CreateDatasetResponse(_message.Message):
 class ListDatasetsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ShareDatasetRequest(_message.Message):
+    __slots__ = ("name", "shared")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    shared: bool
+    def __init__(self, name: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
+
+class ShareDatasetResponse(_message.Message):
+    __slots__ = ("dataset",)
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    dataset: Dataset
+    def __init__(self, dataset: _Optional[_Union[Dataset, _Mapping]] = ...) -> None: ...
 
 class ListDatasetsResponse(_message.Message):
     __slots__ = ("datasets",)
@@ -265,18 +287,22 @@ class WorkerStatus(_message.Message):
     def __init__(self, info: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ..., state: _Optional[_Union[WorkerState, str]] = ..., state_reason: _Optional[str] = ..., slots_in_use: _Optional[int] = ..., last_heartbeat_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., running_experiment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker",)
+    __slots__ = ("worker", "worker_credential")
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    WORKER_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     worker: _worker_pb2.WorkerInfo
-    def __init__(self, worker: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ...) -> None: ...
+    worker_credential: str
+    def __init__(self, worker: _Optional[_Union[_worker_pb2.WorkerInfo, _Mapping]] = ..., worker_credential: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerResponse(_message.Message):
-    __slots__ = ("status", "heartbeat_interval_s")
+    __slots__ = ("status", "heartbeat_interval_s", "worker_credential")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    WORKER_CREDENTIAL_FIELD_NUMBER: _ClassVar[int]
     status: WorkerStatus
     heartbeat_interval_s: float
-    def __init__(self, status: _Optional[_Union[WorkerStatus, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ...) -> None: ...
+    worker_credential: str
+    def __init__(self, status: _Optional[_Union[WorkerStatus, _Mapping]] = ..., heartbeat_interval_s: _Optional[float] = ..., worker_credential: _Optional[str] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("worker_id", "slots_in_use")
