@@ -223,7 +223,7 @@ async def running_system(
         orchestrator = await spawn_service(
             ctx, f"{name}-orchestrator", "orchestrator_svc",
             ["--port", "0", "--data-dir", str(data_dir / "orchestrator"), "--expected-build", build_id,
-             *orchestrator_args],
+             "--admin-token-file", str(data_dir / "client.token"), *orchestrator_args],
             data_dir / "orchestrator.prof" if profile else None,
         )
         started.append(orchestrator)
@@ -234,11 +234,11 @@ async def running_system(
                 ctx, f"{name}-worker", "worker_svc",
                 ["--port", "0", "--orchestrator", orchestrator.address, "--data-dir", str(data_dir / "worker"),
                  "--slots", str(slots), "--build-id", build_id,
-                 *worker_isolation_args()],
+                 "--enroll-token-file", str(data_dir / "orchestrator" / "enroll.token"), *worker_isolation_args()],
                 data_dir / "worker.prof" if profile else None,
             )
             started.append(worker)
-        client = Client(orchestrator.address)
+        client = Client(orchestrator.address, token_file=data_dir / "client.token")
         if worker is not None:
             await wait_for_ready_worker(client, worker)
         yield System(orchestrator, worker, client, data_dir)

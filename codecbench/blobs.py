@@ -22,6 +22,8 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # Blobs are other users' agent code and images: folders 0700, files 0600 (mkstemp's mode).
+        os.chmod(root, 0o700)
 
     def path(self, sha256: str) -> Path:
         """Where a blob lives. Raises ValueError for a digest that is not 64 hex digits."""
@@ -53,7 +55,7 @@ class BlobStore:
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=path.parent)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

@@ -23,6 +23,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 RESULT_PACKAGES = ("worker_svc", "sandbox", "codecbench/v1")
 # Modules of the shared kernel that the worker and the sandbox import.
 RESULT_MODULES = (
+    "codecbench/auth.py",
     "codecbench/blobs.py",
     "codecbench/build.py",
     "codecbench/bundles.py",

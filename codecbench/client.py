@@ -21,6 +21,11 @@ A refused or failed call raises the :mod:`codecbench.errors` tree, never a raw g
 :class:`~codecbench.errors.NotFound`, :class:`~codecbench.errors.Unavailable` (orchestrator not
 reachable), ... with the status's ``reason`` and ``metadata`` on the exception
 (:func:`codecbench.status.from_rpc_error`, applied in one place: :func:`_calls`).
+
+Every call carries the user's bearer token as gRPC call credentials (:func:`codecbench.rpc.channel`);
+the token is found by :func:`codecbench.auth.find_token` (``$CODECBENCH_TOKEN``, a token file, or
+the file ``codecbench up`` writes). Without one, calls fail with
+:class:`~codecbench.errors.Unauthenticated`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from typing import Any
 
 import grpc
 
-from codecbench import bundles, datasets, devices, errors, rpc, values
+from codecbench import auth, bundles, datasets, devices, errors, rpc, values
 from codecbench.status import from_rpc_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
@@ -68,9 +73,27 @@ class Client:
     reached, besides the errors it lists.
     """
 
-    def __init__(self, address: str | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        token: str | None = None,
+        token_file: Path | None = None,
+        tls: rpc.TlsConfig | None = None,
+    ) -> None:
+        """Opens a channel (connecting lazily).
+
+        Args:
+            address: ``host:port``; default ``$CODECBENCH_SERVER`` or 127.0.0.1:50051.
+            token: the bearer token; default: found by :func:`codecbench.auth.find_token`.
+            token_file: a file holding the token (used when ``token`` is not given).
+            tls: TLS settings (``ca`` to verify the orchestrator, ``cert``/``key`` for mutual TLS);
+                plaintext when None.
+
+        Raises:
+            OSError: ``token_file`` cannot be read.
+        """
         self.address = address or default_server()
-        self.channel = rpc.insecure_channel(self.address)
+        self.channel = rpc.channel(self.address, auth.find_token(token, token_file), tls or rpc.NO_TLS)
         self.stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
 
     async def __aenter__(self) -> Client:
@@ -316,8 +339,27 @@ class Client:
         with _calls():
             return list((await self.stub.ListDatasets(orchestrator_pb2.ListDatasetsRequest())).datasets)
 
+    async def share_dataset(self, name: str, shared: bool = True) -> orchestrator_pb2.Dataset:
+        """Makes an uploaded dataset readable by every user (admins only), or private again.
+
+        Args:
+            name: the dataset's name.
+            shared: False makes it private to its owner again.
+
+        Returns:
+            The dataset with its new ``shared`` flag.
+
+        Raises:
+            errors.PermissionDenied: the caller is no admin.
+            errors.NotFound: no dataset has this name.
+        """
+        with _calls():
+            request = orchestrator_pb2.ShareDatasetRequest(name=name, shared=shared)
+            return (await self.stub.ShareDataset(request)).dataset
+
     async def workers(self) -> list[orchestrator_pb2.WorkerStatus]:
-        """Every registered worker, with its build, state (e.g. STALE, LOST) and load.
+        """Every registered worker, with its build, state (e.g. PENDING, STALE, LOST) and load (to
+        non-admins: without address, build, host and pid).
 
         Returns:
             The workers' status.

@@ -100,7 +100,7 @@ async def demo(out: Path, console: Console) -> int:
     )
     finished: list[orchestrator_pb2.Experiment] = []
     try:
-        async with Client(services.orchestrator.address) as client:
+        async with Client(services.orchestrator.address, token_file=services.token_file) as client:
             agents = demo_agents()
             for note in skipped_agents():
                 console.print(note)

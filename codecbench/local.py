@@ -13,6 +13,11 @@ Layout of the data directory ``D`` of :func:`start_local`::
     D/                  worker: blob cache, sandbox scratch (hidden from agents under bwrap)
     D/orchestrator/     orchestrator: SQLite store (codecbench.db) and blobs
     D/logs/             orchestrator.log and worker.log (structured JSON lines)
+    D/client.token      an admin token (0600) that the CLI finds when D is ./.codecbench
+    D/orchestrator/enroll.token   the enrollment secret the worker registers with (0600)
+
+Every directory is 0700. The services listen on 127.0.0.1 in plaintext; tokens still guard every
+call, so another local user can neither submit code nor read results.
 
 The orchestrator's directory sits inside the worker's, so the worker hides the uploaded dataset
 images from agents too (a decoder cannot read the originals from the orchestrator's blobs).
@@ -33,7 +38,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from codecbench import errors
+from codecbench import auth, errors
 from codecbench.client import Client
 
 # What every service prints on stdout once it serves: "codecbench orchestrator listening on HOST:PORT",
@@ -213,6 +218,11 @@ class LocalServices:
     worker_id: str
     data_dir: Path
 
+    @property
+    def token_file(self) -> Path:
+        """The admin token file that the orchestrator made (0600)."""
+        return self.data_dir / auth.CLIENT_TOKEN_FILE
+
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stops the worker first (its running experiments end), then the orchestrator."""
         await self.worker.stop(timeout_s)
@@ -227,17 +237,20 @@ class LocalServices:
         return waits[done.pop()]
 
 
-async def _wait_registered(address: str, worker_id: str, timeout_s: float) -> None:
-    """Polls the orchestrator until it lists the worker.
+async def _wait_registered(address: str, worker_id: str, timeout_s: float, token_file: Path) -> None:
+    """Polls the orchestrator until it lists the worker as reached (no longer PENDING).
 
     Raises:
         LocalStartError: not within ``timeout_s``.
     """
-    async with Client(address) as client:
+    from codecbench.v1 import orchestrator_pb2
+
+    async with Client(address, token_file=token_file) as client:
 
         async def listed() -> bool:
             try:
-                return any(w.info.worker_id == worker_id for w in await client.workers())
+                return any(w.info.worker_id == worker_id and w.state != orchestrator_pb2.WORKER_STATE_PENDING
+                           for w in await client.workers())
             except errors.Unavailable:  # still binding, or busy starting: ask again
                 return False
 
@@ -283,15 +296,21 @@ async def start_local(
         LocalStartError: a service exited or did not report ready in time; both are stopped.
     """
     data_dir = data_dir.resolve()
+    for folder in (data_dir, data_dir / "logs", data_dir / "orchestrator"):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, 0o700)
     logs_dir = data_dir / "logs"
+    token_file = data_dir / auth.CLIENT_TOKEN_FILE
     orchestrator = await spawn_service(
         "orchestrator_svc", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir / "orchestrator"),
-        "--log-level", log_level,
+        "--admin-token-file", str(token_file), "--log-level", log_level,
         log_path=logs_dir / "orchestrator.log", name="orchestrator", startup_s=startup_s,
     )
     try:
         worker_args = ["--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
-                       "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level]
+                       "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level,
+                       "--enroll-token-file", str(data_dir / "orchestrator" / auth.ENROLL_TOKEN_FILE),
+                       "--admin-token-file", str(token_file)]
         if use_bwrap and shutil.which("bwrap") is None:
             # zero-configuration on one machine: run, but say loudly what is missing
             print("WARNING: bubblewrap (bwrap) is not installed: agents run UNSANDBOXED as plain processes "
@@ -301,7 +320,7 @@ async def start_local(
                                      startup_s=startup_s)
         try:
             services = LocalServices(orchestrator, worker, _worker_id(worker), data_dir)
-            await _wait_registered(orchestrator.address, services.worker_id, startup_s)
+            await _wait_registered(orchestrator.address, services.worker_id, startup_s, services.token_file)
         except BaseException:
             await worker.stop(5.0)
             raise

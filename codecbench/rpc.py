@@ -1,4 +1,5 @@
-"""gRPC plumbing shared by the services and their clients: message limits, health, reflection.
+"""gRPC plumbing shared by the services and their clients: message limits, health, reflection,
+TLS and bearer tokens on channels.
 
 Message limits are set explicitly on both sides (64 MiB) so a too-large payload is refused with
 a RESOURCE_EXHAUSTED status that states the limit, instead of a library default that differs
@@ -7,9 +8,14 @@ between server and client.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import ipaddress
 import signal
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -40,8 +46,172 @@ def channel_options() -> list[tuple[str, int]]:
 
 
 def insecure_channel(address: str) -> grpc.aio.Channel:
-    """An asyncio channel to ``host:port`` with codecbench's message limits."""
+    """An asyncio channel to ``host:port`` with codecbench's message limits and no credentials."""
     return grpc.aio.insecure_channel(address, options=channel_options())
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """PEM files of one side of a TLS connection.
+
+    Attributes:
+        cert: this side's certificate chain (a server's, or a client's for mutual TLS).
+        key: its private key.
+        ca: the CA that signs the peers' certificates. On a server it makes TLS mutual: every
+            client must present a certificate that this CA signed. On a client it verifies the server.
+    """
+
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert or self.ca)
+
+    def server_credentials(self) -> grpc.ServerCredentials:
+        """``grpc.ssl_server_credentials``: mutual (client certificates required) when ``ca`` is set.
+
+        Raises:
+            ValueError: ``cert`` or ``key`` is missing.
+            OSError: a file cannot be read.
+        """
+        if self.cert is None or self.key is None:
+            raise ValueError("a TLS server needs --tls-cert and --tls-key")
+        root = self.ca.read_bytes() if self.ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=root,
+            require_client_auth=root is not None,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """``grpc.ssl_channel_credentials``: verifies the server with ``ca`` (the system's roots when
+        unset) and presents ``cert``/``key`` when given (mutual TLS).
+
+        Raises:
+            OSError: a file cannot be read.
+        """
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes() if self.ca else None,
+            private_key=self.key.read_bytes() if self.key and self.cert else None,
+            certificate_chain=self.cert.read_bytes() if self.key and self.cert else None,
+        )
+
+
+NO_TLS = TlsConfig()
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--tls-cert/--tls-key/--tls-ca`` and ``--insecure``, as both services spell them."""
+    parser.add_argument("--tls-cert", type=Path, help="PEM certificate of this service (enables TLS)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-ca", type=Path,
+                        help="PEM CA: callers must present a certificate it signed (mutual TLS), and the services "
+                        "this one calls are verified with it")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow plaintext on a non-loopback --host (refused by default)")
+
+
+def tls_from_args(args: argparse.Namespace) -> TlsConfig:
+    """The TLS settings of arguments parsed with :func:`add_tls_arguments`."""
+    return TlsConfig(cert=args.tls_cert, key=args.tls_key, ca=args.tls_ca)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, without port) is this machine only."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_of(address: str) -> str:
+    """``"127.0.0.1:50051"`` -> ``"127.0.0.1"``; ``"[::1]:5"`` -> ``"::1"``."""
+    return address.rsplit(":", 1)[0].strip("[]")
+
+
+def check_listen_security(host: str, tls: TlsConfig, insecure: bool) -> None:
+    """Refuses a plaintext listener beyond loopback unless ``insecure`` says so.
+
+    Raises:
+        ValueError: ``host`` is not a loopback address, TLS is off and ``insecure`` is False.
+    """
+    if not is_loopback(host) and not tls.enabled and not insecure:
+        raise ValueError(
+            f"refusing to listen on {host} without TLS: tokens and agent code would cross the network in "
+            "plaintext; give --tls-cert/--tls-key (and --tls-ca for mutual TLS), or --insecure to accept that"
+        )
+
+
+class _BearerPlugin(grpc.AuthMetadataPlugin):
+    """Adds ``authorization: Bearer <token>`` to every call; ``token()`` is asked on each call, so
+    a credential that changes (a worker's, at re-registration) needs no new channel."""
+
+    def __init__(self, token: Callable[[], str]) -> None:
+        self._token = token
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        token = self._token()
+        callback(((("authorization", f"Bearer {token}"),) if token else ()), None)
+
+
+class _BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor,
+                         grpc.aio.StreamUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):
+    """The same metadata for a plaintext channel beyond loopback (``--insecure``), where gRPC refuses
+    call credentials."""
+
+    def __init__(self, token: Callable[[], str]) -> None:
+        self._token = token
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        token = self._token()
+        if not token:
+            return details
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add("authorization", f"Bearer {token}")
+        return details._replace(metadata=metadata)  # type: ignore[attr-defined]
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return await continuation(self._details(details), requests)
+
+
+def channel(address: str, token: str | Callable[[], str] = "", tls: TlsConfig = NO_TLS) -> grpc.aio.Channel:
+    """A channel to ``host:port`` that sends ``authorization: Bearer <token>`` on every call.
+
+    The token travels as gRPC call credentials (``metadata_call_credentials``). gRPC sends call
+    credentials only on a channel it considers secure: TLS (``tls`` set), or, for a plaintext
+    channel to a loopback address, ``local_channel_credentials(LOCAL_TCP)``, which the server needs
+    no change for (the local handshake exchanges nothing). A plaintext channel to another host
+    (a service started with ``--insecure``) gets the same metadata from a client interceptor.
+
+    Args:
+        address: ``host:port``.
+        token: the bearer token, or a function returning the current one; ``""``: none sent.
+        tls: TLS settings; plaintext when not enabled.
+    """
+    current = token if callable(token) else (lambda: token)
+    call_credentials = grpc.metadata_call_credentials(_BearerPlugin(current))
+    if tls.enabled:
+        credentials = grpc.composite_channel_credentials(tls.channel_credentials(), call_credentials)
+        return grpc.aio.secure_channel(address, credentials, options=channel_options())
+    if is_loopback(host_of(address)):
+        local = grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+        credentials = grpc.composite_channel_credentials(local, call_credentials)
+        return grpc.aio.secure_channel(address, credentials, options=channel_options())
+    return grpc.aio.insecure_channel(address, options=channel_options(),
+                                     interceptors=[_BearerInterceptor(current)])
 
 
 def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.HealthServicer:
@@ -64,14 +234,17 @@ async def set_serving(health_servicer: health.HealthServicer, service_names: Ite
         await health_servicer.set(name, status)
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Binds ``host:port`` (port 0 picks a free one) and returns the bound port.
+def bind(server: grpc.aio.Server, host: str, port: int, tls: TlsConfig = NO_TLS) -> int:
+    """Binds ``host:port`` (port 0 picks a free one), with TLS when ``tls`` is enabled, and returns
+    the bound port.
 
     Raises:
         OSError: the address could not be bound.
     """
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = (server.add_secure_port(address, tls.server_credentials()) if tls.enabled
+                 else server.add_insecure_port(address))
     except RuntimeError:  # grpcio raises where older releases returned 0
         bound = 0
     if bound == 0:

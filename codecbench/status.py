@@ -11,7 +11,9 @@ raises into ``context.abort_with_status`` with a rich status (:func:`to_status`)
     an undecodable request body -> INVALID_ARGUMENT (reason REQUEST_UNDECODABLE), not UNKNOWN
     anything else          -> INTERNAL with a short message; the exception is logged
 
-No servicer calls ``context.abort`` itself: handlers raise, this module answers. Status messages
+No servicer calls ``context.abort`` itself: handlers raise, this module answers. The boundary
+also runs the service's :data:`Guard` (authentication) first, inside the same ``try``, so a missing
+token is UNAUTHENTICATED through the same table (one mechanism, not a second interceptor). Status messages
 are bounded (:data:`MAX_STATUS_MESSAGE`) because they travel in a header.
 
 Client side: :func:`from_rpc_error` turns a failed call (``grpc.aio.AioRpcError``) back into the
@@ -35,8 +37,13 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from codecbench import errors, logs
+from codecbench import auth, errors, logs
 from codecbench.v1 import errors_pb2
+
+# Authenticates a call before its handler runs: ``guard(full_method, invocation_metadata)`` returns
+# the caller (made :func:`codecbench.auth.current` for the handler) or None for an open method, and
+# raises errors.Unauthenticated / errors.PermissionDenied.
+Guard = Callable[[str, Any], "auth.Principal | None"]
 
 # Status messages travel in the grpc-message header; details in grpc-status-details-bin. gRPC
 # caps the metadata of a response (16 KiB by default), so both are bounded.
@@ -228,9 +235,17 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _decoded(request)
 
 
-def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str, stream_in: bool) -> Callable[..., Any]:
+def _authenticate(guard: Guard | None, full_method: str, context: grpc.aio.ServicerContext) -> None:
+    if guard is not None and (principal := guard(full_method, context.invocation_metadata())) is not None:
+        auth.set_current(principal)
+
+
+def _wrap_unary_response(
+    behavior: Callable[..., Awaitable[Any]], method: str, stream_in: bool, guard: Guard | None, full_method: str
+) -> Callable[..., Any]:
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
+            _authenticate(guard, full_method, context)
             request = _decoded_stream(request) if stream_in else _decoded(request)
             return await behavior(request, context)
         except Exception as exc:  # noqa: BLE001 - the boundary: every exception becomes a status
@@ -241,13 +256,16 @@ def _wrap_unary_response(behavior: Callable[..., Awaitable[Any]], method: str, s
     return handler
 
 
-def _wrap_stream_response(behavior: Callable[..., Any], method: str, stream_in: bool) -> Callable[..., Any]:
+def _wrap_stream_response(
+    behavior: Callable[..., Any], method: str, stream_in: bool, guard: Guard | None, full_method: str
+) -> Callable[..., Any]:
     if not inspect.isasyncgenfunction(behavior):
         # A handler that writes with context.write() (grpc_health's Watch) is a plain coroutine.
-        return _wrap_unary_response(behavior, method, stream_in)
+        return _wrap_unary_response(behavior, method, stream_in, guard, full_method)
 
     async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
+            _authenticate(guard, full_method, context)
             request = _decoded_stream(request) if stream_in else _decoded(request)
             async for response in behavior(request, context):
                 yield response
@@ -262,8 +280,15 @@ def _wrap_stream_response(behavior: Callable[..., Any], method: str, stream_in: 
 class ErrorBoundary(grpc.aio.ServerInterceptor):
     """Maps every exception of every handler to a rich status; see the module docstring.
 
-    Install it with ``grpc.aio.server(interceptors=[ErrorBoundary()])``.
+    Install it with ``grpc.aio.server(interceptors=[ErrorBoundary(guard)])``.
+
+    Args:
+        guard: authenticates every call before its handler runs (see :data:`Guard`); None: no
+            authentication (tests of the boundary alone).
     """
+
+    def __init__(self, guard: Guard | None = None) -> None:
+        self.guard = guard
 
     async def intercept_service(
         self,
@@ -273,20 +298,22 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = handler_call_details.method.rsplit("/", 1)[-1]  # type: ignore[attr-defined]
+        full_method = handler_call_details.method  # type: ignore[attr-defined]
+        method = full_method.rsplit("/", 1)[-1]
+        guard, wrap_unary, wrap_stream = self.guard, _wrap_unary_response, _wrap_stream_response
         deserializer = _tolerant(handler.request_deserializer)
         serializer = handler.response_serializer
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary_response(handler.unary_unary, method, False), deserializer, serializer)
+                wrap_unary(handler.unary_unary, method, False, guard, full_method), deserializer, serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream_response(handler.unary_stream, method, False), deserializer, serializer)
+                wrap_stream(handler.unary_stream, method, False, guard, full_method), deserializer, serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                _wrap_unary_response(handler.stream_unary, method, True), deserializer, serializer)
+                wrap_unary(handler.stream_unary, method, True, guard, full_method), deserializer, serializer)
         return grpc.stream_stream_rpc_method_handler(
-            _wrap_stream_response(handler.stream_stream, method, True), deserializer, serializer)
+            wrap_stream(handler.stream_stream, method, True, guard, full_method), deserializer, serializer)
 
 
 # -- client side: a failed call -> the tree ----------------------------------------------------
@@ -343,4 +370,4 @@ def from_rpc_error(exc: grpc.RpcError) -> errors.CodecbenchError:
     return cls(problem, field=field, reason=reason, metadata=metadata, retryable=retryable or None)
 
 
-__all__ = ["MAX_STATUS_MESSAGE", "ErrorBoundary", "from_rpc_error", "in_field", "request_error", "to_status"]
+__all__ = ["MAX_STATUS_MESSAGE", "ErrorBoundary", "Guard", "from_rpc_error", "in_field", "request_error", "to_status"]

@@ -1,4 +1,14 @@
-"""``python -m orchestrator_svc`` / ``codecbench-orchestrator``: runs until SIGINT or SIGTERM."""
+"""``python -m orchestrator_svc`` / ``codecbench-orchestrator``: the service, and its two tools.
+
+::
+
+    codecbench-orchestrator [--host H --port P --data-dir D --tls-cert C --tls-key K --tls-ca CA ...]
+    codecbench-orchestrator token create NAME [--admin] [--data-dir D | --store-url URL]
+    codecbench-orchestrator certs DIR [--host NAME ...]
+
+The service runs until SIGINT or SIGTERM. ``token create`` prints a new API token once (only its
+hash is stored). ``certs`` writes a private CA and certificates for a quick start with mutual TLS.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +17,9 @@ import asyncio
 import sys
 from pathlib import Path
 
-from codecbench import logs, rpc
-from orchestrator_svc.server import OrchestratorConfig, start_orchestrator
+from codecbench import certs, logs, rpc
+from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
+from orchestrator_svc.store import Store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -19,8 +30,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
     parser.add_argument("--expected-build", default="", help="build id workers must run (default: this code's)")
     parser.add_argument("--heartbeat-timeout-s", type=float, default=15.0, help="silence after which a worker is LOST")
+    parser.add_argument("--enroll-token-file", type=Path,
+                        help="enrollment secret workers register with (default DATA_DIR/enroll.token, made if missing)")
+    parser.add_argument("--admin-token-file", type=Path,
+                        help="make an admin token into this 0600 file if it is missing, and accept the token in it")
+    rpc.add_tls_arguments(parser)
     parser.add_argument("--log-level", default="info")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_ca and not args.tls_cert:
+        parser.error("--tls-ca needs --tls-cert and --tls-key (the service's own certificate)")
+    try:
+        rpc.check_listen_security(args.host, rpc.tls_from_args(args), args.insecure)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -32,6 +57,10 @@ async def serve(args: argparse.Namespace) -> None:
             store_url=args.store_url,
             expected_build=args.expected_build,
             heartbeat_timeout_s=args.heartbeat_timeout_s,
+            tls=rpc.tls_from_args(args),
+            insecure=args.insecure,
+            enroll_token_file=args.enroll_token_file,
+            admin_token_file=args.admin_token_file,
         )
     )
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
@@ -39,7 +68,56 @@ async def serve(args: argparse.Namespace) -> None:
     await handle.stop()
 
 
+def token_main(argv: list[str]) -> int:
+    """``token create NAME [--admin]``: prints a new token once."""
+    parser = argparse.ArgumentParser(prog="codecbench-orchestrator token", description="API tokens of users")
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="make a token for a user and print it (once)")
+    create.add_argument("name", help="the user's name")
+    create.add_argument("--admin", action="store_true", help="role admin: sees everything, shares datasets")
+    create.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
+    create.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
+    args = parser.parse_args(argv)
+    if not args.store_url:
+        private_dir(args.data_dir)
+        private_file(args.data_dir / "codecbench.db")
+    store = Store(args.store_url or f"sqlite:///{args.data_dir / 'codecbench.db'}")
+    try:
+        token = create_token(store, args.name, args.admin)
+    except ValueError as exc:
+        parser.error(str(exc))
+    finally:
+        store.close()
+    print(token)
+    return 0
+
+
+def certs_main(argv: list[str]) -> int:
+    """``certs DIR [--host NAME ...]``: a private CA and certificates for mutual TLS."""
+    parser = argparse.ArgumentParser(
+        prog="codecbench-orchestrator certs",
+        description="write a private CA (ca.pem, ca-key.pem) and certificates signed by it: orchestrator, worker and "
+        "client (each NAME.pem with NAME-key.pem), valid for 127.0.0.1, localhost and every --host",
+    )
+    parser.add_argument("dir", type=Path, help="folder to write into (made 0700; existing files are refused)")
+    parser.add_argument("--host", action="append", default=[], help="extra DNS name or IP address (repeatable)")
+    parser.add_argument("--days", type=int, default=365, help="validity in days")
+    args = parser.parse_args(argv)
+    try:
+        written = certs.make_quickstart(args.dir, args.host, args.days)
+    except FileExistsError as exc:
+        parser.error(f"{exc.filename} exists; choose an empty folder")
+    for path in written:
+        print(path)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["token"]:
+        return token_main(argv[1:])
+    if argv[:1] == ["certs"]:
+        return certs_main(argv[1:])
     args = parse_args(argv)
     logs.configure(args.log_level)
     asyncio.run(serve(args))

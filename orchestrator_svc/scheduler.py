@@ -42,6 +42,8 @@ class Dispatch:
     worker: WorkerEntry
     task: asyncio.Task[None] | None = None
     stop_reason: str = ""  # "cancelled" or "lost: ..."
+    # Blobs (agent files, dataset images) the worker may read while this runs.
+    digests: frozenset[str] = frozenset()
 
 
 class Scheduler:
@@ -180,6 +182,8 @@ class Scheduler:
             finished = False
             # A worker that hangs while still sending heartbeats must not hold the experiment forever.
             request = self._request(exp, worker)
+            dispatch.digests = frozenset(
+                [f.sha256 for f in request.agent.files] + [i.sha256 for i in request.dataset.images])
             deadline_s = request.timeouts.experiment_s + self.call_slack_s
             async for response in worker.stub.RunExperiment(request, timeout=deadline_s):
                 finished = await self._record(experiment_id, attempt, response.event)

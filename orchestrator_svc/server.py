@@ -2,19 +2,24 @@
 
 :func:`start_orchestrator` binds (port 0 picks a free port), recovers experiments a previous
 process left RUNNING, starts the scheduler and returns a handle with ``port`` and ``stop()``.
+
+Files: the data directory is 0700, the SQLite database (and SQLite's WAL and SHM files, which take
+its mode) and blobs 0600; the enrollment secret (``enroll.token``) and an admin token file are 0600.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
-from codecbench import build, bundles, datasets, logs, rpc
+from codecbench import auth, build, bundles, datasets, logs, rpc
 from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+from orchestrator_svc.access import OrchestratorGuard
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import OrchestratorServicer
@@ -37,6 +42,15 @@ class OrchestratorConfig:
         max_bundle_bytes: largest agent bundle accepted.
         call_slack_s: how long past an experiment's own limit (which the worker enforces) the
             orchestrator waits for the worker's stream before it calls the worker lost.
+        tls: server certificate and key; with a CA, clients and workers must present certificates
+            it signed (mutual TLS), and the orchestrator presents its certificate to workers.
+        insecure: allow plaintext on a non-loopback address.
+        enroll_token_file: the enrollment secret workers register with; default
+            ``<data_dir>/enroll.token``, made (random, 0600) when missing.
+        admin_token_file: when set, an admin token is made into this file (0600) if it does not
+            exist, and the token in it is registered as admin ``admin_name`` (``codecbench up``).
+        admin_name: the user name of that admin token.
+        probe_interval_s: pause between attempts to reach a PENDING worker.
     """
 
     data_dir: Path
@@ -48,6 +62,12 @@ class OrchestratorConfig:
     heartbeat_timeout_s: float = 15.0
     max_bundle_bytes: int = 32 * 1024 * 1024
     call_slack_s: float = 120.0
+    tls: rpc.TlsConfig = rpc.NO_TLS
+    insecure: bool = False
+    enroll_token_file: Path | None = None
+    admin_token_file: Path | None = None
+    admin_name: str = "admin"
+    probe_interval_s: float = 0.5
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -74,6 +94,7 @@ class OrchestratorHandle:
     registry: WorkerRegistry
     servicer: OrchestratorServicer
     health: object
+    enroll_secret: str = field(default="", repr=False)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
@@ -88,15 +109,23 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     """Starts an orchestrator on ``config.host:config.port`` (0 picks a free port).
 
     Raises:
-        OSError: the address could not be bound.
+        OSError: the address could not be bound, or a secret file could not be read or made.
+        ValueError: a non-loopback address without TLS or ``insecure``; an empty secret file.
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    rpc.check_listen_security(config.host, config.tls, config.insecure)
+    private_dir(config.data_dir)
+    if not config.store_url:
+        private_file(config.data_dir / "codecbench.db")
     store = Store(config.store_url or f"sqlite:///{config.data_dir / 'codecbench.db'}")
     store.put_dataset(builtin_photos())
+    enroll_secret = auth.ensure_secret_file(config.enroll_token_file or config.data_dir / auth.ENROLL_TOKEN_FILE)
+    if config.admin_token_file is not None:
+        ensure_admin_token(store, config.admin_token_file, config.admin_name)
     ledger = Ledger(store)
     expected = config.expected_build or build.build_id()
-    registry = WorkerRegistry(expected)
+    registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s)
+    registry.on_ready = scheduler.wake.set
     await scheduler.recover()
     servicer = OrchestratorServicer(
         store,
@@ -107,10 +136,11 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         config.max_bundle_bytes,
         config.heartbeat_interval_s,
     )
-    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary()])
+    guard = OrchestratorGuard(store, enroll_secret)
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard)])
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
-    port = rpc.bind(server, config.host, config.port)
+    port = rpc.bind(server, config.host, config.port, config.tls)
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     scheduler.start()
@@ -120,5 +150,53 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         address=address,
         expected_build=expected,
         store=store.engine.url.render_as_string(hide_password=True),
+        tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
     )
-    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health)
+    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, enroll_secret)
+
+
+def private_dir(path: Path) -> None:
+    """Creates ``path`` (and missing parents) and makes it 0700: only the service's user enters it."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
+def private_file(path: Path) -> None:
+    """Creates ``path`` empty with mode 0600 when missing, else sets its mode to 0600 (a database
+    file, before SQLite opens it: SQLite gives its WAL and SHM files the database file's mode)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    os.chmod(path, 0o600)
+
+
+def create_token(store: Store, name: str, admin: bool = False) -> str:
+    """Makes a new API token for user ``name``; only its hash is stored.
+
+    Args:
+        store: the orchestrator's store.
+        name: the user's name (1-200 characters).
+        admin: role ``admin`` (sees everything, shares datasets, drains workers) instead of ``user``.
+
+    Returns:
+        The token (shown once; it cannot be recovered from the store).
+
+    Raises:
+        ValueError: a bad name.
+    """
+    if not name or len(name) > 200 or name == "*":
+        raise ValueError(f"user name {name!r} must have 1-200 characters and not be '*'")
+    token = auth.new_token()
+    store.add_token(auth.token_hash(token), name, auth.ROLE_ADMIN if admin else auth.ROLE_USER)
+    return token
+
+
+def ensure_admin_token(store: Store, path: Path, name: str) -> None:
+    """Makes an admin token in ``path`` (0600) when the file is missing, and registers the token in
+    it as admin ``name`` when the store does not know it (a fresh store under an old data dir).
+
+    Raises:
+        OSError: the file cannot be read or made.
+        ValueError: the file is empty.
+    """
+    token = auth.ensure_secret_file(path)
+    if store.find_token(auth.token_hash(token)) is None:
+        store.add_token(auth.token_hash(token), name, auth.ROLE_ADMIN)

@@ -4,6 +4,11 @@ Handlers raise the request errors of :mod:`codecbench.errors` (a malformed reque
 :class:`~codecbench.errors.InvalidArgument` naming the field and the limit); the server's
 :class:`codecbench.status.ErrorBoundary` turns them into statuses, so the service never crashes on
 a request and never ends a call with a status itself.
+
+Every handler runs after the guard (:mod:`orchestrator_svc.access`) authenticated the caller;
+handlers check ownership on :func:`codecbench.auth.current`: a user sees, watches and cancels only
+their own experiments and reads only their own blobs and datasets plus shared ones and ``photos``;
+admins see everything; a worker reads only the blobs of experiments dispatched to it.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import bundles, datasets, devices, errors, logs, rpc, validation
+from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import BlobStore
-from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, echo
+from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.status import in_field
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.store import DuplicateRequest, Store
+from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
 from orchestrator_svc.workers import WorkerRegistry
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -49,6 +54,25 @@ def _check_labels(labels: dict[str, str]) -> None:
             raise InvalidArgument("labels", f"key {echo(key)} must have 1 to 200 characters")
         if len(value) > 1000:
             raise InvalidArgument(f"labels[{key!r}]", "value longer than 1000 characters")
+
+
+def _may_see_dataset(dataset: orchestrator_pb2.Dataset, principal: auth.Principal) -> bool:
+    return dataset.builtin or dataset.shared or principal.is_admin or dataset.owner == principal.name
+
+
+def _public_status(status: orchestrator_pb2.WorkerStatus) -> orchestrator_pb2.WorkerStatus:
+    """What a non-admin sees of a worker: id, state, slots and devices; no address, build, host,
+    pid or other users' experiment ids."""
+    public = orchestrator_pb2.WorkerStatus(
+        state=status.state, slots_in_use=status.slots_in_use, last_heartbeat_time=status.last_heartbeat_time,
+    )
+    info = status.info
+    public.info.worker_id = info.worker_id
+    public.info.slots = info.slots
+    public.info.isolation = info.isolation
+    public.info.devices.extend(info.devices)
+    public.info.default_timeouts.CopyFrom(info.default_timeouts)
+    return public
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
@@ -87,8 +111,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument(
                 "agent.files", f"the bundle has {size} bytes, over the limit of {self.max_bundle_bytes} bytes"
             )
+        principal = auth.current()
         for i, f in enumerate(request.agent.files):
-            if not f.content and f.size_bytes and not self.blobs.has(f.sha256):
+            # A file sent by digest must be one the caller may read, or an agent could be assembled
+            # from another user's code; "not stored" and "not yours" read the same.
+            if not f.content and f.size_bytes and not (self.blobs.has(f.sha256) and self._may_read(f.sha256)):
                 raise InvalidArgument(
                     f"agent.files[{i}].content", f"missing, and no stored blob has sha256 {f.sha256}",
                     reason=errors.REASON_BLOB_MISSING,
@@ -96,8 +123,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
         dataset = self.store.find_dataset(request.dataset)
-        if dataset is None:
-            known = ", ".join(d.name for d in self.store.list_datasets())
+        if dataset is None or not _may_see_dataset(dataset, principal):
+            known = ", ".join(d.name for d in self.store.list_datasets() if _may_see_dataset(d, principal))
             raise InvalidArgument(
                 "dataset", f"unknown dataset {echo(request.dataset)} (known: {known})",
                 reason=errors.REASON_DATASET_UNKNOWN,
@@ -119,13 +146,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self, request: orchestrator_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.CreateExperimentResponse:
         dataset = self._checked_dataset(request)
+        owner = auth.current().name
         if request.request_id:
             existing = self.store.find_by_request_id(request.request_id)
             if existing:
-                return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(existing))
+                return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(existing))
         for f in request.agent.files:
             if f.content:
-                self.blobs.put(f.content)
+                self.store.add_blob_owner(self.blobs.put(f.content), owner)
         exp = orchestrator_pb2.Experiment(
             experiment_id=f"exp-{uuid.uuid4().hex[:16]}",
             state=QUEUED,
@@ -140,11 +168,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             request_id=request.request_id,
             priority=request.priority,
             create_time=_now(),
+            owner=owner,
         )
         try:
             self.store.create_experiment(exp)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
-            return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(dup.experiment_id))
+            return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(dup.experiment_id))
         await self.ledger.created(exp)
         self.log.info(
             "experiment.created",
@@ -152,17 +181,39 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             agent=exp.agent.name,
             dataset=exp.dataset,
             points=len(exp.points),
+            owner=owner,
         )
         self.scheduler.wake.set()
         return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(exp.experiment_id))
 
     def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
+        """An experiment the caller may see.
+
+        Raises:
+            InvalidArgument: no id.
+            NotFound: no experiment has this id.
+            PermissionDenied: it is another user's (and the caller is no admin).
+        """
         if not experiment_id:
             raise InvalidArgument("experiment_id", "missing")
         exp = self.store.get_experiment(experiment_id)
         if exp is None:
             raise NotFound(f"no experiment {echo(experiment_id)}", field="experiment_id")
+        principal = auth.current()
+        if not principal.is_admin and exp.owner != principal.name:
+            raise PermissionDenied(f"experiment {echo(experiment_id)} belongs to another user", field="experiment_id")
         return exp
+
+    def _may_read(self, sha256: str) -> bool:
+        """Whether the caller may read a blob: a user's own or a shared dataset's, any for an admin,
+        and for a worker the blobs of the experiments dispatched to it now."""
+        principal = auth.current()
+        if principal.is_admin:
+            return True
+        if principal.role == auth.ROLE_WORKER:
+            return any(d.worker.worker_id == principal.name and sha256 in d.digests
+                       for d in self.scheduler.running.values())
+        return self.store.may_read_blob(sha256, principal.name)
 
     async def GetExperiment(  # noqa: N802
         self, request: orchestrator_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
@@ -191,8 +242,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 created_after = request.created_after.ToMicroseconds() / 1e6
             except ValueError as exc:
                 raise InvalidArgument("created_after", str(exc)) from exc
+        principal = auth.current()
         page, next_row = self.store.list_experiments(
-            list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row, created_after
+            list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row,
+            created_after, owner=None if principal.is_admin else principal.name,
         )
         token = base64.urlsafe_b64encode(str(next_row).encode()).decode() if next_row is not None else ""
         return orchestrator_pb2.ListExperimentsResponse(experiments=page, next_page_token=token)
@@ -202,7 +255,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> orchestrator_pb2.CancelExperimentResponse:
         self._experiment(request.experiment_id)
         exp = await self.scheduler.cancel(request.experiment_id)
-        self.log.info("experiment.cancel_requested", experiment_id=request.experiment_id)
+        self.log.info("experiment.cancel_requested", experiment_id=request.experiment_id, by=auth.current().name)
         return orchestrator_pb2.CancelExperimentResponse(experiment=exp)
 
     async def WatchExperiment(  # noqa: N802
@@ -268,6 +321,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("chunk", "no images uploaded")
         if set(parts) - set(closed):
             raise InvalidArgument("chunk.last", f"image {echo(sorted(set(parts) - set(closed))[0])} was never closed")
+        owner = auth.current().name
+        existing = self.store.find_dataset(name)
+        if existing is not None and existing.name == name and existing.owner != owner:
+            raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name", field="header.name")
         images = []
         for image_name in sorted(parts):
             data = b"".join(parts[image_name])
@@ -275,14 +332,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
                 await asyncio.to_thread(datasets.decode_rgb, image_name, data)
             digest = await asyncio.to_thread(self.blobs.put, data)
+            self.store.add_blob_owner(digest, owner)
             images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),
             images=images,
             create_time=_now(),
+            owner=owner,
         )
-        existing = self.store.find_dataset(name)
         if existing is not None and existing.name == name:
             if existing.digest == dataset.digest:
                 return orchestrator_pb2.CreateDatasetResponse(dataset=existing)  # the same upload again
@@ -293,13 +351,37 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 metadata={"digest": existing.digest},
             )
         self.store.put_dataset(dataset)
-        self.log.info("dataset.created", dataset=name, images=len(images), digest=dataset.digest)
+        self.log.info("dataset.created", dataset=name, images=len(images), digest=dataset.digest, owner=owner)
         return orchestrator_pb2.CreateDatasetResponse(dataset=dataset)
 
     async def ListDatasets(  # noqa: N802
         self, request: orchestrator_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.ListDatasetsResponse:
-        return orchestrator_pb2.ListDatasetsResponse(datasets=self.store.list_datasets())
+        principal = auth.current()
+        return orchestrator_pb2.ListDatasetsResponse(
+            datasets=[d for d in self.store.list_datasets() if _may_see_dataset(d, principal)]
+        )
+
+    async def ShareDataset(  # noqa: N802
+        self, request: orchestrator_pb2.ShareDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> orchestrator_pb2.ShareDatasetResponse:
+        dataset = self.store.find_dataset(request.name) if request.name else None
+        if dataset is None or dataset.name != request.name:
+            raise NotFound(f"no dataset {echo(request.name)}", field="name")
+        if dataset.builtin:
+            raise InvalidArgument("name", f"{echo(request.name)} is built-in: every user reads it already")
+        dataset.shared = request.shared
+        self.store.put_dataset(dataset)
+        # Images are content-addressed: one shared dataset makes its images readable by everyone.
+        # Unsharing leaves that mark on images that another shared dataset still has.
+        still_shared = {i.sha256 for d in self.store.list_datasets() if d.shared for i in d.images}
+        for image in dataset.images:
+            if request.shared:
+                self.store.add_blob_owner(image.sha256, EVERYONE)
+            elif image.sha256 not in still_shared:
+                self.store.remove_blob_owner(image.sha256, EVERYONE)
+        self.log.info("dataset.shared", dataset=dataset.name, shared=request.shared, by=auth.current().name)
+        return orchestrator_pb2.ShareDatasetResponse(dataset=dataset)
 
     async def ReadBlob(  # noqa: N802
         self, request: orchestrator_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
@@ -307,7 +389,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not bundles.is_sha256(request.sha256):
             raise InvalidArgument("sha256", f"{echo(request.sha256)} is not 64 lower-case hex digits")
         path = self.blobs.path(request.sha256)
-        if not path.exists():
+        # Not readable by this caller reads as not stored: a digest's existence is not revealed.
+        if not path.exists() or not self._may_read(request.sha256):
             raise NotFound(f"no blob {request.sha256}", field="sha256", reason=errors.REASON_BLOB_MISSING)
         size = path.stat().st_size
         self.blob_reads[request.sha256] += 1
@@ -329,11 +412,28 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("worker.address", "missing")
         if info.slots < 1:
             raise InvalidArgument("worker.slots", f"{info.slots} must be at least 1")
+        if len(info.worker_id) > 64:
+            raise InvalidArgument("worker.worker_id", "longer than 64 characters")
+        bound = self.store.worker_credential(info.worker_id)
+        if bound is not None:
+            # A known id is taken only by the holder of its credential (after an orchestrator
+            # restart too: the binding is stored); anyone else is refused, never takes its place.
+            presented = auth.token_hash(request.worker_credential) if request.worker_credential else ""
+            if not auth.same_secret(presented, bound):
+                self.log.warning("worker.registration_refused", worker_id=info.worker_id, address=info.address)
+                raise AlreadyExists(
+                    f"worker id {echo(info.worker_id)} is registered with another credential (a restarted worker "
+                    "takes a new id)", field="worker.worker_id",
+                )
+            credential = request.worker_credential
+        else:
+            credential = auth.new_token()
+            self.store.bind_worker_credential(info.worker_id, auth.token_hash(credential))
         known = self.registry.get(info.worker_id)
         if known is not None and known.info.address != info.address:
             # Whatever ran under this id at the old address is no longer ours to wait for.
             self.scheduler.mark_lost(known, f"registered again from {info.address}")
-        entry = await self.registry.register(info)
+        entry = await self.registry.register(info, credential)
         self.log.info(
             "worker.registered",
             worker_id=info.worker_id,
@@ -343,12 +443,15 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
         self.scheduler.wake.set()
         return orchestrator_pb2.RegisterWorkerResponse(
-            status=entry.status(), heartbeat_interval_s=self.heartbeat_interval_s
+            status=entry.status(), heartbeat_interval_s=self.heartbeat_interval_s, worker_credential=credential
         )
 
     async def Heartbeat(  # noqa: N802
         self, request: orchestrator_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.HeartbeatResponse:
+        if request.worker_id != auth.current().name:
+            raise PermissionDenied(f"a worker sends heartbeats for itself, not for {echo(request.worker_id)}",
+                                   field="worker_id")
         entry = self.registry.get(request.worker_id)
         if entry is None or entry.lost_reason:
             # A LOST worker must register again: its experiments were already requeued.
@@ -359,7 +462,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def ListWorkers(  # noqa: N802
         self, request: orchestrator_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
     ) -> orchestrator_pb2.ListWorkersResponse:
-        return orchestrator_pb2.ListWorkersResponse(workers=[w.status() for w in self.registry.workers.values()])
+        statuses = [w.status() for w in self.registry.workers.values()]
+        if not auth.current().is_admin:
+            statuses = [_public_status(s) for s in statuses]
+        return orchestrator_pb2.ListWorkersResponse(workers=statuses)
 
     async def DrainWorker(  # noqa: N802
         self, request: orchestrator_pb2.DrainWorkerRequest, context: grpc.aio.ServicerContext

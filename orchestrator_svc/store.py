@@ -1,4 +1,4 @@
-"""The orchestrator's durable store: experiments, their events, datasets (SQLAlchemy 2).
+"""The orchestrator's durable store: experiments, their events, datasets, and who owns what (SQLAlchemy 2).
 
 SQLite is the embedded default (one file under the data directory, WAL mode); a PostgreSQL URL
 (``postgresql+psycopg://...``) works with the same code. The schema is created and migrated by a
@@ -6,6 +6,12 @@ versioned list of migrations (:data:`MIGRATIONS`), recorded in ``schema_migratio
 
 Protobuf messages that are read whole (specs, results, errors, events) are stored as their
 serialized bytes; what is filtered or sorted on has its own column.
+
+Access (migration 2): API tokens by their SHA-256 with the user's name and role; per-worker
+credentials by their SHA-256, bound to the worker id; each experiment's owner (also inside its
+spec, ``Experiment.owner``); blob owners (a blob is content-addressed, so several users may own
+it; owner ``*`` marks a blob of a shared dataset). A dataset's owner and ``shared`` flag live in its
+``Dataset`` message. Secrets themselves are never stored.
 """
 
 from __future__ import annotations
@@ -99,12 +105,59 @@ datasets = Table(
 )
 
 
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("create_time", Float, nullable=False),
+)
+
+worker_credentials = Table(
+    "worker_credentials",
+    metadata,
+    Column("worker_id", String(64), primary_key=True),
+    Column("credential_sha256", String(64), nullable=False, unique=True),
+    Column("create_time", Float, nullable=False),
+)
+
+experiment_owners = Table(
+    "experiment_owners",
+    metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
+    Column("owner", String(200), nullable=False, index=True),
+)
+
+blob_owners = Table(
+    "blob_owners",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("owner", String(200), primary_key=True),
+)
+
+# A blob owner that stands for every user (images of a shared dataset).
+EVERYONE = "*"
+
+
 def _migration_1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[experiments, experiment_labels, events, datasets])
 
 
+def _migration_2(engine: Engine) -> None:
+    metadata.create_all(engine, tables=[api_tokens, worker_credentials, experiment_owners, blob_owners])
+
+
 # Append-only: (version, function). A released migration is never edited.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2)]
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    """A stored API token: whose it is and their role (the token itself is not stored)."""
+
+    name: str
+    role: str
 
 
 class DuplicateRequest(Exception):
@@ -183,6 +236,7 @@ class Store:
                         spec=exp.SerializeToString(),
                     )
                 )
+                conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
                 if exp.labels:
                     conn.execute(
                         insert(experiment_labels),
@@ -212,9 +266,16 @@ class Store:
         page_size: int,
         after_row: int | None,
         created_after: float | None = None,
+        owner: str | None = None,
     ) -> tuple[list[orchestrator_pb2.Experiment], int | None]:
-        """Newest first. Returns a page and the row to continue after (None on the last page)."""
+        """Newest first. Returns a page and the row to continue after (None on the last page).
+
+        ``owner``: only that user's experiments (None: everyone's, for admins).
+        """
         query = select(experiments).order_by(experiments.c.row.desc()).limit(page_size + 1)
+        if owner is not None:
+            query = query.where(experiments.c.experiment_id.in_(
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
         if states:
             query = query.where(experiments.c.state.in_(list(states)))
         if after_row is not None:
@@ -346,6 +407,60 @@ class Store:
         with self.engine.begin() as conn:
             rows = conn.execute(select(datasets.c.data).order_by(datasets.c.name)).scalars()
             return [orchestrator_pb2.Dataset.FromString(d) for d in rows]
+
+    # -- access --------------------------------------------------------------------------------
+
+    def add_token(self, token_sha256: str, name: str, role: str) -> None:
+        """Stores an API token's hash with its user's name and role."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_tokens).values(token_sha256=token_sha256, name=name, role=role,
+                                                   create_time=time.time()))
+
+    def find_token(self, token_sha256: str) -> TokenRecord | None:
+        """The user of a token, by the token's hash."""
+        with self.engine.begin() as conn:
+            row = conn.execute(select(api_tokens.c.name, api_tokens.c.role)
+                               .where(api_tokens.c.token_sha256 == token_sha256)).one_or_none()
+        return None if row is None else TokenRecord(row.name, row.role)
+
+    def bind_worker_credential(self, worker_id: str, credential_sha256: str) -> None:
+        """Binds a worker id to its credential's hash (replacing an older binding of the same id)."""
+        with self.engine.begin() as conn:
+            conn.execute(worker_credentials.delete().where(worker_credentials.c.worker_id == worker_id))
+            conn.execute(insert(worker_credentials).values(worker_id=worker_id, credential_sha256=credential_sha256,
+                                                           create_time=time.time()))
+
+    def worker_credential(self, worker_id: str) -> str | None:
+        """The credential hash bound to a worker id, if any."""
+        with self.engine.begin() as conn:
+            return conn.execute(select(worker_credentials.c.credential_sha256)
+                                .where(worker_credentials.c.worker_id == worker_id)).scalar_one_or_none()
+
+    def worker_of_credential(self, credential_sha256: str) -> str | None:
+        """The worker id a credential hash is bound to, if any."""
+        with self.engine.begin() as conn:
+            return conn.execute(select(worker_credentials.c.worker_id)
+                                .where(worker_credentials.c.credential_sha256 == credential_sha256)
+                                ).scalar_one_or_none()
+
+    def add_blob_owner(self, sha256: str, owner: str) -> None:
+        """Records that ``owner`` (a user, or :data:`EVERYONE`) may read a blob."""
+        with self.engine.begin() as conn:
+            exists = conn.execute(select(blob_owners.c.sha256).where(
+                blob_owners.c.sha256 == sha256, blob_owners.c.owner == owner)).first()
+            if exists is None:
+                conn.execute(insert(blob_owners).values(sha256=sha256, owner=owner))
+
+    def remove_blob_owner(self, sha256: str, owner: str) -> None:
+        """Forgets that ``owner`` may read a blob."""
+        with self.engine.begin() as conn:
+            conn.execute(blob_owners.delete().where(blob_owners.c.sha256 == sha256, blob_owners.c.owner == owner))
+
+    def may_read_blob(self, sha256: str, user: str) -> bool:
+        """Whether ``user`` owns a blob or it is readable by everyone."""
+        with self.engine.begin() as conn:
+            return conn.execute(select(blob_owners.c.sha256).where(
+                blob_owners.c.sha256 == sha256, blob_owners.c.owner.in_([user, EVERYONE]))).first() is not None
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,19 +1,29 @@
 """The orchestrator's view of its workers: identity, state, free slots, heartbeats.
 
-States: READY (free slot), BUSY (all slots in use), DRAINING (no new work), STALE (its build id
+States: PENDING (registered, not yet reached at its address: it gets no work), READY (free slot),
+BUSY (all slots in use), DRAINING (no new work), STALE (its build id
 is not the expected one: it runs other code and gets no work), LOST (its stream broke or its
 heartbeats stopped).
+
+Before a worker gets work, the orchestrator proves that it answers at the address it registered,
+on the channel experiments will be dispatched on (same TLS, same credential): a ``GetWorkerInfo``
+call with the worker's credential must return the same worker id. A plain health check was rejected
+as the proof: any gRPC server answers it, so a registration could point at someone else's worker.
+A worker that does not answer stays PENDING (and costs no experiment an attempt) until it does, or
+until its heartbeats stop and it is LOST.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import timestamp_pb2
 
-from codecbench import devices, rpc
+from codecbench import devices, logs, rpc
 from codecbench.v1 import orchestrator_pb2, worker_pb2, worker_pb2_grpc
 
 READY = orchestrator_pb2.WORKER_STATE_READY
@@ -21,6 +31,7 @@ BUSY = orchestrator_pb2.WORKER_STATE_BUSY
 DRAINING = orchestrator_pb2.WORKER_STATE_DRAINING
 STALE = orchestrator_pb2.WORKER_STATE_STALE
 LOST = orchestrator_pb2.WORKER_STATE_LOST
+PENDING = orchestrator_pb2.WORKER_STATE_PENDING
 
 
 @dataclass
@@ -35,6 +46,9 @@ class WorkerEntry:
     draining: bool = False
     lost_reason: str = ""
     running: set[str] = field(default_factory=set)
+    # Reached at its address with its credential (see the module docstring); PENDING until then.
+    verified: bool = False
+    pending_reason: str = "not yet reached at its address"
 
     @property
     def worker_id(self) -> str:
@@ -55,6 +69,8 @@ class WorkerEntry:
             return LOST
         if self.stale_reason:
             return STALE
+        if not self.verified:
+            return PENDING
         if self.draining:
             return DRAINING
         return BUSY if len(self.running) >= self.info.slots else READY
@@ -79,6 +95,7 @@ class WorkerEntry:
             state=self.state,
             state_reason=self.lost_reason
             or self.stale_reason
+            or (self.pending_reason if not self.verified else "")
             or ("draining: finishes its running experiments, takes no new ones" if self.draining else ""),
             slots_in_use=len(self.running),
             last_heartbeat_time=beat,
@@ -88,13 +105,32 @@ class WorkerEntry:
 
 class WorkerRegistry:
     """Workers by id. A worker that registers again (e.g. after an orchestrator restart) keeps
-    its id and gets a fresh channel."""
+    its id and gets a fresh channel.
 
-    def __init__(self, expected_build: str) -> None:
+    Args:
+        expected_build: the build id a worker must report to get work.
+        tls: the orchestrator's TLS settings as a client of its workers (mutual with a CA).
+        probe_interval_s: pause between attempts to reach a PENDING worker.
+        on_ready: called when a worker becomes reachable (wakes the scheduler).
+    """
+
+    def __init__(self, expected_build: str, tls: rpc.TlsConfig = rpc.NO_TLS, probe_interval_s: float = 0.5,
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.expected_build = expected_build
+        self.tls = tls
+        self.probe_interval_s = probe_interval_s
+        self.on_ready = on_ready
         self.workers: dict[str, WorkerEntry] = {}
+        self._probes: set[asyncio.Task[None]] = set()
+        self.log = logs.get_logger("workers")
 
-    async def register(self, info: worker_pb2.WorkerInfo) -> WorkerEntry:
+    async def register(self, info: worker_pb2.WorkerInfo, credential: str) -> WorkerEntry:
+        """Adds or refreshes a worker; a new entry is PENDING until :meth:`_probe` reaches it.
+
+        Args:
+            info: what the worker reported.
+            credential: its per-worker credential, presented on every call to it.
+        """
         old = self.workers.get(info.worker_id)
         if old is not None and old.info.address == info.address and not old.lost_reason:
             old.info = info
@@ -102,7 +138,7 @@ class WorkerRegistry:
             return old
         if old is not None:
             await old.channel.close()
-        channel = rpc.insecure_channel(info.address)
+        channel = rpc.channel(info.address, credential, self.tls)
         entry = WorkerEntry(
             info=info,
             expected_build=self.expected_build,
@@ -111,7 +147,28 @@ class WorkerRegistry:
             draining=old.draining if old else False,
         )
         self.workers[info.worker_id] = entry
+        task = asyncio.create_task(self._probe(entry))
+        self._probes.add(task)
+        task.add_done_callback(self._probes.discard)
         return entry
+
+    async def _probe(self, entry: WorkerEntry) -> None:
+        """Calls GetWorkerInfo on the dispatch channel until the worker answers as itself."""
+        while self.workers.get(entry.worker_id) is entry and not entry.lost_reason:
+            try:
+                reply = await entry.stub.GetWorkerInfo(worker_pb2.GetWorkerInfoRequest(), timeout=5.0)
+                if reply.worker.worker_id == entry.worker_id:
+                    entry.verified = True
+                    self.log.info("worker.reached", worker_id=entry.worker_id, address=entry.info.address)
+                    if self.on_ready is not None:
+                        self.on_ready()
+                    return
+                entry.pending_reason = (f"the service at {entry.info.address} answers as worker "
+                                        f"{reply.worker.worker_id!r}, not as this one")
+            except grpc.aio.AioRpcError as exc:
+                entry.pending_reason = (f"not reached at {entry.info.address} "
+                                        f"({exc.code().name}: {(exc.details() or '')[:200]})")
+            await asyncio.sleep(self.probe_interval_s)  # a retry pause, not synchronisation
 
     def get(self, worker_id: str) -> WorkerEntry | None:
         return self.workers.get(worker_id)
@@ -140,5 +197,8 @@ class WorkerRegistry:
         return [w for w in self.workers.values() if not w.lost_reason and w.last_heartbeat < deadline]
 
     async def close(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
         for entry in self.workers.values():
             await entry.channel.close()

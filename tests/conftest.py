@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from helpers import TEST_ADMIN_TOKEN, worker_channel
 
-from codecbench import logs, rpc
+from codecbench import logs
 from codecbench.v1 import worker_pb2_grpc
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
 
@@ -21,7 +22,8 @@ logs.configure("warning")
 @pytest_asyncio.fixture(scope="session")
 async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkerHandle]:
     """A real worker server on 127.0.0.1 (port 0), shared by the session."""
-    handle = await start_worker(WorkerConfig(data_dir=tmp_path_factory.mktemp("worker"), slots=2))
+    handle = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=tmp_path_factory.mktemp("worker"),
+                                             slots=2))
     yield handle
     await handle.stop(0)
 
@@ -29,6 +31,6 @@ async def worker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Work
 @pytest_asyncio.fixture(scope="session")
 async def worker_stub(worker: WorkerHandle) -> AsyncIterator[worker_pb2_grpc.WorkerServiceStub]:
     """A stub of the session's worker."""
-    channel = rpc.insecure_channel(worker.address)
+    channel = worker_channel(worker.address)
     yield worker_pb2_grpc.WorkerServiceStub(channel)
     await channel.close()

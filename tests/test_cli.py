@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import stat
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,12 +24,15 @@ import bjontegaard
 import numpy as np
 import pytest
 import pytest_asyncio
-from helpers import AGENTS, TEST_AGENTS, eventually
+from helpers import AGENTS, TEST_ADMIN_TOKEN, TEST_AGENTS, eventually
+from helpers.services import admin_token_file
 from PIL import Image
 from typer.testing import CliRunner, Result
 
+from codecbench import auth
 from codecbench.cli import app, parsing
 from codecbench.client import Client
+from codecbench.v1 import orchestrator_pb2
 from orchestrator_svc.server import OrchestratorConfig, start_orchestrator
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
@@ -45,22 +49,26 @@ class Services:
     address: str
     worker_id: str
     data_dir: Path
+    enroll_secret: str
 
 
 @pytest_asyncio.fixture(scope="module")
 async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
     """An orchestrator and a registered 2-slot worker, for this module."""
     root = tmp_path_factory.mktemp("cli")
-    orchestrator = await start_orchestrator(OrchestratorConfig(data_dir=root / "orchestrator"))
-    link = OrchestratorLink(orchestrator.address)
-    worker = await start_worker(WorkerConfig(data_dir=root / "worker", slots=2), link.read_blob)
+    orchestrator = await start_orchestrator(OrchestratorConfig(
+        data_dir=root / "orchestrator", admin_token_file=admin_token_file(root)))
+    link = OrchestratorLink(orchestrator.address, orchestrator.enroll_secret)
+    worker = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=root / "worker", slots=2),
+                                link.read_blob)
     registration = asyncio.create_task(link.keep_registered(worker))
     async with Client(orchestrator.address) as client:
         async def registered() -> bool:
-            return any(w.info.worker_id == worker.info.worker_id for w in await client.workers())
+            return any(w.info.worker_id == worker.info.worker_id and w.state == orchestrator_pb2.WORKER_STATE_READY
+                       for w in await client.workers())
 
         await eventually(registered, what="the worker registers")
-    yield Services(orchestrator.address, worker.info.worker_id, root)
+    yield Services(orchestrator.address, worker.info.worker_id, root, orchestrator.enroll_secret)
     registration.cancel()
     await worker.stop(0)
     await link.close()
@@ -301,8 +309,9 @@ async def test_run_on_photos(services: Services) -> None:
 
 
 async def test_workers_show_state_and_stale_reason(services: Services) -> None:
-    link = OrchestratorLink(services.address)
-    stale = await start_worker(WorkerConfig(data_dir=services.data_dir / "stale", build_id="0000stale0000000"),
+    link = OrchestratorLink(services.address, services.enroll_secret)
+    stale = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=services.data_dir / "stale",
+                                            build_id="0000stale0000000"),
                                link.read_blob)
     registration = asyncio.create_task(link.keep_registered(stale))
     try:
@@ -348,8 +357,12 @@ async def test_module_entry_point_reads_the_server_from_the_environment(services
 
 
 async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) -> None:
+    # Zero configuration: `up` in a folder, then the CLI in the same folder finds the admin token
+    # that `up` wrote into its default data dir (.codecbench/client.token); no token in the environment.
+    env = {k: v for k, v in os.environ.items() if k not in (auth.TOKEN_ENV, auth.TOKEN_FILE_ENV)}
+    data_dir = tmp_path / ".codecbench"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "codecbench.cli", "up", "--data-dir", str(tmp_path), "--port", "0",
+        sys.executable, "-m", "codecbench.cli", "up", "--port", "0", cwd=tmp_path, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
@@ -363,11 +376,21 @@ async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) 
         text = "\n".join(lines)
         address, orchestrator_pid = re.search(r"orchestrator listening on (\S+) \(pid (\d+)\)", text).groups()
         worker_id, worker_pid = re.search(r"worker (\S+) listening on \S+ \(pid (\d+)", text).groups()
-        services = Services(address, worker_id, tmp_path)
-        [status] = await invoke_json(services, "workers")
+        workers = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "codecbench.cli", "--server", address, "workers", "--json", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(workers.communicate(), timeout=60)
+        assert workers.returncode == 0, stderr.decode()
+        [status] = json.loads(stdout)
         assert status["info"]["worker_id"] == worker_id and status["info"]["pid"] == int(worker_pid)
         assert status["state"] == "WORKER_STATE_READY"
-        assert (tmp_path / "orchestrator" / "codecbench.db").is_file() and (tmp_path / "logs" / "worker.log").is_file()
+        assert (data_dir / "orchestrator" / "codecbench.db").is_file() and (data_dir / "logs" / "worker.log").is_file()
+        for private in (data_dir, data_dir / "orchestrator", data_dir / "logs"):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o700, private
+        for secret in (data_dir / auth.CLIENT_TOKEN_FILE, data_dir / "orchestrator" / auth.ENROLL_TOKEN_FILE,
+                       data_dir / "orchestrator" / "codecbench.db"):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
         assert "stopped" in (await process.stdout.read()).decode()

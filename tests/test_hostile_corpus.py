@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 import torch
-from helpers import agent_bundle, eventually, requires_bwrap
+from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually, requires_bwrap, worker_channel
 from helpers.services import orchestrator
 from helpers.worker import agent_processes, assert_good_agent_runs, png_bytes, request, run, tiny_dataset
 
-from codecbench import datasets, errors, rpc, tensors
+from codecbench import datasets, errors, tensors
 from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox.process import SandboxLimits
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
@@ -49,8 +49,8 @@ async def hostile(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Hos
     os.environ[SECRET] = "hunter2"
     data_dir = tmp_path_factory.mktemp("hostile-worker")
     async with orchestrator(tmp_path_factory.mktemp("hostile-orch")) as orch:
-        handle = await start_worker(WorkerConfig(data_dir=data_dir, limits=LIMITS))
-        channel = rpc.insecure_channel(handle.address)
+        handle = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=data_dir, limits=LIMITS))
+        channel = worker_channel(handle.address)
         try:
             yield Hostile(handle, worker_pb2_grpc.WorkerServiceStub(channel), orch.port, data_dir)
         finally:

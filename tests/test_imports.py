@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers.services import admin_token_file
+
 from codecbench.local import spawn_service
 
 HEAVY = frozenset({"torch", "scipy", "matplotlib", "bjontegaard", "skimage"})
@@ -59,6 +61,7 @@ async def test_a_started_orchestrator_and_ls_load_no_heavy_library(tmp_path: Pat
     imported torch, scipy or matplotlib on the way."""
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     orchestrator = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(tmp_path / "orch"),
+                                       "--admin-token-file", str(admin_token_file(tmp_path)),
                                        log_path=tmp_path / "orchestrator.log", env=env)
     try:
         ls = await asyncio.create_subprocess_exec(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import agent_bundle, eventually
-from helpers.services import attach_worker, free_port, orchestrator, write_images
+from helpers import agent_bundle, eventually, worker_channel
+from helpers.services import admin_token_file, attach_worker, free_port, orchestrator, write_images
 from helpers.worker import agent_processes
 
 from codecbench import errors, rpc, values
@@ -21,6 +21,7 @@ from codecbench.v1 import (
     errors_pb2,
     experiment_pb2,
     orchestrator_pb2,
+    orchestrator_pb2_grpc,
     types_pb2,
     worker_pb2,
     worker_pb2_grpc,
@@ -42,7 +43,7 @@ async def all_events(client: Client, experiment_id: str, after: int = 0) -> list
 async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(48, 64), (200, 180)])
     async with orchestrator(tmp_path / "orch") as orch:
-        worker = await attach_worker(orch.address, tmp_path / "w1")
+        worker = await attach_worker(orch, tmp_path / "w1")
         try:
             async with Client(orch.address) as client:
                 dataset = await client.upload_dataset("tiny", images)
@@ -67,7 +68,7 @@ async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path
                     ],
                 ),
             )
-            channel = rpc.insecure_channel(worker.handle.address)
+            channel = worker_channel(worker.handle.address)
             direct = [r.event async for r in worker_pb2_grpc.WorkerServiceStub(channel).RunExperiment(request)]
             await channel.close()
             direct_result = direct[-1].result
@@ -87,7 +88,8 @@ async def test_results_through_orchestrator_equal_direct_worker_results(tmp_path
 async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)] * 4)
     async with orchestrator(tmp_path / "orch") as orch:
-        args = ("--port", "0", "--orchestrator", orch.address, *worker_isolation_args())
+        args = ("--port", "0", "--orchestrator", orch.address, "--enroll-token-file",
+                str(tmp_path / "orch" / "enroll.token"), *worker_isolation_args())
         w1 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w1"), log_path=tmp_path / "w1.log")
         w2 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w2"), log_path=tmp_path / "w2.log")
         try:
@@ -139,10 +141,12 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
     images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
     port = free_port()
     data_dir = tmp_path / "orch"
-    orch_args = ("--port", str(port), "--data-dir", str(data_dir))
+    orch_args = ("--port", str(port), "--data-dir", str(data_dir), "--admin-token-file",
+                 str(admin_token_file(tmp_path)))
     orch = await spawn_service("orchestrator_svc", *orch_args, log_path=tmp_path / "orchestrator.log")
     worker = await spawn_service("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir",
-                                 str(tmp_path / "w"), *worker_isolation_args(), log_path=tmp_path / "worker.log")
+                                 str(tmp_path / "w"), "--enroll-token-file", str(data_dir / "enroll.token"),
+                                 *worker_isolation_args(), log_path=tmp_path / "worker.log")
     try:
         async with Client(orch.address) as client:
             await eventually(lambda: _count_ready(client, 1), what="worker registered")
@@ -181,8 +185,8 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
 async def test_stale_worker_gets_no_work_and_says_why(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:
-        stale = await attach_worker(orch.address, tmp_path / "stale", build_id="0ld0ld0ld0ld0ld0")
-        good = await attach_worker(orch.address, tmp_path / "good")
+        stale = await attach_worker(orch, tmp_path / "stale", build_id="0ld0ld0ld0ld0ld0")
+        good = await attach_worker(orch, tmp_path / "good")
         try:
             async with Client(orch.address) as client:
                 await eventually(lambda: _count_ready(client, 1), what="good worker registered")
@@ -212,7 +216,7 @@ async def test_request_id_repeat_creates_nothing(tmp_path: Path) -> None:
 async def test_watcher_resumes_from_last_sequence_without_gaps_or_repeats(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)] * 3)
     async with orchestrator(tmp_path / "orch") as orch:
-        worker = await attach_worker(orch.address, tmp_path / "w")
+        worker = await attach_worker(orch, tmp_path / "w")
         try:
             async with Client(orch.address) as client:
                 await client.upload_dataset("three", images)
@@ -235,7 +239,7 @@ async def test_watcher_resumes_from_last_sequence_without_gaps_or_repeats(tmp_pa
 async def test_cancel_running_experiment_kills_its_sandbox_children(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:
-        worker = await attach_worker(orch.address, tmp_path / "w")
+        worker = await attach_worker(orch, tmp_path / "w")
         try:
             async with Client(orch.address) as client:
                 await client.upload_dataset("one", images)
@@ -260,8 +264,8 @@ async def test_cancel_running_experiment_kills_its_sandbox_children(tmp_path: Pa
 
 async def test_heartbeat_silence_marks_worker_lost_and_drain_stops_new_work(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch", heartbeat_timeout_s=1.0) as orch:
-        silent = await attach_worker(orch.address, tmp_path / "silent")
-        draining = await attach_worker(orch.address, tmp_path / "draining")
+        silent = await attach_worker(orch, tmp_path / "silent")
+        draining = await attach_worker(orch, tmp_path / "draining")
         try:
             async with Client(orch.address) as client:
                 await eventually(lambda: _count_ready(client, 2), what="two workers registered")
@@ -314,7 +318,7 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
 
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
-        assert orch.store.schema_version() == 1
+        assert orch.store.schema_version() == 2  # 2: tokens, worker credentials, owners
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()
@@ -324,7 +328,7 @@ async def test_blobs_are_content_addressed_deduplicated_and_sent_to_a_worker_onc
     first = write_images(tmp_path / "a", [(32, 32), (40, 24)])
     second = write_images(tmp_path / "b", [(32, 32)])  # the same bytes as a/img0.png
     async with orchestrator(tmp_path / "orch") as orch:
-        worker = await attach_worker(orch.address, tmp_path / "w")
+        worker = await attach_worker(orch, tmp_path / "w")
         try:
             async with Client(orch.address) as client:
                 a = await client.upload_dataset("a", first)
@@ -410,18 +414,20 @@ async def test_list_filters_by_state_and_label_newest_first_with_pages(tmp_path:
 
 
 async def test_worker_id_registered_again_from_another_address_releases_its_running_experiment(tmp_path: Path) -> None:
+    """The holder of the worker's credential moves it; see tests/test_auth.py for a takeover without it."""
     images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
     async with orchestrator(tmp_path / "orch") as orch:
-        worker = await attach_worker(orch.address, tmp_path / "w")
+        worker = await attach_worker(orch, tmp_path / "w")
         try:
-            async with Client(orch.address) as client:
+            async with Client(orch.address) as client, rpc.channel(orch.address, orch.enroll_secret) as enroll:
                 await client.upload_dataset("two", images)
                 exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 600}])
                 await eventually(lambda: _state_is(client, exp.experiment_id, RUNNING), what="running")
-                impostor = worker_pb2.WorkerInfo()
-                impostor.CopyFrom(worker.handle.info)
-                impostor.address = f"127.0.0.1:{free_port()}"
-                await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=impostor))
+                moved = worker_pb2.WorkerInfo()
+                moved.CopyFrom(worker.handle.info)
+                moved.address = f"127.0.0.1:{free_port()}"
+                await orchestrator_pb2_grpc.OrchestratorServiceStub(enroll).RegisterWorker(
+                    orchestrator_pb2.RegisterWorkerRequest(worker=moved, worker_credential=worker.link.credential))
                 await eventually(
                     lambda: _state_is(client, exp.experiment_id, RUNNING, negate=True), what="no longer RUNNING"
                 )
@@ -447,6 +453,10 @@ class _HungWorker(worker_pb2_grpc.WorkerServiceServicer):
 
     def __init__(self) -> None:
         self.requests: list[worker_pb2.RunExperimentRequest] = []
+        self.info = worker_pb2.WorkerInfo()
+
+    async def GetWorkerInfo(self, request, context):  # noqa: N802 - answers the orchestrator's reachability probe
+        return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
     async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802
         self.requests.append(request)
@@ -469,10 +479,13 @@ async def test_hung_worker_call_times_out_and_the_experiment_does_not_stay_runni
     defaults = types_pb2.Timeouts(load_s=7, encode_s=8, decode_s=9, experiment_s=0.5 if limit_from != "request" else 60)
     info = worker_pb2.WorkerInfo(worker_id="w-hung", build_id=build.build_id(), slots=1, address=f"127.0.0.1:{port}",
                                  default_timeouts=defaults)
+    hung.info = info
     requested = types_pb2.Timeouts(experiment_s=0.5) if limit_from == "request" else types_pb2.Timeouts()
     try:
         async with orchestrator(tmp_path / "orch", call_slack_s=0.5) as orch, Client(orch.address) as client:
-            await client.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=info))
+            async with rpc.channel(orch.address, orch.enroll_secret) as enroll:
+                await orchestrator_pb2_grpc.OrchestratorServiceStub(enroll).RegisterWorker(
+                    orchestrator_pb2.RegisterWorkerRequest(worker=info))
             exp = await client.submit(
                 agent_bundle("jpeg"), points=[{"quality": 50}], max_attempts=1, timeouts=requested
             )
@@ -493,7 +506,7 @@ async def test_backlog_for_an_absent_gpu_does_not_block_cpu_experiments(tmp_path
         images = write_images(tmp_path / "imgs", [(32, 32)])
         await client.upload_dataset("one", images)
         cpu = await client.submit(agent_bundle("jpeg"), dataset="one", points=[{"quality": 50}])
-        worker = await attach_worker(orch.address, tmp_path / "w")
+        worker = await attach_worker(orch, tmp_path / "w")
         try:
             assert (await client.wait(cpu.experiment_id)).state == SUCCEEDED
         finally:

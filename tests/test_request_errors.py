@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
-from helpers import REPO, agent_bundle, eventually
+from helpers import REPO, TEST_ADMIN_TOKEN, agent_bundle, eventually, worker_channel
 from helpers.services import orchestrator
 from helpers.worker import png_bytes, request
 
@@ -56,11 +56,12 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
 
     root = tmp_path_factory.mktemp("request_errors")
     worker = await start_worker(
-        WorkerConfig(data_dir=root / "worker", slots=1, use_bwrap=False, warm_template=False), fetch
+        WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=root / "worker", slots=1, use_bwrap=False,
+                     warm_template=False), fetch
     )
     async with orchestrator(root / "orch") as orch:
-        orch_channel = rpc.insecure_channel(orch.address)
-        work_channel = rpc.insecure_channel(worker.address)
+        orch_channel = rpc.channel(orch.address, TEST_ADMIN_TOKEN)
+        work_channel = worker_channel(worker.address)
         yield Services(
             orch, worker, orchestrator_pb2_grpc.OrchestratorServiceStub(orch_channel),
             worker_pb2_grpc.WorkerServiceStub(work_channel), release,
@@ -284,7 +285,7 @@ GARBAGE = b"\xff\xff\xff\xff"
 async def test_undecodable_request_body_is_invalid_argument(services: Services, service: str, method: str,
                                                             kind: str) -> None:
     address = services.orchestrator.address if service == "orchestrator" else services.worker.address
-    async with grpc.aio.insecure_channel(address) as channel:  # raw bytes: no serializer of our own
+    async with rpc.channel(address, TEST_ADMIN_TOKEN) as channel:  # raw bytes: no serializer of our own
         multicallable = getattr(channel, kind)(method)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             if kind == "unary_unary":

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 import pytest_asyncio
 import torch
-from helpers import REPO, agent_bundle, requires_bwrap
+from helpers import REPO, TEST_ADMIN_TOKEN, agent_bundle, requires_bwrap, worker_channel
 from helpers.worker import request, run
 from PIL import Image
 
-from codecbench import datasets, errors, rpc, values
+from codecbench import datasets, errors, values
 from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import isolation
 from sandbox.launchers import make_launcher
@@ -58,12 +58,12 @@ async def make_worker(tmp_path: Path) -> AsyncIterator:
 
     async def start(use_bwrap: bool = True, warm: bool = True, view: FilesystemView | None = None) -> Worker:
         handle = await start_worker(WorkerConfig(data_dir=tmp_path / f"worker-{len(started)}", use_bwrap=use_bwrap,
-                                                 warm_template=warm))
+                                                 warm_template=warm, admin_token=TEST_ADMIN_TOKEN))
         if view is not None:
             await handle.servicer.settings.launcher.close()
             launcher = await make_launcher(isolation.BWRAP, view, warm=warm)
             handle.servicer.settings = SandboxSettings(launcher=launcher, limits=handle.servicer.settings.limits)
-        channel = rpc.insecure_channel(handle.address)
+        channel = worker_channel(handle.address)
         started.append((handle, channel))
         return Worker(handle, worker_pb2_grpc.WorkerServiceStub(channel))
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import agent_bundle, requires_bwrap
+from helpers import TEST_ADMIN_TOKEN, agent_bundle, requires_bwrap, worker_channel
 from helpers.worker import request, run
 
-from codecbench import rpc, tensors
+from codecbench import tensors
 from codecbench.v1 import types_pb2, worker_pb2, worker_pb2_grpc
 from sandbox import cgroups
 from worker_svc.server import WorkerConfig, start_worker
@@ -73,8 +73,8 @@ async def test_pids_cgroup_refuses_forks_past_its_limit() -> None:
 async def test_without_a_sandbox_the_cheating_decoder_does_recover_the_image(tmp_path: Path) -> None:
     """Control for the corpus: the same agent, with process-only isolation (shared /tmp), gets a
     lossless result. So the corpus's "not recovered" is the sandbox's doing, not a broken cheat."""
-    handle = await start_worker(WorkerConfig(data_dir=tmp_path, use_bwrap=False))
-    channel = rpc.insecure_channel(handle.address)
+    handle = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=tmp_path, use_bwrap=False))
+    channel = worker_channel(handle.address)
     try:
         assert handle.info.isolation == types_pb2.ISOLATION_PROCESS
         _, terminal = await run(worker_pb2_grpc.WorkerServiceStub(channel), request("hostile_cheat_files"))

@@ -21,7 +21,8 @@ import grpc
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, agent_bundle
+from helpers import REPO, agent_bundle, worker_channel
+from helpers.services import admin_token_file
 from helpers.worker import TINY_SIZES, request, result_of, run
 from PIL import Image
 
@@ -266,7 +267,8 @@ async def test_payload_over_the_limit_is_refused_with_the_limit_stated(worker) -
 async def test_worker_cli_serves_and_stops_cleanly_on_sigterm(tmp_path) -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "worker_svc", "--port", "0", "--data-dir", str(tmp_path / "data"),
-        "--log-level", "warning", *worker_isolation_args(), cwd=str(REPO),
+        "--log-level", "warning", "--admin-token-file", str(admin_token_file(tmp_path)),
+        *worker_isolation_args(), cwd=str(REPO),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -275,7 +277,7 @@ async def test_worker_cli_serves_and_stops_cleanly_on_sigterm(tmp_path) -> None:
         assert match, f"no address in {line!r}"
         address, port = match.group(1), int(match.group(2))
         assert port > 0
-        async with rpc.insecure_channel(address) as channel:
+        async with worker_channel(address) as channel:
             info = (await worker_pb2_grpc.WorkerServiceStub(channel).GetWorkerInfo(
                 worker_pb2.GetWorkerInfoRequest(), timeout=30
             )).worker

@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from codecbench import devices, logs, rpc
+from codecbench import auth, devices, logs, rpc
 from sandbox import isolation
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
@@ -34,8 +34,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-bwrap", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-warm-template", action="store_true",
                         help="start a new interpreter for each agent process instead of forking a warm template")
+    parser.add_argument("--enroll-token-file", type=Path,
+                        help="the orchestrator's enrollment secret (its DATA_DIR/enroll.token); needed with "
+                        "--orchestrator")
+    parser.add_argument("--admin-token-file", type=Path,
+                        help="a local token this worker also accepts, for debugging with grpcurl -H 'authorization: "
+                        "Bearer TOKEN'")
+    rpc.add_tls_arguments(parser)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    if args.orchestrator and not args.enroll_token_file:
+        parser.error("--orchestrator needs --enroll-token-file (the orchestrator's enroll.token)")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    try:
+        rpc.check_listen_security(args.host, rpc.tls_from_args(args), args.insecure)
+        args.enroll_secret = auth.read_secret_file(args.enroll_token_file) if args.enroll_token_file else ""
+        args.admin_token = auth.read_secret_file(args.admin_token_file) if args.admin_token_file else ""
+    except (OSError, ValueError) as exc:
+        parser.error(str(exc))
     if args.slots < 1:
         parser.error(f"--slots: {args.slots} must be at least 1")
     if args.no_bwrap:
@@ -51,8 +68,11 @@ async def serve(args: argparse.Namespace) -> None:
     config = WorkerConfig(
         data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=devices.parse(args.device),
         build_id=args.build_id, use_bwrap=args.isolation == "bwrap", warm_template=not args.no_warm_template,
+        admin_token=args.admin_token, tls=rpc.tls_from_args(args), insecure=args.insecure,
     )
-    orchestrator = OrchestratorLink(args.orchestrator) if args.orchestrator else None
+    orchestrator = None
+    if args.orchestrator:
+        orchestrator = OrchestratorLink(args.orchestrator, args.enroll_secret, rpc.tls_from_args(args))
     handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)
     print(f"codecbench worker {handle.info.worker_id} listening on {handle.address}", flush=True)
     heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None

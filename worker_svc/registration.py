@@ -1,4 +1,11 @@
-"""The worker's link to an orchestrator: registration, heartbeats and blob reads."""
+"""The worker's link to an orchestrator: enrollment, heartbeats and blob reads.
+
+The worker registers with the enrollment secret as its bearer token and receives a per-worker
+credential bound to its id. It sends that credential on ``Heartbeat`` and ``ReadBlob``, and
+accepts it (through :class:`worker_svc.server.WorkerGuard`) when the orchestrator calls back. It
+keeps the credential for its whole life and presents it when it registers again (after a broken
+link or an orchestrator restart: the orchestrator stored the binding, so the id stays this worker's).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +18,20 @@ from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 
 
 class OrchestratorLink:
-    """A channel to the orchestrator, used for heartbeats and content-addressed blob reads."""
+    """Channels to the orchestrator: one for enrollment, one that carries the worker's credential.
 
-    def __init__(self, address: str) -> None:
+    Args:
+        address: the orchestrator's ``host:port``.
+        enroll_secret: the enrollment secret (``--enroll-token-file``).
+        tls: the worker's TLS settings as a client (its certificate for mutual TLS, the CA).
+    """
+
+    def __init__(self, address: str, enroll_secret: str, tls: rpc.TlsConfig = rpc.NO_TLS) -> None:
         self.address = address
-        self.channel = rpc.insecure_channel(address)
+        self.credential = ""
+        self._enroll_channel = rpc.channel(address, enroll_secret, tls)
+        self._enroll_stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self._enroll_channel)
+        self.channel = rpc.channel(address, lambda: self.credential, tls)
         self.stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
 
     async def read_blob(self, sha256: str) -> bytes:
@@ -29,19 +45,35 @@ class OrchestratorLink:
             parts.append(response.data)
         return b"".join(parts)
 
+    async def register(self, handle: object) -> orchestrator_pb2.RegisterWorkerResponse:
+        """Registers once (presenting the credential of an earlier registration, if any) and makes
+        the worker accept the credential it gets back.
+
+        Raises:
+            grpc.aio.AioRpcError: refused (UNAUTHENTICATED: wrong enrollment secret; ALREADY_EXISTS:
+                the id is bound to another credential) or unreachable.
+        """
+        reply = await self._enroll_stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(
+            worker=handle.info, worker_credential=self.credential))  # type: ignore[attr-defined]
+        self.credential = reply.worker_credential
+        handle.guard.orchestrator_credential = reply.worker_credential  # type: ignore[attr-defined]
+        return reply
+
     async def keep_registered(self, handle: object, retry_s: float = 1.0) -> None:
         """Registers, then sends heartbeats at the interval the orchestrator asks for; registers
         again after any failure (an orchestrator restart forgets nothing it stored, but a new one
         must learn this worker's address)."""
-        log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id, orchestrator=self.address)
+        log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id,  # type: ignore[attr-defined]
+                              orchestrator=self.address)
         while True:
             try:
-                reply = await self.stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=handle.info))
+                reply = await self.register(handle)
                 log.info("worker.registered", state=orchestrator_pb2.WorkerState.Name(reply.status.state))
                 while True:
                     await asyncio.sleep(reply.heartbeat_interval_s or 2.0)
                     await self.stub.Heartbeat(orchestrator_pb2.HeartbeatRequest(
-                        worker_id=handle.info.worker_id, slots_in_use=handle.servicer.slots_in_use,
+                        worker_id=handle.info.worker_id,  # type: ignore[attr-defined]
+                        slots_in_use=handle.servicer.slots_in_use,  # type: ignore[attr-defined]
                     ))
             except grpc.aio.AioRpcError as exc:
                 log.warning("worker.heartbeat_failed", code=exc.code().name, detail=exc.details())
@@ -49,3 +81,4 @@ class OrchestratorLink:
 
     async def close(self) -> None:
         await self.channel.close()
+        await self._enroll_channel.close()

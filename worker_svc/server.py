@@ -3,6 +3,12 @@
 :func:`start_worker` binds (port 0 picks a free port), starts serving and returns a handle whose
 ``port`` tests and the CLI use; :meth:`WorkerHandle.stop` flips health to NOT_SERVING, then stops
 gracefully.
+
+Only the orchestrator runs code here: every WorkerService call must carry, as its bearer token,
+the per-worker credential that the orchestrator issued at registration (and presents back when it
+dispatches), or the worker's local admin token (``--admin-token-file``, for debugging with
+``grpcurl -H 'authorization: Bearer TOKEN'``). Health and reflection stay open. The data
+directory is 0700, cached blobs 0600.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import torch
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
 
-from codecbench import build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
+from codecbench import auth, build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
 from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, echo
 from codecbench.status import ErrorBoundary, in_field
 from codecbench.timeouts import default_timeouts
@@ -58,6 +64,11 @@ class WorkerConfig:
         use_bwrap: False forces process-only isolation even when bwrap is installed.
         warm_template: fork agent processes from a warm template (needs bwrap and namespaces);
             False starts a new interpreter for each.
+        admin_token: a local token accepted on every WorkerService call besides the orchestrator's
+            credential (debugging with grpcurl; tests of a standalone worker); "" accepts none.
+        tls: this worker's certificate and key; with a CA, callers (the orchestrator) must present a
+            certificate it signed, and the worker verifies the orchestrator with it.
+        insecure: allow plaintext on a non-loopback address.
     """
 
     data_dir: Path
@@ -71,6 +82,45 @@ class WorkerConfig:
     # Limits where a request leaves a timeout at 0; reported in WorkerInfo.default_timeouts.
     timeouts: types_pb2.Timeouts = field(default_factory=default_timeouts)
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    admin_token: str = field(default="", repr=False)
+    tls: rpc.TlsConfig = rpc.NO_TLS
+    insecure: bool = False
+
+
+class WorkerGuard:
+    """Admits the orchestrator (this worker's credential) and the local admin token (a
+    :data:`codecbench.status.Guard`).
+
+    Attributes:
+        orchestrator_credential: the per-worker credential the orchestrator issued at registration
+            (set by :class:`worker_svc.registration.OrchestratorLink`); "" before.
+    """
+
+    def __init__(self, admin_token: str) -> None:
+        self.admin_token = admin_token
+        self.orchestrator_credential = ""
+
+    def __call__(self, full_method: str, metadata: object) -> auth.Principal | None:
+        """Authenticates one call.
+
+        Returns:
+            The caller, or None for health and reflection.
+
+        Raises:
+            errors.Unauthenticated: no token, or another one.
+        """
+        if full_method.startswith(auth.OPEN_SERVICES):
+            return None
+        token = auth.bearer(metadata)  # type: ignore[arg-type]
+        if not token:
+            raise errors.Unauthenticated(
+                "missing bearer token: only the orchestrator this worker registered with (or a local admin token, "
+                "--admin-token-file) may call it")
+        if auth.same_secret(token, self.orchestrator_credential):
+            return auth.Principal("orchestrator", auth.ROLE_ORCHESTRATOR)
+        if auth.same_secret(token, self.admin_token):
+            return auth.Principal("local-admin", auth.ROLE_ADMIN)
+        raise errors.Unauthenticated("the bearer token is not this worker's orchestrator credential or admin token")
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
@@ -85,6 +135,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._free_slots = config.slots
         self.running: set[str] = set()
         self.log = logs.get_logger("worker", worker_id=info.worker_id)
+
 
     @property
     def slots_in_use(self) -> int:
@@ -300,6 +351,7 @@ class WorkerHandle:
     info: worker_pb2.WorkerInfo
     servicer: WorkerServicer
     health: object
+    guard: WorkerGuard
 
     @property
     def address(self) -> str:
@@ -317,13 +369,17 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
 
     Raises:
         OSError: the address could not be bound.
+        ValueError: a non-loopback address without TLS or ``config.insecure``.
     """
+    rpc.check_listen_security(config.host, config.tls, config.insecure)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(config.data_dir, 0o700)
     # The worker's own torch work is metrics; one thread keeps it from fighting the agent
     # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
     torch.set_num_threads(1)
-    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary()])
-    port = rpc.bind(server, config.host, config.port)
+    guard = WorkerGuard(config.admin_token)
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard)])
+    port = rpc.bind(server, config.host, config.port, config.tls)
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)
     if info.isolation != types_pb2.ISOLATION_BWRAP:
@@ -341,4 +397,4 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
              isolation=types_pb2.Isolation.Name(info.isolation))
-    return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health)
+    return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health, guard=guard)

@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from codecbench import analysis, devices, errors, states, values
+from codecbench import analysis, auth, devices, errors, rpc, states, values
 from codecbench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, views
 from codecbench.cli.follow import follow
 from codecbench.cli.parsing import UsageError, parameter_grid, parse_labels, parse_since, parse_states
@@ -35,11 +35,13 @@ from codecbench.v1 import types_pb2
 
 @dataclass
 class Settings:
-    """Per-invocation state: where the orchestrator is and where output goes."""
+    """Per-invocation state: where the orchestrator is, how to authenticate, and where output goes."""
 
     server: str
     out: Console
     err: Console
+    token_file: Path | None = None
+    tls: rpc.TlsConfig = rpc.NO_TLS
 
 
 app = typer.Typer(
@@ -58,8 +60,20 @@ def _main(
     server: Annotated[str, typer.Option(
         "--server", envvar="CODECBENCH_SERVER", help="Orchestrator host:port (env CODECBENCH_SERVER).",
     )] = DEFAULT_SERVER,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", envvar=auth.TOKEN_FILE_ENV,
+        help="File holding your API token (default: $CODECBENCH_TOKEN, else .codecbench/client.token, which "
+             "`codecbench up` writes).",
+    )] = None,
+    tls_ca: Annotated[Path | None, typer.Option(
+        "--tls-ca", envvar="CODECBENCH_TLS_CA", help="PEM CA of the orchestrator's certificate (TLS).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        "--tls-cert", envvar="CODECBENCH_TLS_CERT", help="Your PEM client certificate (mutual TLS).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        "--tls-key", envvar="CODECBENCH_TLS_KEY", help="The private key of --tls-cert.")] = None,
 ) -> None:
-    ctx.obj = Settings(server=server, out=views.make_console(), err=views.make_console(stderr=True))
+    ctx.obj = Settings(server=server, out=views.make_console(), err=views.make_console(stderr=True),
+                       token_file=token_file, tls=rpc.TlsConfig(cert=tls_cert, key=tls_key, ca=tls_ca))
 
 
 # -- plumbing ----------------------------------------------------------------------------------
@@ -75,7 +89,7 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
     settings: Settings = ctx.obj
 
     async def session() -> int:
-        async with Client(settings.server) as client:
+        async with Client(settings.server, token_file=settings.token_file, tls=settings.tls) as client:
             return await work(client, settings)
 
     try:
@@ -84,7 +98,7 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
         settings.err.print(Text(f"error: cannot reach the orchestrator at {settings.server} ({exc}); start one with "
                                 "`codecbench up`, or point --server / CODECBENCH_SERVER at it", style="red"))
         code = EXIT_USAGE
-    except (errors.CodecbenchError, UsageError) as exc:
+    except (errors.CodecbenchError, UsageError, OSError) as exc:  # OSError: an unreadable token or TLS file
         settings.err.print(Text(f"error: {exc}", style="red"))
         code = EXIT_USAGE
     except KeyboardInterrupt:
@@ -121,6 +135,8 @@ def up(
                       f"(pid {services.worker.pid}, {worker_slots} slot(s))")
         console.print(f"logs: {services.orchestrator.log_path}, {services.worker.log_path}")
         console.print(f"use it: export CODECBENCH_SERVER={services.orchestrator.address}; Ctrl-C stops both")
+        if services.token_file.resolve() != auth.DEFAULT_TOKEN_PATH.resolve():
+            console.print(f"your admin token: export {auth.TOKEN_FILE_ENV}={services.token_file}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -316,6 +332,22 @@ def datasets_add(
         except FileNotFoundError as exc:
             raise UsageError(str(exc)) from exc
         s.out.print(f"dataset {d.name}: {len(d.images)} image(s), digest {d.digest[:16]}")
+        return 0
+
+    _call(ctx, work)
+
+
+@datasets_app.command("share")
+def datasets_share(
+    ctx: typer.Context,
+    name: str,
+    unshare: Annotated[bool, typer.Option("--unshare", help="Make it private to its owner again.")] = False,
+) -> None:
+    """Let every user read dataset NAME and run experiments on it (admins only)."""
+
+    async def work(client: Client, s: Settings) -> int:
+        d = await client.share_dataset(name, shared=not unshare)
+        s.out.print(f"dataset {d.name} is {'shared with every user' if d.shared else f'private to {d.owner}'}")
         return 0
 
     _call(ctx, work)

@@ -36,6 +36,8 @@ class _WorkerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkerSta
     WORKER_STATE_DRAINING: _WorkerState.ValueType  # 3
     WORKER_STATE_STALE: _WorkerState.ValueType  # 4
     WORKER_STATE_LOST: _WorkerState.ValueType  # 5
+    WORKER_STATE_PENDING: _WorkerState.ValueType  # 6
+    """Registered, but the orchestrator has not yet reached it at its address with its credential."""
 
 class WorkerState(_WorkerState, metaclass=_WorkerStateEnumTypeWrapper): ...
 
@@ -45,6 +47,8 @@ WORKER_STATE_BUSY: WorkerState.ValueType  # 2
 WORKER_STATE_DRAINING: WorkerState.ValueType  # 3
 WORKER_STATE_STALE: WorkerState.ValueType  # 4
 WORKER_STATE_LOST: WorkerState.ValueType  # 5
+WORKER_STATE_PENDING: WorkerState.ValueType  # 6
+"""Registered, but the orchestrator has not yet reached it at its address with its credential."""
 Global___WorkerState: _TypeAlias = WorkerState  # noqa: Y015
 
 @_typing.final
@@ -90,6 +94,7 @@ class Experiment(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     state: _experiment_pb2.ExperimentState.ValueType
     attempt: _builtins.int
@@ -103,6 +108,8 @@ class Experiment(_message.Message):
     worker_id: _builtins.str
     last_sequence: _builtins.int
     """Sequence number of the last stored event."""
+    owner: _builtins.str
+    """The user whose token created it; only they (and admins) see, watch and cancel it."""
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
         """The bundle's files are listed without content."""
@@ -149,10 +156,11 @@ class Experiment(_message.Message):
         result: _experiment_pb2.ExperimentResult | None = ...,
         error: _errors_pb2.Error | None = ...,
         last_sequence: _builtins.int = ...,
+        owner: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "result", b"result", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "points", b"points", "priority", b"priority", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -463,10 +471,16 @@ class Dataset(_message.Message):
     IMAGES_FIELD_NUMBER: _builtins.int
     BUILTIN_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    OWNER_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     digest: _builtins.str
     """sha256 over the sorted (name, image sha256) pairs."""
     builtin: _builtins.bool
+    owner: _builtins.str
+    """The user who uploaded it ("" for built-in datasets)."""
+    shared: _builtins.bool
+    """Marked shared by an admin: every user may read its images and run experiments on it."""
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.BlobRef]:
         """The images, listed without content."""
@@ -481,10 +495,12 @@ class Dataset(_message.Message):
         images: _abc.Iterable[_types_pb2.BlobRef] | None = ...,
         builtin: _builtins.bool = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        owner: _builtins.str = ...,
+        shared: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "create_time", b"create_time", "digest", b"digest", "images", b"images", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["builtin", b"builtin", "create_time", b"create_time", "digest", b"digest", "images", b"images", "name", b"name", "owner", b"owner", "shared", b"shared"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -598,6 +614,49 @@ class ListDatasetsRequest(_message.Message):
 Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
 
 @_typing.final
+class ShareDatasetRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    shared: _builtins.bool
+    """false makes it private to its owner again."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        shared: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "shared", b"shared"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareDatasetRequest: _TypeAlias = ShareDatasetRequest  # noqa: Y015
+
+@_typing.final
+class ShareDatasetResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATASET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def dataset(self) -> Global___Dataset: ...
+    def __init__(
+        self,
+        *,
+        dataset: Global___Dataset | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dataset", b"dataset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareDatasetResponse: _TypeAlias = ShareDatasetResponse  # noqa: Y015
+
+@_typing.final
 class ListDatasetsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -702,16 +761,22 @@ class RegisterWorkerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_FIELD_NUMBER: _builtins.int
+    WORKER_CREDENTIAL_FIELD_NUMBER: _builtins.int
+    worker_credential: _builtins.str
+    """The credential of an earlier registration of this worker id ("" the first time): a worker
+    id that is known is only taken by the holder of its credential.
+    """
     @_builtins.property
     def worker(self) -> _worker_pb2.WorkerInfo: ...
     def __init__(
         self,
         *,
         worker: _worker_pb2.WorkerInfo | None = ...,
+        worker_credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["worker", b"worker"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker", b"worker"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker", b"worker", "worker_credential", b"worker_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,8 +788,13 @@ class RegisterWorkerResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    WORKER_CREDENTIAL_FIELD_NUMBER: _builtins.int
     heartbeat_interval_s: _builtins.float
     """Seconds between heartbeats the orchestrator expects."""
+    worker_credential: _builtins.str
+    """The per-worker credential: the worker's bearer token for Heartbeat and ReadBlob, and what the
+    orchestrator presents when it calls the worker.
+    """
     @_builtins.property
     def status(self) -> Global___WorkerStatus: ...
     def __init__(
@@ -732,10 +802,11 @@ class RegisterWorkerResponse(_message.Message):
         *,
         status: Global___WorkerStatus | None = ...,
         heartbeat_interval_s: _builtins.float = ...,
+        worker_credential: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["heartbeat_interval_s", b"heartbeat_interval_s", "status", b"status", "worker_credential", b"worker_credential"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

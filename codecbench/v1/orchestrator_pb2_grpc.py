@@ -69,6 +69,11 @@ class OrchestratorServiceStub:
                 request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsRequest.SerializeToString,
                 response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
                 _registered_method=True)
+        self.ShareDataset = channel.unary_unary(
+                '/codecbench.v1.OrchestratorService/ShareDataset',
+                request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.SerializeToString,
+                response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.FromString,
+                _registered_method=True)
         self.ReadBlob = channel.unary_stream(
                 '/codecbench.v1.OrchestratorService/ReadBlob',
                 request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ReadBlobRequest.SerializeToString,
@@ -145,6 +150,13 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareDataset(self, request, context):
+        """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadBlob(self, request, context):
         """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB.
         """
@@ -153,7 +165,8 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterWorker(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -214,6 +227,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ListDatasets,
                     request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsRequest.FromString,
                     response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'ShareDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareDataset,
+                    request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.FromString,
+                    response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.SerializeToString,
             ),
             'ReadBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadBlob,
@@ -430,6 +448,33 @@ class OrchestratorService:
             '/codecbench.v1.OrchestratorService/ListDatasets',
             codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsRequest.SerializeToString,
             codecbench_dot_v1_dot_orchestrator__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codecbench.v1.OrchestratorService/ShareDataset',
+            codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.SerializeToString,
+            codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

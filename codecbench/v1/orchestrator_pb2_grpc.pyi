@@ -42,9 +42,12 @@ class OrchestratorServiceStub:
     CreateDataset: _grpc.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]
     """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]
+    ShareDataset: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]
+    """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
     ReadBlob: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]
     """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB."""
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]
+    """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential."""
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.HeartbeatRequest, _orchestrator_pb2.HeartbeatResponse]
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
@@ -64,9 +67,12 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     CreateDataset: _aio.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]  # type: ignore[assignment]
     """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
     ListDatasets: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    ShareDataset: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]  # type: ignore[assignment]
+    """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
     ReadBlob: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]  # type: ignore[assignment]
     """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB."""
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
+    """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential."""
     Heartbeat: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.HeartbeatRequest, _orchestrator_pb2.HeartbeatResponse]  # type: ignore[assignment]
     ListWorkers: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]  # type: ignore[assignment]
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
@@ -127,6 +133,14 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_orchestrator_pb2.ListDatasetsResponse, _abc.Awaitable[_orchestrator_pb2.ListDatasetsResponse]]: ...
 
     @_abc_1.abstractmethod
+    def ShareDataset(
+        self,
+        request: _orchestrator_pb2.ShareDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ShareDatasetResponse, _abc.Awaitable[_orchestrator_pb2.ShareDatasetResponse]]:
+        """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
+
+    @_abc_1.abstractmethod
     def ReadBlob(
         self,
         request: _orchestrator_pb2.ReadBlobRequest,
@@ -139,7 +153,8 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _orchestrator_pb2.RegisterWorkerRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.RegisterWorkerResponse, _abc.Awaitable[_orchestrator_pb2.RegisterWorkerResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.RegisterWorkerResponse, _abc.Awaitable[_orchestrator_pb2.RegisterWorkerResponse]]:
+        """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential."""
 
     @_abc_1.abstractmethod
     def Heartbeat(

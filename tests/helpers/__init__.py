@@ -8,18 +8,29 @@ Starting real services is :mod:`helpers.services`; the worker-service helpers ar
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
+import grpc
 import pytest
 
-from codecbench import bundles
+from codecbench import auth, bundles, rpc
 from codecbench.local import eventually
 from codecbench.v1 import types_pb2
 
 REPO = Path(__file__).resolve().parents[2]
 AGENTS = REPO / "agents"
 TEST_AGENTS = REPO / "tests" / "agents"
+# One admin token for the whole test session: a Client() without arguments finds it in the
+# environment; the orchestrators of helpers.services accept it, and test workers take it as their
+# local admin token (WorkerConfig.admin_token), so tests may call them directly.
+TEST_ADMIN_TOKEN = os.environ.setdefault(auth.TOKEN_ENV, auth.new_token())
+
+
+def worker_channel(address: str) -> grpc.aio.Channel:
+    """A channel to a test worker that presents :data:`TEST_ADMIN_TOKEN`."""
+    return rpc.channel(address, TEST_ADMIN_TOKEN)
 
 
 # Tests of what bubblewrap does (namespaces, the filesystem view, the agent's uid) need it; the rest
@@ -36,4 +47,5 @@ def agent_bundle(name: str) -> types_pb2.AgentBundle:
     return bundles.bundle_from_dir(folder)
 
 
-__all__ = ["AGENTS", "REPO", "TEST_AGENTS", "agent_bundle", "eventually", "requires_bwrap"]
+__all__ = ["AGENTS", "REPO", "TEST_ADMIN_TOKEN", "TEST_AGENTS", "agent_bundle", "eventually", "requires_bwrap",
+           "worker_channel"]

@@ -1,6 +1,11 @@
 """Starting real codecbench services in the test's process (an orchestrator, workers that register
 with it), and test data for them. Services as child processes that a test can SIGKILL are
-:func:`codecbench.local.spawn_service`, the launcher's own helper."""
+:func:`codecbench.local.spawn_service`, the launcher's own helper.
+
+Authentication: the test session has one admin token, :data:`TEST_ADMIN_TOKEN`, in
+``$CODECBENCH_TOKEN`` (so every ``Client()`` of the tests sends it); every orchestrator these
+helpers start accepts it (:func:`admin_token_file`), and workers attach with the
+orchestrator's enrollment secret."""
 
 from __future__ import annotations
 
@@ -11,10 +16,20 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from codecbench import auth
+from helpers import TEST_ADMIN_TOKEN
 from helpers.worker import png_bytes
 from orchestrator_svc.server import OrchestratorConfig, OrchestratorHandle, start_orchestrator
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
+
+
+def admin_token_file(folder: Path) -> Path:
+    """A 0600 file holding :data:`TEST_ADMIN_TOKEN` (for ``--admin-token-file`` of a spawned orchestrator)."""
+    path = folder / "test-admin.token"
+    if not path.exists():
+        auth.write_secret_file(path, TEST_ADMIN_TOKEN)
+    return path
 
 
 def free_port() -> int:
@@ -44,15 +59,32 @@ class AttachedWorker:
         await self.link.close()
 
 
-async def attach_worker(orchestrator_address: str, data_dir: Path, **config: object) -> AttachedWorker:
-    """An in-process worker that registers with the orchestrator and sends heartbeats."""
-    link = OrchestratorLink(orchestrator_address)
+async def attach_worker(
+    orchestrator: OrchestratorHandle | str, data_dir: Path, enroll_secret: str = "", **config: object
+) -> AttachedWorker:
+    """An in-process worker that registers with the orchestrator and sends heartbeats.
+
+    Args:
+        orchestrator: an in-process orchestrator, or the address of one (then ``enroll_secret`` is needed).
+        data_dir: the worker's data directory.
+        enroll_secret: the enrollment secret; default: the in-process orchestrator's.
+        config: more :class:`WorkerConfig` fields.
+    """
+    if isinstance(orchestrator, str):
+        address = orchestrator
+    else:
+        address, enroll_secret = orchestrator.address, enroll_secret or orchestrator.enroll_secret
+    link = OrchestratorLink(address, enroll_secret)
+    config.setdefault("admin_token", TEST_ADMIN_TOKEN)
     handle = await start_worker(WorkerConfig(data_dir=data_dir, **config), link.read_blob)  # type: ignore[arg-type]
     return AttachedWorker(handle, link, asyncio.create_task(link.keep_registered(handle)))
 
 
 @asynccontextmanager
 async def orchestrator(data_dir: Path, **config: object) -> AsyncIterator[OrchestratorHandle]:
+    """An in-process orchestrator that accepts :data:`TEST_ADMIN_TOKEN` as an admin token."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config.setdefault("admin_token_file", admin_token_file(data_dir))
     handle = await start_orchestrator(OrchestratorConfig(data_dir=data_dir, **config))  # type: ignore[arg-type]
     try:
         yield handle
