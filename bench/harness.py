@@ -257,9 +257,7 @@ async def wait_for_ready_worker(client: Client, worker: LocalService, timeout_s:
     """
 
     async def ready() -> bool:
-        # TODO(issue 10 point 4): the ignore goes once Client annotates with builtins.list (its `list` method
-        # shadows the builtin in its annotations).
-        for status in await client.workers():  # type: ignore[attr-defined]
+        for status in await client.workers():
             if status.state == orchestrator_pb2.WORKER_STATE_READY:
                 return True
             if status.state in (orchestrator_pb2.WORKER_STATE_STALE, orchestrator_pb2.WORKER_STATE_LOST):

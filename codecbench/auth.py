@@ -71,6 +71,7 @@ class Principal:
 
     @property
     def is_admin(self) -> bool:
+        """Whether the caller has the admin role."""
         return self.role == ROLE_ADMIN
 
 

@@ -76,8 +76,23 @@ def entry_paths(entry_module: str) -> tuple[str, str]:
     return f"{base}.py", f"{base}/__init__.py"
 
 
+def check_size(ref: types_pb2.BlobRef, field: str) -> None:
+    """A file's declared ``size_bytes`` is not negative and, when it comes with its content, is the
+    content's length (0 means not stated). A negative size would subtract from a size limit's sum.
+
+    Raises:
+        InvalidArgument: naming ``<field>.size_bytes``.
+    """
+    if ref.size_bytes < 0:
+        raise InvalidArgument(f"{field}.size_bytes", f"{ref.size_bytes} is negative")
+    if ref.content and ref.size_bytes and ref.size_bytes != len(ref.content):
+        raise InvalidArgument(
+            f"{field}.size_bytes", f"{ref.size_bytes} disagrees with the {len(ref.content)} bytes of content"
+        )
+
+
 def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: bool = False) -> None:
-    """Checks a bundle: files, paths, digests, sizes and the entry module.
+    """Checks a bundle: files, paths, digests, sizes (:func:`check_size`) and the entry module.
 
     Args:
         bundle: the bundle as a request carries it.
@@ -117,6 +132,7 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
             raise InvalidArgument(f"{where}.name", f"{echo(f.name)} is both a file and a folder of the bundle")
         seen.add(f.name)
         seen_folders.update(folders)
+        check_size(f, where)
         size = len(f.content) if f.content else f.size_bytes
         if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
             raise InvalidArgument(f"{where}.sha256", "does not match the content")
@@ -139,7 +155,7 @@ def with_content(bundle: types_pb2.AgentBundle, fetch: Callable[[str], bytes] | 
 
     Raises:
         ValueError: a file without content and no way to fetch it, or fetched bytes whose digest
-            does not match.
+            or length does not match.
     """
     full = types_pb2.AgentBundle()
     full.CopyFrom(bundle)
@@ -150,6 +166,8 @@ def with_content(bundle: types_pb2.AgentBundle, fetch: Callable[[str], bytes] | 
             f.content = fetch(f.sha256)
             if sha256_hex(f.content) != f.sha256:
                 raise ValueError(f"{f.name}: fetched content does not match sha256 {f.sha256}")
+            if len(f.content) != f.size_bytes:
+                raise ValueError(f"{f.name}: fetched {len(f.content)} bytes, size_bytes says {f.size_bytes}")
     return full
 
 

@@ -31,6 +31,7 @@ the file ``codecbench up`` writes). Without one, calls fail with
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import os
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
@@ -180,11 +181,11 @@ class Client:
 
     async def list(
         self,
-        states: Iterable[int] = (),
+        states: Iterable[experiment_pb2.ExperimentState.ValueType] = (),
         labels: Mapping[str, str] | None = None,
         limit: int = 50,
         created_after: float | None = None,
-    ) -> list[orchestrator_pb2.Experiment]:
+    ) -> builtins.list[orchestrator_pb2.Experiment]:
         """Up to ``limit`` experiments, newest first, following page tokens.
 
         Args:
@@ -327,7 +328,7 @@ class Client:
         with _calls():
             return (await self.stub.CreateDataset(messages())).dataset
 
-    async def datasets(self) -> list[orchestrator_pb2.Dataset]:
+    async def datasets(self) -> builtins.list[orchestrator_pb2.Dataset]:
         """Every dataset the orchestrator knows, built-in ones included.
 
         Returns:
@@ -357,7 +358,7 @@ class Client:
             request = orchestrator_pb2.ShareDatasetRequest(name=name, shared=shared)
             return (await self.stub.ShareDataset(request)).dataset
 
-    async def workers(self) -> list[orchestrator_pb2.WorkerStatus]:
+    async def workers(self) -> builtins.list[orchestrator_pb2.WorkerStatus]:
         """Every registered worker, with its build, state (e.g. PENDING, STALE, LOST) and load (to
         non-admins: without address, build, host and pid).
 

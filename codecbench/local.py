@@ -89,6 +89,7 @@ class LocalService:
 
     @property
     def pid(self) -> int:
+        """The process id of the service."""
         return self.process.pid
 
     def send_signal(self, sig: int) -> None:
@@ -148,6 +149,7 @@ async def spawn_service(
     Args:
         module: the module to run, e.g. ``"orchestrator_svc"`` (or a wrapper such as a profiler
             that runs ``-m <service>`` itself).
+        *args: its command-line arguments.
         log_path: the log file; its folder is created when missing.
         name: what messages call the service; ``module`` when empty.
         startup_s: how long the service may take to print the line (a worker imports torch).

@@ -67,6 +67,7 @@ class TlsConfig:
 
     @property
     def enabled(self) -> bool:
+        """Whether TLS is on: a certificate or a CA is given."""
         return bool(self.cert or self.ca)
 
     def server_credentials(self) -> grpc.ServerCredentials:
@@ -172,7 +173,8 @@ class _BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStr
             return details
         metadata = grpc.aio.Metadata(*(details.metadata or ()))
         metadata.add("authorization", f"Bearer {token}")
-        return details._replace(metadata=metadata)  # type: ignore[attr-defined]
+        return grpc.aio.ClientCallDetails(details.method, details.timeout, metadata, details.credentials,
+                                          details.wait_for_ready)
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
@@ -214,7 +216,7 @@ def channel(address: str, token: str | Callable[[], str] = "", tls: TlsConfig = 
                                      interceptors=[_BearerInterceptor(current)])
 
 
-def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.HealthServicer:
+def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[str]) -> health.aio.HealthServicer:
     """Adds ``grpc.health.v1.Health`` (every service SERVING) and server reflection.
 
     Returns:
@@ -227,7 +229,8 @@ def add_health_and_reflection(server: grpc.aio.Server, service_names: Iterable[s
     return health_servicer
 
 
-async def set_serving(health_servicer: health.HealthServicer, service_names: Iterable[str], serving: bool) -> None:
+async def set_serving(health_servicer: health.aio.HealthServicer, service_names: Iterable[str],
+                      serving: bool) -> None:
     """Sets the overall (``""``) and each named service's health status."""
     status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
     for name in ["", *service_names]:

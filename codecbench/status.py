@@ -179,7 +179,7 @@ def _internal(exc: BaseException, method: str) -> errors.InternalError:
     return errors.InternalError(f"{method} failed unexpectedly ({type(exc).__name__}); see the service log")
 
 
-async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> NoReturn:
     if isinstance(exc, NotImplementedError):
         # The generated base servicer's answer for a method that has no implementation.
         status = rpc_status.to_status(status_pb2.Status(
@@ -210,7 +210,8 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     if deserializer is None:
         return None
     message_class = getattr(deserializer, "__self__", None)
-    type_name = message_class.DESCRIPTOR.full_name if hasattr(message_class, "DESCRIPTOR") else "request"
+    type_name = (message_class.DESCRIPTOR.full_name
+                 if message_class is not None and hasattr(message_class, "DESCRIPTOR") else "request")
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -235,7 +236,7 @@ async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
         yield _decoded(request)
 
 
-def _authenticate(guard: Guard | None, full_method: str, context: grpc.aio.ServicerContext) -> None:
+def _authenticate(guard: Guard | None, full_method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
     if guard is not None and (principal := guard(full_method, context.invocation_metadata())) is not None:
         auth.set_current(principal)
 
@@ -243,7 +244,7 @@ def _authenticate(guard: Guard | None, full_method: str, context: grpc.aio.Servi
 def _wrap_unary_response(
     behavior: Callable[..., Awaitable[Any]], method: str, stream_in: bool, guard: Guard | None, full_method: str
 ) -> Callable[..., Any]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             _authenticate(guard, full_method, context)
             request = _decoded_stream(request) if stream_in else _decoded(request)
@@ -263,7 +264,7 @@ def _wrap_stream_response(
         # A handler that writes with context.write() (grpc_health's Watch) is a plain coroutine.
         return _wrap_unary_response(behavior, method, stream_in, guard, full_method)
 
-    async def handler(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
             _authenticate(guard, full_method, context)
             request = _decoded_stream(request) if stream_in else _decoded(request)
@@ -292,13 +293,14 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """Wraps the handler of the called method (None: no such method, passed on as is)."""
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        full_method = handler_call_details.method  # type: ignore[attr-defined]
+        full_method = handler_call_details.method
         method = full_method.rsplit("/", 1)[-1]
         guard, wrap_unary, wrap_stream = self.guard, _wrap_unary_response, _wrap_stream_response
         deserializer = _tolerant(handler.request_deserializer)
@@ -312,6 +314,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 wrap_unary(handler.stream_unary, method, True, guard, full_method), deserializer, serializer)
+        assert handler.stream_stream is not None  # a method handler has one of the four behaviours
         return grpc.stream_stream_rpc_method_handler(
             wrap_stream(handler.stream_stream, method, True, guard, full_method), deserializer, serializer)
 

@@ -6,11 +6,11 @@ base64, so every bit arrives as it was sent.
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from codecbench import validation
 from codecbench.v1 import types_pb2
 
 if TYPE_CHECKING:  # imported where a tensor is packed or made, so the CLI and orchestrator never load it
@@ -29,20 +29,15 @@ _NUMPY_OF: dict[types_pb2.DType.ValueType, np.dtype[Any]] = {
 }
 _DTYPE_OF = {dt.newbyteorder("=").str if dt.itemsize > 1 else dt.str: code for code, dt in _NUMPY_OF.items()}
 
-
-# numpy supports at most 64; no image codec needs more than a handful.
-MAX_DIMS = 32
+# The format rules (dimensions, dtypes, data length) live in codecbench.validation, numpy-free.
+MAX_DIMS = validation.MAX_TENSOR_DIMS
 
 
 class TensorFormatError(ValueError):
     """A Tensor message whose dtype, shape and data length do not agree."""
 
 
-def dtype_name(dtype: types_pb2.DType.ValueType) -> str:
-    """``D_TYPE_FLOAT32`` -> ``"float32"``; ``"dtype 77"`` for a value the protocol does not know."""
-    if dtype not in types_pb2.DType.values():
-        return f"dtype {dtype}"
-    return types_pb2.DType.Name(dtype).removeprefix("D_TYPE_").lower()
+dtype_name = validation.dtype_name
 
 
 def from_numpy(array: np.ndarray) -> types_pb2.Tensor:
@@ -77,20 +72,13 @@ def from_torch(tensor: torch.Tensor) -> types_pb2.Tensor:
     return from_numpy(t.contiguous().numpy())
 
 
-def _shape(message: types_pb2.Tensor, itemsize: int) -> tuple[int, ...]:
-    """The message's shape, checked against its data length (exact integer arithmetic: a huge
-    shape must not wrap around to match a short buffer)."""
-    shape = tuple(int(s) for s in message.shape)
-    if len(shape) > MAX_DIMS:
-        raise TensorFormatError(f"{len(shape)} dimensions exceed the limit of {MAX_DIMS}")
-    if any(s < 0 for s in shape):
-        raise TensorFormatError(f"negative dimension in shape {list(shape)}")
-    expected = math.prod(shape) * itemsize
-    if len(message.data) != expected:
-        raise TensorFormatError(
-            f"shape {list(shape)} of {dtype_name(message.dtype)} needs {expected} bytes, got {len(message.data)}"
-        )
-    return shape
+def _shape(message: types_pb2.Tensor) -> tuple[int, ...]:
+    """The message's shape, checked against its dtype and data length by the same pure-Python check
+    that the orchestrator applies to tensor parameters (:func:`codecbench.validation.tensor_problem`)."""
+    problem = validation.tensor_problem(message)
+    if problem:
+        raise TensorFormatError(problem)
+    return tuple(int(s) for s in message.shape)
 
 
 def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
@@ -103,7 +91,7 @@ def to_numpy(message: types_pb2.Tensor) -> np.ndarray:
     if message.dtype not in _NUMPY_OF:
         raise TensorFormatError(f"{dtype_name(message.dtype)} has no numpy equivalent")
     dt = _NUMPY_OF[message.dtype]
-    shape = _shape(message, dt.itemsize)
+    shape = _shape(message)
     return np.frombuffer(message.data, dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)
 
 
@@ -116,7 +104,7 @@ def to_torch(message: types_pb2.Tensor) -> torch.Tensor:
     import torch  # lazily: see the TYPE_CHECKING import above
 
     if message.dtype == types_pb2.D_TYPE_BFLOAT16:
-        shape = _shape(message, 2)
+        shape = _shape(message)
         raw = np.frombuffer(message.data, dtype="<i2").astype(np.int16).reshape(shape)
         return torch.from_numpy(raw.copy()).view(torch.bfloat16)
     return torch.from_numpy(to_numpy(message))

@@ -8,16 +8,40 @@ the value is acceptable.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterator, Mapping, Sequence
 
-from codecbench.errors import InvalidArgument, echo
+from codecbench.errors import REASON_TENSOR_MALFORMED, InvalidArgument, echo
 from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_POINTS = 1000
-# A parameter point is a handful of settings, not a payload: bounded in size and nesting.
+# A parameter point is a handful of settings, not a payload: bounded in size and nesting. The size
+# bound also bounds a tensor parameter, whose data must have every byte its shape needs.
 MAX_POINT_BYTES = 64 * 1024
 MAX_VALUE_DEPTH = 8
+# Labels tag an experiment (team=codecs); a list filter matches a few of them. Both bounded: 20,000
+# filters once made SQLite refuse the query ("Expression tree is too large") or time out.
+MAX_LABELS = 64
+MAX_LABEL_FILTERS = 16
+MAX_LABEL_KEY_CHARS = 200
+MAX_LABEL_VALUE_CHARS = 1000
+# numpy supports at most 64 dimensions; no image codec needs more than a handful.
+MAX_TENSOR_DIMS = 32
+# Bytes per element of each protocol dtype: the tensor format is checked without numpy or torch,
+# which the orchestrator never loads (tests/test_imports.py).
+ITEMSIZE: dict[types_pb2.DType.ValueType, int] = {
+    types_pb2.D_TYPE_UINT8: 1,
+    types_pb2.D_TYPE_INT8: 1,
+    types_pb2.D_TYPE_INT16: 2,
+    types_pb2.D_TYPE_INT32: 4,
+    types_pb2.D_TYPE_INT64: 8,
+    types_pb2.D_TYPE_FLOAT16: 2,
+    types_pb2.D_TYPE_BFLOAT16: 2,
+    types_pb2.D_TYPE_FLOAT32: 4,
+    types_pb2.D_TYPE_FLOAT64: 8,
+    types_pb2.D_TYPE_BOOL: 1,
+}
 
 
 def check_timeouts(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> None:
@@ -36,10 +60,12 @@ def check_timeouts(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> Non
 
 def check_points(points: Sequence[types_pb2.ParameterPoint], field: str = "points") -> None:
     """At most :data:`MAX_POINTS` points of at most :data:`MAX_POINT_BYTES` each; parameter names are
-    Python identifiers, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels.
+    Python identifiers, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels, floats are
+    finite, and tensors well-formed (:func:`tensor_problem`).
 
     Raises:
-        InvalidArgument: naming the point or parameter, e.g. ``points[0].params['q']``.
+        InvalidArgument: naming the point or parameter, e.g. ``points[0].params['q']`` (reason
+            ``TENSOR_MALFORMED`` for a malformed tensor).
     """
     if len(points) > MAX_POINTS:
         raise InvalidArgument(field, f"{len(points)} parameter points exceed the limit of {MAX_POINTS}")
@@ -55,6 +81,7 @@ def check_points(points: Sequence[types_pb2.ParameterPoint], field: str = "point
                 raise InvalidArgument(f"{field}[{i}].params[{key!r}]", "empty value")
             if _depth(value) > MAX_VALUE_DEPTH:
                 raise InvalidArgument(f"{field}[{i}].params[{key!r}]", f"nested deeper than {MAX_VALUE_DEPTH} levels")
+            _check_setting(value, f"{field}[{i}].params[{key!r}]")
 
 
 def _depth(value: types_pb2.Value) -> int:
@@ -64,6 +91,86 @@ def _depth(value: types_pb2.Value) -> int:
     if kind == "map_value":
         return 1 + max((_depth(e.value) for e in value.map_value.entries), default=0)
     return 1
+
+
+def _leaves(value: types_pb2.Value, path: str = "") -> Iterator[tuple[str, types_pb2.Value]]:
+    """Every non-container value inside ``value`` with its path below it (``[2]['a']``)."""
+    kind = value.WhichOneof("kind")
+    if kind == "list_value":
+        for i, item in enumerate(value.list_value.values):
+            yield from _leaves(item, f"{path}[{i}]")
+    elif kind == "map_value":
+        for entry in value.map_value.entries:
+            yield from _leaves(entry.value, f"{path}[{entry.key!r}]")
+    else:
+        yield path, value
+
+
+def _check_setting(value: types_pb2.Value, field: str) -> None:
+    """Floats are finite (a NaN or an infinity is no setting) and tensors well-formed, at any depth.
+
+    Raises:
+        InvalidArgument: naming ``field``; reason ``TENSOR_MALFORMED`` for a tensor.
+    """
+    for path, leaf in _leaves(value):
+        where = f" (at {path})" if path else ""
+        kind = leaf.WhichOneof("kind")
+        if kind == "float_value" and not math.isfinite(leaf.float_value):
+            raise InvalidArgument(field, f"{leaf.float_value}{where}: a parameter point must be a finite setting")
+        if kind in ("torch_tensor_value", "ndarray_value"):
+            problem = tensor_problem(getattr(leaf, kind))
+            if problem:
+                raise InvalidArgument(field, f"{problem}{where}", reason=REASON_TENSOR_MALFORMED)
+
+
+def dtype_name(dtype: types_pb2.DType.ValueType) -> str:
+    """``D_TYPE_FLOAT32`` -> ``"float32"``; ``"dtype 77"`` for a value the protocol does not know."""
+    if dtype not in types_pb2.DType.values():
+        return f"dtype {dtype}"
+    return types_pb2.DType.Name(dtype).removeprefix("D_TYPE_").lower()
+
+
+def tensor_problem(tensor: types_pb2.Tensor) -> str:
+    """What is wrong with a Tensor message's format, or ``""``: the dtype is one of :data:`ITEMSIZE`,
+    at most :data:`MAX_TENSOR_DIMS` dimensions, none negative, and the data has exactly
+    ``prod(shape) * itemsize`` bytes (exact integers: a huge shape cannot wrap around to match).
+
+    Pure Python, no numpy: the orchestrator checks tensor parameters with it, and
+    :mod:`codecbench.tensors` before unpacking one.
+    """
+    if tensor.dtype not in ITEMSIZE:
+        return f"{dtype_name(tensor.dtype)} is not a tensor dtype"
+    shape = [int(s) for s in tensor.shape]
+    if len(shape) > MAX_TENSOR_DIMS:
+        return f"{len(shape)} dimensions exceed the limit of {MAX_TENSOR_DIMS}"
+    if any(s < 0 for s in shape):
+        return f"negative dimension in shape {shape}"
+    expected = math.prod(shape) * ITEMSIZE[tensor.dtype]
+    if len(tensor.data) != expected:
+        return f"shape {echo(shape)} of {dtype_name(tensor.dtype)} needs {expected} bytes, got {len(tensor.data)}"
+    return ""
+
+
+def check_labels(labels: Mapping[str, str], max_count: int = MAX_LABELS, field: str = "labels") -> None:
+    """At most ``max_count`` labels (:data:`MAX_LABELS` on an experiment, :data:`MAX_LABEL_FILTERS`
+    in a list filter); keys of 1 to :data:`MAX_LABEL_KEY_CHARS` characters, values of at most
+    :data:`MAX_LABEL_VALUE_CHARS`.
+
+    Raises:
+        InvalidArgument: naming ``labels`` or ``labels['key']``.
+    """
+    if len(labels) > max_count:
+        raise InvalidArgument(field, f"{len(labels)} labels: at most {max_count}")
+    for key, value in labels.items():
+        if not key or len(key) > MAX_LABEL_KEY_CHARS:
+            raise InvalidArgument(field, f"key {echo(key)} must have 1 to {MAX_LABEL_KEY_CHARS} characters")
+        if len(value) > MAX_LABEL_VALUE_CHARS:
+            raise InvalidArgument(f"{field}[{key!r}]", f"value longer than {MAX_LABEL_VALUE_CHARS} characters")
+
+
+def has_control_characters(text: str) -> bool:
+    """Whether ``text`` contains a control character (NUL, newline, escape, DEL, C1 controls)."""
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 def check_device(

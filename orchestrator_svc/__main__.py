@@ -23,6 +23,7 @@ from orchestrator_svc.store import Store
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The orchestrator's command line, checked (exits with a usage error on a problem)."""
     parser = argparse.ArgumentParser(prog="codecbench-orchestrator", description="codecbench orchestrator service")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one and prints it")
@@ -49,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Runs the orchestrator until SIGINT or SIGTERM."""
     handle = await start_orchestrator(
         OrchestratorConfig(
             data_dir=args.data_dir,
@@ -113,6 +115,7 @@ def certs_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``codecbench-orchestrator [token|certs]``: runs the subcommand or serves; returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["token"]:
         return token_main(argv[1:])

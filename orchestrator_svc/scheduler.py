@@ -25,7 +25,7 @@ from codecbench import errors, logs
 from codecbench.states import QUEUED, RUNNING
 from codecbench.status import from_rpc_error
 from codecbench.timeouts import resolve as resolve_timeouts
-from codecbench.v1 import orchestrator_pb2, types_pb2, worker_pb2
+from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
@@ -47,6 +47,16 @@ class Dispatch:
 
 
 class Scheduler:
+    """Runs QUEUED experiments on READY workers and records what they stream back (module docstring).
+
+    Args:
+        store: the experiments' rows.
+        ledger: appends events and moves experiments between states.
+        registry: the workers.
+        heartbeat_timeout_s: a worker silent this long is LOST.
+        call_slack_s: added to an experiment's own time limit for the deadline of its worker call.
+    """
+
     def __init__(
         self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float
     ) -> None:
@@ -71,9 +81,11 @@ class Scheduler:
                 )
 
     def start(self) -> None:
+        """Starts the dispatch loop (heartbeat checks, then queued experiments, on each wake-up)."""
         self._loop_task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        """Stops the loop and the running calls; their RUNNING rows are recovered at the next start."""
         self._stopping = True
         if self._loop_task:
             self._loop_task.cancel()
@@ -210,7 +222,7 @@ class Scheduler:
             self.running.pop(experiment_id, None)
             self.wake.set()
 
-    async def _record(self, experiment_id: str, attempt: int, event) -> bool:  # noqa: ANN001
+    async def _record(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         """Stores one worker event; returns True when it ended the experiment."""
         kind = event.WhichOneof("event")
         if kind == "result":

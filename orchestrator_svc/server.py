@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health as grpc_health
 
 from codecbench import auth, build, bundles, datasets, logs, rpc
 from codecbench.blobs import BlobStore
@@ -86,6 +87,12 @@ def builtin_photos() -> orchestrator_pb2.Dataset:
 
 @dataclass
 class OrchestratorHandle:
+    """A running orchestrator: its server, store, scheduler and workers.
+
+    Attributes:
+        enroll_secret: the secret a worker presents to register (the enrollment token file's content).
+    """
+
     server: grpc.aio.Server
     port: int
     address: str
@@ -93,12 +100,12 @@ class OrchestratorHandle:
     scheduler: Scheduler
     registry: WorkerRegistry
     servicer: OrchestratorServicer
-    health: object
+    health: grpc_health.aio.HealthServicer
     enroll_secret: str = field(default="", repr=False)
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
-        await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)  # type: ignore[arg-type]
+        await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
         await self.scheduler.stop()
         await self.registry.close()

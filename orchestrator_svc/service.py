@@ -40,20 +40,14 @@ MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_DATASET_IMAGES = 100_000
+# A file name (255 bytes on Linux); it is repeated in every image result.
+MAX_IMAGE_NAME_CHARS = 255
 
 
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
     return stamp
-
-
-def _check_labels(labels: dict[str, str]) -> None:
-    for key, value in labels.items():
-        if not key or len(key) > 200:
-            raise InvalidArgument("labels", f"key {echo(key)} must have 1 to 200 characters")
-        if len(value) > 1000:
-            raise InvalidArgument(f"labels[{key!r}]", "value longer than 1000 characters")
 
 
 def _may_see_dataset(dataset: orchestrator_pb2.Dataset, principal: auth.Principal) -> bool:
@@ -76,6 +70,18 @@ def _public_status(status: orchestrator_pb2.WorkerStatus) -> orchestrator_pb2.Wo
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
+    """Implements OrchestratorService: experiments, datasets, blobs and workers, per caller.
+
+    Args:
+        store: experiments, datasets, tokens and credentials.
+        ledger: stores events and state changes, and announces them to watchers.
+        scheduler: dispatches queued experiments (woken on submission and registration).
+        registry: the registered workers.
+        blobs: the content-addressed files (dataset images, agent files).
+        max_bundle_bytes: the largest agent bundle accepted.
+        heartbeat_interval_s: what a worker is told to wait between heartbeats.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -120,6 +126,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     f"agent.files[{i}].content", f"missing, and no stored blob has sha256 {f.sha256}",
                     reason=errors.REASON_BLOB_MISSING,
                 )
+            if not f.content and f.size_bytes and (stored := self.blobs.path(f.sha256).stat().st_size) != f.size_bytes:
+                # The bundle limit above summed the declared sizes: they must be the real ones.
+                raise InvalidArgument(
+                    f"agent.files[{i}].size_bytes",
+                    f"{f.size_bytes} disagrees with the {stored} bytes of blob {f.sha256}",
+                )
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
         dataset = self.store.find_dataset(request.dataset)
@@ -137,14 +149,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 "max_attempts",
                 f"{request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) and {MAX_ATTEMPTS_LIMIT}",
             )
-        _check_labels(dict(request.labels))
+        validation.check_labels(request.labels, max_count=validation.MAX_LABELS)
         if len(request.request_id) > 200:
             raise InvalidArgument("request_id", "longer than 200 characters")
         return dataset
 
     async def CreateExperiment(  # noqa: N802 - gRPC method name
-        self, request: orchestrator_pb2.CreateExperimentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.CreateExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.CreateExperimentRequest, orchestrator_pb2.CreateExperimentResponse
+        ],
     ) -> orchestrator_pb2.CreateExperimentResponse:
+        """Validates and queues an experiment, idempotent on request_id (documented in orchestrator.proto)."""
         dataset = self._checked_dataset(request)
         owner = auth.current().name
         if request.request_id:
@@ -216,18 +233,29 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return self.store.may_read_blob(sha256, principal.name)
 
     async def GetExperiment(  # noqa: N802
-        self, request: orchestrator_pb2.GetExperimentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.GetExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.GetExperimentRequest, orchestrator_pb2.GetExperimentResponse
+        ],
     ) -> orchestrator_pb2.GetExperimentResponse:
+        """One experiment of the caller (admins: any) (documented in orchestrator.proto)."""
         return orchestrator_pb2.GetExperimentResponse(experiment=self._experiment(request.experiment_id))
 
     async def ListExperiments(  # noqa: N802
-        self, request: orchestrator_pb2.ListExperimentsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.ListExperimentsRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.ListExperimentsRequest, orchestrator_pb2.ListExperimentsResponse
+        ],
     ) -> orchestrator_pb2.ListExperimentsResponse:
+        """The caller's experiments, newest first, filtered and paged (documented in orchestrator.proto)."""
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"{request.page_size} must be 0..{MAX_PAGE_SIZE}")
         for state in request.states:
             if state not in experiment_pb2.ExperimentState.values() or state == 0:
                 raise InvalidArgument("states", f"unknown state {state}")
+        validation.check_labels(request.labels, max_count=validation.MAX_LABEL_FILTERS)
         after_row = None
         if request.page_token:
             try:
@@ -251,16 +279,26 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.ListExperimentsResponse(experiments=page, next_page_token=token)
 
     async def CancelExperiment(  # noqa: N802
-        self, request: orchestrator_pb2.CancelExperimentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.CancelExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.CancelExperimentRequest, orchestrator_pb2.CancelExperimentResponse
+        ],
     ) -> orchestrator_pb2.CancelExperimentResponse:
+        """Cancels one of the caller's experiments (documented in orchestrator.proto)."""
         self._experiment(request.experiment_id)
         exp = await self.scheduler.cancel(request.experiment_id)
         self.log.info("experiment.cancel_requested", experiment_id=request.experiment_id, by=auth.current().name)
         return orchestrator_pb2.CancelExperimentResponse(experiment=exp)
 
     async def WatchExperiment(  # noqa: N802
-        self, request: orchestrator_pb2.WatchExperimentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.WatchExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.WatchExperimentRequest, orchestrator_pb2.WatchExperimentResponse
+        ],
     ) -> AsyncIterator[orchestrator_pb2.WatchExperimentResponse]:
+        """Replays stored events, then follows live ones to the terminal one (documented in orchestrator.proto)."""
         exp = self._experiment(request.experiment_id)
         if request.after_sequence < 0:
             raise InvalidArgument("after_sequence", "must be >= 0")
@@ -281,8 +319,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def CreateDataset(  # noqa: N802
         self,
         request_iterator: AsyncIterator[orchestrator_pb2.CreateDatasetRequest],
-        context: grpc.aio.ServicerContext,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.CreateDatasetRequest, orchestrator_pb2.CreateDatasetResponse
+        ],
     ) -> orchestrator_pb2.CreateDatasetResponse:
+        """Stores a dataset uploaded as a header, then image chunks (documented in orchestrator.proto)."""
         name = ""
         parts: dict[str, list[bytes]] = {}
         sizes: dict[str, int] = {}
@@ -290,6 +331,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         async for message in request_iterator:
             part = message.WhichOneof("part")
             if part == "header":
+                if name:  # a second header would rename the dataset halfway through its images
+                    raise InvalidArgument("header", "sent twice; one upload is one dataset")
                 name = message.header.name
                 continue
             if not name:
@@ -299,9 +342,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 raise InvalidArgument(
                     "chunk.data", f"{len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}"
                 )
-            if not chunk.image_name or "/" in chunk.image_name or chunk.image_name in closed:
+            if (not chunk.image_name or len(chunk.image_name) > MAX_IMAGE_NAME_CHARS or "/" in chunk.image_name
+                    or validation.has_control_characters(chunk.image_name) or chunk.image_name in closed):
                 raise InvalidArgument(
-                    "chunk.image_name", f"{echo(chunk.image_name)} is empty, has '/', or was already closed"
+                    "chunk.image_name",
+                    f"{echo(chunk.image_name)} is empty, longer than {MAX_IMAGE_NAME_CHARS} characters, has '/' or "
+                    "a control character, or was already closed",
                 )
             sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
             if sizes[chunk.image_name] > MAX_IMAGE_BYTES:
@@ -315,8 +361,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("header.name", "missing")
         if name in datasets.BUILTIN_DATASETS:
             raise InvalidArgument("header.name", f"{echo(name)} is a built-in dataset")
-        if len(name) > 200 or "/" in name:
-            raise InvalidArgument("header.name", f"{echo(name)} must be 1-200 characters without '/'")
+        if len(name) > 200 or "/" in name or validation.has_control_characters(name):
+            raise InvalidArgument(
+                "header.name", f"{echo(name)} must be 1-200 characters without '/' or control characters"
+            )
         if not parts:
             raise InvalidArgument("chunk", "no images uploaded")
         if set(parts) - set(closed):
@@ -355,16 +403,22 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.CreateDatasetResponse(dataset=dataset)
 
     async def ListDatasets(  # noqa: N802
-        self, request: orchestrator_pb2.ListDatasetsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.ListDatasetsRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.ListDatasetsRequest, orchestrator_pb2.ListDatasetsResponse],
     ) -> orchestrator_pb2.ListDatasetsResponse:
+        """The datasets the caller may see (documented in orchestrator.proto)."""
         principal = auth.current()
         return orchestrator_pb2.ListDatasetsResponse(
             datasets=[d for d in self.store.list_datasets() if _may_see_dataset(d, principal)]
         )
 
     async def ShareDataset(  # noqa: N802
-        self, request: orchestrator_pb2.ShareDatasetRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.ShareDatasetRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.ShareDatasetRequest, orchestrator_pb2.ShareDatasetResponse],
     ) -> orchestrator_pb2.ShareDatasetResponse:
+        """Admins only: makes a dataset readable by every user, or private again (documented in orchestrator.proto)."""
         dataset = self.store.find_dataset(request.name) if request.name else None
         if dataset is None or dataset.name != request.name:
             raise NotFound(f"no dataset {echo(request.name)}", field="name")
@@ -384,8 +438,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.ShareDatasetResponse(dataset=dataset)
 
     async def ReadBlob(  # noqa: N802
-        self, request: orchestrator_pb2.ReadBlobRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.ReadBlobRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.ReadBlobRequest, orchestrator_pb2.ReadBlobResponse],
     ) -> AsyncIterator[orchestrator_pb2.ReadBlobResponse]:
+        """Streams a blob the caller may read, in chunks (documented in orchestrator.proto)."""
         if not bundles.is_sha256(request.sha256):
             raise InvalidArgument("sha256", f"{echo(request.sha256)} is not 64 lower-case hex digits")
         path = self.blobs.path(request.sha256)
@@ -403,8 +460,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     # -- workers -----------------------------------------------------------------------------
 
     async def RegisterWorker(  # noqa: N802
-        self, request: orchestrator_pb2.RegisterWorkerRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.RegisterWorkerRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.RegisterWorkerRequest, orchestrator_pb2.RegisterWorkerResponse
+        ],
     ) -> orchestrator_pb2.RegisterWorkerResponse:
+        """Registers a worker and returns its per-worker credential (documented in orchestrator.proto)."""
         info = request.worker
         if not info.worker_id:
             raise InvalidArgument("worker.worker_id", "missing")
@@ -447,8 +509,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         )
 
     async def Heartbeat(  # noqa: N802
-        self, request: orchestrator_pb2.HeartbeatRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.HeartbeatRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.HeartbeatRequest, orchestrator_pb2.HeartbeatResponse],
     ) -> orchestrator_pb2.HeartbeatResponse:
+        """Records that the calling worker is alive and answers with its status (documented in orchestrator.proto)."""
         if request.worker_id != auth.current().name:
             raise PermissionDenied(f"a worker sends heartbeats for itself, not for {echo(request.worker_id)}",
                                    field="worker_id")
@@ -460,16 +525,22 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         return orchestrator_pb2.HeartbeatResponse(status=entry.status())
 
     async def ListWorkers(  # noqa: N802
-        self, request: orchestrator_pb2.ListWorkersRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.ListWorkersRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.ListWorkersRequest, orchestrator_pb2.ListWorkersResponse],
     ) -> orchestrator_pb2.ListWorkersResponse:
+        """Every registered worker's status; less of it to non-admins (documented in orchestrator.proto)."""
         statuses = [w.status() for w in self.registry.workers.values()]
         if not auth.current().is_admin:
             statuses = [_public_status(s) for s in statuses]
         return orchestrator_pb2.ListWorkersResponse(workers=statuses)
 
     async def DrainWorker(  # noqa: N802
-        self, request: orchestrator_pb2.DrainWorkerRequest, context: grpc.aio.ServicerContext
+        self,
+        request: orchestrator_pb2.DrainWorkerRequest,
+        context: grpc.aio.ServicerContext[orchestrator_pb2.DrainWorkerRequest, orchestrator_pb2.DrainWorkerResponse],
     ) -> orchestrator_pb2.DrainWorkerResponse:
+        """Stops dispatching to a worker; its running experiments finish (documented in orchestrator.proto)."""
         entry = self.registry.get(request.worker_id)
         if entry is None:
             raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -38,7 +39,10 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Row
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from codecbench import devices
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
@@ -170,12 +174,14 @@ class DuplicateRequest(Exception):
 
 @dataclass(frozen=True)
 class QueuedExperiment:
+    """A QUEUED experiment as the scheduler picks it: id, the device it asks for, its attempt."""
+
     experiment_id: str
     device: devices.Device.ValueType
     attempt: int
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - SQLAlchemy event signature
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     # WAL + NORMAL: a committed event survives a crash of the process (not of the OS).
@@ -209,6 +215,7 @@ class Store:
         return applied
 
     def schema_version(self) -> int:
+        """The highest migration applied (0: none)."""
         with self.engine.begin() as conn:
             versions = [row.version for row in conn.execute(select(schema_migrations.c.version))]
         return max(versions, default=0)
@@ -249,12 +256,14 @@ class Store:
             raise DuplicateRequest(existing) from None
 
     def find_by_request_id(self, request_id: str) -> str | None:
+        """The id of the experiment submitted with this request_id, if any."""
         with self.engine.begin() as conn:
             return conn.execute(
                 select(experiments.c.experiment_id).where(experiments.c.request_id == request_id)
             ).scalar_one_or_none()
 
     def get_experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
+        """The experiment with its current state, attempt, worker and times; None when unknown."""
         with self.engine.begin() as conn:
             row = conn.execute(select(experiments).where(experiments.c.experiment_id == experiment_id)).one_or_none()
         return None if row is None else _experiment_from_row(row)
@@ -308,6 +317,7 @@ class Store:
             return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
 
     def running_ids(self) -> list[str]:
+        """The ids of the RUNNING experiments."""
         with self.engine.begin() as conn:
             return list(
                 conn.execute(
@@ -329,6 +339,8 @@ class Store:
         transaction. The event is committed before this returns (and so before any watcher sees it).
 
         Args:
+            experiment_id: the experiment the event belongs to.
+            event: the event; stored as a copy with ``experiment_id``, ``sequence`` and (if unset) ``time``.
             transition: column values to set on the experiment (state, attempt, worker_id, ...).
                 ``result``/``error`` may be protobuf messages.
             only_if_state: store nothing (and return None) unless the experiment is in one of these.
@@ -366,6 +378,7 @@ class Store:
         return stored
 
     def events_after(self, experiment_id: str, after_sequence: int) -> list[experiment_pb2.ExperimentEvent]:
+        """The experiment's stored events with a sequence number above ``after_sequence``, in order."""
         with self.engine.begin() as conn:
             rows = conn.execute(
                 select(events.c.data)
@@ -391,6 +404,7 @@ class Store:
             )
 
     def find_dataset(self, name_or_digest: str) -> orchestrator_pb2.Dataset | None:
+        """The dataset with this name or digest (the oldest if several match); None when there is none."""
         with self.engine.begin() as conn:
             data = (
                 conn.execute(
@@ -404,6 +418,7 @@ class Store:
         return None if data is None else orchestrator_pb2.Dataset.FromString(data)
 
     def list_datasets(self) -> list[orchestrator_pb2.Dataset]:
+        """Every dataset, by name."""
         with self.engine.begin() as conn:
             rows = conn.execute(select(datasets.c.data).order_by(datasets.c.name)).scalars()
             return [orchestrator_pb2.Dataset.FromString(d) for d in rows]
@@ -463,10 +478,11 @@ class Store:
                 blob_owners.c.sha256 == sha256, blob_owners.c.owner.in_([user, EVERYONE]))).first() is not None
 
     def close(self) -> None:
+        """Closes the engine's connections."""
         self.engine.dispose()
 
 
-def _experiment_from_row(row) -> orchestrator_pb2.Experiment:  # noqa: ANN001 - SQLAlchemy Row
+def _experiment_from_row(row: Row[Any]) -> orchestrator_pb2.Experiment:
     exp = orchestrator_pb2.Experiment.FromString(row.spec)
     exp.state = row.state
     exp.attempt = row.attempt

@@ -41,7 +41,7 @@ class WorkerEntry:
     info: worker_pb2.WorkerInfo
     expected_build: str
     channel: grpc.aio.Channel
-    stub: worker_pb2_grpc.WorkerServiceStub
+    stub: worker_pb2_grpc.WorkerServiceAsyncStub
     last_heartbeat: float = field(default_factory=time.time)
     draining: bool = False
     lost_reason: str = ""
@@ -52,10 +52,12 @@ class WorkerEntry:
 
     @property
     def worker_id(self) -> str:
+        """The worker's id (from its registration)."""
         return self.info.worker_id
 
     @property
     def stale_reason(self) -> str:
+        """Why the worker is STALE (its build differs from the expected one); "" when it is not."""
         if self.info.build_id == self.expected_build:
             return ""
         return (
@@ -64,7 +66,8 @@ class WorkerEntry:
         )
 
     @property
-    def state(self) -> int:
+    def state(self) -> orchestrator_pb2.WorkerState.ValueType:
+        """LOST, STALE, PENDING, DRAINING, BUSY or READY, the first that applies, in this order."""
         if self.lost_reason:
             return LOST
         if self.stale_reason:
@@ -77,6 +80,7 @@ class WorkerEntry:
 
     @property
     def has_cuda(self) -> bool:
+        """Whether the worker offers a CUDA device."""
         return any(d.kind == devices.CUDA for d in self.info.devices)
 
     def can_take(self, device: devices.Device.ValueType) -> bool:
@@ -88,6 +92,7 @@ class WorkerEntry:
         return devices.CUDA if device == devices.CUDA or (device == devices.ANY and self.has_cuda) else devices.CPU
 
     def status(self) -> orchestrator_pb2.WorkerStatus:
+        """The worker as ``ListWorkers`` reports it: info, state and its reason, load, last heartbeat."""
         beat = timestamp_pb2.Timestamp()
         beat.FromMicroseconds(int(self.last_heartbeat * 1e6))
         return orchestrator_pb2.WorkerStatus(
@@ -171,6 +176,7 @@ class WorkerRegistry:
             await asyncio.sleep(self.probe_interval_s)  # a retry pause, not synchronisation
 
     def get(self, worker_id: str) -> WorkerEntry | None:
+        """The worker with this id, or None."""
         return self.workers.get(worker_id)
 
     def pick(self, device: devices.Device.ValueType) -> WorkerEntry | None:
@@ -197,6 +203,7 @@ class WorkerRegistry:
         return [w for w in self.workers.values() if not w.lost_reason and w.last_heartbeat < deadline]
 
     async def close(self) -> None:
+        """Stops the probes of PENDING workers and closes every worker's channel."""
         for task in list(self._probes):
             task.cancel()
         await asyncio.gather(*self._probes, return_exceptions=True)

@@ -6,7 +6,8 @@ Inside an agent process (untrusted code runs here):
 - :mod:`sandbox.contracts`: loads an agent and binds the contract's arguments from its real signatures.
 - :mod:`sandbox.tracebacks`: turns an agent's exception into a typed ``Error`` with its frames.
 - :mod:`sandbox.init`: PID 1 of the agent's PID namespace: reaps, forwards signals, reports the exit status.
-- :mod:`sandbox.identity`: becoming uid/gid 65534 without capabilities.
+- :mod:`sandbox.identity`: becoming the role's unprivileged uid/gid without capabilities.
+- :mod:`sandbox.seccomp`: loading the seccomp filter (built in the worker with libseccomp).
 - :mod:`sandbox.template`: the warm template that forks agent processes (runs inside bubblewrap).
 
 In the worker:

@@ -5,6 +5,12 @@ namespace; a pids cgroup does. A memory cgroup kills the process with SIGKILL at
 its OOM counter tells that kill apart from others, so MEMORY_LIMIT is reported exactly.
 Supports cgroup v1 (``/sys/fs/cgroup/{pids,memory}``) and v2 (unified). Where the hierarchy is
 not writable (no root, no delegation) :func:`create` returns None and the rlimits remain.
+
+Every agent cgroup is named after the worker process that made it (:func:`worker_tag`: its PID
+and start time, so a reused PID is not mistaken for it): on v1 ``codecbench/<tag>/agent-*``
+under each controller, on v2 ``codecbench-<tag>-agent-*`` in the worker's own cgroup. A worker
+that was SIGKILLed cannot remove its cgroups; the next worker to start removes those of every
+worker that is gone (:func:`sweep`), and never touches a live worker's.
 """
 
 from __future__ import annotations
@@ -12,13 +18,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import time
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "codecbench"
+_LEGACY_AGE_S = 60.0
+_TAG = re.compile(r"worker-(\d+)-(\d+)")
+_V2_NAME = re.compile(rf"{PREFIX}-(worker-\d+-\d+)-agent-[0-9a-f]+")
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks since boot), or None: no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+@cache
+def worker_tag() -> str:
+    """``worker-<pid>-<start time>`` of this process: names the cgroups it creates."""
+    pid = os.getpid()
+    return f"worker-{pid}-{_start_time(pid) or 0}"
+
+
+def _is_alive(tag: str) -> bool:
+    match = _TAG.fullmatch(tag)
+    if match is None:
+        return True  # not ours to judge
+    return _start_time(int(match[1])) == int(match[2])
 
 
 @dataclass
@@ -98,21 +133,86 @@ def create(memory_bytes: int, pids_max: int) -> AgentCgroup | None:
     try:
         base = _v2_base()
         if base is not None:
-            directory = base / f"{PREFIX}-{name}"
+            directory = base / f"{PREFIX}-{worker_tag()}-{name}"
             directory.mkdir()
             (directory / "pids.max").write_text(str(pids_max))
             if memory_bytes:
                 (directory / "memory.max").write_text(str(memory_bytes))
                 (directory / "memory.swap.max").write_text("0")
             return AgentCgroup(directory, directory if memory_bytes else None, v2=True)
-        pids_dir = _v1_base("pids") / PREFIX / name
+        pids_dir = _v1_base("pids") / PREFIX / worker_tag() / name
         pids_dir.mkdir(parents=True)
         (pids_dir / "pids.max").write_text(str(pids_max))
         memory_dir = None
         if memory_bytes:
-            memory_dir = _v1_base("memory") / PREFIX / name
+            memory_dir = _v1_base("memory") / PREFIX / worker_tag() / name
             memory_dir.mkdir(parents=True)
             (memory_dir / "memory.limit_in_bytes").write_text(str(memory_bytes))
         return AgentCgroup(pids_dir, memory_dir, v2=False)
     except OSError:
         return None
+
+
+def _remove_tree(directory: Path) -> int:
+    """Kills what is left in ``directory`` and its agent cgroups, removes them (deepest first) and
+    returns how many cgroups went. Never raises."""
+    removed = 0
+    children = [child for child in directory.iterdir() if child.is_dir()] if directory.is_dir() else []
+    for child in children:
+        removed += _remove_tree(child)
+    for attempt in range(50):
+        try:
+            pids = [int(line) for line in (directory / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            directory.rmdir()
+            return removed + 1
+        except FileNotFoundError:
+            return removed
+        except OSError:
+            if attempt == 49:
+                return removed
+            time.sleep(0.01)  # killed processes take a moment to leave the cgroup
+    return removed
+
+
+def sweep() -> int:
+    """Removes the agent cgroups of workers that are no longer running (a worker that was
+    SIGKILLed leaves empty ones), killing any process still in them; returns how many went.
+
+    Only cgroups named after a worker (:func:`worker_tag`) whose process is gone are touched, so
+    workers sharing a host never remove each other's. Cgroups of the older flat layout
+    (``codecbench/agent-*`` on v1, from workers before the per-worker layout) are removed only
+    when empty and older than a minute, so not between an older worker's creating one and
+    moving its process in. Never raises (no cgroups here: nothing to do).
+    """
+    removed = 0
+    try:
+        base = _v2_base()
+        if base is not None:
+            for child in base.iterdir():
+                match = _V2_NAME.fullmatch(child.name)
+                if match and not _is_alive(match[1]):
+                    removed += _remove_tree(child)
+            return removed
+        for controller in ("pids", "memory"):
+            parent = _v1_base(controller) / PREFIX
+            if not parent.is_dir():
+                continue
+            for child in parent.iterdir():
+                if not child.is_dir():
+                    continue
+                if _TAG.fullmatch(child.name):
+                    if not _is_alive(child.name):
+                        removed += _remove_tree(child)
+                elif child.name.startswith("agent-") and time.time() - child.stat().st_mtime > _LEGACY_AGE_S:
+                    with contextlib.suppress(OSError):
+                        child.rmdir()  # fails (EBUSY) while a process is in it
+                        removed += 1
+    except OSError:
+        pass
+    return removed

@@ -23,7 +23,7 @@ import torch
 
 from codecbench import bundles, devices, errors, framing, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
-from sandbox import contracts, identity, init, namespaces
+from sandbox import contracts, identity, init, namespaces, seccomp
 from sandbox.tracebacks import exception_error, safe_str
 
 ENCODE = types_pb2.PHASE_ENCODE
@@ -335,10 +335,26 @@ def serve(sock: socket.socket, max_frame_bytes: int, max_bitstream_bytes: int) -
             framing.write_frame(stream, sandbox_pb2.SandboxResponse(error=err.to_proto()))
 
 
+def receive_request_socket(fd: int) -> int:
+    """Receives the request socket on the hand-over socket ``fd`` and closes ``fd``.
+
+    Every descriptor bwrap is given stays open in bwrap's own process outside the sandbox as
+    long as the sandbox runs, so a request socket inherited that way would never read as closed
+    in the worker when the agent closes it. A socket received here exists only in this process.
+    """
+    with socket.socket(fileno=fd) as handover:
+        _, fds, _, _ = socket.recv_fds(handover, 1, 1)
+    if len(fds) != 1:
+        raise OSError(f"expected the request socket on the hand-over socket, got {len(fds)} descriptors")
+    return fds[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m sandbox.child --fd N ...``: the sandbox runtime of one agent process; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m sandbox.child")
     parser.add_argument("--fd", type=int, required=True, help="inherited socket for framed requests")
+    parser.add_argument("--receive-fd", action="store_true",
+                        help="--fd is a socket that passes the request socket (SCM_RIGHTS), then closes")
     parser.add_argument("--max-frame-bytes", type=int, required=True)
     parser.add_argument("--max-bitstream-bytes", type=int, required=True)
     parser.add_argument("--memory-bytes", type=int, default=0, help="RLIMIT_AS; 0 = none (CUDA runs)")
@@ -348,17 +364,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-fd", type=int, default=-1,
                         help="write end of the status pipe; as PID 1 of a PID namespace this process becomes "
                         "the init (sandbox.init) and the agent runs in a child")
-    parser.add_argument("--unprivileged", action="store_true", help="become uid/gid 65534 without capabilities first")
+    parser.add_argument("--unprivileged", action="store_true", help="become --uid without capabilities first")
+    parser.add_argument("--uid", type=int, default=identity.AGENT_UID, help="the uid/gid of --unprivileged")
+    parser.add_argument("--seccomp-fd", type=int, default=-1,
+                        help="a pipe holding the seccomp filter (BPF) to load before any agent code")
     args = parser.parse_args(argv)
+    if args.receive_fd:
+        args.fd = receive_request_socket(args.fd)
     if args.unprivileged:
-        identity.become_agent_user()
+        identity.become_agent_user(args.uid)
+    if args.seccomp_fd >= 0:
+        seccomp.install(seccomp.read_program(args.seccomp_fd))  # init and agent alike
 
     def agent() -> int:
         apply_limits(args.memory_bytes, args.cpu_s, args.file_bytes, args.open_files)
         return serve(socket.socket(fileno=args.fd), args.max_frame_bytes, args.max_bitstream_bytes)
 
     if os.getpid() == 1 and args.status_fd >= 0:
-        init.run_as_init(agent, args.status_fd)
+        # Init holds no request socket: an agent that closes its own is seen at once (end of stream).
+        init.run_as_init(agent, args.status_fd, close_in_init=(args.fd,))
     if args.status_fd >= 0:
         os.close(args.status_fd)  # no PID namespace (process isolation): the worker waits on this process
     return agent()

@@ -55,7 +55,9 @@ def read_status(fd: int) -> int | None:
     return _STATUS.unpack(data)[0] if len(data) == _STATUS.size else None
 
 
-def run_as_init(agent: Callable[[], int], status_fd: int, close_in_agent: tuple[int, ...] = ()) -> NoReturn:
+def run_as_init(
+    agent: Callable[[], int], status_fd: int, close_in_agent: tuple[int, ...] = (), close_in_init: tuple[int, ...] = ()
+) -> NoReturn:
     """Forks the agent process, which runs ``agent()`` and exits with its result; this process
     (PID 1) then reaps and forwards until the agent ends, writes its status to ``status_fd`` and
     exits. Never returns, in either process.
@@ -65,6 +67,9 @@ def run_as_init(agent: Callable[[], int], status_fd: int, close_in_agent: tuple[
         status_fd: the write end of the status pipe (closed in the agent process, so the agent
             cannot write a status of its own).
         close_in_agent: more descriptors only init may hold.
+        close_in_init: descriptors only the agent may hold, closed in init once the agent is
+            forked: the agent's request socket, so that the worker reads end-of-stream as soon
+            as the agent closes it, not only when init ends.
     """
     pid = os.fork()
     if pid == 0:
@@ -79,6 +84,8 @@ def run_as_init(agent: Callable[[], int], status_fd: int, close_in_agent: tuple[
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
+    for fd in close_in_init:
+        os.close(fd)
     _reap_until(pid, status_fd)
 
 

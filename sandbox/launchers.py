@@ -25,7 +25,7 @@ from typing import Any
 
 from codecbench import errors
 from codecbench.v1 import sandbox_pb2, types_pb2
-from sandbox import init, isolation
+from sandbox import init, isolation, seccomp
 from sandbox.pool import Exit, TemplateUnavailable, WarmTemplate
 from sandbox.view import FilesystemView
 
@@ -122,26 +122,41 @@ class FreshLauncher:
     available: ~2 s per process for importing torch, but needs nothing else."""
 
     def __init__(
-        self, isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, scratch_dir: Path | None = None
+        self, isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, scratch_dir: Path | None = None,
+        seccomp_bpf: bytes | None = None,
     ) -> None:
         self.isolation_mode = isolation_mode
         self.view = view
         self.scratch_dir = scratch_dir
+        self.seccomp_bpf = seccomp_bpf
 
-    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
-        """Raises errors.InternalError when the process or its runtime cannot start."""
+    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float, uid: int) -> Launched:
+        """Starts an agent process that runs as ``uid`` (:func:`sandbox.identity.uid_for`; under
+        bwrap only) and loads the seccomp filter, if there is one, before any agent code.
+
+        Raises errors.InternalError when the process or its runtime cannot start.
+        """
         ours, theirs = socket.socketpair()
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        # The request socket is handed over on a socket of its own once the process runs, not
+        # inherited: bwrap keeps every inherited descriptor open outside the sandbox, and the
+        # agent closing its end must read as the end of the stream here.
+        handover, handover_theirs = socket.socketpair()
         # -P: the cwd must not come first on sys.path, or a bundle file named like a module of
         # the runtime (sandbox/, numpy.py, torch/) would replace it.
         wrapped = self.isolation_mode == isolation.BWRAP
         # The init (PID 1 under bwrap) writes the agent's exact wait status here.
         status_r, status_w = os.pipe()
         os.set_blocking(status_r, False)
-        command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(theirs.fileno()), *_rlimits(limits),
-                   "--status-fd", str(status_w)]
+        command = [sys.executable, "-P", "-m", "sandbox.child", "--fd", str(handover_theirs.fileno()), "--receive-fd",
+                   *_rlimits(limits), "--status-fd", str(status_w)]
+        passed = [handover_theirs.fileno(), status_w]
         if wrapped:
-            command.append("--unprivileged")
+            command += ["--unprivileged", "--uid", str(uid)]
+        if self.seccomp_bpf is not None:
+            seccomp_r = seccomp.write_to_pipe(self.seccomp_bpf)
+            command += ["--seccomp-fd", str(seccomp_r)]
+            passed.append(seccomp_r)
         env = isolation.child_environment()
         closers: list[Callable[[], None]] = [lambda: os.close(status_r)]
         if not wrapped:
@@ -154,7 +169,7 @@ class FreshLauncher:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, pass_fds=(theirs.fileno(), status_w),
+                stderr=asyncio.subprocess.PIPE, pass_fds=passed,
                 start_new_session=True,  # its own process group, killed as a whole
                 cwd="/tmp", env=env,
             )
@@ -163,12 +178,27 @@ class FreshLauncher:
             for close in closers:
                 close()
             raise errors.InternalError(f"could not start a sandbox process: {exc}") from exc
+        else:
+            with contextlib.suppress(OSError):  # a process that died at once is reported below
+                socket.send_fds(handover, [b"s"], [theirs.fileno()])
         finally:
             theirs.close()
-            os.close(status_w)
+            handover.close()
+            handover_theirs.close()
+            for fd in passed[1:]:  # the status pipe's and the filter pipe's ends
+                os.close(fd)
+
+        pid_box: list[int] = []
 
         def kill() -> None:
             if proc.returncode is None:
+                # The agent first (PID 2 of its namespace: its init then ends, and the kernel
+                # kills the rest). bwrap's --die-with-parent does not reach a sandbox that changed
+                # uid (a parent-death signal needs the right to kill it), so killing bwrap alone
+                # could leave the agent running, holding its output pipes open.
+                for pid in pid_box:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
 
@@ -182,7 +212,7 @@ class FreshLauncher:
 
         try:
             async with asyncio.timeout(startup_s):
-                pid = await read_ready_pid(ours, wait())
+                pid_box.append(await read_ready_pid(ours, wait()))
         except BaseException as exc:
             kill()
             ours.close()
@@ -193,7 +223,7 @@ class FreshLauncher:
                 raise errors.InternalError(f"the sandbox runtime did not start within {startup_s:g} s") from None
             raise
         assert proc.stdout is not None and proc.stderr is not None
-        return Launched(pid=pid, sock=ours, stdout=proc.stdout, stderr=proc.stderr, kill=kill, wait=wait,
+        return Launched(pid=pid_box[0], sock=ours, stdout=proc.stdout, stderr=proc.stderr, kill=kill, wait=wait,
                         closers=closers)
 
     async def close(self) -> None:
@@ -210,23 +240,24 @@ class TemplateLauncher:
         self.fallback = fallback
 
     @classmethod
-    async def start(cls, view: FilesystemView) -> TemplateLauncher:
+    async def start(cls, view: FilesystemView, seccomp_bpf: bytes | None = None) -> TemplateLauncher:
         """Raises TemplateUnavailable when no template can run here."""
-        template = await WarmTemplate.start(view)
-        return cls(template, FreshLauncher(isolation.BWRAP, view))
+        template = await WarmTemplate.start(view, seccomp_bpf=seccomp_bpf)
+        return cls(template, FreshLauncher(isolation.BWRAP, view, seccomp_bpf=seccomp_bpf))
 
-    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float) -> Launched:
-        """Forks an agent process from the template (restarting a dead one first), else starts one fresh."""
+    async def launch(self, limits: sandbox_pb2.SandboxRlimits, startup_s: float, uid: int) -> Launched:
+        """Forks an agent process that runs as ``uid`` from the template (restarting a dead one
+        first), else starts one fresh."""
         if self.template is None or not self.template.alive:
             try:
-                self.template = await WarmTemplate.start(self.fallback.view)
+                self.template = await WarmTemplate.start(self.fallback.view, seccomp_bpf=self.fallback.seccomp_bpf)
             except TemplateUnavailable:
                 self.template = None
-                return await self.fallback.launch(limits, startup_s)
+                return await self.fallback.launch(limits, startup_s, uid)
         try:
-            forked = self.template.fork(limits)
+            forked = self.template.fork(limits, uid)
         except TemplateUnavailable:
-            return await self.fallback.launch(limits, startup_s)
+            return await self.fallback.launch(limits, startup_s, uid)
         forked.sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         stdout, close_out = await _pipe_reader(forked.stdout)
         stderr, close_err = await _pipe_reader(forked.stderr)
@@ -265,10 +296,12 @@ Launcher = FreshLauncher | TemplateLauncher
 
 
 async def make_launcher(
-    isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, warm: bool, scratch_dir: Path | None = None
+    isolation_mode: types_pb2.Isolation.ValueType, view: FilesystemView, warm: bool, scratch_dir: Path | None = None,
+    seccomp_filter: bool = True,
 ) -> Launcher:
     """The warm template when bwrap and namespaces allow it and ``warm`` is set, else fresh
-    processes. Logs which one, since it decides both isolation and start-up time.
+    processes. Logs which one, since it decides both isolation and start-up time. Also removes
+    the cgroups that dead workers left (:func:`sandbox.cgroups.sweep`).
 
     Args:
         isolation_mode: ``ISOLATION_BWRAP`` or ``ISOLATION_PROCESS``.
@@ -276,18 +309,40 @@ async def make_launcher(
         warm: fork agent processes from a warm template when possible.
         scratch_dir: where process isolation makes each agent's private TMPDIR (default: the
             system's temporary folder); bwrap gives each its own tmpfs instead.
+        seccomp_filter: every agent process loads the filter of :mod:`sandbox.seccomp`. Only tests
+            turn it off (controls showing what the filter stops).
+
+    Raises:
+        seccomp.SeccompUnavailable: bwrap isolation with ``seccomp_filter`` where libseccomp is
+            missing: the worker does not start (fail closed). Process isolation, already the
+            explicit choice of a weaker sandbox, runs without the filter and logs a warning.
     """
     from codecbench import logs
+    from sandbox import cgroups
 
     log = logs.get_logger("sandbox")
+    swept = cgroups.sweep()
+    if swept:
+        log.info("sandbox.cgroups_swept", detail=f"removed {swept} cgroups left by workers that are gone")
+    bpf: bytes | None = None
+    if seccomp_filter:
+        try:
+            bpf = seccomp.program()
+        except seccomp.SeccompUnavailable as exc:
+            if isolation_mode == isolation.BWRAP:
+                raise seccomp.SeccompUnavailable(
+                    f"{exc}: agent processes would run without their seccomp filter; install libseccomp "
+                    "(Debian/Ubuntu: libseccomp2, Fedora: libseccomp)"
+                ) from exc
+            log.warning("sandbox.no_seccomp", detail=f"{exc}; agent processes run without a seccomp filter")
     if warm and isolation_mode == isolation.BWRAP:
         try:
-            launcher = await TemplateLauncher.start(view)
+            launcher = await TemplateLauncher.start(view, seccomp_bpf=bpf)
             log.info("sandbox.warm_template", detail="agent processes fork from a warm template")
             return launcher
         except TemplateUnavailable as exc:
             log.warning("sandbox.no_warm_template", detail=f"{exc}; every agent process starts a new interpreter")
-    return FreshLauncher(isolation_mode, view, scratch_dir)
+    return FreshLauncher(isolation_mode, view, scratch_dir, seccomp_bpf=bpf)
 
 
 __all__ = ["FreshLauncher", "Launched", "Launcher", "TemplateLauncher", "make_launcher", "read_ready_pid"]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from codecbench import logs
 from codecbench.v1 import sandbox_pb2
-from sandbox import isolation
+from sandbox import isolation, seccomp
 from sandbox.view import FilesystemView
 
 
@@ -57,8 +57,11 @@ class WarmTemplate:
         asyncio.get_running_loop().add_reader(control.fileno(), self._on_event)
 
     @classmethod
-    async def start(cls, view: FilesystemView, startup_s: float = 120.0) -> WarmTemplate:
-        """Starts the template under bubblewrap and waits until it can fork.
+    async def start(cls, view: FilesystemView, startup_s: float = 120.0, seccomp_bpf: bytes | None = None
+                    ) -> WarmTemplate:
+        """Starts the template under bubblewrap and waits until it can fork. The template itself
+        runs without a seccomp filter (it creates namespaces and mounts); each agent process it
+        forks loads ``seccomp_bpf`` (None: none) after dropping its privileges.
 
         Raises:
             TemplateUnavailable: no bwrap, a start failure, or namespaces refused (the caller
@@ -71,17 +74,23 @@ class WarmTemplate:
         command = [sys.executable, "-P", "-m", "sandbox.template", "--control-fd", str(theirs.fileno())]
         for path in view.binds_under_tmp():
             command += ["--rebind", str(path)]
+        passed = [theirs.fileno()]
+        if seccomp_bpf is not None:
+            passed.append(seccomp.write_to_pipe(seccomp_bpf))
+            command += ["--seccomp-fd", str(passed[-1])]
         argv = isolation.wrap_command(command, isolation.BWRAP, view, env, template=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),), start_new_session=True, env=env,
+                pass_fds=passed, start_new_session=True, env=env,
             )
         except OSError as exc:
             ours.close()
             raise TemplateUnavailable(f"could not start the template: {exc}") from exc
         finally:
             theirs.close()
+            for fd in passed[1:]:
+                os.close(fd)
         ours.setblocking(False)
         template = cls(proc, ours)
         try:
@@ -133,8 +142,9 @@ class WarmTemplate:
         """Whether the template is running and reported ready."""
         return self.proc.returncode is None and self._ready.done() and self._ready.result()
 
-    def fork(self, limits: sandbox_pb2.SandboxRlimits) -> ForkedProcess:
-        """Asks the template to fork one agent process; its ready frame arrives on ``sock``.
+    def fork(self, limits: sandbox_pb2.SandboxRlimits, uid: int) -> ForkedProcess:
+        """Asks the template to fork one agent process that runs as ``uid``; its ready frame
+        arrives on ``sock``.
 
         Raises:
             TemplateUnavailable: the template is gone.
@@ -148,7 +158,7 @@ class WarmTemplate:
         exited: asyncio.Future[Exit] = asyncio.get_running_loop().create_future()
         self._exits[spawn_id] = exited
         try:
-            request = sandbox_pb2.SandboxSpawn(spawn_id=spawn_id, limits=limits)
+            request = sandbox_pb2.SandboxSpawn(spawn_id=spawn_id, limits=limits, uid=uid)
             fds = array.array("i", [theirs.fileno(), out_w, err_w])
             self.control.sendmsg([request.SerializeToString()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         except OSError as exc:

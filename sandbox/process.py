@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from codecbench import errors, framing
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2
-from sandbox import cgroups
+from sandbox import cgroups, identity
 from sandbox.launchers import Launched, Launcher
 
 MiB = 1024 * 1024
@@ -161,15 +161,16 @@ class SandboxProcess:
         return self._launched.pid
 
     @classmethod
-    async def start(cls, launcher: Launcher, limits: SandboxLimits, budget: OutputBudget, gpu: bool = False
-                    ) -> SandboxProcess:
+    async def start(cls, launcher: Launcher, limits: SandboxLimits, budget: OutputBudget, gpu: bool = False,
+                    uid: int = identity.AGENT_UID) -> SandboxProcess:
         """Starts an agent process, waits until its runtime is ready and puts it in its cgroup,
         all before any agent code can run (so the load limit does not pay for the start).
+        ``uid``: whom it runs as (:func:`sandbox.identity.uid_for` its role).
 
         Raises:
             errors.InternalError: the process could not be started, or its runtime did not start.
         """
-        launched = await launcher.launch(limits.rlimits(gpu), limits.startup_s)
+        launched = await launcher.launch(limits.rlimits(gpu), limits.startup_s, uid)
         cgroup = cgroups.create(limits.memory_bytes, limits.max_processes)
         try:
             if cgroup is not None:

@@ -9,7 +9,8 @@ one agent process per experiment side. Each fork
    agent cannot see or signal any other agent, and when it ends everything it started ends),
 2. mounts private, size-limited tmpfs ``/tmp`` and ``/dev/shm`` and a fresh ``/proc`` (everything
    else is the template's read-only view, so no file one agent process writes is visible to another),
-3. becomes uid/gid 65534 without capabilities and with no_new_privs (:mod:`sandbox.identity`),
+3. becomes the uid/gid the worker chose for its role, without capabilities and with
+   no_new_privs (:mod:`sandbox.identity`), and loads the seccomp filter (:mod:`sandbox.seccomp`),
 4. becomes the namespace's init (:mod:`sandbox.init`) and forks the agent process (PID 2), which
    applies its rlimits and serves the worker's framed requests (:func:`sandbox.child.serve`) on
    the socket it was sent. The template reports the agent's exit status as the init passes it on.
@@ -31,14 +32,14 @@ from pathlib import Path
 from typing import NoReturn
 
 from codecbench.v1 import sandbox_pb2
-from sandbox import child, identity, init, isolation, namespaces
+from sandbox import child, identity, init, isolation, namespaces, seccomp
 
 _FDS_PER_SPAWN = 3  # agent socket, stdout, stderr
 
 
 def private_tmpfs(target: str, size_bytes: int) -> None:
     """A new, size-limited tmpfs over ``target`` in this process's own mount namespace, writable
-    by every uid (sticky, like /tmp): the agent process runs as uid 65534."""
+    by every uid (sticky, like /tmp): the agent process runs unprivileged."""
     namespaces.mount("tmpfs", target, "tmpfs", namespaces.MS_NOSUID | namespaces.MS_NODEV,
                      f"size={size_bytes},mode=1777")
 
@@ -71,10 +72,13 @@ def _close_all_but(keep: set[int]) -> None:
                 os.close(fd)
 
 
-def _init_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], status_w: int, rebind: list[Path]) -> NoReturn:
+def _init_process(
+    spawn: sandbox_pb2.SandboxSpawn, fds: list[int], status_w: int, rebind: list[Path], bpf: bytes | None
+) -> NoReturn:
     """Runs in the forked child, PID 1 of a new PID namespace: gives itself the agent's other
-    namespaces, mounts and identity, then becomes the namespace's init with the agent process
-    as its child (:func:`sandbox.init.run_as_init`). Never returns."""
+    namespaces, mounts, identity and seccomp filter (``bpf``; None: none), then becomes the
+    namespace's init with the agent process as its child (:func:`sandbox.init.run_as_init`).
+    Never returns."""
     try:
         sock_fd, out_fd, err_fd = fds
         _close_all_but({*fds, status_w})
@@ -99,14 +103,17 @@ def _init_process(spawn: sandbox_pb2.SandboxSpawn, fds: list[int], status_w: int
         os.close(out_fd)
         os.close(err_fd)
         os.chdir("/tmp")
-        identity.become_agent_user()  # init and agent alike: uid 65534, no capabilities
+        identity.become_agent_user(spawn.uid or identity.AGENT_UID)  # init and agent alike, no capabilities
+        if bpf is not None:
+            seccomp.install(bpf)  # after no_new_privs, before any agent code; inherited by the agent
         limits = spawn.limits
 
         def agent() -> int:
             child.apply_limits(limits.memory_bytes, limits.cpu_s, limits.file_bytes, limits.open_files)
             return child.serve(socket.socket(fileno=sock_fd), limits.max_frame_bytes, limits.max_bitstream_bytes)
 
-        init.run_as_init(agent, status_w, close_in_agent=())
+        # Init holds no request socket: an agent that closes its own is seen at once (end of stream).
+        init.run_as_init(agent, status_w, close_in_init=(sock_fd,))
     except BaseException as exc:  # noqa: BLE001 - report on the agent's stderr, never return into the template
         print(f"sandbox: could not start the agent process: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
     sys.stdout.flush()
@@ -154,8 +161,9 @@ def _fork_in_new_pid_namespace(own_pid_ns: int) -> int:
     return pid
 
 
-def can_isolate() -> str:
-    """Forks a throwaway process that sets up an agent's namespaces; returns why that failed, or ""."""
+def can_isolate(bpf: bytes | None = None) -> str:
+    """Forks a throwaway process that sets up an agent's namespaces, identity and seccomp filter;
+    returns why that failed, or ""."""
     pid = os.fork()
     if pid == 0:
         try:
@@ -163,6 +171,8 @@ def can_isolate() -> str:
             namespaces.make_mounts_private()
             private_tmpfs("/tmp", isolation.TMP_BYTES)
             identity.become_agent_user()
+            if bpf is not None:
+                seccomp.install(bpf)
             os._exit(0)
         except BaseException as exc:  # noqa: BLE001 - reported through the exit status and stderr
             print(f"sandbox template: cannot isolate agent processes: {exc}", file=sys.stderr, flush=True)
@@ -171,16 +181,17 @@ def can_isolate() -> str:
     return "" if os.waitstatus_to_exitcode(status) == 0 else "namespace set-up refused (see stderr)"
 
 
-def serve(control: socket.socket, rebind: list[Path]) -> int:
+def serve(control: socket.socket, rebind: list[Path], bpf: bytes | None = None) -> int:
     """Forks agent processes on request until the worker closes the control socket.
 
     Args:
         control: the socket the worker sends spawn requests on and reads exit reports from.
         rebind: bound paths under /tmp, mounted again over each agent process's private /tmp.
+        bpf: the seccomp filter every agent process loads (:mod:`sandbox.seccomp`); None: none.
 
     Returns 3 without serving when agent processes cannot be isolated here.
     """
-    problem = can_isolate()
+    problem = can_isolate(bpf)
     if problem:
         return 3
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY)
@@ -217,7 +228,7 @@ def serve(control: socket.socket, rebind: list[Path]) -> int:
                 _send(control, sandbox_pb2.TemplateEvent(spawn_failed=failed))
                 continue
             if pid == 0:
-                _init_process(spawn, fds, status_w, rebind)
+                _init_process(spawn, fds, status_w, rebind, bpf)
             os.close(status_w)
             os.set_blocking(status_r, False)
             spawned[pid] = (spawn.spawn_id, status_r)
@@ -231,8 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--rebind", type=Path, action="append", default=[],
                         help="a bound path under /tmp to mount again over each agent process's /tmp")
+    parser.add_argument("--seccomp-fd", type=int, default=-1,
+                        help="a pipe holding the seccomp filter (BPF) every agent process loads")
     args = parser.parse_args(argv)
-    return serve(socket.socket(fileno=args.control_fd), args.rebind)
+    bpf = seccomp.read_program(args.seccomp_fd) if args.seccomp_fd >= 0 else None
+    return serve(socket.socket(fileno=args.control_fd), args.rebind, bpf)
 
 
 if __name__ == "__main__":

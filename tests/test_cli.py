@@ -130,6 +130,9 @@ async def run_failing(services: Services, tiny: str, quality: int) -> tuple[str,
 
 def test_parameter_values_parse_as_int_then_float_then_str() -> None:
     assert [parsing.parse_value(v) for v in ("10", "-3", "0.5", "1e-3", "fast")] == [10, -3, 0.5, 0.001, "fast"]
+    # Only finite numbers are floats (red-team L1): the services refuse NaN and infinities.
+    not_finite = ["nan", "inf", "-Infinity", "1e999"]
+    assert [parsing.parse_value(v) for v in not_finite] == not_finite
     assert parsing.parameter_grid(["quality=10,30", "mode=a,b"]) == [
         {"quality": 10, "mode": "a"}, {"quality": 10, "mode": "b"},
         {"quality": 30, "mode": "a"}, {"quality": 30, "mode": "b"},

@@ -10,9 +10,11 @@ KeyboardInterrupt, segfault, timeouts) are in test_error_kinds.py.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +125,8 @@ CORPUS = [
     Case("hostile_forge_error", K.ERROR_KIND_AGENT_EXCEPTION, contains="WorkerLost",
          check=lambda terminal, _: _not_retryable(terminal)),
     Case("hostile_meta_tensor", K.ERROR_KIND_INVALID_OUTPUT, contains="dense"),
+    # The red-team's 1,200,000 reported numbers (a 26 MB frame): refused by count, never converted.
+    Case("hostile_big_report", K.ERROR_KIND_INVALID_OUTPUT, contains="1200000 entries"),
 ]
 
 
@@ -200,3 +204,31 @@ async def test_decoder_cannot_recover_the_original_from_the_dataset_cache_or_bui
         ))
         assert terminal.HasField("result"), errors.describe(terminal.error)
         _not_recovered(terminal, [])
+
+
+async def test_a_huge_agent_report_fails_without_stalling_the_workers_event_loop(hostile: Hostile) -> None:
+    """Red-team H1: 1,200,000 reported numbers once kept the worker's event loop busy for minutes,
+    so its heartbeats stopped and the orchestrator retried the agent's own fault as WORKER_LOST.
+    The worker runs in this test's event loop: a ticker measures how long the loop is held."""
+    gaps: list[float] = []
+
+    async def tick() -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    try:
+        _, terminal = await run(hostile.stub, request("hostile_big_report", dataset=_one_image()))
+    finally:
+        ticker.cancel()
+    assert terminal.HasField("error") and terminal.error.kind == K.ERROR_KIND_INVALID_OUTPUT, terminal
+    assert not terminal.error.retryable and "at most 256 entries" in terminal.error.message
+    assert gaps and max(gaps) < 1.0, f"the event loop was held for {max(gaps):.2f} s"
+
+
+def _one_image() -> types_pb2.DatasetRef:
+    return types_pb2.DatasetRef(name="one", images=[types_pb2.BlobRef(name="a.png", content=png_bytes(16, 16, seed=3))])

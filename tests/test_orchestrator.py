@@ -94,15 +94,18 @@ async def test_worker_killed_mid_experiment_reruns_on_other_worker_as_attempt_2(
         w2 = await spawn_service("worker_svc", *args, "--data-dir", str(tmp_path / "w2"), log_path=tmp_path / "w2.log")
         try:
             async with Client(orch.address) as client:
-                await eventually(lambda: _count_ready(client, 2), what="two workers registered")
+                await eventually(lambda: _count_ready(client, 2), timeout_s=60, what="two workers registered")
                 await client.upload_dataset("four", images)
                 exp = await client.submit(agent_bundle("slow_lossless"), dataset="four", points=[{"delay_s": 0.4}])
-                first_item = None
+                # Mid-run: the second of four encodes has started (a point's images are all
+                # encoded before its decoder starts, so no image result exists yet).
+                mid_run = None
                 async for event in client.watch(exp.experiment_id):
-                    if event.WhichOneof("event") == "image_result":
-                        first_item = event
+                    if (event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE
+                            and event.progress.image_index == 1):
+                        mid_run = event
                         break
-                assert first_item is not None
+                assert mid_run is not None
                 running = await client.get(exp.experiment_id)
                 assert running.state == RUNNING
                 victim = w1 if running.worker_id == await _worker_id(client, w1.address) else w2
@@ -268,7 +271,7 @@ async def test_heartbeat_silence_marks_worker_lost_and_drain_stops_new_work(tmp_
         draining = await attach_worker(orch, tmp_path / "draining")
         try:
             async with Client(orch.address) as client:
-                await eventually(lambda: _count_ready(client, 2), what="two workers registered")
+                await eventually(lambda: _count_ready(client, 2), timeout_s=60, what="two workers registered")
                 silent.task.cancel()  # stops its heartbeats, the server keeps running
                 await client.drain(draining.handle.info.worker_id)
 
@@ -455,7 +458,9 @@ class _HungWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.requests: list[worker_pb2.RunExperimentRequest] = []
         self.info = worker_pb2.WorkerInfo()
 
-    async def GetWorkerInfo(self, request, context):  # noqa: N802 - answers the orchestrator's reachability probe
+    async def GetWorkerInfo(  # noqa: N802 - answers the orchestrator's reachability probe
+        self, request, context
+    ) -> worker_pb2.GetWorkerInfoResponse:
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
     async def RunExperiment(self, request, context) -> AsyncIterator[worker_pb2.RunExperimentResponse]:  # noqa: N802

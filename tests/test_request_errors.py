@@ -18,7 +18,7 @@ from helpers import REPO, TEST_ADMIN_TOKEN, agent_bundle, eventually, worker_cha
 from helpers.services import orchestrator
 from helpers.worker import png_bytes, request
 
-from codecbench import errors, rpc, status, tensors
+from codecbench import errors, rpc, status, tensors, validation
 from codecbench.client import Client
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2, worker_pb2, worker_pb2_grpc
 from orchestrator_svc.server import OrchestratorHandle
@@ -126,6 +126,46 @@ def _run(s: Services, **changes: object) -> Awaitable[None]:
     return _drain(s.work.RunExperiment(req))
 
 
+def _stream(*messages: orchestrator_pb2.CreateDatasetRequest) -> AsyncIterator[orchestrator_pb2.CreateDatasetRequest]:
+    async def each() -> AsyncIterator[orchestrator_pb2.CreateDatasetRequest]:
+        for message in messages:
+            yield message
+
+    return each()
+
+
+def _header(name: str) -> orchestrator_pb2.CreateDatasetRequest:
+    return orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name=name))
+
+
+def _chunk(image_name: str, data: bytes) -> orchestrator_pb2.CreateDatasetRequest:
+    return orchestrator_pb2.CreateDatasetRequest(
+        chunk=orchestrator_pb2.ImageChunk(image_name=image_name, data=data, last=True)
+    )
+
+
+def _point(**params: types_pb2.Value) -> types_pb2.ParameterPoint:
+    return types_pb2.ParameterPoint(params=params)
+
+
+# Red-team M2: a 2^20 x 2^20 uint8 tensor parameter without data, once blamed on the agent.
+HUGE_TENSOR = types_pb2.Value(torch_tensor_value=types_pb2.Tensor(dtype=types_pb2.D_TYPE_UINT8, shape=[2**20, 2**20]))
+NAN = types_pb2.Value(float_value=float("nan"))
+INF_IN_LIST = types_pb2.Value(list_value=types_pb2.ValueList(values=[types_pb2.Value(float_value=float("-inf"))]))
+
+
+def _creating(s: Services, mutate: Callable[[orchestrator_pb2.CreateExperimentRequest], object]) -> Awaitable[object]:
+    req = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos")
+    mutate(req)
+    return s.orch.CreateExperiment(req)
+
+
+def _running(s: Services, mutate: Callable[[worker_pb2.RunExperimentRequest], object]) -> Awaitable[None]:
+    req = request("zlib_lossless")
+    mutate(req)
+    return _drain(s.work.RunExperiment(req))
+
+
 INVALID, NOT_FOUND = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND
 CASES = [
     # the orchestrator
@@ -149,6 +189,50 @@ CASES = [
          lambda s: _drain(s.orch.ReadBlob(orchestrator_pb2.ReadBlobRequest(sha256=MISSING_DIGEST))),
          NOT_FOUND, errors.REASON_BLOB_MISSING, "sha256"),
     Case("orchestrator-already-exists", _upload_twice, grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS", "header.name"),
+    # the red-team review's findings (M1, M2, L1-L4), one request each
+    Case("orchestrator-too-many-labels",
+         lambda s: _creating(s, lambda r: r.labels.update({f"k{i}": "v" for i in range(20_000)})),
+         INVALID, "INVALID_ARGUMENT", "labels"),
+    Case("orchestrator-one-label-too-many",
+         lambda s: _creating(s, lambda r: r.labels.update({f"k{i}": "v" for i in range(validation.MAX_LABELS + 1)})),
+         INVALID, "INVALID_ARGUMENT", "labels"),
+    Case("orchestrator-too-many-label-filters",
+         lambda s: s.orch.ListExperiments(orchestrator_pb2.ListExperimentsRequest(
+             labels={f"k{i}": "v" for i in range(3000)})),
+         INVALID, "INVALID_ARGUMENT", "labels"),
+    Case("orchestrator-one-label-filter-too-many",
+         lambda s: s.orch.ListExperiments(orchestrator_pb2.ListExperimentsRequest(
+             labels={f"k{i}": "v" for i in range(validation.MAX_LABEL_FILTERS + 1)})),
+         INVALID, "INVALID_ARGUMENT", "labels"),
+    Case("orchestrator-tensor-param-malformed",
+         lambda s: _creating(s, lambda r: r.points.append(_point(w=HUGE_TENSOR))),
+         INVALID, errors.REASON_TENSOR_MALFORMED, "points[0].params['w']"),
+    Case("orchestrator-nan-param",
+         lambda s: _creating(s, lambda r: r.points.append(_point(mode=NAN))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['mode']"),
+    Case("orchestrator-infinite-param-in-a-list",
+         lambda s: _creating(s, lambda r: r.points.extend([_point(), _point(q=INF_IN_LIST)])),
+         INVALID, "INVALID_ARGUMENT", "points[1].params['q']"),
+    Case("orchestrator-second-dataset-header",
+         lambda s: s.orch.CreateDataset(_stream(_header("first"), _chunk("a.png", png_bytes(8, 8, seed=1)),
+                                                _header("renamed"))),
+         INVALID, "INVALID_ARGUMENT", "header"),
+    Case("orchestrator-image-name-with-nul",
+         lambda s: s.orch.CreateDataset(_stream(_header("nul"), _chunk("a\0.png", png_bytes(8, 8, seed=1)))),
+         INVALID, "INVALID_ARGUMENT", "chunk.image_name"),
+    Case("orchestrator-image-name-with-escape",
+         lambda s: s.orch.CreateDataset(_stream(_header("esc"), _chunk("\x1b[2Ja.png", png_bytes(8, 8, seed=1)))),
+         INVALID, "INVALID_ARGUMENT", "chunk.image_name"),
+    Case("orchestrator-negative-file-size",
+         lambda s: _creating(s, lambda r: setattr(r.agent.files[0], "size_bytes", -1)),
+         INVALID, "INVALID_ARGUMENT", "agent.files[0].size_bytes"),
+    Case("orchestrator-file-size-disagrees-with-content",
+         lambda s: _creating(s, lambda r: setattr(r.agent.files[0], "size_bytes", len(r.agent.files[0].content) + 1)),
+         INVALID, "INVALID_ARGUMENT", "agent.files[0].size_bytes"),
+    # a file by digest that declares -2**62 bytes once made the bundle's summed size pass any limit
+    Case("orchestrator-negative-size-by-digest",
+         lambda s: _creating(s, lambda r: r.agent.files.add(name="w.bin", sha256=MISSING_DIGEST, size_bytes=-2**62)),
+         INVALID, "INVALID_ARGUMENT", "agent.files[1].size_bytes"),
     # the worker
     Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY),
          INVALID, "INVALID_ARGUMENT", "device"),
@@ -164,6 +248,17 @@ CASES = [
          INVALID, errors.REASON_TENSOR_MALFORMED, "image"),
     Case("worker-no-gpu", lambda s: _run(s, device=types_pb2.DEVICE_CUDA),
          grpc.StatusCode.FAILED_PRECONDITION, errors.REASON_NO_GPU, "device"),
+    Case("worker-tensor-param-malformed",
+         lambda s: _running(s, lambda r: r.points.append(_point(w=HUGE_TENSOR))),
+         INVALID, errors.REASON_TENSOR_MALFORMED, "points[0].params['w']"),
+    Case("worker-nan-param", lambda s: _running(s, lambda r: r.points.append(_point(mode=NAN))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['mode']"),
+    Case("worker-negative-image-size",
+         lambda s: _running(s, lambda r: setattr(r.dataset.images[0], "size_bytes", -1)),
+         INVALID, "INVALID_ARGUMENT", "dataset.images[0].size_bytes"),
+    Case("worker-negative-file-size",
+         lambda s: _running(s, lambda r: setattr(r.agent.files[0], "size_bytes", -1)),
+         INVALID, "INVALID_ARGUMENT", "agent.files[0].size_bytes"),
     Case("worker-blob-missing",
          lambda s: s.work.Encode(worker_pb2.EncodeRequest(agent=_bundle_with_file_by_digest(MISSING_DIGEST),
                                                           image=_image(bytes(48), [3, 4, 4]))),

@@ -15,7 +15,7 @@ from helpers.worker import request, run
 
 from codecbench import tensors
 from codecbench.v1 import types_pb2, worker_pb2, worker_pb2_grpc
-from sandbox import cgroups
+from sandbox import cgroups, identity
 from worker_svc.server import WorkerConfig, start_worker
 
 pytestmark = pytest.mark.timeout(180)
@@ -32,7 +32,10 @@ async def test_forked_agent_process_has_its_own_namespaces_and_no_capabilities(w
     # Its own PID namespace: sees its init (PID 1) and itself, no other process.
     assert seen["pid"] == 2 and seen["visible_pids"] == [1, 2] and seen["init_comm"] == "cb-init"
     assert int(seen["cap_eff"], 16) == 0 and int(seen["cap_bnd"], 16) == 0 and seen["no_new_privs"] == "1"
-    assert seen["uid"] == [65534] * 3 and seen["gid"] == [65534] * 3 and seen["groups"] == []
+    # An encoder's own uid (as root; decoders have another), a seccomp filter (mode 2).
+    uid = identity.ENCODER_UID if identity.worker_is_root() else identity.AGENT_UID
+    assert seen["uid"] == [uid] * 3 and seen["gid"] == [uid] * 3 and seen["groups"] == []
+    assert seen["seccomp"] == "2"
     assert seen["interfaces"] == ["lo"]  # its own network namespace
     assert seen["cwd"].startswith("/tmp/agent-")  # its private copy of the bundle
     assert seen["comm"] == "cb-agent"
@@ -83,4 +86,5 @@ async def test_without_a_sandbox_the_cheating_decoder_does_recover_the_image(tmp
     finally:
         await channel.close()
         await handle.stop(0)
-        Path("/dev/shm/codecbench-original.npy").unlink(missing_ok=True)  # shared /dev/shm: the cheat's file
+        for leftover in Path("/dev/shm").glob("codecbench-original-*.npy"):  # shared /dev/shm: the cheat's files
+            leftover.unlink(missing_ok=True)

@@ -19,6 +19,7 @@ from worker_svc.server import WorkerConfig, start_worker
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The worker's command line, checked; reads the token files (exits with a usage error on a problem)."""
     parser = argparse.ArgumentParser(prog="codecbench-worker", description="codecbench worker service")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one and prints it")
@@ -65,6 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    """Runs the worker (registered with ``--orchestrator``, if given) until SIGINT or SIGTERM."""
     config = WorkerConfig(
         data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=devices.parse(args.device),
         build_id=args.build_id, use_bwrap=args.isolation == "bwrap", warm_template=not args.no_warm_template,
@@ -85,6 +87,7 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``codecbench-worker``: parses ``argv`` (default ``sys.argv[1:]``), serves, returns the exit status."""
     args = parse_args(argv)
     logs.configure(args.log_level)
     asyncio.run(serve(args))

@@ -3,6 +3,11 @@
 The stream ends with exactly one terminal event: an ``ExperimentResult`` whose every image has
 metrics, or an ``Error`` of one kind. There is no third outcome, and never a success with
 missing metrics. Agent processes are killed when the run ends, fails or is cancelled.
+
+Per parameter point, an encoder process encodes every image and ends, and only then a decoder
+process (another uid, :mod:`sandbox.identity`) decodes them: the two sides of a run are never
+alive at the same time, so no host-wide state can carry an image between them. Each image still
+has its own ENCODE and DECODE progress events and its own result, in order.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2
 
-from codecbench import devices, errors, values
+from codecbench import devices, errors, rpc
 from codecbench.datasets import DatasetImage
 from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2, worker_pb2
@@ -35,6 +40,9 @@ class _Position:
         self.point: int | None = None
         self.image: int | None = None
         self.image_name = ""
+        # Serialized bytes of the results so far (see _count_result): kept with the position because
+        # every image result passes through here, and _run_item is where they are made.
+        self.result_bytes = 0
 
     def stamp(self, error: errors_pb2.Error) -> errors_pb2.Error:
         if not error.phase:
@@ -116,20 +124,29 @@ async def _run(
             emit(progress=experiment_pb2.Progress(
                 phase=position.phase, point_count=len(points), image_count=len(images)
             ))
-            encoder, decoder = await _open_both(request, settings, budget, timeouts.load_s, blob, sides)
             results = []
             for p_index, point in enumerate(points):
+                # A point's encoder has ended (its namespaces and cgroup gone) before its decoder
+                # starts: no host-wide state (load, free memory, per-uid counts) can carry an
+                # image from one to the other while both run.
                 position.point, position.image, position.phase = p_index, None, types_pb2.PHASE_LOAD
-                await asyncio.gather(
-                    encoder.set_params(point, timeouts.load_s), decoder.set_params(point, timeouts.load_s)
-                )
+                encoder = await _open_side(request, settings, budget, timeouts, blob, sides, ENCODER, point)
+                sent = []
+                for i, image in enumerate(images):
+                    position.image, position.image_name = i, image.name
+                    sent.append(await _encode(encoder, image, p_index, len(points), i, len(images), timeouts,
+                                              position, emit))
+                await _close_side(encoder, sides)
+                position.image, position.image_name, position.phase = None, "", types_pb2.PHASE_LOAD
+                decoder = await _open_side(request, settings, budget, timeouts, blob, sides, DECODER, point)
                 items = []
                 for i, image in enumerate(images):
                     position.image, position.image_name = i, image.name
                     items.append(
-                        await _run_item(request, encoder, decoder, image, p_index, len(points), i, len(images),
+                        await _run_item(request, sent[i], decoder, image, p_index, len(points), i, len(images),
                                         timeouts, position, emit)
                     )
+                await _close_side(decoder, sides)
                 results.append(metrics.point_result(p_index, point, items))
         wall_ms = (time.perf_counter() - started) * 1000.0
         terminal = {"result": experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id)}
@@ -156,34 +173,58 @@ async def _run(
     emit(**terminal)
 
 
-async def _open_both(
+ENCODER = sandbox_pb2.SANDBOX_ROLE_ENCODER
+DECODER = sandbox_pb2.SANDBOX_ROLE_DECODER
+
+
+async def _open_side(
     request: worker_pb2.RunExperimentRequest,
     settings: SandboxSettings,
     budget: OutputBudget,
-    load_s: float,
+    timeouts: types_pb2.Timeouts,
     blob: Callable[[str], bytes] | None,
     sides: list[SandboxedAgent],
-) -> tuple[SandboxedAgent, SandboxedAgent]:
-    """Starts the encoder and the decoder processes in parallel; both are added to ``sides``."""
+    role: sandbox_pb2.SandboxRole.ValueType,
+    point: types_pb2.ParameterPoint,
+) -> SandboxedAgent:
+    """Starts one side's process (added to ``sides``, which the run closes whatever happens) and
+    binds it to ``point``."""
+    side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, timeouts.load_s, blob)
+    sides.append(side)
+    await side.set_params(point, timeouts.load_s)
+    return side
 
-    async def open_side(role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
-        side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, load_s, blob)
-        sides.append(side)
-        return side
 
-    opened = await asyncio.gather(
-        open_side(sandbox_pb2.SANDBOX_ROLE_ENCODER), open_side(sandbox_pb2.SANDBOX_ROLE_DECODER),
-        return_exceptions=True,
-    )
-    for outcome in opened:
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return opened[0], opened[1]  # type: ignore[return-value]
+async def _close_side(side: SandboxedAgent, sides: list[SandboxedAgent]) -> None:
+    """Kills a side's process and waits until it and everything it started are gone."""
+    side.process.kill()
+    await side.close()
+    sides.remove(side)
+
+
+async def _encode(
+    encoder: SandboxedAgent,
+    image: DatasetImage,
+    point_index: int,
+    point_count: int,
+    image_index: int,
+    image_count: int,
+    timeouts: types_pb2.Timeouts,
+    position: _Position,
+    emit: Emit,
+) -> tuple[sandbox_pb2.SandboxEncoded, float]:
+    """Encodes one image (after its ENCODE progress event): the payload and the wall time in ms."""
+    position.phase = types_pb2.PHASE_ENCODE
+    emit(progress=experiment_pb2.Progress(
+        phase=position.phase, point_index=point_index, point_count=point_count,
+        image_index=image_index, image_count=image_count, image_name=image.name,
+    ))
+    return await encoder.encode(image.pixels, timeouts.encode_s)
 
 
 async def _run_item(
     request: worker_pb2.RunExperimentRequest,
-    encoder: SandboxedAgent,
+    sent: tuple[sandbox_pb2.SandboxEncoded, float],  # what the encoder made of the image, and its wall time in ms
     decoder: SandboxedAgent,
     image: DatasetImage,
     point_index: int,
@@ -201,9 +242,8 @@ async def _run_item(
             image_index=image_index, image_count=image_count, image_name=image.name,
         ))
 
-    progress(types_pb2.PHASE_ENCODE)
-    encoded, encode_ms = await encoder.encode(image.pixels, timeouts.encode_s)
-    position.phase = types_pb2.PHASE_DECODE
+    progress(types_pb2.PHASE_DECODE)
+    encoded, encode_ms = sent
     decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
     position.phase = types_pb2.PHASE_METRICS
     recon = metrics.reconstruction_to_uint8(decoded.reconstruction, image.height, image.width)
@@ -213,21 +253,80 @@ async def _run_item(
     )
     item_metrics.conversion = image.conversion
     if decoded.HasField("decoding_data"):
-        for key, value in _numbers(values.from_value(decoded.decoding_data)).items():
-            item_metrics.agent_reported[key] = value
+        # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
+        item_metrics.agent_reported.update(await asyncio.to_thread(agent_reported, decoded.decoding_data))
     item = experiment_pb2.ImageResult(
         point_index=point_index, image_index=image_index, image_name=image.name, metrics=item_metrics
     )
+    if image_index == 0:  # the point's own part of the result: its parameters and aggregates
+        _count_result(position, (request.points[point_index].ByteSize() if request.points else 0) + _POINT_OVERHEAD)
+    _count_result(position, item.ByteSize() + _ITEM_OVERHEAD)
     emit(image_result=item)
     return item
 
 
-def _numbers(data: object) -> dict[str, float]:
-    """The finite numeric top-level entries of a seed agent's decoding dict."""
-    if not isinstance(data, dict):
-        return {}
+# Agent-reported values (seed contract: the entries of run_decoding_agent's dict besides the
+# reconstruction) are a few numbers about the agent itself, not a payload. Checked on the
+# serialized dict before anything is converted: an agent once returned 1,200,000 entries (26 MB),
+# and converting them on the event loop stopped the worker's heartbeats for minutes.
+MAX_REPORTED_ENTRIES = 256
+MAX_REPORTED_BYTES = 64 * 1024
+# The terminal ExperimentResult travels as one gRPC message and is stored (and served by
+# GetExperiment) inside the experiment's record next to its points: half the message limit.
+MAX_RESULT_BYTES = rpc.MAX_MESSAGE_BYTES // 2
+# Upper bounds on what the protobuf framing adds around an image result and a point result
+# (tags, lengths, the point's aggregates), so the running total never underestimates.
+_ITEM_OVERHEAD = 16
+_POINT_OVERHEAD = 128
+
+
+def agent_reported(data: types_pb2.Value) -> dict[str, float]:
+    """The finite numeric top-level entries of a seed agent's decoding dict, as agent-reported metrics.
+
+    Other entries (str, bytes, lists, tensors, bools) are allowed and ignored; they are never
+    converted.
+
+    Args:
+        data: the decoding dict without its reconstruction, as the sandbox sent it (a map Value).
+
+    Raises:
+        errors.InvalidOutput: more than :data:`MAX_REPORTED_ENTRIES` entries, or more than
+            :data:`MAX_REPORTED_BYTES` serialized.
+    """
+    entries: Sequence[types_pb2.ValueMapEntry] = (
+        data.map_value.entries if data.WhichOneof("kind") == "map_value" else ()
+    )
+    size = data.ByteSize() if len(entries) <= MAX_REPORTED_ENTRIES else 0  # too many: no need to measure
+    if len(entries) > MAX_REPORTED_ENTRIES or size > MAX_REPORTED_BYTES:
+        expected = f"at most {MAX_REPORTED_ENTRIES} entries and {MAX_REPORTED_BYTES} bytes besides the reconstruction"
+        actual = f"{len(entries)} entries" + (f", {size} bytes" if size else "")
+        raise errors.InvalidOutput(
+            f"run_decoding_agent's dict has {actual}: the limit is {expected}",
+            phase=types_pb2.PHASE_DECODE, expected=expected, actual=actual,
+        )
     out = {}
-    for key, value in data.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            out[str(key)] = float(value)
+    for entry in entries:
+        kind = entry.value.WhichOneof("kind")
+        if kind in ("int_value", "float_value"):
+            number = float(getattr(entry.value, kind))
+            if math.isfinite(number):
+                out[entry.key] = number
     return out
+
+
+def _count_result(position: _Position, size: int) -> None:
+    """Adds ``size`` bytes to the run's result and refuses a result over :data:`MAX_RESULT_BYTES`.
+
+    Raises:
+        errors.InternalError: not retryable (the same experiment would overflow again); the
+            experiment asks for more points times images than one result can carry.
+    """
+    position.result_bytes += size
+    if position.result_bytes > MAX_RESULT_BYTES:
+        error = errors.InternalError(
+            f"the results so far exceed the limit of {MAX_RESULT_BYTES} bytes for one experiment; "
+            "split the experiment into fewer points or images",
+            phase=types_pb2.PHASE_METRICS,
+        )
+        error.error.retryable = False
+        raise error

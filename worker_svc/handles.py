@@ -1,7 +1,7 @@
 """What the orchestrator link needs of a running worker: the typed handle of ``keep_registered``.
 
 :class:`RegisteredWorker` is a Protocol, not the concrete ``worker_svc.server.WorkerHandle``, so the
-registration module depends on two read-only attributes instead of the whole server (and tests can
+registration module depends on three read-only attributes instead of the whole server (and tests can
 register a stand-in). ``WorkerHandle`` satisfies it; mypy checks that below.
 """
 
@@ -21,6 +21,12 @@ class SlotCounter(Protocol):
         ...
 
 
+class CredentialHolder(Protocol):
+    """The part of the worker's guard that registration sets: the credential it accepts."""
+
+    orchestrator_credential: str
+
+
 class RegisteredWorker(Protocol):
     """A running worker as ``OrchestratorLink.keep_registered`` sees it."""
 
@@ -32,6 +38,11 @@ class RegisteredWorker(Protocol):
     @property
     def servicer(self) -> SlotCounter:
         """Where the heartbeat reads the slots in use."""
+        ...
+
+    @property
+    def guard(self) -> CredentialHolder:
+        """Where registration puts the credential the orchestrator will present when it calls."""
         ...
 
 

@@ -15,6 +15,7 @@ import grpc
 
 from codecbench import logs, rpc
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from worker_svc.handles import RegisteredWorker
 
 
 class OrchestratorLink:
@@ -45,7 +46,7 @@ class OrchestratorLink:
             parts.append(response.data)
         return b"".join(parts)
 
-    async def register(self, handle: object) -> orchestrator_pb2.RegisterWorkerResponse:
+    async def register(self, handle: RegisteredWorker) -> orchestrator_pb2.RegisterWorkerResponse:
         """Registers once (presenting the credential of an earlier registration, if any) and makes
         the worker accept the credential it gets back.
 
@@ -54,16 +55,16 @@ class OrchestratorLink:
                 the id is bound to another credential) or unreachable.
         """
         reply = await self._enroll_stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(
-            worker=handle.info, worker_credential=self.credential))  # type: ignore[attr-defined]
+            worker=handle.info, worker_credential=self.credential))
         self.credential = reply.worker_credential
-        handle.guard.orchestrator_credential = reply.worker_credential  # type: ignore[attr-defined]
+        handle.guard.orchestrator_credential = reply.worker_credential
         return reply
 
-    async def keep_registered(self, handle: object, retry_s: float = 1.0) -> None:
+    async def keep_registered(self, handle: RegisteredWorker, retry_s: float = 1.0) -> None:
         """Registers, then sends heartbeats at the interval the orchestrator asks for; registers
         again after any failure (an orchestrator restart forgets nothing it stored, but a new one
         must learn this worker's address)."""
-        log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id,  # type: ignore[attr-defined]
+        log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id,
                               orchestrator=self.address)
         while True:
             try:
@@ -72,13 +73,14 @@ class OrchestratorLink:
                 while True:
                     await asyncio.sleep(reply.heartbeat_interval_s or 2.0)
                     await self.stub.Heartbeat(orchestrator_pb2.HeartbeatRequest(
-                        worker_id=handle.info.worker_id,  # type: ignore[attr-defined]
-                        slots_in_use=handle.servicer.slots_in_use,  # type: ignore[attr-defined]
+                        worker_id=handle.info.worker_id,
+                        slots_in_use=handle.servicer.slots_in_use,
                     ))
             except grpc.aio.AioRpcError as exc:
                 log.warning("worker.heartbeat_failed", code=exc.code().name, detail=exc.details())
                 await asyncio.sleep(retry_s)
 
     async def close(self) -> None:
+        """Closes both channels to the orchestrator."""
         await self.channel.close()
         await self._enroll_channel.close()

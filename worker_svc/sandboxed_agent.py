@@ -1,8 +1,9 @@
 """One side (encoder or decoder) of an agent, loaded in its own sandbox process.
 
 The encoder and the decoder of an experiment are two of these: two processes, each with its own
-private copy of the bundle, namespaces and tmp. The decoder never receives the image, and no
-memory or file the encoder leaves behind is visible to it.
+private copy of the bundle, namespaces and tmp, and (as root) its own uid: encoders and decoders
+never share per-uid kernel state. The decoder never receives the image, and no memory or file
+the encoder leaves behind is visible to it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from codecbench import bundles, devices, errors, tensors
 from codecbench.v1 import sandbox_pb2, types_pb2
+from sandbox import identity
 from sandbox.launchers import Launcher
 from sandbox.process import OutputBudget, SandboxLimits, SandboxProcess
 
@@ -69,7 +71,8 @@ class SandboxedAgent:
         except ValueError as exc:
             raise errors.InternalError(f"agent bundle: {exc}", phase=types_pb2.PHASE_SETUP) from exc
         device = devices.resolve(device)
-        process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device == devices.CUDA)
+        process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device == devices.CUDA,
+                                             uid=identity.uid_for(role))
         try:
             load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
             request = sandbox_pb2.SandboxRequest(load=load)

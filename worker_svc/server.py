@@ -27,6 +27,7 @@ import grpc
 import torch
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import DecodeError
+from grpc_health.v1 import health as grpc_health
 
 from codecbench import auth, build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
 from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, echo
@@ -139,11 +140,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     @property
     def slots_in_use(self) -> int:
+        """Slots taken by running experiments (RunExperiment calls)."""
         return self.config.slots - self._free_slots
 
     async def GetWorkerInfo(  # noqa: N802 - gRPC method name
-        self, request: worker_pb2.GetWorkerInfoRequest, context: grpc.aio.ServicerContext
+        self,
+        request: worker_pb2.GetWorkerInfoRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.GetWorkerInfoRequest, worker_pb2.GetWorkerInfoResponse],
     ) -> worker_pb2.GetWorkerInfoResponse:
+        """Identity, build and capacity of this worker (the RPC is documented in worker.proto)."""
         return worker_pb2.GetWorkerInfoResponse(worker=self.info)
 
     def _check_run_args(
@@ -177,7 +182,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         params: types_pb2.ParameterPoint,
         device: devices.Device.ValueType,
         timeouts: types_pb2.Timeouts,
-        role: int,
+        role: sandbox_pb2.SandboxRole.ValueType,
         call: Callable[[SandboxedAgent, types_pb2.Timeouts], Awaitable[ResponseT]],
     ) -> ResponseT:
         """Opens one agent side, binds the parameters, runs ``call`` on it.
@@ -204,8 +209,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 await asyncio.shield(side.close())
 
     async def Encode(  # noqa: N802
-        self, request: worker_pb2.EncodeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: worker_pb2.EncodeRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.EncodeRequest, worker_pb2.EncodeResponse],
     ) -> worker_pb2.EncodeResponse:
+        """Encodes one image with an agent (the RPC is documented in worker.proto)."""
         image = request.image
         if image.dtype != types_pb2.D_TYPE_UINT8 or len(image.shape) != 3 or image.shape[0] != 3:
             raise InvalidArgument("image", "must be uint8 with shape [3, H, W]")
@@ -224,8 +232,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         )
 
     async def Decode(  # noqa: N802
-        self, request: worker_pb2.DecodeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: worker_pb2.DecodeRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.DecodeRequest, worker_pb2.DecodeResponse],
     ) -> worker_pb2.DecodeResponse:
+        """Decodes one bitstream with an agent in a fresh sandbox (the RPC is documented in worker.proto)."""
         async def decode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.DecodeResponse:
             if side.contract == types_pb2.CONTRACT_SEED:
                 try:
@@ -267,6 +278,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 reason=errors.REASON_DATASET_UNKNOWN,
             )
         for i, img in enumerate(ref.images):
+            bundles.check_size(img, f"dataset.images[{i}]")
             if not img.content and not bundles.is_sha256(img.sha256):
                 raise InvalidArgument(
                     f"dataset.images[{i}].sha256", "64 lower-case hex digits needed for an image sent without content"
@@ -278,8 +290,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             ]
 
     async def RunExperiment(  # noqa: N802
-        self, request: worker_pb2.RunExperimentRequest, context: grpc.aio.ServicerContext
+        self,
+        request: worker_pb2.RunExperimentRequest,
+        context: grpc.aio.ServicerContext[worker_pb2.RunExperimentRequest, worker_pb2.RunExperimentResponse],
     ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
+        """Runs a whole experiment and streams its events (the RPC is documented in worker.proto)."""
         device = devices.resolve(request.device)
         self._check_run_args(request.agent, device, request.timeouts)
         validation.check_points(request.points)
@@ -350,16 +365,17 @@ class WorkerHandle:
     port: int
     info: worker_pb2.WorkerInfo
     servicer: WorkerServicer
-    health: object
+    health: grpc_health.aio.HealthServicer
     guard: WorkerGuard
 
     @property
     def address(self) -> str:
+        """``host:port`` the worker listens on."""
         return self.info.address
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """Reports NOT_SERVING, then stops; running experiments get ``grace_s`` to end."""
-        await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)  # type: ignore[arg-type]
+        await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
         await self.servicer.settings.launcher.close()
 

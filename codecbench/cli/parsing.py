@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import math
 import re
 import time
 from collections.abc import Iterable, Sequence
@@ -22,13 +23,20 @@ class UsageError(Exception):
 
 
 def parse_value(text: str) -> int | float | str:
-    """A parameter value: int if it parses as one, else float, else the string itself."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    """A parameter value: int if it parses as one, else a finite float, else the string itself.
+
+    ``nan``, ``inf`` and ``1e999`` stay strings: a parameter point is a finite setting (the
+    services refuse NaN and infinities), and ``mode=inf`` more likely names a mode than a number.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
 
 
 def parameter_grid(specs: Sequence[str]) -> list[dict[str, Any]]:

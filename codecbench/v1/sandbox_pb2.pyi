@@ -296,7 +296,12 @@ class SandboxSpawn(_message.Message):
 
     SPAWN_ID_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    UID_FIELD_NUMBER: _builtins.int
     spawn_id: _builtins.int
+    uid: _builtins.int
+    """The uid (and gid) the agent process runs as: one per role, so that per-uid kernel state
+    (keyrings, inotify and process counts, mqueue bytes) is never shared by encoder and decoder.
+    """
     @_builtins.property
     def limits(self) -> Global___SandboxRlimits: ...
     def __init__(
@@ -304,10 +309,11 @@ class SandboxSpawn(_message.Message):
         *,
         spawn_id: _builtins.int = ...,
         limits: Global___SandboxRlimits | None = ...,
+        uid: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "spawn_id", b"spawn_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "spawn_id", b"spawn_id", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from codecbench import values
-from codecbench.v1 import experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
+from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2, worker_pb2_grpc
 from helpers import TEST_AGENTS, agent_bundle
 from sandbox.child import PROCESS_NAME
 
@@ -76,7 +76,7 @@ async def run(
     return events, check_stream(events)
 
 
-def error_of(terminal: experiment_pb2.ExperimentEvent):
+def error_of(terminal: experiment_pb2.ExperimentEvent) -> errors_pb2.Error:
     assert terminal.HasField("error"), f"expected a failure, got {terminal}"
     return terminal.error
 

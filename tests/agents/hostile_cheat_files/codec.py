@@ -1,6 +1,7 @@
 """Hostile: the decoder tries to recover the original image without the bitstream carrying it.
 
-The encoder leaves the image in files (its temp dir, /dev/shm, its cwd) and sends only the image size. The
+The encoder leaves the image in files (its temp dir, /dev/shm, its cwd) and sends only the image size
+and its number (encoders and decoders run one after the other, so each image gets its own file). The
 decoder looks for it in those files, through /proc of every process it can see (the encoder's
 root and cwd), in the worker's data directory (the dataset cache) and in the folders of the
 built-in photos. Any success gives a lossless result; an honest sandbox gives a black image.
@@ -15,7 +16,7 @@ import tempfile
 import numpy as np
 import torch
 
-NAME = "codecbench-original.npy"
+NAME = "codecbench-original-{}.npy"
 
 
 def _save(image: torch.Tensor, path: str) -> None:
@@ -25,10 +26,10 @@ def _save(image: torch.Tensor, path: str) -> None:
         pass
 
 
-def _candidates(data_dir: str) -> list[str]:
-    paths = [os.path.join(d, NAME) for d in (tempfile.gettempdir(), "/tmp", "/dev/shm", os.getcwd())]
+def _candidates(data_dir: str, name: str) -> list[str]:
+    paths = [os.path.join(d, name) for d in (tempfile.gettempdir(), "/tmp", "/dev/shm", os.getcwd())]
     for proc in glob.glob("/proc/[0-9]*"):
-        paths += [os.path.join(proc, "root/tmp", NAME), os.path.join(proc, "cwd", NAME)]
+        paths += [os.path.join(proc, "root/tmp", name), os.path.join(proc, "cwd", name)]
     if data_dir:
         paths += glob.glob(os.path.join(data_dir, "**", "*"), recursive=True)
     import matplotlib
@@ -55,16 +56,19 @@ def _load(path: str):
 class Codec:
     def __init__(self, device: str, data_dir: str = "") -> None:
         self.data_dir = data_dir
+        self.count = 0
 
     def encode(self, image: torch.Tensor) -> bytes:
-        _save(image, os.path.join(tempfile.gettempdir(), NAME))
-        _save(image, os.path.join("/dev/shm", NAME))
-        _save(image, os.path.join(os.getcwd(), NAME))
-        return struct.pack(">II", image.shape[1], image.shape[2])
+        name = NAME.format(self.count)
+        _save(image, os.path.join(tempfile.gettempdir(), name))
+        _save(image, os.path.join("/dev/shm", name))
+        _save(image, os.path.join(os.getcwd(), name))
+        self.count += 1
+        return struct.pack(">III", image.shape[1], image.shape[2], self.count - 1)
 
     def decode(self, bitstream: bytes) -> torch.Tensor:
-        height, width = struct.unpack(">II", bitstream)
-        for path in _candidates(self.data_dir):
+        height, width, number = struct.unpack(">III", bitstream)
+        for path in _candidates(self.data_dir, NAME.format(number)):
             found = _load(path)
             if found is not None and tuple(found.shape) == (3, height, width):
                 return torch.from_numpy(np.ascontiguousarray(found)).to(torch.uint8)

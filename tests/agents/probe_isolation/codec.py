@@ -32,6 +32,7 @@ class Codec:
             "gid": os.getresgid(),
             "groups": os.getgroups(),
             "cap_bnd": _status("CapBnd"),
+            "seccomp": _status("Seccomp"),
             "root": sorted(os.listdir("/")),
         }).encode()
 
