@@ -204,6 +204,10 @@ class System:
             return "fresh interpreters importing torch (the warm template could not start here)"
         return "fresh interpreters importing torch (this worker has no warm template)"
 
+    def enroll_secret(self) -> str:
+        """The orchestrator's worker enrollment secret (made in its data dir at first start)."""
+        return (self.data_dir / "orchestrator" / "enroll.token").read_text().strip()
+
 
 @asynccontextmanager
 async def running_system(

@@ -41,6 +41,7 @@ from codecbench.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
+from worker_svc.registration import OrchestratorLink
 
 NUMBER = 5
 TITLE = "Orchestrator scale (queue, simulated workers, watchers)"
@@ -75,6 +76,24 @@ class FakeWorker(worker_pb2_grpc.WorkerServiceServicer):
         self.behaviour = behaviour
         self.calls = 0
         self.in_use = 0
+        # What OrchestratorLink.register needs of a worker (a RegisteredWorker): the fake answers
+        # every call, so the credential it is given is only kept.
+        self.orchestrator_credential = ""
+
+    @property
+    def servicer(self) -> FakeWorker:
+        """Itself: the heartbeat reads ``slots_in_use`` here."""
+        return self
+
+    @property
+    def guard(self) -> FakeWorker:
+        """Itself: registration stores the per-worker credential here."""
+        return self
+
+    @property
+    def slots_in_use(self) -> int:
+        """Experiments the fake is answering now."""
+        return self.in_use
 
     async def GetWorkerInfo(  # noqa: N802 - gRPC method name
         self,
@@ -126,36 +145,38 @@ def _worker_info(index: int, port: int, slots: int) -> worker_pb2.WorkerInfo:
 @dataclass
 class Fleet:
     fakes: list[FakeWorker]
+    links: list[OrchestratorLink] = field(default_factory=list)
     heartbeat_failures: list[str] = field(default_factory=list)
 
 
-async def _heartbeats(
-    stub: orchestrator_pb2_grpc.OrchestratorServiceAsyncStub, fleet: Fleet, interval_s: float
-) -> None:
-    """Heartbeats for every fake each ``interval_s``; a fake the orchestrator forgot registers again."""
+async def _heartbeats(fleet: Fleet, interval_s: float) -> None:
+    """Heartbeats for every fake each ``interval_s``, with its own credential; a fake the
+    orchestrator forgot registers again."""
     for _ in range(int(HEARTBEAT_MAX_S / interval_s)):
         await asyncio.sleep(interval_s)
         replies = await asyncio.gather(
-            *(stub.Heartbeat(orchestrator_pb2.HeartbeatRequest(worker_id=f.info.worker_id, slots_in_use=f.in_use))
-              for f in fleet.fakes),
+            *(link.stub.Heartbeat(orchestrator_pb2.HeartbeatRequest(worker_id=f.info.worker_id,
+                                                                    slots_in_use=f.in_use))
+              for f, link in zip(fleet.fakes, fleet.links, strict=True)),
             return_exceptions=True,
         )
-        for fake, reply in zip(fleet.fakes, replies, strict=True):
+        for fake, link, reply in zip(fleet.fakes, fleet.links, replies, strict=True):
             if isinstance(reply, grpc.aio.AioRpcError):
                 fleet.heartbeat_failures.append(f"{fake.info.worker_id}: {reply.code().name}")
                 if reply.code() == grpc.StatusCode.NOT_FOUND:
-                    await stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=fake.info))
+                    await link.register(fake)
 
 
 @asynccontextmanager
-async def fake_fleet(orchestrator: str, count: int, slots: int, behaviour: Behaviour) -> AsyncIterator[Fleet]:
-    """``count`` fake workers with ``slots`` slots each, registered and heartbeating."""
+async def fake_fleet(
+    orchestrator: str, enroll_secret: str, count: int, slots: int, behaviour: Behaviour
+) -> AsyncIterator[Fleet]:
+    """``count`` fake workers with ``slots`` slots each, enrolled with ``enroll_secret`` (each gets
+    its own credential, as a real worker does), READY and heartbeating."""
     servers: list[grpc.aio.Server] = []
-    channel = rpc.insecure_channel(orchestrator)
-    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
     beats: asyncio.Task[None] | None = None
+    fleet = Fleet([])
     try:
-        fleet = Fleet([])
         for index in range(count):
             server = grpc.aio.server(options=rpc.server_options())
             port = rpc.bind(server, "127.0.0.1", 0)
@@ -165,20 +186,19 @@ async def fake_fleet(orchestrator: str, count: int, slots: int, behaviour: Behav
             await server.start()
             servers.append(server)
             fleet.fakes.append(fake)
-        replies = await asyncio.gather(
-            *(stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=f.info)) for f in fleet.fakes)
-        )
+        fleet.links = [OrchestratorLink(orchestrator, enroll_secret) for _ in fleet.fakes]
+        replies = await asyncio.gather(*(link.register(f) for f, link in zip(fleet.fakes, fleet.links, strict=True)))
         stale = [r.status.state_reason for r in replies if r.status.state == orchestrator_pb2.WORKER_STATE_STALE]
         if stale:
             raise RuntimeError(f"the orchestrator lists the fakes as STALE: {stale[0]}")
-        beats = asyncio.create_task(_heartbeats(stub, fleet, replies[0].heartbeat_interval_s or 1.0))
+        beats = asyncio.create_task(_heartbeats(fleet, replies[0].heartbeat_interval_s or 1.0))
         yield fleet
     finally:
         if beats is not None:
             beats.cancel()
             await asyncio.gather(beats, return_exceptions=True)
         await asyncio.gather(*(s.stop(0) for s in servers), return_exceptions=True)
-        await channel.close()
+        await asyncio.gather(*(link.close() for link in fleet.links), return_exceptions=True)
 
 
 async def submit_many(
@@ -232,11 +252,12 @@ class WatchOutcome:
 
 
 async def watch_many(
-    address: str, experiment_id: str, count: int, timeout_s: float
+    system: System, experiment_id: str, count: int, timeout_s: float
 ) -> tuple[float, list[WatchOutcome]]:
     """``count`` concurrent WatchExperiment streams from the first event; returns the wall time until
     all ended and each stream's outcome."""
-    channels = [rpc.insecure_channel(address) for _ in range(WATCH_CHANNELS)]
+    token = (system.data_dir / "client.token").read_text().strip()
+    channels = [rpc.channel(system.orchestrator.address, token) for _ in range(WATCH_CHANNELS)]
     stubs = [orchestrator_pb2_grpc.OrchestratorServiceStub(c) for c in channels]
 
     async def one(index: int) -> WatchOutcome:
@@ -286,7 +307,7 @@ async def watch_running(system: System, bundle: types_pb2.AgentBundle, behaviour
             return (await system.client.get(exp.experiment_id)).state == RUNNING
 
         await local.eventually(running, 30.0, interval_s=0.01, what="the watched experiment RUNNING")
-        wall, outcomes = await watch_many(system.orchestrator.address, exp.experiment_id, watchers, 120.0)
+        wall, outcomes = await watch_many(system, exp.experiment_id, watchers, 120.0)
     finally:
         behaviour.progress_events, behaviour.interval_s = 0, 0.0
     return wall, outcomes, await system.client.get(exp.experiment_id)
@@ -314,7 +335,8 @@ async def _phases(ctx: BenchContext, fig: Figure, system: System) -> None:
     rss_after_submit = harness.peak_rss_bytes(system.orchestrator) or 0
 
     registered = time.perf_counter()
-    async with fake_fleet(system.orchestrator.address, workers, sizes.scale_slots, behaviour) as fleet:
+    async with fake_fleet(system.orchestrator.address, system.enroll_secret(), workers, sizes.scale_slots,
+                          behaviour) as fleet:
         await wait_drained(system, timeout_s=max(60.0, ctx.figure_timeout_s * 0.5))
         backlog_s = time.perf_counter() - registered
         _, live_ms, live_ids = await submit_many(system, bundle, sizes.scale_live)
@@ -340,7 +362,7 @@ async def _phases(ctx: BenchContext, fig: Figure, system: System) -> None:
         fig.values["fake workers / slots each"] = (workers, f"workers × {sizes.scale_slots} slots")
 
         watched = backlog[-1].experiment_id
-        wall, outcomes = await watch_many(system.orchestrator.address, watched, sizes.scale_watchers, 120.0)
+        wall, outcomes = await watch_many(system, watched, sizes.scale_watchers, 120.0)
         fig.add(f"{sizes.scale_watchers} watchers of a finished experiment: time to the terminal event", "ms",
                 [o.wall_s * 1000 for o in outcomes])
         fig.values["finished experiment: all watchers done"] = (wall, "s")
@@ -385,7 +407,8 @@ async def run(ctx: BenchContext) -> Figure:
             bundle = bundles.bundle_from_dir(harness.TRIVIAL_AGENT)
             await submit_many(profiled, bundle, quick.scale_experiments)
             behaviour = Behaviour()
-            async with fake_fleet(profiled.orchestrator.address, quick.scale_workers, quick.scale_slots, behaviour):
+            async with fake_fleet(profiled.orchestrator.address, profiled.enroll_secret(), quick.scale_workers,
+                                  quick.scale_slots, behaviour):
                 await wait_drained(profiled, 120.0)
                 _, _, watched = await watch_running(profiled, bundle, behaviour, watchers)
                 watched_events.append(watched.last_sequence)
