@@ -8,19 +8,12 @@ from __future__ import annotations
 
 from codecbench.v1 import experiment_pb2
 
-State = experiment_pb2.ExperimentState
-
 QUEUED = experiment_pb2.EXPERIMENT_STATE_QUEUED
 RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
 SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
 FAILED = experiment_pb2.EXPERIMENT_STATE_FAILED
 CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
 TERMINAL_STATES: frozenset[experiment_pb2.ExperimentState.ValueType] = frozenset({SUCCEEDED, FAILED, CANCELLED})
-
-
-def is_terminal_state(state: experiment_pb2.ExperimentState.ValueType) -> bool:
-    """Whether an experiment in ``state`` has ended (SUCCEEDED, FAILED or CANCELLED)."""
-    return state in TERMINAL_STATES
 
 
 def is_terminal_event(event: experiment_pb2.ExperimentEvent) -> bool:

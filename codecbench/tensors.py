@@ -29,14 +29,12 @@ _NUMPY_OF: dict[types_pb2.DType.ValueType, np.dtype[Any]] = {
 }
 _DTYPE_OF = {dt.newbyteorder("=").str if dt.itemsize > 1 else dt.str: code for code, dt in _NUMPY_OF.items()}
 
-# The format rules (dimensions, dtypes, data length) live in codecbench.validation, numpy-free.
-MAX_DIMS = validation.MAX_TENSOR_DIMS
-
 
 class TensorFormatError(ValueError):
     """A Tensor message whose dtype, shape and data length do not agree."""
 
 
+# The format rules (dimensions, dtypes, data length) live in codecbench.validation, numpy-free.
 dtype_name = validation.dtype_name
 
 

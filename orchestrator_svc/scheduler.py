@@ -30,8 +30,6 @@ from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
-QUEUE = types_pb2.PHASE_QUEUE
-
 
 @dataclass
 class Dispatch:

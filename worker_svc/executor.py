@@ -33,7 +33,7 @@ Emit = Callable[..., None]
 
 
 class _Position:
-    """Where the run is, so an error can say which phase, point and item it belongs to."""
+    """Where the run is, so an error can say which phase, point and image it belongs to."""
 
     def __init__(self) -> None:
         self.phase: types_pb2.Phase.ValueType = types_pb2.PHASE_SETUP
@@ -41,8 +41,16 @@ class _Position:
         self.image: int | None = None
         self.image_name = ""
         # Serialized bytes of the results so far (see _count_result): kept with the position because
-        # every image result passes through here, and _run_item is where they are made.
+        # every image result passes through here, and _decode_image is where they are made.
         self.result_bytes = 0
+
+    def progress(self, phase: types_pb2.Phase.ValueType, emit: Emit, point_count: int, image_count: int) -> None:
+        """Moves the run to ``phase`` and tells the watchers: at which point and image, of how many."""
+        self.phase = phase
+        emit(progress=experiment_pb2.Progress(
+            phase=phase, point_index=self.point or 0, point_count=point_count,
+            image_index=self.image or 0, image_count=image_count, image_name=self.image_name,
+        ))
 
     def stamp(self, error: errors_pb2.Error) -> errors_pb2.Error:
         if not error.phase:
@@ -120,10 +128,7 @@ async def _run(
     terminal: dict[str, Any] = {}  # the keyword argument of the last event: result or error
     try:
         async with asyncio.timeout(timeouts.experiment_s):
-            position.phase = types_pb2.PHASE_LOAD
-            emit(progress=experiment_pb2.Progress(
-                phase=position.phase, point_count=len(points), image_count=len(images)
-            ))
+            position.progress(types_pb2.PHASE_LOAD, emit, len(points), len(images))
             results = []
             for p_index, point in enumerate(points):
                 # A point's encoder has ended (its namespaces and cgroup gone) before its decoder
@@ -134,20 +139,20 @@ async def _run(
                 sent = []
                 for i, image in enumerate(images):
                     position.image, position.image_name = i, image.name
-                    sent.append(await _encode(encoder, image, p_index, len(points), i, len(images), timeouts,
-                                              position, emit))
+                    position.progress(types_pb2.PHASE_ENCODE, emit, len(points), len(images))
+                    sent.append(await encoder.encode(image.pixels, timeouts.encode_s))
                 await _close_side(encoder, sides)
                 position.image, position.image_name, position.phase = None, "", types_pb2.PHASE_LOAD
                 decoder = await _open_side(request, settings, budget, timeouts, blob, sides, DECODER, point)
-                items = []
+                image_results = []
                 for i, image in enumerate(images):
                     position.image, position.image_name = i, image.name
-                    items.append(
-                        await _run_item(request, sent[i], decoder, image, p_index, len(points), i, len(images),
+                    image_results.append(
+                        await _decode_image(request, sent[i], decoder, image, p_index, len(points), i, len(images),
                                         timeouts, position, emit)
                     )
                 await _close_side(decoder, sides)
-                results.append(metrics.point_result(p_index, point, items))
+                results.append(metrics.point_result(p_index, point, image_results))
         wall_ms = (time.perf_counter() - started) * 1000.0
         terminal = {"result": experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id)}
     except TimeoutError:
@@ -202,27 +207,7 @@ async def _close_side(side: SandboxedAgent, sides: list[SandboxedAgent]) -> None
     sides.remove(side)
 
 
-async def _encode(
-    encoder: SandboxedAgent,
-    image: DatasetImage,
-    point_index: int,
-    point_count: int,
-    image_index: int,
-    image_count: int,
-    timeouts: types_pb2.Timeouts,
-    position: _Position,
-    emit: Emit,
-) -> tuple[sandbox_pb2.SandboxEncoded, float]:
-    """Encodes one image (after its ENCODE progress event): the payload and the wall time in ms."""
-    position.phase = types_pb2.PHASE_ENCODE
-    emit(progress=experiment_pb2.Progress(
-        phase=position.phase, point_index=point_index, point_count=point_count,
-        image_index=image_index, image_count=image_count, image_name=image.name,
-    ))
-    return await encoder.encode(image.pixels, timeouts.encode_s)
-
-
-async def _run_item(
+async def _decode_image(
     request: worker_pb2.RunExperimentRequest,
     sent: tuple[sandbox_pb2.SandboxEncoded, float],  # what the encoder made of the image, and its wall time in ms
     decoder: SandboxedAgent,
@@ -235,34 +220,27 @@ async def _run_item(
     position: _Position,
     emit: Emit,
 ) -> experiment_pb2.ImageResult:
-    def progress(phase: types_pb2.Phase.ValueType) -> None:
-        position.phase = phase
-        emit(progress=experiment_pb2.Progress(
-            phase=phase, point_index=point_index, point_count=point_count,
-            image_index=image_index, image_count=image_count, image_name=image.name,
-        ))
-
-    progress(types_pb2.PHASE_DECODE)
+    position.progress(types_pb2.PHASE_DECODE, emit, point_count, image_count)
     encoded, encode_ms = sent
     decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
     position.phase = types_pb2.PHASE_METRICS
     recon = metrics.reconstruction_to_uint8(decoded.reconstruction, image.height, image.width)
     metrics_device = devices.short_name(request.device)
-    item_metrics = await asyncio.to_thread(
+    measured = await asyncio.to_thread(
         metrics.image_metrics, image.pixels, recon, payload_bytes(encoded), encode_ms, decode_ms, metrics_device
     )
-    item_metrics.conversion = image.conversion
+    measured.conversion = image.conversion
     if decoded.HasField("decoding_data"):
         # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
-        item_metrics.agent_reported.update(await asyncio.to_thread(agent_reported, decoded.decoding_data))
-    item = experiment_pb2.ImageResult(
-        point_index=point_index, image_index=image_index, image_name=image.name, metrics=item_metrics
+        measured.agent_reported.update(await asyncio.to_thread(agent_reported, decoded.decoding_data))
+    image_result = experiment_pb2.ImageResult(
+        point_index=point_index, image_index=image_index, image_name=image.name, metrics=measured
     )
     if image_index == 0:  # the point's own part of the result: its parameters and aggregates
         _count_result(position, (request.points[point_index].ByteSize() if request.points else 0) + _POINT_OVERHEAD)
-    _count_result(position, item.ByteSize() + _ITEM_OVERHEAD)
-    emit(image_result=item)
-    return item
+    _count_result(position, image_result.ByteSize() + _IMAGE_RESULT_OVERHEAD)
+    emit(image_result=image_result)
+    return image_result
 
 
 # Agent-reported values (seed contract: the entries of run_decoding_agent's dict besides the
@@ -276,7 +254,7 @@ MAX_REPORTED_BYTES = 64 * 1024
 MAX_RESULT_BYTES = rpc.MAX_MESSAGE_BYTES // 2
 # Upper bounds on what the protobuf framing adds around an image result and a point result
 # (tags, lengths, the point's aggregates), so the running total never underestimates.
-_ITEM_OVERHEAD = 16
+_IMAGE_RESULT_OVERHEAD = 16
 _POINT_OVERHEAD = 128
 
 

@@ -118,18 +118,18 @@ def _mean(values: list[float]) -> float:
 
 
 def point_result(
-    point_index: int, params: types_pb2.ParameterPoint, items: list[experiment_pb2.ImageResult]
+    point_index: int, params: types_pb2.ParameterPoint, images: list[experiment_pb2.ImageResult]
 ) -> experiment_pb2.PointResult:
     """Aggregates one parameter point: means of per-image values, total bytes.
 
     A mean PSNR with any lossless image is +inf; MS-SSIM is set only when every image has one
     (each image that lacks it states why).
     """
-    metrics = [item.metrics for item in items]
+    metrics = [image.metrics for image in images]
     result = experiment_pb2.PointResult(
         point_index=point_index,
         params=params,
-        image_count=len(items),
+        image_count=len(images),
         total_bytes=sum(m.bytes for m in metrics),
         bpp=_mean([m.bpp for m in metrics]),
         mse=_mean([m.mse for m in metrics]),
@@ -137,7 +137,7 @@ def point_result(
         lossless=all(m.lossless for m in metrics),
         encode_ms=_mean([m.encode_ms for m in metrics]),
         decode_ms=_mean([m.decode_ms for m in metrics]),
-        images=items,
+        images=images,
     )
     # A mean over some of the images would not be comparable with the point's bpp and PSNR.
     if metrics and all(m.HasField("ms_ssim") for m in metrics):

@@ -61,10 +61,10 @@ class _PointBars:
             self.progress.update(self.tasks[p.point_index], took=self._clock(p.point_index, stamp),
                                  status=f"{errors.phase_name(p.phase)} {p.image_name}")
 
-    def on_image(self, item: experiment_pb2.ImageResult, stamp: timestamp_pb2.Timestamp) -> None:
-        if item.point_index >= len(self.tasks):
+    def on_image(self, image: experiment_pb2.ImageResult, stamp: timestamp_pb2.Timestamp) -> None:
+        if image.point_index >= len(self.tasks):
             return
-        i = item.point_index
+        i = image.point_index
         self.done[i] += 1
         finished = self.total is not None and self.done[i] >= self.total
         self.progress.update(self.tasks[i], completed=self.done[i], took=self._clock(i, stamp),

@@ -124,8 +124,8 @@ def event_text(event: experiment_pb2.ExperimentEvent) -> Text:
         head.append(f"{errors.phase_name(p.phase)} point {p.point_index + 1}/{p.point_count}, "
                     f"image {p.image_index + 1}/{p.image_count} {p.image_name}", style="dim")
     elif kind == "image_result":
-        item, m = event.image_result, event.image_result.metrics
-        head.append(f"point {item.point_index + 1} {item.image_name}: {m.bpp:.4f} bpp, {_num(m.psnr_db, 2)} dB, "
+        image, m = event.image_result, event.image_result.metrics
+        head.append(f"point {image.point_index + 1} {image.image_name}: {m.bpp:.4f} bpp, {_num(m.psnr_db, 2)} dB, "
                     f"MS-SSIM {_num(m.ms_ssim if m.HasField('ms_ssim') else None, 4)}, "
                     f"encode {m.encode_ms:.1f} ms, decode {m.decode_ms:.1f} ms")
     elif kind == "log":
@@ -178,14 +178,14 @@ def images_table(exp: orchestrator_pb2.Experiment) -> Table:
         table.add_column(name, justify="right")
     table.add_column("notes")
     for point in exp.result.points:
-        for item in point.images:
-            m = item.metrics
+        for image in point.images:
+            m = image.metrics
             notes = [m.conversion, m.ms_ssim_unavailable_reason if not m.HasField("ms_ssim") else ""]
             if m.agent_reported:
                 reported = ", ".join(f"{k}={v:g}" for k, v in sorted(m.agent_reported.items()))
                 notes.append(f"agent-reported (not measured): {reported}")
             table.add_row(
-                values.format_params(point.params) or "(none)", item.image_name, f"{m.width}x{m.height}", str(m.bytes),
+                values.format_params(point.params) or "(none)", image.image_name, f"{m.width}x{m.height}", str(m.bytes),
                 f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),
                 f"{m.encode_ms:.1f}", f"{m.decode_ms:.1f}", "; ".join(n for n in notes if n),
             )
