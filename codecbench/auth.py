@@ -118,17 +118,19 @@ def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
     """The token of an ``authorization: Bearer TOKEN`` entry in call metadata, or ``""``.
 
     Raises:
-        errors.Unauthenticated: an authorization entry that is not a bearer token.
+        errors.Unauthenticated: an authorization entry that is not a bearer token, or more than one
+            (which of two identities a call means is not for the server to guess).
     """
-    for key, value in metadata or ():
-        if key.lower() != AUTHORIZATION:
-            continue
-        text = value.decode(errors="replace") if isinstance(value, bytes) else value
-        scheme, _, token = text.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise errors.Unauthenticated("the authorization metadata must be 'Bearer TOKEN'")
-        return token.strip()
-    return ""
+    entries = [value for key, value in metadata or () if key.lower() == AUTHORIZATION]
+    if not entries:
+        return ""
+    if len(entries) > 1:
+        raise errors.Unauthenticated(f"{len(entries)} authorization entries: send exactly one 'Bearer TOKEN'")
+    text = entries[0].decode(errors="replace") if isinstance(entries[0], bytes) else entries[0]
+    scheme, _, token = text.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise errors.Unauthenticated("the authorization metadata must be 'Bearer TOKEN'")
+    return token.strip()
 
 
 def write_secret_file(path: Path, secret: str) -> None:

@@ -134,7 +134,9 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
         seen_folders.update(folders)
         check_size(f, where)
         size = len(f.content) if f.content else f.size_bytes
-        if f.content and f.sha256 and sha256_hex(f.content) != f.sha256:
+        # A file without content and without a size is the empty file: its digest must say so too,
+        # or a reference to someone else's blob would be stored for an empty file.
+        if f.sha256 and (f.content or not f.size_bytes) and sha256_hex(f.content) != f.sha256:
             raise InvalidArgument(f"{where}.sha256", "does not match the content")
         if not f.content and need_content and f.size_bytes:
             raise InvalidArgument(f"{where}.content", f"missing (size_bytes={f.size_bytes})")

@@ -52,6 +52,18 @@ async def test_missing_or_wrong_token_is_unauthenticated_and_health_stays_open(t
                 await enrollee.list()
 
 
+async def test_two_authorization_entries_are_refused_not_resolved_to_one(tmp_path: Path) -> None:
+    async with orchestrator(tmp_path / "orch") as orch:
+        alice_token, bob_token = create_token(orch.store, "alice"), create_token(orch.store, "bob")
+        async with rpc.channel(orch.address) as bare:
+            stub = orchestrator_pb2_grpc.OrchestratorServiceStub(bare)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ListExperiments(orchestrator_pb2.ListExperimentsRequest(), metadata=[
+                    ("authorization", f"Bearer {bob_token}"), ("authorization", f"Bearer {alice_token}")])
+            assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "2 authorization entries" in raised.value.details()
+
+
 async def test_users_see_watch_cancel_and_read_only_their_own(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:

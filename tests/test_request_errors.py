@@ -233,6 +233,11 @@ CASES = [
     Case("orchestrator-negative-size-by-digest",
          lambda s: _creating(s, lambda r: r.agent.files.add(name="w.bin", sha256=MISSING_DIGEST, size_bytes=-2**62)),
          INVALID, "INVALID_ARGUMENT", "agent.files[1].size_bytes"),
+    # a file with neither content nor size is the empty file: naming another blob's digest once
+    # stored a reference to someone else's file for an empty one
+    Case("orchestrator-empty-file-with-a-foreign-digest",
+         lambda s: _creating(s, lambda r: r.agent.files.add(name="stolen.py", sha256=MISSING_DIGEST)),
+         INVALID, "INVALID_ARGUMENT", "agent.files[1].sha256"),
     # the worker
     Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY),
          INVALID, "INVALID_ARGUMENT", "device"),
