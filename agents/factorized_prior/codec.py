@@ -25,7 +25,7 @@ bytes  content
 
 The latent shape is not stored: it is ``(M, ceil(H/16), ceil(W/16))`` with M fixed by the quality's
 weights. Payload order: for each latent channel c, its ``h*w`` symbols in raster order, then the
-escaped values of that channel (see :meth:`Codec._encode_latent`).
+escaped values of that channel (see ``entropy.py``).
 
 Only torch, numpy, constriction and the standard library are imported, plus the sibling module
 ``model``: in the codecbench sandbox only this directory is on ``sys.path``.
@@ -38,14 +38,20 @@ import zlib
 from pathlib import Path
 
 import constriction
-import numpy as np
 import torch
 
 try:  # imported as part of a package (agents.factorized_prior, tests)
-    from .model import PMF_PRECISION_BITS, STRIDE, AnalysisTransform, SynthesisTransform, pad_to_stride, unpad
+    from .entropy import IntegerTables, decode_channels, decoder_for, encode_channels, words_to_bytes
+    from .model import STRIDE, AnalysisTransform, SynthesisTransform, pad_to_stride, unpad
 except ImportError:  # the sandbox imports this file as a top-level module next to model.py
+    from entropy import (  # type: ignore[import-not-found, no-redef]
+        IntegerTables,
+        decode_channels,
+        decoder_for,
+        encode_channels,
+        words_to_bytes,
+    )
     from model import (  # type: ignore[import-not-found, no-redef]
-        PMF_PRECISION_BITS,
         STRIDE,
         AnalysisTransform,
         SynthesisTransform,
@@ -61,11 +67,6 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 _HEADER = struct.Struct(">2sBBHH")  # magic, version, quality, height, width
 _CRC = struct.Struct(">I")
 HEADER_BYTES = _HEADER.size + _CRC.size
-
-#: Escaped latent values are sent as ``value + 32768`` with a uniform model over 16 bits, i.e. the
-#: latent is clamped to the int16 range (never reached in practice: latents stay within +-100).
-_ESCAPE_BIAS = 1 << 15
-_ESCAPE_MODEL = constriction.stream.model.Uniform(1 << 16)
 
 
 class _QualityModel:
@@ -84,15 +85,7 @@ class _QualityModel:
         self.analysis.to(device).eval()
         self.synthesis.to(device).eval()
         self.channels: int = state["m"]
-        self.offsets = state["offset"].tolist()
-        self.lengths = state["length"].tolist()
-        # Exact dyadic probabilities freq / 2**16 (float64 division by a power of two is exact),
-        # so both encoder and decoder hand constriction bit-identical inputs.
-        pmf = state["pmf"].numpy().astype(np.float64) / float(1 << PMF_PRECISION_BITS)
-        self.models = [
-            constriction.stream.model.Categorical(pmf[c, : self.lengths[c]], perfect=False)
-            for c in range(self.channels)
-        ]
+        self.tables = IntegerTables(state["pmf"].numpy(), state["offset"].tolist(), state["length"].tolist())
 
 
 class Codec:
@@ -133,7 +126,9 @@ class Codec:
             x = image.to(self.device, torch.float32).unsqueeze(0) / 255.0
             y = qm.analysis(pad_to_stride(x))
             symbols = torch.round(y)[0].to("cpu", torch.int64).numpy()
-        payload = self._encode_latent(qm, symbols)
+        encoder = constriction.stream.queue.RangeEncoder()
+        encode_channels(encoder, qm.tables, symbols)
+        payload = words_to_bytes(encoder)
         header = _HEADER.pack(MAGIC, VERSION, self.quality, height, width)
         return header + _CRC.pack(zlib.crc32(header + payload)) + payload
 
@@ -162,46 +157,8 @@ class Codec:
                              f"({len(data)} bytes for a {height}x{width} image)")
         qm = self._model(quality)
         latent_shape = (qm.channels, -(-height // STRIDE), -(-width // STRIDE))
-        symbols = self._decode_latent(qm, payload, latent_shape)
+        symbols = decode_channels(decoder_for(payload), qm.tables, latent_shape)
         with torch.inference_mode():
             y = torch.from_numpy(symbols).to(self.device, torch.float32).unsqueeze(0)
             x_hat = unpad(qm.synthesis(y), height, width)[0]
             return torch.round(x_hat.clamp(0.0, 1.0) * 255.0).to(torch.uint8)
-
-    @staticmethod
-    def _encode_latent(qm: _QualityModel, symbols: np.ndarray) -> bytes:
-        """Range-code integer latents ``[M, h, w]`` channel by channel.
-
-        Channel c codes symbol ``v - offset[c]`` when ``v`` lies in its table's range and the escape
-        symbol (last table index) otherwise; escaped values follow the channel's symbols, each as
-        16 uniform bits (``_ESCAPE_MODEL``).
-        """
-        encoder = constriction.stream.queue.RangeEncoder()
-        for c in range(qm.channels):
-            values = symbols[c].ravel()
-            escape = qm.lengths[c] - 1
-            index = values - qm.offsets[c]
-            outside = (index < 0) | (index >= escape)
-            index[outside] = escape
-            encoder.encode(index.astype(np.int32), qm.models[c])
-            if outside.any():
-                clamped = np.clip(values[outside], -_ESCAPE_BIAS, _ESCAPE_BIAS - 1)
-                encoder.encode((clamped + _ESCAPE_BIAS).astype(np.int32), _ESCAPE_MODEL)
-        words: np.ndarray = encoder.get_compressed()  # constriction ships no type information
-        return words.astype("<u4").tobytes()
-
-    @staticmethod
-    def _decode_latent(qm: _QualityModel, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        """Inverse of :meth:`_encode_latent`: payload bytes -> int32 latents of ``shape``."""
-        words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-        decoder = constriction.stream.queue.RangeDecoder(words)
-        channels, h, w = shape
-        out = np.empty((channels, h * w), dtype=np.int32)
-        for c in range(channels):
-            index = decoder.decode(qm.models[c], h * w)
-            escape = qm.lengths[c] - 1
-            outside = index == escape
-            out[c] = index + qm.offsets[c]
-            if outside.any():
-                out[c, outside] = decoder.decode(_ESCAPE_MODEL, int(outside.sum())) - _ESCAPE_BIAS
-        return out.reshape(shape)

@@ -9,8 +9,9 @@ References:
 [B16] J. Ballé, V. Laparra, E. P. Simoncelli, "Density modeling of images using a generalized
       normalization transformation", ICLR 2016 (GDN).
 
-This module imports only torch and numpy: it runs inside the agent sandbox, where only the agent's
-directory is on ``sys.path``.
+This module imports only torch, numpy and its sibling ``entropy``: it runs inside the agent sandbox,
+where only the agent's directory is on ``sys.path``. ``agents/hyperprior/factorized.py`` is a link to
+this file: the hyperprior reuses GDN, the transforms and the factorized density.
 """
 
 from __future__ import annotations
@@ -31,8 +32,10 @@ STRIDE = 16
 #: initial weights) keeps Adam's relative step size on the outer layers unchanged.
 LATENT_SCALE = 16.0
 
-#: Integer probability tables sum to exactly this (16-bit fixed point).
-PMF_PRECISION_BITS = 16
+try:  # imported as part of a package (agents.factorized_prior, agents.hyperprior, tests)
+    from .entropy import PMF_PRECISION_BITS
+except ImportError:  # the sandbox imports this file as a top-level module next to entropy.py
+    from entropy import PMF_PRECISION_BITS  # type: ignore[import-not-found, no-redef]
 
 
 class GDN(nn.Module):
@@ -223,13 +226,13 @@ def quantized_pmf_tables(
     }
 
 
-def pad_to_stride(x: torch.Tensor) -> torch.Tensor:
-    """Replicate-pad ``[B, C, H, W]`` on the bottom and right to multiples of :data:`STRIDE`.
+def pad_to_stride(x: torch.Tensor, stride: int = STRIDE) -> torch.Tensor:
+    """Replicate-pad ``[B, C, H, W]`` on the bottom and right to multiples of ``stride``.
 
     Replication (rather than zeros) avoids an artificial edge that would cost bits.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = -h % STRIDE, -w % STRIDE
+    pad_h, pad_w = -h % stride, -w % stride
     if pad_h == 0 and pad_w == 0:
         return x
     return F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
