@@ -264,7 +264,8 @@ def _import_advice(exc: BaseException, entry_module: str) -> str:
     if isinstance(exc, ModuleNotFoundError) and missing.startswith(PACKAGE + "."):
         path = missing.removeprefix(PACKAGE + ".").replace(".", "/")
         return (f"; the agent's folder is imported as a package (entry module {entry_module}), so a relative "
-                f"import looks for {path}.py or {path}/ in the folder: it is not among the files sent")
+                f"import looks for {path}.py or a folder {path}/ inside it, and the bundle has neither: put the "
+                "module in the agent's folder (codecbench run sends every file under it)")
     if "relative import" in text:
         return (f"; the agent's folder is imported as a package (entry module {entry_module}): a relative import "
                 "can reach only modules inside that folder, and the folder itself is the top level")
