@@ -401,6 +401,6 @@ def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
 
 __all__ = [
     "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve", "ErrorGroup",
-    "NotComputable", "RdPoint", "agent_reported_results", "bd_rate", "bd_rate_table", "compressai_results", "error_location", "group_errors",
-    "json_safe", "ms_ssim_db", "rd_plot",
+    "NotComputable", "RdPoint", "agent_reported_results", "bd_rate", "bd_rate_table", "compressai_results",
+    "error_location", "group_errors", "json_safe", "ms_ssim_db", "rd_plot",
 ]

@@ -286,8 +286,9 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
         if kind == "encode":
             image = tensors.to_torch(request.encode.image) if request.encode.HasField("image") else None
             if (image is None) == runtime.takes_image:
+                takes = "takes" if runtime.takes_image else "takes no"
                 raise errors.InternalError(f"encode request {'without' if image is None else 'with'} an image "
-                                           f"for an encoder that {'takes' if runtime.takes_image else 'takes no'} image")
+                                           f"for an encoder that {takes} image")
             return runtime, sandbox_pb2.SandboxResponse(encoded=runtime.encode(image))
         if kind == "decode":
             return runtime, sandbox_pb2.SandboxResponse(decoded=runtime.decode(request.decode))

@@ -156,11 +156,13 @@ def plan_arguments(
         if slot.optional and slot.name not in by_name:
             continue  # only a parameter of that name asks for it (not **kwargs)
         following = next_positional()
-        if slot.name in by_name and not (following is not None and following.kind is inspect.Parameter.POSITIONAL_ONLY):
+        positional_only_next = following is not None and following.kind is inspect.Parameter.POSITIONAL_ONLY
+        # by position: into a positional-only parameter (the contract's order decides), or the data
+        # argument into the first positional parameter whatever its name, or into *args
+        by_position = positional_only_next or (slot.any_name and (following is not None or var_positional))
+        if slot.name in by_name and not positional_only_next:
             kwargs[slot.name] = slot.value
-        elif following is not None and (following.kind is inspect.Parameter.POSITIONAL_ONLY or slot.any_name):
-            args.append(slot.value)
-        elif slot.any_name and following is None and var_positional:
+        elif by_position:
             args.append(slot.value)
         else:  # **kwargs takes it; without one, bind() names what is wrong
             kwargs[slot.name] = slot.value
@@ -330,7 +332,8 @@ def detect_contract(
         SEED: "functions run_encoding_agent() and run_decoding_agent()",
     }.get(requested, _CONTRACT_FORMS)
     raise errors.SignatureMismatch(
-        f"entry module {module.__name__.removeprefix(PACKAGE + '.')} defines none of: {expected}; it defines {', '.join(defined) or 'nothing'}",
+        f"entry module {module.__name__.removeprefix(PACKAGE + '.')} defines none of: {expected}; "
+        f"it defines {', '.join(defined) or 'nothing'}",
         phase=types_pb2.PHASE_LOAD,
         expected=expected,
         actual=", ".join(defined),

@@ -84,7 +84,8 @@ def legal_shapes(draw: st.DrawFn) -> tuple[Contract, dict[str, Any], list[P]]:
             continue
         first = not pos_only and not pos_or_kw
         if any_name:  # the data argument: any name as the first positional parameter, or *args
-            kind = draw(st.sampled_from(("any_name", "by_name", "kw_only", "args") if first else ("by_name", "kw_only")))
+            kinds = ("any_name", "by_name", "kw_only", "args") if first else ("by_name", "kw_only")
+            kind = draw(st.sampled_from(kinds))
             if kind == "any_name":
                 pos_or_kw.append(draw(st.sampled_from(OTHER_NAMES)))
             elif kind == "by_name":
@@ -198,7 +199,7 @@ ENCODE = MODULE_ENCODE
 
 
 def test_positional_only_image_and_device() -> None:
-    def encode(image, device, /, **params):  # type: ignore[no-untyped-def]
+    def encode(image: str, device: str, /, **params: int) -> tuple[str, str, dict[str, int]]:
         return image, device, params
 
     assert _bind(ENCODE, encode, {"quality": 5})(IMAGE) == (IMAGE, DEVICE, {"quality": 5})

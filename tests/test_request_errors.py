@@ -248,8 +248,8 @@ CASES = [
          lambda s: _running(s, lambda r: r.points.extend([_point(), _point(encoding_data=CUDA_7)])),
          INVALID, "INVALID_ARGUMENT", "points[1].params['encoding_data']"),
     Case("worker-unary-reserved-parameter-name",
-         lambda s: s.work.Encode(worker_pb2.EncodeRequest(agent=agent_bundle("zlib_lossless"), params=_point(image=CUDA_7),
-                                                          image=_image(bytes(48), [3, 4, 4]))),
+         lambda s: s.work.Encode(worker_pb2.EncodeRequest(
+             agent=agent_bundle("zlib_lossless"), params=_point(image=CUDA_7), image=_image(bytes(48), [3, 4, 4]))),
          INVALID, "INVALID_ARGUMENT", "params.params['image']"),
     Case("worker-unary-decode-reserved-parameter-name",
          lambda s: s.work.Decode(worker_pb2.DecodeRequest(agent=agent_bundle("zlib_lossless"),

@@ -163,7 +163,7 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
         for point in exp.result.points:
             if point.HasField("agent_report"):  # no image was coded: nothing was measured
                 table.add_row(*row, values.format_params(point.params) or "(none)", "none",
-                              *[Text("agent-reported only", style="yellow"), "", ""],
+                              Text("agent-reported only", style="yellow"), "", "",
                               f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "")
                 continue
             table.add_row(
