@@ -54,12 +54,15 @@ def range_advice(low: float, high: float) -> str:
     return "clamp them to [0, 1] (x.clamp(0, 1)) or return uint8"
 
 
-def to_uint8(recon: torch.Tensor, phase: types_pb2.Phase.ValueType = types_pb2.PHASE_DECODE) -> Converted:
+def to_uint8(
+    recon: torch.Tensor, phase: types_pb2.Phase.ValueType = types_pb2.PHASE_DECODE, expected: str = EXPECTED
+) -> Converted:
     """Converts a decoder's output (any shape) to uint8 by the rules in the module docstring.
 
     Args:
         recon: the agent's tensor, on the CPU; uint8 or a float dtype.
         phase: the phase named in an error.
+        expected: what an error says was expected (the worker names the shape too).
 
     Returns:
         The uint8 tensor of the same shape and the count of clamped float values.
@@ -74,8 +77,8 @@ def to_uint8(recon: torch.Tensor, phase: types_pb2.Phase.ValueType = types_pb2.P
         return Converted(recon, 0)
     if not recon.is_floating_point():
         raise errors.InvalidOutput(
-            f"decode returned dtype {str(recon.dtype).removeprefix('torch.')}, expected uint8 or a float type",
-            phase=phase, expected=EXPECTED, actual=_describe(recon),
+            f"decode returned dtype {recon.dtype}, expected uint8 or a float type",
+            phase=phase, expected=expected, actual=_describe(recon),
         )
     flat = recon.reshape(-1)
     out = torch.empty(flat.shape, dtype=torch.uint8)
@@ -92,13 +95,13 @@ def to_uint8(recon: torch.Tensor, phase: types_pb2.Phase.ValueType = types_pb2.P
     if non_finite:
         raise errors.InvalidOutput(
             f"decode returned {non_finite} NaN/inf values",
-            phase=phase, expected=EXPECTED, actual=f"{_describe(recon)} with {non_finite} NaN/inf values",
+            phase=phase, expected=expected, actual=f"{_describe(recon)} with {non_finite} NaN/inf values",
         )
     if low < -TOLERANCE or high > 1.0 + TOLERANCE:
         observed = f"float values from {low:.6g} to {high:.6g}"
         raise errors.InvalidOutput(
             f"decode returned {observed}, outside [0, 1] by more than {TOLERANCE:g}: {range_advice(low, high)}",
-            phase=phase, expected=EXPECTED, actual=f"{_describe(recon)} with {observed}",
+            phase=phase, expected=expected, actual=f"{_describe(recon)} with {observed}",
         )
     return Converted(out.reshape(recon.shape), clamped)
 

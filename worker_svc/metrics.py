@@ -37,7 +37,7 @@ def reconstruction_to_uint8(message: types_pb2.Tensor, height: int, width: int) 
             the message states what was expected and what came.
     """
     expected_shape = [3, height, width]
-    expected = f"tensor [3, {height}, {width}], uint8 or float in [0, 1]"
+    expected = f"tensor [3, {height}, {width}], {reconstructions.EXPECTED}"
     try:
         recon = tensors.to_torch(message)
     except tensors.TensorFormatError as exc:
@@ -49,7 +49,7 @@ def reconstruction_to_uint8(message: types_pb2.Tensor, height: int, width: int) 
             phase=types_pb2.PHASE_DECODE, expected=expected, actual=actual,
         )
     # The sandbox sends uint8 already (codecbench.reconstructions); a forged float frame meets the same rules.
-    return reconstructions.to_uint8(recon).pixels
+    return reconstructions.to_uint8(recon, expected=expected).pixels
 
 
 def image_metrics(
