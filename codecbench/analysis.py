@@ -104,6 +104,9 @@ class Curve:
         if exp.state != SUCCEEDED:
             raise ValueError(f"experiment {exp.experiment_id} ({exp.agent.name}) is {state_name(exp.state)}: "
                              "it has no results")
+        if any(p.HasField("agent_report") for p in exp.result.points):
+            raise ValueError(f"experiment {exp.experiment_id} ({exp.agent.name}) has agent-reported figures only "
+                             "(a seed agent that takes no image): no image was coded, so it has no RD curve")
         return cls(exp.experiment_id, exp.agent.name, tuple(
             RdPoint(values.format_params(p.params), p.bpp, p.psnr_db, p.ms_ssim if p.HasField("ms_ssim") else None)
             for p in exp.result.points
@@ -356,6 +359,8 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     Raises:
         ValueError: the experiment did not succeed; the message names it and its state.
     """
+    if exp.state == SUCCEEDED and any(p.HasField("agent_report") for p in exp.result.points):
+        return agent_reported_results(exp)
     curve = Curve.from_experiment(exp)
     points = exp.result.points
     images = points[0].image_count if points else 0
@@ -374,8 +379,28 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     })
 
 
+def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
+    """A seed agent that takes no image, exported: empty CompressAI ``results`` (nothing was
+    measured) and its own figures under ``agent_reported``, one entry per point, with the size of
+    its encoding dict as it crossed the process boundary. JSON-safe."""
+    reports = [{
+        "params": values.format_params(p.params),
+        "values": {k: values.from_value(v) for k, v in sorted(p.agent_report.values.items())},
+        "not_scalar": list(p.agent_report.ignored_keys),
+        "encoding_data_bytes": p.agent_report.encoding_data_bytes,
+    } for p in exp.result.points]
+    return json_safe({
+        "name": exp.agent.name,
+        "description": f"codecbench {exp.experiment_id}: {exp.agent.name}, a seed agent that takes no image: "
+                       "the figures are the agent's own (agent-reported, NOT measured by codecbench); "
+                       "encoding_data_bytes is the size of its encoding dict as it crossed the process boundary",
+        "results": {},
+        "agent_reported": reports,
+    })
+
+
 __all__ = [
     "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve", "ErrorGroup",
-    "NotComputable", "RdPoint", "bd_rate", "bd_rate_table", "compressai_results", "error_location", "group_errors",
-    "json_safe", "ms_ssim_db", "rd_plot",
+    "NotComputable", "RdPoint", "agent_reported_results", "bd_rate", "bd_rate_table", "compressai_results",
+    "error_location", "group_errors", "json_safe", "ms_ssim_db", "rd_plot",
 ]

@@ -32,6 +32,7 @@ RESULT_MODULES = (
     "codecbench/errors.py",
     "codecbench/framing.py",
     "codecbench/logs.py",
+    "codecbench/reconstructions.py",
     "codecbench/rpc.py",
     "codecbench/status.py",
     "codecbench/tensors.py",

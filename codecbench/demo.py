@@ -30,7 +30,7 @@ from rich.text import Text
 from codecbench import analysis, states
 from codecbench.cli import EXIT_INTERRUPTED
 from codecbench.cli.follow import follow
-from codecbench.cli.views import bd_rate_view, make_console, results_table, workers_table
+from codecbench.cli.views import bd_rate_view, make_console, results_view, workers_table
 from codecbench.client import Client
 from codecbench.local import start_local
 from codecbench.v1 import orchestrator_pb2
@@ -114,7 +114,7 @@ async def demo(out: Path, console: Console) -> int:
                 console.rule(f"{agent.name}: {len(agent.points)} point(s) on photos")
                 finished.append(await follow(client, submitted[agent.name], console))
             console.rule("results")
-            console.print(results_table(finished, title="results on photos (means over the 8 images)"))
+            console.print(results_view(finished, title="results on photos (means over the 8 images)"))
             succeeded = [analysis.Curve.from_experiment(e) for e in finished if e.state == states.SUCCEEDED]
             jpeg = next((c for c in succeeded if c.name == "jpeg"), None)
             if jpeg is not None:

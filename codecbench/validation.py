@@ -20,6 +20,9 @@ MAX_POINTS = 1000
 # bound also bounds a tensor parameter, whose data must have every byte its shape needs.
 MAX_POINT_BYTES = 64 * 1024
 MAX_VALUE_DEPTH = 8
+# The names the agent contracts pass themselves (sandbox/contracts.py): a parameter of the same name
+# would replace them (`--param device=cuda:7` once made the agent see cuda:7 with the image on the CPU).
+RESERVED_PARAMS = ("device", "image", "bitstream", "encoding_data")
 # Labels tag an experiment (team=codecs); a list filter matches a few of them. Both bounded: 20,000
 # filters once made SQLite refuse the query ("Expression tree is too large") or time out.
 MAX_LABELS = 64
@@ -59,29 +62,42 @@ def check_timeouts(timeouts: types_pb2.Timeouts, field: str = "timeouts") -> Non
 
 
 def check_points(points: Sequence[types_pb2.ParameterPoint], field: str = "points") -> None:
-    """At most :data:`MAX_POINTS` points of at most :data:`MAX_POINT_BYTES` each; parameter names are
-    Python identifiers, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels, floats are
-    finite, and tensors well-formed (:func:`tensor_problem`).
+    """At most :data:`MAX_POINTS` points, each acceptable to :func:`check_point`.
 
     Raises:
-        InvalidArgument: naming the point or parameter, e.g. ``points[0].params['q']`` (reason
-            ``TENSOR_MALFORMED`` for a malformed tensor).
+        InvalidArgument: naming the point or parameter, e.g. ``points[0].params['q']``.
     """
     if len(points) > MAX_POINTS:
         raise InvalidArgument(field, f"{len(points)} parameter points exceed the limit of {MAX_POINTS}")
     for i, point in enumerate(points):
-        if point.ByteSize() > MAX_POINT_BYTES:
+        check_point(point, f"{field}[{i}]")
+
+
+def check_point(point: types_pb2.ParameterPoint, field: str = "params") -> None:
+    """A point of at most :data:`MAX_POINT_BYTES`; parameter names are Python identifiers other than
+    :data:`RESERVED_PARAMS`, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels,
+    floats are finite, and tensors well-formed (:func:`tensor_problem`).
+
+    Raises:
+        InvalidArgument: naming the parameter, e.g. ``points[0].params['device']`` (reason
+            ``TENSOR_MALFORMED`` for a malformed tensor).
+    """
+    if point.ByteSize() > MAX_POINT_BYTES:
+        raise InvalidArgument(field, f"{point.ByteSize()} bytes exceed the limit of {MAX_POINT_BYTES} bytes per point")
+    for key, value in point.params.items():
+        if not key.isidentifier():
+            raise InvalidArgument(f"{field}.params", f"{echo(key)} is not a Python identifier")
+        if key in RESERVED_PARAMS:
             raise InvalidArgument(
-                f"{field}[{i}]", f"{point.ByteSize()} bytes exceed the limit of {MAX_POINT_BYTES} bytes per point"
+                f"{field}.params[{key!r}]",
+                f"{key!r} is reserved: the contracts pass {', '.join(RESERVED_PARAMS)} themselves "
+                "(choose the device with the experiment's device field, e.g. codecbench run --device cuda)",
             )
-        for key, value in point.params.items():
-            if not key.isidentifier():
-                raise InvalidArgument(f"{field}[{i}].params", f"{echo(key)} is not a Python identifier")
-            if value.WhichOneof("kind") is None:
-                raise InvalidArgument(f"{field}[{i}].params[{key!r}]", "empty value")
-            if _depth(value) > MAX_VALUE_DEPTH:
-                raise InvalidArgument(f"{field}[{i}].params[{key!r}]", f"nested deeper than {MAX_VALUE_DEPTH} levels")
-            _check_setting(value, f"{field}[{i}].params[{key!r}]")
+        if value.WhichOneof("kind") is None:
+            raise InvalidArgument(f"{field}.params[{key!r}]", "empty value")
+        if _depth(value) > MAX_VALUE_DEPTH:
+            raise InvalidArgument(f"{field}.params[{key!r}]", f"nested deeper than {MAX_VALUE_DEPTH} levels")
+        _check_setting(value, f"{field}.params[{key!r}]")
 
 
 def _depth(value: types_pb2.Value) -> int:

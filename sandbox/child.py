@@ -9,7 +9,6 @@ the worker decides what they mean for the experiment. Once started, it sends one
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import resource
 import socket
@@ -21,7 +20,7 @@ from typing import Any
 import numpy  # noqa: F401 - imported before the agent so its import time is not charged to the agent
 import torch
 
-from codecbench import bundles, devices, errors, framing, tensors, values
+from codecbench import bundles, devices, errors, framing, reconstructions, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
 from sandbox import contracts, identity, init, namespaces, seccomp
 from sandbox.tracebacks import exception_error, safe_str
@@ -47,74 +46,66 @@ class AgentRuntime:
         module = contracts.import_entry(self.bundle_dir, load.agent.entry_module)
         self.contract, self.form = contracts.detect_contract(module, load.agent.contract)
         self.module = module
+        # Both sides know the shape: the decoder of an encoder without an image returns no reconstruction.
+        self.takes_image = self.contract == contracts.CODEC or contracts.seed_takes_image(module.run_encoding_agent)
         self.call: contracts.BoundCall | None = None
 
     def set_params(self, params: dict[str, Any]) -> None:
-        """Binds the contract's calls for one parameter point (instantiates ``Codec`` once)."""
+        """Binds the contract's calls for one parameter point (instantiates ``Codec`` once).
+
+        Raises:
+            errors.SignatureMismatch: a call the agent's signature cannot take (before any data).
+            errors.CodecbenchError: ``Codec(...)`` raised.
+        """
         encoder = self.role == sandbox_pb2.SANDBOX_ROLE_ENCODER
-        bind = contracts.bind_call
+        device = contracts.Slot("device", self.device)
+        data = contracts.Slot("image" if encoder else "bitstream", contracts.DATA, any_name=True)
+
+        def bind(fn: Any, name: str, expected: str, slots: list[contracts.Slot], **options: Any) -> contracts.BoundCall:
+            return contracts.bind_call(fn, name, expected, self.bundle_dir, LOAD, slots, **options)
+
         if self.form == "class":
             cls = self.module.Codec
-            init = bind(
-                cls, "Codec", "Codec(device, **params)", self.bundle_dir, LOAD, {"device": self.device, **params}
-            )
+            init = bind(cls, "Codec", "Codec(device, **params)", [device], params=params)
             method_name = "encode" if encoder else "decode"
-            data = "image" if encoder else "bitstream"
-            method = getattr(cls, method_name, None)
-            if not callable(method):
+            name, expected = f"Codec.{method_name}", f"Codec.{method_name}(self, {data.name})"
+            if not callable(getattr(cls, method_name, None)):
                 raise errors.SignatureMismatch(
-                    f"class Codec has no method {method_name}()",
-                    phase=LOAD, expected=f"Codec.{method_name}(self, {data})", actual="missing",
+                    f"class Codec has no method {method_name}()", phase=LOAD, expected=expected, actual="missing",
                 )
-            self._check_one_argument(method, f"Codec.{method_name}", data)
-            instance = _run_agent(lambda: init(), LOAD, self.bundle_dir)
-            bound_method = getattr(instance, method_name)
-            self.call = contracts.BoundCall(
-                fn=bound_method, name=f"Codec.{method_name}", data_param=_first_parameter(bound_method, data)
-            )
+            # Checked on the class before Codec(...) runs (it may load weights for minutes).
+            bind(getattr(cls, method_name), name, expected,
+                 [data] if contracts.binds_itself(cls, method_name) else [contracts.Slot("self", None, True), data])
+            instance = _run_agent(init, LOAD, self.bundle_dir)
+            self.call = bind(getattr(instance, method_name), name, expected, [data])
         elif self.form == "module":
-            name, data = ("encode", "image") if encoder else ("decode", "bitstream")
-            fn = getattr(self.module, name)
-            self.call = bind(
-                fn, name, f"{name}({data}, device, **params)", self.bundle_dir, LOAD,
-                {"device": self.device, **params}, data_param=_first_parameter(fn, data),
-            )
+            name = "encode" if encoder else "decode"
+            self.call = bind(getattr(self.module, name), name, f"{name}({data.name}, device, **params)",
+                             [data, device], params=params)
         elif encoder:
-            self.call = bind(
-                self.module.run_encoding_agent, "run_encoding_agent", "run_encoding_agent(device[, image], **params)",
-                self.bundle_dir, LOAD, {"device": self.device, **params}, data_param=None,
-            )
-            self._seed_takes_image = "image" in _parameter_names(self.module.run_encoding_agent)
+            self.call = bind(self.module.run_encoding_agent, "run_encoding_agent",
+                             "run_encoding_agent(device[, image], **params)",
+                             [device, contracts.Slot("image", contracts.DATA, optional=True)], params=params)
         else:
-            self.call = bind(
-                self.module.run_decoding_agent, "run_decoding_agent", "run_decoding_agent(device, encoding_data)",
-                self.bundle_dir, LOAD, {"device": self.device}, optional=params, data_param="encoding_data",
-            )
+            self.call = bind(self.module.run_decoding_agent, "run_decoding_agent",
+                             "run_decoding_agent(device, encoding_data)",
+                             [device, contracts.Slot("encoding_data", contracts.DATA)], params=params,
+                             params_where_declared=True)
 
-    def _check_one_argument(self, method: Any, name: str, data: str) -> None:
-        try:
-            inspect.signature(method).bind(None, None)
-        except TypeError as exc:
-            actual = contracts._describe_signature(name, method)
-            raise errors.SignatureMismatch(
-                f"{name} must take one argument ({data}): {exc}; the agent declares {actual}",
-                phase=LOAD, expected=f"{name}(self, {data})", actual=actual,
-                location=contracts._location(method, self.bundle_dir),
-            ) from exc
-
-    def encode(self, image: torch.Tensor) -> sandbox_pb2.SandboxEncoded:
-        """Runs the agent's encoder on uint8 ``[3, H, W]``; the bitstream (or seed dict) as a response.
+    def encode(self, image: torch.Tensor | None) -> sandbox_pb2.SandboxEncoded:
+        """Runs the agent's encoder on uint8 ``[3, H, W]`` (None for a seed encoder that takes no
+        image); the bitstream (or seed dict) as a response.
 
         Raises:
             errors.CodecbenchError: the agent raised, or returned something the contract does not allow.
         """
-        assert self.call is not None
-        image = image.to(self.device)
+        call = self.call
+        assert call is not None
+        if image is not None:
+            image = image.to(self.device)
+        output = _run_agent(lambda: call(image) if call.takes_data else call(), ENCODE, self.bundle_dir)
+        _sync(self.device)
         if self.contract == contracts.SEED:
-            call = self.call
-            output = _run_agent(lambda: call.fn(**call.kwargs, **({"image": image} if self._seed_takes_image else {})),
-                                ENCODE, self.bundle_dir)
-            _sync(self.device)
             if not isinstance(output, dict):
                 raise errors.InvalidOutput(
                     f"run_encoding_agent must return a dict, got {type(output).__name__}",
@@ -123,8 +114,6 @@ class AgentRuntime:
             value = _to_value(output, "encoding_data", ENCODE)
             self._check_size(value.ByteSize())
             return sandbox_pb2.SandboxEncoded(encoding_data=value)
-        output = _run_agent(lambda: self.call(image), ENCODE, self.bundle_dir)
-        _sync(self.device)
         if not isinstance(output, (bytes, bytearray, memoryview)):
             raise errors.InvalidOutput(
                 f"encode must return bytes, got {type(output).__name__}",
@@ -142,71 +131,91 @@ class AgentRuntime:
             )
 
     def decode(self, request: sandbox_pb2.SandboxDecode) -> sandbox_pb2.SandboxDecoded:
-        """Runs the agent's decoder on the request's bitstream (or seed dict); the reconstruction.
+        """Runs the agent's decoder on the request's bitstream (or seed dict); the reconstruction
+        as uint8 (:mod:`codecbench.reconstructions`), and a seed decoder's other entries.
 
         Raises:
-            errors.CodecbenchError: the agent raised, or returned something the contract does not allow.
+            errors.CodecbenchError: the agent raised, reported a status other than ok, or returned
+                something the contract does not allow.
         """
-        assert self.call is not None
-        if self.contract == contracts.SEED:
-            if request.WhichOneof("payload") != "encoding_data":
-                raise errors.InternalError("seed decoder got a bitstream instead of an encoding dict", phase=DECODE)
-            data = values.from_value(request.encoding_data)
-            output = _run_agent(lambda: self.call(data), DECODE, self.bundle_dir)
+        call = self.call
+        assert call is not None
+        if self.contract != contracts.SEED:
+            output = _run_agent(lambda: call(request.bitstream), DECODE, self.bundle_dir)
             _sync(self.device)
-            if not isinstance(output, dict):
-                raise errors.InvalidOutput(
-                    f"run_decoding_agent must return a dict, got {type(output).__name__}",
-                    phase=DECODE, expected=f"dict with a '{contracts.RECONSTRUCTION_KEY}' tensor",
-                    actual=type(output).__name__,
-                )
-            rest = {k: v for k, v in output.items() if k != contracts.RECONSTRUCTION_KEY}
-            decoded = sandbox_pb2.SandboxDecoded(decoding_data=_to_value(rest, "decoding_data", DECODE))
-            if contracts.RECONSTRUCTION_KEY not in output:
-                raise errors.InvalidOutput(
-                    f"run_decoding_agent's dict has no '{contracts.RECONSTRUCTION_KEY}' entry "
-                    f"(keys: {', '.join(map(str, output)) or 'none'})",
-                    phase=DECODE, expected=f"'{contracts.RECONSTRUCTION_KEY}': Tensor [3, H, W]",
-                    actual=f"keys {sorted(map(str, output))}",
-                )
-            decoded.reconstruction.CopyFrom(_reconstruction(output[contracts.RECONSTRUCTION_KEY]))
-            return decoded
-        output = _run_agent(lambda: self.call(request.bitstream), DECODE, self.bundle_dir)
+            return _reconstruction(output, sandbox_pb2.SandboxDecoded())
+        if request.WhichOneof("payload") != "encoding_data":
+            raise errors.InternalError("seed decoder got a bitstream instead of an encoding dict", phase=DECODE)
+        data = values.from_value(request.encoding_data)
+        output = _run_agent(lambda: call(data), DECODE, self.bundle_dir)
         _sync(self.device)
-        return sandbox_pb2.SandboxDecoded(reconstruction=_reconstruction(output))
+        key = contracts.RECONSTRUCTION_KEY
+        if not isinstance(output, dict):
+            raise errors.InvalidOutput(
+                f"run_decoding_agent must return a dict, got {type(output).__name__}",
+                phase=DECODE, expected=f"dict with a '{key}' tensor" if self.takes_image else "dict",
+                actual=type(output).__name__,
+            )
+        _check_status(output)
+        if not self.takes_image:  # the old runner's own shape: no image in, only the agent's numbers out
+            return sandbox_pb2.SandboxDecoded(decoding_data=_to_value(output, "decoding_data", DECODE))
+        rest = {k: v for k, v in output.items() if k != key}
+        decoded = sandbox_pb2.SandboxDecoded(decoding_data=_to_value(rest, "decoding_data", DECODE))
+        if key in output:
+            return _reconstruction(output[key], decoded)
+        raise errors.InvalidOutput(
+            f"run_decoding_agent's dict has no '{key}' entry (keys: {', '.join(map(str, output)) or 'none'}); "
+            "an encoder that takes an image needs its decoder to return the reconstruction",
+            phase=DECODE, expected=f"'{key}': Tensor [3, H, W]", actual=f"keys {sorted(map(str, output))}",
+        )
 
 
-def _parameter_names(fn: Any) -> set[str]:
-    try:
-        return set(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return set()
+# A decoding dict's "status" other than this (case aside) is the agent's own report of a failure.
+STATUS_OK = "ok"
+_MAX_QUOTED_CHARS = 1000
 
 
-def _first_parameter(fn: Any, fallback: str) -> str:
-    """The name of the first parameter, which receives the image/bitstream in the module form."""
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError):
-        return fallback
-    if params and params[0].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY):
-        return params[0].name
-    return fallback
+def _check_status(output: dict[Any, Any]) -> None:
+    """Refuses a decoding dict whose ``status`` is set and not "ok", quoting its status and message.
+
+    Raises:
+        errors.AgentException: naming the status and the dict's ``message`` (or ``error``) entry.
+    """
+    status = output.get("status")
+    if status is None or (isinstance(status, str) and status.strip().lower() == STATUS_OK):
+        return
+    said = output.get("message", output.get("error"))
+    quoted = f": {safe_str(said)[:_MAX_QUOTED_CHARS]}" if said is not None else " (no 'message' entry)"
+    raise errors.AgentException(
+        f"run_decoding_agent reported status {safe_str(status)[:_MAX_QUOTED_CHARS]!r}{quoted}",
+        phase=DECODE, expected=f"status {STATUS_OK!r}", actual=f"status {safe_str(status)[:_MAX_QUOTED_CHARS]!r}",
+    )
 
 
-def _reconstruction(output: Any) -> types_pb2.Tensor:
+def _reconstruction(output: Any, decoded: sandbox_pb2.SandboxDecoded) -> sandbox_pb2.SandboxDecoded:
+    """Fills ``decoded`` with the agent's tensor converted to uint8, and the count of clamped values.
+
+    Raises:
+        errors.InvalidOutput: not a tensor, a tensor that cannot be read, or values out of range.
+    """
     if not isinstance(output, torch.Tensor):
         raise errors.InvalidOutput(
             f"decode must return a torch.Tensor [3, H, W], got {type(output).__name__}",
             phase=DECODE, expected="torch.Tensor [3, H, W], uint8 or float in [0, 1]", actual=type(output).__name__,
         )
     try:
-        return tensors.from_torch(output)
+        cpu = output.detach().cpu()
+        converted = reconstructions.to_uint8(cpu)
+        decoded.reconstruction.CopyFrom(tensors.from_torch(converted.pixels))
+    except errors.CodecbenchError:
+        raise
     except Exception as exc:  # noqa: BLE001 - sparse, meta-device or subclassed tensors fail in many ways
         raise errors.InvalidOutput(
             f"decode returned a tensor that cannot be read as a dense array ({type(exc).__name__}: {exc})",
             phase=DECODE, expected="a dense torch.Tensor, uint8 or float", actual=_safe_repr(output),
         ) from exc
+    decoded.clamped_values = converted.clamped_values
+    return decoded
 
 
 def _safe_repr(obj: Any) -> str:
@@ -267,14 +276,19 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
     try:
         if kind == "load":
             runtime = AgentRuntime(request.load, max_bitstream_bytes)
-            return runtime, sandbox_pb2.SandboxResponse(loaded=sandbox_pb2.SandboxLoaded(contract=runtime.contract))
+            loaded = sandbox_pb2.SandboxLoaded(contract=runtime.contract, takes_image=runtime.takes_image)
+            return runtime, sandbox_pb2.SandboxResponse(loaded=loaded)
         if runtime is None:
             raise errors.InternalError(f"sandbox got {kind} before load")
         if kind == "set_params":
             runtime.set_params(values.params_to_python(request.set_params.params))
             return runtime, sandbox_pb2.SandboxResponse(params_set=True)
         if kind == "encode":
-            image = tensors.to_torch(request.encode.image)
+            image = tensors.to_torch(request.encode.image) if request.encode.HasField("image") else None
+            if (image is None) == runtime.takes_image:
+                takes = "takes" if runtime.takes_image else "takes no"
+                raise errors.InternalError(f"encode request {'without' if image is None else 'with'} an image "
+                                           f"for an encoder that {takes} image")
             return runtime, sandbox_pb2.SandboxResponse(encoded=runtime.encode(image))
         if kind == "decode":
             return runtime, sandbox_pb2.SandboxResponse(decoded=runtime.decode(request.decode))

@@ -17,10 +17,13 @@ Contracts (docs/agents.md):
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import importlib.machinery
+import importlib.util
 import inspect
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,21 +57,143 @@ def _describe_signature(name: str, fn: Callable[..., Any]) -> str:
         return f"{name}(?)"
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One argument a contract passes besides the parameter point.
+
+    Attributes:
+        name: the contract's name for it (``device``, ``image``, ``bitstream``, ``encoding_data``).
+        value: what is passed; :data:`DATA` for the image/bitstream/dict that comes with each call.
+        any_name: the first positional parameter receives it whatever its name (the data argument
+            of ``encode``/``decode``); a parameter with the contract's name takes it by name instead.
+        optional: passed only where the function can take it (the seed encoder's ``image``).
+    """
+
+    name: str
+    value: Any
+    any_name: bool = False
+    optional: bool = False
+
+
+DATA: Any = _PLACEHOLDER
+
+
 @dataclass
 class BoundCall:
-    """A callable with the contract's arguments bound, checked against its real signature."""
+    """A callable with the contract's arguments planned from its real signature.
+
+    ``args``/``kwargs`` are what every call passes; the data (image, bitstream, encoding dict)
+    goes at ``args[data_index]`` or ``kwargs[data_keyword]`` when the function takes one.
+    """
 
     fn: Callable[..., Any]
     name: str
-    data_param: str | None  # the parameter that receives the image/bitstream, if any
+    args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    data_index: int | None = None
+    data_keyword: str | None = None
+
+    @property
+    def takes_data(self) -> bool:
+        """Whether the call receives the data (a seed encoder without an ``image`` parameter does not)."""
+        return self.data_index is not None or self.data_keyword is not None
 
     def __call__(self, data: Any = _PLACEHOLDER) -> Any:
-        """Calls the agent with the bound arguments plus ``data`` (image or bitstream), if it takes one."""
-        kwargs = dict(self.kwargs)
-        if self.data_param is not None:
-            kwargs[self.data_param] = data
-        return self.fn(**kwargs)
+        """Calls the agent with the planned arguments plus ``data``; awaits an ``async def`` agent.
+
+        A coroutine is run to its end on a fresh event loop (:func:`asyncio.run`), so an
+        ``async def encode`` works like a plain one; the rejected alternative, refusing it at load,
+        would turn away agents that only await their own async I/O.
+        """
+        args, kwargs = list(self.args), dict(self.kwargs)
+        if self.data_index is not None:
+            args[self.data_index] = data
+        elif self.data_keyword is not None:
+            kwargs[self.data_keyword] = data
+        result = self.fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+        return result
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+_BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def plan_arguments(
+    sig: inspect.Signature, slots: Sequence[Slot], params: Mapping[str, Any], params_where_declared: bool = False
+) -> tuple[list[Any], dict[str, Any]]:
+    """Positional and keyword arguments that pass ``slots`` and ``params`` to a function of ``sig``.
+
+    Every kind of parameter is honoured: a positional-only parameter receives the contract's
+    arguments in the contract's order (``encode(image, device, /)``), then the point's parameter of
+    its name (earlier positional-only parameters keep their defaults); positional-or-keyword and
+    keyword-only parameters receive them by name; ``*args`` takes a data argument no named
+    parameter takes, and ``**kwargs`` everything else.
+
+    Args:
+        sig: the agent function's real signature (:func:`inspect.signature`).
+        slots: the contract's own arguments, in the contract's positional order.
+        params: the parameter point (``{"quality": 50}``).
+        params_where_declared: pass a parameter only where the function names it or has ``**kwargs``
+            (the seed decoder); otherwise every one is passed and an unknown one is a mismatch.
+
+    Returns:
+        ``(args, kwargs)``, not yet checked: :meth:`inspect.Signature.bind` says whether they fit.
+    """
+    parameters = list(sig.parameters.values())
+    positional = [p for p in parameters if p.kind in _POSITIONAL]
+    by_name = {p.name for p in parameters if p.kind in _BY_NAME}
+    var_positional = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
+    var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+    def next_positional() -> inspect.Parameter | None:
+        return positional[len(args)] if len(args) < len(positional) else None
+
+    for slot in slots:
+        if slot.optional and slot.name not in by_name:
+            continue  # only a parameter of that name asks for it (not **kwargs)
+        following = next_positional()
+        positional_only_next = following is not None and following.kind is inspect.Parameter.POSITIONAL_ONLY
+        # by position: into a positional-only parameter (the contract's order decides), or the data
+        # argument into the first positional parameter whatever its name, or into *args
+        by_position = positional_only_next or (slot.any_name and (following is not None or var_positional))
+        if slot.name in by_name and not positional_only_next:
+            kwargs[slot.name] = slot.value
+        elif by_position:
+            args.append(slot.value)
+        else:  # **kwargs takes it; without one, bind() names what is wrong
+            kwargs[slot.name] = slot.value
+    rest = dict(params)
+    # Positional-only parameters after the contract's: filled from the point by name, with the
+    # defaults of those the point skips, as far as the last one the point names.
+    later = [p for p in positional[len(args):] if p.kind is inspect.Parameter.POSITIONAL_ONLY]
+    named = [i for i, p in enumerate(later) if p.name in rest]
+    for p in later[: named[-1] + 1] if named else []:
+        args.append(rest.pop(p.name) if p.name in rest else p.default)
+    for key, value in rest.items():
+        if key in by_name or var_keyword or not params_where_declared:
+            kwargs[key] = value
+    return args, kwargs
+
+
+def seed_takes_image(run_encoding_agent: Callable[..., Any]) -> bool:
+    """Whether a seed encoder declares a parameter named ``image`` that can be passed by name
+    (the same rule as the optional slot of :func:`plan_arguments`; ``**kwargs`` does not count)."""
+    try:
+        parameter = inspect.signature(run_encoding_agent).parameters.get("image")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in _BY_NAME
+
+
+def binds_itself(cls: type, method_name: str) -> bool:
+    """Whether ``cls.<method_name>`` takes no ``self`` when called on an instance (a static or class method)."""
+    return isinstance(inspect.getattr_static(cls, method_name, None), staticmethod) or inspect.ismethod(
+        getattr(cls, method_name)
+    )
 
 
 def bind_call(
@@ -77,17 +202,18 @@ def bind_call(
     expected: str,
     bundle_dir: Path,
     phase: types_pb2.Phase.ValueType,
-    required: dict[str, Any],
-    optional: dict[str, Any] | None = None,
-    data_param: str | None = None,
+    slots: Sequence[Slot],
+    params: Mapping[str, Any] | None = None,
+    params_where_declared: bool = False,
 ) -> BoundCall:
-    """Binds ``required`` (and those of ``optional`` the function declares) by name.
+    """Plans the call of ``fn`` from its real signature (:func:`plan_arguments`) and checks it.
 
-    ``data_param`` names a required parameter whose value comes with each call (image or
-    bitstream); it is bound to a placeholder now so a mismatch is found before any data.
+    The data slot (value :data:`DATA`) is bound to a placeholder now, so a mismatch is found
+    before any data.
 
     Raises:
-        errors.SignatureMismatch: the function cannot take these arguments by these names.
+        errors.SignatureMismatch: the function cannot take these arguments; the error names the
+            function, what the contract passes (``expected``) and what the agent declares.
     """
     try:
         sig = inspect.signature(fn)
@@ -95,16 +221,9 @@ def bind_call(
         raise errors.SignatureMismatch(
             f"{name} has no inspectable signature ({exc})", phase=phase, expected=expected, actual=name
         ) from exc
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs = dict(required)
-    for key, value in (optional or {}).items():
-        if key in sig.parameters or accepts_any:
-            kwargs[key] = value
-    probe = dict(kwargs)
-    if data_param is not None:
-        probe[data_param] = _PLACEHOLDER
+    args, kwargs = plan_arguments(sig, slots, params or {}, params_where_declared)
     try:
-        sig.bind(**probe)
+        sig.bind(*args, **kwargs)
     except TypeError as exc:
         actual = _describe_signature(name, fn)
         raise errors.SignatureMismatch(
@@ -114,15 +233,54 @@ def bind_call(
             actual=actual,
             location=_location(fn, bundle_dir),
         ) from exc
-    return BoundCall(fn=fn, name=name, data_param=data_param, kwargs=kwargs)
+    data_index = next((i for i, a in enumerate(args) if a is DATA), None)
+    data_keyword = next((k for k, v in kwargs.items() if v is DATA), None)
+    return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword)
+
+
+# The agent's folder is imported as this package, so relative imports inside the bundle work
+# (``from .helpers.bits import pack``); the folder is also first on sys.path, so sibling imports
+# (``import model``) work as before.
+PACKAGE = "codecbench_bundle"
+
+
+def _bundle_package(bundle_dir: Path) -> None:
+    """Registers the bundle folder as the package :data:`PACKAGE` (running its ``__init__.py``, if any)."""
+    init = bundle_dir / "__init__.py"
+    if init.is_file():
+        spec = importlib.util.spec_from_file_location(PACKAGE, init, submodule_search_locations=[str(bundle_dir)])
+    else:  # a namespace package: a folder of modules without __init__.py
+        spec = importlib.machinery.ModuleSpec(PACKAGE, None, is_package=True)
+        spec.submodule_search_locations = [str(bundle_dir)]
+    assert spec is not None
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = package
+    if spec.loader is not None:
+        spec.loader.exec_module(package)
+
+
+def _import_advice(exc: BaseException, entry_module: str) -> str:
+    """What to do about a failed relative import, or ``""`` for other failures."""
+    text = str(exc)
+    missing = getattr(exc, "name", None) or ""
+    if isinstance(exc, ModuleNotFoundError) and missing.startswith(PACKAGE + "."):
+        path = missing.removeprefix(PACKAGE + ".").replace(".", "/")
+        return (f"; the agent's folder is imported as a package (entry module {entry_module}), so a relative "
+                f"import looks for {path}.py or a folder {path}/ inside it, and the bundle has neither: put the "
+                "module in the agent's folder (codecbench run sends every file under it)")
+    if "relative import" in text:
+        return (f"; the agent's folder is imported as a package (entry module {entry_module}): a relative import "
+                "can reach only modules inside that folder, and the folder itself is the top level")
+    return ""
 
 
 def import_entry(bundle_dir: Path, entry_module: str) -> Any:
-    """Imports the agent's entry module with the bundle directory first on ``sys.path``.
+    """Imports the agent's entry module as a module of the package :data:`PACKAGE` (the bundle
+    folder), with the folder also first on ``sys.path``.
 
     Raises:
         errors.AgentLoadError: syntax error, missing module or an exception at import, with the
-            file and line in the agent's files.
+            file and line in the agent's files; a failed relative import says what to do.
     """
     from sandbox.tracebacks import exception_error, safe_str
 
@@ -134,9 +292,11 @@ def import_entry(bundle_dir: Path, entry_module: str) -> Any:
         )
     sys.path.insert(0, str(bundle_dir))
     try:
-        return importlib.import_module(entry_module)
+        _bundle_package(bundle_dir)
+        return importlib.import_module(f"{PACKAGE}.{entry_module}")
     except BaseException as exc:  # noqa: BLE001 - SystemExit at import is the agent's fault too
-        message = f"importing {entry_module}: {type(exc).__name__}: {safe_str(exc)}"
+        detail = safe_str(exc).replace(f"{PACKAGE}.", "")
+        message = f"importing {entry_module}: {type(exc).__name__}: {detail}{_import_advice(exc, entry_module)}"
         error = exception_error(exc, errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, types_pb2.PHASE_LOAD, bundle_dir, message)
         raise errors.from_proto(error) from exc
 
@@ -172,7 +332,8 @@ def detect_contract(
         SEED: "functions run_encoding_agent() and run_decoding_agent()",
     }.get(requested, _CONTRACT_FORMS)
     raise errors.SignatureMismatch(
-        f"entry module {module.__name__} defines none of: {expected}; it defines {', '.join(defined) or 'nothing'}",
+        f"entry module {module.__name__.removeprefix(PACKAGE + '.')} defines none of: {expected}; "
+        f"it defines {', '.join(defined) or 'nothing'}",
         phase=types_pb2.PHASE_LOAD,
         expected=expected,
         actual=", ".join(defined),

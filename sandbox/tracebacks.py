@@ -59,9 +59,10 @@ def exception_error(
     )
 
 
-def safe_str(exc: BaseException) -> str:
-    """``str(exc)``, or the type's repr when the agent's ``__str__`` itself raises."""
+def safe_str(obj: object) -> str:
+    """``str(obj)`` (an exception, a value the agent returned), or the type's repr when the agent's
+    ``__str__`` itself raises."""
     try:
-        return str(exc)
-    except Exception:  # noqa: BLE001 - an exception whose __str__ raises
-        return repr(type(exc))
+        return str(obj)
+    except Exception:  # noqa: BLE001 - an object whose __str__ raises
+        return repr(type(obj))

@@ -288,6 +288,35 @@ async def test_compare_refuses_an_experiment_without_results(services: Services,
     assert "is FAILED" in result.stderr
 
 
+async def test_the_old_contract_runs_unmodified_with_agent_reported_figures(
+    services: Services, jpeg_id: str, tiny: str
+) -> None:
+    """The seed's own example (issue 13): run_encoding_agent(device='cpu') takes no image and the decoder
+    returns only its own numbers; it succeeds, and every view labels the numbers as the agent's."""
+    result = await invoke(services, "run", str(AGENTS / "seed_original"), "--dataset", tiny)
+    out, experiment_id = result.stdout, submitted_id(result)
+    assert f"{experiment_id} (seed_original) SUCCEEDED" in out
+    assert "agent-reported only" in out and "NOT measured by codecbench" in out
+    assert "compression_ratio=1.97, lossless=True, status='ok'" in out
+    assert "as it crossed the process boundary" in out
+    shown = (await invoke(services, "show", experiment_id)).stdout
+    assert "agent-reported only" in shown and "compression_ratio=1.97, lossless=True, status='ok'" in shown
+    report = (await invoke_json(services, "show", experiment_id))["result"]["points"][0]["agent_report"]
+    assert report["values"] == {"status": {"string_value": "ok"}, "lossless": {"bool_value": True},
+                                "compression_ratio": {"float_value": 1.97}}
+    assert report["encoding_data_bytes"] > 0
+    listed = next(e for e in await invoke_json(services, "ls") if e["experiment_id"] == experiment_id)
+    assert listed["state"] == "EXPERIMENT_STATE_SUCCEEDED"
+    assert "agent-reported" in (await invoke(services, "ls")).stdout  # the summary column (wrapped)
+    exported = json.loads((await invoke(services, "export", experiment_id)).stdout)
+    assert exported["results"] == {} and "NOT measured by codecbench" in exported["description"]
+    assert exported["agent_reported"] == [{"params": "", "values": {"compression_ratio": 1.97, "lossless": True,
+                                                                    "status": "ok"},
+                                           "not_scalar": [], "encoding_data_bytes": report["encoding_data_bytes"]}]
+    refused = await invoke(services, "compare", experiment_id, "--baseline", jpeg_id, code=2)
+    assert "agent-reported figures only" in refused.stderr and "no image was coded" in refused.stderr
+
+
 async def test_cancel_stops_a_running_experiment(services: Services, tiny: str) -> None:
     result = await invoke(services, "run", str(TEST_AGENTS / "timeout_encode"), "--dataset", tiny, "--detach")
     experiment_id = submitted_id(result)

@@ -56,12 +56,25 @@ def _float_output(values_: list[float], dtype=torch.float32) -> types_pb2.Tensor
 
 
 def test_float_output_is_clamped_scaled_and_rounded() -> None:
-    # Values chosen away from .5 boundaries: v * 255 = -25.5 (clamped), 100.4, 100.6, 127.0,
-    # 255 * 1.7 (clamped), 0.
-    raw = [-0.1, 100.4 / 255, 100.6 / 255, 127 / 255, 1.7, 0.0]
+    # Values chosen away from .5 boundaries: v * 255 = -10.2 (clamped), 100.4, 100.6, 127.0,
+    # 255 * 1.04 (clamped: both within the 0.05 tolerance), 0.
+    raw = [-0.04, 100.4 / 255, 100.6 / 255, 127 / 255, 1.04, 0.0]
     out = metrics.reconstruction_to_uint8(_float_output(raw, torch.float64), 1, 2)
     assert out.dtype == torch.uint8 and list(out.shape) == [3, 1, 2]
     assert out.flatten().tolist() == [0, 100, 101, 127, 255, 0]
+
+
+@pytest.mark.parametrize(("low", "high", "advice"), [(-0.1, 0.9, "clamp them to [0, 1]"),
+                                                     (0.0, 1.2, "clamp them to [0, 1]"),
+                                                     (0.0, 254.0, "divide by 255")])
+def test_float_output_beyond_the_tolerance_states_min_max_and_what_to_do(low: float, high: float,
+                                                                         advice: str) -> None:
+    # Issue 13: 0-255 floats were once clamped to [0, 1] silently and scored ~4 dB.
+    raw = [low, 0.5, high, 0.25, 0.0, 0.0]
+    with pytest.raises(errors.InvalidOutput) as raised:
+        metrics.reconstruction_to_uint8(_float_output(raw, torch.float32), 1, 2)
+    message = str(raised.value)
+    assert f"from {low:g} to {high:g}" in message and advice in message
 
 
 def test_rounding_is_half_to_even() -> None:

@@ -151,6 +151,7 @@ def _point(**params: types_pb2.Value) -> types_pb2.ParameterPoint:
 # Red-team M2: a 2^20 x 2^20 uint8 tensor parameter without data, once blamed on the agent.
 HUGE_TENSOR = types_pb2.Value(torch_tensor_value=types_pb2.Tensor(dtype=types_pb2.D_TYPE_UINT8, shape=[2**20, 2**20]))
 NAN = types_pb2.Value(float_value=float("nan"))
+CUDA_7 = types_pb2.Value(string_value="cuda:7")
 INF_IN_LIST = types_pb2.Value(list_value=types_pb2.ValueList(values=[types_pb2.Value(float_value=float("-inf"))]))
 
 
@@ -238,6 +239,22 @@ CASES = [
     Case("orchestrator-empty-file-with-a-foreign-digest",
          lambda s: _creating(s, lambda r: r.agent.files.add(name="stolen.py", sha256=MISSING_DIGEST)),
          INVALID, "INVALID_ARGUMENT", "agent.files[1].sha256"),
+    # issue 13: a parameter named like an argument the contracts pass would replace it (`--param
+    # device=cuda:7` once made the agent see cuda:7 with the image on the CPU)
+    Case("orchestrator-reserved-parameter-name",
+         lambda s: _creating(s, lambda r: r.points.append(_point(device=CUDA_7))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['device']"),
+    Case("worker-reserved-parameter-name",
+         lambda s: _running(s, lambda r: r.points.extend([_point(), _point(encoding_data=CUDA_7)])),
+         INVALID, "INVALID_ARGUMENT", "points[1].params['encoding_data']"),
+    Case("worker-unary-reserved-parameter-name",
+         lambda s: s.work.Encode(worker_pb2.EncodeRequest(
+             agent=agent_bundle("zlib_lossless"), params=_point(image=CUDA_7), image=_image(bytes(48), [3, 4, 4]))),
+         INVALID, "INVALID_ARGUMENT", "params.params['image']"),
+    Case("worker-unary-decode-reserved-parameter-name",
+         lambda s: s.work.Decode(worker_pb2.DecodeRequest(agent=agent_bundle("zlib_lossless"),
+                                                          params=_point(bitstream=CUDA_7))),
+         INVALID, "INVALID_ARGUMENT", "params.params['bitstream']"),
     # the worker
     Case("worker-invalid-argument", lambda s: _run(s, device=types_pb2.DEVICE_ANY),
          INVALID, "INVALID_ARGUMENT", "device"),

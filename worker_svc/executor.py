@@ -136,6 +136,10 @@ async def _run(
                 # image from one to the other while both run.
                 position.point, position.image, position.phase = p_index, None, types_pb2.PHASE_LOAD
                 encoder = await _open_side(request, settings, budget, timeouts, blob, sides, ENCODER, point)
+                if not encoder.takes_image:  # the old runner's own shape: once per point, no image
+                    results.append(await _reported_point(request, encoder, point, len(points), timeouts, position,
+                                                         (settings, budget, blob, sides), emit))
+                    continue
                 sent = []
                 for i, image in enumerate(images):
                     position.image, position.image_name = i, image.name
@@ -230,6 +234,7 @@ async def _decode_image(
         metrics.image_metrics, image.pixels, recon, payload_bytes(encoded), encode_ms, decode_ms, metrics_device
     )
     measured.conversion = image.conversion
+    measured.clamped_values = decoded.clamped_values
     if decoded.HasField("decoding_data"):
         # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
         measured.agent_reported.update(await asyncio.to_thread(agent_reported, decoded.decoding_data))
@@ -241,6 +246,40 @@ async def _decode_image(
     _count_result(position, image_result.ByteSize() + _IMAGE_RESULT_OVERHEAD)
     emit(image_result=image_result)
     return image_result
+
+
+async def _reported_point(
+    request: worker_pb2.RunExperimentRequest,
+    encoder: SandboxedAgent,
+    point: types_pb2.ParameterPoint,
+    point_count: int,
+    timeouts: types_pb2.Timeouts,
+    position: _Position,
+    opening: tuple[SandboxSettings, OutputBudget, Callable[[str], bytes] | None, list[SandboxedAgent]],
+    emit: Emit,
+) -> experiment_pb2.PointResult:
+    """One point of a seed agent that takes no image: one encode call, one decode call, and the
+    decoding dict's scalar entries as its :class:`AgentReport` (no trusted metric exists: no image
+    was coded). The rate stated is the encoding dict's size as it crossed the process boundary."""
+    settings, budget, blob, sides = opening
+    position.image, position.image_name = None, ""
+    position.progress(types_pb2.PHASE_ENCODE, emit, point_count, 0)
+    encoded, encode_ms = await encoder.encode(None, timeouts.encode_s)
+    await _close_side(encoder, sides)
+    position.phase = types_pb2.PHASE_LOAD
+    decoder = await _open_side(request, settings, budget, timeouts, blob, sides, DECODER, point)
+    position.progress(types_pb2.PHASE_DECODE, emit, point_count, 0)
+    decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
+    await _close_side(decoder, sides)
+    position.phase = types_pb2.PHASE_METRICS
+    report = await asyncio.to_thread(agent_report, decoded.decoding_data)
+    report.encoding_data_bytes = len(payload_bytes(encoded))
+    result = experiment_pb2.PointResult(
+        point_index=position.point or 0, params=point, image_count=0, encode_ms=encode_ms, decode_ms=decode_ms,
+        agent_report=report,
+    )
+    _count_result(position, result.ByteSize() + _POINT_OVERHEAD)
+    return result
 
 
 # Agent-reported values (seed contract: the entries of run_decoding_agent's dict besides the
@@ -258,14 +297,8 @@ _IMAGE_RESULT_OVERHEAD = 16
 _POINT_OVERHEAD = 128
 
 
-def agent_reported(data: types_pb2.Value) -> dict[str, float]:
-    """The finite numeric top-level entries of a seed agent's decoding dict, as agent-reported metrics.
-
-    Other entries (str, bytes, lists, tensors, bools) are allowed and ignored; they are never
-    converted.
-
-    Args:
-        data: the decoding dict without its reconstruction, as the sandbox sent it (a map Value).
+def _reported_entries(data: types_pb2.Value) -> Sequence[types_pb2.ValueMapEntry]:
+    """The top-level entries of a seed agent's decoding dict (a map Value), within the limits.
 
     Raises:
         errors.InvalidOutput: more than :data:`MAX_REPORTED_ENTRIES` entries, or more than
@@ -282,14 +315,48 @@ def agent_reported(data: types_pb2.Value) -> dict[str, float]:
             f"run_decoding_agent's dict has {actual}: the limit is {expected}",
             phase=types_pb2.PHASE_DECODE, expected=expected, actual=actual,
         )
+    return entries
+
+
+def agent_reported(data: types_pb2.Value) -> dict[str, float]:
+    """The finite numeric top-level entries of a seed agent's decoding dict, as agent-reported metrics.
+
+    Other entries (str, bytes, lists, tensors, bools) are allowed and ignored; they are never
+    converted.
+
+    Args:
+        data: the decoding dict without its reconstruction, as the sandbox sent it (a map Value).
+
+    Raises:
+        errors.InvalidOutput: the dict is over the limits (:func:`_reported_entries`).
+    """
     out = {}
-    for entry in entries:
+    for entry in _reported_entries(data):
         kind = entry.value.WhichOneof("kind")
         if kind in ("int_value", "float_value"):
             number = float(getattr(entry.value, kind))
             if math.isfinite(number):
                 out[entry.key] = number
     return out
+
+
+_SCALAR_KINDS = ("bool_value", "int_value", "float_value", "string_value")
+
+
+def agent_report(data: types_pb2.Value) -> experiment_pb2.AgentReport:
+    """The decoding dict of a seed agent that takes no image, as typed agent-reported values:
+    its bool, int, float and str entries as they came; the names of the others.
+
+    Raises:
+        errors.InvalidOutput: the dict is over the limits (:func:`_reported_entries`).
+    """
+    report = experiment_pb2.AgentReport()
+    for entry in _reported_entries(data):
+        if entry.value.WhichOneof("kind") in _SCALAR_KINDS:
+            report.values[entry.key].CopyFrom(entry.value)
+        else:
+            report.ignored_keys.append(entry.key)
+    return report
 
 
 def _count_result(position: _Position, size: int) -> None:

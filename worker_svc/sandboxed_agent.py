@@ -36,10 +36,13 @@ class SandboxedAgent:
         process: SandboxProcess,
         role: sandbox_pb2.SandboxRole.ValueType,
         contract: types_pb2.Contract.ValueType,
+        takes_image: bool = True,
     ) -> None:
         self.process = process
         self.role = role
         self.contract = contract
+        # False for a seed agent whose run_encoding_agent takes no image (called once per point).
+        self.takes_image = takes_image
 
     @classmethod
     async def open(
@@ -77,7 +80,7 @@ class SandboxedAgent:
             load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
             request = sandbox_pb2.SandboxRequest(load=load)
             response, _ = await process.call(request, "loaded", types_pb2.PHASE_LOAD, load_timeout_s)
-            return cls(process, role, response.loaded.contract)
+            return cls(process, role, response.loaded.contract, response.loaded.takes_image)
         except BaseException:
             await process.close()
             raise
@@ -87,9 +90,13 @@ class SandboxedAgent:
         request = sandbox_pb2.SandboxRequest(set_params=sandbox_pb2.SandboxSetParams(params=params))
         await self.process.call(request, "params_set", types_pb2.PHASE_LOAD, timeout_s)
 
-    async def encode(self, image: torch.Tensor, timeout_s: float) -> tuple[sandbox_pb2.SandboxEncoded, float]:
-        """Encodes uint8 [3, H, W]; returns the payload and the worker-measured wall time in ms."""
-        request = sandbox_pb2.SandboxRequest(encode=sandbox_pb2.SandboxEncode(image=tensors.from_torch(image)))
+    async def encode(self, image: torch.Tensor | None, timeout_s: float) -> tuple[sandbox_pb2.SandboxEncoded, float]:
+        """Encodes uint8 [3, H, W] (None for an encoder that takes no image, :attr:`takes_image`);
+        returns the payload and the worker-measured wall time in ms."""
+        request = sandbox_pb2.SandboxRequest()
+        request.encode.SetInParent()  # an encode request with no image is still an encode request
+        if image is not None:
+            request.encode.image.CopyFrom(tensors.from_torch(image))
         response, ms = await self.process.call(request, "encoded", types_pb2.PHASE_ENCODE, timeout_s)
         return response.encoded, ms
 

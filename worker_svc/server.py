@@ -193,6 +193,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         """
         device = devices.resolve(device)
         self._check_run_args(agent, device, timeouts)
+        validation.check_point(params, "params")
         await self._fetch_agent(agent)
         limits = resolve_timeouts(timeouts, self.config.timeouts)
         budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)

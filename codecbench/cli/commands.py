@@ -207,7 +207,7 @@ def run(
             return 0
         final = await follow(client, exp, s.out)
         if final.state == states.SUCCEEDED:
-            s.out.print(views.results_table([final], title=f"results of {final.experiment_id} ({final.agent.name})"))
+            s.out.print(views.results_view([final], title=f"results of {final.experiment_id} ({final.agent.name})"))
             return 0
         return EXIT_FAILED
 

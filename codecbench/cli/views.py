@@ -161,12 +161,55 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
             table.add_row(*row, state_text(exp.state), *[""] * 7)
             continue
         for point in exp.result.points:
+            if point.HasField("agent_report"):  # no image was coded: nothing was measured
+                table.add_row(*row, values.format_params(point.params) or "(none)", "none",
+                              Text("agent-reported only", style="yellow"), "", "",
+                              f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "")
+                continue
             table.add_row(
                 *row, values.format_params(point.params) or "(none)", str(point.image_count), f"{point.bpp:.4f}",
                 _num(point.psnr_db, 2), _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4),
                 f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "yes" if point.lossless else "no",
             )
     return table
+
+
+def report_text(report: experiment_pb2.AgentReport) -> str:
+    """An agent report's values as ``compression_ratio=2.7, lossless=True, status='ok'``, then the
+    size of the encoding dict as it crossed the process boundary."""
+    shown = ", ".join(f"{k}={values.from_value(report.values[k])!r}" for k in sorted(report.values))
+    ignored = f"; not shown (not scalar): {', '.join(report.ignored_keys)}" if report.ignored_keys else ""
+    return f"{shown or '(no scalar entries)'}{ignored}"
+
+
+def agent_reports_table(experiments: Sequence[orchestrator_pb2.Experiment]) -> Table | None:
+    """The points of seed agents that take no image (the old runner's contract): what the agent
+    reported about itself, labelled as such, and the size of its encoding dict; None when there
+    is no such point."""
+    rows = [(exp, point) for exp in experiments if exp.state == states.SUCCEEDED
+            for point in exp.result.points if point.HasField("agent_report")]
+    if not rows:
+        return None
+    table = Table(title="agent-reported (the agent's own figures, NOT measured by codecbench; no image was coded)",
+                  title_justify="left", caption_justify="left",
+                  caption="encoding dict bytes: the size of the encoding dict as it crossed the process boundary "
+                          "(a serialized codecbench.v1.Value), the only rate codecbench can state here")
+    several = len({exp.experiment_id for exp, _ in rows}) > 1
+    if several:
+        table.add_column("agent", no_wrap=True)
+    table.add_column("params")
+    table.add_column("encoding dict bytes", justify="right")
+    table.add_column("agent-reported values")
+    for exp, point in rows:
+        table.add_row(*([exp.agent.name] if several else []), values.format_params(point.params) or "(none)",
+                      str(point.agent_report.encoding_data_bytes), report_text(point.agent_report))
+    return table
+
+
+def results_view(experiments: Sequence[orchestrator_pb2.Experiment], title: str = "results") -> Group:
+    """:func:`results_table`, followed by :func:`agent_reports_table` when a point has an agent report."""
+    reports = agent_reports_table(experiments)
+    return Group(results_table(experiments, title), *([reports] if reports is not None else []))
 
 
 def images_table(exp: orchestrator_pb2.Experiment) -> Table:
@@ -181,6 +224,8 @@ def images_table(exp: orchestrator_pb2.Experiment) -> Table:
         for image in point.images:
             m = image.metrics
             notes = [m.conversion, m.ms_ssim_unavailable_reason if not m.HasField("ms_ssim") else ""]
+            if m.clamped_values:
+                notes.append(f"{m.clamped_values} float values outside [0, 1] clamped")
             if m.agent_reported:
                 reported = ", ".join(f"{k}={v:g}" for k, v in sorted(m.agent_reported.items()))
                 notes.append(f"agent-reported (not measured): {reported}")
@@ -246,8 +291,12 @@ def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title:
     for name in ("experiment", "state", "agent", "dataset", "points", "attempt", "worker", "created", "summary"):
         table.add_column(name)
     for e in experiments:
-        if e.state == states.SUCCEEDED:
-            low, high = min(p.bpp for p in e.result.points), max(p.bpp for p in e.result.points)
+        measured = [p.bpp for p in e.result.points if not p.HasField("agent_report")]
+        if e.state == states.SUCCEEDED and not measured:
+            summary = Text(f"agent-reported only: {report_text(e.result.points[0].agent_report)}"
+                           if e.result.points else "no points")
+        elif e.state == states.SUCCEEDED:
+            low, high = min(measured), max(measured)
             rates = f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
             summary = Text(f"{rates} bpp in {duration_text(e)}")
         elif e.HasField("error"):
@@ -281,7 +330,7 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("request id", e.request_id))
     parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
     if e.state == states.SUCCEEDED:
-        parts += [results_table([e], title="per parameter point (means over the images)"), images_table(e)]
+        parts += [results_view([e], title="per parameter point (means over the images)"), images_table(e)]
     if e.HasField("error"):
         parts.append(error_text(e.error))
     return Group(*parts)

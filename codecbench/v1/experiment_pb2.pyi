@@ -110,6 +110,7 @@ class ImageMetrics(_message.Message):
     BITSTREAM_SHA256_FIELD_NUMBER: _builtins.int
     AGENT_REPORTED_FIELD_NUMBER: _builtins.int
     CONVERSION_FIELD_NUMBER: _builtins.int
+    CLAMPED_VALUES_FIELD_NUMBER: _builtins.int
     bytes: _builtins.int
     """Bitstream length in bytes: every byte the decoder receives."""
     width: _builtins.int
@@ -131,6 +132,10 @@ class ImageMetrics(_message.Message):
     bitstream_sha256: _builtins.str
     conversion: _builtins.str
     """How the source image was converted to RGB, when it was not RGB already."""
+    clamped_values: _builtins.int
+    """How many values of a float reconstruction lay outside [0, 1] (within the 0.05 tolerance)
+    and were clamped before the metrics (counted in the agent's process).
+    """
     @_builtins.property
     def agent_reported(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """Numbers the agent reported about itself (seed contract); NOT measured by codecbench."""
@@ -152,16 +157,76 @@ class ImageMetrics(_message.Message):
         bitstream_sha256: _builtins.str = ...,
         agent_reported: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         conversion: _builtins.str = ...,
+        clamped_values: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "ms_ssim", b"ms_ssim"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_reported", b"agent_reported", "bitstream_sha256", b"bitstream_sha256", "bpp", b"bpp", "bytes", b"bytes", "conversion", b"conversion", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "height", b"height", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "ms_ssim_unavailable_reason", b"ms_ssim_unavailable_reason", "mse", b"mse", "psnr_db", b"psnr_db", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_reported", b"agent_reported", "bitstream_sha256", b"bitstream_sha256", "bpp", b"bpp", "bytes", b"bytes", "clamped_values", b"clamped_values", "conversion", b"conversion", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "height", b"height", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "ms_ssim_unavailable_reason", b"ms_ssim_unavailable_reason", "mse", b"mse", "psnr_db", b"psnr_db", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ms_ssim: _TypeAlias = _typing.Literal["ms_ssim"]  # noqa: Y015
     _WhichOneofArgType__ms_ssim: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__ms_ssim) -> _WhichOneofReturnType__ms_ssim | None: ...
 
 Global___ImageMetrics: _TypeAlias = ImageMetrics  # noqa: Y015
+
+@_typing.final
+class AgentReport(_message.Message):
+    """What a seed agent that takes no image reported about itself (the old runner's contract,
+    docs/agents.md): NOT measured by codecbench, never mixed with the trusted metrics or BD-rate.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ValuesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> _types_pb2.Value: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _types_pb2.Value | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    VALUES_FIELD_NUMBER: _builtins.int
+    IGNORED_KEYS_FIELD_NUMBER: _builtins.int
+    ENCODING_DATA_BYTES_FIELD_NUMBER: _builtins.int
+    encoding_data_bytes: _builtins.int
+    """Size in bytes of the encoding dict as it crossed the process boundary (a serialized
+    codecbench.v1.Value): every byte the decoder received. No image was coded, so there is no bpp.
+    """
+    @_builtins.property
+    def values(self) -> _containers.MessageMap[_builtins.str, _types_pb2.Value]:
+        """The scalar entries of its decoding dict (bool, int, float, str), typed as returned."""
+
+    @_builtins.property
+    def ignored_keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Entries of other types (bytes, lists, dicts, tensors), by name, which are not reported."""
+
+    def __init__(
+        self,
+        *,
+        values: _abc.Mapping[_builtins.str, _types_pb2.Value] | None = ...,
+        ignored_keys: _abc.Iterable[_builtins.str] | None = ...,
+        encoding_data_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encoding_data_bytes", b"encoding_data_bytes", "ignored_keys", b"ignored_keys", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AgentReport: _TypeAlias = AgentReport  # noqa: Y015
 
 @_typing.final
 class ImageResult(_message.Message):
@@ -212,6 +277,7 @@ class PointResult(_message.Message):
     ENCODE_MS_FIELD_NUMBER: _builtins.int
     DECODE_MS_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
+    AGENT_REPORT_FIELD_NUMBER: _builtins.int
     point_index: _builtins.int
     image_count: _builtins.int
     total_bytes: _builtins.int
@@ -227,6 +293,12 @@ class PointResult(_message.Message):
     def params(self) -> _types_pb2.ParameterPoint: ...
     @_builtins.property
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageResult]: ...
+    @_builtins.property
+    def agent_report(self) -> Global___AgentReport:
+        """Set, with no images, for a seed agent that takes no image: called once for the point;
+        its figures are the agent's own (bpp, PSNR and the other trusted figures are not set).
+        """
+
     def __init__(
         self,
         *,
@@ -242,10 +314,11 @@ class PointResult(_message.Message):
         encode_ms: _builtins.float = ...,
         decode_ms: _builtins.float = ...,
         images: _abc.Iterable[Global___ImageResult] | None = ...,
+        agent_report: Global___AgentReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "ms_ssim", b"ms_ssim", "params", b"params"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "ms_ssim", b"ms_ssim", "params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "bpp", b"bpp", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "image_count", b"image_count", "images", b"images", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "mse", b"mse", "params", b"params", "point_index", b"point_index", "psnr_db", b"psnr_db", "total_bytes", b"total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "bpp", b"bpp", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "image_count", b"image_count", "images", b"images", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "mse", b"mse", "params", b"params", "point_index", b"point_index", "psnr_db", b"psnr_db", "total_bytes", b"total_bytes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ms_ssim: _TypeAlias = _typing.Literal["ms_ssim"]  # noqa: Y015
     _WhichOneofArgType__ms_ssim: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim"]  # noqa: Y015

@@ -26,15 +26,15 @@ from codecbench.v1 import errors_pb2 as codecbench_dot_v1_dot_errors__pb2
 from codecbench.v1 import types_pb2 as codecbench_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63odecbench/v1/sandbox.proto\x12\rcodecbench.v1\x1a\x1a\x63odecbench/v1/errors.proto\x1a\x19\x63odecbench/v1/types.proto\"\x89\x01\n\x0bSandboxLoad\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.codecbench.v1.SandboxRole\x12%\n\x06\x64\x65vice\x18\x03 \x01(\x0e\x32\x15.codecbench.v1.Device\"A\n\x10SandboxSetParams\x12-\n\x06params\x18\x01 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\"5\n\rSandboxEncode\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\"^\n\rSandboxDecode\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12-\n\rencoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.ValueH\x00\x42\t\n\x07payload\"\xde\x01\n\x0eSandboxRequest\x12*\n\x04load\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.SandboxLoadH\x00\x12\x35\n\nset_params\x18\x02 \x01(\x0b\x32\x1f.codecbench.v1.SandboxSetParamsH\x00\x12.\n\x06\x65ncode\x18\x03 \x01(\x0b\x32\x1c.codecbench.v1.SandboxEncodeH\x00\x12.\n\x06\x64\x65\x63ode\x18\x04 \x01(\x0b\x32\x1c.codecbench.v1.SandboxDecodeH\x00\x42\t\n\x07request\":\n\rSandboxLoaded\x12)\n\x08\x63ontract\x18\x01 \x01(\x0e\x32\x17.codecbench.v1.Contract\"_\n\x0eSandboxEncoded\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12-\n\rencoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.ValueH\x00\x42\t\n\x07payload\"l\n\x0eSandboxDecoded\x12-\n\x0ereconstruction\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12+\n\rdecoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value\"\xee\x01\n\x0fSandboxResponse\x12.\n\x06loaded\x18\x01 \x01(\x0b\x32\x1c.codecbench.v1.SandboxLoadedH\x00\x12\x14\n\nparams_set\x18\x02 \x01(\x08H\x00\x12\x30\n\x07\x65ncoded\x18\x03 \x01(\x0b\x32\x1d.codecbench.v1.SandboxEncodedH\x00\x12\x30\n\x07\x64\x65\x63oded\x18\x04 \x01(\x0b\x32\x1d.codecbench.v1.SandboxDecodedH\x00\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x14.codecbench.v1.ErrorH\x00\x42\n\n\x08response\"\\\n\x0cSandboxSpawn\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12-\n\x06limits\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.SandboxRlimits\x12\x0b\n\x03uid\x18\x03 \x01(\r\"\x93\x01\n\x0eSandboxRlimits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\r\n\x05\x63pu_s\x18\x02 \x01(\x03\x12\x12\n\nfile_bytes\x18\x03 \x01(\x03\x12\x12\n\nopen_files\x18\x04 \x01(\x03\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x03\x12\x1b\n\x13max_bitstream_bytes\x18\x06 \x01(\x03\"\x94\x01\n\rTemplateEvent\x12\x0f\n\x05ready\x18\x01 \x01(\x08H\x00\x12.\n\x06\x65xited\x18\x02 \x01(\x0b\x32\x1c.codecbench.v1.SandboxExitedH\x00\x12\x39\n\x0cspawn_failed\x18\x03 \x01(\x0b\x32!.codecbench.v1.SandboxSpawnFailedH\x00\x42\x07\n\x05\x65vent\"g\n\rSandboxExited\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12\x16\n\texit_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x03 \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_exit_codeB\t\n\x07_signal\"7\n\x12SandboxSpawnFailed\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12\x0f\n\x07message\x18\x02 \x01(\t*_\n\x0bSandboxRole\x12\x1c\n\x18SANDBOX_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14SANDBOX_ROLE_ENCODER\x10\x01\x12\x18\n\x14SANDBOX_ROLE_DECODER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63odecbench/v1/sandbox.proto\x12\rcodecbench.v1\x1a\x1a\x63odecbench/v1/errors.proto\x1a\x19\x63odecbench/v1/types.proto\"\x89\x01\n\x0bSandboxLoad\x12)\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.AgentBundle\x12(\n\x04role\x18\x02 \x01(\x0e\x32\x1a.codecbench.v1.SandboxRole\x12%\n\x06\x64\x65vice\x18\x03 \x01(\x0e\x32\x15.codecbench.v1.Device\"A\n\x10SandboxSetParams\x12-\n\x06params\x18\x01 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\"5\n\rSandboxEncode\x12$\n\x05image\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\"^\n\rSandboxDecode\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12-\n\rencoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.ValueH\x00\x42\t\n\x07payload\"\xde\x01\n\x0eSandboxRequest\x12*\n\x04load\x18\x01 \x01(\x0b\x32\x1a.codecbench.v1.SandboxLoadH\x00\x12\x35\n\nset_params\x18\x02 \x01(\x0b\x32\x1f.codecbench.v1.SandboxSetParamsH\x00\x12.\n\x06\x65ncode\x18\x03 \x01(\x0b\x32\x1c.codecbench.v1.SandboxEncodeH\x00\x12.\n\x06\x64\x65\x63ode\x18\x04 \x01(\x0b\x32\x1c.codecbench.v1.SandboxDecodeH\x00\x42\t\n\x07request\"O\n\rSandboxLoaded\x12)\n\x08\x63ontract\x18\x01 \x01(\x0e\x32\x17.codecbench.v1.Contract\x12\x13\n\x0btakes_image\x18\x02 \x01(\x08\"_\n\x0eSandboxEncoded\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12-\n\rencoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.ValueH\x00\x42\t\n\x07payload\"\x84\x01\n\x0eSandboxDecoded\x12-\n\x0ereconstruction\x18\x01 \x01(\x0b\x32\x15.codecbench.v1.Tensor\x12+\n\rdecoding_data\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value\x12\x16\n\x0e\x63lamped_values\x18\x03 \x01(\x03\"\xee\x01\n\x0fSandboxResponse\x12.\n\x06loaded\x18\x01 \x01(\x0b\x32\x1c.codecbench.v1.SandboxLoadedH\x00\x12\x14\n\nparams_set\x18\x02 \x01(\x08H\x00\x12\x30\n\x07\x65ncoded\x18\x03 \x01(\x0b\x32\x1d.codecbench.v1.SandboxEncodedH\x00\x12\x30\n\x07\x64\x65\x63oded\x18\x04 \x01(\x0b\x32\x1d.codecbench.v1.SandboxDecodedH\x00\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x14.codecbench.v1.ErrorH\x00\x42\n\n\x08response\"\\\n\x0cSandboxSpawn\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12-\n\x06limits\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.SandboxRlimits\x12\x0b\n\x03uid\x18\x03 \x01(\r\"\x93\x01\n\x0eSandboxRlimits\x12\x14\n\x0cmemory_bytes\x18\x01 \x01(\x03\x12\r\n\x05\x63pu_s\x18\x02 \x01(\x03\x12\x12\n\nfile_bytes\x18\x03 \x01(\x03\x12\x12\n\nopen_files\x18\x04 \x01(\x03\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x03\x12\x1b\n\x13max_bitstream_bytes\x18\x06 \x01(\x03\"\x94\x01\n\rTemplateEvent\x12\x0f\n\x05ready\x18\x01 \x01(\x08H\x00\x12.\n\x06\x65xited\x18\x02 \x01(\x0b\x32\x1c.codecbench.v1.SandboxExitedH\x00\x12\x39\n\x0cspawn_failed\x18\x03 \x01(\x0b\x32!.codecbench.v1.SandboxSpawnFailedH\x00\x42\x07\n\x05\x65vent\"g\n\rSandboxExited\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12\x16\n\texit_code\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x13\n\x06signal\x18\x03 \x01(\x05H\x01\x88\x01\x01\x42\x0c\n\n_exit_codeB\t\n\x07_signal\"7\n\x12SandboxSpawnFailed\x12\x10\n\x08spawn_id\x18\x01 \x01(\x03\x12\x0f\n\x07message\x18\x02 \x01(\t*_\n\x0bSandboxRole\x12\x1c\n\x18SANDBOX_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14SANDBOX_ROLE_ENCODER\x10\x01\x12\x18\n\x14SANDBOX_ROLE_DECODER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codecbench.v1.sandbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SANDBOXROLE']._serialized_start=1749
-  _globals['_SANDBOXROLE']._serialized_end=1844
+  _globals['_SANDBOXROLE']._serialized_start=1795
+  _globals['_SANDBOXROLE']._serialized_end=1890
   _globals['_SANDBOXLOAD']._serialized_start=102
   _globals['_SANDBOXLOAD']._serialized_end=239
   _globals['_SANDBOXSETPARAMS']._serialized_start=241
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SANDBOXREQUEST']._serialized_start=460
   _globals['_SANDBOXREQUEST']._serialized_end=682
   _globals['_SANDBOXLOADED']._serialized_start=684
-  _globals['_SANDBOXLOADED']._serialized_end=742
-  _globals['_SANDBOXENCODED']._serialized_start=744
-  _globals['_SANDBOXENCODED']._serialized_end=839
-  _globals['_SANDBOXDECODED']._serialized_start=841
-  _globals['_SANDBOXDECODED']._serialized_end=949
-  _globals['_SANDBOXRESPONSE']._serialized_start=952
-  _globals['_SANDBOXRESPONSE']._serialized_end=1190
-  _globals['_SANDBOXSPAWN']._serialized_start=1192
-  _globals['_SANDBOXSPAWN']._serialized_end=1284
-  _globals['_SANDBOXRLIMITS']._serialized_start=1287
-  _globals['_SANDBOXRLIMITS']._serialized_end=1434
-  _globals['_TEMPLATEEVENT']._serialized_start=1437
-  _globals['_TEMPLATEEVENT']._serialized_end=1585
-  _globals['_SANDBOXEXITED']._serialized_start=1587
-  _globals['_SANDBOXEXITED']._serialized_end=1690
-  _globals['_SANDBOXSPAWNFAILED']._serialized_start=1692
-  _globals['_SANDBOXSPAWNFAILED']._serialized_end=1747
+  _globals['_SANDBOXLOADED']._serialized_end=763
+  _globals['_SANDBOXENCODED']._serialized_start=765
+  _globals['_SANDBOXENCODED']._serialized_end=860
+  _globals['_SANDBOXDECODED']._serialized_start=863
+  _globals['_SANDBOXDECODED']._serialized_end=995
+  _globals['_SANDBOXRESPONSE']._serialized_start=998
+  _globals['_SANDBOXRESPONSE']._serialized_end=1236
+  _globals['_SANDBOXSPAWN']._serialized_start=1238
+  _globals['_SANDBOXSPAWN']._serialized_end=1330
+  _globals['_SANDBOXRLIMITS']._serialized_start=1333
+  _globals['_SANDBOXRLIMITS']._serialized_end=1480
+  _globals['_TEMPLATEEVENT']._serialized_start=1483
+  _globals['_TEMPLATEEVENT']._serialized_end=1631
+  _globals['_SANDBOXEXITED']._serialized_start=1633
+  _globals['_SANDBOXEXITED']._serialized_end=1736
+  _globals['_SANDBOXSPAWNFAILED']._serialized_start=1738
+  _globals['_SANDBOXSPAWNFAILED']._serialized_end=1793
 # @@protoc_insertion_point(module_scope)

@@ -100,7 +100,7 @@ class SandboxEncode(_message.Message):
     IMAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def image(self) -> _types_pb2.Tensor:
-        """uint8 [3, H, W]."""
+        """uint8 [3, H, W]; unset for a seed encoder that takes no image."""
 
     def __init__(
         self,
@@ -179,16 +179,23 @@ class SandboxLoaded(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_FIELD_NUMBER: _builtins.int
+    TAKES_IMAGE_FIELD_NUMBER: _builtins.int
     contract: _types_pb2.Contract.ValueType
     """The contract that was detected or confirmed."""
+    takes_image: _builtins.bool
+    """The encoder takes an image: always for the codec contract; for the seed contract, when
+    run_encoding_agent has a parameter named `image`. Without one, it is called once per
+    parameter point, with no image, and the decoder returns only its own numbers.
+    """
     def __init__(
         self,
         *,
         contract: _types_pb2.Contract.ValueType = ...,
+        takes_image: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contract", b"contract", "takes_image", b"takes_image"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -227,23 +234,31 @@ class SandboxDecoded(_message.Message):
 
     RECONSTRUCTION_FIELD_NUMBER: _builtins.int
     DECODING_DATA_FIELD_NUMBER: _builtins.int
+    CLAMPED_VALUES_FIELD_NUMBER: _builtins.int
+    clamped_values: _builtins.int
+    """How many float values of the reconstruction lay outside [0, 1] (within the tolerance) and
+    were clamped.
+    """
     @_builtins.property
     def reconstruction(self) -> _types_pb2.Tensor:
-        """The reconstruction as the agent returned it (any dtype; validated by the worker)."""
+        """The reconstruction, converted to uint8 in the agent's process (codecbench.reconstructions;
+        validated again by the worker). Unset for a seed decoder whose encoder takes no image.
+        """
 
     @_builtins.property
     def decoding_data(self) -> _types_pb2.Value:
-        """Seed contract: the decoding dict as returned."""
+        """Seed contract: the decoding dict as returned, without its reconstruction."""
 
     def __init__(
         self,
         *,
         reconstruction: _types_pb2.Tensor | None = ...,
         decoding_data: _types_pb2.Value | None = ...,
+        clamped_values: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decoding_data", b"decoding_data", "reconstruction", b"reconstruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decoding_data", b"decoding_data", "reconstruction", b"reconstruction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clamped_values", b"clamped_values", "decoding_data", b"decoding_data", "reconstruction", b"reconstruction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

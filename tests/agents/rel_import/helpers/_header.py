@@ -1,0 +1,3 @@
+import struct
+
+HEADER = struct.Struct(">II")

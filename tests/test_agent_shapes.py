@@ -1,0 +1,156 @@
+"""Agents written the way researchers and generators write them run as written, on a real worker
+(issue 13): positional-only signatures, relative imports, ``async def``, the old runner's own
+contract, float output on the wrong scale, big float reconstructions."""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from helpers import AGENTS, agent_bundle
+from helpers.worker import TINY_SIZES, error_of, png_bytes, request, result_of, run
+
+from codecbench import datasets, reconstructions, tensors, values
+from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2
+
+K = errors_pb2
+
+
+def _lossless(terminal: experiment_pb2.ExperimentEvent) -> experiment_pb2.PointResult:
+    point = result_of(terminal).points[0]
+    assert len(point.images) == len(TINY_SIZES) and all(i.metrics.lossless for i in point.images)
+    return point
+
+
+# ---- binding and loading ----
+
+@pytest.mark.timeout(120)
+async def test_positional_only_image_and_device_bind(worker_stub) -> None:
+    # Old: SIGNATURE_MISMATCH "'image' parameter is positional only, but was passed as a keyword".
+    _, terminal = await run(worker_stub, request("sig_positional_only", points=[{"shift": 3}]))
+    _lossless(terminal)
+
+
+@pytest.mark.timeout(120)
+async def test_relative_imports_inside_the_bundle_work(worker_stub) -> None:
+    # Old: "attempted relative import with no known parent package".
+    _, terminal = await run(worker_stub, request("rel_import"))
+    _lossless(terminal)
+
+
+@pytest.mark.timeout(120)
+async def test_a_failed_relative_import_says_what_to_do(worker_stub) -> None:
+    _, terminal = await run(worker_stub, request("rel_import_missing"))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_AGENT_LOAD_ERROR and error.location == "codec.py:2"
+    assert "No module named 'helpers'" in error.message
+    assert "imported as a package" in error.message and "helpers.py or a folder helpers/" in error.message
+
+
+@pytest.mark.timeout(120)
+async def test_async_def_methods_are_awaited(worker_stub) -> None:
+    # Old: INVALID_OUTPUT "got coroutine" after a RuntimeWarning.
+    events, terminal = await run(worker_stub, request("async_codec"))
+    _lossless(terminal)
+    assert not any("never awaited" in e.log.text for e in events if e.HasField("log"))
+
+
+# ---- the old runner's own contract ----
+
+def _seed_original() -> object:
+    spec = importlib.util.spec_from_file_location("seed_original_under_test", AGENTS / "seed_original/agent.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.timeout(120)
+async def test_the_old_contract_without_an_image_runs_once_per_point_and_reports_its_own_figures(worker_stub) -> None:
+    # Old: INVALID_OUTPUT "run_decoding_agent's dict has no 'reconstruction' entry".
+    events, terminal = await run(worker_stub, request("seed_original"))
+    point = result_of(terminal).points[0]
+    assert point.image_count == 0 and not point.images and not any(e.HasField("image_result") for e in events)
+    report = point.agent_report
+    assert {k: values.from_value(v) for k, v in report.values.items()} == {
+        "status": "ok", "lossless": True, "compression_ratio": 1.97}
+    # The rate: the encoding dict as it crossed the process boundary, serialized as the protocol does.
+    wire = values.to_value(_seed_original().run_encoding_agent(device="cpu"), "encoding_data")  # type: ignore[attr-defined]
+    assert report.encoding_data_bytes == len(wire.SerializeToString(deterministic=True))
+    # Nothing trusted is claimed: no bpp, no PSNR, not lossless.
+    assert point.bpp == 0 and point.psnr_db == 0 and not point.lossless and not point.HasField("ms_ssim")
+    encodes = [e for e in events if e.HasField("progress") and e.progress.phase == types_pb2.PHASE_ENCODE]
+    assert len(encodes) == 1 and encodes[0].progress.image_count == 0  # called once, not per image
+
+
+@pytest.mark.timeout(120)
+async def test_a_decoding_status_other_than_ok_is_a_failure_quoting_it(worker_stub) -> None:
+    _, terminal = await run(worker_stub, request("seed_status_error"))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_AGENT_EXCEPTION and error.phase == types_pb2.PHASE_DECODE
+    assert "status 'failed'" in error.message and "checksum mismatch in block 3" in error.message
+    assert (error.expected, error.actual) == ("status 'ok'", "status 'failed'")
+
+
+# ---- output checks that teach ----
+
+@pytest.mark.timeout(120)
+async def test_float_output_on_the_0_255_scale_says_divide_by_255(worker_stub) -> None:
+    # Old: clamped to [0, 1] silently, ~4 dB.
+    _, terminal = await run(worker_stub, request("out_float_scale", points=[{"scale": 255}]))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_INVALID_OUTPUT
+    original = datasets.decode_image("tiny0.png", png_bytes(*TINY_SIZES[0], seed=0)).pixels
+    low, high = float(original.min()), float(original.max())
+    assert f"from {low:g} to {high:g}" in error.message and "divide by 255" in error.message
+
+
+@pytest.mark.timeout(120)
+async def test_slightly_out_of_range_floats_are_clamped_and_counted(worker_stub) -> None:
+    overshoot = 0.03
+    _, terminal = await run(worker_stub, request("out_float_scale", points=[{"overshoot": overshoot},
+                                                                            {"overshoot": 0.2}]))
+    error = error_of(terminal)  # the second point: beyond the tolerance, after the first one succeeded
+    assert error.point_index == 1 and "clamp them to [0, 1]" in error.message
+    first = datasets.decode_image("tiny0.png", png_bytes(*TINY_SIZES[0], seed=0)).pixels.to(torch.float32) / 255
+    expected = int((first[:, 0, :] + overshoot > 1).sum() + (first[:, 1, :] - overshoot < 0).sum())
+    assert expected > 0
+    _, terminal = await run(worker_stub, request("out_float_scale", points=[{"overshoot": overshoot}]))
+    image = result_of(terminal).points[0].images[0]
+    assert image.metrics.clamped_values == expected
+
+
+def _bitstream(height: int, width: int) -> bytes:
+    """out_float_scale's bitstream of a smooth image (compresses well), and the pixels."""
+    pixels = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)
+    return struct.pack(">II", height, width) + zlib.compress(np.repeat(pixels[None], 3, 0).tobytes(), 1)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("dtype", "height", "width"), [("float32", 4096, 4096), ("float64", 2000, 3000)],
+                         ids=["float32-at-the-pixel-limit", "float64-6MP"])
+async def test_big_float_reconstructions_arrive_converted(worker_stub, dtype: str, height: int, width: int) -> None:
+    # Old: "frame of 72000024 bytes exceeds the limit" for float32 at 6 MP, float64 above ~2.8 MP.
+    assert height * width <= datasets.MAX_PIXELS
+    decoded = await worker_stub.Decode(worker_pb2.DecodeRequest(
+        agent=agent_bundle("out_float_scale"), params=values.params_from_python({"dtype": dtype}),
+        bitstream=_bitstream(height, width), device=types_pb2.DEVICE_CPU))
+    recon = tensors.to_numpy(decoded.reconstruction)
+    assert recon.dtype == np.uint8 and recon.shape == (3, height, width)
+    expected = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)
+    assert np.array_equal(recon[2], expected)  # float pixels/255 come back exactly
+
+
+def test_the_sandbox_conversion_is_the_trusted_one_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconstructions, "CHUNK_VALUES", 100_003)  # chunks that cut rows and channels
+    rng = np.random.default_rng(3)
+    values_ = torch.from_numpy(rng.uniform(-0.04, 1.04, size=(3, 700, 900)).astype(np.float32))
+    converted = reconstructions.to_uint8(values_)
+    trusted = torch.round(values_.to(torch.float64).clamp(0, 1) * 255).to(torch.uint8)
+    assert values_.numel() > reconstructions.CHUNK_VALUES  # several chunks
+    assert torch.equal(converted.pixels, trusted)
+    assert converted.clamped_values == int(((values_ < 0) | (values_ > 1)).sum())
