@@ -88,10 +88,14 @@ def test_bd_rate_of_the_same_quality_at_ninety_percent_of_the_rate_is_minus_ten_
     [
         ([(6, 17.8, math.inf, 1.0)], analysis.PSNR, "has an infinite PSNR at quality=6"),
         ([(6, 17.8, math.inf, 1.0)], analysis.MS_SSIM, "has an infinite MS-SSIM at quality=6"),
-        ([(50, 0.85, 31.8, 0.975)], analysis.PSNR, "has 1 parameter point(s); BD-rate needs at least 2"),
-        ([(10, 0.3, 27.0, 0.9), (20, 0.5, 26.0, 0.93)], analysis.PSNR, "PSNR does not increase with the rate"),
-        ([(10, 0.3, 27.0, None), (20, 0.5, 29.0, None)], analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
-        ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93)], analysis.PSNR, "the PSNR ranges do not overlap"),
+        ([(50, 0.85, 31.8, 0.975)], analysis.PSNR, "has 1 parameter point(s); BD-rate needs at least 4 per curve"),
+        (ANCHOR[:3], analysis.PSNR, "has 3 parameter point(s); BD-rate needs at least 4 per curve"),
+        ([(10, 0.3, 27.0, 0.9), (20, 0.5, 26.0, 0.93), (30, 0.6, 28.0, 0.95), (40, 0.8, 29.0, 0.96)],
+         analysis.PSNR, "PSNR does not increase with the rate"),
+        ([(10, 0.3, 27.0, None), (20, 0.5, 29.0, None), (30, 0.6, 30.0, None), (40, 0.8, 31.0, None)],
+         analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
+        ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93), (30, 0.6, 49.0, 0.95), (40, 0.8, 50.0, 0.96)],
+         analysis.PSNR, "the PSNR ranges do not overlap"),
     ],
 )
 def test_bd_rate_says_why_it_is_not_computable(
@@ -106,7 +110,7 @@ def test_bd_rate_says_why_it_is_not_computable(
 
 def test_bd_rate_table_rows_and_low_overlap_note() -> None:
     anchor = curve("jpeg", ANCHOR)
-    narrow = curve("narrow", [(1, 0.3, 26.0, 0.90), (2, 0.4, 28.0, 0.93)])
+    narrow = curve("narrow", [(1, 0.3, 26.0, 0.90), (2, 0.33, 26.7, 0.91), (3, 0.36, 27.4, 0.92), (4, 0.4, 28.0, 0.93)])
     rows = analysis.bd_rate_table([anchor, narrow], anchor)
     assert [r.curve.name for r in rows] == ["jpeg", "narrow"]
     psnr = rows[1].results[0]
@@ -188,4 +192,4 @@ def test_rd_plot_writes_a_png_and_notes_lossless_curves(tmp_path: Path) -> None:
     notes = analysis.rd_plot(curves, path, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
-    assert notes == ["zlib: lossless (PSNR = inf, not drawn) at 17.80 bpp"]
+    assert notes == ["zlib: lossless (every image exact; PSNR = inf, not drawn) quality=6 at 17.80 bpp"]
