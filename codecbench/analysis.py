@@ -165,7 +165,7 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
             quality = point.psnr_db
         elif point.ms_ssim is None:
             raise NotComputable(
-                f"{curve.title} has no MS-SSIM at {where} (some images are below 161 px on their shorter side)"
+                f"{curve.title} has no MS-SSIM at {where} (every image is below 161 px on its shorter side)"
             )
         else:
             quality = ms_ssim_db(point.ms_ssim)
