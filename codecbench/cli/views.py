@@ -318,7 +318,7 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("request id", e.request_id))
     parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
     if e.state == states.SUCCEEDED:
-        parts += [results_table([e], title="per parameter point (means over the images)"), images_table(e)]
+        parts += [results_table([e], title="per parameter point"), images_table(e)]
     if e.HasField("error"):
         parts.append(error_text(e.error))
     return Group(*parts)
