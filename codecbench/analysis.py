@@ -9,7 +9,10 @@ demo, which only format what these return.
   instead of the original cubic polynomial fit. The rate is each point's mean bpp, the distortion
   its mean PSNR in dB, or its mean MS-SSIM expressed in dB, ``-10 * log10(1 - MS-SSIM)`` (the scale
   of CompressAI's plots). The result is the average bitrate difference of the test curve against
-  the anchor at equal quality, in percent: negative means the test needs fewer bits.
+  the anchor at equal quality, in percent: negative means the test needs fewer bits. Each curve
+  needs at least four points (VCEG-M33's four rates; the common test conditions use four QPs), and
+  both experiments must have run on the same dataset unless the caller allows otherwise (then every
+  row says so).
 - Export: CompressAI's results layout (``compressai.utils.eval_model``): ``name``, ``description``
   and ``results`` with lists ``bpp``, ``psnr-rgb``, ``ms-ssim-rgb`` (the raw MS-SSIM value),
   ``encoding_time`` and ``decoding_time`` (mean seconds per image), one entry per parameter point.
@@ -30,15 +33,17 @@ from typing import TYPE_CHECKING, Any, cast, overload
 
 from codecbench import devices, errors, values
 from codecbench.states import FAILED, SUCCEEDED, state_name
-from codecbench.v1 import errors_pb2, orchestrator_pb2
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
 
 if TYPE_CHECKING:  # matplotlib loads on the first plot (light imports)
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
 BD_METHOD = "pchip"
-# PCHIP interpolates through any number of points greater than one (the package's stated
-# requirement); VCEG-M33's cubic fit needed four.
-MIN_BD_POINTS = 2
+# PCHIP runs on two points (the package's own minimum), but through two or three points the
+# "curve" is a line or a single bend, and the result measures where the points fall rather than the
+# codec: `jpeg` at 2 qualities against `jpeg` at 5 gave -14.7 %. VCEG-M33 and the common test
+# conditions use four rates; so do we.
+MIN_BD_POINTS = 4
 # Below this share of overlapping quality range the package warns; the table notes it instead.
 LOW_OVERLAP = 0.75
 PSNR = "psnr"
@@ -78,12 +83,34 @@ def ms_ssim_db(ms_ssim: float) -> float:
 
 @dataclass(frozen=True)
 class RdPoint:
-    """One parameter point of a curve: means over the dataset's images."""
+    """One parameter point of a curve: per-image means over the dataset's images.
+
+    Attributes:
+        params: the point's parameters as text (``quality=50``).
+        bpp: mean bpp over the images.
+        psnr_db: mean of the finite per-image PSNRs in dB; +inf only when every image is exact.
+        ms_ssim: mean MS-SSIM over the images that have one; None when none has.
+        lossless: every image of the point is exact.
+        image_count: images of the point.
+        lossless_image_count: exact images (left out of ``psnr_db`` unless all are).
+        ms_ssim_image_count: images that have an MS-SSIM value.
+    """
 
     params: str
     bpp: float
     psnr_db: float
     ms_ssim: float | None
+    lossless: bool = False
+    image_count: int = 0
+    lossless_image_count: int = 0
+    ms_ssim_image_count: int = 0
+
+    @classmethod
+    def from_point(cls, point: experiment_pb2.PointResult) -> RdPoint:
+        """The RD point of a point result."""
+        return cls(values.format_params(point.params), point.bpp, point.psnr_db,
+                   point.ms_ssim if point.HasField("ms_ssim") else None, point.lossless, point.image_count,
+                   point.lossless_image_count, point.ms_ssim_image_count)
 
 
 @dataclass(frozen=True)
@@ -93,6 +120,7 @@ class Curve:
     experiment_id: str
     name: str
     points: tuple[RdPoint, ...]
+    dataset: str = ""
 
     @classmethod
     def from_experiment(cls, exp: orchestrator_pb2.Experiment) -> Curve:
@@ -107,10 +135,8 @@ class Curve:
         if any(p.HasField("agent_report") for p in exp.result.points):
             raise ValueError(f"experiment {exp.experiment_id} ({exp.agent.name}) has agent-reported figures only "
                              "(a seed agent that takes no image): no image was coded, so it has no RD curve")
-        return cls(exp.experiment_id, exp.agent.name, tuple(
-            RdPoint(values.format_params(p.params), p.bpp, p.psnr_db, p.ms_ssim if p.HasField("ms_ssim") else None)
-            for p in exp.result.points
-        ))
+        return cls(exp.experiment_id, exp.agent.name, tuple(RdPoint.from_point(p) for p in exp.result.points),
+                   exp.dataset)
 
     @property
     def title(self) -> str:
@@ -120,6 +146,11 @@ class Curve:
 
 class NotComputable(ValueError):
     """BD-rate cannot be computed for this pair; the message says why, naming the experiment."""
+
+
+class DifferentDatasets(ValueError):
+    """Curves measured on different datasets were compared without allowing it; the message names
+    each experiment and its dataset."""
 
 
 def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
@@ -137,13 +168,13 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
             quality = point.psnr_db
         elif point.ms_ssim is None:
             raise NotComputable(
-                f"{curve.title} has no MS-SSIM at {where} (some images are below 161 px on their shorter side)"
+                f"{curve.title} has no MS-SSIM at {where} (every image is below 161 px on its shorter side)"
             )
         else:
             quality = ms_ssim_db(point.ms_ssim)
         if not math.isfinite(quality):
             raise NotComputable(
-                f"{curve.title} has an infinite {label} at {where} (a lossless image makes the mean infinite): "
+                f"{curve.title} has an infinite {label} at {where} (every image is exact there): "
                 "BD-rate compares lossy curves"
             )
         if point.bpp <= 0:
@@ -151,7 +182,7 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
         pairs.append((point.bpp, quality, point.params))
     if len(pairs) < MIN_BD_POINTS:
         raise NotComputable(f"{curve.title} has {len(pairs)} parameter point(s); BD-rate needs at least "
-                            f"{MIN_BD_POINTS} ({BD_METHOD.upper()} interpolation)")
+                            f"{MIN_BD_POINTS} per curve (fewer make a line, not an RD curve)")
     pairs.sort()
     for (bpp_a, q_a, p_a), (bpp_b, q_b, p_b) in zip(pairs, pairs[1:], strict=False):
         if q_b <= q_a:
@@ -195,7 +226,8 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
     """BD-rate of ``test`` against ``anchor`` (see the module docstring for the method and sources).
 
     Never raises for bad curves: a pair that has no BD-rate comes back with ``percent=None`` and
-    the reason (too few points, lossless points, missing MS-SSIM, non-monotonic curve, no overlap).
+    the reason (fewer than :data:`MIN_BD_POINTS` points, lossless points, missing MS-SSIM,
+    non-monotonic curve, no overlap). Does not look at the datasets (:func:`bd_rate_table` does).
 
     Raises:
         ValueError: ``metric`` is not one of :data:`BD_METRICS`.
@@ -227,20 +259,59 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
 
 @dataclass(frozen=True)
 class BdRateRow:
-    """One row of a BD-rate table: an experiment against the baseline, for each metric."""
+    """One row of a BD-rate table: an experiment against the baseline, for each metric.
+
+    Attributes:
+        curve: the experiment's curve.
+        results: one BD-rate per metric of :data:`BD_METRICS`.
+        other_dataset: the baseline's dataset when this curve was measured on another one (the
+            comparison was allowed explicitly); empty when both ran on the same dataset.
+    """
 
     curve: Curve
     results: tuple[BdRate, ...]
+    other_dataset: str = ""
+
+    @property
+    def dataset_note(self) -> str:
+        """What to say in the row when the datasets differ; empty when they do not."""
+        if not self.other_dataset:
+            return ""
+        return (f"measured on dataset {self.curve.dataset!r}, the baseline on {self.other_dataset!r}: "
+                "the rates and qualities of different images are not comparable")
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form: the curve's identity, its point count and one BD-rate per metric."""
-        return {"experiment_id": self.curve.experiment_id, "name": self.curve.name,
+        """The JSON form: the curve's identity and dataset, whether that differs from the baseline's,
+        its point count and one BD-rate per metric."""
+        return {"experiment_id": self.curve.experiment_id, "name": self.curve.name, "dataset": self.curve.dataset,
+                "different_dataset": bool(self.other_dataset), "dataset_note": self.dataset_note,
                 "points": len(self.curve.points), "bd_rate": {r.metric: r.to_json() for r in self.results}}
 
 
-def bd_rate_table(curves: Sequence[Curve], baseline: Curve) -> list[BdRateRow]:
-    """BD-rate (PSNR and MS-SSIM) of every curve against ``baseline``, in the given order."""
-    return [BdRateRow(c, tuple(bd_rate(baseline, c, m) for m in BD_METRICS)) for c in curves]
+def bd_rate_table(curves: Sequence[Curve], baseline: Curve, allow_different_datasets: bool = False
+                  ) -> list[BdRateRow]:
+    """BD-rate (PSNR and MS-SSIM) of every curve against ``baseline``, in the given order.
+
+    Args:
+        curves: the curves to compare.
+        baseline: the anchor curve.
+        allow_different_datasets: compare curves measured on another dataset than the baseline's
+            too; each such row is flagged (:attr:`BdRateRow.other_dataset`).
+
+    Raises:
+        DifferentDatasets: a curve was measured on another dataset than the baseline and
+            ``allow_different_datasets`` is false; the message names them all.
+    """
+    others = [c for c in curves if c.dataset != baseline.dataset]
+    if others and not allow_different_datasets:
+        listed = ", ".join(f"{c.title} on {c.dataset!r}" for c in others)
+        raise DifferentDatasets(
+            f"the baseline {baseline.title} ran on dataset {baseline.dataset!r}, but {listed}: BD-rate compares "
+            "curves measured on the same images (allow it with --allow-different-datasets, "
+            "allow_different_datasets=True)"
+        )
+    return [BdRateRow(c, tuple(bd_rate(baseline, c, m) for m in BD_METRICS),
+                      baseline.dataset if c.dataset != baseline.dataset else "") for c in curves]
 
 
 # -- RD plot -----------------------------------------------------------------------------------
@@ -255,10 +326,14 @@ def _plot_labels(curves: Sequence[Curve]) -> list[str]:
 def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
     """Writes a PNG of PSNR (dB) against rate (bpp), one line per curve, labelled by agent name.
 
-    Lossless points (PSNR = inf) cannot be drawn; they are listed in a note under the plot.
+    Lossless points (every image exact, PSNR = inf) cannot be drawn; they are listed in a note under
+    the plot. A point that is not lossless is never called so: one whose PSNR is infinite all the
+    same (results stored before the mean left exact images out) is noted as such; one with some
+    exact images is drawn at the mean PSNR of the others, and the note says how many were exact.
 
     Returns:
-        The notes (one per curve with lossless points), also printed on the figure.
+        The notes (one per curve with points that are lossless, infinite or partly exact), also
+        printed on the figure.
     """
     from matplotlib.figure import Figure  # Figure renders with Agg; pyplot's global state is never touched
 
@@ -267,12 +342,20 @@ def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
     notes = []
     for curve, label in zip(curves, _plot_labels(curves), strict=True):
         finite = sorted((p.bpp, p.psnr_db) for p in curve.points if math.isfinite(p.psnr_db))
-        lossless = [p for p in curve.points if not math.isfinite(p.psnr_db)]
         if finite:
             axes.plot([p[0] for p in finite], [p[1] for p in finite], "o-", label=label)
-        if lossless:
-            rates = ", ".join(f"{p.bpp:.2f} bpp" for p in lossless)
-            notes.append(f"{label}: lossless (PSNR = inf, not drawn) at {rates}")
+        said = []
+        for p in curve.points:
+            where = f"{p.params + ' ' if p.params else ''}at {p.bpp:.2f} bpp"
+            if p.lossless:
+                said.append(f"lossless (every image exact; PSNR = inf, not drawn) {where}")
+            elif not math.isfinite(p.psnr_db):
+                said.append(f"PSNR = inf but not lossless (not drawn) {where}")
+            elif p.lossless_image_count:
+                said.append(f"{p.lossless_image_count} of {p.image_count} images exact {where}; "
+                            f"drawn at the mean PSNR of the other {p.image_count - p.lossless_image_count}")
+        if said:
+            notes.append(f"{label}: {'; '.join(said)}")
     axes.set_xlabel("rate [bpp]")
     axes.set_ylabel("PSNR RGB [dB]")
     axes.grid(True, alpha=0.3)
@@ -354,7 +437,8 @@ def group_errors(experiments: Iterable[orchestrator_pb2.Experiment]) -> list[Err
 def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """The experiment's results in CompressAI's results layout (module docstring), JSON-safe.
 
-    A point without MS-SSIM (images too small) has ``null`` there.
+    A point without MS-SSIM (images too small) has ``null`` there. The description says which
+    points left exact images out of their PSNR mean, or have MS-SSIM on only some images.
 
     Raises:
         ValueError: the experiment did not succeed; the message names it and its state.
@@ -365,10 +449,18 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     points = exp.result.points
     images = points[0].image_count if points else 0
     params = "; ".join(p.params or "(no parameters)" for p in curve.points)
+    caveats = "".join(
+        f"; {p.params or 'the point'}: {p.lossless_image_count} of {p.image_count} images exact (psnr-rgb is the "
+        f"mean of the other {p.image_count - p.lossless_image_count})"
+        for p in curve.points if p.lossless_image_count and not p.lossless
+    ) + "".join(
+        f"; {p.params or 'the point'}: ms-ssim-rgb over {p.ms_ssim_image_count} of {p.image_count} images"
+        for p in curve.points if 0 < p.ms_ssim_image_count < p.image_count
+    )
     return json_safe({
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name} on {exp.dataset} ({images} images, "
-                       f"device {devices.short_name(exp.device)}, worker {exp.worker_id}); points: {params}",
+                       f"device {devices.short_name(exp.device)}, worker {exp.worker_id}); points: {params}{caveats}",
         "results": {
             "bpp": [p.bpp for p in points],
             "psnr-rgb": [p.psnr_db for p in points],
@@ -400,7 +492,7 @@ def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
 
 
 __all__ = [
-    "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve", "ErrorGroup",
-    "NotComputable", "RdPoint", "agent_reported_results", "bd_rate", "bd_rate_table", "compressai_results",
-    "error_location", "group_errors", "json_safe", "ms_ssim_db", "rd_plot",
+    "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve",
+    "DifferentDatasets", "ErrorGroup", "NotComputable", "RdPoint", "agent_reported_results", "bd_rate",
+    "bd_rate_table", "compressai_results", "error_location", "group_errors", "json_safe", "ms_ssim_db", "rd_plot",
 ]

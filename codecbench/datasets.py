@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from PIL.Image import Image as PILImage
 
 PHOTOS = "photos"
 BUILTIN_DATASETS = (PHOTOS,)
@@ -41,8 +42,9 @@ class DatasetImage:
         name: file name, e.g. ``"astronaut.png"``.
         pixels: uint8 tensor, shape [3, H, W], RGB, on the CPU.
         sha256: hex digest of the encoded file bytes (the content address).
-        conversion: how the file was converted to RGB (e.g. ``"RGBA -> RGB (alpha dropped)"``),
-            empty when it was RGB already.
+        conversion: how the file became upright 8-bit RGB, in words (:func:`decode_rgb`), e.g.
+            ``"8-bit RGBA PNG -> 8-bit RGB: alpha dropped (not composited on any background)"``;
+            empty when it was upright 8-bit RGB without a colour profile already.
     """
 
     name: str
@@ -61,15 +63,94 @@ class DatasetImage:
         return int(self.pixels.shape[2])
 
 
-_CONVERSIONS = {
-    "L": "grayscale (L) -> RGB (channel replicated)",
-    "LA": "grayscale+alpha (LA) -> RGB (alpha dropped, channel replicated)",
-    "RGBA": "RGBA -> RGB (alpha dropped)",
-    "P": "palette (P) -> RGB",
-    "CMYK": "CMYK -> RGB",
-    "I;16": "16-bit grayscale -> 8-bit RGB (values scaled by 1/256)",
-    "I": "32-bit integer grayscale -> RGB (clipped to 0..255)",
+# PNG colour types (PNG specification, 11.2.2 IHDR): the file's own statement of what it holds,
+# which Pillow's mode does not always keep (16-bit RGB opens as "RGB", 16-bit gray+alpha as "RGBA").
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+# Pillow modes of the other formats (JPEG mostly), in words.
+_MODE_WORDS = {
+    "1": "1-bit black-and-white", "L": "8-bit grayscale", "LA": "8-bit grayscale+alpha", "P": "palette",
+    "PA": "palette+alpha", "RGB": "8-bit RGB", "RGBA": "8-bit RGBA", "CMYK": "CMYK", "YCbCr": "YCbCr",
+    "I;16": "16-bit grayscale", "I": "32-bit integer grayscale", "F": "32-bit float grayscale",
 }
+# EXIF Orientation tag values (EXIF 2.32, tag 0x0112) and what ImageOps.exif_transpose does for each.
+_ORIENTATIONS = {
+    2: "mirrored left-right", 3: "rotated 180 degrees", 4: "mirrored top-bottom",
+    5: "mirrored left-right and rotated 90 degrees counter-clockwise", 6: "rotated 90 degrees clockwise",
+    7: "mirrored left-right and rotated 90 degrees clockwise", 8: "rotated 90 degrees counter-clockwise",
+}
+_EXIF_ORIENTATION = 0x0112
+
+
+@dataclass(frozen=True)
+class _Source:
+    """What an image file holds, from the PNG header when there is one, else from Pillow's mode.
+
+    Attributes:
+        words: the format in words, e.g. ``"16-bit grayscale+alpha PNG"``.
+        bits: bits per sample (16 for a 16-bit PNG; 8 otherwise, below 8 for low-depth PNGs).
+        kind: ``grayscale``, ``RGB``, ``palette``, ``grayscale+alpha``, ``RGBA`` or a Pillow mode.
+    """
+
+    words: str
+    bits: int
+    kind: str
+
+
+def _source(data: bytes, mode: str, image_format: str | None, transparency: bool) -> _Source:
+    """Describes the file's pixel format (see :class:`_Source`)."""
+    if data.startswith(_PNG_SIGNATURE) and data[12:16] == b"IHDR" and len(data) >= 26:
+        bits, colour = data[24], data[25]
+        kind = _PNG_COLOUR_TYPES.get(colour, f"colour type {colour}")
+        words = f"{bits}-bit {kind} PNG" + (" with transparency" if transparency else "")
+        return _Source(words, bits, kind)
+    kind = {"1": "grayscale", "L": "grayscale", "LA": "grayscale+alpha", "RGB": "RGB", "RGBA": "RGBA",
+            "P": "palette", "PA": "palette"}.get(mode, mode)
+    bits = 1 if mode == "1" else 16 if mode == "I;16" else 8
+    words = f"{_MODE_WORDS.get(mode, f'mode {mode}')} {image_format or 'image'}"
+    return _Source(words + (" with transparency" if transparency else ""), bits, kind)
+
+
+def _conversion_steps(source: _Source, mode: str, transparency: bool) -> list[str]:
+    """What the conversion to 8-bit RGB did, step by step, in the order :func:`_pixels` does it."""
+    steps = []
+    if source.bits == 16:
+        steps.append("16 bits per sample reduced to 8 by keeping the high byte (v >> 8)")
+    elif source.bits < 8 and source.kind == "grayscale":
+        steps.append("1-bit levels mapped to 0 (black) and 255 (white)" if source.bits == 1
+                     else f"{source.bits}-bit levels scaled to 0..255")
+    if source.kind == "palette":
+        steps.append("palette colours looked up")
+    if source.kind.startswith("grayscale") or mode in ("I", "F"):
+        steps.append("gray copied to R, G and B")
+    if mode == "I" and source.bits != 16:
+        steps.append("values clipped to 0..255")
+    if mode == "F":
+        steps.append("values rounded and clipped to 0..255")
+    if source.kind.endswith("alpha") or source.kind == "RGBA" or mode == "PA":
+        steps.append("alpha dropped (not composited on any background)")
+    if transparency:
+        steps.append("transparency dropped (transparent pixels keep their colour)")
+    if mode == "CMYK":
+        steps.append("R = (255 - C)(255 - K) / 255, G and B likewise from M and Y (no colour management)")
+    elif mode not in ("RGB", "RGBA", "L", "LA", "1", "P", "PA", "I", "I;16", "F") and source.kind != "RGB":
+        steps.append(f"Pillow's {mode} -> RGB conversion")
+    return steps
+
+
+def _pixels(img: PILImage, source: _Source) -> np.ndarray:
+    """uint8 [H, W, 3] RGB of an (already oriented) Pillow image, as :func:`_conversion_steps` says."""
+    import numpy as np
+
+    if img.mode in ("I;16", "I;16B", "I;16L") or (img.mode == "I" and source.bits == 16):
+        gray = (np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)
+    elif img.mode in ("I", "F"):
+        gray = np.clip(np.rint(np.asarray(img, dtype=np.float64)), 0, 255).astype(np.uint8)
+    else:
+        # Pillow keeps the high byte of 16-bit RGB, RGBA and gray+alpha PNG samples when it opens them,
+        # drops alpha without compositing, and converts CMYK with the formula stated above.
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def decode_image(name: str, data: bytes) -> DatasetImage:
@@ -81,40 +162,51 @@ def decode_image(name: str, data: bytes) -> DatasetImage:
     import numpy as np
     import torch
 
-    rgb, mode = decode_rgb(name, data)
-    conversion = "" if mode == "RGB" else _CONVERSIONS.get(mode, f"{mode} -> RGB")
+    rgb, conversion = decode_rgb(name, data)
     pixels = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     return DatasetImage(name=name, pixels=pixels, sha256=hashlib.sha256(data).hexdigest(), conversion=conversion)
 
 
 def decode_rgb(name: str, data: bytes) -> tuple[np.ndarray, str]:
-    """Decodes PNG/JPEG bytes to a uint8 array [H, W, 3] and the file's original mode.
+    """Decodes PNG/JPEG bytes to a uint8 array [H, W, 3], RGB, upright, and says how.
+
+    The EXIF orientation is applied (the pixels as a viewer shows them); every conversion to 8-bit
+    RGB (bit depth, gray, palette, alpha, transparency, CMYK) and an embedded ICC profile that is
+    not applied are stated.
+
+    Returns:
+        The pixels and the conversion in words, e.g. ``"16-bit RGB PNG -> 8-bit RGB: 16 bits per
+        sample reduced to 8 by keeping the high byte (v >> 8)"``; empty for an upright 8-bit RGB
+        image without a colour profile.
 
     Raises:
         ImageDecodeError: not an image Pillow can read, or larger than ``MAX_PIXELS``.
     """
-    import numpy as np
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageDecodeError(f"{name}: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
             img.load()
-            mode = img.mode
-            if mode == "I;16":
-                arr = (np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8)
-                rgb = np.repeat(arr[:, :, None], 3, axis=2)
-            elif mode == "I":
-                arr = np.clip(np.asarray(img), 0, 255).astype(np.uint8)
-                rgb = np.repeat(arr[:, :, None], 3, axis=2)
+            transparency = "transparency" in img.info
+            source = _source(data, img.mode, img.format, transparency)
+            steps = _conversion_steps(source, img.mode, transparency)
+            notes = [f"{source.words} -> 8-bit RGB: {', '.join(steps)}"] if steps else []
+            orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation in _ORIENTATIONS:
+                notes.append(f"EXIF orientation {orientation} applied ({_ORIENTATIONS[orientation]})")
+                oriented = ImageOps.exif_transpose(img)
             else:
-                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+                oriented = img
+            if img.info.get("icc_profile"):
+                notes.append("embedded ICC colour profile not applied (values used as stored)")
+            rgb = _pixels(oriented, source)
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageDecodeError):
             raise
         raise ImageDecodeError(f"{name}: not a readable PNG/JPEG image ({exc})") from exc
-    return rgb, mode
+    return rgb, "; ".join(notes)
 
 
 def load_folder(folder: Path) -> list[DatasetImage]:

@@ -114,7 +114,7 @@ async def demo(out: Path, console: Console) -> int:
                 console.rule(f"{agent.name}: {len(agent.points)} point(s) on photos")
                 finished.append(await follow(client, submitted[agent.name], console))
             console.rule("results")
-            console.print(results_view(finished, title="results on photos (means over the 8 images)"))
+            console.print(results_view(finished, title="results on photos (8 images)"))
             succeeded = [analysis.Curve.from_experiment(e) for e in finished if e.state == states.SUCCEEDED]
             jpeg = next((c for c in succeeded if c.name == "jpeg"), None)
             if jpeg is not None:

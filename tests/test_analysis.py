@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import bjontegaard
+import numpy as np
 import pytest
+import torch
+from PIL import Image
+from rich.console import Console
 
 from codecbench import analysis, errors, values
+from codecbench.cli import views
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
+from worker_svc import metrics
 
 # A JPEG-like anchor and a test codec, in the experiments' own (unsorted) point order:
 # (quality, bpp, PSNR dB, MS-SSIM).
@@ -21,12 +28,12 @@ TEST = [(1, 0.20, 27.1, 0.915), (2, 0.40, 30.2, 0.955), (3, 0.75, 33.4, 0.978), 
 
 def experiment(
     name: str, points: Sequence[tuple[int, float, float, float | None]], experiment_id: str = "",
-    encode_ms: float = 12.5, decode_ms: float = 7.25,
+    encode_ms: float = 12.5, decode_ms: float = 7.25, dataset: str = "photos",
 ) -> orchestrator_pb2.Experiment:
     """A SUCCEEDED experiment whose points have these (quality, bpp, PSNR, MS-SSIM) means."""
     exp = orchestrator_pb2.Experiment(
         experiment_id=experiment_id or f"exp-{name}", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
-        dataset="photos", worker_id="w-1",
+        dataset=dataset, worker_id="w-1",
     )
     exp.agent.name = name
     for i, (quality, bpp, psnr, ms_ssim) in enumerate(points):
@@ -88,10 +95,14 @@ def test_bd_rate_of_the_same_quality_at_ninety_percent_of_the_rate_is_minus_ten_
     [
         ([(6, 17.8, math.inf, 1.0)], analysis.PSNR, "has an infinite PSNR at quality=6"),
         ([(6, 17.8, math.inf, 1.0)], analysis.MS_SSIM, "has an infinite MS-SSIM at quality=6"),
-        ([(50, 0.85, 31.8, 0.975)], analysis.PSNR, "has 1 parameter point(s); BD-rate needs at least 2"),
-        ([(10, 0.3, 27.0, 0.9), (20, 0.5, 26.0, 0.93)], analysis.PSNR, "PSNR does not increase with the rate"),
-        ([(10, 0.3, 27.0, None), (20, 0.5, 29.0, None)], analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
-        ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93)], analysis.PSNR, "the PSNR ranges do not overlap"),
+        ([(50, 0.85, 31.8, 0.975)], analysis.PSNR, "has 1 parameter point(s); BD-rate needs at least 4 per curve"),
+        (ANCHOR[:3], analysis.PSNR, "has 3 parameter point(s); BD-rate needs at least 4 per curve"),
+        ([(10, 0.3, 27.0, 0.9), (20, 0.5, 26.0, 0.93), (30, 0.6, 28.0, 0.95), (40, 0.8, 29.0, 0.96)],
+         analysis.PSNR, "PSNR does not increase with the rate"),
+        ([(10, 0.3, 27.0, None), (20, 0.5, 29.0, None), (30, 0.6, 30.0, None), (40, 0.8, 31.0, None)],
+         analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
+        ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93), (30, 0.6, 49.0, 0.95), (40, 0.8, 50.0, 0.96)],
+         analysis.PSNR, "the PSNR ranges do not overlap"),
     ],
 )
 def test_bd_rate_says_why_it_is_not_computable(
@@ -106,7 +117,7 @@ def test_bd_rate_says_why_it_is_not_computable(
 
 def test_bd_rate_table_rows_and_low_overlap_note() -> None:
     anchor = curve("jpeg", ANCHOR)
-    narrow = curve("narrow", [(1, 0.3, 26.0, 0.90), (2, 0.4, 28.0, 0.93)])
+    narrow = curve("narrow", [(1, 0.3, 26.0, 0.90), (2, 0.33, 26.7, 0.91), (3, 0.36, 27.4, 0.92), (4, 0.4, 28.0, 0.93)])
     rows = analysis.bd_rate_table([anchor, narrow], anchor)
     assert [r.curve.name for r in rows] == ["jpeg", "narrow"]
     psnr = rows[1].results[0]
@@ -188,4 +199,90 @@ def test_rd_plot_writes_a_png_and_notes_lossless_curves(tmp_path: Path) -> None:
     notes = analysis.rd_plot(curves, path, title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.stat().st_size > 10_000
-    assert notes == ["zlib: lossless (PSNR = inf, not drawn) at 17.80 bpp"]
+    assert notes == ["zlib: lossless (every image exact; PSNR = inf, not drawn) quality=6 at 17.80 bpp"]
+
+
+# -- issue 13: figures that say what they measured ----------------------------------------------
+
+
+def _jpeg_curve(qualities: Sequence[int], name: str) -> analysis.Curve:
+    """A real JPEG RD curve (Pillow) of one fresh 96x128 image: per-point bpp and PSNR."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:96, 0:128]
+    pixels = np.clip(np.stack([xx * 2, yy * 2, xx + yy], axis=-1) + rng.normal(0, 10, (96, 128, 3)), 0, 255)
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    exp = orchestrator_pb2.Experiment(experiment_id=f"exp-{name}", state=experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+                                      dataset="one")
+    exp.agent.name = "jpeg"
+    for quality in qualities:
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=quality)
+        decoded = np.asarray(Image.open(io.BytesIO(out.getvalue())).convert("RGB"), dtype=np.float64)
+        mse = float(np.mean((decoded - np.asarray(image, dtype=np.float64)) ** 2))
+        exp.result.points.add(params=values.params_from_python({"quality": quality}), image_count=1,
+                              bpp=8 * len(out.getvalue()) / (96 * 128), psnr_db=10 * math.log10(255**2 / mse))
+    return analysis.Curve.from_experiment(exp)
+
+
+def test_bd_rate_refuses_curves_of_fewer_than_four_points() -> None:
+    five, two = _jpeg_curve([10, 30, 50, 70, 90], "five"), _jpeg_curve([10, 90], "two")
+    # The inputs reproduce the nonsense: the package itself gives the same codec a BD-rate far from 0.
+    raw = bjontegaard.bd_rate([p.bpp for p in five.points], [p.psnr_db for p in five.points],
+                              [p.bpp for p in two.points], [p.psnr_db for p in two.points], method="pchip",
+                              require_matching_points=False, min_overlap=0)
+    assert abs(raw) > 1.0
+    result = analysis.bd_rate(five, two)
+    assert result.percent is None
+    assert "exp-two" in result.reason and "needs at least 4 per curve" in result.reason
+    four = _jpeg_curve([10, 30, 50, 70], "four")
+    assert analysis.bd_rate(five, four).percent == pytest.approx(0.0, abs=1.0)  # the same codec: near 0
+
+
+def test_curves_of_different_datasets_are_refused_unless_allowed_and_then_flagged() -> None:
+    anchor = curve("jpeg", ANCHOR)
+    elsewhere = analysis.Curve.from_experiment(experiment("jpeg", ANCHOR, experiment_id="exp-kodak", dataset="kodak"))
+    same = curve("learned", TEST)
+    with pytest.raises(analysis.DifferentDatasets, match=r"exp-jpeg.*'photos'.*exp-kodak.*'kodak'"):
+        analysis.bd_rate_table([same, elsewhere], anchor)
+    rows = analysis.bd_rate_table([same, elsewhere], anchor, allow_different_datasets=True)
+    assert [(r.other_dataset, r.to_json()["different_dataset"]) for r in rows] == [("", False), ("photos", True)]
+    assert "'kodak'" in rows[1].dataset_note and "'photos'" in rows[1].dataset_note
+    assert rows[1].results[0].percent == pytest.approx(0.0, abs=1e-9)  # computed, but flagged
+    text = _render(views.bd_rate_view(rows, anchor))
+    assert "kodak [1]" in text and "[1] measured on dataset 'kodak', the baseline on 'photos'" in text
+
+
+def _render(renderable: object) -> str:
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_a_point_with_one_exact_image_is_never_called_lossless(tmp_path: Path) -> None:
+    # A flat-gray decoder on a set with one flat gray image: that image is exact, the other is not.
+    flat = torch.full((3, 24, 32), 128, dtype=torch.uint8)
+    textured = torch.randint(0, 256, (3, 24, 32), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    items = [experiment_pb2.ImageResult(image_index=i, metrics=metrics.image_metrics(x, flat, b"g", 1.0, 1.0))
+             for i, x in enumerate((flat, textured))]
+    exp = experiment("gray", [])
+    exp.result.points.append(metrics.point_result(0, values.params_from_python({"level": 128}), items))
+    notes = analysis.rd_plot([analysis.Curve.from_experiment(exp)], tmp_path / "rd.png")
+    assert notes == ["gray: 1 of 2 images exact level=128 at 0.01 bpp; drawn at the mean PSNR of the other 1"]
+    table = _render(views.results_table([exp]))
+    assert "no (1/2 exact)" in table and "inf" not in table
+
+
+def test_export_says_which_points_average_fewer_images() -> None:
+    exp = experiment("jpeg", [(10, 0.32, 26.9, 0.904), (90, 2.26, 37.5, 0.99)])
+    exp.result.points[1].lossless_image_count = 3
+    exp.result.points[0].ms_ssim_image_count = 5
+    description = analysis.compressai_results(exp)["description"]
+    assert "quality=90: 3 of 8 images exact (psnr-rgb is the mean of the other 5)" in description
+    assert "quality=10: ms-ssim-rgb over 5 of 8 images" in description
+
+
+def test_message_json_keeps_fields_whose_value_is_zero() -> None:
+    point = experiment_pb2.PointResult(psnr_db=0.0, bpp=0.5, lossless=False)
+    shown = views.message_json(point)
+    assert shown["psnr_db"] == 0.0 and shown["lossless"] is False and shown["lossless_image_count"] == 0
+    assert "ms_ssim" not in shown  # a field with presence stays absent when it was never measured

@@ -275,9 +275,51 @@ async def test_compare_bd_rate_and_plot(services: Services, jpeg_id: str, tiny: 
     assert "not computable" in rows[lossless]["psnr"]["reason"] and "lossless" in rows[lossless]["psnr"]["reason"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lossless_bpp = (await invoke_json(services, "show", lossless))["result"]["points"][0]["bpp"]
-    assert report["plot_notes"] == [f"zlib_lossless: lossless (PSNR = inf, not drawn) at {lossless_bpp:.2f} bpp"]
+    assert report["plot_notes"] == [
+        f"zlib_lossless: lossless (every image exact; PSNR = inf, not drawn) at {lossless_bpp:.2f} bpp"
+    ]
     text = (await invoke(services, "compare", other, lossless, "--baseline", jpeg_id)).stdout
     assert "BD-rate against jpeg" in text and "n/a [" in text and "has an infinite PSNR at its only point" in text
+
+
+async def _upload(services: Services, name: str, folder: Path, images: dict[str, np.ndarray]) -> str:
+    folder.mkdir()
+    for file, pixels in images.items():
+        Image.fromarray(pixels, "RGB").save(folder / file)
+    await invoke(services, "datasets", "add", name, str(folder))
+    return name
+
+
+async def test_compare_refuses_experiments_on_different_datasets_unless_allowed(
+    services: Services, jpeg_id: str, tmp_path: Path
+) -> None:
+    y, x = np.mgrid[0:170, 0:180]
+    smooth = np.stack([y * 1.5, x * 1.4, (x + y) * 0.7], axis=-1)
+    pixels = np.clip(smooth + np.random.default_rng(11).normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+    other = await _upload(services, "tiny-other", tmp_path / "other", {"c.png": pixels})
+    elsewhere = submitted_id(await invoke(services, "run", str(AGENTS / "jpeg"), "--dataset", other,
+                                          "--param", "quality=10,30,50,70"))
+    refused = await invoke(services, "compare", elsewhere, "--baseline", jpeg_id, code=2)
+    assert f"the baseline jpeg ({jpeg_id}) ran on dataset 'tiny'" in refused.stderr
+    assert f"jpeg ({elsewhere}) on 'tiny-other'" in refused.stderr and "--allow-different-datasets" in refused.stderr
+    report = await invoke_json(services, "compare", jpeg_id, elsewhere, "--baseline", jpeg_id,
+                               "--allow-different-datasets")
+    rows = {r["experiment_id"]: r for r in report["rows"]}
+    assert (rows[jpeg_id]["different_dataset"], rows[elsewhere]["different_dataset"]) == (False, True)
+    assert rows[elsewhere]["dataset"] == "tiny-other" and report["baseline"]["dataset"] == "tiny"
+    assert rows[elsewhere]["bd_rate"]["psnr"]["percent"] is not None
+    text = (await invoke(services, "compare", elsewhere, "--baseline", jpeg_id, "--allow-different-datasets")).stdout
+    assert "tiny-other [1]" in text and "measured on dataset 'tiny-other', the baseline on 'tiny'" in text
+
+
+async def test_show_json_keeps_a_psnr_of_exactly_zero(services: Services, tmp_path: Path) -> None:
+    black = await _upload(services, "black", tmp_path / "black", {"k.png": np.zeros((6, 8, 3), np.uint8)})
+    result = await invoke(services, "run", str(TEST_AGENTS / "white_decoder"), "--dataset", black)
+    shown = await invoke_json(services, "show", submitted_id(result))
+    [point] = shown["result"]["points"]
+    [image] = point["images"]
+    assert image["metrics"]["psnr_db"] == 0.0 and image["metrics"]["lossless"] is False
+    assert point["psnr_db"] == 0.0 and point["pooled_psnr_db"] == 0.0 and point["lossless_image_count"] == 0
 
 
 async def test_compare_refuses_an_experiment_without_results(services: Services, jpeg_id: str, tiny: str) -> None:

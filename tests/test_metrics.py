@@ -137,23 +137,89 @@ def test_ms_ssim_on_large_enough_images() -> None:
     assert 0.0 < worse.ms_ssim < same.ms_ssim
 
 
+def _result(index: int, original: torch.Tensor, reconstruction: torch.Tensor, n_bytes: int,
+            encode_ms: float = 1.0, decode_ms: float = 1.0) -> experiment_pb2.ImageResult:
+    return experiment_pb2.ImageResult(image_index=index, metrics=metrics.image_metrics(
+        original, reconstruction, b"b" * n_bytes, encode_ms, decode_ms))
+
+
+def _noisy(image: torch.Tensor, amplitude: int, seed: int) -> torch.Tensor:
+    noise = torch.randint(-amplitude, amplitude + 1, image.shape, generator=torch.Generator().manual_seed(seed))
+    return (image.int() + noise).clamp(0, 255).to(torch.uint8)
+
+
 def test_point_result_averages_per_image_values() -> None:
     a, b = _image(8, 8, 1), _image(170, 165, 2)
     b_off = b.clone()
     b_off[0, 0, 0] ^= 8
-    items = [
-        experiment_pb2.ImageResult(image_index=0, metrics=metrics.image_metrics(a, a, b"x" * 10, 1.0, 3.0)),
-        experiment_pb2.ImageResult(image_index=1, metrics=metrics.image_metrics(b, b_off, b"y" * 30, 2.0, 5.0)),
-    ]
+    items = [_result(0, a, a, 10, 1.0, 3.0), _result(1, b, b_off, 30, 2.0, 5.0)]
     point = metrics.point_result(0, values.params_from_python({"quality": 5}), items)
     m0, m1 = items[0].metrics, items[1].metrics
-    assert point.image_count == 2 and point.total_bytes == 40
+    assert point.image_count == 2 and point.total_bytes == 40 and point.total_pixels == 8 * 8 + 170 * 165
     assert point.bpp == pytest.approx((m0.bpp + m1.bpp) / 2)
     assert point.mse == pytest.approx(m1.mse / 2)
-    assert math.isinf(point.psnr_db)  # the mean of per-image PSNRs, one of them infinite
+    assert point.psnr_db == m1.psnr_db and point.lossless_image_count == 1  # the finite PSNRs' mean
     assert not point.lossless
-    assert m1.HasField("ms_ssim") and not point.HasField("ms_ssim")  # not a mean over half the images
-    both = metrics.point_result(0, point.params, [items[1], items[1]])
-    assert both.ms_ssim == pytest.approx(m1.ms_ssim)
+    assert point.ms_ssim == m1.ms_ssim and point.ms_ssim_image_count == 1  # over the images that have one
     assert (point.encode_ms, point.decode_ms) == (1.5, 4.0)
+    assert (point.encode_ms_median, point.decode_ms_median) == (1.5, 4.0)
     assert values.params_to_python(point.params) == {"quality": 5}
+
+
+# -- issue 13, "Point aggregates": each case fresh, through the real per-image metrics -----------
+
+
+def test_one_exact_tiny_image_neither_makes_the_psnr_infinite_nor_the_point_lossless() -> None:
+    # A 1x1 image a codec happens to reproduce exactly, beside two images at about 30 dB.
+    dot = _image(1, 1, 3)
+    large = [_image(40, 48, seed) for seed in (4, 5)]
+    items = [_result(0, dot, dot.clone(), 1)] + [
+        _result(i, img, _noisy(img, 14, seed=i), 200) for i, img in enumerate(large, 1)
+    ]
+    point = metrics.point_result(0, types_pb2.ParameterPoint(), items)
+    lossy = [item.metrics.psnr_db for item in items[1:]]
+    assert all(25.0 < p < 35.0 for p in lossy)
+    assert point.psnr_db == pytest.approx(sum(lossy) / 2)  # not inf
+    assert point.lossless_image_count == 1 and not point.lossless and point.image_count == 3
+    assert math.isfinite(point.pooled_psnr_db)
+
+
+def test_psnr_is_infinite_only_when_every_image_is_exact() -> None:
+    images = [_image(6, 7, 8), _image(5, 9, 9)]
+    point = metrics.point_result(0, types_pb2.ParameterPoint(), [_result(i, x, x.clone(), 50)
+                                                                 for i, x in enumerate(images)])
+    assert point.lossless and point.lossless_image_count == 2
+    assert math.isinf(point.psnr_db) and math.isinf(point.pooled_psnr_db) and point.pooled_mse == 0.0
+
+
+def test_pooled_bpp_weighs_images_by_their_pixels() -> None:
+    # A 7x5 image whose bitstream has a fixed 300-byte header dominates the mean bpp (68.6 alone),
+    # not the bits of the dataset per pixel.
+    small, large = _image(5, 7, 10), _image(200, 300, 11)
+    items = [_result(0, small, _noisy(small, 3, 1), 300), _result(1, large, _noisy(large, 3, 2), 6000)]
+    point = metrics.point_result(0, types_pb2.ParameterPoint(), items)
+    assert point.bpp == pytest.approx((8 * 300 / 35 + 8 * 6000 / 60000) / 2)  # per-image mean: 34.7
+    assert point.pooled_bpp == pytest.approx(8 * 6300 / (35 + 60000))  # 0.84
+    squared = sum(item.metrics.mse * item.metrics.width * item.metrics.height for item in items)
+    assert point.pooled_mse == pytest.approx(squared / (35 + 60000))
+    assert point.pooled_psnr_db == pytest.approx(10 * math.log10(255**2 / point.pooled_mse))
+
+
+def test_one_image_below_the_ms_ssim_minimum_keeps_the_points_ms_ssim() -> None:
+    side = metrics.MS_SSIM_MIN_SIDE
+    small, large_a, large_b = _image(side - 1, 200, 12), _image(side, side + 5, 13), _image(side + 2, side, 14)
+    items = [_result(i, img, _noisy(img, 10, i), 100) for i, img in enumerate((small, large_a, large_b))]
+    point = metrics.point_result(0, types_pb2.ParameterPoint(), items)
+    assert not items[0].metrics.HasField("ms_ssim")
+    assert point.HasField("ms_ssim") and point.ms_ssim_image_count == 2
+    assert point.ms_ssim == pytest.approx((items[1].metrics.ms_ssim + items[2].metrics.ms_ssim) / 2)
+    none = metrics.point_result(0, types_pb2.ParameterPoint(), items[:1])
+    assert not none.HasField("ms_ssim") and none.ms_ssim_image_count == 0
+
+
+def test_medians_of_the_times_stand_beside_the_means() -> None:
+    image = _image(4, 4, 15)
+    items = [_result(i, image, image, 4, encode_ms=ms, decode_ms=2 * ms) for i, ms in enumerate((5.0, 6.0, 805.0))]
+    point = metrics.point_result(0, types_pb2.ParameterPoint(), items)
+    assert (point.encode_ms, point.encode_ms_median) == (272.0, 6.0)
+    assert (point.decode_ms, point.decode_ms_median) == (544.0, 12.0)

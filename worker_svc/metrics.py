@@ -10,14 +10,23 @@ Definitions (README "How results are computed"):
 - ``ms_ssim``: ``pytorch_msssim.ms_ssim(x, y, data_range=255)`` with its defaults (5 scales,
   11-px Gaussian window, sigma 1.5; Wang, Simoncelli & Bovik 2003), when the shorter side is
   above 160 px (the library's minimum for 5 scales), else a stated reason.
-- per parameter point: the mean of per-image values (CompressAI's convention), total bytes;
-  MS-SSIM only when every image of the point has one.
+- per parameter point, beside total bytes and pixels:
+  - per-image means (CompressAI's convention): bpp, MSE, encode and decode ms; PSNR is the mean of
+    the finite per-image PSNRs, with the number of exact images stated (+inf only when every
+    image is exact, so one exact image does not make the whole point infinite); MS-SSIM the mean
+    over the images that have one, with their count;
+  - pooled figures (CLIC's convention): ``pooled_bpp = 8 * total bytes / total pixels`` and
+    ``pooled_psnr_db`` of ``pooled_mse``, the squared errors of all images over all their values
+    (a tiny image weighs by its pixels, not as much as a large one);
+  - medians of the encode and decode ms beside their means;
+  - ``lossless`` only when every image is exact.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 
 import torch
 from pytorch_msssim import ms_ssim
@@ -75,7 +84,7 @@ def image_metrics(
     n_bytes = bitstream if isinstance(bitstream, int) else len(bitstream)
     diff = original.to(torch.float64) - reconstruction.to(torch.float64)
     mse = float((diff * diff).mean())
-    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+    psnr = psnr_db(mse)
     result = experiment_pb2.ImageMetrics(
         bytes=n_bytes,
         width=width,
@@ -104,29 +113,51 @@ def _mean(values: list[float]) -> float:
     return math.fsum(values) / len(values) if values else math.nan
 
 
+def psnr_db(mse: float) -> float:
+    """``10 * log10(255^2 / mse)`` in dB for uint8 values; +inf when ``mse`` is 0 (exact)."""
+    return math.inf if mse == 0.0 else 10.0 * math.log10(255.0**2 / mse)
+
+
 def point_result(
     point_index: int, params: types_pb2.ParameterPoint, images: list[experiment_pb2.ImageResult]
 ) -> experiment_pb2.PointResult:
-    """Aggregates one parameter point: means of per-image values, total bytes.
+    """Aggregates one parameter point: per-image means, pooled figures, medians (module docstring).
 
-    A mean PSNR with any lossless image is +inf; MS-SSIM is set only when every image has one
-    (each image that lacks it states why).
+    Args:
+        point_index: the point's index in the experiment.
+        params: the point's parameters.
+        images: the point's image results, each with its metrics.
     """
     metrics = [image.metrics for image in images]
+    pixels = [m.width * m.height for m in metrics]
+    total_pixels = sum(pixels)
+    total_bytes = sum(m.bytes for m in metrics)
+    finite_psnr = [m.psnr_db for m in metrics if math.isfinite(m.psnr_db)]
+    exact = sum(1 for m in metrics if m.lossless)
+    # mse is a mean over 3 * pixels values: weighting by pixels pools the squared errors exactly.
+    pooled_mse = math.fsum(m.mse * n for m, n in zip(metrics, pixels, strict=True)) / total_pixels if metrics else 0.0
+    with_ms_ssim = [m.ms_ssim for m in metrics if m.HasField("ms_ssim")]
     result = experiment_pb2.PointResult(
         point_index=point_index,
         params=params,
         image_count=len(images),
-        total_bytes=sum(m.bytes for m in metrics),
+        total_bytes=total_bytes,
+        total_pixels=total_pixels,
         bpp=_mean([m.bpp for m in metrics]),
         mse=_mean([m.mse for m in metrics]),
-        psnr_db=_mean([m.psnr_db for m in metrics]),
-        lossless=all(m.lossless for m in metrics),
+        psnr_db=_mean(finite_psnr) if finite_psnr else math.inf,
+        lossless=bool(metrics) and exact == len(metrics),
+        lossless_image_count=exact,
+        pooled_bpp=8.0 * total_bytes / total_pixels if total_pixels else math.nan,
+        pooled_mse=pooled_mse,
+        pooled_psnr_db=psnr_db(pooled_mse),
+        ms_ssim_image_count=len(with_ms_ssim),
         encode_ms=_mean([m.encode_ms for m in metrics]),
         decode_ms=_mean([m.decode_ms for m in metrics]),
+        encode_ms_median=statistics.median([m.encode_ms for m in metrics]) if metrics else math.nan,
+        decode_ms_median=statistics.median([m.decode_ms for m in metrics]) if metrics else math.nan,
         images=images,
     )
-    # A mean over some of the images would not be comparable with the point's bpp and PSNR.
-    if metrics and all(m.HasField("ms_ssim") for m in metrics):
-        result.ms_ssim = _mean([m.ms_ssim for m in metrics])
+    if with_ms_ssim:
+        result.ms_ssim = _mean(with_ms_ssim)
     return result

@@ -369,17 +369,28 @@ def compare(
     experiment_ids: Annotated[list[str], typer.Argument(help="Experiments to compare with the baseline.")],
     baseline: Annotated[str, typer.Option(help="The anchor experiment.")],
     plot: Annotated[Path | None, typer.Option(help="Write an RD plot (bpp vs PSNR) as PNG here.")] = None,
+    allow_different_datasets: Annotated[bool, typer.Option(
+        "--allow-different-datasets", help="Compare experiments run on another dataset than the baseline's too "
+        "(refused otherwise); every such row is flagged.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """BD-rate (PSNR and MS-SSIM, PCHIP) of each experiment against the baseline, and an RD plot."""
+    """BD-rate (PSNR and MS-SSIM, PCHIP) of each experiment against the baseline, and an RD plot.
+
+    Each curve needs at least 4 points; experiments on different datasets are refused unless
+    --allow-different-datasets is given.
+    """
 
     async def work(client: Client, s: Settings) -> int:
         anchor, *others = await _finished_curves(client, [baseline, *experiment_ids])
-        rows = analysis.bd_rate_table(others, anchor)
+        try:
+            rows = analysis.bd_rate_table(others, anchor, allow_different_datasets=allow_different_datasets)
+        except analysis.DifferentDatasets as exc:
+            raise UsageError(str(exc)) from exc
         plotted = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
         notes = analysis.rd_plot(plotted, plot, title="rate-distortion (codecbench)") if plot else []
         if as_json:
-            print_json({"baseline": {"experiment_id": anchor.experiment_id, "name": anchor.name},
+            print_json({"baseline": {"experiment_id": anchor.experiment_id, "name": anchor.name,
+                                      "dataset": anchor.dataset},
                          "method": analysis.BD_METHOD, "rows": [r.to_json() for r in rows],
                          "plot": str(plot) if plot else None, "plot_notes": notes})
             return 0

@@ -39,8 +39,16 @@ def make_console(stderr: bool = False) -> Console:
 
 
 def message_json(message: Message) -> dict[str, Any]:
-    """A message as the protobuf JSON mapping, with proto field names and int64 as numbers."""
-    return json_format.MessageToDict(message, preserving_proto_field_name=True, unquote_int64_if_possible=True)
+    """A message as the protobuf JSON mapping, with proto field names and int64 as numbers.
+
+    Fields holding their default value (a PSNR of exactly 0 dB, 0 bytes, ``false``) are written too:
+    the mapping leaves them out by default, and a reader cannot tell "0" from "not reported". Fields
+    with presence (``optional``, messages) are still left out when unset, which is what absent means.
+    """
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, unquote_int64_if_possible=True,
+        always_print_fields_with_no_presence=True,
+    )
 
 
 _STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "QUEUED": "blue"}
@@ -141,35 +149,61 @@ def event_text(event: experiment_pb2.ExperimentEvent) -> Text:
     return head
 
 
+RESULTS_CAPTION = (
+    "bpp, PSNR, MS-SSIM, ms: means of the per-image values (CompressAI); PSNR over the images that are not exact, "
+    "MS-SSIM over those that have one (n/N when not all)\npooled: 8 * total bytes / total pixels and the PSNR of "
+    "the pooled MSE (CLIC); times after one untimed warm-up call per point"
+)
+
+
+def _ms_ssim_cell(point: experiment_pb2.PointResult) -> str:
+    """The point's mean MS-SSIM, with how many images it averages when not all have one."""
+    value = _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4)
+    # Results stored before the count existed have 0 here: their MS-SSIM covered every image.
+    if 0 < point.ms_ssim_image_count < point.image_count:
+        value += f" ({point.ms_ssim_image_count}/{point.image_count})"
+    return value
+
+
+def _lossless_cell(point: experiment_pb2.PointResult) -> str:
+    """``yes`` only when every image is exact; otherwise ``no``, with how many images were exact."""
+    if point.lossless:
+        return "yes"
+    return f"no ({point.lossless_image_count}/{point.image_count} exact)" if point.lossless_image_count else "no"
+
+
 def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str = "results") -> Table:
-    """Per parameter point: mean bpp, PSNR, MS-SSIM, encode/decode time over the images.
+    """Per parameter point: per-image means of bpp, PSNR, MS-SSIM, the pooled bpp and PSNR, mean and
+    median encode/decode times, and whether it is lossless (the caption defines each figure).
 
     An agent column is added when the table holds more than one experiment.
     """
     several = len(experiments) > 1
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", caption=RESULTS_CAPTION, caption_justify="left")
     if several:
         table.add_column("agent", no_wrap=True)
     for name in ("params", "images"):
         table.add_column(name)
-    for name in ("bpp", "PSNR dB", "MS-SSIM", "encode ms", "decode ms"):
+    columns = ("bpp", "PSNR dB", "MS-SSIM", "pooled bpp", "pooled PSNR", "encode ms", "median", "decode ms", "median")
+    for name in columns:
         table.add_column(name, justify="right")
     table.add_column("lossless")
     for exp in experiments:
         row = [exp.agent.name] if several else []
         if exp.state != states.SUCCEEDED:
-            table.add_row(*row, state_text(exp.state), *[""] * 7)
+            table.add_row(*row, state_text(exp.state), *[""] * (len(columns) + 2))
             continue
         for point in exp.result.points:
             if point.HasField("agent_report"):  # no image was coded: nothing was measured
                 table.add_row(*row, values.format_params(point.params) or "(none)", "none",
-                              Text("agent-reported only", style="yellow"), "", "",
-                              f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "")
+                              Text("agent-reported only", style="yellow"), "", "", "", "",
+                              f"{point.encode_ms:.1f}", "", f"{point.decode_ms:.1f}", "", "")
                 continue
             table.add_row(
                 *row, values.format_params(point.params) or "(none)", str(point.image_count), f"{point.bpp:.4f}",
-                _num(point.psnr_db, 2), _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4),
-                f"{point.encode_ms:.1f}", f"{point.decode_ms:.1f}", "yes" if point.lossless else "no",
+                _num(point.psnr_db, 2), _ms_ssim_cell(point), f"{point.pooled_bpp:.4f}", _num(point.pooled_psnr_db, 2),
+                f"{point.encode_ms:.1f}", f"{point.encode_ms_median:.1f}", f"{point.decode_ms:.1f}",
+                f"{point.decode_ms_median:.1f}", _lossless_cell(point),
             )
     return table
 
@@ -244,20 +278,23 @@ def bd_rate_view(rows: Sequence[analysis.BdRateRow], baseline: analysis.Curve) -
         title=f"BD-rate against {baseline.title}", title_justify="left", caption_justify="left",
         caption=f"{analysis.BD_METHOD.upper()} interpolation; negative = fewer bits than the baseline at equal quality",
     )
-    for name in ("agent", "experiment", "points", "BD-rate PSNR", "BD-rate MS-SSIM"):
+    for name in ("agent", "experiment", "dataset", "points", "BD-rate PSNR", "BD-rate MS-SSIM"):
         table.add_column(name, justify="right" if name.startswith("BD") else "left", no_wrap=True)
     notes: list[str] = []
 
-    def cell(result: analysis.BdRate) -> Text:
-        remark = result.reason or result.note
+    def noted(value: str, remark: str, style: str) -> Text:
         if remark:
             notes.append(remark)
+        return Text(f"{value} [{len(notes)}]" if remark else value, style=style if remark else "")
+
+    def cell(result: analysis.BdRate) -> Text:
         value = "n/a" if result.percent is None else f"{result.percent:+.2f} %"
-        return Text(f"{value} [{len(notes)}]" if remark else value, style="yellow" if result.percent is None else "")
+        return noted(value, result.reason or result.note, "yellow" if result.percent is None else "")
 
     for row in rows:
         by_metric = {r.metric: r for r in row.results}
-        table.add_row(row.curve.name, row.curve.experiment_id, str(len(row.curve.points)),
+        dataset = noted(row.curve.dataset, row.dataset_note, "bold red")
+        table.add_row(row.curve.name, row.curve.experiment_id, dataset, str(len(row.curve.points)),
                       cell(by_metric[analysis.PSNR]), cell(by_metric[analysis.MS_SSIM]))
     return Group(table, *(Text(f"  [{i}] {note}", style="dim") for i, note in enumerate(notes, 1)))
 
@@ -330,7 +367,7 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("request id", e.request_id))
     parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
     if e.state == states.SUCCEEDED:
-        parts += [results_view([e], title="per parameter point (means over the images)"), images_table(e)]
+        parts += [results_view([e], title="per parameter point"), images_table(e)]
     if e.HasField("error"):
         parts.append(error_text(e.error))
     return Group(*parts)

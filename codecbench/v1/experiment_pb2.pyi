@@ -261,7 +261,9 @@ Global___ImageResult: _TypeAlias = ImageResult  # noqa: Y015
 
 @_typing.final
 class PointResult(_message.Message):
-    """Per parameter point: the mean of per-image values (CompressAI's convention) and total bytes."""
+    """Per parameter point: the mean of per-image values (CompressAI's convention), the pooled figures
+    over all pixels of the dataset (CLIC's convention), total bytes and pixels.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -278,17 +280,49 @@ class PointResult(_message.Message):
     DECODE_MS_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     AGENT_REPORT_FIELD_NUMBER: _builtins.int
+    LOSSLESS_IMAGE_COUNT_FIELD_NUMBER: _builtins.int
+    MS_SSIM_IMAGE_COUNT_FIELD_NUMBER: _builtins.int
+    TOTAL_PIXELS_FIELD_NUMBER: _builtins.int
+    POOLED_BPP_FIELD_NUMBER: _builtins.int
+    POOLED_MSE_FIELD_NUMBER: _builtins.int
+    POOLED_PSNR_DB_FIELD_NUMBER: _builtins.int
+    ENCODE_MS_MEDIAN_FIELD_NUMBER: _builtins.int
+    DECODE_MS_MEDIAN_FIELD_NUMBER: _builtins.int
     point_index: _builtins.int
     image_count: _builtins.int
     total_bytes: _builtins.int
     bpp: _builtins.float
+    """Mean of the per-image bpp."""
     mse: _builtins.float
+    """Mean of the per-image MSE."""
     psnr_db: _builtins.float
+    """Mean of the finite per-image PSNRs (the images that are not exact, lossless_image_count of them
+    are left out); +inf only when every image is exact.
+    """
     ms_ssim: _builtins.float
-    """Mean over the images that have an MS-SSIM value; unset when none has."""
+    """Mean over the images that have an MS-SSIM value (ms_ssim_image_count); unset when none has."""
     lossless: _builtins.bool
+    """Every image of the point is exact (never true when only some are)."""
     encode_ms: _builtins.float
+    """Means of the per-image wall times in ms, measured after one untimed warm-up encode and decode
+    of the point's first image.
+    """
     decode_ms: _builtins.float
+    lossless_image_count: _builtins.int
+    """Images whose round trip was exact (per-image PSNR +inf)."""
+    ms_ssim_image_count: _builtins.int
+    """Images that have an MS-SSIM value (the others are below its minimum size)."""
+    total_pixels: _builtins.int
+    """Width * height summed over the images."""
+    pooled_bpp: _builtins.float
+    """8 * total_bytes / total_pixels: the bits of the whole dataset per pixel (CLIC's convention)."""
+    pooled_mse: _builtins.float
+    """Squared errors summed over all images, divided by the number of values of all images."""
+    pooled_psnr_db: _builtins.float
+    """10 * log10(255^2 / pooled_mse) in dB; +inf only when every image is exact."""
+    encode_ms_median: _builtins.float
+    """Medians of the per-image wall times in ms (robust to a stray slow call)."""
+    decode_ms_median: _builtins.float
     @_builtins.property
     def params(self) -> _types_pb2.ParameterPoint: ...
     @_builtins.property
@@ -315,10 +349,18 @@ class PointResult(_message.Message):
         decode_ms: _builtins.float = ...,
         images: _abc.Iterable[Global___ImageResult] | None = ...,
         agent_report: Global___AgentReport | None = ...,
+        lossless_image_count: _builtins.int = ...,
+        ms_ssim_image_count: _builtins.int = ...,
+        total_pixels: _builtins.int = ...,
+        pooled_bpp: _builtins.float = ...,
+        pooled_mse: _builtins.float = ...,
+        pooled_psnr_db: _builtins.float = ...,
+        encode_ms_median: _builtins.float = ...,
+        decode_ms_median: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "ms_ssim", b"ms_ssim", "params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "bpp", b"bpp", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "image_count", b"image_count", "images", b"images", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "mse", b"mse", "params", b"params", "point_index", b"point_index", "psnr_db", b"psnr_db", "total_bytes", b"total_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "bpp", b"bpp", "decode_ms", b"decode_ms", "decode_ms_median", b"decode_ms_median", "encode_ms", b"encode_ms", "encode_ms_median", b"encode_ms_median", "image_count", b"image_count", "images", b"images", "lossless", b"lossless", "lossless_image_count", b"lossless_image_count", "ms_ssim", b"ms_ssim", "ms_ssim_image_count", b"ms_ssim_image_count", "mse", b"mse", "params", b"params", "point_index", b"point_index", "pooled_bpp", b"pooled_bpp", "pooled_mse", b"pooled_mse", "pooled_psnr_db", b"pooled_psnr_db", "psnr_db", b"psnr_db", "total_bytes", b"total_bytes", "total_pixels", b"total_pixels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ms_ssim: _TypeAlias = _typing.Literal["ms_ssim"]  # noqa: Y015
     _WhichOneofArgType__ms_ssim: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim"]  # noqa: Y015
