@@ -222,12 +222,24 @@ class Store:
 
     # -- experiments -------------------------------------------------------------------------
 
-    def create_experiment(self, exp: orchestrator_pb2.Experiment) -> None:
-        """Inserts a QUEUED experiment and its first event.
+    def create_experiment(
+        self, exp: orchestrator_pb2.Experiment, first_event: experiment_pb2.ExperimentEvent
+    ) -> experiment_pb2.ExperimentEvent:
+        """Inserts a QUEUED experiment and its first event (sequence 1) in one transaction: a crash
+        cannot leave an experiment without its "created" event.
+
+        Returns:
+            The first event as stored (``experiment_id``, ``sequence`` 1 and ``time`` set).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
         """
+        stored = experiment_pb2.ExperimentEvent()
+        stored.CopyFrom(first_event)
+        stored.experiment_id = exp.experiment_id
+        stored.sequence = 1
+        if not stored.HasField("time"):
+            stored.time.GetCurrentTime()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -240,7 +252,13 @@ class Store:
                         priority=exp.priority,
                         device=devices.short_name(exp.device),
                         create_time=exp.create_time.ToMicroseconds() / 1e6,
+                        last_sequence=stored.sequence,
                         spec=exp.SerializeToString(),
+                    )
+                )
+                conn.execute(
+                    insert(events).values(
+                        experiment_id=exp.experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
                     )
                 )
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
@@ -254,6 +272,7 @@ class Store:
             if existing is None:
                 raise
             raise DuplicateRequest(existing) from None
+        return stored
 
     def find_by_request_id(self, request_id: str) -> str | None:
         """The id of the experiment submitted with this request_id, if any."""
