@@ -19,7 +19,8 @@
         ├── NotFound                     NOT_FOUND
         ├── AlreadyExists                ALREADY_EXISTS
         ├── FailedPrecondition           FAILED_PRECONDITION
-        ├── ResourceExhausted            RESOURCE_EXHAUSTED   e.g. reason NO_FREE_SLOT (retryable)
+        ├── ResourceExhausted            RESOURCE_EXHAUSTED   e.g. reason NO_FREE_SLOT (retryable), DISK_FULL
+        ├── OutOfRange                   OUT_OF_RANGE         e.g. watching past the last event
         ├── Unauthenticated              UNAUTHENTICATED
         ├── PermissionDenied             PERMISSION_DENIED
         └── Unavailable                  UNAVAILABLE          the service cannot be reached (retryable)
@@ -274,6 +275,10 @@ class ResourceExhausted(RequestError):
     """No capacity for the call now (reason ``NO_FREE_SLOT``: retry later) or a size limit hit."""
 
 
+class OutOfRange(RequestError):
+    """A position past the end of what exists (``after_sequence`` beyond an experiment's last event)."""
+
+
 class Unauthenticated(RequestError):
     """The call carries no valid credentials."""
 
@@ -306,6 +311,7 @@ _STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -385,7 +391,8 @@ __all__ = [
     "REASON_NO_GPU", "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
     "AgentError", "AgentException", "AgentLoadError", "AlreadyExists", "Cancelled", "CodecbenchError",
     "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",
-    "NotFound", "PermissionDenied", "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
+    "NotFound", "OutOfRange", "PermissionDenied",
+    "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
     "Timeout", "Unauthenticated", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
     "from_proto", "grpc_status_code", "kind_name", "phase_name", "request_error_class", "status_code_of",
 ]

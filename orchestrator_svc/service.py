@@ -25,7 +25,7 @@ from google.protobuf import timestamp_pb2
 
 from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import BlobStore
-from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, echo
+from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.status import in_field
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -188,10 +188,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             owner=owner,
         )
         try:
-            self.store.create_experiment(exp)
+            await self.ledger.create(exp)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
             return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(dup.experiment_id))
-        await self.ledger.created(exp)
         self.log.info(
             "experiment.created",
             experiment_id=exp.experiment_id,
@@ -304,6 +303,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("after_sequence", "must be >= 0")
         last = request.after_sequence
         last_stored = exp.last_sequence
+        if last > last_stored:
+            # No event past the last stored one was ever sent: waiting for it could last forever
+            # (the stream would never see the terminal event it ends on).
+            raise OutOfRange(
+                f"{last} is past the last event ({last_stored}) of experiment {echo(request.experiment_id)}",
+                field="after_sequence", metadata={"last_sequence": str(last_stored)},
+            )
         if exp.state in TERMINAL_STATES and last >= last_stored:
             return  # a watcher resuming after the terminal event: nothing more will come
         while True:

@@ -427,7 +427,10 @@ class WatchExperimentRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     after_sequence: _builtins.int
-    """Events with a sequence number greater than this are sent; 0 sends all."""
+    """Events with a sequence number greater than this are sent; 0 sends all. At most the
+    experiment's `last_sequence` (OUT_OF_RANGE beyond it); equal to it on a finished experiment:
+    an empty stream.
+    """
     def __init__(
         self,
         *,
