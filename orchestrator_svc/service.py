@@ -42,6 +42,8 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_DATASET_IMAGES = 100_000
 # A file name (255 bytes on Linux); it is repeated in every image result.
 MAX_IMAGE_NAME_CHARS = 255
+MAX_WORKER_ID_CHARS = 64
+MAX_WORKER_SLOTS = 1024
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -134,6 +136,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 )
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
+        validation.check_text(request.dataset, "dataset", validation.MAX_NAME_CHARS)
         dataset = self.store.find_dataset(request.dataset)
         if dataset is None or not _may_see_dataset(dataset, principal):
             known = ", ".join(d.name for d in self.store.list_datasets() if _may_see_dataset(d, principal))
@@ -150,8 +153,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 f"{request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) and {MAX_ATTEMPTS_LIMIT}",
             )
         validation.check_labels(request.labels, max_count=validation.MAX_LABELS)
-        if len(request.request_id) > 200:
-            raise InvalidArgument("request_id", "longer than 200 characters")
+        validation.check_text(request.request_id, "request_id", validation.MAX_ID_CHARS)
         return dataset
 
     async def CreateExperiment(  # noqa: N802 - gRPC method name
@@ -210,8 +212,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             NotFound: no experiment has this id.
             PermissionDenied: it is another user's (and the caller is no admin).
         """
-        if not experiment_id:
-            raise InvalidArgument("experiment_id", "missing")
+        validation.check_text(experiment_id, "experiment_id", validation.MAX_ID_CHARS, required=True)
         exp = self.store.get_experiment(experiment_id)
         if exp is None:
             raise NotFound(f"no experiment {echo(experiment_id)}", field="experiment_id")
@@ -251,6 +252,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """The caller's experiments, newest first, filtered and paged (documented in orchestrator.proto)."""
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"{request.page_size} must be 0..{MAX_PAGE_SIZE}")
+        validation.check_count(len(request.states), "states", len(experiment_pb2.ExperimentState.values()))
         for state in request.states:
             if state not in experiment_pb2.ExperimentState.values() or state == 0:
                 raise InvalidArgument("states", f"unknown state {state}")
@@ -425,6 +427,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.ShareDatasetRequest, orchestrator_pb2.ShareDatasetResponse],
     ) -> orchestrator_pb2.ShareDatasetResponse:
         """Admins only: makes a dataset readable by every user, or private again (documented in orchestrator.proto)."""
+        validation.check_text(request.name, "name", validation.MAX_NAME_CHARS)
         dataset = self.store.find_dataset(request.name) if request.name else None
         if dataset is None or dataset.name != request.name:
             raise NotFound(f"no dataset {echo(request.name)}", field="name")
@@ -474,14 +477,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> orchestrator_pb2.RegisterWorkerResponse:
         """Registers a worker and returns its per-worker credential (documented in orchestrator.proto)."""
         info = request.worker
-        if not info.worker_id:
-            raise InvalidArgument("worker.worker_id", "missing")
-        if not info.address:
-            raise InvalidArgument("worker.address", "missing")
-        if info.slots < 1:
-            raise InvalidArgument("worker.slots", f"{info.slots} must be at least 1")
-        if len(info.worker_id) > 64:
-            raise InvalidArgument("worker.worker_id", "longer than 64 characters")
+        validation.check_text(info.worker_id, "worker.worker_id", MAX_WORKER_ID_CHARS, required=True)
+        validation.check_text(info.address, "worker.address", validation.MAX_NAME_CHARS, required=True)
+        validation.check_text(info.build_id, "worker.build_id", validation.MAX_ID_CHARS)
+        validation.check_text(info.protocol_version, "worker.protocol_version", validation.MAX_ID_CHARS)
+        validation.check_text(info.host, "worker.host", validation.MAX_NAME_CHARS)
+        validation.check_text(request.worker_credential, "worker_credential", validation.MAX_ID_CHARS)
+        validation.check_count(len(info.devices), "worker.devices", validation.MAX_DEVICES)
+        for i, device in enumerate(info.devices):
+            validation.check_text(device.name, f"worker.devices[{i}].name", validation.MAX_NAME_CHARS)
+            validation.check_text(device.description, f"worker.devices[{i}].description", validation.MAX_NAME_CHARS)
+        if not 1 <= info.slots <= MAX_WORKER_SLOTS:
+            raise InvalidArgument("worker.slots", f"{info.slots} must be between 1 and {MAX_WORKER_SLOTS}")
+        validation.check_timeouts(info.default_timeouts, "worker.default_timeouts")
         bound = self.store.worker_credential(info.worker_id)
         if bound is not None:
             # A known id is taken only by the holder of its credential (after an orchestrator
@@ -547,6 +555,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.DrainWorkerRequest, orchestrator_pb2.DrainWorkerResponse],
     ) -> orchestrator_pb2.DrainWorkerResponse:
         """Stops dispatching to a worker; its running experiments finish (documented in orchestrator.proto)."""
+        validation.check_text(request.worker_id, "worker_id", MAX_WORKER_ID_CHARS, required=True)
         entry = self.registry.get(request.worker_id)
         if entry is None:
             raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")

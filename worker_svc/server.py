@@ -47,6 +47,8 @@ from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_
 
 ResponseT = TypeVar("ResponseT")
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+# The most images a dataset reference lists (the orchestrator accepts no larger dataset).
+MAX_DATASET_IMAGES = 100_000
 WEAK_ISOLATION = (
     "agents run as plain child processes (isolation: process), with the worker's user, filesystem view and "
     "network and no PID namespace: a decoder can read the original images. Install the package 'bubblewrap'."
@@ -277,7 +279,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 "other datasets must list their images",
                 reason=errors.REASON_DATASET_UNKNOWN,
             )
+        validation.check_count(len(ref.images), "dataset.images", MAX_DATASET_IMAGES)
         for i, img in enumerate(ref.images):
+            validation.check_text(img.name, f"dataset.images[{i}].name", validation.MAX_NAME_CHARS)
             bundles.check_size(img, f"dataset.images[{i}]")
             if not img.content and not bundles.is_sha256(img.sha256):
                 raise InvalidArgument(
@@ -296,6 +300,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
         """Runs a whole experiment and streams its events (the RPC is documented in worker.proto)."""
         device = devices.resolve(request.device)
+        validation.check_text(request.experiment_id, "experiment_id", validation.MAX_ID_CHARS)
         self._check_run_args(request.agent, device, request.timeouts)
         validation.check_points(request.points)
         if self._free_slots <= 0:
