@@ -135,6 +135,7 @@ class Client:
         max_attempts: int = 0,
         priority: int = 0,
         entry_module: str = "",
+        queue_timeout_s: float = 0.0,
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
@@ -150,6 +151,8 @@ class Client:
             max_attempts: attempts when workers are lost (0: the orchestrator's default).
             priority: higher runs first.
             entry_module: the agent's entry module when the folder's cannot be guessed.
+            queue_timeout_s: fail it with UNSCHEDULABLE when, this many seconds after creation, no
+                registered worker can run it (0: wait however long it takes).
 
         Returns:
             The experiment as stored (state QUEUED unless ``request_id`` found an older one).
@@ -174,6 +177,7 @@ class Client:
             request_id=request_id,
             max_attempts=max_attempts,
             priority=priority,
+            queue_timeout_s=queue_timeout_s,
         )
         with _calls():
             return (await self.stub.CreateExperiment(request, timeout=self.call_timeout_s)).experiment

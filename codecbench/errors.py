@@ -14,6 +14,7 @@
     ├── Cancelled                        CANCELLED
     ├── WorkerLost                       WORKER_LOST          retryable
     ├── InternalError                    INTERNAL             retryable
+    ├── Unschedulable                    UNSCHEDULABLE        no registered worker could run it in its queue timeout
     └── RequestError                     the call is refused; no ErrorKind (it ends a call, not an experiment)
         ├── InvalidArgument              INVALID_ARGUMENT     field + problem (BadRequest field violations)
         ├── NotFound                     NOT_FOUND
@@ -191,6 +192,12 @@ class InternalError(CodecbenchError):
     kind = errors_pb2.ERROR_KIND_INTERNAL
 
 
+class Unschedulable(CodecbenchError):
+    """No registered worker could run the experiment (device, build) before its queue timeout."""
+
+    kind = errors_pb2.ERROR_KIND_UNSCHEDULABLE
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field of a request (``google.rpc.BadRequest.FieldViolation``).
@@ -305,6 +312,7 @@ _STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
     SandboxCrash: grpc.StatusCode.ABORTED,
     WorkerLost: grpc.StatusCode.UNAVAILABLE,
     Cancelled: grpc.StatusCode.CANCELLED,
+    Unschedulable: grpc.StatusCode.FAILED_PRECONDITION,
     CodecbenchError: grpc.StatusCode.INTERNAL,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -321,7 +329,7 @@ _CLASS_OF_KIND: dict[errors_pb2.ErrorKind.ValueType, type[CodecbenchError]] = {
     cls.kind: cls
     for cls in (
         AgentLoadError, SignatureMismatch, AgentException, InvalidOutput, Timeout, MemoryLimit,
-        SandboxCrash, Cancelled, WorkerLost, InternalError,
+        SandboxCrash, Cancelled, WorkerLost, InternalError, Unschedulable,
     )
 }
 # A status without a codecbench.v1.Error detail is a request error; each code has one class.
@@ -393,6 +401,6 @@ __all__ = [
     "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",
     "NotFound", "OutOfRange", "PermissionDenied",
     "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
-    "Timeout", "Unauthenticated", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
+    "Timeout", "Unauthenticated", "Unschedulable", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
     "from_proto", "grpc_status_code", "kind_name", "phase_name", "request_error_class", "status_code_of",
 ]

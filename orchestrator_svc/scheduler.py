@@ -102,6 +102,7 @@ class Scheduler:
             self.wake.clear()
             try:
                 self._check_heartbeats()
+                await self.fail_unschedulable()
                 await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
                 self.log.exception("scheduler.error", error=str(exc))
@@ -121,6 +122,22 @@ class Scheduler:
             if dispatch and dispatch.task and not dispatch.stop_reason:
                 dispatch.stop_reason = worker.lost_reason
                 dispatch.task.cancel()
+
+    async def fail_unschedulable(self) -> None:
+        """Fails (UNSCHEDULABLE) each QUEUED experiment past its queue timeout that no registered
+        worker can run; one that only waits for a free slot keeps waiting."""
+        for queued in self.store.queued_past_deadline(time.time()):
+            reason = self.registry.unschedulable_reason(queued.device)
+            if not reason:
+                continue
+            exp = self.store.get_experiment(queued.experiment_id)
+            timeout_s = exp.queue_timeout_s if exp is not None else 0.0
+            error = errors.Unschedulable(
+                f"no registered worker could run it within its queue timeout of {timeout_s:g} s: {reason}",
+                phase=types_pb2.PHASE_QUEUE,
+            ).to_proto()
+            if await self.ledger.failed(queued.experiment_id, queued.attempt, error, {QUEUED}):
+                self.log.info("experiment.unschedulable", experiment_id=queued.experiment_id, reason=reason)
 
     async def dispatch_queued(self) -> None:
         """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 import uuid
 from collections import Counter
@@ -147,6 +148,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         validation.check_points(request.points)
         validation.check_device(request.device, allowed=(devices.CPU, devices.CUDA, devices.ANY))
         validation.check_timeouts(request.timeouts)
+        if not math.isfinite(request.queue_timeout_s) or not 0 <= request.queue_timeout_s <= validation.MAX_TIMEOUT_S:
+            raise InvalidArgument(
+                "queue_timeout_s",
+                f"{request.queue_timeout_s} must be between 0 (none) and {validation.MAX_TIMEOUT_S:g} seconds",
+            )
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise InvalidArgument(
                 "max_attempts",
@@ -186,6 +192,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             labels=request.labels,
             request_id=request.request_id,
             priority=request.priority,
+            queue_timeout_s=request.queue_timeout_s,
             create_time=_now(),
             owner=owner,
         )
@@ -202,7 +209,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             owner=owner,
         )
         self.scheduler.wake.set()
-        return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(exp.experiment_id))
+        return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(exp.experiment_id))
 
     def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """An experiment the caller may see.
@@ -219,6 +226,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         principal = auth.current()
         if not principal.is_admin and exp.owner != principal.name:
             raise PermissionDenied(f"experiment {echo(experiment_id)} belongs to another user", field="experiment_id")
+        return self._with_waiting_reason(exp)
+
+    def _with_waiting_reason(self, exp: orchestrator_pb2.Experiment) -> orchestrator_pb2.Experiment:
+        """``exp`` with ``waiting_reason`` set when it is QUEUED and no registered worker can run it."""
+        if exp.state == QUEUED:
+            exp.waiting_reason = self.registry.unschedulable_reason(exp.device)
         return exp
 
     def _may_read(self, sha256: str) -> bool:
@@ -276,6 +289,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row,
             created_after, owner=None if principal.is_admin else principal.name,
         )
+        page = [self._with_waiting_reason(exp) for exp in page]
         token = base64.urlsafe_b64encode(str(next_row).encode()).decode() if next_row is not None else ""
         return orchestrator_pb2.ListExperimentsResponse(experiments=page, next_page_token=token)
 

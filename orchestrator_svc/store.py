@@ -36,7 +36,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Row
@@ -77,6 +79,8 @@ experiments = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary),
     Column("error", LargeBinary),
+    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
+    Column("queue_deadline", Float),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -152,8 +156,16 @@ def _migration_2(engine: Engine) -> None:
     metadata.create_all(engine, tables=[api_tokens, worker_credentials, experiment_owners, blob_owners])
 
 
+def _migration_3(engine: Engine) -> None:
+    # Issue 14: the Unix time at which a QUEUED experiment no worker can run fails (NULL: never).
+    # A store made fresh has it already: migration 1 creates the table from today's definition.
+    if "queue_deadline" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN queue_deadline FLOAT"))
+
+
 # Append-only: (version, function). A released migration is never edited.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
 
 
 @dataclass(frozen=True)
@@ -253,6 +265,8 @@ class Store:
                         device=devices.short_name(exp.device),
                         create_time=exp.create_time.ToMicroseconds() / 1e6,
                         last_sequence=stored.sequence,
+                        queue_deadline=(exp.create_time.ToMicroseconds() / 1e6 + exp.queue_timeout_s
+                                        if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
                     )
                 )
@@ -331,6 +345,17 @@ class Store:
             .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
             .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
             .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
+
+    def queued_past_deadline(self, now: float) -> list[QueuedExperiment]:
+        """QUEUED experiments whose queue deadline (create time + queue timeout) is before ``now``."""
+        query = (
+            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .where(experiments.c.queue_deadline.is_not(None), experiments.c.queue_deadline < now)
+            .limit(1000)
         )
         with self.engine.begin() as conn:
             return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]

@@ -198,6 +198,28 @@ class WorkerRegistry:
                 takeable.add(devices.CUDA)
         return takeable
 
+    def unschedulable_reason(self, device: devices.Device.ValueType) -> str:
+        """Why no registered worker can run an experiment for ``device`` now, or ``""`` when one can
+        (READY, or BUSY: it only waits for a free slot).
+
+        The reason names what is missing: no worker at all, none offering CUDA, or those that do
+        are STALE (another build), DRAINING, PENDING (not reached) or LOST.
+        """
+        offering = [w for w in self.workers.values() if device != devices.CUDA or w.has_cuda]
+        if any(w.state in (READY, BUSY) for w in offering):
+            return ""
+        wanted = "a CUDA device" if device == devices.CUDA else "a CPU"
+        if not self.workers:
+            return "no worker is registered"
+        if not offering:
+            return f"no registered worker offers {wanted} ({len(self.workers)} registered, none with CUDA)"
+        states: dict[str, list[str]] = {}
+        for w in offering:
+            states.setdefault(orchestrator_pb2.WorkerState.Name(w.state).removeprefix("WORKER_STATE_"), []).append(
+                w.worker_id)
+        listed = "; ".join(f"{state}: {', '.join(sorted(ids)[:5])}" for state, ids in sorted(states.items()))
+        return f"every registered worker offering {wanted} is unable to take work ({listed})"
+
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""
         return [w for w in self.workers.values() if not w.lost_reason and w.last_heartbeat < deadline]

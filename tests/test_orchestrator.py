@@ -321,7 +321,7 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
 
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
-        assert orch.store.schema_version() == 2  # 2: tokens, worker credentials, owners
+        assert orch.store.schema_version() == 3  # 2: tokens, worker credentials, owners; 3: queue deadline
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()
