@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
     parser.add_argument("--expected-build", default="", help="build id workers must run (default: this code's)")
     parser.add_argument("--heartbeat-timeout-s", type=float, default=15.0, help="silence after which a worker is LOST")
+    parser.add_argument("--lost-worker-ttl-s", type=float, default=3600.0,
+                        help="a LOST worker leaves the worker list this long after it was lost (default 3600)")
     parser.add_argument("--enroll-token-file", type=Path,
                         help="enrollment secret workers register with (default DATA_DIR/enroll.token, made if missing)")
     parser.add_argument("--admin-token-file", type=Path,
@@ -59,6 +61,7 @@ async def serve(args: argparse.Namespace) -> None:
             store_url=args.store_url,
             expected_build=args.expected_build,
             heartbeat_timeout_s=args.heartbeat_timeout_s,
+            lost_worker_ttl_s=args.lost_worker_ttl_s,
             tls=rpc.tls_from_args(args),
             insecure=args.insecure,
             enroll_token_file=args.enroll_token_file,

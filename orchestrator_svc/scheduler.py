@@ -53,11 +53,14 @@ class Scheduler:
         registry: the workers.
         heartbeat_timeout_s: a worker silent this long is LOST.
         call_slack_s: added to an experiment's own time limit for the deadline of its worker call.
+        lost_worker_ttl_s: a LOST worker is removed from the worker list this long after it was lost.
     """
 
     def __init__(
-        self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float
+        self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
+        lost_worker_ttl_s: float = 3600.0,
     ) -> None:
+        self.lost_worker_ttl_s = lost_worker_ttl_s
         self.store = store
         self.ledger = ledger
         self.registry = registry
@@ -102,6 +105,7 @@ class Scheduler:
             self.wake.clear()
             try:
                 self._check_heartbeats()
+                await self.registry.prune_lost(time.time() - self.lost_worker_ttl_s)
                 await self.fail_unschedulable()
                 await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
@@ -116,6 +120,7 @@ class Scheduler:
         if worker.lost_reason:
             return
         worker.lost_reason = f"worker {worker.worker_id} lost: {reason}"
+        worker.lost_time = time.time()
         self.log.warning("worker.lost", worker_id=worker.worker_id, reason=reason)
         for experiment_id in list(worker.running):
             dispatch = self.running.get(experiment_id)

@@ -52,6 +52,7 @@ class OrchestratorConfig:
             exist, and the token in it is registered as admin ``admin_name`` (``codecbench up``).
         admin_name: the user name of that admin token.
         probe_interval_s: pause between attempts to reach a PENDING worker.
+        lost_worker_ttl_s: how long a LOST worker stays in the worker list before it is pruned.
     """
 
     data_dir: Path
@@ -69,6 +70,7 @@ class OrchestratorConfig:
     admin_token_file: Path | None = None
     admin_name: str = "admin"
     probe_interval_s: float = 0.5
+    lost_worker_ttl_s: float = 3600.0
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -131,7 +133,8 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     ledger = Ledger(store)
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
-    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s)
+    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
+                          config.lost_worker_ttl_s)
     registry.on_ready = scheduler.wake.set
     await scheduler.recover()
     servicer = OrchestratorServicer(
