@@ -104,6 +104,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.heartbeat_interval_s = heartbeat_interval_s
         # Blobs served to workers, by digest: shows that each crosses the network once per worker.
         self.blob_reads: Counter[str] = Counter()
+        # Blobs of dataset uploads in progress (stored, not yet referenced): garbage collection keeps them.
+        self.uploading: Counter[str] = Counter()
         self.log = logs.get_logger("orchestrator")
 
     # -- experiments -------------------------------------------------------------------------
@@ -396,14 +398,47 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if existing is not None and existing.name == name and existing.owner != owner:
             raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name", field="header.name")
         images = []
-        for image_name in sorted(parts):
-            data = b"".join(parts[image_name])
-            with in_field("chunk.data"):
-                # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
-                await asyncio.to_thread(datasets.decode_rgb, image_name, data)
-            digest = await asyncio.to_thread(self.blobs.put, data)
-            self.store.add_blob_owner(digest, owner)
-            images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
+        written: list[str] = []  # blobs this upload stored: removed again if it fails
+        held: list[str] = []  # digests this upload holds in self.uploading
+        try:
+            for image_name in sorted(parts):
+                data = b"".join(parts[image_name])
+                with in_field("chunk.data"):
+                    # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
+                    await asyncio.to_thread(datasets.decode_rgb, image_name, data)
+                digest = bundles.sha256_hex(data)
+                self.uploading[digest] += 1
+                held.append(digest)
+                if not self.blobs.has(digest):
+                    written.append(digest)
+                await asyncio.to_thread(self.blobs.put, data)
+                self.store.add_blob_owner(digest, owner)
+                images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
+            return await self._store_dataset(name, owner, images, existing)
+        except BaseException:
+            self._remove_unreferenced(written)
+            raise
+        finally:
+            self.uploading.subtract(held)
+            self.uploading += Counter()  # drops the digests no upload holds any more
+
+    def _remove_unreferenced(self, digests: list[str]) -> None:
+        """Deletes the blobs of a failed upload that nothing references (a full disk stays not full)."""
+        if not digests:
+            return
+        referenced = self.store.referenced_blobs()
+        for digest in digests:
+            if digest not in referenced and self.uploading[digest] <= 1:
+                self.blobs.remove(digest)
+
+    async def _store_dataset(
+        self, name: str, owner: str, images: list[types_pb2.BlobRef], existing: orchestrator_pb2.Dataset | None
+    ) -> orchestrator_pb2.CreateDatasetResponse:
+        """Stores an uploaded dataset (its blobs are stored) unless one with this name exists.
+
+        Raises:
+            AlreadyExists: the name is taken by another user's dataset or by other images.
+        """
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),

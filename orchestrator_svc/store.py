@@ -515,6 +515,21 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(blob_owners.delete().where(blob_owners.c.sha256 == sha256, blob_owners.c.owner == owner))
 
+    def referenced_blobs(self) -> set[str]:
+        """The digests of every dataset image and every experiment's agent files."""
+        with self.engine.begin() as conn:
+            found = {image.sha256 for data in conn.execute(select(datasets.c.data)).scalars()
+                     for image in orchestrator_pb2.Dataset.FromString(data).images}
+            for spec in conn.execute(select(experiments.c.spec)).scalars():
+                found.update(f.sha256 for f in orchestrator_pb2.Experiment.FromString(spec).agent.files)
+        return found
+
+    def forget_blobs(self, digests: Sequence[str]) -> None:
+        """Removes the owner rows of deleted blobs."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(digests), 500):  # SQLite bounds the variables of one statement
+                conn.execute(blob_owners.delete().where(blob_owners.c.sha256.in_(list(digests[start:start + 500]))))
+
     def may_read_blob(self, sha256: str, user: str) -> bool:
         """Whether ``user`` owns a blob or it is readable by everyone."""
         with self.engine.begin() as conn:

@@ -525,7 +525,8 @@ async def test_watch_resumed_after_the_terminal_event_ends_at_once(tmp_path: Pat
         events = await all_events(client, exp.experiment_id)
         assert events[-1].error.kind == errors_pb2.ERROR_KIND_CANCELLED
         assert await all_events(client, exp.experiment_id, after=events[-1].sequence) == []
-        assert await all_events(client, exp.experiment_id, after=events[-1].sequence + 5) == []
+        with pytest.raises(errors.OutOfRange):  # past the last event: documented in orchestrator.proto
+            await all_events(client, exp.experiment_id, after=events[-1].sequence + 5)
 
 
 async def test_dataset_names_are_immutable_and_uploads_idempotent(tmp_path: Path) -> None:
