@@ -17,13 +17,14 @@ pytestmark = pytest.mark.timeout(120)
 
 async def test_lost_workers_are_pruned_after_the_ttl_and_stay_in_the_event_history(tmp_path: Path) -> None:
     """Dead workers were never removed (34 LOST entries after a chaos run)."""
-    async with orchestrator(tmp_path / "orch", heartbeat_timeout_s=1.0, lost_worker_ttl_s=1.0) as orch, \
-            Client(orch.address) as client:
+    async with orchestrator(tmp_path / "orch", lost_worker_ttl_s=1.0) as orch, Client(orch.address) as client:
         worker = await attach_worker(orch, tmp_path / "w", use_bwrap=False)
         worker_id = worker.handle.info.worker_id
         exp = await client.submit(agent_bundle("jpeg"))
         assert (await client.wait(exp.experiment_id)).state == SUCCEEDED
         await worker.stop()
+        # Only now a short heartbeat timeout: under load a 1 s one could lose the worker mid-run.
+        orch.scheduler.heartbeat_timeout_s = 1.0
 
         async def states() -> list[int]:
             return [w.state for w in await client.workers() if w.info.worker_id == worker_id]
