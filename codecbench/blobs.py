@@ -16,6 +16,10 @@ class BlobMissing(LookupError):
     """A blob that is not in the store (and, for a worker's cache, cannot be fetched)."""
 
 
+# Temporary files of writes in progress (or interrupted ones, which garbage collection removes).
+TEMP_PREFIX = ".tmp-"
+
+
 class BlobStore:
     """Blobs under ``root/ab/abcdef...`` (first two hex digits as a fan-out folder)."""
 
@@ -51,13 +55,35 @@ class BlobStore:
             raise BlobMissing(f"blob {sha256} is not stored") from None
 
     def put(self, data: bytes) -> str:
-        """Stores bytes under their sha256 (atomically, once) and returns the digest."""
+        """Stores bytes under their sha256 (atomically, once) and returns the digest.
+
+        Raises:
+            OSError: the write failed (e.g. ``ENOSPC``); no partial or temporary file is left.
+        """
         digest = hashlib.sha256(data).hexdigest()
         path = self.path(digest)
         if not path.exists():
             path.parent.mkdir(mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            except BaseException:
+                # A failed write (a full disk) leaves no partial file taking the space.
+                os.unlink(tmp)
+                raise
         return digest
+
+    @staticmethod
+    def is_temp_name(name: str) -> bool:
+        """Whether a file name in the store is a temporary file of a write, not a blob."""
+        return name.startswith(TEMP_PREFIX)
+
+    def remove(self, sha256: str) -> None:
+        """Deletes a blob (nothing when it is not stored).
+
+        Raises:
+            ValueError: ``sha256`` is not a lower-case hex digest.
+        """
+        self.path(sha256).unlink(missing_ok=True)

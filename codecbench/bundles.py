@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
+from codecbench import validation
 from codecbench.errors import InvalidArgument, echo
 from codecbench.v1 import types_pb2
 
@@ -102,6 +103,8 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
     Raises:
         InvalidArgument: naming the first bad field, e.g. ``agent.files[2].name``.
     """
+    validation.check_text(bundle.name, f"{field}.name", validation.MAX_NAME_CHARS)
+    validation.check_text(bundle.entry_module, f"{field}.entry_module", validation.MAX_NAME_CHARS)
     if not bundle.files:
         raise InvalidArgument(f"{field}.files", "the bundle has no files")
     if len(bundle.files) > MAX_FILES:
@@ -119,6 +122,7 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
     seen_folders: set[str] = set()
     for i, f in enumerate(bundle.files):
         where = f"{field}.files[{i}]"
+        validation.check_text(f.name, f"{where}.name", validation.MAX_PATH_CHARS)
         pure = PurePosixPath(f.name)
         if (not f.name or pure.is_absolute() or pure.as_posix() != f.name or ".." in pure.parts
                 or "\\" in f.name or "\0" in f.name or f.name == "."):

@@ -45,6 +45,10 @@ from codecbench.status import from_rpc_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+# Default deadlines: a unary call answers in well under a second on a healthy service; an upload
+# moves up to gigabytes in 1 MiB chunks.
+DEFAULT_CALL_TIMEOUT_S = 60.0
+DEFAULT_UPLOAD_TIMEOUT_S = 3600.0
 # How long a broken watch stream waits before it resumes (a back-off, not synchronisation).
 _RECONNECT_PAUSE_S = 0.5
 
@@ -80,8 +84,16 @@ class Client:
         token: str | None = None,
         token_file: Path | None = None,
         tls: rpc.TlsConfig | None = None,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        upload_timeout_s: float = DEFAULT_UPLOAD_TIMEOUT_S,
     ) -> None:
         """Opens a channel (connecting lazily).
+
+        Every unary call has a deadline (``call_timeout_s``; a dataset upload ``upload_timeout_s``),
+        so a service that stops answering fails the call with :class:`~codecbench.errors.Unavailable`
+        instead of leaving it waiting forever. A watch has no deadline (it lasts as long as the
+        experiment); the channel's HTTP/2 keepalive pings (:func:`codecbench.rpc.channel_options`)
+        find a dead connection under it, and the watch resumes or fails.
 
         Args:
             address: ``host:port``; default ``$CODECBENCH_SERVER`` or 127.0.0.1:50051.
@@ -89,11 +101,15 @@ class Client:
             token_file: a file holding the token (used when ``token`` is not given).
             tls: TLS settings (``ca`` to verify the orchestrator, ``cert``/``key`` for mutual TLS);
                 plaintext when None.
+            call_timeout_s: deadline of each unary call, in seconds.
+            upload_timeout_s: deadline of a dataset upload, in seconds.
 
         Raises:
             OSError: ``token_file`` cannot be read.
         """
         self.address = address or default_server()
+        self.call_timeout_s = call_timeout_s
+        self.upload_timeout_s = upload_timeout_s
         self.channel = rpc.channel(self.address, auth.find_token(token, token_file), tls or rpc.NO_TLS)
         self.stub = orchestrator_pb2_grpc.OrchestratorServiceStub(self.channel)
 
@@ -119,6 +135,7 @@ class Client:
         max_attempts: int = 0,
         priority: int = 0,
         entry_module: str = "",
+        queue_timeout_s: float = 0.0,
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
@@ -134,6 +151,8 @@ class Client:
             max_attempts: attempts when workers are lost (0: the orchestrator's default).
             priority: higher runs first.
             entry_module: the agent's entry module when the folder's cannot be guessed.
+            queue_timeout_s: fail it with UNSCHEDULABLE when, this many seconds after creation, no
+                registered worker can run it (0: wait however long it takes).
 
         Returns:
             The experiment as stored (state QUEUED unless ``request_id`` found an older one).
@@ -158,9 +177,10 @@ class Client:
             request_id=request_id,
             max_attempts=max_attempts,
             priority=priority,
+            queue_timeout_s=queue_timeout_s,
         )
         with _calls():
-            return (await self.stub.CreateExperiment(request)).experiment
+            return (await self.stub.CreateExperiment(request, timeout=self.call_timeout_s)).experiment
 
     async def get(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """One experiment, with its result or error once it has ended.
@@ -177,7 +197,7 @@ class Client:
         """
         with _calls():
             request = orchestrator_pb2.GetExperimentRequest(experiment_id=experiment_id)
-            return (await self.stub.GetExperiment(request)).experiment
+            return (await self.stub.GetExperiment(request, timeout=self.call_timeout_s)).experiment
 
     async def list(
         self,
@@ -212,7 +232,7 @@ class Client:
             if created_after is not None:
                 request.created_after.FromMicroseconds(int(created_after * 1e6))
             with _calls():
-                page = await self.stub.ListExperiments(request)
+                page = await self.stub.ListExperiments(request, timeout=self.call_timeout_s)
             out.extend(page.experiments)
             token = page.next_page_token
             if not token:
@@ -233,7 +253,7 @@ class Client:
         """
         with _calls():
             request = orchestrator_pb2.CancelExperimentRequest(experiment_id=experiment_id)
-            return (await self.stub.CancelExperiment(request)).experiment
+            return (await self.stub.CancelExperiment(request, timeout=self.call_timeout_s)).experiment
 
     async def watch(
         self, experiment_id: str, after_sequence: int = 0, reconnect_s: float = 30.0
@@ -326,7 +346,7 @@ class Client:
                     )
 
         with _calls():
-            return (await self.stub.CreateDataset(messages())).dataset
+            return (await self.stub.CreateDataset(messages(), timeout=self.upload_timeout_s)).dataset
 
     async def datasets(self) -> builtins.list[orchestrator_pb2.Dataset]:
         """Every dataset the orchestrator knows, built-in ones included.
@@ -338,7 +358,8 @@ class Client:
             errors.Unavailable: the orchestrator cannot be reached.
         """
         with _calls():
-            return list((await self.stub.ListDatasets(orchestrator_pb2.ListDatasetsRequest())).datasets)
+            reply = await self.stub.ListDatasets(orchestrator_pb2.ListDatasetsRequest(), timeout=self.call_timeout_s)
+            return list(reply.datasets)
 
     async def share_dataset(self, name: str, shared: bool = True) -> orchestrator_pb2.Dataset:
         """Makes an uploaded dataset readable by every user (admins only), or private again.
@@ -356,7 +377,7 @@ class Client:
         """
         with _calls():
             request = orchestrator_pb2.ShareDatasetRequest(name=name, shared=shared)
-            return (await self.stub.ShareDataset(request)).dataset
+            return (await self.stub.ShareDataset(request, timeout=self.call_timeout_s)).dataset
 
     async def workers(self) -> builtins.list[orchestrator_pb2.WorkerStatus]:
         """Every registered worker, with its build, state (e.g. PENDING, STALE, LOST) and load (to
@@ -369,7 +390,8 @@ class Client:
             errors.Unavailable: the orchestrator cannot be reached.
         """
         with _calls():
-            return list((await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest())).workers)
+            reply = await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest(), timeout=self.call_timeout_s)
+            return list(reply.workers)
 
     async def drain(self, worker_id: str) -> orchestrator_pb2.WorkerStatus:
         """Stops giving a worker new experiments; those it runs finish.
@@ -384,4 +406,5 @@ class Client:
             errors.NotFound: no worker has this id.
         """
         with _calls():
-            return (await self.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id))).status
+            request = orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id)
+            return (await self.stub.DrainWorker(request, timeout=self.call_timeout_s)).status

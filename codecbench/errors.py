@@ -14,12 +14,14 @@
     ├── Cancelled                        CANCELLED
     ├── WorkerLost                       WORKER_LOST          retryable
     ├── InternalError                    INTERNAL             retryable
+    ├── Unschedulable                    UNSCHEDULABLE        no registered worker could run it in its queue timeout
     └── RequestError                     the call is refused; no ErrorKind (it ends a call, not an experiment)
         ├── InvalidArgument              INVALID_ARGUMENT     field + problem (BadRequest field violations)
         ├── NotFound                     NOT_FOUND
         ├── AlreadyExists                ALREADY_EXISTS
         ├── FailedPrecondition           FAILED_PRECONDITION
-        ├── ResourceExhausted            RESOURCE_EXHAUSTED   e.g. reason NO_FREE_SLOT (retryable)
+        ├── ResourceExhausted            RESOURCE_EXHAUSTED   e.g. reason NO_FREE_SLOT (retryable), DISK_FULL
+        ├── OutOfRange                   OUT_OF_RANGE         e.g. watching past the last event
         ├── Unauthenticated              UNAUTHENTICATED
         ├── PermissionDenied             PERMISSION_DENIED
         └── Unavailable                  UNAVAILABLE          the service cannot be reached (retryable)
@@ -190,6 +192,12 @@ class InternalError(CodecbenchError):
     kind = errors_pb2.ERROR_KIND_INTERNAL
 
 
+class Unschedulable(CodecbenchError):
+    """No registered worker could run the experiment (device, build) before its queue timeout."""
+
+    kind = errors_pb2.ERROR_KIND_UNSCHEDULABLE
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field of a request (``google.rpc.BadRequest.FieldViolation``).
@@ -274,6 +282,10 @@ class ResourceExhausted(RequestError):
     """No capacity for the call now (reason ``NO_FREE_SLOT``: retry later) or a size limit hit."""
 
 
+class OutOfRange(RequestError):
+    """A position past the end of what exists (``after_sequence`` beyond an experiment's last event)."""
+
+
 class Unauthenticated(RequestError):
     """The call carries no valid credentials."""
 
@@ -300,12 +312,14 @@ _STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
     SandboxCrash: grpc.StatusCode.ABORTED,
     WorkerLost: grpc.StatusCode.UNAVAILABLE,
     Cancelled: grpc.StatusCode.CANCELLED,
+    Unschedulable: grpc.StatusCode.FAILED_PRECONDITION,
     CodecbenchError: grpc.StatusCode.INTERNAL,
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     NotFound: grpc.StatusCode.NOT_FOUND,
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -315,7 +329,7 @@ _CLASS_OF_KIND: dict[errors_pb2.ErrorKind.ValueType, type[CodecbenchError]] = {
     cls.kind: cls
     for cls in (
         AgentLoadError, SignatureMismatch, AgentException, InvalidOutput, Timeout, MemoryLimit,
-        SandboxCrash, Cancelled, WorkerLost, InternalError,
+        SandboxCrash, Cancelled, WorkerLost, InternalError, Unschedulable,
     )
 }
 # A status without a codecbench.v1.Error detail is a request error; each code has one class.
@@ -385,7 +399,8 @@ __all__ = [
     "REASON_NO_GPU", "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
     "AgentError", "AgentException", "AgentLoadError", "AlreadyExists", "Cancelled", "CodecbenchError",
     "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",
-    "NotFound", "PermissionDenied", "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
-    "Timeout", "Unauthenticated", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
+    "NotFound", "OutOfRange", "PermissionDenied",
+    "RequestError", "ResourceExhausted", "SandboxCrash", "SignatureMismatch",
+    "Timeout", "Unauthenticated", "Unschedulable", "Unavailable", "WorkerLost", "describe", "echo", "error_from_rpc",
     "from_proto", "grpc_status_code", "kind_name", "phase_name", "request_error_class", "status_code_of",
 ]

@@ -31,18 +31,38 @@ _OPTIONS = [
 ]
 
 
+# HTTP/2 keepalive: a client pings a quiet connection every KEEPALIVE_TIME_MS while a call is open
+# and calls the connection dead when no answer comes within KEEPALIVE_TIMEOUT_MS, so a stream over a
+# dead peer (a watch, a RunExperiment, a blob read) ends with UNAVAILABLE instead of waiting forever.
+KEEPALIVE_TIME_MS = 20_000
+KEEPALIVE_TIMEOUT_MS = 10_000
+
+
 def server_options() -> list[tuple[str, int]]:
     """Channel arguments of every codecbench server.
 
     SO_REUSEPORT is off: gRPC turns it on by default, so a second service started on a port in use
     would bind too and the kernel would split the clients between two databases; off, it fails.
+    The server accepts the clients' keepalive pings (its default minimum is 5 minutes between pings
+    without data; more often, it would close the connection with "too many pings").
     """
-    return [*_OPTIONS, ("grpc.so_reuseport", 0)]
+    return [
+        *_OPTIONS,
+        ("grpc.so_reuseport", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", KEEPALIVE_TIME_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
+    ]
 
 
 def channel_options() -> list[tuple[str, int]]:
-    """Channel arguments of every codecbench client channel."""
-    return list(_OPTIONS)
+    """Channel arguments of every codecbench client channel (message limits, keepalive on calls)."""
+    return [
+        *_OPTIONS,
+        ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
 
 
 def insecure_channel(address: str) -> grpc.aio.Channel:

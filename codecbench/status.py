@@ -44,6 +44,10 @@ from codecbench.v1 import errors_pb2
 # the caller (made :func:`codecbench.auth.current` for the handler) or None for an open method, and
 # raises errors.Unauthenticated / errors.PermissionDenied.
 Guard = Callable[[str, Any], "auth.Principal | None"]
+# A service's translation of an exception outside the tree into a request error (None: not one it knows).
+Translate = Callable[[BaseException], "errors.CodecbenchError | None"]
+# What the boundary runs around each handler: the guard and the service's translation.
+_Hooks = tuple["Guard | None", "Translate | None"]
 
 # Status messages travel in the grpc-message header; details in grpc-status-details-bin. gRPC
 # caps the metadata of a response (16 KiB by default), so both are bounded.
@@ -179,7 +183,8 @@ def _internal(exc: BaseException, method: str) -> errors.InternalError:
     return errors.InternalError(f"{method} failed unexpectedly ({type(exc).__name__}); see the service log")
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str) -> NoReturn:
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, method: str,
+                 translate: Translate | None) -> NoReturn:
     if isinstance(exc, NotImplementedError):
         # The generated base servicer's answer for a method that has no implementation.
         status = rpc_status.to_status(status_pb2.Status(
@@ -187,7 +192,7 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception, me
             details=[_packed(_error_info(grpc.StatusCode.UNIMPLEMENTED.name, {}))],
         ))
     else:
-        status = to_status(request_error(exc) or _internal(exc, method))
+        status = to_status(request_error(exc) or (translate(exc) if translate else None) or _internal(exc, method))
     await context.abort_with_status(status)
     raise AssertionError("abort_with_status returned")  # it always raises
 
@@ -242,8 +247,10 @@ def _authenticate(guard: Guard | None, full_method: str, context: grpc.aio.Servi
 
 
 def _wrap_unary_response(
-    behavior: Callable[..., Awaitable[Any]], method: str, stream_in: bool, guard: Guard | None, full_method: str
+    behavior: Callable[..., Awaitable[Any]], method: str, stream_in: bool, hooks: _Hooks, full_method: str
 ) -> Callable[..., Any]:
+    guard, translate = hooks
+
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             _authenticate(guard, full_method, context)
@@ -252,17 +259,18 @@ def _wrap_unary_response(
         except Exception as exc:  # noqa: BLE001 - the boundary: every exception becomes a status
             if isinstance(exc, grpc.aio.AbortError):
                 raise  # what context.abort raised (by a library handler) ends the call as it is
-            await _abort(context, exc, method)
+            await _abort(context, exc, method, translate)
 
     return handler
 
 
 def _wrap_stream_response(
-    behavior: Callable[..., Any], method: str, stream_in: bool, guard: Guard | None, full_method: str
+    behavior: Callable[..., Any], method: str, stream_in: bool, hooks: _Hooks, full_method: str
 ) -> Callable[..., Any]:
     if not inspect.isasyncgenfunction(behavior):
         # A handler that writes with context.write() (grpc_health's Watch) is a plain coroutine.
-        return _wrap_unary_response(behavior, method, stream_in, guard, full_method)
+        return _wrap_unary_response(behavior, method, stream_in, hooks, full_method)
+    guard, translate = hooks
 
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
@@ -273,7 +281,7 @@ def _wrap_stream_response(
         except Exception as exc:  # noqa: BLE001 - the boundary: every exception becomes a status
             if isinstance(exc, grpc.aio.AbortError):
                 raise  # what context.abort raised (by a library handler) ends the call as it is
-            await _abort(context, exc, method)
+            await _abort(context, exc, method, translate)
 
     return handler
 
@@ -286,10 +294,13 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
     Args:
         guard: authenticates every call before its handler runs (see :data:`Guard`); None: no
             authentication (tests of the boundary alone).
+        translate: the service's own translation of exceptions the tree does not know (the
+            orchestrator's: a full disk is RESOURCE_EXHAUSTED); None, or None returned: INTERNAL.
     """
 
-    def __init__(self, guard: Guard | None = None) -> None:
+    def __init__(self, guard: Guard | None = None, translate: Translate | None = None) -> None:
         self.guard = guard
+        self.translate = translate
 
     async def intercept_service(
         self,
@@ -302,7 +313,7 @@ class ErrorBoundary(grpc.aio.ServerInterceptor):
             return handler
         full_method = handler_call_details.method
         method = full_method.rsplit("/", 1)[-1]
-        guard, wrap_unary, wrap_stream = self.guard, _wrap_unary_response, _wrap_stream_response
+        guard, wrap_unary, wrap_stream = (self.guard, self.translate), _wrap_unary_response, _wrap_stream_response
         deserializer = _tolerant(handler.request_deserializer)
         serializer = handler.response_serializer
         if handler.unary_unary:

@@ -29,6 +29,13 @@ MAX_LABELS = 64
 MAX_LABEL_FILTERS = 16
 MAX_LABEL_KEY_CHARS = 200
 MAX_LABEL_VALUE_CHARS = 1000
+# Identifiers (experiment, worker, request ids) and names (datasets, agents, hosts): short strings.
+MAX_ID_CHARS = 200
+MAX_NAME_CHARS = 255
+# A bundle file's path inside the bundle (Linux's PATH_MAX).
+MAX_PATH_CHARS = 4096
+# A worker's devices: a few GPUs and the CPU.
+MAX_DEVICES = 64
 # numpy supports at most 64 dimensions; no image codec needs more than a handful.
 MAX_TENSOR_DIMS = 32
 # Bytes per element of each protocol dtype: the tensor format is checked without numpy or torch,
@@ -182,6 +189,28 @@ def check_labels(labels: Mapping[str, str], max_count: int = MAX_LABELS, field: 
             raise InvalidArgument(field, f"key {echo(key)} must have 1 to {MAX_LABEL_KEY_CHARS} characters")
         if len(value) > MAX_LABEL_VALUE_CHARS:
             raise InvalidArgument(f"{field}[{key!r}]", f"value longer than {MAX_LABEL_VALUE_CHARS} characters")
+
+
+def check_text(text: str, field: str, max_chars: int, required: bool = False) -> None:
+    """A string field of at most ``max_chars`` characters (and not empty when ``required``).
+
+    Raises:
+        InvalidArgument: naming ``field`` and the limit.
+    """
+    if required and not text:
+        raise InvalidArgument(field, "missing")
+    if len(text) > max_chars:
+        raise InvalidArgument(field, f"{len(text)} characters exceed the limit of {max_chars}")
+
+
+def check_count(count: int, field: str, limit: int) -> None:
+    """A repeated field of at most ``limit`` entries.
+
+    Raises:
+        InvalidArgument: naming ``field`` and the limit.
+    """
+    if count > limit:
+        raise InvalidArgument(field, f"{count} entries exceed the limit of {limit}")
 
 
 def has_control_characters(text: str) -> bool:

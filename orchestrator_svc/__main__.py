@@ -5,9 +5,12 @@
     codecbench-orchestrator [--host H --port P --data-dir D --tls-cert C --tls-key K --tls-ca CA ...]
     codecbench-orchestrator token create NAME [--admin] [--data-dir D | --store-url URL]
     codecbench-orchestrator certs DIR [--host NAME ...]
+    codecbench-orchestrator gc [--data-dir D | --store-url URL]
 
 The service runs until SIGINT or SIGTERM. ``token create`` prints a new API token once (only its
 hash is stored). ``certs`` writes a private CA and certificates for a quick start with mutual TLS.
+``gc`` removes blobs no dataset or experiment references, and temporary files of interrupted writes
+(the service does it at every start too); run it with the service stopped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sys
 from pathlib import Path
 
 from codecbench import certs, logs, rpc
+from codecbench.blobs import BlobStore
+from orchestrator_svc.disk import collect_garbage
 from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
 from orchestrator_svc.store import Store
 
@@ -31,6 +36,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
     parser.add_argument("--expected-build", default="", help="build id workers must run (default: this code's)")
     parser.add_argument("--heartbeat-timeout-s", type=float, default=15.0, help="silence after which a worker is LOST")
+    parser.add_argument("--lost-worker-ttl-s", type=float, default=3600.0,
+                        help="a LOST worker leaves the worker list this long after it was lost (default 3600)")
     parser.add_argument("--enroll-token-file", type=Path,
                         help="enrollment secret workers register with (default DATA_DIR/enroll.token, made if missing)")
     parser.add_argument("--admin-token-file", type=Path,
@@ -59,6 +66,7 @@ async def serve(args: argparse.Namespace) -> None:
             store_url=args.store_url,
             expected_build=args.expected_build,
             heartbeat_timeout_s=args.heartbeat_timeout_s,
+            lost_worker_ttl_s=args.lost_worker_ttl_s,
             tls=rpc.tls_from_args(args),
             insecure=args.insecure,
             enroll_token_file=args.enroll_token_file,
@@ -94,6 +102,25 @@ def token_main(argv: list[str]) -> int:
     return 0
 
 
+def gc_main(argv: list[str]) -> int:
+    """``gc``: removes unreferenced blobs and leftover temporary files; prints what it freed."""
+    parser = argparse.ArgumentParser(prog="codecbench-orchestrator gc",
+                                     description="remove blobs no dataset or experiment references (service stopped)")
+    parser.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
+    parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
+    args = parser.parse_args(argv)
+    if not (args.data_dir / "blobs").is_dir():
+        parser.error(f"{args.data_dir} holds no blobs folder: not an orchestrator data dir")
+    store = Store(args.store_url or f"sqlite:///{args.data_dir / 'codecbench.db'}")
+    try:
+        collected = collect_garbage(store, BlobStore(args.data_dir / "blobs"))
+    finally:
+        store.close()
+    print(f"removed {collected.blobs} unreferenced blob(s) and {collected.temp_files} temporary file(s), "
+          f"{collected.bytes_freed} bytes freed")
+    return 0
+
+
 def certs_main(argv: list[str]) -> int:
     """``certs DIR [--host NAME ...]``: a private CA and certificates for mutual TLS."""
     parser = argparse.ArgumentParser(
@@ -121,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return token_main(argv[1:])
     if argv[:1] == ["certs"]:
         return certs_main(argv[1:])
+    if argv[:1] == ["gc"]:
+        return gc_main(argv[1:])
     args = parse_args(argv)
     logs.configure(args.log_level)
     asyncio.run(serve(args))

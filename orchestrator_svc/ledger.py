@@ -87,15 +87,21 @@ class Ledger:
         )
         return stored is not None
 
-    async def created(self, exp: orchestrator_pb2.Experiment) -> None:
-        """The first event of a stored experiment: the StateChange to QUEUED."""
-        await self.append(
-            exp.experiment_id,
+    async def create(self, exp: orchestrator_pb2.Experiment) -> None:
+        """Stores a new QUEUED experiment together with its first event, the StateChange to QUEUED
+        (one transaction), then announces the event.
+
+        Raises:
+            DuplicateRequest: an experiment with the same non-empty request_id exists.
+        """
+        stored = self.store.create_experiment(
+            exp,
             experiment_pb2.ExperimentEvent(
                 attempt=exp.attempt,
                 state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
             ),
         )
+        await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
         """QUEUED -> RUNNING on ``worker_id``; False when someone else moved it first."""

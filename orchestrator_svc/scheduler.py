@@ -26,6 +26,7 @@ from codecbench.states import QUEUED, RUNNING
 from codecbench.status import from_rpc_error
 from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2, worker_pb2
+from orchestrator_svc.disk import DataDir, is_disk_full
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
@@ -53,11 +54,20 @@ class Scheduler:
         registry: the workers.
         heartbeat_timeout_s: a worker silent this long is LOST.
         call_slack_s: added to an experiment's own time limit for the deadline of its worker call.
+        lost_worker_ttl_s: a LOST worker is removed from the worker list this long after it was lost.
+        data: the data directory's writability (None: assumed writable).
     """
 
     def __init__(
-        self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float
+        self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
+        lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None,
     ) -> None:
+        self.lost_worker_ttl_s = lost_worker_ttl_s
+        # The data directory's writability: while it is full nothing is dispatched, and the attempts
+        # whose events could not be stored are settled (requeued or failed) once it takes writes again.
+        self.data = data
+        self.unstored: set[tuple[str, int]] = set()
+        self.recovered = False
         self.store = store
         self.ledger = ledger
         self.registry = registry
@@ -72,11 +82,25 @@ class Scheduler:
     async def recover(self) -> None:
         """At start: experiments left RUNNING by a previous orchestrator process go back to the queue."""
         for experiment_id in self.store.running_ids():
+            if experiment_id in self.running:
+                continue
             exp = self.store.get_experiment(experiment_id)
             if exp is not None:
                 await self.ledger.requeue_or_fail(
                     experiment_id, exp.attempt, f"orchestrator restarted while it ran on {exp.worker_id or 'a worker'}"
                 )
+        self.recovered = True
+
+    async def settle_unstored(self) -> None:
+        """Once the data directory takes writes again: the start-up recovery if it could not run,
+        and each attempt whose events could not be stored goes back to the queue (attempt + 1), or
+        fails past its attempt limit; none stays RUNNING."""
+        if not self.recovered:
+            await self.recover()
+        for experiment_id, attempt in sorted(self.unstored):
+            await self.ledger.requeue_or_fail(
+                experiment_id, attempt, "its events could not be stored: the data directory was full")
+            self.unstored.discard((experiment_id, attempt))
 
     def start(self) -> None:
         """Starts the dispatch loop (heartbeat checks, then queued experiments, on each wake-up)."""
@@ -102,9 +126,17 @@ class Scheduler:
             self.wake.clear()
             try:
                 self._check_heartbeats()
+                await self.registry.prune_lost(time.time() - self.lost_worker_ttl_s)
+                if self.data is not None and self.data.full:
+                    await self.data.check()  # runs settle_unstored once writes work again
+                    continue
+                await self.fail_unschedulable()
                 await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
-                self.log.exception("scheduler.error", error=str(exc))
+                if self.data is not None and is_disk_full(exc):
+                    self.data.mark_full()
+                else:
+                    self.log.exception("scheduler.error", error=str(exc))
 
     def _check_heartbeats(self) -> None:
         for worker in self.registry.silent_since(time.time() - self.heartbeat_timeout_s):
@@ -115,12 +147,29 @@ class Scheduler:
         if worker.lost_reason:
             return
         worker.lost_reason = f"worker {worker.worker_id} lost: {reason}"
+        worker.lost_time = time.time()
         self.log.warning("worker.lost", worker_id=worker.worker_id, reason=reason)
         for experiment_id in list(worker.running):
             dispatch = self.running.get(experiment_id)
             if dispatch and dispatch.task and not dispatch.stop_reason:
                 dispatch.stop_reason = worker.lost_reason
                 dispatch.task.cancel()
+
+    async def fail_unschedulable(self) -> None:
+        """Fails (UNSCHEDULABLE) each QUEUED experiment past its queue timeout that no registered
+        worker can run; one that only waits for a free slot keeps waiting."""
+        for queued in self.store.queued_past_deadline(time.time()):
+            reason = self.registry.unschedulable_reason(queued.device)
+            if not reason:
+                continue
+            exp = self.store.get_experiment(queued.experiment_id)
+            timeout_s = exp.queue_timeout_s if exp is not None else 0.0
+            error = errors.Unschedulable(
+                f"no registered worker could run it within its queue timeout of {timeout_s:g} s: {reason}",
+                phase=types_pb2.PHASE_QUEUE,
+            ).to_proto()
+            if await self.ledger.failed(queued.experiment_id, queued.attempt, error, {QUEUED}):
+                self.log.info("experiment.unschedulable", experiment_id=queued.experiment_id, reason=reason)
 
     async def dispatch_queued(self) -> None:
         """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""
@@ -183,6 +232,21 @@ class Scheduler:
         )
 
     async def _run(self, dispatch: Dispatch) -> None:
+        try:
+            await self._run_attempt(dispatch)
+        except Exception as exc:
+            if self.data is None or not is_disk_full(exc):
+                raise
+            # Neither the outcome nor a failure can be stored now; settled when space returns.
+            self.data.mark_full()
+            self.unstored.add((dispatch.experiment_id, dispatch.attempt))
+            self.log.warning("experiment.unstored", experiment_id=dispatch.experiment_id, attempt=dispatch.attempt)
+        finally:
+            dispatch.worker.running.discard(dispatch.experiment_id)
+            self.running.pop(dispatch.experiment_id, None)
+            self.wake.set()
+
+    async def _run_attempt(self, dispatch: Dispatch) -> None:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
         log = self.log.bind(experiment_id=experiment_id, worker_id=worker.worker_id, attempt=attempt)
         try:
@@ -212,13 +276,11 @@ class Scheduler:
         except grpc.aio.AioRpcError as exc:
             await self._call_failed(dispatch, exc)
         except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
+            if is_disk_full(exc):
+                raise  # nothing can be stored: _run settles it when space returns
             log.exception("experiment.internal_error")
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
             await self.ledger.failed(experiment_id, attempt, error)
-        finally:
-            worker.running.discard(experiment_id)
-            self.running.pop(experiment_id, None)
-            self.wake.set()
 
     async def _record(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         """Stores one worker event; returns True when it ended the experiment."""

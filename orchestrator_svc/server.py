@@ -21,6 +21,7 @@ from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
+from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import OrchestratorServicer
@@ -52,6 +53,7 @@ class OrchestratorConfig:
             exist, and the token in it is registered as admin ``admin_name`` (``codecbench up``).
         admin_name: the user name of that admin token.
         probe_interval_s: pause between attempts to reach a PENDING worker.
+        lost_worker_ttl_s: how long a LOST worker stays in the worker list before it is pruned.
     """
 
     data_dir: Path
@@ -69,6 +71,7 @@ class OrchestratorConfig:
     admin_token_file: Path | None = None
     admin_name: str = "admin"
     probe_interval_s: float = 0.5
+    lost_worker_ttl_s: float = 3600.0
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -101,6 +104,7 @@ class OrchestratorHandle:
     registry: WorkerRegistry
     servicer: OrchestratorServicer
     health: grpc_health.aio.HealthServicer
+    data: DataDir
     enroll_secret: str = field(default="", repr=False)
 
     async def stop(self, grace_s: float = 2.0) -> None:
@@ -123,33 +127,56 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     private_dir(config.data_dir)
     if not config.store_url:
         private_file(config.data_dir / "codecbench.db")
-    store = Store(config.store_url or f"sqlite:///{config.data_dir / 'codecbench.db'}")
-    store.put_dataset(builtin_photos())
+    data = DataDir(config.data_dir)
+    url = config.store_url or f"sqlite:///{config.data_dir / 'codecbench.db'}"
+    try:
+        store = Store(url)
+    except Exception:
+        # On a full disk SQLite cannot make its WAL files: the reserve file makes the room.
+        if not data.release_reserve():
+            raise
+        store = Store(url)
+        data.mark_full()
+    data.keep_reserve()
+    blobs = BlobStore(config.data_dir / "blobs")
     enroll_secret = auth.ensure_secret_file(config.enroll_token_file or config.data_dir / auth.ENROLL_TOKEN_FILE)
-    if config.admin_token_file is not None:
-        ensure_admin_token(store, config.admin_token_file, config.admin_name)
     ledger = Ledger(store)
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
-    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s)
+    scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
+                          config.lost_worker_ttl_s, data)
     registry.on_ready = scheduler.wake.set
-    await scheduler.recover()
+    data.on_writable.append(scheduler.settle_unstored)
+    try:
+        # Writes at start: on a full disk the service starts anyway, serving reads (NOT_SERVING)
+        # and settling these once it can write (data.on_writable).
+        collect_garbage(store, blobs)
+        if store.find_dataset(datasets.PHOTOS) != builtin_photos():
+            store.put_dataset(builtin_photos())
+        if config.admin_token_file is not None:
+            ensure_admin_token(store, config.admin_token_file, config.admin_name)
+        await scheduler.recover()
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        data.mark_full()
     servicer = OrchestratorServicer(
         store,
         ledger,
         scheduler,
         registry,
-        BlobStore(config.data_dir / "blobs"),
+        blobs,
         config.max_bundle_bytes,
         config.heartbeat_interval_s,
     )
     guard = OrchestratorGuard(store, enroll_secret)
-    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard)])
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard, data.translate)])
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    data.health, data.service_names = health, [SERVICE_NAME]
     port = rpc.bind(server, config.host, config.port, config.tls)
     await server.start()
-    await rpc.set_serving(health, [SERVICE_NAME], serving=True)
+    await rpc.set_serving(health, [SERVICE_NAME], serving=not data.full)
     scheduler.start()
     address = f"{config.host}:{port}"
     logs.get_logger("orchestrator").info(
@@ -159,7 +186,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         store=store.engine.url.render_as_string(hide_password=True),
         tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
     )
-    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, enroll_secret)
+    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret)
 
 
 def private_dir(path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import time
 import uuid
 from collections import Counter
@@ -25,7 +26,7 @@ from google.protobuf import timestamp_pb2
 
 from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import BlobStore
-from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied, echo
+from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.status import in_field
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
@@ -42,6 +43,8 @@ MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_DATASET_IMAGES = 100_000
 # A file name (255 bytes on Linux); it is repeated in every image result.
 MAX_IMAGE_NAME_CHARS = 255
+MAX_WORKER_ID_CHARS = 64
+MAX_WORKER_SLOTS = 1024
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -101,6 +104,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.heartbeat_interval_s = heartbeat_interval_s
         # Blobs served to workers, by digest: shows that each crosses the network once per worker.
         self.blob_reads: Counter[str] = Counter()
+        # Blobs of dataset uploads in progress (stored, not yet referenced): garbage collection keeps them.
+        self.uploading: Counter[str] = Counter()
         self.log = logs.get_logger("orchestrator")
 
     # -- experiments -------------------------------------------------------------------------
@@ -134,6 +139,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 )
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
+        validation.check_text(request.dataset, "dataset", validation.MAX_NAME_CHARS)
         dataset = self.store.find_dataset(request.dataset)
         if dataset is None or not _may_see_dataset(dataset, principal):
             known = ", ".join(d.name for d in self.store.list_datasets() if _may_see_dataset(d, principal))
@@ -144,14 +150,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         validation.check_points(request.points)
         validation.check_device(request.device, allowed=(devices.CPU, devices.CUDA, devices.ANY))
         validation.check_timeouts(request.timeouts)
+        if not math.isfinite(request.queue_timeout_s) or not 0 <= request.queue_timeout_s <= validation.MAX_TIMEOUT_S:
+            raise InvalidArgument(
+                "queue_timeout_s",
+                f"{request.queue_timeout_s} must be between 0 (none) and {validation.MAX_TIMEOUT_S:g} seconds",
+            )
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise InvalidArgument(
                 "max_attempts",
                 f"{request.max_attempts} must be between 0 (default {DEFAULT_MAX_ATTEMPTS}) and {MAX_ATTEMPTS_LIMIT}",
             )
         validation.check_labels(request.labels, max_count=validation.MAX_LABELS)
-        if len(request.request_id) > 200:
-            raise InvalidArgument("request_id", "longer than 200 characters")
+        validation.check_text(request.request_id, "request_id", validation.MAX_ID_CHARS)
         return dataset
 
     async def CreateExperiment(  # noqa: N802 - gRPC method name
@@ -184,14 +194,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             labels=request.labels,
             request_id=request.request_id,
             priority=request.priority,
+            queue_timeout_s=request.queue_timeout_s,
             create_time=_now(),
             owner=owner,
         )
         try:
-            self.store.create_experiment(exp)
+            await self.ledger.create(exp)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
             return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(dup.experiment_id))
-        await self.ledger.created(exp)
         self.log.info(
             "experiment.created",
             experiment_id=exp.experiment_id,
@@ -201,7 +211,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             owner=owner,
         )
         self.scheduler.wake.set()
-        return orchestrator_pb2.CreateExperimentResponse(experiment=self.store.get_experiment(exp.experiment_id))
+        return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(exp.experiment_id))
 
     def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """An experiment the caller may see.
@@ -211,14 +221,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             NotFound: no experiment has this id.
             PermissionDenied: it is another user's (and the caller is no admin).
         """
-        if not experiment_id:
-            raise InvalidArgument("experiment_id", "missing")
+        validation.check_text(experiment_id, "experiment_id", validation.MAX_ID_CHARS, required=True)
         exp = self.store.get_experiment(experiment_id)
         if exp is None:
             raise NotFound(f"no experiment {echo(experiment_id)}", field="experiment_id")
         principal = auth.current()
         if not principal.is_admin and exp.owner != principal.name:
             raise PermissionDenied(f"experiment {echo(experiment_id)} belongs to another user", field="experiment_id")
+        return self._with_waiting_reason(exp)
+
+    def _with_waiting_reason(self, exp: orchestrator_pb2.Experiment) -> orchestrator_pb2.Experiment:
+        """``exp`` with ``waiting_reason`` set when it is QUEUED and no registered worker can run it."""
+        if exp.state == QUEUED:
+            exp.waiting_reason = self.registry.unschedulable_reason(exp.device)
         return exp
 
     def _may_read(self, sha256: str) -> bool:
@@ -252,6 +267,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         """The caller's experiments, newest first, filtered and paged (documented in orchestrator.proto)."""
         if not 0 <= request.page_size <= MAX_PAGE_SIZE:
             raise InvalidArgument("page_size", f"{request.page_size} must be 0..{MAX_PAGE_SIZE}")
+        validation.check_count(len(request.states), "states", len(experiment_pb2.ExperimentState.values()))
         for state in request.states:
             if state not in experiment_pb2.ExperimentState.values() or state == 0:
                 raise InvalidArgument("states", f"unknown state {state}")
@@ -275,6 +291,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             list(request.states), dict(request.labels), request.page_size or DEFAULT_PAGE_SIZE, after_row,
             created_after, owner=None if principal.is_admin else principal.name,
         )
+        page = [self._with_waiting_reason(exp) for exp in page]
         token = base64.urlsafe_b64encode(str(next_row).encode()).decode() if next_row is not None else ""
         return orchestrator_pb2.ListExperimentsResponse(experiments=page, next_page_token=token)
 
@@ -304,6 +321,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             raise InvalidArgument("after_sequence", "must be >= 0")
         last = request.after_sequence
         last_stored = exp.last_sequence
+        if last > last_stored:
+            # No event past the last stored one was ever sent: waiting for it could last forever
+            # (the stream would never see the terminal event it ends on).
+            raise OutOfRange(
+                f"{last} is past the last event ({last_stored}) of experiment {echo(request.experiment_id)}",
+                field="after_sequence", metadata={"last_sequence": str(last_stored)},
+            )
         if exp.state in TERMINAL_STATES and last >= last_stored:
             return  # a watcher resuming after the terminal event: nothing more will come
         while True:
@@ -374,14 +398,47 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if existing is not None and existing.name == name and existing.owner != owner:
             raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name", field="header.name")
         images = []
-        for image_name in sorted(parts):
-            data = b"".join(parts[image_name])
-            with in_field("chunk.data"):
-                # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
-                await asyncio.to_thread(datasets.decode_rgb, image_name, data)
-            digest = await asyncio.to_thread(self.blobs.put, data)
-            self.store.add_blob_owner(digest, owner)
-            images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
+        written: list[str] = []  # blobs this upload stored: removed again if it fails
+        held: list[str] = []  # digests this upload holds in self.uploading
+        try:
+            for image_name in sorted(parts):
+                data = b"".join(parts[image_name])
+                with in_field("chunk.data"):
+                    # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
+                    await asyncio.to_thread(datasets.decode_rgb, image_name, data)
+                digest = bundles.sha256_hex(data)
+                self.uploading[digest] += 1
+                held.append(digest)
+                if not self.blobs.has(digest):
+                    written.append(digest)
+                await asyncio.to_thread(self.blobs.put, data)
+                self.store.add_blob_owner(digest, owner)
+                images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
+            return await self._store_dataset(name, owner, images, existing)
+        except BaseException:
+            self._remove_unreferenced(written)
+            raise
+        finally:
+            self.uploading.subtract(held)
+            self.uploading += Counter()  # drops the digests no upload holds any more
+
+    def _remove_unreferenced(self, digests: list[str]) -> None:
+        """Deletes the blobs of a failed upload that nothing references (a full disk stays not full)."""
+        if not digests:
+            return
+        referenced = self.store.referenced_blobs()
+        for digest in digests:
+            if digest not in referenced and self.uploading[digest] <= 1:
+                self.blobs.remove(digest)
+
+    async def _store_dataset(
+        self, name: str, owner: str, images: list[types_pb2.BlobRef], existing: orchestrator_pb2.Dataset | None
+    ) -> orchestrator_pb2.CreateDatasetResponse:
+        """Stores an uploaded dataset (its blobs are stored) unless one with this name exists.
+
+        Raises:
+            AlreadyExists: the name is taken by another user's dataset or by other images.
+        """
         dataset = orchestrator_pb2.Dataset(
             name=name,
             digest=datasets.dataset_digest([(i.name, i.sha256) for i in images]),
@@ -419,6 +476,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.ShareDatasetRequest, orchestrator_pb2.ShareDatasetResponse],
     ) -> orchestrator_pb2.ShareDatasetResponse:
         """Admins only: makes a dataset readable by every user, or private again (documented in orchestrator.proto)."""
+        validation.check_text(request.name, "name", validation.MAX_NAME_CHARS)
         dataset = self.store.find_dataset(request.name) if request.name else None
         if dataset is None or dataset.name != request.name:
             raise NotFound(f"no dataset {echo(request.name)}", field="name")
@@ -468,14 +526,19 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> orchestrator_pb2.RegisterWorkerResponse:
         """Registers a worker and returns its per-worker credential (documented in orchestrator.proto)."""
         info = request.worker
-        if not info.worker_id:
-            raise InvalidArgument("worker.worker_id", "missing")
-        if not info.address:
-            raise InvalidArgument("worker.address", "missing")
-        if info.slots < 1:
-            raise InvalidArgument("worker.slots", f"{info.slots} must be at least 1")
-        if len(info.worker_id) > 64:
-            raise InvalidArgument("worker.worker_id", "longer than 64 characters")
+        validation.check_text(info.worker_id, "worker.worker_id", MAX_WORKER_ID_CHARS, required=True)
+        validation.check_text(info.address, "worker.address", validation.MAX_NAME_CHARS, required=True)
+        validation.check_text(info.build_id, "worker.build_id", validation.MAX_ID_CHARS)
+        validation.check_text(info.protocol_version, "worker.protocol_version", validation.MAX_ID_CHARS)
+        validation.check_text(info.host, "worker.host", validation.MAX_NAME_CHARS)
+        validation.check_text(request.worker_credential, "worker_credential", validation.MAX_ID_CHARS)
+        validation.check_count(len(info.devices), "worker.devices", validation.MAX_DEVICES)
+        for i, device in enumerate(info.devices):
+            validation.check_text(device.name, f"worker.devices[{i}].name", validation.MAX_NAME_CHARS)
+            validation.check_text(device.description, f"worker.devices[{i}].description", validation.MAX_NAME_CHARS)
+        if not 1 <= info.slots <= MAX_WORKER_SLOTS:
+            raise InvalidArgument("worker.slots", f"{info.slots} must be between 1 and {MAX_WORKER_SLOTS}")
+        validation.check_timeouts(info.default_timeouts, "worker.default_timeouts")
         bound = self.store.worker_credential(info.worker_id)
         if bound is not None:
             # A known id is taken only by the holder of its credential (after an orchestrator
@@ -541,6 +604,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.DrainWorkerRequest, orchestrator_pb2.DrainWorkerResponse],
     ) -> orchestrator_pb2.DrainWorkerResponse:
         """Stops dispatching to a worker; its running experiments finish (documented in orchestrator.proto)."""
+        validation.check_text(request.worker_id, "worker_id", MAX_WORKER_ID_CHARS, required=True)
         entry = self.registry.get(request.worker_id)
         if entry is None:
             raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")

@@ -36,7 +36,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Row
@@ -77,6 +79,8 @@ experiments = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary),
     Column("error", LargeBinary),
+    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
+    Column("queue_deadline", Float),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -152,8 +156,16 @@ def _migration_2(engine: Engine) -> None:
     metadata.create_all(engine, tables=[api_tokens, worker_credentials, experiment_owners, blob_owners])
 
 
+def _migration_3(engine: Engine) -> None:
+    # Issue 14: the Unix time at which a QUEUED experiment no worker can run fails (NULL: never).
+    # A store made fresh has it already: migration 1 creates the table from today's definition.
+    if "queue_deadline" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN queue_deadline FLOAT"))
+
+
 # Append-only: (version, function). A released migration is never edited.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
 
 
 @dataclass(frozen=True)
@@ -222,12 +234,24 @@ class Store:
 
     # -- experiments -------------------------------------------------------------------------
 
-    def create_experiment(self, exp: orchestrator_pb2.Experiment) -> None:
-        """Inserts a QUEUED experiment and its first event.
+    def create_experiment(
+        self, exp: orchestrator_pb2.Experiment, first_event: experiment_pb2.ExperimentEvent
+    ) -> experiment_pb2.ExperimentEvent:
+        """Inserts a QUEUED experiment and its first event (sequence 1) in one transaction: a crash
+        cannot leave an experiment without its "created" event.
+
+        Returns:
+            The first event as stored (``experiment_id``, ``sequence`` 1 and ``time`` set).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
         """
+        stored = experiment_pb2.ExperimentEvent()
+        stored.CopyFrom(first_event)
+        stored.experiment_id = exp.experiment_id
+        stored.sequence = 1
+        if not stored.HasField("time"):
+            stored.time.GetCurrentTime()
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -240,7 +264,15 @@ class Store:
                         priority=exp.priority,
                         device=devices.short_name(exp.device),
                         create_time=exp.create_time.ToMicroseconds() / 1e6,
+                        last_sequence=stored.sequence,
+                        queue_deadline=(exp.create_time.ToMicroseconds() / 1e6 + exp.queue_timeout_s
+                                        if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
+                    )
+                )
+                conn.execute(
+                    insert(events).values(
+                        experiment_id=exp.experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
                     )
                 )
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
@@ -254,6 +286,7 @@ class Store:
             if existing is None:
                 raise
             raise DuplicateRequest(existing) from None
+        return stored
 
     def find_by_request_id(self, request_id: str) -> str | None:
         """The id of the experiment submitted with this request_id, if any."""
@@ -312,6 +345,17 @@ class Store:
             .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
             .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
             .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
+
+    def queued_past_deadline(self, now: float) -> list[QueuedExperiment]:
+        """QUEUED experiments whose queue deadline (create time + queue timeout) is before ``now``."""
+        query = (
+            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .where(experiments.c.queue_deadline.is_not(None), experiments.c.queue_deadline < now)
+            .limit(1000)
         )
         with self.engine.begin() as conn:
             return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
@@ -470,6 +514,21 @@ class Store:
         """Forgets that ``owner`` may read a blob."""
         with self.engine.begin() as conn:
             conn.execute(blob_owners.delete().where(blob_owners.c.sha256 == sha256, blob_owners.c.owner == owner))
+
+    def referenced_blobs(self) -> set[str]:
+        """The digests of every dataset image and every experiment's agent files."""
+        with self.engine.begin() as conn:
+            found = {image.sha256 for data in conn.execute(select(datasets.c.data)).scalars()
+                     for image in orchestrator_pb2.Dataset.FromString(data).images}
+            for spec in conn.execute(select(experiments.c.spec)).scalars():
+                found.update(f.sha256 for f in orchestrator_pb2.Experiment.FromString(spec).agent.files)
+        return found
+
+    def forget_blobs(self, digests: Sequence[str]) -> None:
+        """Removes the owner rows of deleted blobs."""
+        with self.engine.begin() as conn:
+            for start in range(0, len(digests), 500):  # SQLite bounds the variables of one statement
+                conn.execute(blob_owners.delete().where(blob_owners.c.sha256.in_(list(digests[start:start + 500]))))
 
     def may_read_blob(self, sha256: str, user: str) -> bool:
         """Whether ``user`` owns a blob or it is readable by everyone."""

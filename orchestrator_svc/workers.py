@@ -45,6 +45,8 @@ class WorkerEntry:
     last_heartbeat: float = field(default_factory=time.time)
     draining: bool = False
     lost_reason: str = ""
+    # When it became LOST (time.time()); the registry prunes it a TTL later.
+    lost_time: float = 0.0
     running: set[str] = field(default_factory=set)
     # Reached at its address with its credential (see the module docstring); PENDING until then.
     verified: bool = False
@@ -197,6 +199,44 @@ class WorkerRegistry:
             if worker.can_take(devices.CUDA):
                 takeable.add(devices.CUDA)
         return takeable
+
+    def unschedulable_reason(self, device: devices.Device.ValueType) -> str:
+        """Why no registered worker can run an experiment for ``device`` now, or ``""`` when one can
+        (READY, or BUSY: it only waits for a free slot).
+
+        The reason names what is missing: no worker at all, none offering CUDA, or those that do
+        are STALE (another build), DRAINING, PENDING (not reached) or LOST.
+        """
+        offering = [w for w in self.workers.values() if device != devices.CUDA or w.has_cuda]
+        if any(w.state in (READY, BUSY) for w in offering):
+            return ""
+        wanted = "a CUDA device" if device == devices.CUDA else "a CPU"
+        if not self.workers:
+            return "no worker is registered"
+        if not offering:
+            return f"no registered worker offers {wanted} ({len(self.workers)} registered, none with CUDA)"
+        states: dict[str, list[str]] = {}
+        for w in offering:
+            states.setdefault(orchestrator_pb2.WorkerState.Name(w.state).removeprefix("WORKER_STATE_"), []).append(
+                w.worker_id)
+        listed = "; ".join(f"{state}: {', '.join(sorted(ids)[:5])}" for state, ids in sorted(states.items()))
+        return f"every registered worker offering {wanted} is unable to take work ({listed})"
+
+    async def prune_lost(self, before: float) -> list[str]:
+        """Forgets the workers LOST before ``before`` (Unix time) and closes their channels.
+
+        Their history stays where it was recorded: each experiment's events name the worker it
+        ran on and why it was lost; the log has ``worker.lost`` and ``worker.pruned``.
+
+        Returns:
+            The ids of the pruned workers.
+        """
+        gone = [w for w in self.workers.values() if w.lost_reason and w.lost_time < before]
+        for entry in gone:
+            del self.workers[entry.worker_id]
+            await entry.channel.close()
+            self.log.info("worker.pruned", worker_id=entry.worker_id, reason=entry.lost_reason)
+        return [w.worker_id for w in gone]
 
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""

@@ -321,7 +321,7 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
 
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
-        assert orch.store.schema_version() == 2  # 2: tokens, worker credentials, owners
+        assert orch.store.schema_version() == 3  # 2: tokens, worker credentials, owners; 3: queue deadline
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()
@@ -525,7 +525,8 @@ async def test_watch_resumed_after_the_terminal_event_ends_at_once(tmp_path: Pat
         events = await all_events(client, exp.experiment_id)
         assert events[-1].error.kind == errors_pb2.ERROR_KIND_CANCELLED
         assert await all_events(client, exp.experiment_id, after=events[-1].sequence) == []
-        assert await all_events(client, exp.experiment_id, after=events[-1].sequence + 5) == []
+        with pytest.raises(errors.OutOfRange):  # past the last event: documented in orchestrator.proto
+            await all_events(client, exp.experiment_id, after=events[-1].sequence + 5)
 
 
 async def test_dataset_names_are_immutable_and_uploads_idempotent(tmp_path: Path) -> None:

@@ -108,3 +108,46 @@ def test_status_of_a_huge_error_stays_within_grpc_metadata_limits_and_typed() ->
 def test_parameter_values_of_every_supported_type_pass_validation() -> None:
     point = values.params_from_python({"q": 1, "f": 0.5, "s": "a", "b": b"x", "l": [1, [2]], "d": {"k": None}})
     validation.check_points([point])  # raises InvalidArgument when a value is refused
+
+
+def _bundle_with(**file: object) -> types_pb2.AgentBundle:
+    bundle = agent_bundle("jpeg")
+    bundle.files.add(**file)  # type: ignore[arg-type]
+    return bundle
+
+
+_HUGE = "x" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "field"),
+    [
+        # 1000 label filters once reached SQLite and came back UNKNOWN with 170 KB of SQL text.
+        ("ListExperiments", orchestrator_pb2.ListExperimentsRequest(labels={f"k{i}": "v" for i in range(1000)}),
+         "labels"),
+        ("ListExperiments", orchestrator_pb2.ListExperimentsRequest(states=[1] * 1000), "states"),
+        ("GetExperiment", orchestrator_pb2.GetExperimentRequest(experiment_id=_HUGE), "experiment_id"),
+        ("CancelExperiment", orchestrator_pb2.CancelExperimentRequest(experiment_id=_HUGE), "experiment_id"),
+        ("ShareDataset", orchestrator_pb2.ShareDatasetRequest(name=_HUGE), "name"),
+        ("DrainWorker", orchestrator_pb2.DrainWorkerRequest(worker_id=_HUGE), "worker_id"),
+        # A negative declared size once slipped past the bundle limit (a 40 MiB bundle ran).
+        ("CreateExperiment", orchestrator_pb2.CreateExperimentRequest(
+            agent=_bundle_with(name="w.bin", sha256="a" * 64, size_bytes=-(40 << 20)), dataset="photos"),
+         "agent.files[1].size_bytes"),
+        ("CreateExperiment", orchestrator_pb2.CreateExperimentRequest(
+            agent=_bundle_with(name=_HUGE, content=b"x"), dataset="photos"), "agent.files[1].name"),
+        ("CreateExperiment", orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset=_HUGE),
+         "dataset"),
+        ("CreateExperiment", orchestrator_pb2.CreateExperimentRequest(
+            agent=agent_bundle("jpeg"), dataset="photos", request_id=_HUGE), "request_id"),
+    ],
+)
+async def test_every_repeated_or_sized_field_has_a_limit(tmp_path: Path, method: str, request_, field: str) -> None:  # noqa: ANN001
+    async with orchestrator(tmp_path) as orch, Client(orch.address) as client:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await getattr(client.stub, method)(request_, timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value
+        assert info.value.details().startswith(field), info.value.details()
+        assert any(c.isdigit() for c in info.value.details()) or "missing" in info.value.details()
+        assert len(info.value.details()) < 2000
+

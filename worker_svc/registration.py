@@ -18,6 +18,10 @@ from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from worker_svc.handles import RegisteredWorker
 
 
+#: Longest wait for one blob read, connection included (blobs are at most ~129 MiB).
+BLOB_READ_TIMEOUT_S = 300.0
+
+
 class OrchestratorLink:
     """Channels to the orchestrator: one for enrollment, one that carries the worker's credential.
 
@@ -42,7 +46,11 @@ class OrchestratorLink:
             grpc.aio.AioRpcError: the orchestrator is unreachable or does not have the blob.
         """
         parts = []
-        async for response in self.stub.ReadBlob(orchestrator_pb2.ReadBlobRequest(sha256=sha256)):
+        # wait_for_ready: right after an orchestrator restart this channel may still be in its
+        # reconnect backoff; failing fast then would refuse a dispatch from the very orchestrator
+        # that is up again (and cost the experiment an attempt).
+        request = orchestrator_pb2.ReadBlobRequest(sha256=sha256)
+        async for response in self.stub.ReadBlob(request, wait_for_ready=True, timeout=BLOB_READ_TIMEOUT_S):
             parts.append(response.data)
         return b"".join(parts)
 

@@ -14,11 +14,12 @@ directory is 0700, cached blobs 0600.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +48,8 @@ from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_
 
 ResponseT = TypeVar("ResponseT")
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+# The most images a dataset reference lists (the orchestrator accepts no larger dataset).
+MAX_DATASET_IMAGES = 100_000
 WEAK_ISOLATION = (
     "agents run as plain child processes (isolation: process), with the worker's user, filesystem view and "
     "network and no PID namespace: a decoder can read the original images. Install the package 'bubblewrap'."
@@ -140,8 +143,29 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
     @property
     def slots_in_use(self) -> int:
-        """Slots taken by running experiments (RunExperiment calls)."""
+        """Slots taken by running experiments (RunExperiment) and single Encode/Decode calls."""
         return self.config.slots - self._free_slots
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        """Holds one of the worker's slots for the block: every call that runs agent code takes one.
+
+        Raises:
+            ResourceExhausted: none is free (reason ``NO_FREE_SLOT``, retryable).
+        """
+        if self._free_slots <= 0:
+            # The orchestrator puts the experiment back in the queue on this reason.
+            raise ResourceExhausted(
+                f"all {self.config.slots} slots of this worker are busy",
+                reason=errors.REASON_NO_FREE_SLOT,
+                metadata={"slots": str(self.config.slots)},
+                retryable=True,
+            )
+        self._free_slots -= 1
+        try:
+            yield
+        finally:
+            self._free_slots += 1
 
     async def GetWorkerInfo(  # noqa: N802 - gRPC method name
         self,
@@ -194,6 +218,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         device = devices.resolve(device)
         self._check_run_args(agent, device, timeouts)
         validation.check_point(params, "params")
+        with self._slot():
+            return await self._run_side(agent, params, device, timeouts, role, call)
+
+    async def _run_side(
+        self,
+        agent: types_pb2.AgentBundle,
+        params: types_pb2.ParameterPoint,
+        device: devices.Device.ValueType,
+        timeouts: types_pb2.Timeouts,
+        role: sandbox_pb2.SandboxRole.ValueType,
+        call: Callable[[SandboxedAgent, types_pb2.Timeouts], Awaitable[ResponseT]],
+    ) -> ResponseT:
         await self._fetch_agent(agent)
         limits = resolve_timeouts(timeouts, self.config.timeouts)
         budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
@@ -278,7 +314,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 "other datasets must list their images",
                 reason=errors.REASON_DATASET_UNKNOWN,
             )
+        validation.check_count(len(ref.images), "dataset.images", MAX_DATASET_IMAGES)
         for i, img in enumerate(ref.images):
+            validation.check_text(img.name, f"dataset.images[{i}].name", validation.MAX_NAME_CHARS)
             bundles.check_size(img, f"dataset.images[{i}]")
             if not img.content and not bundles.is_sha256(img.sha256):
                 raise InvalidArgument(
@@ -297,17 +335,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
         """Runs a whole experiment and streams its events (the RPC is documented in worker.proto)."""
         device = devices.resolve(request.device)
+        validation.check_text(request.experiment_id, "experiment_id", validation.MAX_ID_CHARS)
         self._check_run_args(request.agent, device, request.timeouts)
         validation.check_points(request.points)
-        if self._free_slots <= 0:
-            # The orchestrator puts the experiment back in the queue on this reason.
-            raise ResourceExhausted(
-                f"all {self.config.slots} slots of this worker are busy",
-                reason=errors.REASON_NO_FREE_SLOT,
-                metadata={"slots": str(self.config.slots)},
-                retryable=True,
-            )
-        self._free_slots -= 1
+        with self._slot():
+            # aclosing: a closed call (the orchestrator went away) finalises the run at once.
+            async with contextlib.aclosing(self._run(request, device)) as responses:
+                async for response in responses:
+                    yield response
+
+    async def _run(
+        self, request: worker_pb2.RunExperimentRequest, device: devices.Device.ValueType
+    ) -> AsyncGenerator[worker_pb2.RunExperimentResponse, None]:
         log = self.log.bind(experiment_id=request.experiment_id, attempt=request.attempt)
         self.running.add(request.experiment_id)
         try:
@@ -333,7 +372,6 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             log.info("experiment.cancelled")
             raise
         finally:
-            self._free_slots += 1
             self.running.discard(request.experiment_id)
 
 

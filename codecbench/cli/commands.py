@@ -182,6 +182,8 @@ def run(
     entry_module: Annotated[str, typer.Option(help="Dotted entry module if it cannot be guessed.")] = "",
     max_attempts: Annotated[int, typer.Option(help="Dispatch attempts when workers are lost (0: default 3).")] = 0,
     priority: Annotated[int, typer.Option(help="Higher runs first among queued experiments.")] = 0,
+    queue_timeout_s: Annotated[float, typer.Option(
+        help="Fail it (UNSCHEDULABLE) if after this many s no registered worker can run it (0: wait).")] = 0.0,
     timeout_load_s: Annotated[float, typer.Option(help="Load limit in s (0: worker default).")] = 0.0,
     timeout_encode_s: Annotated[float, typer.Option(help="Per-image encode limit in s (0: worker default).")] = 0.0,
     timeout_decode_s: Annotated[float, typer.Option(help="Per-image decode limit in s (0: worker default).")] = 0.0,
@@ -196,7 +198,8 @@ def run(
         try:
             exp = await client.submit(agent_dir, dataset=dataset, points=points, device=device, timeouts=timeouts,
                                       labels=labels, request_id=request_id, max_attempts=max_attempts,
-                                      priority=priority, entry_module=entry_module)
+                                      priority=priority, entry_module=entry_module,
+                                      queue_timeout_s=queue_timeout_s)
         except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc

@@ -323,7 +323,8 @@ def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
 
 def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str) -> Table:
     """One row per experiment: id, state, agent, dataset, points, attempt, worker, creation time, and
-    a summary (its bpp range and duration when it succeeded, its error when it failed)."""
+    a summary (its bpp range and duration when it succeeded, its error when it failed, why it waits
+    when no registered worker can run it)."""
     table = Table(title=title, title_justify="left")
     for name in ("experiment", "state", "agent", "dataset", "points", "attempt", "worker", "created", "summary"):
         table.add_column(name)
@@ -338,6 +339,8 @@ def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title:
             summary = Text(f"{rates} bpp in {duration_text(e)}")
         elif e.HasField("error"):
             summary = Text(errors.describe(e.error), style="red")
+        elif e.waiting_reason:
+            summary = Text(f"waiting: {e.waiting_reason}", style="yellow")
         else:
             summary = Text("")
         table.add_row(e.experiment_id, state_text(e.state), e.agent.name, e.dataset, str(len(e.points)),
@@ -365,6 +368,10 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(e.labels.items()))))
     if e.request_id:
         facts.append(("request id", e.request_id))
+    if e.waiting_reason:
+        facts.append(("waiting", e.waiting_reason))
+    if e.queue_timeout_s:
+        facts.append(("queue limit", f"{e.queue_timeout_s:g} s (then UNSCHEDULABLE if no worker can run it)"))
     parts: list[Any] = [head, *(Text(f"  {k:<10} {v}") for k, v in facts)]
     if e.state == states.SUCCEEDED:
         parts += [results_view([e], title="per parameter point"), images_table(e)]

@@ -43,6 +43,8 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     ERROR_KIND_WORKER_LOST: _ErrorKind.ValueType  # 8
     ERROR_KIND_CANCELLED: _ErrorKind.ValueType  # 9
     ERROR_KIND_INTERNAL: _ErrorKind.ValueType  # 10
+    ERROR_KIND_UNSCHEDULABLE: _ErrorKind.ValueType  # 11
+    """No registered worker could run it (device, build) within its queue timeout; nothing ran."""
 
 class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper): ...
 
@@ -63,6 +65,8 @@ ERROR_KIND_SANDBOX_CRASH: ErrorKind.ValueType  # 7
 ERROR_KIND_WORKER_LOST: ErrorKind.ValueType  # 8
 ERROR_KIND_CANCELLED: ErrorKind.ValueType  # 9
 ERROR_KIND_INTERNAL: ErrorKind.ValueType  # 10
+ERROR_KIND_UNSCHEDULABLE: ErrorKind.ValueType  # 11
+"""No registered worker could run it (device, build) within its queue timeout; nothing ran."""
 Global___ErrorKind: _TypeAlias = ErrorKind  # noqa: Y015
 
 @_typing.final

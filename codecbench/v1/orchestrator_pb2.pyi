@@ -95,6 +95,8 @@ class Experiment(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     LAST_SEQUENCE_FIELD_NUMBER: _builtins.int
     OWNER_FIELD_NUMBER: _builtins.int
+    WAITING_REASON_FIELD_NUMBER: _builtins.int
+    QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     state: _experiment_pb2.ExperimentState.ValueType
     attempt: _builtins.int
@@ -110,6 +112,13 @@ class Experiment(_message.Message):
     """Sequence number of the last stored event."""
     owner: _builtins.str
     """The user whose token created it; only they (and admins) see, watch and cancel it."""
+    waiting_reason: _builtins.str
+    """While QUEUED: why no registered worker can run it now (no worker offers its device, every
+    one that does runs another build, is draining or unreachable); "" when some worker can and
+    it only waits for a free slot. Computed when the experiment is read, never stored.
+    """
+    queue_timeout_s: _builtins.float
+    """From CreateExperimentRequest.queue_timeout_s (0: none)."""
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
         """The bundle's files are listed without content."""
@@ -157,10 +166,12 @@ class Experiment(_message.Message):
         error: _errors_pb2.Error | None = ...,
         last_sequence: _builtins.int = ...,
         owner: _builtins.str = ...,
+        waiting_reason: _builtins.str = ...,
+        queue_timeout_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "result", b"result", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -199,6 +210,7 @@ class CreateExperimentRequest(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     """Dataset name ("photos") or its digest."""
     device: _types_pb2.Device.ValueType
@@ -209,6 +221,11 @@ class CreateExperimentRequest(_message.Message):
     """Client-chosen key: a repeat returns the first experiment and creates nothing."""
     priority: _builtins.int
     """Higher runs first among experiments queued at the same time."""
+    queue_timeout_s: _builtins.float
+    """Seconds after creation at which a still QUEUED experiment that no registered worker can run
+    (see Experiment.waiting_reason) fails with ERROR_KIND_UNSCHEDULABLE. 0: it waits for a worker
+    however long it takes. Finite, 0 to 7 days.
+    """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle: ...
     @_builtins.property
@@ -229,10 +246,11 @@ class CreateExperimentRequest(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         request_id: _builtins.str = ...,
         priority: _builtins.int = ...,
+        queue_timeout_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "labels", b"labels", "max_attempts", b"max_attempts", "points", b"points", "priority", b"priority", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "labels", b"labels", "max_attempts", b"max_attempts", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -427,7 +445,10 @@ class WatchExperimentRequest(_message.Message):
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     after_sequence: _builtins.int
-    """Events with a sequence number greater than this are sent; 0 sends all."""
+    """Events with a sequence number greater than this are sent; 0 sends all. At most the
+    experiment's `last_sequence` (OUT_OF_RANGE beyond it); equal to it on a finished experiment:
+    an empty stream.
+    """
     def __init__(
         self,
         *,

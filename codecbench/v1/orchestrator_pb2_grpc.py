@@ -132,6 +132,9 @@ class OrchestratorServiceServicer:
 
     def WatchExperiment(self, request, context):
         """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
+        Every stream ends: a finished experiment watched from its last sequence number (or later
+        events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
+        stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,11 @@ class OrchestratorServiceStub:
     """Newest first, filtered by state and labels, paged."""
     CancelExperiment: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelExperimentRequest, _orchestrator_pb2.CancelExperimentResponse]
     WatchExperiment: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentRequest, _orchestrator_pb2.WatchExperimentResponse]
-    """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one."""
+    """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
+    Every stream ends: a finished experiment watched from its last sequence number (or later
+    events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
+    stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+    """
     CreateDataset: _grpc.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]
     """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]
@@ -63,7 +67,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Newest first, filtered by state and labels, paged."""
     CancelExperiment: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelExperimentRequest, _orchestrator_pb2.CancelExperimentResponse]  # type: ignore[assignment]
     WatchExperiment: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentRequest, _orchestrator_pb2.WatchExperimentResponse]  # type: ignore[assignment]
-    """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one."""
+    """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
+    Every stream ends: a finished experiment watched from its last sequence number (or later
+    events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
+    stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+    """
     CreateDataset: _aio.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]  # type: ignore[assignment]
     """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
     ListDatasets: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]  # type: ignore[assignment]
@@ -115,7 +123,11 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.WatchExperimentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.WatchExperimentResponse], _abc.AsyncIterator[_orchestrator_pb2.WatchExperimentResponse]]:
-        """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one."""
+        """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
+        Every stream ends: a finished experiment watched from its last sequence number (or later
+        events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
+        stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+        """
 
     @_abc_1.abstractmethod
     def CreateDataset(

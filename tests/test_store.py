@@ -1,0 +1,44 @@
+"""The orchestrator's store: creation is atomic (issue 14)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from codecbench.states import QUEUED
+from codecbench.v1 import experiment_pb2, orchestrator_pb2
+from orchestrator_svc.store import Store
+
+
+def _experiment(experiment_id: str) -> orchestrator_pb2.Experiment:
+    exp = orchestrator_pb2.Experiment(experiment_id=experiment_id, state=QUEUED, attempt=1, max_attempts=3,
+                                      dataset="photos", owner="alice")
+    exp.create_time.GetCurrentTime()
+    return exp
+
+
+def _created() -> experiment_pb2.ExperimentEvent:
+    return experiment_pb2.ExperimentEvent(
+        attempt=1, state_change=experiment_pb2.StateChange(state=QUEUED, attempt=1, reason="created"))
+
+
+def test_an_experiment_is_stored_with_its_first_event(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    store.create_experiment(_experiment("exp-1"), _created())
+    events = store.events_after("exp-1", 0)
+    assert [e.sequence for e in events] == [1] and events[0].state_change.reason == "created"
+    exp = store.get_experiment("exp-1")
+    assert exp is not None and exp.last_sequence == 1
+
+
+def test_a_failure_while_storing_the_first_event_leaves_no_experiment(tmp_path: Path) -> None:
+    """A crash between the two writes used to leave an experiment without its "created" event."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with store.engine.begin() as conn:  # the event insert fails, as a crash at that point would
+        conn.execute(text("CREATE TRIGGER no_events BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'crash'); END"))
+    with pytest.raises(SQLAlchemyError):
+        store.create_experiment(_experiment("exp-1"), _created())
+    assert store.get_experiment("exp-1") is None
