@@ -165,7 +165,9 @@ class EncodeRequest(_message.Message):
     def params(self) -> _types_pb2.ParameterPoint: ...
     @_builtins.property
     def image(self) -> _types_pb2.Tensor:
-        """uint8, shape [3, H, W], RGB."""
+        """uint8, shape [3, H, W], RGB. Absent for a seed agent whose run_encoding_agent takes no
+        image (the old runner's own shape); the bitstream is then its serialized encoding dict.
+        """
 
     @_builtins.property
     def timeouts(self) -> _types_pb2.Timeouts: ...
