@@ -9,10 +9,10 @@ from pathlib import Path
 
 import grpc
 import pytest
-from PIL import Image
 from helpers import agent_bundle, eventually, worker_channel
 from helpers.services import admin_token_file, attach_worker, free_port, orchestrator, write_images
 from helpers.worker import agent_processes
+from PIL import Image
 
 from codecbench import datasets, errors, rpc, values
 from codecbench.client import Client
