@@ -363,8 +363,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
 
 
 def _check_response_size(response: worker_pb2.DecodeResponse, what: str) -> None:
-    """Refuses a unary response that gRPC would not send, naming the limit (gRPC itself would
-    fail the call with a status that does not say why).
+    """Refuses a unary response over the gRPC message limit before gRPC's own send fails, naming
+    the limit and the way round it.
 
     Raises:
         ResourceExhausted: ``response`` is over :data:`codecbench.rpc.MAX_MESSAGE_BYTES`.
