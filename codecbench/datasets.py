@@ -26,8 +26,18 @@ if TYPE_CHECKING:
 PHOTOS = "photos"
 BUILTIN_DATASETS = (PHOTOS,)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-# Largest image accepted: 64 MiB of uint8 RGB fits a gRPC message with the limits we set.
-MAX_PIXELS = 16 * 1024 * 1024
+# Largest image accepted, in pixels: 32 MiP, so that common camera photos (6000x4000 = 24 MP)
+# fit. Its uint8 RGB form (96 MiB) is over the 64 MiB gRPC message limit: images cross the
+# network as files in chunks, and as pixels only between a worker and its sandbox children,
+# whose frame limit derives from this one (sandbox.process.SandboxLimits.max_frame_bytes).
+MAX_PIXELS = 32 * 1024 * 1024
+# Bytes of an image at the pixel limit as uint8 RGB [3, H, W]: the largest image or reconstruction
+# that travels as pixels.
+MAX_RGB_BYTES = 3 * MAX_PIXELS
+# Largest image file accepted: an uncompressed 8-bit RGBA image at the pixel limit (4 bytes a
+# pixel), plus 1 MiB for headers and metadata, so no 8-bit PNG within the pixel limit is refused
+# for its size; 16-bit PNGs of camera photos (24 MP: ~100 MB) fit too.
+MAX_FILE_BYTES = 4 * MAX_PIXELS + 1024 * 1024
 
 
 class ImageDecodeError(ValueError):

@@ -39,7 +39,6 @@ DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_DATASET_IMAGES = 100_000
 # A file name (255 bytes on Linux); it is repeated in every image result.
 MAX_IMAGE_NAME_CHARS = 255
@@ -374,8 +373,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                     "a control character, or was already closed",
                 )
             sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
-            if sizes[chunk.image_name] > MAX_IMAGE_BYTES:
-                raise InvalidArgument("chunk.data", f"image {echo(chunk.image_name)} exceeds {MAX_IMAGE_BYTES} bytes")
+            if sizes[chunk.image_name] > datasets.MAX_FILE_BYTES:
+                raise InvalidArgument(
+                    "chunk.data", f"image {echo(chunk.image_name)} exceeds {datasets.MAX_FILE_BYTES} bytes")
             parts.setdefault(chunk.image_name, []).append(chunk.data)
             if chunk.last:
                 closed.append(chunk.image_name)

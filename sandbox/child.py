@@ -20,7 +20,7 @@ from typing import Any
 import numpy  # noqa: F401 - imported before the agent so its import time is not charged to the agent
 import torch
 
-from codecbench import bundles, devices, errors, framing, reconstructions, tensors, values
+from codecbench import bundles, datasets, devices, errors, framing, reconstructions, tensors, values
 from codecbench.v1 import errors_pb2, sandbox_pb2, types_pb2
 from sandbox import contracts, identity, init, namespaces, seccomp
 from sandbox.tracebacks import exception_error, safe_str
@@ -204,6 +204,13 @@ def _reconstruction(output: Any, decoded: sandbox_pb2.SandboxDecoded) -> sandbox
             phase=DECODE, expected="torch.Tensor [3, H, W], uint8 or float in [0, 1]", actual=type(output).__name__,
         )
     try:
+        if output.numel() > datasets.MAX_RGB_BYTES:  # refused before a copy or a conversion is made
+            raise errors.InvalidOutput(
+                f"decode returned a tensor of {output.numel()} values, more than an RGB image at the pixel limit "
+                f"of {datasets.MAX_PIXELS} pixels ({datasets.MAX_RGB_BYTES} values)",
+                phase=DECODE, expected=f"torch.Tensor [3, H, W] with H * W <= {datasets.MAX_PIXELS}",
+                actual=_safe_repr(output),
+            )
         cpu = output.detach().cpu()
         converted = reconstructions.to_uint8(cpu)
         decoded.reconstruction.CopyFrom(tensors.from_torch(converted.pixels))

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from codecbench import errors, framing
+from codecbench import datasets, errors, framing
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2
 from sandbox import cgroups, identity
 from sandbox.launchers import Launched, Launcher
@@ -50,9 +50,13 @@ class SandboxLimits:
 
     @property
     def max_frame_bytes(self) -> int:
-        """The largest frame read from the agent process, in bytes."""
-        # A frame carries one image, one bitstream or one bundle, plus a little framing.
-        return max(self.max_bitstream_bytes, 64 * MiB) + MiB
+        """The largest frame read from the agent process (and by it), in bytes: one uint8 RGB image
+        or reconstruction at the pixel limit (:data:`codecbench.datasets.MAX_RGB_BYTES`), or one
+        bitstream, plus 1 MiB for the framing and a seed decoder's other entries."""
+        # The sandbox converts float reconstructions to uint8 before they are framed
+        # (codecbench.reconstructions), so uint8 is the largest form a reconstruction takes here.
+        # The 64 MiB floor: an agent bundle (weights included) arrives in one load frame.
+        return max(self.max_bitstream_bytes, datasets.MAX_RGB_BYTES, 64 * MiB) + MiB
 
     def rlimits(self, gpu: bool) -> sandbox_pb2.SandboxRlimits:
         """The limits the agent process applies to itself before any agent code runs."""

@@ -5,16 +5,20 @@ contract, float output on the wrong scale, big float reconstructions."""
 from __future__ import annotations
 
 import importlib.util
+import io
+import math
 import struct
 import zlib
 
+import grpc
 import numpy as np
 import pytest
 import torch
 from helpers import AGENTS, agent_bundle
 from helpers.worker import TINY_SIZES, error_of, png_bytes, request, result_of, run
+from PIL import Image
 
-from codecbench import datasets, reconstructions, tensors, values
+from codecbench import datasets, reconstructions, rpc, tensors, values
 from codecbench.v1 import errors_pb2, experiment_pb2, types_pb2, worker_pb2
 
 K = errors_pb2
@@ -88,6 +92,48 @@ async def test_the_old_contract_without_an_image_runs_once_per_point_and_reports
 
 
 @pytest.mark.timeout(120)
+async def test_the_unary_rpcs_serve_the_old_contract_without_an_image(worker_stub) -> None:
+    # Old: Decode answered INVALID_OUTPUT (DecodeResponse had no place for the agent's own figures),
+    # and Encode demanded an image that run_encoding_agent cannot take.
+    bundle, cpu = agent_bundle("seed_original"), types_pb2.DEVICE_CPU
+    image = tensors.from_numpy(np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker_stub.Encode(worker_pb2.EncodeRequest(agent=bundle, image=image, device=cpu))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("image: ") and "takes no image" in info.value.details()
+    encoded = await worker_stub.Encode(worker_pb2.EncodeRequest(agent=bundle, device=cpu))
+    decoded = await worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=encoded.bitstream, device=cpu))
+    assert not decoded.HasField("reconstruction")
+    report = decoded.agent_report
+    assert {k: values.from_value(v) for k, v in report.values.items()} == {
+        "status": "ok", "lossless": True, "compression_ratio": 1.97}
+    assert report.encoding_data_bytes == len(encoded.bitstream) > 0
+
+
+@pytest.mark.timeout(120)
+async def test_an_image_seed_agents_own_figures_stay_typed(worker_stub) -> None:
+    # Old: only numbers were kept (as doubles); a bool or a str entry vanished.
+    _, terminal = await run(worker_stub, request("seed_typed_report"))
+    point = _lossless(terminal)
+    assert not point.HasField("agent_report")  # measured: not an agent-reported point
+    expected = {"lossless": True, "blocks": 12, "ratio": 2.5, "note": "fast path"}
+    kinds = {"lossless": "bool_value", "blocks": "int_value", "ratio": "float_value", "note": "string_value"}
+    for item in point.images:
+        report = item.metrics.agent_report
+        assert {k: values.from_value(v) for k, v in report.values.items()} == expected
+        assert {k: v.WhichOneof("kind") for k, v in report.values.items()} == kinds
+        assert list(report.ignored_keys) == ["raw"] and report.encoding_data_bytes == 0
+    # The unary Decode reports them the same way, beside the reconstruction.
+    bundle, cpu = agent_bundle("seed_typed_report"), types_pb2.DEVICE_CPU
+    pixels = datasets.decode_image("tiny0.png", png_bytes(*TINY_SIZES[0], seed=0)).pixels
+    encoded = await worker_stub.Encode(worker_pb2.EncodeRequest(agent=bundle, image=tensors.from_torch(pixels),
+                                                                device=cpu))
+    decoded = await worker_stub.Decode(worker_pb2.DecodeRequest(agent=bundle, bitstream=encoded.bitstream, device=cpu))
+    assert torch.equal(tensors.to_torch(decoded.reconstruction), pixels)
+    assert {k: values.from_value(v) for k, v in decoded.agent_report.values.items()} == expected
+
+
+@pytest.mark.timeout(120)
 async def test_a_decoding_status_other_than_ok_is_a_failure_quoting_it(worker_stub) -> None:
     _, terminal = await run(worker_stub, request("seed_status_error"))
     error = error_of(terminal)
@@ -132,9 +178,10 @@ def _bitstream(height: int, width: int) -> bytes:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("dtype", "height", "width"), [("float32", 4096, 4096), ("float64", 2000, 3000)],
-                         ids=["float32-at-the-pixel-limit", "float64-6MP"])
+                         ids=["float32-16MiP", "float64-6MP"])
 async def test_big_float_reconstructions_arrive_converted(worker_stub, dtype: str, height: int, width: int) -> None:
     # Old: "frame of 72000024 bytes exceeds the limit" for float32 at 6 MP, float64 above ~2.8 MP.
+    # The unary Decode returns them (uint8 under the 64 MiB message limit); larger ones: below.
     assert height * width <= datasets.MAX_PIXELS
     decoded = await worker_stub.Decode(worker_pb2.DecodeRequest(
         agent=agent_bundle("out_float_scale"), params=values.params_from_python({"dtype": dtype}),
@@ -143,6 +190,59 @@ async def test_big_float_reconstructions_arrive_converted(worker_stub, dtype: st
     assert recon.dtype == np.uint8 and recon.shape == (3, height, width)
     expected = (np.add.outer(np.arange(height), np.arange(width)) % 256).astype(np.uint8)
     assert np.array_equal(recon[2], expected)  # float pixels/255 come back exactly
+
+
+CAMERA = (4000, 6000)  # height, width: a 24 MP camera photo
+
+
+def _flat_png(height: int, width: int, colour: tuple[int, int, int]) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), colour).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.mark.timeout(300)
+async def test_a_float32_24mp_reconstruction_runs_through_run_experiment(worker_stub) -> None:
+    # Old: the image limit (16 MiP) refused a 6000x4000 photo, and its float32 reconstruction
+    # (288 MB) exceeded the frame limit.
+    height, width = CAMERA
+    assert height * width <= datasets.MAX_PIXELS
+    png = _flat_png(height, width, (200, 120, 40))
+    assert len(png) < 1024 * 1024  # inline in the request; a real photo would go by digest
+    dataset = types_pb2.DatasetRef(name="camera", images=[types_pb2.BlobRef(name="camera.png", content=png)])
+    _, terminal = await run(worker_stub, request("flat_float32", dataset))
+    point = result_of(terminal).points[0]
+    (image,) = point.images
+    m = image.metrics
+    assert (m.width, m.height, m.bytes) == (width, height, 11)
+    # The worker measured the reconstruction against the 24 MP original, pixel for pixel.
+    assert m.lossless and m.mse == 0 and math.isinf(m.psnr_db) and m.ms_ssim == 1.0 and m.clamped_values == 0
+    assert m.bpp == pytest.approx(8 * 11 / (height * width))
+
+
+@pytest.mark.timeout(300)
+async def test_a_reconstruction_over_the_message_limit_is_refused_by_decode_naming_it(worker_stub) -> None:
+    height, width = CAMERA
+    bitstream = struct.pack(">IIBBB", height, width, 200, 120, 40)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker_stub.Decode(worker_pb2.DecodeRequest(
+            agent=agent_bundle("flat_float32"), bitstream=bitstream, device=types_pb2.DEVICE_CPU))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = info.value.details()
+    assert f"[3, {height}, {width}]" in details and str(rpc.MAX_MESSAGE_BYTES) in details, details
+    assert "RunExperiment" in details
+
+
+@pytest.mark.timeout(300)
+async def test_a_reconstruction_over_the_pixel_limit_is_invalid_output_naming_it(worker_stub) -> None:
+    side = 6000  # 36 MP, over the 32 MiP limit: refused in the agent's process, before any conversion
+    assert side * side > datasets.MAX_PIXELS
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await worker_stub.Decode(worker_pb2.DecodeRequest(
+            agent=agent_bundle("flat_float32"), bitstream=struct.pack(">IIBBB", side, side, 1, 2, 3),
+            device=types_pb2.DEVICE_CPU))
+    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert f"{3 * side * side} values" in info.value.details() and str(datasets.MAX_PIXELS) in info.value.details()
 
 
 def test_the_sandbox_conversion_is_the_trusted_one_chunk_by_chunk(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -338,6 +338,9 @@ async def test_the_old_contract_runs_unmodified_with_agent_reported_figures(
     result = await invoke(services, "run", str(AGENTS / "seed_original"), "--dataset", tiny)
     out, experiment_id = result.stdout, submitted_id(result)
     assert f"{experiment_id} (seed_original) SUCCEEDED" in out
+    # The live bar of a point without images says so (it used to count "0/0 images").
+    assert re.search(r"\(no parameters\) .*point 1/1, agent-reported, no images .*done", out), out
+    assert "0/0" not in out
     assert "agent-reported only" in out and "NOT measured by codecbench" in out
     assert "compression_ratio=1.97, lossless=True, status='ok'" in out
     assert "as it crossed the process boundary" in out

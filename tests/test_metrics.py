@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from pytorch_msssim import ms_ssim
 
 from codecbench import errors, tensors, values
 from codecbench.v1 import experiment_pb2, types_pb2
@@ -223,3 +224,24 @@ def test_medians_of_the_times_stand_beside_the_means() -> None:
     point = metrics.point_result(0, types_pb2.ParameterPoint(), items)
     assert (point.encode_ms, point.encode_ms_median) == (272.0, 6.0)
     assert (point.decode_ms, point.decode_ms_median) == (544.0, 12.0)
+
+
+# ---- images at the pixel limit: exact figures in bounded memory ----
+
+def test_the_squared_error_sum_is_exact_across_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(metrics, "SSE_CHUNK_VALUES", 10_007)  # chunks that cut rows and channels
+    original, recon = _image(170, 190, 21), _noisy(_image(170, 190, 21), 40, seed=22)
+    assert original.numel() > 3 * metrics.SSE_CHUNK_VALUES
+    exact = int(((original.long() - recon.long()) ** 2).sum())
+    assert metrics.squared_error_sum(original, recon) == exact
+    assert metrics.image_metrics(original, recon, b"x", 0.0, 0.0).mse == exact / original.numel()
+
+
+def test_ms_ssim_one_channel_at_a_time_is_the_librarys_figure() -> None:
+    original = _image(metrics.MS_SSIM_MIN_SIDE + 3, 240, 23)
+    recon = _noisy(original, 25, seed=24)
+    library = float(ms_ssim(original.float().unsqueeze(0), recon.float().unsqueeze(0), data_range=255))
+    assert metrics.image_metrics(original, recon, b"x", 0.0, 0.0).ms_ssim == pytest.approx(library, abs=1e-5)
+    # An exact reconstruction is 1 without computing it, as the library says too.
+    assert metrics.image_metrics(original, original.clone(), b"x", 0.0, 0.0).ms_ssim == 1.0
+    assert float(ms_ssim(original.float().unsqueeze(0), original.float().unsqueeze(0), data_range=255)) == 1.0

@@ -12,8 +12,9 @@ import pytest
 from helpers import agent_bundle, eventually, worker_channel
 from helpers.services import admin_token_file, attach_worker, free_port, orchestrator, write_images
 from helpers.worker import agent_processes
+from PIL import Image
 
-from codecbench import errors, rpc, values
+from codecbench import datasets, errors, rpc, values
 from codecbench.client import Client
 from codecbench.local import spawn_service, worker_isolation_args
 from codecbench.states import SUCCEEDED
@@ -350,6 +351,44 @@ async def test_blobs_are_content_addressed_deduplicated_and_sent_to_a_worker_onc
             assert {img.sha256: reads[img.sha256] for img in a.images} == {img.sha256: 1 for img in a.images}
         finally:
             await worker.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_a_24mp_photo_uploads_and_runs_by_digest(tmp_path: Path) -> None:
+    """A camera-sized image (6000x4000, within the 32 MiP limit) is accepted by the upload and reaches
+    the worker and its sandbox by digest; its float32 reconstruction is measured (issue 13)."""
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    Image.new("RGB", (6000, 4000), (30, 90, 210)).save(folder / "camera.png")
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                dataset = await client.upload_dataset("camera", folder)
+                exp = await client.submit(agent_bundle("flat_float32"), dataset="camera")
+                done = await client.wait(exp.experiment_id)
+            assert done.state == SUCCEEDED, done.error
+            (image,) = done.result.points[0].images
+            assert (image.metrics.width, image.metrics.height, image.metrics.lossless) == (6000, 4000, True)
+            assert orch.servicer.blob_reads[dataset.images[0].sha256] == 1  # fetched by digest, not inline
+        finally:
+            await worker.stop()
+
+
+async def test_an_image_file_over_the_file_limit_is_refused_naming_it(tmp_path: Path) -> None:
+    chunk = b"\0" * rpc.CHUNK_BYTES
+    count = datasets.MAX_FILE_BYTES // rpc.CHUNK_BYTES + 1
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+
+        async def stream():  # noqa: ANN202
+            yield _header("huge")
+            for i in range(count):
+                yield _chunk(chunk, last=i == count - 1)
+
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.CreateDataset(stream())
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == f"chunk.data: image 'x.png' exceeds {datasets.MAX_FILE_BYTES} bytes"
 
 
 def _header(name: str) -> orchestrator_pb2.CreateDatasetRequest:

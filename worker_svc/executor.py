@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -248,7 +247,9 @@ async def _decode_image(
     measured.clamped_values = decoded.clamped_values
     if decoded.HasField("decoding_data"):
         # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
-        measured.agent_reported.update(await asyncio.to_thread(agent_reported, decoded.decoding_data))
+        report = await asyncio.to_thread(agent_report, decoded.decoding_data)
+        if report.values or report.ignored_keys:
+            measured.agent_report.CopyFrom(report)
     image_result = experiment_pb2.ImageResult(
         point_index=point_index, image_index=image_index, image_name=image.name, metrics=measured
     )
@@ -329,34 +330,16 @@ def _reported_entries(data: types_pb2.Value) -> Sequence[types_pb2.ValueMapEntry
     return entries
 
 
-def agent_reported(data: types_pb2.Value) -> dict[str, float]:
-    """The finite numeric top-level entries of a seed agent's decoding dict, as agent-reported metrics.
-
-    Other entries (str, bytes, lists, tensors, bools) are allowed and ignored; they are never
-    converted.
-
-    Args:
-        data: the decoding dict without its reconstruction, as the sandbox sent it (a map Value).
-
-    Raises:
-        errors.InvalidOutput: the dict is over the limits (:func:`_reported_entries`).
-    """
-    out = {}
-    for entry in _reported_entries(data):
-        kind = entry.value.WhichOneof("kind")
-        if kind in ("int_value", "float_value"):
-            number = float(getattr(entry.value, kind))
-            if math.isfinite(number):
-                out[entry.key] = number
-    return out
-
-
 _SCALAR_KINDS = ("bool_value", "int_value", "float_value", "string_value")
 
 
 def agent_report(data: types_pb2.Value) -> experiment_pb2.AgentReport:
-    """The decoding dict of a seed agent that takes no image, as typed agent-reported values:
-    its bool, int, float and str entries as they came; the names of the others.
+    """A seed agent's decoding dict (besides the reconstruction) as typed agent-reported values:
+    its bool, int, float and str entries as they came (a NaN or infinite float included: it is
+    what the agent said); the names of the others, which are never converted.
+
+    The one form of agent-reported figures: a point's of an agent that takes no image
+    (``PointResult.agent_report``), an image's of one that does (``ImageMetrics.agent_report``).
 
     Raises:
         errors.InvalidOutput: the dict is over the limits (:func:`_reported_entries`).

@@ -43,7 +43,7 @@ from sandbox.view import agent_view
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
-from worker_svc.executor import run_experiment
+from worker_svc.executor import agent_report, run_experiment
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
 ResponseT = TypeVar("ResponseT")
@@ -250,14 +250,26 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         request: worker_pb2.EncodeRequest,
         context: grpc.aio.ServicerContext[worker_pb2.EncodeRequest, worker_pb2.EncodeResponse],
     ) -> worker_pb2.EncodeResponse:
-        """Encodes one image with an agent (the RPC is documented in worker.proto)."""
-        image = request.image
-        if image.dtype != types_pb2.D_TYPE_UINT8 or len(image.shape) != 3 or image.shape[0] != 3:
-            raise InvalidArgument("image", "must be uint8 with shape [3, H, W]")
-        with in_field("image"):
-            pixels = tensors.to_torch(image)
+        """Encodes one image with an agent (the RPC is documented in worker.proto).
+
+        Raises:
+            InvalidArgument: a malformed image, an image for a seed encoder that takes none, or
+                none for an encoder that takes one.
+        """
+        pixels = None
+        if request.HasField("image"):
+            image = request.image
+            if image.dtype != types_pb2.D_TYPE_UINT8 or len(image.shape) != 3 or image.shape[0] != 3:
+                raise InvalidArgument("image", "must be uint8 with shape [3, H, W]")
+            with in_field("image"):
+                pixels = tensors.to_torch(image)
 
         async def encode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.EncodeResponse:
+            if side.takes_image and pixels is None:
+                raise InvalidArgument("image", "missing: this agent's encoder takes an image (uint8 [3, H, W])")
+            if not side.takes_image and pixels is not None:
+                raise InvalidArgument(
+                    "image", "this agent's run_encoding_agent takes no image (the old runner's own shape): send none")
             encoded, ms = await side.encode(pixels, limits.encode_s)
             bitstream = payload_bytes(encoded)
             return worker_pb2.EncodeResponse(
@@ -273,7 +285,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         request: worker_pb2.DecodeRequest,
         context: grpc.aio.ServicerContext[worker_pb2.DecodeRequest, worker_pb2.DecodeResponse],
     ) -> worker_pb2.DecodeResponse:
-        """Decodes one bitstream with an agent in a fresh sandbox (the RPC is documented in worker.proto)."""
+        """Decodes one bitstream with an agent in a fresh sandbox (the RPC is documented in worker.proto).
+
+        Raises:
+            InvalidArgument: a seed agent's bitstream that is not a serialized ``codecbench.v1.Value``.
+            ResourceExhausted: the reconstruction does not fit in one gRPC message (the limit named).
+        """
         async def decode(side: SandboxedAgent, limits: types_pb2.Timeouts) -> worker_pb2.DecodeResponse:
             if side.contract == types_pb2.CONTRACT_SEED:
                 try:
@@ -289,10 +306,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             else:
                 encoded = sandbox_pb2.SandboxEncoded(bitstream=request.bitstream)
             decoded, ms = await side.decode(encoded, limits.decode_s)
-            shape = list(decoded.reconstruction.shape)
-            height, width = (int(shape[1]), int(shape[2])) if len(shape) == 3 else (-1, -1)
-            recon = metrics.reconstruction_to_uint8(decoded.reconstruction, height, width)
-            return worker_pb2.DecodeResponse(reconstruction=tensors.from_torch(recon), decode_ms=ms)
+            response = worker_pb2.DecodeResponse(decode_ms=ms)
+            if decoded.HasField("decoding_data"):  # a seed agent's own figures: typed, as in RunExperiment
+                response.agent_report.CopyFrom(await asyncio.to_thread(agent_report, decoded.decoding_data))
+                if not side.takes_image:
+                    response.agent_report.encoding_data_bytes = len(request.bitstream)
+            if side.takes_image:
+                shape = list(decoded.reconstruction.shape)
+                height, width = (int(shape[1]), int(shape[2])) if len(shape) == 3 else (-1, -1)
+                recon = metrics.reconstruction_to_uint8(decoded.reconstruction, height, width)
+                response.reconstruction.CopyFrom(tensors.from_torch(recon))
+                _check_response_size(response, f"a [3, {height}, {width}] uint8 reconstruction")
+            return response
 
         return await self._single_call(
             request.agent, request.params, request.device, request.timeouts, sandbox_pb2.SANDBOX_ROLE_DECODER, decode
@@ -373,6 +398,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             raise
         finally:
             self.running.discard(request.experiment_id)
+
+
+def _check_response_size(response: worker_pb2.DecodeResponse, what: str) -> None:
+    """Refuses a unary response over the gRPC message limit before gRPC's own send fails, naming
+    the limit and the way round it.
+
+    Raises:
+        ResourceExhausted: ``response`` is over :data:`codecbench.rpc.MAX_MESSAGE_BYTES`.
+    """
+    size = response.ByteSize()
+    if size > rpc.MAX_MESSAGE_BYTES:
+        largest = rpc.MAX_MESSAGE_BYTES // 3
+        raise ResourceExhausted(
+            f"the DecodeResponse with {what} is {size} bytes, over the gRPC message limit of "
+            f"{rpc.MAX_MESSAGE_BYTES} bytes ({rpc.MAX_MESSAGE_BYTES >> 20} MiB): the unary Decode returns images "
+            f"of up to about {largest} pixels; larger ones (up to the image limit of {datasets.MAX_PIXELS} pixels) "
+            "are decoded and measured inside RunExperiment",
+            metadata={"limit_bytes": str(rpc.MAX_MESSAGE_BYTES), "size_bytes": str(size)},
+        )
 
 
 def make_worker_info(config: WorkerConfig, address: str) -> worker_pb2.WorkerInfo:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from google.protobuf import timestamp_pb2
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.text import Text
 
 from codecbench import errors, states, values
@@ -22,6 +22,11 @@ class _PointBars:
 
     A bar's time is taken from the events' timestamps (first event of the point to the latest),
     not from the local clock, so a replay of stored events shows the real durations too.
+
+    A point of a seed agent that takes no image (the old runner's own shape) codes no image: its
+    progress events say 0 images, and it has no image results. Its bar says so ("point 1/3,
+    agent-reported, no images") instead of counting 0/0 images, and is done when the next point
+    starts or the result arrives.
     """
 
     def __init__(self, progress: Progress, exp: orchestrator_pb2.Experiment) -> None:
@@ -34,11 +39,13 @@ class _PointBars:
     def _add(self) -> None:
         for task in self.tasks:
             self.progress.remove_task(task)
-        self.tasks = [self.progress.add_task(label, total=None, status="queued", took="")
+        self.tasks = [self.progress.add_task(label, total=None, status="queued", took="", count="")
                       for label in self.labels]
         self.done = [0] * len(self.tasks)
         self.started_us: list[int | None] = [None] * len(self.tasks)
         self.total: int | None = None
+        self.reported: set[int] = set()  # points without images (agent-reported), by index
+        self.finished: set[int] = set()
 
     def restart(self, attempt: int) -> None:
         if attempt != self.attempt:
@@ -52,14 +59,30 @@ class _PointBars:
             first = self.started_us[point] = now
         return f"{(now - first) / 1e6:.1f} s"
 
+    def _count(self, point: int) -> str:
+        if point in self.reported:
+            return f"point {point + 1}/{len(self.tasks)}, agent-reported, no images"
+        return f"{self.done[point]}/{self.total} images" if self.total is not None else ""
+
+    def _finish_reported(self, before: int) -> None:
+        """Marks the agent-reported points before index ``before`` done (they have no image results)."""
+        for i in sorted(self.reported - self.finished):
+            if i < before:
+                self.finished.add(i)
+                self.progress.update(self.tasks[i], total=1, completed=1, status="done")
+
     def on_progress(self, p: experiment_pb2.Progress, stamp: timestamp_pb2.Timestamp) -> None:
         if self.total != p.image_count:
             self.total = p.image_count
             for task in self.tasks:
-                self.progress.update(task, total=p.image_count)
+                self.progress.update(task, total=p.image_count or None)
         if p.phase in (types_pb2.PHASE_ENCODE, types_pb2.PHASE_DECODE) and p.point_index < len(self.tasks):
-            self.progress.update(self.tasks[p.point_index], took=self._clock(p.point_index, stamp),
-                                 status=f"{errors.phase_name(p.phase)} {p.image_name}")
+            i = p.point_index
+            if p.image_count == 0:
+                self.reported.add(i)
+            self._finish_reported(i)
+            self.progress.update(self.tasks[i], took=self._clock(i, stamp), count=self._count(i),
+                                 status=f"{errors.phase_name(p.phase)} {p.image_name}".rstrip())
 
     def on_image(self, image: experiment_pb2.ImageResult, stamp: timestamp_pb2.Timestamp) -> None:
         if image.point_index >= len(self.tasks):
@@ -67,12 +90,17 @@ class _PointBars:
         i = image.point_index
         self.done[i] += 1
         finished = self.total is not None and self.done[i] >= self.total
-        self.progress.update(self.tasks[i], completed=self.done[i], took=self._clock(i, stamp),
+        self.progress.update(self.tasks[i], completed=self.done[i], took=self._clock(i, stamp), count=self._count(i),
                              status="done" if finished else "")
+
+    def on_result(self) -> None:
+        self._finish_reported(len(self.tasks))
 
     def on_error(self) -> None:
         for i, task in enumerate(self.tasks):
-            if self.total is None or self.done[i] < self.total:
+            unfinished = (i not in self.finished if i in self.reported
+                          else self.total is None or self.done[i] < self.total)
+            if unfinished:
                 self.progress.update(task, status="stopped")
 
 
@@ -80,7 +108,7 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
     """Watches an experiment to its end with a progress bar per parameter point, printing state
     changes, agent log lines and errors the moment they arrive; returns the finished experiment."""
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("images"),
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
         TextColumn("{task.fields[took]}"), TextColumn("{task.fields[status]}", style="dim"), console=console,
     )
     with progress:
@@ -91,7 +119,9 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
                 bars.on_progress(event.progress, event.time)
             elif kind == "image_result":
                 bars.on_image(event.image_result, event.time)
-            elif kind != "result":
+            elif kind == "result":
+                bars.on_result()
+            else:
                 if kind == "state_change":
                     bars.restart(event.state_change.attempt)
                 elif kind == "error":

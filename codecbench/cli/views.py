@@ -210,7 +210,7 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
 
 def report_text(report: experiment_pb2.AgentReport) -> str:
     """An agent report's values as ``compression_ratio=2.7, lossless=True, status='ok'``, then the
-    size of the encoding dict as it crossed the process boundary."""
+    names of the entries that are not scalar."""
     shown = ", ".join(f"{k}={values.from_value(report.values[k])!r}" for k in sorted(report.values))
     ignored = f"; not shown (not scalar): {', '.join(report.ignored_keys)}" if report.ignored_keys else ""
     return f"{shown or '(no scalar entries)'}{ignored}"
@@ -260,9 +260,8 @@ def images_table(exp: orchestrator_pb2.Experiment) -> Table:
             notes = [m.conversion, m.ms_ssim_unavailable_reason if not m.HasField("ms_ssim") else ""]
             if m.clamped_values:
                 notes.append(f"{m.clamped_values} float values outside [0, 1] clamped")
-            if m.agent_reported:
-                reported = ", ".join(f"{k}={v:g}" for k, v in sorted(m.agent_reported.items()))
-                notes.append(f"agent-reported (not measured): {reported}")
+            if m.HasField("agent_report"):
+                notes.append(f"agent-reported (not measured): {report_text(m.agent_report)}")
             table.add_row(
                 values.format_params(point.params) or "(none)", image.image_name, f"{m.width}x{m.height}", str(m.bytes),
                 f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),

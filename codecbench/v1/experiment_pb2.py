@@ -27,41 +27,37 @@ from codecbench.v1 import types_pb2 as codecbench_dot_v1_dot_types__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63odecbench/v1/experiment.proto\x12\rcodecbench.v1\x1a\x1a\x63odecbench/v1/errors.proto\x1a\x19\x63odecbench/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x03\n\x0cImageMetrics\x12\r\n\x05\x62ytes\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x62pp\x18\x04 \x01(\x01\x12\x0b\n\x03mse\x18\x05 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x06 \x01(\x01\x12\x14\n\x07ms_ssim\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\"\n\x1ams_ssim_unavailable_reason\x18\x08 \x01(\t\x12\x10\n\x08lossless\x18\t \x01(\x08\x12\x11\n\tencode_ms\x18\n \x01(\x01\x12\x11\n\tdecode_ms\x18\x0b \x01(\x01\x12\x18\n\x10\x62itstream_sha256\x18\x0c \x01(\t\x12\x46\n\x0e\x61gent_reported\x18\r \x03(\x0b\x32..codecbench.v1.ImageMetrics.AgentReportedEntry\x12\x12\n\nconversion\x18\x0e \x01(\t\x12\x16\n\x0e\x63lamped_values\x18\x0f \x01(\x03\x1a\x34\n\x12\x41gentReportedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\n\n\x08_ms_ssim\"\xbd\x01\n\x0b\x41gentReport\x12\x36\n\x06values\x18\x01 \x03(\x0b\x32&.codecbench.v1.AgentReport.ValuesEntry\x12\x14\n\x0cignored_keys\x18\x02 \x03(\t\x12\x1b\n\x13\x65ncoding_data_bytes\x18\x03 \x01(\x03\x1a\x43\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value:\x02\x38\x01\"y\n\x0bImageResult\x12\x13\n\x0bpoint_index\x18\x01 \x01(\x05\x12\x13\n\x0bimage_index\x18\x02 \x01(\x05\x12\x12\n\nimage_name\x18\x03 \x01(\t\x12,\n\x07metrics\x18\x04 \x01(\x0b\x32\x1b.codecbench.v1.ImageMetrics\"\xa3\x04\n\x0bPointResult\x12\x13\n\x0bpoint_index\x18\x01 \x01(\x05\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12\x13\n\x0bimage_count\x18\x03 \x01(\x05\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x0b\n\x03\x62pp\x18\x05 \x01(\x01\x12\x0b\n\x03mse\x18\x06 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x07 \x01(\x01\x12\x14\n\x07ms_ssim\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08lossless\x18\t \x01(\x08\x12\x11\n\tencode_ms\x18\n \x01(\x01\x12\x11\n\tdecode_ms\x18\x0b \x01(\x01\x12*\n\x06images\x18\x0c \x03(\x0b\x32\x1a.codecbench.v1.ImageResult\x12\x30\n\x0c\x61gent_report\x18\r \x01(\x0b\x32\x1a.codecbench.v1.AgentReport\x12\x1c\n\x14lossless_image_count\x18\x0e \x01(\x05\x12\x1b\n\x13ms_ssim_image_count\x18\x0f \x01(\x05\x12\x14\n\x0ctotal_pixels\x18\x10 \x01(\x03\x12\x12\n\npooled_bpp\x18\x11 \x01(\x01\x12\x12\n\npooled_mse\x18\x12 \x01(\x01\x12\x16\n\x0epooled_psnr_db\x18\x13 \x01(\x01\x12\x18\n\x10\x65ncode_ms_median\x18\x14 \x01(\x01\x12\x18\n\x10\x64\x65\x63ode_ms_median\x18\x15 \x01(\x01\x42\n\n\x08_ms_ssim\"b\n\x10\x45xperimentResult\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.codecbench.v1.PointResult\x12\x0f\n\x07wall_ms\x18\x02 \x01(\x01\x12\x11\n\tworker_id\x18\x03 \x01(\t\"\x97\x01\n\x08Progress\x12#\n\x05phase\x18\x01 \x01(\x0e\x32\x14.codecbench.v1.Phase\x12\x13\n\x0bpoint_index\x18\x02 \x01(\x05\x12\x13\n\x0bpoint_count\x18\x03 \x01(\x05\x12\x13\n\x0bimage_index\x18\x04 \x01(\x05\x12\x13\n\x0bimage_count\x18\x05 \x01(\x05\x12\x12\n\nimage_name\x18\x06 \x01(\t\"y\n\x07LogLine\x12(\n\x06stream\x18\x01 \x01(\x0e\x32\x18.codecbench.v1.LogStream\x12\x0c\n\x04text\x18\x02 \x01(\t\x12#\n\x05phase\x18\x03 \x01(\x0e\x32\x14.codecbench.v1.Phase\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"p\n\x0bStateChange\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.codecbench.v1.ExperimentState\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x94\x03\n\x0f\x45xperimentEvent\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12+\n\x08progress\x18\n \x01(\x0b\x32\x17.codecbench.v1.ProgressH\x00\x12%\n\x03log\x18\x0b \x01(\x0b\x32\x16.codecbench.v1.LogLineH\x00\x12\x32\n\x0cimage_result\x18\x0c \x01(\x0b\x32\x1a.codecbench.v1.ImageResultH\x00\x12\x32\n\x0cstate_change\x18\r \x01(\x0b\x32\x1a.codecbench.v1.StateChangeH\x00\x12%\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x14.codecbench.v1.ErrorH\x00\x12\x31\n\x06result\x18\x0f \x01(\x0b\x32\x1f.codecbench.v1.ExperimentResultH\x00\x42\x07\n\x05\x65vent*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03*\xcb\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XPERIMENT_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17\x45XPERIMENT_STATE_FAILED\x10\x04\x12\x1e\n\x1a\x45XPERIMENT_STATE_CANCELLED\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63odecbench/v1/experiment.proto\x12\rcodecbench.v1\x1a\x1a\x63odecbench/v1/errors.proto\x1a\x19\x63odecbench/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf3\x02\n\x0cImageMetrics\x12\r\n\x05\x62ytes\x18\x01 \x01(\x03\x12\r\n\x05width\x18\x02 \x01(\x05\x12\x0e\n\x06height\x18\x03 \x01(\x05\x12\x0b\n\x03\x62pp\x18\x04 \x01(\x01\x12\x0b\n\x03mse\x18\x05 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x06 \x01(\x01\x12\x14\n\x07ms_ssim\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\"\n\x1ams_ssim_unavailable_reason\x18\x08 \x01(\t\x12\x10\n\x08lossless\x18\t \x01(\x08\x12\x11\n\tencode_ms\x18\n \x01(\x01\x12\x11\n\tdecode_ms\x18\x0b \x01(\x01\x12\x18\n\x10\x62itstream_sha256\x18\x0c \x01(\t\x12\x12\n\nconversion\x18\x0e \x01(\t\x12\x16\n\x0e\x63lamped_values\x18\x0f \x01(\x03\x12\x30\n\x0c\x61gent_report\x18\x10 \x01(\x0b\x32\x1a.codecbench.v1.AgentReportB\n\n\x08_ms_ssimJ\x04\x08\r\x10\x0eR\x0e\x61gent_reported\"\xbd\x01\n\x0b\x41gentReport\x12\x36\n\x06values\x18\x01 \x03(\x0b\x32&.codecbench.v1.AgentReport.ValuesEntry\x12\x14\n\x0cignored_keys\x18\x02 \x03(\t\x12\x1b\n\x13\x65ncoding_data_bytes\x18\x03 \x01(\x03\x1a\x43\n\x0bValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12#\n\x05value\x18\x02 \x01(\x0b\x32\x14.codecbench.v1.Value:\x02\x38\x01\"y\n\x0bImageResult\x12\x13\n\x0bpoint_index\x18\x01 \x01(\x05\x12\x13\n\x0bimage_index\x18\x02 \x01(\x05\x12\x12\n\nimage_name\x18\x03 \x01(\t\x12,\n\x07metrics\x18\x04 \x01(\x0b\x32\x1b.codecbench.v1.ImageMetrics\"\xa3\x04\n\x0bPointResult\x12\x13\n\x0bpoint_index\x18\x01 \x01(\x05\x12-\n\x06params\x18\x02 \x01(\x0b\x32\x1d.codecbench.v1.ParameterPoint\x12\x13\n\x0bimage_count\x18\x03 \x01(\x05\x12\x13\n\x0btotal_bytes\x18\x04 \x01(\x03\x12\x0b\n\x03\x62pp\x18\x05 \x01(\x01\x12\x0b\n\x03mse\x18\x06 \x01(\x01\x12\x0f\n\x07psnr_db\x18\x07 \x01(\x01\x12\x14\n\x07ms_ssim\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x08lossless\x18\t \x01(\x08\x12\x11\n\tencode_ms\x18\n \x01(\x01\x12\x11\n\tdecode_ms\x18\x0b \x01(\x01\x12*\n\x06images\x18\x0c \x03(\x0b\x32\x1a.codecbench.v1.ImageResult\x12\x30\n\x0c\x61gent_report\x18\r \x01(\x0b\x32\x1a.codecbench.v1.AgentReport\x12\x1c\n\x14lossless_image_count\x18\x0e \x01(\x05\x12\x1b\n\x13ms_ssim_image_count\x18\x0f \x01(\x05\x12\x14\n\x0ctotal_pixels\x18\x10 \x01(\x03\x12\x12\n\npooled_bpp\x18\x11 \x01(\x01\x12\x12\n\npooled_mse\x18\x12 \x01(\x01\x12\x16\n\x0epooled_psnr_db\x18\x13 \x01(\x01\x12\x18\n\x10\x65ncode_ms_median\x18\x14 \x01(\x01\x12\x18\n\x10\x64\x65\x63ode_ms_median\x18\x15 \x01(\x01\x42\n\n\x08_ms_ssim\"b\n\x10\x45xperimentResult\x12*\n\x06points\x18\x01 \x03(\x0b\x32\x1a.codecbench.v1.PointResult\x12\x0f\n\x07wall_ms\x18\x02 \x01(\x01\x12\x11\n\tworker_id\x18\x03 \x01(\t\"\x97\x01\n\x08Progress\x12#\n\x05phase\x18\x01 \x01(\x0e\x32\x14.codecbench.v1.Phase\x12\x13\n\x0bpoint_index\x18\x02 \x01(\x05\x12\x13\n\x0bpoint_count\x18\x03 \x01(\x05\x12\x13\n\x0bimage_index\x18\x04 \x01(\x05\x12\x13\n\x0bimage_count\x18\x05 \x01(\x05\x12\x12\n\nimage_name\x18\x06 \x01(\t\"y\n\x07LogLine\x12(\n\x06stream\x18\x01 \x01(\x0e\x32\x18.codecbench.v1.LogStream\x12\x0c\n\x04text\x18\x02 \x01(\t\x12#\n\x05phase\x18\x03 \x01(\x0e\x32\x14.codecbench.v1.Phase\x12\x11\n\ttruncated\x18\x04 \x01(\x08\"p\n\x0bStateChange\x12-\n\x05state\x18\x01 \x01(\x0e\x32\x1e.codecbench.v1.ExperimentState\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x11\n\tworker_id\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x94\x03\n\x0f\x45xperimentEvent\x12\x15\n\rexperiment_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x04 \x01(\x05\x12+\n\x08progress\x18\n \x01(\x0b\x32\x17.codecbench.v1.ProgressH\x00\x12%\n\x03log\x18\x0b \x01(\x0b\x32\x16.codecbench.v1.LogLineH\x00\x12\x32\n\x0cimage_result\x18\x0c \x01(\x0b\x32\x1a.codecbench.v1.ImageResultH\x00\x12\x32\n\x0cstate_change\x18\r \x01(\x0b\x32\x1a.codecbench.v1.StateChangeH\x00\x12%\n\x05\x65rror\x18\x0e \x01(\x0b\x32\x14.codecbench.v1.ErrorH\x00\x12\x31\n\x06result\x18\x0f \x01(\x0b\x32\x1f.codecbench.v1.ExperimentResultH\x00\x42\x07\n\x05\x65vent*l\n\tLogStream\x12\x1a\n\x16LOG_STREAM_UNSPECIFIED\x10\x00\x12\x15\n\x11LOG_STREAM_STDOUT\x10\x01\x12\x15\n\x11LOG_STREAM_STDERR\x10\x02\x12\x15\n\x11LOG_STREAM_SYSTEM\x10\x03*\xcb\x01\n\x0f\x45xperimentState\x12 \n\x1c\x45XPERIMENT_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45XPERIMENT_STATE_QUEUED\x10\x01\x12\x1c\n\x18\x45XPERIMENT_STATE_RUNNING\x10\x02\x12\x1e\n\x1a\x45XPERIMENT_STATE_SUCCEEDED\x10\x03\x12\x1b\n\x17\x45XPERIMENT_STATE_FAILED\x10\x04\x12\x1e\n\x1a\x45XPERIMENT_STATE_CANCELLED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'codecbench.v1.experiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMAGEMETRICS_AGENTREPORTEDENTRY']._loaded_options = None
-  _globals['_IMAGEMETRICS_AGENTREPORTEDENTRY']._serialized_options = b'8\001'
   _globals['_AGENTREPORT_VALUESENTRY']._loaded_options = None
   _globals['_AGENTREPORT_VALUESENTRY']._serialized_options = b'8\001'
-  _globals['_LOGSTREAM']._serialized_start=2328
-  _globals['_LOGSTREAM']._serialized_end=2436
-  _globals['_EXPERIMENTSTATE']._serialized_start=2439
-  _globals['_EXPERIMENTSTATE']._serialized_end=2642
+  _globals['_LOGSTREAM']._serialized_start=2274
+  _globals['_LOGSTREAM']._serialized_end=2382
+  _globals['_EXPERIMENTSTATE']._serialized_start=2385
+  _globals['_EXPERIMENTSTATE']._serialized_end=2588
   _globals['_IMAGEMETRICS']._serialized_start=138
-  _globals['_IMAGEMETRICS']._serialized_end=563
-  _globals['_IMAGEMETRICS_AGENTREPORTEDENTRY']._serialized_start=499
-  _globals['_IMAGEMETRICS_AGENTREPORTEDENTRY']._serialized_end=551
-  _globals['_AGENTREPORT']._serialized_start=566
-  _globals['_AGENTREPORT']._serialized_end=755
-  _globals['_AGENTREPORT_VALUESENTRY']._serialized_start=688
-  _globals['_AGENTREPORT_VALUESENTRY']._serialized_end=755
-  _globals['_IMAGERESULT']._serialized_start=757
-  _globals['_IMAGERESULT']._serialized_end=878
-  _globals['_POINTRESULT']._serialized_start=881
-  _globals['_POINTRESULT']._serialized_end=1428
-  _globals['_EXPERIMENTRESULT']._serialized_start=1430
-  _globals['_EXPERIMENTRESULT']._serialized_end=1528
-  _globals['_PROGRESS']._serialized_start=1531
-  _globals['_PROGRESS']._serialized_end=1682
-  _globals['_LOGLINE']._serialized_start=1684
-  _globals['_LOGLINE']._serialized_end=1805
-  _globals['_STATECHANGE']._serialized_start=1807
-  _globals['_STATECHANGE']._serialized_end=1919
-  _globals['_EXPERIMENTEVENT']._serialized_start=1922
-  _globals['_EXPERIMENTEVENT']._serialized_end=2326
+  _globals['_IMAGEMETRICS']._serialized_end=509
+  _globals['_AGENTREPORT']._serialized_start=512
+  _globals['_AGENTREPORT']._serialized_end=701
+  _globals['_AGENTREPORT_VALUESENTRY']._serialized_start=634
+  _globals['_AGENTREPORT_VALUESENTRY']._serialized_end=701
+  _globals['_IMAGERESULT']._serialized_start=703
+  _globals['_IMAGERESULT']._serialized_end=824
+  _globals['_POINTRESULT']._serialized_start=827
+  _globals['_POINTRESULT']._serialized_end=1374
+  _globals['_EXPERIMENTRESULT']._serialized_start=1376
+  _globals['_EXPERIMENTRESULT']._serialized_end=1474
+  _globals['_PROGRESS']._serialized_start=1477
+  _globals['_PROGRESS']._serialized_end=1628
+  _globals['_LOGLINE']._serialized_start=1630
+  _globals['_LOGLINE']._serialized_end=1751
+  _globals['_STATECHANGE']._serialized_start=1753
+  _globals['_STATECHANGE']._serialized_end=1865
+  _globals['_EXPERIMENTEVENT']._serialized_start=1868
+  _globals['_EXPERIMENTEVENT']._serialized_end=2272
 # @@protoc_insertion_point(module_scope)

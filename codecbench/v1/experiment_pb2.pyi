@@ -76,26 +76,6 @@ class ImageMetrics(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    @_typing.final
-    class AgentReportedEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.float
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.float = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     BYTES_FIELD_NUMBER: _builtins.int
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
@@ -108,9 +88,9 @@ class ImageMetrics(_message.Message):
     ENCODE_MS_FIELD_NUMBER: _builtins.int
     DECODE_MS_FIELD_NUMBER: _builtins.int
     BITSTREAM_SHA256_FIELD_NUMBER: _builtins.int
-    AGENT_REPORTED_FIELD_NUMBER: _builtins.int
     CONVERSION_FIELD_NUMBER: _builtins.int
     CLAMPED_VALUES_FIELD_NUMBER: _builtins.int
+    AGENT_REPORT_FIELD_NUMBER: _builtins.int
     bytes: _builtins.int
     """Bitstream length in bytes: every byte the decoder receives."""
     width: _builtins.int
@@ -137,8 +117,11 @@ class ImageMetrics(_message.Message):
     and were clamped before the metrics (counted in the agent's process).
     """
     @_builtins.property
-    def agent_reported(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Numbers the agent reported about itself (seed contract); NOT measured by codecbench."""
+    def agent_report(self) -> Global___AgentReport:
+        """What a seed agent's decoder reported about itself besides the reconstruction (the other
+        entries of its decoding dict); NOT measured by codecbench. encoding_data_bytes stays 0: the
+        rate of an image is `bytes`.
+        """
 
     def __init__(
         self,
@@ -155,13 +138,13 @@ class ImageMetrics(_message.Message):
         encode_ms: _builtins.float = ...,
         decode_ms: _builtins.float = ...,
         bitstream_sha256: _builtins.str = ...,
-        agent_reported: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
         conversion: _builtins.str = ...,
         clamped_values: _builtins.int = ...,
+        agent_report: Global___AgentReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "ms_ssim", b"ms_ssim"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "ms_ssim", b"ms_ssim"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_reported", b"agent_reported", "bitstream_sha256", b"bitstream_sha256", "bpp", b"bpp", "bytes", b"bytes", "clamped_values", b"clamped_values", "conversion", b"conversion", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "height", b"height", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "ms_ssim_unavailable_reason", b"ms_ssim_unavailable_reason", "mse", b"mse", "psnr_db", b"psnr_db", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim", "agent_report", b"agent_report", "bitstream_sha256", b"bitstream_sha256", "bpp", b"bpp", "bytes", b"bytes", "clamped_values", b"clamped_values", "conversion", b"conversion", "decode_ms", b"decode_ms", "encode_ms", b"encode_ms", "height", b"height", "lossless", b"lossless", "ms_ssim", b"ms_ssim", "ms_ssim_unavailable_reason", b"ms_ssim_unavailable_reason", "mse", b"mse", "psnr_db", b"psnr_db", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ms_ssim: _TypeAlias = _typing.Literal["ms_ssim"]  # noqa: Y015
     _WhichOneofArgType__ms_ssim: _TypeAlias = _typing.Literal["_ms_ssim", b"_ms_ssim"]  # noqa: Y015
@@ -171,8 +154,10 @@ Global___ImageMetrics: _TypeAlias = ImageMetrics  # noqa: Y015
 
 @_typing.final
 class AgentReport(_message.Message):
-    """What a seed agent that takes no image reported about itself (the old runner's contract,
-    docs/agents.md): NOT measured by codecbench, never mixed with the trusted metrics or BD-rate.
+    """What a seed agent reported about itself (the old runner's contract, docs/agents.md): the
+    entries of its decoding dict, per point for an agent that takes no image (PointResult), per
+    image besides the reconstruction for one that does (ImageMetrics). NOT measured by codecbench,
+    never mixed with the trusted metrics or BD-rate.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

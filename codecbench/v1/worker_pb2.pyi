@@ -165,7 +165,9 @@ class EncodeRequest(_message.Message):
     def params(self) -> _types_pb2.ParameterPoint: ...
     @_builtins.property
     def image(self) -> _types_pb2.Tensor:
-        """uint8, shape [3, H, W], RGB."""
+        """uint8, shape [3, H, W], RGB. Absent for a seed agent whose run_encoding_agent takes no
+        image (the old runner's own shape); the bitstream is then its serialized encoding dict.
+        """
 
     @_builtins.property
     def timeouts(self) -> _types_pb2.Timeouts: ...
@@ -252,20 +254,32 @@ class DecodeResponse(_message.Message):
 
     RECONSTRUCTION_FIELD_NUMBER: _builtins.int
     DECODE_MS_FIELD_NUMBER: _builtins.int
+    AGENT_REPORT_FIELD_NUMBER: _builtins.int
     decode_ms: _builtins.float
     @_builtins.property
     def reconstruction(self) -> _types_pb2.Tensor:
-        """uint8, shape [3, H, W] (float agent output is clamped to [0, 1], scaled and rounded)."""
+        """uint8, shape [3, H, W] (float agent output is clamped to [0, 1], scaled and rounded).
+        Absent for a seed agent whose run_encoding_agent takes no image: its decoder returns only
+        its own figures (agent_report).
+        """
+
+    @_builtins.property
+    def agent_report(self) -> _experiment_pb2.AgentReport:
+        """A seed agent's decoding dict besides the reconstruction: its own figures, typed; NOT
+        measured by codecbench. encoding_data_bytes is the size of the bitstream decoded (the
+        serialized encoding dict).
+        """
 
     def __init__(
         self,
         *,
         reconstruction: _types_pb2.Tensor | None = ...,
         decode_ms: _builtins.float = ...,
+        agent_report: _experiment_pb2.AgentReport | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["reconstruction", b"reconstruction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["agent_report", b"agent_report", "reconstruction", b"reconstruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["decode_ms", b"decode_ms", "reconstruction", b"reconstruction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_report", b"agent_report", "decode_ms", b"decode_ms", "reconstruction", b"reconstruction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -68,14 +68,16 @@ class WorkerServiceServicer:
 
     def Encode(self, request, context):
         """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-        details carry a codecbench.v1.Error.
+        details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
+        (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Decode(self, request, context):
-        """Decodes one bitstream with an agent, in a process that never saw the image.
+        """Decodes one bitstream with an agent, in a process that never saw the image. A
+        reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

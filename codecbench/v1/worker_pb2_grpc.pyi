@@ -35,10 +35,13 @@ class WorkerServiceStub:
     """Identity, build and capacity of this worker."""
     Encode: _grpc.UnaryUnaryMultiCallable[_worker_pb2.EncodeRequest, _worker_pb2.EncodeResponse]
     """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-    details carry a codecbench.v1.Error.
+    details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
+    (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
     """
     Decode: _grpc.UnaryUnaryMultiCallable[_worker_pb2.DecodeRequest, _worker_pb2.DecodeResponse]
-    """Decodes one bitstream with an agent, in a process that never saw the image."""
+    """Decodes one bitstream with an agent, in a process that never saw the image. A
+    reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+    """
     RunExperiment: _grpc.UnaryStreamMultiCallable[_worker_pb2.RunExperimentRequest, _worker_pb2.RunExperimentResponse]
     """Runs a whole experiment and streams its events until exactly one terminal event."""
 
@@ -49,10 +52,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """Identity, build and capacity of this worker."""
     Encode: _aio.UnaryUnaryMultiCallable[_worker_pb2.EncodeRequest, _worker_pb2.EncodeResponse]  # type: ignore[assignment]
     """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-    details carry a codecbench.v1.Error.
+    details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
+    (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
     """
     Decode: _aio.UnaryUnaryMultiCallable[_worker_pb2.DecodeRequest, _worker_pb2.DecodeResponse]  # type: ignore[assignment]
-    """Decodes one bitstream with an agent, in a process that never saw the image."""
+    """Decodes one bitstream with an agent, in a process that never saw the image. A
+    reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+    """
     RunExperiment: _aio.UnaryStreamMultiCallable[_worker_pb2.RunExperimentRequest, _worker_pb2.RunExperimentResponse]  # type: ignore[assignment]
     """Runs a whole experiment and streams its events until exactly one terminal event."""
 
@@ -72,7 +78,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.EncodeResponse, _abc.Awaitable[_worker_pb2.EncodeResponse]]:
         """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-        details carry a codecbench.v1.Error.
+        details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
+        (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
         """
 
     @_abc_1.abstractmethod
@@ -81,7 +88,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.DecodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.DecodeResponse, _abc.Awaitable[_worker_pb2.DecodeResponse]]:
-        """Decodes one bitstream with an agent, in a process that never saw the image."""
+        """Decodes one bitstream with an agent, in a process that never saw the image. A
+        reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+        """
 
     @_abc_1.abstractmethod
     def RunExperiment(
