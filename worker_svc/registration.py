@@ -17,7 +17,6 @@ from codecbench import logs, rpc
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from worker_svc.handles import RegisteredWorker
 
-
 #: Longest wait for one blob read, connection included (blobs are at most ~129 MiB).
 BLOB_READ_TIMEOUT_S = 300.0
 
