@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sandbox-tools test demo proto lint bench clean
+.PHONY: setup sandbox-tools test demo proto proto-lint lint bench clean
 
 setup: sandbox-tools $(STAMP)
 
@@ -38,12 +38,28 @@ demo: setup
 proto: setup
 	$(PY) -m codecbench.protogen
 
-lint: setup
+lint: setup proto-lint
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# buf checks the protocol (buf.yaml): every element commented (STANDARD + COMMENTS), formatted, and,
+# once a release tag exists, compatible with it (v1 only grows). buf comes from npm, pinned in
+# package-lock.json; Node.js and npm are Debian's packages nodejs and npm.
+BUF := node_modules/.bin/buf
+$(BUF): package.json package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "make: npm is missing: install Node.js and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(BUF)
+
+proto-lint: $(BUF)
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	@tag=$$(git describe --tags --abbrev=0 --match 'v[0-9]*' 2>/dev/null || true); \
+	if [ -n "$$tag" ]; then echo "buf breaking against $$tag"; $(BUF) breaking --against ".git#tag=$$tag"; \
+	else echo "buf breaking: no release tag yet, nothing to compare against"; fi
 
 bench: setup
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out node_modules examples/node/node_modules

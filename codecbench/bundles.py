@@ -141,12 +141,18 @@ def validate(bundle: types_pb2.AgentBundle, field: str = "agent", need_content: 
         # A file without content and without a size is the empty file: its digest must say so too,
         # or a reference to someone else's blob would be stored for an empty file.
         if f.sha256 and (f.content or not f.size_bytes) and sha256_hex(f.content) != f.sha256:
+            if sha256_hex(f.content) == f.sha256.lower():
+                # Digests are content addresses (blob file names), so one spelling is kept: refused
+                # with the fix named rather than accepted and stored under two names.
+                raise InvalidArgument(f"{where}.sha256", "must be lower-case hex (it matches the content once "
+                                      "lower-cased); or leave it out when the content is sent")
             raise InvalidArgument(f"{where}.sha256", "does not match the content")
         if not f.content and need_content and f.size_bytes:
             raise InvalidArgument(f"{where}.content", f"missing (size_bytes={f.size_bytes})")
         if not f.content and f.size_bytes and not is_sha256(f.sha256):
             raise InvalidArgument(
-                f"{where}.sha256", "64 lower-case hex digits needed to fetch a file sent without content"
+                f"{where}.sha256", f"{echo(f.sha256)}: 64 lower-case hex digits needed to fetch a file sent "
+                "without content"
             )
         total += size
     if total > MAX_BUNDLE_BYTES:

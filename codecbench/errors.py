@@ -3,7 +3,7 @@
 ::
 
     CodecbenchError                      status code (the table below), ErrorInfo reason, retryable
-    ├── AgentError                       the agent is at fault; running it again will not help
+    ├── AgentError                       FAILED_PRECONDITION: the agent is at fault; running it again will not help
     │   ├── AgentLoadError               AGENT_LOAD_ERROR     syntax/import error, file:line
     │   ├── SignatureMismatch            SIGNATURE_MISMATCH   expected vs actual parameters
     │   ├── AgentException               AGENT_EXCEPTION      type, message, frames
@@ -303,13 +303,12 @@ class Unavailable(RequestError):
 # The one table: which gRPC status a call failing with each error carries. A class not listed
 # takes the entry of its nearest listed base (see :func:`status_code_of`).
 _STATUS_OF: dict[type[CodecbenchError], grpc.StatusCode] = {
-    AgentLoadError: grpc.StatusCode.FAILED_PRECONDITION,
-    SignatureMismatch: grpc.StatusCode.FAILED_PRECONDITION,
-    AgentException: grpc.StatusCode.ABORTED,
-    InvalidOutput: grpc.StatusCode.ABORTED,
-    Timeout: grpc.StatusCode.DEADLINE_EXCEEDED,
-    MemoryLimit: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    SandboxCrash: grpc.StatusCode.ABORTED,
+    # Every agent failure of a unary call (the worker's Encode and Decode) is FAILED_PRECONDITION:
+    # the call cannot succeed until the agent is fixed. Rejected: ABORTED, DEADLINE_EXCEEDED and
+    # RESOURCE_EXHAUSTED, which generic gRPC retry policies retry (the same agent fails again),
+    # and which a client reads as its own deadline or the service's capacity. The kind travels in
+    # the codecbench.v1.Error detail and as the ErrorInfo reason.
+    AgentError: grpc.StatusCode.FAILED_PRECONDITION,
     WorkerLost: grpc.StatusCode.UNAVAILABLE,
     Cancelled: grpc.StatusCode.CANCELLED,
     Unschedulable: grpc.StatusCode.FAILED_PRECONDITION,

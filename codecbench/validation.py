@@ -100,8 +100,6 @@ def check_point(point: types_pb2.ParameterPoint, field: str = "params") -> None:
                 f"{key!r} is reserved: the contracts pass {', '.join(RESERVED_PARAMS)} themselves "
                 "(choose the device with the experiment's device field, e.g. codecbench run --device cuda)",
             )
-        if value.WhichOneof("kind") is None:
-            raise InvalidArgument(f"{field}.params[{key!r}]", "empty value")
         if _depth(value) > MAX_VALUE_DEPTH:
             raise InvalidArgument(f"{field}.params[{key!r}]", f"nested deeper than {MAX_VALUE_DEPTH} levels")
         _check_setting(value, f"{field}.params[{key!r}]")
@@ -138,6 +136,10 @@ def _check_setting(value: types_pb2.Value, field: str) -> None:
     for path, leaf in _leaves(value):
         where = f" (at {path})" if path else ""
         kind = leaf.WhichOneof("kind")
+        if kind is None:
+            # Not read as None: a client that forgot to set a kind must hear so (null_value is None).
+            raise InvalidArgument(field, f"a Value with no kind set{where}: set exactly one of its fields "
+                                  "(null_value: true for None)")
         if kind == "float_value" and not math.isfinite(leaf.float_value):
             raise InvalidArgument(field, f"{leaf.float_value}{where}: a parameter point must be a finite setting")
         if kind in ("torch_tensor_value", "ndarray_value"):

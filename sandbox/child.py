@@ -67,6 +67,7 @@ class AgentRuntime:
         if self.form == "class":
             cls = self.module.Codec
             init = bind(cls, "Codec", "Codec(device, **params)", [device], params=params)
+            self._note(init)
             method_name = "encode" if encoder else "decode"
             name, expected = f"Codec.{method_name}", f"Codec.{method_name}(self, {data.name})"
             if not callable(getattr(cls, method_name, None)):
@@ -91,6 +92,15 @@ class AgentRuntime:
                              "run_decoding_agent(device, encoding_data)",
                              [device, contracts.Slot("encoding_data", contracts.DATA)], params=params,
                              params_where_declared=True)
+        if self.form != "class":
+            self._note(self.call)
+
+    def _note(self, call: contracts.BoundCall) -> None:
+        """Prints what binding converted to stderr, which the worker puts in the experiment's log;
+        the encoder's side only (the decoder converts alike: one note is enough)."""
+        if self.role == sandbox_pb2.SANDBOX_ROLE_ENCODER:
+            for note in call.notes:
+                print(note, file=sys.stderr, flush=True)
 
     def encode(self, image: torch.Tensor | None) -> sandbox_pb2.SandboxEncoded:
         """Runs the agent's encoder on uint8 ``[3, H, W]`` (None for a seed encoder that takes no

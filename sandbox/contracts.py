@@ -3,7 +3,8 @@
 Runs inside the sandbox child only. The old runner passed a dict where the agent expected a
 device string; here every call is bound by parameter name against the agent's actual signature
 before any data is processed, and a mismatch is a SIGNATURE_MISMATCH that names the function,
-what the contract passes and what the agent declares.
+what the contract passes and what the agent declares. Parameter values are checked against the
+parameter's default (or plain annotation) at the same time (:func:`check_param_types`).
 
 Contracts (docs/agents.md):
 
@@ -92,6 +93,8 @@ class BoundCall:
     kwargs: dict[str, Any] = field(default_factory=dict)
     data_index: int | None = None
     data_keyword: str | None = None
+    # What :func:`check_param_types` converted, one line each, for the experiment's log.
+    notes: tuple[str, ...] = ()
 
     @property
     def takes_data(self) -> bool:
@@ -179,6 +182,83 @@ def plan_arguments(
     return args, kwargs
 
 
+# The scalar types whose parameters are checked: their values cross the wire as distinct Value kinds.
+_CHECKED_TYPES: dict[str, type] = {"bool": bool, "int": int, "float": float, "str": str}
+
+
+def _declared_type(parameter: inspect.Parameter) -> tuple[type, str] | None:
+    """The scalar type a parameter's default (or, without one, its plain annotation) declares, with
+    how it was declared (``default 6``, ``annotation int``); None when it declares none of
+    :data:`_CHECKED_TYPES`."""
+    if parameter.default is not inspect.Parameter.empty:
+        of_default = type(parameter.default)
+        return (of_default, f"default {parameter.default!r}") if of_default in _CHECKED_TYPES.values() else None
+    annotation = parameter.annotation
+    # With ``from __future__ import annotations`` the annotation is the string "int".
+    declared = _CHECKED_TYPES.get(annotation) if isinstance(annotation, str) else annotation
+    if isinstance(declared, type) and declared in _CHECKED_TYPES.values():
+        return declared, f"annotation {declared.__name__}"
+    return None
+
+
+def _fits(value: Any, kind: type) -> bool:
+    """Whether ``value`` is acceptable where ``kind`` is declared; bool is no int here (True for
+    quality=... is a mistake), an int is a float (Python's own numeric tower)."""
+    if kind is float:
+        return type(value) in (int, float)
+    return type(value) is kind
+
+
+def check_param_types(
+    sig: inspect.Signature, params: Mapping[str, Any], name: str, phase: types_pb2.Phase.ValueType, location: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Checks each parameter's value against the type its default (or plain annotation) declares.
+
+    The agent would otherwise meet the wrong type deep in its own code ("'float' object cannot be
+    interpreted as an integer" from ``zlib.compress(data, 9.0)``). An integral float where an int is
+    declared is converted, with a note: JSON and JavaScript clients have one number type and send
+    ``9`` as ``float_value``. Any other mismatch is refused. Parameters that declare another type,
+    none, or that only ``**kwargs`` takes are passed as they are.
+
+    Args:
+        sig: the agent function's real signature.
+        params: the parameter point as Python values.
+        name: the function's name, for the messages.
+        phase: the phase of the error.
+        location: the agent's file:line to blame.
+
+    Returns:
+        The parameters with integral floats converted where an int is declared, and one note per
+        conversion.
+
+    Raises:
+        errors.SignatureMismatch: a value of another type than the declared one; the error names
+            the parameter and both types.
+    """
+    checked = dict(params)
+    notes: list[str] = []
+    for key, value in params.items():
+        parameter = sig.parameters.get(key)
+        if parameter is None or parameter.kind not in (*_POSITIONAL, inspect.Parameter.KEYWORD_ONLY):
+            continue
+        declared = _declared_type(parameter)
+        if declared is None or _fits(value, declared[0]):
+            continue
+        kind, how = declared
+        if kind is int and type(value) is float and value.is_integer():
+            checked[key] = int(value)
+            notes.append(f"codecbench: parameter {key}={value!r} (float) converted to int {int(value)} "
+                         f"for {name}, whose {how} is an int")
+            continue
+        actual = f"{key}: {type(value).__name__} = {errors.echo(value, 80)}"
+        raise errors.SignatureMismatch(
+            f"parameter {key!r} of {name} takes {kind.__name__} ({how}), the point gives "
+            f"{type(value).__name__} {errors.echo(value, 80)}",
+            phase=phase, expected=f"{key}: {kind.__name__}", actual=actual, location=location,
+        )
+    return checked, tuple(notes)
+
+
 def seed_takes_image(run_encoding_agent: Callable[..., Any]) -> bool:
     """Whether a seed encoder declares a parameter named ``image`` that can be passed by name
     (the same rule as the optional slot of :func:`plan_arguments`; ``**kwargs`` does not count)."""
@@ -209,11 +289,13 @@ def bind_call(
     """Plans the call of ``fn`` from its real signature (:func:`plan_arguments`) and checks it.
 
     The data slot (value :data:`DATA`) is bound to a placeholder now, so a mismatch is found
-    before any data.
+    before any data. Parameter values are checked by :func:`check_param_types` first; its notes
+    are on the returned call.
 
     Raises:
         errors.SignatureMismatch: the function cannot take these arguments; the error names the
-            function, what the contract passes (``expected``) and what the agent declares.
+            function, what the contract passes (``expected``) and what the agent declares; or a
+            parameter's value has another type than its default declares.
     """
     try:
         sig = inspect.signature(fn)
@@ -221,7 +303,8 @@ def bind_call(
         raise errors.SignatureMismatch(
             f"{name} has no inspectable signature ({exc})", phase=phase, expected=expected, actual=name
         ) from exc
-    args, kwargs = plan_arguments(sig, slots, params or {}, params_where_declared)
+    checked, notes = check_param_types(sig, params or {}, name, phase, _location(fn, bundle_dir))
+    args, kwargs = plan_arguments(sig, slots, checked, params_where_declared)
     try:
         sig.bind(*args, **kwargs)
     except TypeError as exc:
@@ -235,7 +318,7 @@ def bind_call(
         ) from exc
     data_index = next((i for i, a in enumerate(args) if a is DATA), None)
     data_keyword = next((k for k, v in kwargs.items() if v is DATA), None)
-    return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword)
+    return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword, notes)
 
 
 # The agent's folder is imported as this package, so relative imports inside the bundle work

@@ -241,7 +241,7 @@ async def test_a_reconstruction_over_the_pixel_limit_is_invalid_output_naming_it
         await worker_stub.Decode(worker_pb2.DecodeRequest(
             agent=agent_bundle("flat_float32"), bitstream=struct.pack(">IIBBB", side, side, 1, 2, 3),
             device=types_pb2.DEVICE_CPU))
-    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert f"{3 * side * side} values" in info.value.details() and str(datasets.MAX_PIXELS) in info.value.details()
 
 

@@ -24,6 +24,7 @@ from codecbench.v1 import types_pb2
 from sandbox import contracts
 
 P = inspect.Parameter
+DEFAULT = "<default>"  # the default of every generated parameter that has one
 IMAGE = "<the image>"
 DEVICE = "cpu"
 
@@ -101,18 +102,20 @@ def legal_shapes(draw: st.DrawFn) -> tuple[Contract, dict[str, Any], list[P]]:
         kind = draw(st.sampled_from(choices))
         {"by_name": pos_or_kw, "kw_only": kw_only, "absorbed": absorbed, "undeclared": []}[kind].append(name)
     # Extra parameters the contract does not pass, with defaults; defaults on a tail of the positional ones.
+    # Defaults are str like the values passed ('<quality>'), so the type check of check_param_types passes.
     extra_positional = draw(st.booleans()) and not data_in_args
     extra_keyword = draw(st.booleans())
     positional = [(n, P.POSITIONAL_ONLY) for n in pos_only] + [(n, P.POSITIONAL_OR_KEYWORD) for n in pos_or_kw]
     first_default = draw(st.integers(0, len(positional)))
-    parameters = [P(n, kind, default=0 if i >= first_default else P.empty) for i, (n, kind) in enumerate(positional)]
+    parameters = [P(n, kind, default=DEFAULT if i >= first_default else P.empty)
+                  for i, (n, kind) in enumerate(positional)]
     if extra_positional:
-        parameters.append(P("extra_positional", P.POSITIONAL_OR_KEYWORD, default=0))
+        parameters.append(P("extra_positional", P.POSITIONAL_OR_KEYWORD, default=DEFAULT))
     if data_in_args or draw(st.booleans()):
         parameters.append(P("args", P.VAR_POSITIONAL))
-    parameters += [P(n, P.KEYWORD_ONLY, default=draw(st.sampled_from((P.empty, 0)))) for n in kw_only]
+    parameters += [P(n, P.KEYWORD_ONLY, default=draw(st.sampled_from((P.empty, DEFAULT)))) for n in kw_only]
     if extra_keyword:
-        parameters.append(P("extra_keyword", P.KEYWORD_ONLY, default=0))
+        parameters.append(P("extra_keyword", P.KEYWORD_ONLY, default=DEFAULT))
     if absorbed or draw(st.booleans()):
         parameters.append(P("kwargs", P.VAR_KEYWORD))
     return contract, params, parameters

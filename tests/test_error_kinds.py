@@ -163,15 +163,15 @@ async def test_error_kind(worker_stub, case: Case) -> None:
 
 @pytest.mark.timeout(120)
 async def test_encode_call_failure_carries_the_typed_error(worker_stub) -> None:
-    """A failing unary Encode returns a status whose code matches the kind and whose details
-    carry the same ``codecbench.v1.Error``."""
+    """A failing unary Encode returns FAILED_PRECONDITION (not ABORTED, which generic retry policies
+    retry) whose details carry the same ``codecbench.v1.Error``."""
     pixels = torch.zeros(3, 16, 16, dtype=torch.uint8)
     call = worker_stub.Encode(worker_pb2.EncodeRequest(
         agent=agent_bundle("exc_encode"), image=tensors.from_torch(pixels), device=types_pb2.DEVICE_CPU
     ))
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
-    assert info.value.code() == grpc.StatusCode.ABORTED
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "AGENT_EXCEPTION" in info.value.details() and "division by zero" in info.value.details()
     error = errors.error_from_rpc(info.value)
     assert error is not None and error.kind == K.ERROR_KIND_AGENT_EXCEPTION

@@ -27,10 +27,13 @@ class _ErrorKind:
 class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_KIND_UNSPECIFIED: _ErrorKind.ValueType  # 0
+    """Not an experiment error: a refused request (see google.rpc.ErrorInfo.reason) or an unset field."""
     ERROR_KIND_AGENT_LOAD_ERROR: _ErrorKind.ValueType  # 1
     """The agent's module failed to import: syntax error, missing module (file and line given)."""
     ERROR_KIND_SIGNATURE_MISMATCH: _ErrorKind.ValueType  # 2
-    """The agent's functions do not accept the contract's arguments (expected vs actual named)."""
+    """The agent's functions do not accept the contract's arguments (expected vs actual named), or a
+    parameter's value has a type its default rules out (both types named); found before any data.
+    """
     ERROR_KIND_AGENT_EXCEPTION: _ErrorKind.ValueType  # 3
     """The agent raised: type, message and frames in the agent's files."""
     ERROR_KIND_INVALID_OUTPUT: _ErrorKind.ValueType  # 4
@@ -38,21 +41,33 @@ class _ErrorKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorKind.V
     ERROR_KIND_TIMEOUT: _ErrorKind.ValueType  # 5
     """A wall-clock limit was really hit (phase, limit, elapsed)."""
     ERROR_KIND_MEMORY_LIMIT: _ErrorKind.ValueType  # 6
+    """The agent ran out of memory: MemoryError, CUDA out of memory, or the worker's memory limit."""
     ERROR_KIND_SANDBOX_CRASH: _ErrorKind.ValueType  # 7
     """The agent's process died: exit code or signal."""
     ERROR_KIND_WORKER_LOST: _ErrorKind.ValueType  # 8
+    """The worker running the experiment went away past the attempt limit (retryable)."""
     ERROR_KIND_CANCELLED: _ErrorKind.ValueType  # 9
+    """A client cancelled the experiment (CancelExperiment) or the call."""
     ERROR_KIND_INTERNAL: _ErrorKind.ValueType  # 10
+    """A fault of codecbench itself, not of the agent; the service log has the details (retryable)."""
     ERROR_KIND_UNSCHEDULABLE: _ErrorKind.ValueType  # 11
     """No registered worker could run it (device, build) within its queue timeout; nothing ran."""
 
-class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper): ...
+class ErrorKind(_ErrorKind, metaclass=_ErrorKindEnumTypeWrapper):
+    """What went wrong, by whom. A failed experiment's terminal event carries an Error of one of
+    these kinds; a failed unary worker call (Encode, Decode) carries one in its status details
+    (docs/protocol.md has the gRPC code of each). Requests refused before any agent ran
+    (INVALID_ARGUMENT, NOT_FOUND, ...) have no kind: they carry google.rpc.ErrorInfo instead.
+    """
 
 ERROR_KIND_UNSPECIFIED: ErrorKind.ValueType  # 0
+"""Not an experiment error: a refused request (see google.rpc.ErrorInfo.reason) or an unset field."""
 ERROR_KIND_AGENT_LOAD_ERROR: ErrorKind.ValueType  # 1
 """The agent's module failed to import: syntax error, missing module (file and line given)."""
 ERROR_KIND_SIGNATURE_MISMATCH: ErrorKind.ValueType  # 2
-"""The agent's functions do not accept the contract's arguments (expected vs actual named)."""
+"""The agent's functions do not accept the contract's arguments (expected vs actual named), or a
+parameter's value has a type its default rules out (both types named); found before any data.
+"""
 ERROR_KIND_AGENT_EXCEPTION: ErrorKind.ValueType  # 3
 """The agent raised: type, message and frames in the agent's files."""
 ERROR_KIND_INVALID_OUTPUT: ErrorKind.ValueType  # 4
@@ -60,17 +75,23 @@ ERROR_KIND_INVALID_OUTPUT: ErrorKind.ValueType  # 4
 ERROR_KIND_TIMEOUT: ErrorKind.ValueType  # 5
 """A wall-clock limit was really hit (phase, limit, elapsed)."""
 ERROR_KIND_MEMORY_LIMIT: ErrorKind.ValueType  # 6
+"""The agent ran out of memory: MemoryError, CUDA out of memory, or the worker's memory limit."""
 ERROR_KIND_SANDBOX_CRASH: ErrorKind.ValueType  # 7
 """The agent's process died: exit code or signal."""
 ERROR_KIND_WORKER_LOST: ErrorKind.ValueType  # 8
+"""The worker running the experiment went away past the attempt limit (retryable)."""
 ERROR_KIND_CANCELLED: ErrorKind.ValueType  # 9
+"""A client cancelled the experiment (CancelExperiment) or the call."""
 ERROR_KIND_INTERNAL: ErrorKind.ValueType  # 10
+"""A fault of codecbench itself, not of the agent; the service log has the details (retryable)."""
 ERROR_KIND_UNSCHEDULABLE: ErrorKind.ValueType  # 11
 """No registered worker could run it (device, build) within its queue timeout; nothing ran."""
 Global___ErrorKind: _TypeAlias = ErrorKind  # noqa: Y015
 
 @_typing.final
 class Frame(_message.Message):
+    """One traceback frame of an agent exception."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FILE_FIELD_NUMBER: _builtins.int
@@ -78,8 +99,11 @@ class Frame(_message.Message):
     FUNCTION_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     file: _builtins.str
+    """The file's path relative to the agent bundle ("codec.py"): only frames in the agent's files are kept."""
     line: _builtins.int
+    """1-based line number in `file`."""
     function: _builtins.str
+    """The function the frame runs ("encode", "<module>")."""
     code: _builtins.str
     """The source line, when known."""
     def __init__(
@@ -100,6 +124,10 @@ Global___Frame: _TypeAlias = Frame  # noqa: Y015
 
 @_typing.final
 class Error(_message.Message):
+    """A typed error: why an experiment or a unary worker call failed. `kind` and `message` are
+    always set; the other fields are set where the kind gives them (see each field).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KIND_FIELD_NUMBER: _builtins.int
@@ -119,12 +147,17 @@ class Error(_message.Message):
     SIGNAL_FIELD_NUMBER: _builtins.int
     RETRYABLE_FIELD_NUMBER: _builtins.int
     kind: Global___ErrorKind.ValueType
+    """What went wrong; never ERROR_KIND_UNSPECIFIED in an experiment's terminal event."""
     message: _builtins.str
+    """One line for people, e.g. "division by zero"."""
     phase: _types_pb2.Phase.ValueType
+    """Where in the experiment it happened (load, encode, decode, metrics, ...)."""
     point_index: _builtins.int
     """Index of the parameter point and of the dataset image, when the error belongs to one."""
     image_index: _builtins.int
+    """Index of the dataset image (0-based, in the dataset's order), when the error belongs to one."""
     image_name: _builtins.str
+    """Name of that image inside its dataset ("kodim01.png"), or ""."""
     exception_type: _builtins.str
     """Python exception type, e.g. "ZeroDivisionError"."""
     location: _builtins.str
@@ -134,17 +167,20 @@ class Error(_message.Message):
     expected: _builtins.str
     """SIGNATURE_MISMATCH and INVALID_OUTPUT: what the contract wants and what came."""
     actual: _builtins.str
+    """SIGNATURE_MISMATCH and INVALID_OUTPUT: what the agent declares or returned."""
     limit_s: _builtins.float
     """TIMEOUT: the limit that was hit and the time that had passed."""
     elapsed_s: _builtins.float
+    """TIMEOUT: seconds that had passed when the call was stopped."""
     exit_code: _builtins.int
     """SANDBOX_CRASH: exit status or the signal that killed the process."""
     signal: _builtins.int
+    """SANDBOX_CRASH: the number of the signal that killed the process (9 for SIGKILL)."""
     retryable: _builtins.bool
     """Whether running the experiment again could help (WORKER_LOST, INTERNAL)."""
     @_builtins.property
     def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___Frame]:
-        """Traceback frames, outermost first, as Python prints them."""
+        """Traceback frames in the agent's files, outermost first, as Python prints them."""
 
     def __init__(
         self,

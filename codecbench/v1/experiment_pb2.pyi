@@ -31,16 +31,27 @@ class _LogStream:
 class _LogStreamEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogStream.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     LOG_STREAM_UNSPECIFIED: _LogStream.ValueType  # 0
+    """Not set."""
     LOG_STREAM_STDOUT: _LogStream.ValueType  # 1
+    """The agent process's standard output."""
     LOG_STREAM_STDERR: _LogStream.ValueType  # 2
+    """The agent process's standard error (also codecbench's notes about the agent, such as a
+    converted parameter).
+    """
     LOG_STREAM_SYSTEM: _LogStream.ValueType  # 3
     """Lines from codecbench itself (dispatch, retries, isolation notes)."""
 
-class LogStream(_LogStream, metaclass=_LogStreamEnumTypeWrapper): ...
+class LogStream(_LogStream, metaclass=_LogStreamEnumTypeWrapper):
+    """Where a log line came from."""
 
 LOG_STREAM_UNSPECIFIED: LogStream.ValueType  # 0
+"""Not set."""
 LOG_STREAM_STDOUT: LogStream.ValueType  # 1
+"""The agent process's standard output."""
 LOG_STREAM_STDERR: LogStream.ValueType  # 2
+"""The agent process's standard error (also codecbench's notes about the agent, such as a
+converted parameter).
+"""
 LOG_STREAM_SYSTEM: LogStream.ValueType  # 3
 """Lines from codecbench itself (dispatch, retries, isolation notes)."""
 Global___LogStream: _TypeAlias = LogStream  # noqa: Y015
@@ -52,20 +63,33 @@ class _ExperimentState:
 class _ExperimentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExperimentState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     EXPERIMENT_STATE_UNSPECIFIED: _ExperimentState.ValueType  # 0
+    """Not set (in a filter: no filter)."""
     EXPERIMENT_STATE_QUEUED: _ExperimentState.ValueType  # 1
+    """Waiting for a worker with a free slot, a matching build and the device asked for."""
     EXPERIMENT_STATE_RUNNING: _ExperimentState.ValueType  # 2
+    """Dispatched to a worker, which is running it."""
     EXPERIMENT_STATE_SUCCEEDED: _ExperimentState.ValueType  # 3
+    """Terminal: ended with an ExperimentResult."""
     EXPERIMENT_STATE_FAILED: _ExperimentState.ValueType  # 4
+    """Terminal: ended with an Error."""
     EXPERIMENT_STATE_CANCELLED: _ExperimentState.ValueType  # 5
+    """Terminal: cancelled by a client (its Error has kind CANCELLED)."""
 
-class ExperimentState(_ExperimentState, metaclass=_ExperimentStateEnumTypeWrapper): ...
+class ExperimentState(_ExperimentState, metaclass=_ExperimentStateEnumTypeWrapper):
+    """QUEUED -> RUNNING -> SUCCEEDED | FAILED | CANCELLED; a lost worker sends RUNNING back to QUEUED."""
 
 EXPERIMENT_STATE_UNSPECIFIED: ExperimentState.ValueType  # 0
+"""Not set (in a filter: no filter)."""
 EXPERIMENT_STATE_QUEUED: ExperimentState.ValueType  # 1
+"""Waiting for a worker with a free slot, a matching build and the device asked for."""
 EXPERIMENT_STATE_RUNNING: ExperimentState.ValueType  # 2
+"""Dispatched to a worker, which is running it."""
 EXPERIMENT_STATE_SUCCEEDED: ExperimentState.ValueType  # 3
+"""Terminal: ended with an ExperimentResult."""
 EXPERIMENT_STATE_FAILED: ExperimentState.ValueType  # 4
+"""Terminal: ended with an Error."""
 EXPERIMENT_STATE_CANCELLED: ExperimentState.ValueType  # 5
+"""Terminal: cancelled by a client (its Error has kind CANCELLED)."""
 Global___ExperimentState: _TypeAlias = ExperimentState  # noqa: Y015
 
 @_typing.final
@@ -94,22 +118,29 @@ class ImageMetrics(_message.Message):
     bytes: _builtins.int
     """Bitstream length in bytes: every byte the decoder receives."""
     width: _builtins.int
+    """Image width in pixels."""
     height: _builtins.int
+    """Image height in pixels."""
     bpp: _builtins.float
     """8 * bytes / (width * height)."""
     mse: _builtins.float
     """Mean squared error on uint8 RGB."""
     psnr_db: _builtins.float
-    """10 * log10(255^2 / mse) in dB; +inf when lossless."""
+    """10 * log10(255^2 / mse) in dB; +inf when lossless (proto3 JSON writes "Infinity"; a plain
+    JSON.stringify of the decoded object writes null: see docs/protocol.md).
+    """
     ms_ssim: _builtins.float
     """MS-SSIM (pytorch-msssim, data_range=255), when the image is large enough."""
     ms_ssim_unavailable_reason: _builtins.str
+    """Why ms_ssim is unset (the image is below its minimum size), or ""."""
     lossless: _builtins.bool
     """Exact round trip of every pixel."""
     encode_ms: _builtins.float
     """Wall time of the encode and the decode call in ms, measured by the worker."""
     decode_ms: _builtins.float
+    """Wall time of the decode call in ms, measured by the worker."""
     bitstream_sha256: _builtins.str
+    """Lower-case hex sha256 of the bitstream."""
     conversion: _builtins.str
     """How the source image was converted to RGB, when it was not RGB already."""
     clamped_values: _builtins.int
@@ -224,10 +255,15 @@ class ImageResult(_message.Message):
     IMAGE_NAME_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     point_index: _builtins.int
+    """Index of the parameter point in the experiment's points (0-based)."""
     image_index: _builtins.int
+    """Index of the image in the dataset (0-based)."""
     image_name: _builtins.str
+    """The image's name inside its dataset."""
     @_builtins.property
-    def metrics(self) -> Global___ImageMetrics: ...
+    def metrics(self) -> Global___ImageMetrics:
+        """Its trusted metrics."""
+
     def __init__(
         self,
         *,
@@ -274,8 +310,11 @@ class PointResult(_message.Message):
     ENCODE_MS_MEDIAN_FIELD_NUMBER: _builtins.int
     DECODE_MS_MEDIAN_FIELD_NUMBER: _builtins.int
     point_index: _builtins.int
+    """Index of the point in the experiment's points (0-based)."""
     image_count: _builtins.int
+    """Images coded at this point (the dataset's size; 0 for a seed agent that takes no image)."""
     total_bytes: _builtins.int
+    """Sum of the images' bitstream lengths in bytes."""
     bpp: _builtins.float
     """Mean of the per-image bpp."""
     mse: _builtins.float
@@ -293,6 +332,7 @@ class PointResult(_message.Message):
     of the point's first image.
     """
     decode_ms: _builtins.float
+    """Mean of the per-image decode wall times in ms (after the warm-up)."""
     lossless_image_count: _builtins.int
     """Images whose round trip was exact (per-image PSNR +inf)."""
     ms_ssim_image_count: _builtins.int
@@ -308,10 +348,15 @@ class PointResult(_message.Message):
     encode_ms_median: _builtins.float
     """Medians of the per-image wall times in ms (robust to a stray slow call)."""
     decode_ms_median: _builtins.float
+    """Median of the per-image decode wall times in ms."""
     @_builtins.property
-    def params(self) -> _types_pb2.ParameterPoint: ...
+    def params(self) -> _types_pb2.ParameterPoint:
+        """The point's parameters, as submitted."""
+
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageResult]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImageResult]:
+        """Per-image results, in dataset order."""
+
     @_builtins.property
     def agent_report(self) -> Global___AgentReport:
         """Set, with no images, for a seed agent that takes no image: called once for the point;
@@ -355,6 +400,8 @@ Global___PointResult: _TypeAlias = PointResult  # noqa: Y015
 
 @_typing.final
 class ExperimentResult(_message.Message):
+    """The terminal event of a successful experiment: the metrics of every point."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     POINTS_FIELD_NUMBER: _builtins.int
@@ -363,8 +410,11 @@ class ExperimentResult(_message.Message):
     wall_ms: _builtins.float
     """Wall time of the whole run on the worker, in ms."""
     worker_id: _builtins.str
+    """The worker that ran it."""
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___PointResult]: ...
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___PointResult]:
+        """One per parameter point, in the experiment's order."""
+
     def __init__(
         self,
         *,
@@ -382,6 +432,8 @@ Global___ExperimentResult: _TypeAlias = ExperimentResult  # noqa: Y015
 
 @_typing.final
 class Progress(_message.Message):
+    """Where a running experiment is: sent before each image's encode, and as phases change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     PHASE_FIELD_NUMBER: _builtins.int
@@ -391,12 +443,17 @@ class Progress(_message.Message):
     IMAGE_COUNT_FIELD_NUMBER: _builtins.int
     IMAGE_NAME_FIELD_NUMBER: _builtins.int
     phase: _types_pb2.Phase.ValueType
+    """What the worker is doing now."""
     point_index: _builtins.int
+    """Index of the point being worked on (0-based)."""
     point_count: _builtins.int
+    """Number of parameter points of the experiment."""
     image_index: _builtins.int
     """Index of the image being worked on, and the dataset size."""
     image_count: _builtins.int
+    """The dataset's number of images."""
     image_name: _builtins.str
+    """Name of the image being worked on."""
     def __init__(
         self,
         *,
@@ -417,6 +474,10 @@ Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
 class LogLine(_message.Message):
+    """One line an agent printed, or a line from codecbench about the run. Output per experiment is
+    bounded; past the limit one line with `truncated` set is sent and the rest dropped.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STREAM_FIELD_NUMBER: _builtins.int
@@ -424,7 +485,9 @@ class LogLine(_message.Message):
     PHASE_FIELD_NUMBER: _builtins.int
     TRUNCATED_FIELD_NUMBER: _builtins.int
     stream: Global___LogStream.ValueType
+    """Which stream it came from."""
     text: _builtins.str
+    """The line, without its newline."""
     phase: _types_pb2.Phase.ValueType
     """Which side of the codec printed it."""
     truncated: _builtins.bool
@@ -456,9 +519,13 @@ class StateChange(_message.Message):
     WORKER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     state: Global___ExperimentState.ValueType
+    """The new state."""
     attempt: _builtins.int
+    """The attempt it belongs to (1 for the first dispatch)."""
     worker_id: _builtins.str
+    """The worker it was dispatched to, or ""."""
     reason: _builtins.str
+    """Why, for people ("created", "dispatched to w-1a2b", "worker w-1a2b lost")."""
     def __init__(
         self,
         *,
@@ -477,6 +544,10 @@ Global___StateChange: _TypeAlias = StateChange  # noqa: Y015
 
 @_typing.final
 class ExperimentEvent(_message.Message):
+    """One stored event of an experiment. Events are stored before they are sent; the last one of an
+    experiment is terminal (`error` or `result`).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
@@ -490,19 +561,33 @@ class ExperimentEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """The experiment it belongs to ("exp-" and 16 hex digits)."""
     sequence: _builtins.int
-    """1, 2, 3, ... per experiment; a watcher resumes after the last one it saw."""
+    """1, 2, 3, ... per experiment; a watcher resumes after the last one it saw. A string in
+    JavaScript (int64).
+    """
     attempt: _builtins.int
+    """The attempt it belongs to."""
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
     @_builtins.property
-    def progress(self) -> Global___Progress: ...
+    def progress(self) -> Global___Progress:
+        """Where the run is."""
+
     @_builtins.property
-    def log(self) -> Global___LogLine: ...
+    def log(self) -> Global___LogLine:
+        """A line the agent printed, or a note from codecbench."""
+
     @_builtins.property
-    def image_result(self) -> Global___ImageResult: ...
+    def image_result(self) -> Global___ImageResult:
+        """The metrics of one image, as soon as they are known."""
+
     @_builtins.property
-    def state_change(self) -> Global___StateChange: ...
+    def state_change(self) -> Global___StateChange:
+        """The experiment changed state (queued, dispatched, requeued)."""
+
     @_builtins.property
     def error(self) -> _errors_pb2.Error:
         """Terminal: the experiment failed."""

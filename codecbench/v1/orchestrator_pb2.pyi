@@ -31,28 +31,43 @@ class _WorkerState:
 class _WorkerStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WorkerState.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     WORKER_STATE_UNSPECIFIED: _WorkerState.ValueType  # 0
+    """Not set."""
     WORKER_STATE_READY: _WorkerState.ValueType  # 1
+    """Registered, reachable, with a free slot."""
     WORKER_STATE_BUSY: _WorkerState.ValueType  # 2
+    """Every slot is running an experiment."""
     WORKER_STATE_DRAINING: _WorkerState.ValueType  # 3
+    """Drained by an admin: running experiments finish, no new ones are dispatched."""
     WORKER_STATE_STALE: _WorkerState.ValueType  # 4
+    """Its build differs from the orchestrator's: nothing is dispatched to it (state_reason says why)."""
     WORKER_STATE_LOST: _WorkerState.ValueType  # 5
+    """Missed its heartbeats; its experiments went back to the queue."""
     WORKER_STATE_PENDING: _WorkerState.ValueType  # 6
     """Registered, but the orchestrator has not yet reached it at its address with its credential."""
 
-class WorkerState(_WorkerState, metaclass=_WorkerStateEnumTypeWrapper): ...
+class WorkerState(_WorkerState, metaclass=_WorkerStateEnumTypeWrapper):
+    """A worker as the orchestrator sees it."""
 
 WORKER_STATE_UNSPECIFIED: WorkerState.ValueType  # 0
+"""Not set."""
 WORKER_STATE_READY: WorkerState.ValueType  # 1
+"""Registered, reachable, with a free slot."""
 WORKER_STATE_BUSY: WorkerState.ValueType  # 2
+"""Every slot is running an experiment."""
 WORKER_STATE_DRAINING: WorkerState.ValueType  # 3
+"""Drained by an admin: running experiments finish, no new ones are dispatched."""
 WORKER_STATE_STALE: WorkerState.ValueType  # 4
+"""Its build differs from the orchestrator's: nothing is dispatched to it (state_reason says why)."""
 WORKER_STATE_LOST: WorkerState.ValueType  # 5
+"""Missed its heartbeats; its experiments went back to the queue."""
 WORKER_STATE_PENDING: WorkerState.ValueType  # 6
 """Registered, but the orchestrator has not yet reached it at its address with its credential."""
 Global___WorkerState: _TypeAlias = WorkerState  # noqa: Y015
 
 @_typing.final
 class Experiment(_message.Message):
+    """An experiment: one agent, one dataset, one or more parameter points, and its outcome."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -98,16 +113,23 @@ class Experiment(_message.Message):
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """"exp-" and 16 hex digits, chosen by the orchestrator."""
     state: _experiment_pb2.ExperimentState.ValueType
+    """Where it is in its lifecycle."""
     attempt: _builtins.int
     """1 for the first dispatch; +1 each time a lost worker sends it back to the queue."""
     max_attempts: _builtins.int
+    """Dispatches allowed before a lost worker makes it FAILED with WORKER_LOST."""
     dataset: _builtins.str
+    """The dataset's name."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU, DEVICE_CUDA or DEVICE_ANY (never unspecified: the default is resolved at creation)."""
     request_id: _builtins.str
+    """The idempotency key it was created with, or ""."""
     priority: _builtins.int
+    """Its priority (higher runs first)."""
     worker_id: _builtins.str
+    """The worker of the latest dispatch, or ""."""
     last_sequence: _builtins.int
     """Sequence number of the last stored event."""
     owner: _builtins.str
@@ -124,17 +146,29 @@ class Experiment(_message.Message):
         """The bundle's files are listed without content."""
 
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]: ...
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]:
+        """The parameter points (one point with no parameters when none were given)."""
+
     @_builtins.property
-    def timeouts(self) -> _types_pb2.Timeouts: ...
+    def timeouts(self) -> _types_pb2.Timeouts:
+        """The limits as requested (0: the worker's default)."""
+
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The labels it was created with."""
+
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was created."""
+
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was last dispatched; unset while queued the first time."""
+
     @_builtins.property
-    def end_time(self) -> _timestamp_pb2.Timestamp: ...
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When it reached a terminal state; unset before."""
+
     @_builtins.property
     def result(self) -> _experiment_pb2.ExperimentResult:
         """Set only when state is SUCCEEDED."""
@@ -179,6 +213,8 @@ Global___Experiment: _TypeAlias = Experiment  # noqa: Y015
 
 @_typing.final
 class CreateExperimentRequest(_message.Message):
+    """What to run. Only `agent` and `dataset` are required."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -212,13 +248,15 @@ class CreateExperimentRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
-    """Dataset name ("photos") or its digest."""
+    """Dataset name ("photos") or its digest; required."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU (also when unspecified), DEVICE_CUDA or DEVICE_ANY."""
     max_attempts: _builtins.int
-    """0 means the default (3)."""
+    """0 means the default (3); at most 10."""
     request_id: _builtins.str
-    """Client-chosen key: a repeat returns the first experiment and creates nothing."""
+    """Client-chosen key, at most 200 characters: a repeat returns the first experiment and creates
+    nothing, so a create whose answer was lost is safe to send again with the same key.
+    """
     priority: _builtins.int
     """Higher runs first among experiments queued at the same time."""
     queue_timeout_s: _builtins.float
@@ -227,13 +265,21 @@ class CreateExperimentRequest(_message.Message):
     however long it takes. Finite, 0 to 7 days.
     """
     @_builtins.property
-    def agent(self) -> _types_pb2.AgentBundle: ...
+    def agent(self) -> _types_pb2.AgentBundle:
+        """The agent; required (see AgentBundle for how to build one)."""
+
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]: ...
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]:
+        """The parameter points, at most 1000; empty: one point with the agent's defaults."""
+
     @_builtins.property
-    def timeouts(self) -> _types_pb2.Timeouts: ...
+    def timeouts(self) -> _types_pb2.Timeouts:
+        """Wall-clock limits; 0 fields take the worker's defaults."""
+
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Free-form tags (team=codecs): at most 64, keys of 1 to 200 characters, values of at most 1000."""
+
     def __init__(
         self,
         *,
@@ -258,11 +304,15 @@ Global___CreateExperimentRequest: _TypeAlias = CreateExperimentRequest  # noqa: 
 
 @_typing.final
 class CreateExperimentResponse(_message.Message):
+    """The experiment created (or the earlier one with the same request_id)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def experiment(self) -> Global___Experiment: ...
+    def experiment(self) -> Global___Experiment:
+        """It, QUEUED when new; the bundle's files are listed without content."""
+
     def __init__(
         self,
         *,
@@ -278,10 +328,13 @@ Global___CreateExperimentResponse: _TypeAlias = CreateExperimentResponse  # noqa
 
 @_typing.final
 class GetExperimentRequest(_message.Message):
+    """Which experiment to get."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """Its id; required."""
     def __init__(
         self,
         *,
@@ -297,11 +350,15 @@ Global___GetExperimentRequest: _TypeAlias = GetExperimentRequest  # noqa: Y015
 
 @_typing.final
 class GetExperimentResponse(_message.Message):
+    """The experiment asked for."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def experiment(self) -> Global___Experiment: ...
+    def experiment(self) -> Global___Experiment:
+        """It, with its result or error when terminal."""
+
     def __init__(
         self,
         *,
@@ -317,6 +374,8 @@ Global___GetExperimentResponse: _TypeAlias = GetExperimentResponse  # noqa: Y015
 
 @_typing.final
 class ListExperimentsRequest(_message.Message):
+    """A filter and a page of the caller's experiments (an admin sees everyone's)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
@@ -345,14 +404,18 @@ class ListExperimentsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     CREATED_AFTER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    """Experiments per page: 0 means 50; at most 1000."""
     page_token: _builtins.str
+    """"" for the first page, else the next_page_token of the previous page."""
     @_builtins.property
     def states(self) -> _containers.RepeatedScalarFieldContainer[_experiment_pb2.ExperimentState.ValueType]:
         """Empty: all states."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Every given label must match."""
+        """Every given label must match.
+        At most 16 filters.
+        """
 
     @_builtins.property
     def created_after(self) -> _timestamp_pb2.Timestamp:
@@ -377,13 +440,18 @@ Global___ListExperimentsRequest: _TypeAlias = ListExperimentsRequest  # noqa: Y0
 
 @_typing.final
 class ListExperimentsResponse(_message.Message):
+    """One page of experiments."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Pass it as page_token for the next page; "" on the last page."""
     @_builtins.property
-    def experiments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Experiment]: ...
+    def experiments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Experiment]:
+        """Newest first."""
+
     def __init__(
         self,
         *,
@@ -400,10 +468,13 @@ Global___ListExperimentsResponse: _TypeAlias = ListExperimentsResponse  # noqa: 
 
 @_typing.final
 class CancelExperimentRequest(_message.Message):
+    """Which experiment to cancel."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """Its id; required."""
     def __init__(
         self,
         *,
@@ -419,11 +490,15 @@ Global___CancelExperimentRequest: _TypeAlias = CancelExperimentRequest  # noqa: 
 
 @_typing.final
 class CancelExperimentResponse(_message.Message):
+    """The experiment after the request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def experiment(self) -> Global___Experiment: ...
+    def experiment(self) -> Global___Experiment:
+        """It (CANCELLED, or its terminal state if it had one already)."""
+
     def __init__(
         self,
         *,
@@ -439,11 +514,14 @@ Global___CancelExperimentResponse: _TypeAlias = CancelExperimentResponse  # noqa
 
 @_typing.final
 class WatchExperimentRequest(_message.Message):
+    """Which experiment to follow, and from where."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """Its id; required."""
     after_sequence: _builtins.int
     """Events with a sequence number greater than this are sent; 0 sends all. At most the
     experiment's `last_sequence` (OUT_OF_RANGE beyond it); equal to it on a finished experiment:
@@ -465,11 +543,15 @@ Global___WatchExperimentRequest: _TypeAlias = WatchExperimentRequest  # noqa: Y0
 
 @_typing.final
 class WatchExperimentResponse(_message.Message):
+    """One event of the watched experiment."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> _experiment_pb2.ExperimentEvent: ...
+    def event(self) -> _experiment_pb2.ExperimentEvent:
+        """The event; the stream ends after a terminal one."""
+
     def __init__(
         self,
         *,
@@ -485,6 +567,8 @@ Global___WatchExperimentResponse: _TypeAlias = WatchExperimentResponse  # noqa: 
 
 @_typing.final
 class Dataset(_message.Message):
+    """A named set of images that experiments run on."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
@@ -495,9 +579,11 @@ class Dataset(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Unique name ("photos")."""
     digest: _builtins.str
     """sha256 over the sorted (name, image sha256) pairs."""
     builtin: _builtins.bool
+    """Shipped with codecbench (`photos`): readable by every user."""
     owner: _builtins.str
     """The user who uploaded it ("" for built-in datasets)."""
     shared: _builtins.bool
@@ -507,7 +593,9 @@ class Dataset(_message.Message):
         """The images, listed without content."""
 
     @_builtins.property
-    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was uploaded."""
+
     def __init__(
         self,
         *,
@@ -529,10 +617,13 @@ Global___Dataset: _TypeAlias = Dataset  # noqa: Y015
 
 @_typing.final
 class CreateDatasetHeader(_message.Message):
+    """The first message of an upload."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The new dataset's name; required, not taken and not a built-in one."""
     def __init__(
         self,
         *,
@@ -556,8 +647,11 @@ class ImageChunk(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     LAST_FIELD_NUMBER: _builtins.int
     image_name: _builtins.str
+    """The image's file name inside the dataset ("kodim01.png"): 1 to 255 characters, no "/"."""
     data: _builtins.bytes
+    """The next bytes of the encoded image file (PNG, JPEG, ...), at most 1 MiB per chunk."""
     last: _builtins.bool
+    """Set on the image's final chunk."""
     def __init__(
         self,
         *,
@@ -575,14 +669,20 @@ Global___ImageChunk: _TypeAlias = ImageChunk  # noqa: Y015
 
 @_typing.final
 class CreateDatasetRequest(_message.Message):
+    """One message of a dataset upload: first the header, then chunks."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     HEADER_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def header(self) -> Global___CreateDatasetHeader: ...
+    def header(self) -> Global___CreateDatasetHeader:
+        """The first message, and only the first."""
+
     @_builtins.property
-    def chunk(self) -> Global___ImageChunk: ...
+    def chunk(self) -> Global___ImageChunk:
+        """Every later message."""
+
     def __init__(
         self,
         *,
@@ -601,11 +701,15 @@ Global___CreateDatasetRequest: _TypeAlias = CreateDatasetRequest  # noqa: Y015
 
 @_typing.final
 class CreateDatasetResponse(_message.Message):
+    """The stored dataset."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def dataset(self) -> Global___Dataset: ...
+    def dataset(self) -> Global___Dataset:
+        """It, its images listed without content."""
+
     def __init__(
         self,
         *,
@@ -621,6 +725,8 @@ Global___CreateDatasetResponse: _TypeAlias = CreateDatasetResponse  # noqa: Y015
 
 @_typing.final
 class ListDatasetsRequest(_message.Message):
+    """Asks for the datasets the caller may use; no fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -636,11 +742,14 @@ Global___ListDatasetsRequest: _TypeAlias = ListDatasetsRequest  # noqa: Y015
 
 @_typing.final
 class ShareDatasetRequest(_message.Message):
+    """Which dataset to share or make private."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAME_FIELD_NUMBER: _builtins.int
     SHARED_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """Its name; required (NOT_FOUND when unknown; INVALID_ARGUMENT for a built-in one)."""
     shared: _builtins.bool
     """false makes it private to its owner again."""
     def __init__(
@@ -659,11 +768,15 @@ Global___ShareDatasetRequest: _TypeAlias = ShareDatasetRequest  # noqa: Y015
 
 @_typing.final
 class ShareDatasetResponse(_message.Message):
+    """The dataset after the change."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASET_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def dataset(self) -> Global___Dataset: ...
+    def dataset(self) -> Global___Dataset:
+        """It."""
+
     def __init__(
         self,
         *,
@@ -679,11 +792,15 @@ Global___ShareDatasetResponse: _TypeAlias = ShareDatasetResponse  # noqa: Y015
 
 @_typing.final
 class ListDatasetsResponse(_message.Message):
+    """The datasets the caller may use."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATASETS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dataset]: ...
+    def datasets(self) -> _containers.RepeatedCompositeFieldContainer[Global___Dataset]:
+        """Built-in, own and shared ones, images listed without content."""
+
     def __init__(
         self,
         *,
@@ -699,10 +816,15 @@ Global___ListDatasetsResponse: _TypeAlias = ListDatasetsResponse  # noqa: Y015
 
 @_typing.final
 class ReadBlobRequest(_message.Message):
+    """Which blob to read."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SHA256_FIELD_NUMBER: _builtins.int
     sha256: _builtins.str
+    """Its lower-case hex sha256 (64 digits; INVALID_ARGUMENT otherwise, NOT_FOUND with reason
+    BLOB_MISSING when not stored or not readable by the caller).
+    """
     def __init__(
         self,
         *,
@@ -718,11 +840,14 @@ Global___ReadBlobRequest: _TypeAlias = ReadBlobRequest  # noqa: Y015
 
 @_typing.final
 class ReadBlobResponse(_message.Message):
+    """One chunk of a blob."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DATA_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     data: _builtins.bytes
+    """The next bytes, at most 1 MiB."""
     size_bytes: _builtins.int
     """Total size, set on the first chunk."""
     def __init__(
@@ -741,6 +866,8 @@ Global___ReadBlobResponse: _TypeAlias = ReadBlobResponse  # noqa: Y015
 
 @_typing.final
 class WorkerStatus(_message.Message):
+    """A registered worker and its state."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     INFO_FIELD_NUMBER: _builtins.int
@@ -750,15 +877,23 @@ class WorkerStatus(_message.Message):
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     RUNNING_EXPERIMENT_IDS_FIELD_NUMBER: _builtins.int
     state: Global___WorkerState.ValueType
+    """Its state."""
     state_reason: _builtins.str
     """Why a worker is STALE or LOST."""
     slots_in_use: _builtins.int
+    """Experiments it is running now."""
     @_builtins.property
-    def info(self) -> _worker_pb2.WorkerInfo: ...
+    def info(self) -> _worker_pb2.WorkerInfo:
+        """What the worker reported about itself."""
+
     @_builtins.property
-    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp: ...
+    def last_heartbeat_time(self) -> _timestamp_pb2.Timestamp:
+        """When its last heartbeat arrived."""
+
     @_builtins.property
-    def running_experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def running_experiment_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The ids of the experiments it is running."""
+
     def __init__(
         self,
         *,
@@ -779,6 +914,8 @@ Global___WorkerStatus: _TypeAlias = WorkerStatus  # noqa: Y015
 
 @_typing.final
 class RegisterWorkerRequest(_message.Message):
+    """A worker introduces itself."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_FIELD_NUMBER: _builtins.int
@@ -788,7 +925,9 @@ class RegisterWorkerRequest(_message.Message):
     id that is known is only taken by the holder of its credential.
     """
     @_builtins.property
-    def worker(self) -> _worker_pb2.WorkerInfo: ...
+    def worker(self) -> _worker_pb2.WorkerInfo:
+        """Its identity; worker_id, address and slots (at least 1) are required."""
+
     def __init__(
         self,
         *,
@@ -805,6 +944,8 @@ Global___RegisterWorkerRequest: _TypeAlias = RegisterWorkerRequest  # noqa: Y015
 
 @_typing.final
 class RegisterWorkerResponse(_message.Message):
+    """The worker as registered."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
@@ -817,7 +958,9 @@ class RegisterWorkerResponse(_message.Message):
     orchestrator presents when it calls the worker.
     """
     @_builtins.property
-    def status(self) -> Global___WorkerStatus: ...
+    def status(self) -> Global___WorkerStatus:
+        """Its status (PENDING until the orchestrator reaches it)."""
+
     def __init__(
         self,
         *,
@@ -835,12 +978,16 @@ Global___RegisterWorkerResponse: _TypeAlias = RegisterWorkerResponse  # noqa: Y0
 
 @_typing.final
 class HeartbeatRequest(_message.Message):
+    """A worker says it is alive."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     SLOTS_IN_USE_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    """The sender's own id (PERMISSION_DENIED for another's)."""
     slots_in_use: _builtins.int
+    """Experiments it is running now."""
     def __init__(
         self,
         *,
@@ -857,11 +1004,15 @@ Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
 
 @_typing.final
 class HeartbeatResponse(_message.Message):
+    """The worker's status as the orchestrator sees it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> Global___WorkerStatus: ...
+    def status(self) -> Global___WorkerStatus:
+        """Its status (DRAINING tells it that no new work will come)."""
+
     def __init__(
         self,
         *,
@@ -877,6 +1028,8 @@ Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015
 
 @_typing.final
 class ListWorkersRequest(_message.Message):
+    """Asks for every registered worker; no fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -892,11 +1045,15 @@ Global___ListWorkersRequest: _TypeAlias = ListWorkersRequest  # noqa: Y015
 
 @_typing.final
 class ListWorkersResponse(_message.Message):
+    """The registered workers."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStatus]: ...
+    def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStatus]:
+        """Each one, with its state."""
+
     def __init__(
         self,
         *,
@@ -912,10 +1069,13 @@ Global___ListWorkersResponse: _TypeAlias = ListWorkersResponse  # noqa: Y015
 
 @_typing.final
 class DrainWorkerRequest(_message.Message):
+    """Which worker to drain."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    """Its id; required (NOT_FOUND when unknown)."""
     def __init__(
         self,
         *,
@@ -931,11 +1091,15 @@ Global___DrainWorkerRequest: _TypeAlias = DrainWorkerRequest  # noqa: Y015
 
 @_typing.final
 class DrainWorkerResponse(_message.Message):
+    """The worker after the request."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> Global___WorkerStatus: ...
+    def status(self) -> Global___WorkerStatus:
+        """Its status (DRAINING)."""
+
     def __init__(
         self,
         *,

@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class OrchestratorServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -102,17 +109,28 @@ class OrchestratorServiceStub:
 
 
 class OrchestratorServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
 
     def CreateExperiment(self, request, context):
-        """Validates and queues an experiment; idempotent on request_id.
+        """Validates and queues an experiment; idempotent on request_id. Errors: INVALID_ARGUMENT (bad
+        bundle, unknown dataset (reason DATASET_UNKNOWN), a file sent by digest that is not stored
+        (reason BLOB_MISSING), bad points, device, timeouts, max_attempts or labels). The agent does
+        not run here: its own failures come later, as the experiment's terminal Error event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetExperiment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """One experiment. Errors: INVALID_ARGUMENT (no id), NOT_FOUND, PERMISSION_DENIED (another user's).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -125,16 +143,20 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelExperiment(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Cancels a queued or running experiment (its terminal event is an Error of kind CANCELLED); a
+        terminal one is returned as it is. Errors as GetExperiment.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchExperiment(self, request, context):
         """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
-        Every stream ends: a finished experiment watched from its last sequence number (or later
-        events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
-        stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+        After a broken stream, call again with the last sequence seen: nothing is lost or repeated.
+        Every stream ends: a finished experiment watched from its last sequence number gives an empty
+        stream at once; an `after_sequence` beyond the last event stored is OUT_OF_RANGE (no such
+        event was ever sent), whatever the experiment's state. Errors as GetExperiment, and
+        INVALID_ARGUMENT for a negative after_sequence.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -142,13 +164,17 @@ class OrchestratorServiceServicer:
 
     def CreateDataset(self, request_iterator, context):
         """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB.
+        Errors: INVALID_ARGUMENT (no header first, bad image names, an image over 64 MiB, over
+        100,000 images, an image that does not decode: reason IMAGE_UNDECODABLE), ALREADY_EXISTS
+        (the name is taken).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDatasets(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The datasets the caller may use: built-in ones, its own and shared ones.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -175,13 +201,16 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Heartbeat(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Called by a registered worker (its credential as bearer token) every heartbeat_interval_s;
+        a worker silent for several intervals is LOST and its experiments go back to the queue.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListWorkers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every registered worker with its state, build and load.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -270,7 +299,14 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrchestratorService:
-    """Missing associated documentation comment in .proto file."""
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
 
     @staticmethod
     def CreateExperiment(request,

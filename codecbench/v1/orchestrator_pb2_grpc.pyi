@@ -27,25 +27,49 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class OrchestratorServiceStub:
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     CreateExperiment: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentRequest, _orchestrator_pb2.CreateExperimentResponse]
-    """Validates and queues an experiment; idempotent on request_id."""
+    """Validates and queues an experiment; idempotent on request_id. Errors: INVALID_ARGUMENT (bad
+    bundle, unknown dataset (reason DATASET_UNKNOWN), a file sent by digest that is not stored
+    (reason BLOB_MISSING), bad points, device, timeouts, max_attempts or labels). The agent does
+    not run here: its own failures come later, as the experiment's terminal Error event.
+    """
     GetExperiment: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.GetExperimentRequest, _orchestrator_pb2.GetExperimentResponse]
+    """One experiment. Errors: INVALID_ARGUMENT (no id), NOT_FOUND, PERMISSION_DENIED (another user's)."""
     ListExperiments: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListExperimentsRequest, _orchestrator_pb2.ListExperimentsResponse]
     """Newest first, filtered by state and labels, paged."""
     CancelExperiment: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelExperimentRequest, _orchestrator_pb2.CancelExperimentResponse]
+    """Cancels a queued or running experiment (its terminal event is an Error of kind CANCELLED); a
+    terminal one is returned as it is. Errors as GetExperiment.
+    """
     WatchExperiment: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentRequest, _orchestrator_pb2.WatchExperimentResponse]
     """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
-    Every stream ends: a finished experiment watched from its last sequence number (or later
-    events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
-    stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+    After a broken stream, call again with the last sequence seen: nothing is lost or repeated.
+    Every stream ends: a finished experiment watched from its last sequence number gives an empty
+    stream at once; an `after_sequence` beyond the last event stored is OUT_OF_RANGE (no such
+    event was ever sent), whatever the experiment's state. Errors as GetExperiment, and
+    INVALID_ARGUMENT for a negative after_sequence.
     """
     CreateDataset: _grpc.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]
-    """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
+    """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB.
+    Errors: INVALID_ARGUMENT (no header first, bad image names, an image over 64 MiB, over
+    100,000 images, an image that does not decode: reason IMAGE_UNDECODABLE), ALREADY_EXISTS
+    (the name is taken).
+    """
     ListDatasets: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]
+    """The datasets the caller may use: built-in ones, its own and shared ones."""
     ShareDataset: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]
     """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
     ReadBlob: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]
@@ -53,28 +77,56 @@ class OrchestratorServiceStub:
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]
     """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential."""
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.HeartbeatRequest, _orchestrator_pb2.HeartbeatResponse]
+    """Called by a registered worker (its credential as bearer token) every heartbeat_interval_s;
+    a worker silent for several intervals is LOST and its experiments go back to the queue.
+    """
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]
+    """Every registered worker with its state, build and load."""
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
     """Stops dispatching to a worker; running experiments finish."""
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateExperiment: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentRequest, _orchestrator_pb2.CreateExperimentResponse]  # type: ignore[assignment]
-    """Validates and queues an experiment; idempotent on request_id."""
+    """Validates and queues an experiment; idempotent on request_id. Errors: INVALID_ARGUMENT (bad
+    bundle, unknown dataset (reason DATASET_UNKNOWN), a file sent by digest that is not stored
+    (reason BLOB_MISSING), bad points, device, timeouts, max_attempts or labels). The agent does
+    not run here: its own failures come later, as the experiment's terminal Error event.
+    """
     GetExperiment: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.GetExperimentRequest, _orchestrator_pb2.GetExperimentResponse]  # type: ignore[assignment]
+    """One experiment. Errors: INVALID_ARGUMENT (no id), NOT_FOUND, PERMISSION_DENIED (another user's)."""
     ListExperiments: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListExperimentsRequest, _orchestrator_pb2.ListExperimentsResponse]  # type: ignore[assignment]
     """Newest first, filtered by state and labels, paged."""
     CancelExperiment: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CancelExperimentRequest, _orchestrator_pb2.CancelExperimentResponse]  # type: ignore[assignment]
+    """Cancels a queued or running experiment (its terminal event is an Error of kind CANCELLED); a
+    terminal one is returned as it is. Errors as GetExperiment.
+    """
     WatchExperiment: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentRequest, _orchestrator_pb2.WatchExperimentResponse]  # type: ignore[assignment]
     """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
-    Every stream ends: a finished experiment watched from its last sequence number (or later
-    events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
-    stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+    After a broken stream, call again with the last sequence seen: nothing is lost or repeated.
+    Every stream ends: a finished experiment watched from its last sequence number gives an empty
+    stream at once; an `after_sequence` beyond the last event stored is OUT_OF_RANGE (no such
+    event was ever sent), whatever the experiment's state. Errors as GetExperiment, and
+    INVALID_ARGUMENT for a negative after_sequence.
     """
     CreateDataset: _aio.StreamUnaryMultiCallable[_orchestrator_pb2.CreateDatasetRequest, _orchestrator_pb2.CreateDatasetResponse]  # type: ignore[assignment]
-    """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
+    """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB.
+    Errors: INVALID_ARGUMENT (no header first, bad image names, an image over 64 MiB, over
+    100,000 images, an image that does not decode: reason IMAGE_UNDECODABLE), ALREADY_EXISTS
+    (the name is taken).
+    """
     ListDatasets: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListDatasetsRequest, _orchestrator_pb2.ListDatasetsResponse]  # type: ignore[assignment]
+    """The datasets the caller may use: built-in ones, its own and shared ones."""
     ShareDataset: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]  # type: ignore[assignment]
     """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
     ReadBlob: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]  # type: ignore[assignment]
@@ -82,25 +134,43 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
     """Called by a worker with the enrollment secret as its bearer token; returns its per-worker credential."""
     Heartbeat: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.HeartbeatRequest, _orchestrator_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """Called by a registered worker (its credential as bearer token) every heartbeat_interval_s;
+    a worker silent for several intervals is LOST and its experiments go back to the queue.
+    """
     ListWorkers: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]  # type: ignore[assignment]
+    """Every registered worker with its state, build and load."""
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     """Stops dispatching to a worker; running experiments finish."""
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
+    `authorization` metadata ("Bearer <token>"; UNAUTHENTICATED without a valid one, PERMISSION_DENIED
+    for a role that may not call the method). Failures are a gRPC status whose details are a
+    google.rpc.Status with a google.rpc.ErrorInfo (domain "codecbench.v1", reason such as
+    INVALID_ARGUMENT, NOT_FOUND, DATASET_UNKNOWN, BLOB_MISSING) and, for INVALID_ARGUMENT, a
+    google.rpc.BadRequest naming the field and the limit; a retryable one also has google.rpc.RetryInfo.
+    docs/protocol.md has the full table of codes and reasons and says which are safe to retry.
+    """
+
     @_abc_1.abstractmethod
     def CreateExperiment(
         self,
         request: _orchestrator_pb2.CreateExperimentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.CreateExperimentResponse, _abc.Awaitable[_orchestrator_pb2.CreateExperimentResponse]]:
-        """Validates and queues an experiment; idempotent on request_id."""
+        """Validates and queues an experiment; idempotent on request_id. Errors: INVALID_ARGUMENT (bad
+        bundle, unknown dataset (reason DATASET_UNKNOWN), a file sent by digest that is not stored
+        (reason BLOB_MISSING), bad points, device, timeouts, max_attempts or labels). The agent does
+        not run here: its own failures come later, as the experiment's terminal Error event.
+        """
 
     @_abc_1.abstractmethod
     def GetExperiment(
         self,
         request: _orchestrator_pb2.GetExperimentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.GetExperimentResponse, _abc.Awaitable[_orchestrator_pb2.GetExperimentResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.GetExperimentResponse, _abc.Awaitable[_orchestrator_pb2.GetExperimentResponse]]:
+        """One experiment. Errors: INVALID_ARGUMENT (no id), NOT_FOUND, PERMISSION_DENIED (another user's)."""
 
     @_abc_1.abstractmethod
     def ListExperiments(
@@ -115,7 +185,10 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _orchestrator_pb2.CancelExperimentRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.CancelExperimentResponse, _abc.Awaitable[_orchestrator_pb2.CancelExperimentResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.CancelExperimentResponse, _abc.Awaitable[_orchestrator_pb2.CancelExperimentResponse]]:
+        """Cancels a queued or running experiment (its terminal event is an Error of kind CANCELLED); a
+        terminal one is returned as it is. Errors as GetExperiment.
+        """
 
     @_abc_1.abstractmethod
     def WatchExperiment(
@@ -124,9 +197,11 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.WatchExperimentResponse], _abc.AsyncIterator[_orchestrator_pb2.WatchExperimentResponse]]:
         """Replays stored events after `after_sequence`, then follows live ones; ends after the terminal one.
-        Every stream ends: a finished experiment watched from its last sequence number (or later
-        events already seen) gives an empty stream at once; an `after_sequence` beyond the last event
-        stored is OUT_OF_RANGE (no such event was ever sent), whatever the experiment's state.
+        After a broken stream, call again with the last sequence seen: nothing is lost or repeated.
+        Every stream ends: a finished experiment watched from its last sequence number gives an empty
+        stream at once; an `after_sequence` beyond the last event stored is OUT_OF_RANGE (no such
+        event was ever sent), whatever the experiment's state. Errors as GetExperiment, and
+        INVALID_ARGUMENT for a negative after_sequence.
         """
 
     @_abc_1.abstractmethod
@@ -135,14 +210,19 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_orchestrator_pb2.CreateDatasetRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.CreateDatasetResponse, _abc.Awaitable[_orchestrator_pb2.CreateDatasetResponse]]:
-        """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB."""
+        """Uploads a dataset as a stream: a header message, then image chunks of at most 1 MiB.
+        Errors: INVALID_ARGUMENT (no header first, bad image names, an image over 64 MiB, over
+        100,000 images, an image that does not decode: reason IMAGE_UNDECODABLE), ALREADY_EXISTS
+        (the name is taken).
+        """
 
     @_abc_1.abstractmethod
     def ListDatasets(
         self,
         request: _orchestrator_pb2.ListDatasetsRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.ListDatasetsResponse, _abc.Awaitable[_orchestrator_pb2.ListDatasetsResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.ListDatasetsResponse, _abc.Awaitable[_orchestrator_pb2.ListDatasetsResponse]]:
+        """The datasets the caller may use: built-in ones, its own and shared ones."""
 
     @_abc_1.abstractmethod
     def ShareDataset(
@@ -173,14 +253,18 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _orchestrator_pb2.HeartbeatRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.HeartbeatResponse, _abc.Awaitable[_orchestrator_pb2.HeartbeatResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.HeartbeatResponse, _abc.Awaitable[_orchestrator_pb2.HeartbeatResponse]]:
+        """Called by a registered worker (its credential as bearer token) every heartbeat_interval_s;
+        a worker silent for several intervals is LOST and its experiments go back to the queue.
+        """
 
     @_abc_1.abstractmethod
     def ListWorkers(
         self,
         request: _orchestrator_pb2.ListWorkersRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_orchestrator_pb2.ListWorkersResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkersResponse]]: ...
+    ) -> _typing.Union[_orchestrator_pb2.ListWorkersResponse, _abc.Awaitable[_orchestrator_pb2.ListWorkersResponse]]:
+        """Every registered worker with its state, build and load."""
 
     @_abc_1.abstractmethod
     def DrainWorker(

@@ -29,25 +29,34 @@ class _SandboxRole:
 class _SandboxRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SandboxRole.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     SANDBOX_ROLE_UNSPECIFIED: _SandboxRole.ValueType  # 0
+    """Not set: refused."""
     SANDBOX_ROLE_ENCODER: _SandboxRole.ValueType  # 1
+    """Runs the agent's encoder; receives images."""
     SANDBOX_ROLE_DECODER: _SandboxRole.ValueType  # 2
+    """Runs the agent's decoder; receives only bitstreams."""
 
 class SandboxRole(_SandboxRole, metaclass=_SandboxRoleEnumTypeWrapper):
     """Which half of a codec a sandbox process serves. The decode side never sees the image."""
 
 SANDBOX_ROLE_UNSPECIFIED: SandboxRole.ValueType  # 0
+"""Not set: refused."""
 SANDBOX_ROLE_ENCODER: SandboxRole.ValueType  # 1
+"""Runs the agent's encoder; receives images."""
 SANDBOX_ROLE_DECODER: SandboxRole.ValueType  # 2
+"""Runs the agent's decoder; receives only bitstreams."""
 Global___SandboxRole: _TypeAlias = SandboxRole  # noqa: Y015
 
 @_typing.final
 class SandboxLoad(_message.Message):
+    """The first request to a sandbox process: import the agent for one role."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
     ROLE_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     role: Global___SandboxRole.ValueType
+    """Which half of the codec this process serves."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU or DEVICE_CUDA; the agent receives it as the string "cpu" or "cuda"."""
     @_builtins.property
@@ -79,7 +88,9 @@ class SandboxSetParams(_message.Message):
 
     PARAMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def params(self) -> _types_pb2.ParameterPoint: ...
+    def params(self) -> _types_pb2.ParameterPoint:
+        """The point's parameters, checked against the agent's signature before any data."""
+
     def __init__(
         self,
         *,
@@ -95,6 +106,8 @@ Global___SandboxSetParams: _TypeAlias = SandboxSetParams  # noqa: Y015
 
 @_typing.final
 class SandboxEncode(_message.Message):
+    """Encode one image with the bound parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     IMAGE_FIELD_NUMBER: _builtins.int
@@ -117,13 +130,18 @@ Global___SandboxEncode: _TypeAlias = SandboxEncode  # noqa: Y015
 
 @_typing.final
 class SandboxDecode(_message.Message):
+    """Decode one payload with the bound parameters."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BITSTREAM_FIELD_NUMBER: _builtins.int
     ENCODING_DATA_FIELD_NUMBER: _builtins.int
     bitstream: _builtins.bytes
+    """Codec contract: the bytes the encoder returned."""
     @_builtins.property
-    def encoding_data(self) -> _types_pb2.Value: ...
+    def encoding_data(self) -> _types_pb2.Value:
+        """Seed contract: the dict the encoder returned."""
+
     def __init__(
         self,
         *,
@@ -142,6 +160,8 @@ Global___SandboxDecode: _TypeAlias = SandboxDecode  # noqa: Y015
 
 @_typing.final
 class SandboxRequest(_message.Message):
+    """One request frame from the worker to a sandbox process; each gets one SandboxResponse."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOAD_FIELD_NUMBER: _builtins.int
@@ -149,13 +169,21 @@ class SandboxRequest(_message.Message):
     ENCODE_FIELD_NUMBER: _builtins.int
     DECODE_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def load(self) -> Global___SandboxLoad: ...
+    def load(self) -> Global___SandboxLoad:
+        """First: import the agent."""
+
     @_builtins.property
-    def set_params(self) -> Global___SandboxSetParams: ...
+    def set_params(self) -> Global___SandboxSetParams:
+        """Then, per parameter point: bind the parameters."""
+
     @_builtins.property
-    def encode(self) -> Global___SandboxEncode: ...
+    def encode(self) -> Global___SandboxEncode:
+        """Encoder only, per image."""
+
     @_builtins.property
-    def decode(self) -> Global___SandboxDecode: ...
+    def decode(self) -> Global___SandboxDecode:
+        """Decoder only, per bitstream."""
+
     def __init__(
         self,
         *,
@@ -176,6 +204,8 @@ Global___SandboxRequest: _TypeAlias = SandboxRequest  # noqa: Y015
 
 @_typing.final
 class SandboxLoaded(_message.Message):
+    """The answer to SandboxLoad."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CONTRACT_FIELD_NUMBER: _builtins.int
@@ -203,11 +233,14 @@ Global___SandboxLoaded: _TypeAlias = SandboxLoaded  # noqa: Y015
 
 @_typing.final
 class SandboxEncoded(_message.Message):
+    """The answer to SandboxEncode."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BITSTREAM_FIELD_NUMBER: _builtins.int
     ENCODING_DATA_FIELD_NUMBER: _builtins.int
     bitstream: _builtins.bytes
+    """Codec contract: the bitstream."""
     @_builtins.property
     def encoding_data(self) -> _types_pb2.Value:
         """Seed contract: the encoding dict."""
@@ -230,6 +263,8 @@ Global___SandboxEncoded: _TypeAlias = SandboxEncoded  # noqa: Y015
 
 @_typing.final
 class SandboxDecoded(_message.Message):
+    """The answer to SandboxDecode."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECONSTRUCTION_FIELD_NUMBER: _builtins.int
@@ -266,6 +301,8 @@ Global___SandboxDecoded: _TypeAlias = SandboxDecoded  # noqa: Y015
 
 @_typing.final
 class SandboxResponse(_message.Message):
+    """One response frame from a sandbox process to the worker."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     LOADED_FIELD_NUMBER: _builtins.int
@@ -274,14 +311,23 @@ class SandboxResponse(_message.Message):
     DECODED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     params_set: _builtins.bool
+    """The parameters were bound (always true)."""
     @_builtins.property
-    def loaded(self) -> Global___SandboxLoaded: ...
+    def loaded(self) -> Global___SandboxLoaded:
+        """The agent was imported."""
+
     @_builtins.property
-    def encoded(self) -> Global___SandboxEncoded: ...
+    def encoded(self) -> Global___SandboxEncoded:
+        """The encoder's output."""
+
     @_builtins.property
-    def decoded(self) -> Global___SandboxDecoded: ...
+    def decoded(self) -> Global___SandboxDecoded:
+        """The decoder's output."""
+
     @_builtins.property
-    def error(self) -> _errors_pb2.Error: ...
+    def error(self) -> _errors_pb2.Error:
+        """The request failed: the agent's typed error."""
+
     def __init__(
         self,
         *,
@@ -313,12 +359,15 @@ class SandboxSpawn(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     spawn_id: _builtins.int
+    """The worker's id for this process, echoed in SandboxExited and SandboxSpawnFailed."""
     uid: _builtins.int
     """The uid (and gid) the agent process runs as: one per role, so that per-uid kernel state
     (keyrings, inotify and process counts, mqueue bytes) is never shared by encoder and decoder.
     """
     @_builtins.property
-    def limits(self) -> Global___SandboxRlimits: ...
+    def limits(self) -> Global___SandboxRlimits:
+        """Limits applied in the child before the agent is imported."""
+
     def __init__(
         self,
         *,
@@ -347,11 +396,17 @@ class SandboxRlimits(_message.Message):
     MAX_FRAME_BYTES_FIELD_NUMBER: _builtins.int
     MAX_BITSTREAM_BYTES_FIELD_NUMBER: _builtins.int
     memory_bytes: _builtins.int
+    """RLIMIT_AS in bytes (CPU-only children; a memory cgroup bounds GPU ones)."""
     cpu_s: _builtins.int
+    """RLIMIT_CPU in seconds of CPU time."""
     file_bytes: _builtins.int
+    """RLIMIT_FSIZE: the largest file the agent may write, in bytes."""
     open_files: _builtins.int
+    """RLIMIT_NOFILE: open file descriptors."""
     max_frame_bytes: _builtins.int
+    """The largest request or response frame, in bytes."""
     max_bitstream_bytes: _builtins.int
+    """The largest bitstream an encoder may return, in bytes."""
     def __init__(
         self,
         *,
@@ -408,14 +463,19 @@ Global___TemplateEvent: _TypeAlias = TemplateEvent  # noqa: Y015
 
 @_typing.final
 class SandboxExited(_message.Message):
+    """An agent process of the template ended."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SPAWN_ID_FIELD_NUMBER: _builtins.int
     EXIT_CODE_FIELD_NUMBER: _builtins.int
     SIGNAL_FIELD_NUMBER: _builtins.int
     spawn_id: _builtins.int
+    """The SandboxSpawn it came from."""
     exit_code: _builtins.int
+    """Its exit status, when it exited."""
     signal: _builtins.int
+    """The signal that killed it, when one did."""
     def __init__(
         self,
         *,
@@ -440,12 +500,16 @@ Global___SandboxExited: _TypeAlias = SandboxExited  # noqa: Y015
 
 @_typing.final
 class SandboxSpawnFailed(_message.Message):
+    """The template could not start an agent process."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SPAWN_ID_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     spawn_id: _builtins.int
+    """The SandboxSpawn it came from."""
     message: _builtins.str
+    """Why, for the worker's log."""
     def __init__(
         self,
         *,

@@ -29,31 +29,53 @@ class _DType:
 class _DTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DType.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     D_TYPE_UNSPECIFIED: _DType.ValueType  # 0
+    """Not a dtype: a Tensor with it is refused (INVALID_ARGUMENT, reason TENSOR_MALFORMED)."""
     D_TYPE_UINT8: _DType.ValueType  # 1
+    """1 byte per element; images are uint8 RGB."""
     D_TYPE_INT8: _DType.ValueType  # 2
+    """1 byte per element, two's complement."""
     D_TYPE_INT16: _DType.ValueType  # 3
+    """2 bytes per element."""
     D_TYPE_INT32: _DType.ValueType  # 4
+    """4 bytes per element."""
     D_TYPE_INT64: _DType.ValueType  # 5
+    """8 bytes per element."""
     D_TYPE_FLOAT16: _DType.ValueType  # 6
+    """IEEE 754 half precision, 2 bytes per element."""
     D_TYPE_BFLOAT16: _DType.ValueType  # 7
+    """bfloat16 (the upper half of a float32), 2 bytes per element."""
     D_TYPE_FLOAT32: _DType.ValueType  # 8
+    """IEEE 754 single precision, 4 bytes per element."""
     D_TYPE_FLOAT64: _DType.ValueType  # 9
+    """IEEE 754 double precision, 8 bytes per element."""
     D_TYPE_BOOL: _DType.ValueType  # 10
+    """1 byte per element, 0 or 1."""
 
 class DType(_DType, metaclass=_DTypeEnumTypeWrapper):
     """Element type of a Tensor. Data is always little-endian."""
 
 D_TYPE_UNSPECIFIED: DType.ValueType  # 0
+"""Not a dtype: a Tensor with it is refused (INVALID_ARGUMENT, reason TENSOR_MALFORMED)."""
 D_TYPE_UINT8: DType.ValueType  # 1
+"""1 byte per element; images are uint8 RGB."""
 D_TYPE_INT8: DType.ValueType  # 2
+"""1 byte per element, two's complement."""
 D_TYPE_INT16: DType.ValueType  # 3
+"""2 bytes per element."""
 D_TYPE_INT32: DType.ValueType  # 4
+"""4 bytes per element."""
 D_TYPE_INT64: DType.ValueType  # 5
+"""8 bytes per element."""
 D_TYPE_FLOAT16: DType.ValueType  # 6
+"""IEEE 754 half precision, 2 bytes per element."""
 D_TYPE_BFLOAT16: DType.ValueType  # 7
+"""bfloat16 (the upper half of a float32), 2 bytes per element."""
 D_TYPE_FLOAT32: DType.ValueType  # 8
+"""IEEE 754 single precision, 4 bytes per element."""
 D_TYPE_FLOAT64: DType.ValueType  # 9
+"""IEEE 754 double precision, 8 bytes per element."""
 D_TYPE_BOOL: DType.ValueType  # 10
+"""1 byte per element, 0 or 1."""
 Global___DType: _TypeAlias = DType  # noqa: Y015
 
 class _Contract:
@@ -91,8 +113,13 @@ class _Device:
 class _DeviceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Device.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     DEVICE_UNSPECIFIED: _Device.ValueType  # 0
+    """The default: read as DEVICE_CPU."""
     DEVICE_CPU: _Device.ValueType  # 1
+    """The worker's CPU; the agent receives device="cpu"."""
     DEVICE_CUDA: _Device.ValueType  # 2
+    """The worker's GPU; the agent receives device="cuda". A worker without one refuses it
+    (FAILED_PRECONDITION, reason NO_GPU).
+    """
     DEVICE_ANY: _Device.ValueType  # 3
     """An experiment that runs on whatever worker is free: on its GPU when it has one, else its CPU.
     Only an experiment may ask for it; a worker is always told CPU or CUDA.
@@ -102,8 +129,13 @@ class Device(_Device, metaclass=_DeviceEnumTypeWrapper):
     """Where an agent runs. DEVICE_UNSPECIFIED means DEVICE_CPU, the one default."""
 
 DEVICE_UNSPECIFIED: Device.ValueType  # 0
+"""The default: read as DEVICE_CPU."""
 DEVICE_CPU: Device.ValueType  # 1
+"""The worker's CPU; the agent receives device="cpu"."""
 DEVICE_CUDA: Device.ValueType  # 2
+"""The worker's GPU; the agent receives device="cuda". A worker without one refuses it
+(FAILED_PRECONDITION, reason NO_GPU).
+"""
 DEVICE_ANY: Device.ValueType  # 3
 """An experiment that runs on whatever worker is free: on its GPU when it has one, else its CPU.
 Only an experiment may ask for it; a worker is always told CPU or CUDA.
@@ -117,23 +149,37 @@ class _Phase:
 class _PhaseEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Phase.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PHASE_UNSPECIFIED: _Phase.ValueType  # 0
+    """Not known or not tied to a phase."""
     PHASE_QUEUE: _Phase.ValueType  # 1
+    """Waiting in the orchestrator's queue for a worker."""
     PHASE_SETUP: _Phase.ValueType  # 2
+    """The worker prepares the run: fetches the agent's files and the dataset, starts sandboxes."""
     PHASE_LOAD: _Phase.ValueType  # 3
+    """Importing the agent and binding its parameters (Codec(...) runs here)."""
     PHASE_ENCODE: _Phase.ValueType  # 4
+    """The agent encodes an image."""
     PHASE_DECODE: _Phase.ValueType  # 5
+    """The agent decodes a bitstream."""
     PHASE_METRICS: _Phase.ValueType  # 6
+    """The worker computes the trusted metrics of a reconstruction."""
 
 class Phase(_Phase, metaclass=_PhaseEnumTypeWrapper):
     """Where in an experiment something happened or is happening."""
 
 PHASE_UNSPECIFIED: Phase.ValueType  # 0
+"""Not known or not tied to a phase."""
 PHASE_QUEUE: Phase.ValueType  # 1
+"""Waiting in the orchestrator's queue for a worker."""
 PHASE_SETUP: Phase.ValueType  # 2
+"""The worker prepares the run: fetches the agent's files and the dataset, starts sandboxes."""
 PHASE_LOAD: Phase.ValueType  # 3
+"""Importing the agent and binding its parameters (Codec(...) runs here)."""
 PHASE_ENCODE: Phase.ValueType  # 4
+"""The agent encodes an image."""
 PHASE_DECODE: Phase.ValueType  # 5
+"""The agent decodes a bitstream."""
 PHASE_METRICS: Phase.ValueType  # 6
+"""The worker computes the trusted metrics of a reconstruction."""
 Global___Phase: _TypeAlias = Phase  # noqa: Y015
 
 class _Isolation:
@@ -143,6 +189,7 @@ class _Isolation:
 class _IsolationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Isolation.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     ISOLATION_UNSPECIFIED: _Isolation.ValueType  # 0
+    """Not reported."""
     ISOLATION_PROCESS: _Isolation.ValueType  # 1
     """Child processes only: no namespaces. The worker logs this loudly."""
     ISOLATION_BWRAP: _Isolation.ValueType  # 2
@@ -152,6 +199,7 @@ class Isolation(_Isolation, metaclass=_IsolationEnumTypeWrapper):
     """How a worker isolates agent processes."""
 
 ISOLATION_UNSPECIFIED: Isolation.ValueType  # 0
+"""Not reported."""
 ISOLATION_PROCESS: Isolation.ValueType  # 1
 """Child processes only: no namespaces. The worker logs this loudly."""
 ISOLATION_BWRAP: Isolation.ValueType  # 2
@@ -168,9 +216,15 @@ class Tensor(_message.Message):
     SHAPE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     dtype: Global___DType.ValueType
+    """Element type; required."""
     data: _builtins.bytes
+    """The elements in C order: exactly prod(shape) * itemsize(dtype) bytes, or INVALID_ARGUMENT."""
     @_builtins.property
-    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    def shape(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Size of each dimension, outermost first (an image is [3, H, W]); at most 32 dimensions, none
+        negative. JavaScript clients (proto-loader with longs: String) see these int64s as strings.
+        """
+
     def __init__(
         self,
         *,
@@ -188,8 +242,9 @@ Global___Tensor: _TypeAlias = Tensor  # noqa: Y015
 
 @_typing.final
 class Value(_message.Message):
-    """A typed value for the seed contract's dicts: numbers, strings, bytes, lists, dicts,
-    numpy arrays and torch tensors cross processes and the network without pickle or JSON.
+    """A typed value for the seed contract's dicts and for parameters: numbers, strings, bytes, lists,
+    dicts, numpy arrays and torch tensors cross processes and the network without pickle or JSON.
+    Exactly one kind must be set: a Value with none is refused (INVALID_ARGUMENT), at any depth.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -205,19 +260,35 @@ class Value(_message.Message):
     TORCH_TENSOR_VALUE_FIELD_NUMBER: _builtins.int
     NDARRAY_VALUE_FIELD_NUMBER: _builtins.int
     null_value: _builtins.bool
+    """Python None (set it to true)."""
     bool_value: _builtins.bool
+    """Python bool."""
     int_value: _builtins.int
+    """Python int, 64-bit (zig-zag encoded). Send integers here, not as float_value: a float for a
+    parameter whose default is an int is converted only when it is integral (docs/protocol.md).
+    """
     float_value: _builtins.float
+    """Python float; a parameter's must be finite."""
     string_value: _builtins.str
+    """Python str."""
     bytes_value: _builtins.bytes
+    """Python bytes."""
     @_builtins.property
-    def list_value(self) -> Global___ValueList: ...
+    def list_value(self) -> Global___ValueList:
+        """Python list (tuples arrive as lists)."""
+
     @_builtins.property
-    def map_value(self) -> Global___ValueMap: ...
+    def map_value(self) -> Global___ValueMap:
+        """Python dict with str keys."""
+
     @_builtins.property
-    def torch_tensor_value(self) -> Global___Tensor: ...
+    def torch_tensor_value(self) -> Global___Tensor:
+        """A torch.Tensor (arrives on the CPU)."""
+
     @_builtins.property
-    def ndarray_value(self) -> Global___Tensor: ...
+    def ndarray_value(self) -> Global___Tensor:
+        """A numpy.ndarray."""
+
     def __init__(
         self,
         *,
@@ -244,11 +315,15 @@ Global___Value: _TypeAlias = Value  # noqa: Y015
 
 @_typing.final
 class ValueList(_message.Message):
+    """The items of a list, in order."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]: ...
+    def values(self) -> _containers.RepeatedCompositeFieldContainer[Global___Value]:
+        """The items; each must have its kind set."""
+
     def __init__(
         self,
         *,
@@ -270,7 +345,9 @@ class ValueMap(_message.Message):
 
     ENTRIES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueMapEntry]: ...
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___ValueMapEntry]:
+        """The entries in insertion order; keys should be unique (a later one wins)."""
+
     def __init__(
         self,
         *,
@@ -286,13 +363,18 @@ Global___ValueMap: _TypeAlias = ValueMap  # noqa: Y015
 
 @_typing.final
 class ValueMapEntry(_message.Message):
+    """One key and its value in a ValueMap."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     KEY_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     key: _builtins.str
+    """The dict key."""
     @_builtins.property
-    def value(self) -> Global___Value: ...
+    def value(self) -> Global___Value:
+        """The value; its kind must be set."""
+
     def __init__(
         self,
         *,
@@ -309,7 +391,12 @@ Global___ValueMapEntry: _TypeAlias = ValueMapEntry  # noqa: Y015
 
 @_typing.final
 class ParameterPoint(_message.Message):
-    """Keyword arguments of one point of an experiment, e.g. {quality: 50}. Several points make an RD curve."""
+    """Keyword arguments of one point of an experiment, e.g. {quality: 50}. Several points make an RD curve.
+    At most 64 KiB serialized; values nested at most 8 levels deep; floats finite. Each value is checked
+    against the agent's signature before any image is coded: where the parameter's default is an int, an
+    integral float_value (9.0) is converted to int (with a note in the experiment's log) and any other
+    type is SIGNATURE_MISMATCH naming both types; likewise for float, bool and str defaults.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -336,7 +423,11 @@ class ParameterPoint(_message.Message):
 
     PARAMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def params(self) -> _containers.MessageMap[_builtins.str, Global___Value]: ...
+    def params(self) -> _containers.MessageMap[_builtins.str, Global___Value]:
+        """Parameter name (a Python identifier other than device, image, bitstream, encoding_data) to
+        its value. Empty: the agent's defaults.
+        """
+
     def __init__(
         self,
         *,
@@ -368,8 +459,14 @@ class BlobRef(_message.Message):
     image's name inside its dataset ("kodim01.png").
     """
     sha256: _builtins.str
-    """Lower-case hex sha256 of the content."""
+    """Lower-case hex sha256 of the content (64 digits). Optional when `content` is sent (checked
+    against it then); required when it is not. Upper-case hex is refused with INVALID_ARGUMENT
+    saying "lower-case hex".
+    """
     size_bytes: _builtins.int
+    """Length of the content in bytes. Optional (0) when `content` is sent (checked against it
+    otherwise); required when it is not.
+    """
     content: _builtins.bytes
     """The bytes themselves, when sent inline."""
     def __init__(
@@ -390,7 +487,13 @@ Global___BlobRef: _TypeAlias = BlobRef  # noqa: Y015
 
 @_typing.final
 class AgentBundle(_message.Message):
-    """An agent: a bundle of files with an entry module."""
+    """An agent: a bundle of files with an entry module. To submit an agent folder, send every file
+    with `name` (its path relative to the folder) and `content`; `sha256` and `size_bytes` may be
+    left out. Required: at least one file and `entry_module`. Limits: 10,000 files, 256 MiB in all
+    (an orchestrator may set a lower limit); paths normalised, relative, each once. The Python client
+    (codecbench.bundles.bundle_from_dir) chooses `codec` when codec.py exists, else the only
+    top-level .py file; other clients name it themselves.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -401,10 +504,15 @@ class AgentBundle(_message.Message):
     name: _builtins.str
     """Human name, e.g. "jpeg"."""
     entry_module: _builtins.str
-    """Dotted module name of the entry point inside the bundle, e.g. "codec"."""
+    """Dotted module name of the entry point inside the bundle, e.g. "codec"; required. The bundle
+    must hold `codec.py` or `codec/__init__.py` for it.
+    """
     contract: Global___Contract.ValueType
+    """The contract to use; CONTRACT_UNSPECIFIED (the default) detects it from the entry module."""
     @_builtins.property
-    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlobRef]: ...
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlobRef]:
+        """The bundle's files (source, weights, data); required, at least one."""
+
     def __init__(
         self,
         *,
@@ -433,8 +541,11 @@ class DatasetRef(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
+    """The dataset's name ("photos"); alone, it names a built-in dataset."""
     @_builtins.property
-    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlobRef]: ...
+    def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___BlobRef]:
+        """The images (PNG, JPEG or another format Pillow reads), each inline or by sha256."""
+
     def __init__(
         self,
         *,
@@ -451,7 +562,9 @@ Global___DatasetRef: _TypeAlias = DatasetRef  # noqa: Y015
 
 @_typing.final
 class Timeouts(_message.Message):
-    """Wall-clock limits in seconds; 0 means the worker's default (WorkerInfo.default_timeouts)."""
+    """Wall-clock limits in seconds; 0 means the worker's default (WorkerInfo.default_timeouts).
+    Each must be finite and between 0 and 604800 (7 days), or INVALID_ARGUMENT names it.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -460,9 +573,13 @@ class Timeouts(_message.Message):
     DECODE_S_FIELD_NUMBER: _builtins.int
     EXPERIMENT_S_FIELD_NUMBER: _builtins.int
     load_s: _builtins.float
+    """Import the agent and bind one parameter point (Codec(...) included); default 120 s."""
     encode_s: _builtins.float
+    """One encode call, for one image; default 120 s."""
     decode_s: _builtins.float
+    """One decode call, for one bitstream; default 120 s."""
     experiment_s: _builtins.float
+    """The whole experiment, every point and image; default 3600 s."""
     def __init__(
         self,
         *,

@@ -38,6 +38,7 @@ class DeviceInfo(_message.Message):
     description: _builtins.str
     """Product name, e.g. "NVIDIA H200"."""
     memory_bytes: _builtins.int
+    """Memory of the device in bytes (the host's RAM for the CPU)."""
     def __init__(
         self,
         *,
@@ -56,6 +57,8 @@ Global___DeviceInfo: _TypeAlias = DeviceInfo  # noqa: Y015
 
 @_typing.final
 class WorkerInfo(_message.Message):
+    """A worker's identity, build, devices and capacity."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
@@ -70,20 +73,29 @@ class WorkerInfo(_message.Message):
     ADDRESS_FIELD_NUMBER: _builtins.int
     DEFAULT_TIMEOUTS_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
+    """Stable id chosen by the worker ("w-" and 12 hex digits by default), at most 64 characters."""
     build_id: _builtins.str
     """Digest of the installed worker, sandbox and protocol code."""
     protocol_version: _builtins.str
+    """The protocol package the worker speaks ("codecbench.v1")."""
     pid: _builtins.int
+    """The worker's process id on its host."""
     host: _builtins.str
+    """The worker's host name."""
     slots: _builtins.int
     """Experiments this worker runs at once."""
     isolation: _types_pb2.Isolation.ValueType
+    """How it sandboxes agents."""
     address: _builtins.str
     """host:port where the worker serves WorkerService."""
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker process started."""
+
     @_builtins.property
-    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceInfo]: ...
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceInfo]:
+        """Its devices: always the CPU, plus each GPU."""
+
     @_builtins.property
     def default_timeouts(self) -> _types_pb2.Timeouts:
         """The limits this worker applies where a request leaves a timeout at 0. The orchestrator
@@ -115,6 +127,8 @@ Global___WorkerInfo: _TypeAlias = WorkerInfo  # noqa: Y015
 
 @_typing.final
 class GetWorkerInfoRequest(_message.Message):
+    """Asks for the worker's identity; no fields."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     def __init__(
@@ -130,11 +144,15 @@ Global___GetWorkerInfoRequest: _TypeAlias = GetWorkerInfoRequest  # noqa: Y015
 
 @_typing.final
 class GetWorkerInfoResponse(_message.Message):
+    """The worker's identity."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def worker(self) -> Global___WorkerInfo: ...
+    def worker(self) -> Global___WorkerInfo:
+        """This worker."""
+
     def __init__(
         self,
         *,
@@ -150,6 +168,8 @@ Global___GetWorkerInfoResponse: _TypeAlias = GetWorkerInfoResponse  # noqa: Y015
 
 @_typing.final
 class EncodeRequest(_message.Message):
+    """One image to encode with one agent at one parameter point."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
@@ -160,9 +180,13 @@ class EncodeRequest(_message.Message):
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU (also when unspecified) or DEVICE_CUDA."""
     @_builtins.property
-    def agent(self) -> _types_pb2.AgentBundle: ...
+    def agent(self) -> _types_pb2.AgentBundle:
+        """The agent; required (see AgentBundle). Files sent without content are fetched by sha256."""
+
     @_builtins.property
-    def params(self) -> _types_pb2.ParameterPoint: ...
+    def params(self) -> _types_pb2.ParameterPoint:
+        """The agent's parameters; empty: its defaults."""
+
     @_builtins.property
     def image(self) -> _types_pb2.Tensor:
         """uint8, shape [3, H, W], RGB. Absent for a seed agent whose run_encoding_agent takes no
@@ -170,7 +194,9 @@ class EncodeRequest(_message.Message):
         """
 
     @_builtins.property
-    def timeouts(self) -> _types_pb2.Timeouts: ...
+    def timeouts(self) -> _types_pb2.Timeouts:
+        """Wall-clock limits; 0 fields take the worker's defaults."""
+
     def __init__(
         self,
         *,
@@ -190,14 +216,21 @@ Global___EncodeRequest: _TypeAlias = EncodeRequest  # noqa: Y015
 
 @_typing.final
 class EncodeResponse(_message.Message):
+    """The encoded image."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     BITSTREAM_FIELD_NUMBER: _builtins.int
     BITSTREAM_SHA256_FIELD_NUMBER: _builtins.int
     ENCODE_MS_FIELD_NUMBER: _builtins.int
     bitstream: _builtins.bytes
+    """What the agent's encode returned: a codec's bitstream, or for a seed agent its encoding dict
+    as a serialized codecbench.v1.Value (what Decode takes back).
+    """
     bitstream_sha256: _builtins.str
+    """Lower-case hex sha256 of `bitstream`."""
     encode_ms: _builtins.float
+    """Wall time of the encode call in ms."""
     def __init__(
         self,
         *,
@@ -215,6 +248,8 @@ Global___EncodeResponse: _TypeAlias = EncodeResponse  # noqa: Y015
 
 @_typing.final
 class DecodeRequest(_message.Message):
+    """One bitstream to decode with one agent at one parameter point."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_FIELD_NUMBER: _builtins.int
@@ -223,14 +258,21 @@ class DecodeRequest(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     TIMEOUTS_FIELD_NUMBER: _builtins.int
     bitstream: _builtins.bytes
+    """What Encode returned."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU (also when unspecified) or DEVICE_CUDA."""
     @_builtins.property
-    def agent(self) -> _types_pb2.AgentBundle: ...
+    def agent(self) -> _types_pb2.AgentBundle:
+        """The agent; required (see AgentBundle)."""
+
     @_builtins.property
-    def params(self) -> _types_pb2.ParameterPoint: ...
+    def params(self) -> _types_pb2.ParameterPoint:
+        """The agent's parameters; the same as for Encode."""
+
     @_builtins.property
-    def timeouts(self) -> _types_pb2.Timeouts: ...
+    def timeouts(self) -> _types_pb2.Timeouts:
+        """Wall-clock limits; 0 fields take the worker's defaults."""
+
     def __init__(
         self,
         *,
@@ -250,12 +292,15 @@ Global___DecodeRequest: _TypeAlias = DecodeRequest  # noqa: Y015
 
 @_typing.final
 class DecodeResponse(_message.Message):
+    """The reconstructed image."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     RECONSTRUCTION_FIELD_NUMBER: _builtins.int
     DECODE_MS_FIELD_NUMBER: _builtins.int
     AGENT_REPORT_FIELD_NUMBER: _builtins.int
     decode_ms: _builtins.float
+    """Wall time of the decode call in ms."""
     @_builtins.property
     def reconstruction(self) -> _types_pb2.Tensor:
         """uint8, shape [3, H, W] (float agent output is clamped to [0, 1], scaled and rounded).
@@ -287,6 +332,8 @@ Global___DecodeResponse: _TypeAlias = DecodeResponse  # noqa: Y015
 
 @_typing.final
 class RunExperimentRequest(_message.Message):
+    """A whole experiment, as the orchestrator dispatches it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
@@ -297,17 +344,27 @@ class RunExperimentRequest(_message.Message):
     DEVICE_FIELD_NUMBER: _builtins.int
     TIMEOUTS_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
+    """The experiment's id, copied into every event."""
     attempt: _builtins.int
+    """The attempt number, copied into every event."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU (also when unspecified) or DEVICE_CUDA."""
     @_builtins.property
-    def agent(self) -> _types_pb2.AgentBundle: ...
+    def agent(self) -> _types_pb2.AgentBundle:
+        """The agent; required."""
+
     @_builtins.property
-    def dataset(self) -> _types_pb2.DatasetRef: ...
+    def dataset(self) -> _types_pb2.DatasetRef:
+        """The images to code; required."""
+
     @_builtins.property
-    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]: ...
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.ParameterPoint]:
+        """The parameter points, at most 1000; empty: one point with the agent's defaults."""
+
     @_builtins.property
-    def timeouts(self) -> _types_pb2.Timeouts: ...
+    def timeouts(self) -> _types_pb2.Timeouts:
+        """Wall-clock limits; 0 fields take the worker's defaults."""
+
     def __init__(
         self,
         *,
@@ -329,11 +386,15 @@ Global___RunExperimentRequest: _TypeAlias = RunExperimentRequest  # noqa: Y015
 
 @_typing.final
 class RunExperimentResponse(_message.Message):
+    """One event of the run."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def event(self) -> _experiment_pb2.ExperimentEvent: ...
+    def event(self) -> _experiment_pb2.ExperimentEvent:
+        """The event; the last one is terminal."""
+
     def __init__(
         self,
         *,

@@ -26,7 +26,12 @@ if _version_not_supported:
 
 
 class WorkerServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +62,12 @@ class WorkerServiceStub:
 
 
 class WorkerServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
 
     def GetWorkerInfo(self, request, context):
         """Identity, build and capacity of this worker.
@@ -67,24 +77,30 @@ class WorkerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Encode(self, request, context):
-        """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-        details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
-        (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
+        """Encodes one image with an agent, in a fresh sandbox. The image travels in one message: at
+        most 64 MiB (about 22 MP); larger images up to the image limit (32 MiP) run inside
+        RunExperiment. Errors: INVALID_ARGUMENT (bad bundle, image, params, device or timeouts:
+        BadRequest names the field), RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every
+        slot is busy, FAILED_PRECONDITION with reason NO_GPU or BLOB_MISSING, and FAILED_PRECONDITION
+        with a codecbench.v1.Error detail when the agent fails (reason = its kind, e.g.
+        AGENT_EXCEPTION): not retryable, fix the agent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Decode(self, request, context):
-        """Decodes one bitstream with an agent, in a process that never saw the image. A
-        reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+        """Decodes one bitstream with an agent, in a process that never saw the image. Errors as Encode;
+        a reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RunExperiment(self, request, context):
-        """Runs a whole experiment and streams its events until exactly one terminal event.
+        """Runs a whole experiment and streams its events until exactly one terminal event (an agent
+        failure is the terminal Error event, not a status). Errors before the first event: as Encode,
+        and RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every slot is busy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -122,7 +138,12 @@ def add_WorkerServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class WorkerService:
-    """Missing associated documentation comment in .proto file."""
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
 
     @staticmethod
     def GetWorkerInfo(request,

@@ -27,6 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class WorkerServiceStub:
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
+
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
@@ -34,35 +41,63 @@ class WorkerServiceStub:
     GetWorkerInfo: _grpc.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerInfoRequest, _worker_pb2.GetWorkerInfoResponse]
     """Identity, build and capacity of this worker."""
     Encode: _grpc.UnaryUnaryMultiCallable[_worker_pb2.EncodeRequest, _worker_pb2.EncodeResponse]
-    """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-    details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
-    (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
+    """Encodes one image with an agent, in a fresh sandbox. The image travels in one message: at
+    most 64 MiB (about 22 MP); larger images up to the image limit (32 MiP) run inside
+    RunExperiment. Errors: INVALID_ARGUMENT (bad bundle, image, params, device or timeouts:
+    BadRequest names the field), RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every
+    slot is busy, FAILED_PRECONDITION with reason NO_GPU or BLOB_MISSING, and FAILED_PRECONDITION
+    with a codecbench.v1.Error detail when the agent fails (reason = its kind, e.g.
+    AGENT_EXCEPTION): not retryable, fix the agent.
     """
     Decode: _grpc.UnaryUnaryMultiCallable[_worker_pb2.DecodeRequest, _worker_pb2.DecodeResponse]
-    """Decodes one bitstream with an agent, in a process that never saw the image. A
-    reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+    """Decodes one bitstream with an agent, in a process that never saw the image. Errors as Encode;
+    a reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
     """
     RunExperiment: _grpc.UnaryStreamMultiCallable[_worker_pb2.RunExperimentRequest, _worker_pb2.RunExperimentResponse]
-    """Runs a whole experiment and streams its events until exactly one terminal event."""
+    """Runs a whole experiment and streams its events until exactly one terminal event (an agent
+    failure is the terminal Error event, not a status). Errors before the first event: as Encode,
+    and RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every slot is busy.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
+
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetWorkerInfo: _aio.UnaryUnaryMultiCallable[_worker_pb2.GetWorkerInfoRequest, _worker_pb2.GetWorkerInfoResponse]  # type: ignore[assignment]
     """Identity, build and capacity of this worker."""
     Encode: _aio.UnaryUnaryMultiCallable[_worker_pb2.EncodeRequest, _worker_pb2.EncodeResponse]  # type: ignore[assignment]
-    """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-    details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
-    (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
+    """Encodes one image with an agent, in a fresh sandbox. The image travels in one message: at
+    most 64 MiB (about 22 MP); larger images up to the image limit (32 MiP) run inside
+    RunExperiment. Errors: INVALID_ARGUMENT (bad bundle, image, params, device or timeouts:
+    BadRequest names the field), RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every
+    slot is busy, FAILED_PRECONDITION with reason NO_GPU or BLOB_MISSING, and FAILED_PRECONDITION
+    with a codecbench.v1.Error detail when the agent fails (reason = its kind, e.g.
+    AGENT_EXCEPTION): not retryable, fix the agent.
     """
     Decode: _aio.UnaryUnaryMultiCallable[_worker_pb2.DecodeRequest, _worker_pb2.DecodeResponse]  # type: ignore[assignment]
-    """Decodes one bitstream with an agent, in a process that never saw the image. A
-    reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+    """Decodes one bitstream with an agent, in a process that never saw the image. Errors as Encode;
+    a reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
     """
     RunExperiment: _aio.UnaryStreamMultiCallable[_worker_pb2.RunExperimentRequest, _worker_pb2.RunExperimentResponse]  # type: ignore[assignment]
-    """Runs a whole experiment and streams its events until exactly one terminal event."""
+    """Runs a whole experiment and streams its events until exactly one terminal event (an agent
+    failure is the terminal Error event, not a status). Errors before the first event: as Encode,
+    and RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every slot is busy.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Runs agents in sandboxed child processes and computes trusted metrics. Only the orchestrator
+    (with the worker's credential) and holders of the worker's admin token may call it; every call
+    needs a bearer token (UNAUTHENTICATED otherwise). Failures are a gRPC status whose details are
+    a google.rpc.Status with google.rpc.ErrorInfo (domain "codecbench.v1") and, for agent failures,
+    a codecbench.v1.Error (docs/protocol.md has the table of codes).
+    """
+
     @_abc_1.abstractmethod
     def GetWorkerInfo(
         self,
@@ -77,9 +112,13 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.EncodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.EncodeResponse, _abc.Awaitable[_worker_pb2.EncodeResponse]]:
-        """Encodes one image with an agent. Agent failures are returned as a gRPC status whose
-        details carry a codecbench.v1.Error. The image travels in one message: at most 64 MiB
-        (about 22 MP); larger images up to the image limit (32 MiP) run inside RunExperiment.
+        """Encodes one image with an agent, in a fresh sandbox. The image travels in one message: at
+        most 64 MiB (about 22 MP); larger images up to the image limit (32 MiP) run inside
+        RunExperiment. Errors: INVALID_ARGUMENT (bad bundle, image, params, device or timeouts:
+        BadRequest names the field), RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every
+        slot is busy, FAILED_PRECONDITION with reason NO_GPU or BLOB_MISSING, and FAILED_PRECONDITION
+        with a codecbench.v1.Error detail when the agent fails (reason = its kind, e.g.
+        AGENT_EXCEPTION): not retryable, fix the agent.
         """
 
     @_abc_1.abstractmethod
@@ -88,8 +127,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.DecodeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.DecodeResponse, _abc.Awaitable[_worker_pb2.DecodeResponse]]:
-        """Decodes one bitstream with an agent, in a process that never saw the image. A
-        reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
+        """Decodes one bitstream with an agent, in a process that never saw the image. Errors as Encode;
+        a reconstruction over the 64 MiB message limit is RESOURCE_EXHAUSTED, naming the limit.
         """
 
     @_abc_1.abstractmethod
@@ -98,6 +137,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _worker_pb2.RunExperimentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_worker_pb2.RunExperimentResponse], _abc.AsyncIterator[_worker_pb2.RunExperimentResponse]]:
-        """Runs a whole experiment and streams its events until exactly one terminal event."""
+        """Runs a whole experiment and streams its events until exactly one terminal event (an agent
+        failure is the terminal Error event, not a status). Errors before the first event: as Encode,
+        and RESOURCE_EXHAUSTED with reason NO_FREE_SLOT (retryable) when every slot is busy.
+        """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
