@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sandbox-tools test demo proto lint bench clean
+.PHONY: setup sandbox-tools test demo proto lint bench chaos clean
 
 setup: sandbox-tools $(STAMP)
 
@@ -44,6 +44,11 @@ lint: setup
 
 bench: setup
 	$(PY) -m bench
+
+# Robustness under SIGKILLs, a fuzz of every RPC, a full disk; writes chaos/RESULTS.md (not in `make test`:
+# tests/test_chaos.py runs the same code at a small size).
+chaos: setup
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) out
