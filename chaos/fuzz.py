@@ -148,15 +148,19 @@ def message_strategy(descriptor: Descriptor, depth: int = 0) -> st.SearchStrateg
     return st.deferred(lambda: st.tuples(*setters).map(lambda fs: build(list(fs))))
 
 
-def valid_requests() -> dict[str, Message]:
+def valid_requests(finished_id: str) -> dict[str, Message]:
     """Well-formed requests that get past validation, by method name: the fuzz also sends these
     with one field replaced by a hostile value, so it reaches the code behind the checks (an
-    experiment is created, an agent runs)."""
+    experiment is created, an agent runs, a finished experiment ``finished_id`` is watched from
+    any sequence number)."""
     agent = bundles.bundle_from_dir(TRIVIAL_AGENT)
     cpu = types_pb2.DEVICE_CPU
     image = tensors.from_torch(torch.zeros((3, 8, 8), dtype=torch.uint8))
     dataset = types_pb2.DatasetRef(name="tiny", images=[types_pb2.BlobRef(name="a.png", content=tiny_png())])
     return {
+        "GetExperiment": orchestrator_pb2.GetExperimentRequest(experiment_id=finished_id),
+        "WatchExperiment": orchestrator_pb2.WatchExperimentRequest(experiment_id=finished_id),
+        "CancelExperiment": orchestrator_pb2.CancelExperimentRequest(experiment_id=finished_id),
         "CreateExperiment": orchestrator_pb2.CreateExperimentRequest(agent=agent, dataset=datasets.PHOTOS,
                                                                      device=cpu, max_attempts=1),
         "RunExperiment": worker_pb2.RunExperimentRequest(experiment_id="fuzz", attempt=1, agent=agent,
@@ -297,7 +301,11 @@ async def run_fuzz(root: Path, examples: int = 40, seed: int = 0, finish_s: floa
         token = auth.read_secret_file(cluster.token_file)
         worker = cluster.workers[0]
         targets = {SERVICES[0].name: cluster.address, SERVICES[1].name: worker.address}
-        templates = valid_requests()
+        async with Client(cluster.address, token_file=cluster.token_file) as client:
+            finished = await client.submit(bundles.bundle_from_dir(TRIVIAL_AGENT), dataset=datasets.PHOTOS)
+            async for _ in client.watch(finished.experiment_id):
+                pass  # to its terminal event
+        templates = valid_requests(finished.experiment_id)
         for service in SERVICES:
             async with rpc.channel(targets[service.name], token) as channel:
                 for method in service.methods:
