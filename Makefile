@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sandbox-tools test demo proto proto-lint lint bench clean
+.PHONY: setup sandbox-tools test demo proto proto-lint lint bench chaos clean
 
 setup: sandbox-tools $(STAMP)
 
@@ -60,6 +60,11 @@ proto-lint: $(BUF)
 
 bench: setup
 	$(PY) -m bench
+
+# Robustness under SIGKILLs, a fuzz of every RPC, a full disk; writes chaos/RESULTS.md (not in `make test`:
+# tests/test_chaos.py runs the same code at a small size).
+chaos: setup
+	$(PY) -m chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) out node_modules examples/node/node_modules

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
-from helpers.services import orchestrator
+from helpers.services import admin_token_file, attach_worker, orchestrator, write_images
 from PIL import Image
 
 from codecbench import errors, rpc
 from codecbench.client import Client
-from codecbench.states import CANCELLED
+from codecbench.local import spawn_service
+from codecbench.states import CANCELLED, RUNNING, SUCCEEDED, TERMINAL_STATES, is_terminal_event
+from codecbench.v1 import types_pb2
 from orchestrator_svc import __main__ as orchestrator_main
 from orchestrator_svc.disk import REASON_DISK_FULL
 
@@ -53,11 +55,10 @@ def _noise_png(seed: int, side: int = 1400) -> bytes:
 def _fill(disk: Path) -> Path:
     """Writes a file until the filesystem has no space left."""
     filler = disk / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing left to flush at close
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
@@ -134,3 +135,64 @@ def test_gc_removes_unreferenced_blobs_and_temporary_files(tmp_path: Path, capsy
     assert orchestrator_main.main(["gc", "--data-dir", str(data)]) == 0
     assert not stray.exists() and not temp.exists()
     assert "removed 1 unreferenced blob(s) and 1 temporary file(s), 1010 bytes freed" in capsys.readouterr().out
+
+
+async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_returns(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """Its experiment used to stay RUNNING after space was freed, until a restart."""
+    images = write_images(tmp_path / "imgs", [(32, 32), (32, 32)])
+    async with orchestrator(small_disk) as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            async with Client(orch.address) as client:
+                await client.upload_dataset("two", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 3}],
+                                          max_attempts=2)
+                async for event in client.watch(exp.experiment_id):
+                    if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
+                        break
+                # Full while the agent encodes: its image results and result cannot be stored (a
+                # fresh database's write-ahead log grows with each commit, so there is no slack).
+                filler = _fill(small_disk)
+                await eventually(lambda: orch.data.full, timeout_s=30, what="the result failed to store")
+                assert (await client.get(exp.experiment_id)).state == RUNNING  # stored state: not settled yet
+                filler.unlink()
+
+                async def settled() -> bool:
+                    return (await client.get(exp.experiment_id)).state in TERMINAL_STATES
+
+                await eventually(settled, timeout_s=60, what="the experiment ends once space returns")
+                final = await client.get(exp.experiment_id)
+                # Retried (the attempt whose events were lost went back to the queue) and finished.
+                assert (final.state, final.attempt) == (SUCCEEDED, 2), final
+                events = [e async for e in client.watch(exp.experiment_id)]
+                assert [e.sequence for e in events] == list(range(1, final.last_sequence + 1))
+                assert sum(is_terminal_event(e) for e in events) == 1 and is_terminal_event(events[-1])
+        finally:
+            await worker.stop()
+
+
+async def test_a_service_keeps_serving_when_its_log_file_cannot_grow(small_disk: Path, tmp_path: Path) -> None:
+    """A log line on a full disk raised ENOSPC inside the request (and the scheduler) that logged it."""
+    data = tmp_path / "orchestrator"
+    data.mkdir()
+    service = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data),
+                                  "--admin-token-file", str(admin_token_file(data)),
+                                  log_path=small_disk / "orchestrator.log", name="orchestrator")
+    try:
+        filler = _fill(small_disk)
+        images = write_images(tmp_path / "imgs", [(32, 32)])
+        async with Client(service.address) as client:
+            # Each upload logs a line (dataset.created): more than the log file's last page holds.
+            for i in range(40):
+                await client.upload_dataset(f"logged-{i}", images)
+            await client.cancel((await client.submit(agent_bundle("jpeg"), dataset="logged-0")).experiment_id)
+            assert await _serving(service.address) == SERVING
+            assert service.process.returncode is None
+            filler.unlink()
+            await client.upload_dataset("after", images)  # space returned: logging goes on
+        await eventually(lambda: any('"after"' in line for line in service.log_lines()),
+                         what="log lines written again once space returns")
+    finally:
+        await service.stop()

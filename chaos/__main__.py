@@ -1,0 +1,56 @@
+"""``python -m chaos [--experiments N] [--examples K] [--out PATH]``: runs chaos (a), (b) and (c)
+(see :mod:`chaos`), writes the report, and exits 1 when an invariant broke."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from chaos import report
+from chaos.disk import run_disk_full
+from chaos.fuzz import run_fuzz
+from chaos.kills import run_kills
+from codecbench import logs
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+async def run(args: argparse.Namespace) -> bool:
+    """Runs the three parts in fresh directories; writes the report; True when all passed."""
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="codecbench-chaos-") as folder:
+        root = Path(folder)
+        print(f"chaos (a): {args.experiments} experiments, 3 workers, {args.worker_kills} worker SIGKILLs, "
+              "1 orchestrator SIGKILL ...", flush=True)
+        kills = await run_kills(root / "a", experiments=args.experiments, worker_kills=args.worker_kills,
+                                seed=args.seed)
+        print(f"chaos (b): {args.examples} hypothesis examples per RPC ...", flush=True)
+        fuzz = await run_fuzz(root / "b", examples=args.examples, seed=args.seed)
+        print("chaos (c): disk full on a small tmpfs ...", flush=True)
+        disk = await run_disk_full(root / "c")
+    command = "python -m chaos " + " ".join(sys.argv[1:])
+    text = report.render(command.strip(), kills, fuzz, disk, time.monotonic() - started)
+    report.write(args.out, text)
+    print(text, flush=True)
+    return kills.ok and fuzz.ok and disk.ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--experiments", type=int, default=300, help="experiments of chaos (a) (default 300)")
+    parser.add_argument("--worker-kills", type=int, default=10, help="worker SIGKILLs in chaos (a) (default 10)")
+    parser.add_argument("--examples", type=int, default=40, help="hypothesis examples per RPC in chaos (b)")
+    parser.add_argument("--seed", type=int, default=0, help="0: the same victims and examples each run")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the report (default chaos/RESULTS.md)")
+    args = parser.parse_args(argv)
+    logs.configure("warning")
+    return 0 if asyncio.run(run(args)) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""The quick form of ``make chaos`` (issue 14): the same code as ``python -m chaos``, at a small size.
+
+(a) experiments under worker and orchestrator SIGKILLs, (b) the hypothesis fuzz of every RPC of
+both services, (c) a full disk on a small tmpfs (skipped, naming why, where no tmpfs can be mounted).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaos import report
+from chaos.disk import run_disk_full
+from chaos.fuzz import SERVICES, run_fuzz
+from chaos.kills import run_kills
+
+pytestmark = pytest.mark.timeout(300)
+
+
+async def test_sigkilled_workers_and_orchestrator_lose_duplicate_and_strand_nothing(tmp_path: Path) -> None:
+    outcome = await run_kills(tmp_path, experiments=16, worker_kills=2, drain_s=120.0)
+    assert (outcome.worker_kills, outcome.orchestrator_kills) == (2, 1)
+    assert outcome.submitted == outcome.stored == 16
+    assert (outcome.lost, outcome.duplicated, outcome.stuck) == (0, 0, 0)
+    assert outcome.bad_histories == {}
+    assert outcome.ok
+    text = report.render("python -m chaos --experiments 16", outcome, None, None, outcome.wall_s)
+    assert "| **lost** | 0 |" in text and "## (a)" in text and "**pass**" in text
+
+
+async def test_fuzzing_every_rpc_gives_no_unknown_or_internal_status_crash_or_hang(tmp_path: Path) -> None:
+    outcome = await run_fuzz(tmp_path, examples=3)
+    every_rpc = {f"{service.name}/{method.name}" for service in SERVICES for method in service.methods}
+    assert set(outcome.calls) == every_rpc and "WorkerService/RunExperiment" in every_rpc
+    assert outcome.bad == [] and outcome.crashed == []
+    assert outcome.unfinishable == []
+    assert outcome.ok
+
+
+async def test_a_full_disk_refuses_writes_with_a_reason_and_strands_nothing(tmp_path: Path) -> None:
+    outcome = await run_disk_full(tmp_path, experiments=8)
+    if outcome.skipped:
+        pytest.skip(outcome.skipped)
+    assert outcome.refused_while_full == 4 and outcome.other_refusals == []
+    assert outcome.stuck == 0 and outcome.bad_histories == {} and not outcome.crashed
+    assert outcome.ok
