@@ -26,12 +26,18 @@ class Ledger:
         self.store = store
         self._latest: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        # Counts every announced event: watchers of many experiments wait for it to move.
+        self.generation = 0
+        self._any = asyncio.Condition()
 
     async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
         self._latest[event.experiment_id] = event.sequence
         condition = self._conditions[event.experiment_id]
         async with condition:
             condition.notify_all()
+        self.generation += 1
+        async with self._any:
+            self._any.notify_all()
 
     async def append(
         self,
@@ -53,6 +59,11 @@ class Ledger:
         condition = self._conditions[experiment_id]
         async with condition:
             await condition.wait_for(lambda: self._latest.get(experiment_id, 0) > sequence)
+
+    async def wait_any(self, generation: int) -> None:
+        """Returns once any experiment's event was announced after :attr:`generation` was ``generation``."""
+        async with self._any:
+            await self._any.wait_for(lambda: self.generation > generation)
 
     # -- transitions -------------------------------------------------------------------------
 

@@ -335,6 +335,20 @@ class Store:
         rows = rows[:page_size]
         return [_experiment_from_row(r) for r in rows], (rows[-1].row if more and rows else None)
 
+    def watch_rows(self, labels: dict[str, str], owner: str | None) -> list[tuple[str, int, int]]:
+        """(experiment_id, state, last_sequence) of the experiments carrying all ``labels``, oldest
+        first; ``owner``: only that user's (None: everyone's)."""
+        query = select(experiments.c.experiment_id, experiments.c.state, experiments.c.last_sequence).order_by(
+            experiments.c.row)
+        if owner is not None:
+            query = query.where(experiments.c.experiment_id.in_(
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+        for key, value in labels.items():
+            query = query.where(experiments.c.experiment_id.in_(select(experiment_labels.c.experiment_id).where(
+                experiment_labels.c.key == key, experiment_labels.c.value == value)))
+        with self.engine.begin() as conn:
+            return [(r.experiment_id, r.state, r.last_sequence) for r in conn.execute(query)]
+
     def queued(self, wanted: Iterable[devices.Device.ValueType], limit: int = 100) -> list[QueuedExperiment]:
         """QUEUED experiments asking for one of the ``wanted`` devices, oldest first, then by priority
         (highest first)."""

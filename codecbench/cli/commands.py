@@ -217,6 +217,71 @@ def run(
     _call(ctx, work)
 
 
+@app.command("run-many")
+def run_many(
+    ctx: typer.Context,
+    agent_dirs: Annotated[list[Path], typer.Argument(help="Folders of the candidate agents.")],
+    label: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE label (repeatable); `run=NAME` names the run (default: a fresh run=<id>).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name (see `codecbench datasets`).")] = "photos",
+    param: Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... as in `run` (the same for every agent).")]
+    = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or any.")] = "cpu",
+    priority: Annotated[int, typer.Option(help="Higher runs first among your queued experiments.")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
+                                           "experiment's result could be reused.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Submit, print the ids and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per submission and per finished "
+                                          "experiment (JSON Lines).")] = False,
+) -> None:
+    """Submit many candidate agents in batches (shared files uploaded once), follow them all; exit 1 if any
+    is refused or fails."""
+
+    async def work(client: Client, s: Settings) -> int:
+        labels = parse_labels(label or [])
+        labels.setdefault("run", f"run-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
+        try:
+            submitted = await client.submit_many(agent_dirs, dataset=dataset, points=parameter_grid(param or []),
+                                                 device=device, labels=labels, priority=priority, no_cache=no_cache)
+        except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
+            raise UsageError(str(exc)) from exc
+        code = 0
+        for folder, sub in zip(agent_dirs, submitted, strict=True):
+            if as_json:
+                print_json({"agent_dir": str(folder), "request_id": sub.request_id,
+                            "experiment_id": sub.experiment.experiment_id if sub.experiment else None,
+                            "error": str(sub.error) if sub.error else None}, indent=None)
+            elif sub.error is not None:
+                s.err.print(Text(f"{folder}: refused: {sub.error}", style="red"))
+            code = EXIT_FAILED if sub.error is not None else code
+        accepted = [sub.experiment for sub in submitted if sub.experiment is not None]
+        selector = " ".join(f"--label {k}={v}" for k, v in labels.items())
+        if not as_json:
+            s.out.print(f"submitted {len(accepted)} of {len(submitted)} candidate(s) with labels {selector} "
+                        f"({sum(1 for e in accepted if e.cached_from)} from the cache)")
+        if detach or not accepted:
+            return code
+        names = {e.experiment_id: e.agent.name for e in accepted}
+        succeeded = 0
+        async for event in client.watch_many(labels):
+            kind = event.WhichOneof("event")
+            if kind not in ("result", "error") or event.experiment_id not in names:
+                continue
+            succeeded += kind == "result"
+            code = EXIT_FAILED if kind == "error" else code
+            if as_json:
+                print_json(views.message_json(event), indent=None)
+                continue
+            outcome = "SUCCEEDED" if kind == "result" else errors.describe(event.error)
+            s.out.print(Text(f"{event.experiment_id} ({names[event.experiment_id]}) {outcome}"), soft_wrap=True)
+        if not as_json:
+            s.out.print(f"{succeeded} of {len(accepted)} succeeded; rank them with: codecbench rank --baseline EXP "
+                        f"{selector}")
+        return code
+
+    _call(ctx, work)
+
+
 @app.command("ls")
 def list_experiments(
     ctx: typer.Context,
