@@ -429,7 +429,7 @@ async def submit_and_wait(
     """
     submitted_at = time.time()
     start = time.perf_counter()
-    exp = await client.submit(agent, dataset=dataset, points=points)
+    exp = await client.submit(agent, dataset=dataset, points=points, no_cache=True)
     events = []
     async with asyncio.timeout(timeout_s):
         async for event in client.watch(exp.experiment_id):

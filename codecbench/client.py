@@ -158,6 +158,7 @@ class Client:
         priority: int = 0,
         entry_module: str = "",
         queue_timeout_s: float = 0.0,
+        no_cache: bool = False,
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
@@ -175,9 +176,13 @@ class Client:
             entry_module: the agent's entry module when the folder's cannot be guessed.
             queue_timeout_s: fail it with UNSCHEDULABLE when, this many seconds after creation, no
                 registered worker can run it (0: wait however long it takes).
+            no_cache: evaluate it even when an identical earlier experiment of the caller (same agent
+                files, dataset, points, device kind, worker build) succeeded; by default that one's
+                result is copied at once (``cached_from`` names it).
 
         Returns:
-            The experiment as stored (state QUEUED unless ``request_id`` found an older one).
+            The experiment as stored: QUEUED, or already finished when its outcome came from the
+            result cache, or an older one that ``request_id`` found.
 
         Raises:
             errors.InvalidArgument: a field is bad (``exc.field`` names it), e.g. an unknown dataset
@@ -200,6 +205,7 @@ class Client:
             max_attempts=max_attempts,
             priority=priority,
             queue_timeout_s=queue_timeout_s,
+            no_cache=no_cache,
         )
         with _calls():
             return (await self.stub.CreateExperiment(request, timeout=self.call_timeout_s)).experiment

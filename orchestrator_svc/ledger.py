@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
@@ -98,9 +99,19 @@ class Ledger:
         )
         return stored is not None
 
-    async def create(self, exp: orchestrator_pb2.Experiment) -> None:
-        """Stores a new QUEUED experiment together with its first event, the StateChange to QUEUED
-        (one transaction), then announces the event.
+    async def create(
+        self,
+        exp: orchestrator_pb2.Experiment,
+        cache_key: str | None = None,
+        more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
+    ) -> None:
+        """Stores a new experiment together with its first event, the StateChange to QUEUED, and
+        ``more_events`` (one transaction), then announces the last event.
+
+        Args:
+            exp: QUEUED, or finished with an outcome copied from the result cache.
+            cache_key: its result-cache key (None: it takes no part in the cache).
+            more_events: a cached copy's events after "created" (a note, then the terminal event).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
@@ -111,6 +122,8 @@ class Ledger:
                 attempt=exp.attempt,
                 state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
             ),
+            cache_key,
+            more_events,
         )
         await self._announce(stored)
 

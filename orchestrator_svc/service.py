@@ -30,6 +30,7 @@ from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRan
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.status import in_field, request_error, spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+from orchestrator_svc import cache
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
@@ -291,8 +292,12 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             create_time=_now(),
             owner=owner,
         )
+        key = cache.cache_key(exp, dataset.digest, self.registry.expected_build)
+        original = None if request.no_cache else next(
+            (e for e in self.store.cached(key, owner) if cache.reusable(e)), None)
+        more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
-            await self.ledger.create(exp)
+            await self.ledger.create(exp, key, more_events)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
             return self._experiment(dup.experiment_id)
         self.log.info(
@@ -302,8 +307,33 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             dataset=exp.dataset,
             points=len(exp.points),
             owner=owner,
+            cached_from=exp.cached_from,
         )
         return self._experiment(exp.experiment_id)
+
+    @staticmethod
+    def _copy_outcome(
+        exp: orchestrator_pb2.Experiment, original: orchestrator_pb2.Experiment
+    ) -> list[experiment_pb2.ExperimentEvent]:
+        """Finishes ``exp`` with ``original``'s outcome (the result cache) and returns the events that
+        follow "created": a note naming the original, then the terminal result or error."""
+        source = original.cached_from or original.experiment_id
+        exp.cached_from = source
+        exp.state = original.state
+        exp.start_time.CopyFrom(exp.create_time)
+        exp.end_time.CopyFrom(exp.create_time)
+        note = experiment_pb2.ExperimentEvent(attempt=exp.attempt, log=experiment_pb2.LogLine(
+            stream=experiment_pb2.LOG_STREAM_SYSTEM,
+            text=f"outcome reused from {source} (same agent files, dataset, parameter points, device kind and "
+                 "worker build); submit with no_cache (--no-cache) to evaluate it again"))
+        terminal = experiment_pb2.ExperimentEvent(attempt=exp.attempt)
+        if original.HasField("result"):
+            exp.result.CopyFrom(original.result)
+            terminal.result.CopyFrom(original.result)
+        else:
+            exp.error.CopyFrom(original.error)
+            terminal.error.CopyFrom(original.error)
+        return [note, terminal]
 
     def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """An experiment the caller may see.

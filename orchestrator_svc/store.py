@@ -81,6 +81,8 @@ experiments = Table(
     Column("error", LargeBinary),
     # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
     Column("queue_deadline", Float),
+    # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
+    Column("cache_key", String(64), index=True),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -164,8 +166,17 @@ def _migration_3(engine: Engine) -> None:
             conn.execute(text("ALTER TABLE experiments ADD COLUMN queue_deadline FLOAT"))
 
 
+def _migration_4(engine: Engine) -> None:
+    # Issue 20: the result-cache key of each experiment, indexed for the lookup at creation.
+    if "cache_key" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN cache_key VARCHAR(64)"))
+            conn.execute(text("CREATE INDEX ix_experiments_cache_key ON experiments (cache_key)"))
+
+
 # Append-only: (version, function). A released migration is never edited.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
 
 
 @dataclass(frozen=True)
@@ -235,23 +246,38 @@ class Store:
     # -- experiments -------------------------------------------------------------------------
 
     def create_experiment(
-        self, exp: orchestrator_pb2.Experiment, first_event: experiment_pb2.ExperimentEvent
+        self,
+        exp: orchestrator_pb2.Experiment,
+        first_event: experiment_pb2.ExperimentEvent,
+        cache_key: str | None = None,
+        more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
     ) -> experiment_pb2.ExperimentEvent:
-        """Inserts a QUEUED experiment and its first event (sequence 1) in one transaction: a crash
+        """Inserts an experiment and its first events (sequence 1, 2, ...) in one transaction: a crash
         cannot leave an experiment without its "created" event.
 
+        Args:
+            exp: the experiment, QUEUED; or finished (its ``result`` or ``error`` and ``end_time``
+                set) when its outcome was copied from the result cache.
+            first_event: the "created" event.
+            cache_key: the experiment's result-cache key (None: it takes no part in the cache).
+            more_events: events stored after the first, in order (a cached copy's outcome).
+
         Returns:
-            The first event as stored (``experiment_id``, ``sequence`` 1 and ``time`` set).
+            The last event as stored (``experiment_id``, ``sequence`` and ``time`` set).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
         """
-        stored = experiment_pb2.ExperimentEvent()
-        stored.CopyFrom(first_event)
-        stored.experiment_id = exp.experiment_id
-        stored.sequence = 1
-        if not stored.HasField("time"):
-            stored.time.GetCurrentTime()
+        all_events = []
+        for sequence, given in enumerate([first_event, *more_events], start=1):
+            stored = experiment_pb2.ExperimentEvent()
+            stored.CopyFrom(given)
+            stored.experiment_id = exp.experiment_id
+            stored.sequence = sequence
+            if not stored.HasField("time"):
+                stored.time.GetCurrentTime()
+            all_events.append(stored)
+        finished = exp.HasField("end_time")
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -268,13 +294,17 @@ class Store:
                         queue_deadline=(exp.create_time.ToMicroseconds() / 1e6 + exp.queue_timeout_s
                                         if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
+                        cache_key=cache_key,
+                        result=exp.result.SerializeToString() if exp.HasField("result") else None,
+                        error=exp.error.SerializeToString() if exp.HasField("error") else None,
+                        start_time=exp.start_time.ToMicroseconds() / 1e6 if finished else None,
+                        end_time=exp.end_time.ToMicroseconds() / 1e6 if finished else None,
                     )
                 )
-                conn.execute(
-                    insert(events).values(
-                        experiment_id=exp.experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
-                    )
-                )
+                conn.execute(insert(events), [
+                    {"experiment_id": exp.experiment_id, "sequence": e.sequence, "data": e.SerializeToString()}
+                    for e in all_events
+                ])
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
                 if exp.labels:
                     conn.execute(
@@ -287,6 +317,21 @@ class Store:
                 raise
             raise DuplicateRequest(existing) from None
         return stored
+
+    def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
+        """The owner's finished experiments with this cache key, newest first (at most ``limit``)."""
+        query = (
+            select(experiments)
+            .where(experiments.c.cache_key == cache_key)
+            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+                                            experiment_pb2.EXPERIMENT_STATE_FAILED]))
+            .where(experiments.c.experiment_id.in_(
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+            .order_by(experiments.c.row.desc())
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return [_experiment_from_row(r) for r in conn.execute(query)]
 
     def find_by_request_id(self, request_id: str) -> str | None:
         """The id of the experiment submitted with this request_id, if any."""

@@ -188,6 +188,8 @@ def run(
     timeout_encode_s: Annotated[float, typer.Option(help="Per-image encode limit in s (0: worker default).")] = 0.0,
     timeout_decode_s: Annotated[float, typer.Option(help="Per-image decode limit in s (0: worker default).")] = 0.0,
     timeout_experiment_s: Annotated[float, typer.Option(help="Whole-run limit in s (0: worker default).")] = 0.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
+                                           "experiment's result could be reused.")] = False,
 ) -> None:
     """Submit an agent on a dataset; follow it live unless --detach; exit 1 if it fails."""
     timeouts = types_pb2.Timeouts(load_s=timeout_load_s, encode_s=timeout_encode_s, decode_s=timeout_decode_s,
@@ -199,12 +201,14 @@ def run(
             exp = await client.submit(agent_dir, dataset=dataset, points=points, device=device, timeouts=timeouts,
                                       labels=labels, request_id=request_id, max_attempts=max_attempts,
                                       priority=priority, entry_module=entry_module,
-                                      queue_timeout_s=queue_timeout_s)
+                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache)
         except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc
         s.out.print(f"submitted {exp.experiment_id} ({exp.agent.name} on {exp.dataset}, {len(exp.points)} point(s), "
-                    f"device {devices.short_name(exp.device)})")
+                    f"device {devices.short_name(exp.device)})"
+                    + (f": outcome reused from {exp.cached_from} (--no-cache evaluates it again)"
+                       if exp.cached_from else ""))
         if detach:
             s.out.print(f"follow it with: codecbench watch {exp.experiment_id}")
             return 0

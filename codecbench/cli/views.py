@@ -367,6 +367,8 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(e.labels.items()))))
     if e.request_id:
         facts.append(("request id", e.request_id))
+    if e.cached_from:
+        facts.append(("cached", f"outcome copied from {e.cached_from} (result cache; nothing ran)"))
     if e.waiting_reason:
         facts.append(("waiting", e.waiting_reason))
     if e.queue_timeout_s:
