@@ -42,7 +42,7 @@ from typing import Any
 
 import grpc
 
-from codecbench import auth, bundles, datasets, devices, errors, rpc, values
+from codecbench import analysis, auth, bundles, datasets, devices, errors, rpc, values
 from codecbench.status import from_rpc_error, from_spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
@@ -480,6 +480,32 @@ class Client:
         async for _ in self.watch(experiment_id):
             pass
         return await self.get(experiment_id)
+
+    async def rank(
+        self, baseline_id: str, labels: Mapping[str, str], metric: str = "psnr", limit: int = 100_000
+    ) -> analysis.Ranking:
+        """The experiments carrying ``labels`` ranked by BD-rate against a baseline (client-side:
+        :func:`codecbench.analysis.rank`), with the ones that have none and the failures grouped.
+
+        Args:
+            baseline_id: a SUCCEEDED experiment, the anchor.
+            labels: the candidates' labels, e.g. ``{"run": "tonight"}``.
+            metric: ``psnr`` or ``ms_ssim``.
+            limit: the most candidates looked at (newest first).
+
+        Returns:
+            The ranking.
+
+        Raises:
+            errors.NotFound: no baseline with this id.
+            ValueError: the baseline has no RD curve, or an unknown metric.
+        """
+        if metric not in analysis.RANK_METRICS:
+            raise ValueError(f"metric {metric!r} is not one of {', '.join(analysis.RANK_METRICS)}")
+        baseline = await self.get(baseline_id)
+        candidates = await self.list(labels=labels, limit=limit)
+        candidates.reverse()  # listed newest first; ranked in submission order
+        return analysis.rank(baseline, candidates, analysis.RANK_METRICS[metric])
 
     async def upload_dataset(self, name: str, folder: Path) -> orchestrator_pb2.Dataset:
         """Uploads every PNG/JPEG of a folder as a dataset, in chunks of at most 1 MiB.

@@ -476,6 +476,32 @@ def compare(
     _call(ctx, work)
 
 
+@app.command()
+def rank(
+    ctx: typer.Context,
+    baseline: Annotated[str, typer.Option(help="The anchor experiment (SUCCEEDED, at least 4 points).")],
+    label: Annotated[list[str], typer.Option(help="KEY=VALUE the candidates carry, e.g. run=NAME (repeatable).")],
+    metric: Annotated[str, typer.Option(help="Quality metric of the BD-rate: psnr or ms_ssim.")] = "psnr",
+    limit: Annotated[int, typer.Option(min=1, help="Look at this many newest candidates.")] = 100_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Rank candidates by BD-rate against a baseline; list those without one and why, then the failures
+    grouped by kind and location."""
+
+    async def work(client: Client, s: Settings) -> int:
+        try:
+            ranking = await client.rank(baseline, parse_labels(label), metric=metric, limit=limit)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if as_json:
+            print_json(ranking.to_json())
+        else:
+            s.out.print(views.ranking_view(ranking))
+        return 0
+
+    _call(ctx, work)
+
+
 @app.command("errors")
 def errors_command(
     ctx: typer.Context,
