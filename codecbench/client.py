@@ -588,6 +588,20 @@ class Client:
             reply = await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest(), timeout=self.call_timeout_s)
             return list(reply.workers)
 
+    async def queues(self) -> builtins.list[orchestrator_pb2.OwnerQueue]:
+        """Queued and running experiments per owner, with each owner's fair-share weight (to
+        non-admins: their own entry only).
+
+        Returns:
+            One entry per owner with queued or running experiments, by name.
+
+        Raises:
+            errors.Unavailable: the orchestrator cannot be reached.
+        """
+        with _calls():
+            reply = await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest(), timeout=self.call_timeout_s)
+            return list(reply.owner_queues)
+
     async def drain(self, worker_id: str) -> orchestrator_pb2.WorkerStatus:
         """Stops giving a worker new experiments; those it runs finish.
 

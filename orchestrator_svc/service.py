@@ -755,10 +755,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.ListWorkersRequest, orchestrator_pb2.ListWorkersResponse],
     ) -> orchestrator_pb2.ListWorkersResponse:
         """Every registered worker's status; less of it to non-admins (documented in orchestrator.proto)."""
+        principal = auth.current()
         statuses = [w.status() for w in self.registry.workers.values()]
-        if not auth.current().is_admin:
+        if not principal.is_admin:
             statuses = [_public_status(s) for s in statuses]
-        return orchestrator_pb2.ListWorkersResponse(workers=statuses)
+        queues = [
+            orchestrator_pb2.OwnerQueue(owner=owner, queued=queued, running=running,
+                                        weight=self.scheduler.fair.weight(owner))
+            for owner, (queued, running) in sorted(self.store.queue_depths().items())
+            if principal.is_admin or owner == principal.name  # other users' names are not shown
+        ]
+        return orchestrator_pb2.ListWorkersResponse(workers=statuses, owner_queues=queues)
 
     async def DrainWorker(  # noqa: N802
         self,

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -197,11 +198,18 @@ class DuplicateRequest(Exception):
 
 @dataclass(frozen=True)
 class QueuedExperiment:
-    """A QUEUED experiment as the scheduler picks it: id, the device it asks for, its attempt."""
+    """A QUEUED experiment as the scheduler picks it: id, the device it asks for, its attempt, and
+    for fair share its owner, its run (label ``run``, "" without one) and priority."""
 
     experiment_id: str
     device: devices.Device.ValueType
     attempt: int
+    owner: str = ""
+    run: str = ""
+    priority: int = 0
+
+# The label whose value groups an owner's experiments into runs (`codecbench run-many --label run=NAME`).
+RUN_LABEL = "run"
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -394,19 +402,46 @@ class Store:
         with self.engine.begin() as conn:
             return [(r.experiment_id, r.state, r.last_sequence) for r in conn.execute(query)]
 
-    def queued(self, wanted: Iterable[devices.Device.ValueType], limit: int = 100) -> list[QueuedExperiment]:
-        """QUEUED experiments asking for one of the ``wanted`` devices, oldest first, then by priority
-        (highest first)."""
-        query = (
-            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
-            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
-            # The column holds the short name ("cpu", "cuda", "any"), readable in the database.
-            .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
-            .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
-            .limit(limit)
+    def queued_heads(self, wanted: Iterable[devices.Device.ValueType], per_queue: int) -> list[QueuedExperiment]:
+        """The first ``per_queue`` QUEUED experiments of each (owner, run) queue that ask for one of
+        the ``wanted`` devices; each queue in its own order: priority (highest first), then oldest."""
+        run = experiment_labels.alias("run_label")
+        run_value = func.coalesce(run.c.value, "")
+        position = func.row_number().over(
+            partition_by=(experiment_owners.c.owner, run_value),
+            order_by=(experiments.c.priority.desc(), experiments.c.create_time, experiments.c.row),
         )
+        heads = (
+            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt, experiments.c.priority,
+                   experiment_owners.c.owner, run_value.label("run"), position.label("position"))
+            .join(experiment_owners, experiment_owners.c.experiment_id == experiments.c.experiment_id)
+            .outerjoin(run, (run.c.experiment_id == experiments.c.experiment_id) & (run.c.key == RUN_LABEL))
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
+            .subquery()
+        )
+        query = select(heads).where(heads.c.position <= per_queue).order_by(heads.c.owner, heads.c.run,
+                                                                           heads.c.position)
         with self.engine.begin() as conn:
-            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
+            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt, r.owner, r.run, r.priority)
+                    for r in conn.execute(query)]
+
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """Per owner: how many of their experiments are QUEUED and how many RUNNING."""
+        query = (
+            select(experiment_owners.c.owner, experiments.c.state, func.count())
+            .join(experiment_owners, experiment_owners.c.experiment_id == experiments.c.experiment_id)
+            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_QUEUED,
+                                            experiment_pb2.EXPERIMENT_STATE_RUNNING]))
+            .group_by(experiment_owners.c.owner, experiments.c.state)
+        )
+        depths: dict[str, tuple[int, int]] = {}
+        with self.engine.begin() as conn:
+            for owner, state, count in conn.execute(query):
+                queued, running = depths.get(owner, (0, 0))
+                depths[owner] = (queued + count, running) if state == experiment_pb2.EXPERIMENT_STATE_QUEUED else (
+                    queued, running + count)
+        return depths
 
     def queued_past_deadline(self, now: float) -> list[QueuedExperiment]:
         """QUEUED experiments whose queue deadline (create time + queue timeout) is before ``now``."""

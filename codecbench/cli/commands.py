@@ -360,7 +360,8 @@ def cancel(ctx: typer.Context, experiment_id: str) -> None:
 
 @app.command()
 def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List workers: state (with the reason when STALE or LOST), build, slots, devices, heartbeat."""
+    """List workers: state (with the reason when STALE or LOST), build, slots, devices, heartbeat; then
+    the queued and running experiments per owner (yours only unless you are an admin)."""
 
     async def work(client: Client, s: Settings) -> int:
         found = await client.workers()
@@ -368,6 +369,9 @@ def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
             print_json([views.message_json(w) for w in found])
         else:
             s.out.print(views.workers_table(found))
+            queues = await client.queues()
+            if queues:
+                s.out.print(views.queues_table(queues))
         return 0
 
     _call(ctx, work)

@@ -320,6 +320,17 @@ def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
     return Group(table, *(Text(f"  [{i}] {reason}") for i, reason in enumerate(reasons, 1)))
 
 
+def queues_table(queues: Sequence[orchestrator_pb2.OwnerQueue]) -> Table:
+    """Queued and running experiments per owner, with the owner's fair-share weight."""
+    table = Table(title="queue by owner (fair share: owners take turns, `weight` experiments each)",
+                  title_justify="left")
+    for name in ("owner", "queued", "running", "weight"):
+        table.add_column(name, justify="left" if name == "owner" else "right")
+    for q in queues:
+        table.add_row(q.owner, str(q.queued), str(q.running), str(q.weight))
+    return table
+
+
 def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str) -> Table:
     """One row per experiment: id, state, agent, dataset, points, attempt, worker, creation time, and
     a summary (its bpp range and duration when it succeeded, its error when it failed, why it waits
