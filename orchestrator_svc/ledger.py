@@ -27,8 +27,10 @@ class Ledger:
         self.store = store
         self._latest: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
-        # Counts every announced event: watchers of many experiments wait for it to move.
+        # Counts every announced event (and, apart, every created experiment): watchers of many
+        # experiments wait for the first to move and re-read their selection when the second does.
         self.generation = 0
+        self.created = 0
         self._any = asyncio.Condition()
 
     async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
@@ -60,6 +62,10 @@ class Ledger:
         condition = self._conditions[experiment_id]
         async with condition:
             await condition.wait_for(lambda: self._latest.get(experiment_id, 0) > sequence)
+
+    def latest(self, experiment_id: str) -> int:
+        """The sequence number of the experiment's newest event announced by this process (0: none yet)."""
+        return self._latest.get(experiment_id, 0)
 
     async def wait_any(self, generation: int) -> None:
         """Returns once any experiment's event was announced after :attr:`generation` was ``generation``."""
@@ -125,6 +131,7 @@ class Ledger:
             cache_key,
             more_events,
         )
+        self.created += 1
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:

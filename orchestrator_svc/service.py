@@ -480,22 +480,35 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         principal = auth.current()
         owner = None if principal.is_admin else principal.name
         sent = dict(request.after_sequences)
+        # Per selected experiment: the last sequence number stored (as far as known) and whether the
+        # stream has sent its terminal event. The selection is read again only when experiments were
+        # created; new events are found in the ledger's memory, so a wake-up costs no query.
+        stored: dict[str, int] = {}
+        ended: set[str] = set()
+        created = -1
         while True:
-            # Read the generation first: an event stored after it wakes the wait below.
+            # Read the counters first: an event stored after them wakes the wait below.
             generation = self.ledger.generation
-            rows = self.store.watch_rows(dict(request.labels), owner)
-            if len(rows) > MAX_WATCHED:
-                raise InvalidArgument("labels", f"select {len(rows)} experiments, over the limit of {MAX_WATCHED}")
-            pending = False
-            for experiment_id, state, last_sequence in rows:
+            if created != self.ledger.created:
+                created = self.ledger.created
+                rows = self.store.watch_rows(dict(request.labels), owner)
+                if len(rows) > MAX_WATCHED:
+                    raise InvalidArgument("labels", f"select {len(rows)} experiments, over the limit of {MAX_WATCHED}")
+                for experiment_id, state, last_sequence in rows:
+                    stored[experiment_id] = max(stored.get(experiment_id, 0), last_sequence)
+                    if state in TERMINAL_STATES and sent.get(experiment_id, 0) >= last_sequence:
+                        ended.add(experiment_id)  # finished before this stream, and seen already
+            for experiment_id in stored:
+                stored[experiment_id] = max(stored[experiment_id], self.ledger.latest(experiment_id))
                 after = sent.get(experiment_id, 0)
-                if last_sequence > after:
-                    for event in self.store.events_after(experiment_id, after):
-                        yield orchestrator_pb2.WatchExperimentsResponse(event=event)
-                        sent[experiment_id] = event.sequence
-                if state not in TERMINAL_STATES or sent.get(experiment_id, 0) < last_sequence:
-                    pending = True
-            if rows and not pending:
+                if experiment_id in ended or stored[experiment_id] <= after:
+                    continue
+                for event in self.store.events_after(experiment_id, after):
+                    yield orchestrator_pb2.WatchExperimentsResponse(event=event)
+                    sent[experiment_id] = event.sequence
+                    if is_terminal_event(event):
+                        ended.add(experiment_id)
+            if stored and len(ended) == len(stored):
                 return
             await self.ledger.wait_any(generation)
 
