@@ -181,7 +181,8 @@ def run(
     request_id: Annotated[str, typer.Option(help="Idempotency key: a repeat returns the first experiment.")] = "",
     entry_module: Annotated[str, typer.Option(help="Dotted entry module if it cannot be guessed.")] = "",
     max_attempts: Annotated[int, typer.Option(help="Dispatch attempts when workers are lost (0: default 3).")] = 0,
-    priority: Annotated[int, typer.Option(help="Higher runs first among queued experiments.")] = 0,
+    priority: Annotated[int, typer.Option(
+        help="Higher runs first among your queued experiments (fair share: users take turns).")] = 0,
     queue_timeout_s: Annotated[float, typer.Option(
         help="Fail it (UNSCHEDULABLE) if after this many s no registered worker can run it (0: wait).")] = 0.0,
     timeout_load_s: Annotated[float, typer.Option(help="Load limit in s (0: worker default).")] = 0.0,

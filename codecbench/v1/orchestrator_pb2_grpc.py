@@ -218,7 +218,8 @@ class OrchestratorServiceServicer:
         """The events of every experiment of the caller matching a label selector, interleaved as they are
         stored (each in its own experiment's order); resumable with the last sequence number seen per
         experiment. Experiments created with matching labels while the stream is open join it. The
-        stream ends when every matching experiment has sent its terminal event.
+        stream ends when every matching experiment has sent its terminal event (with none matching yet,
+        it waits for the first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -67,7 +67,8 @@ class OrchestratorServiceStub:
     """The events of every experiment of the caller matching a label selector, interleaved as they are
     stored (each in its own experiment's order); resumable with the last sequence number seen per
     experiment. Experiments created with matching labels while the stream is open join it. The
-    stream ends when every matching experiment has sent its terminal event.
+    stream ends when every matching experiment has sent its terminal event (with none matching yet,
+    it waits for the first).
     """
 
 @_typing.type_check_only
@@ -109,7 +110,8 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """The events of every experiment of the caller matching a label selector, interleaved as they are
     stored (each in its own experiment's order); resumable with the last sequence number seen per
     experiment. Experiments created with matching labels while the stream is open join it. The
-    stream ends when every matching experiment has sent its terminal event.
+    stream ends when every matching experiment has sent its terminal event (with none matching yet,
+    it waits for the first).
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -238,7 +240,8 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """The events of every experiment of the caller matching a label selector, interleaved as they are
         stored (each in its own experiment's order); resumable with the last sequence number seen per
         experiment. Experiments created with matching labels while the stream is open join it. The
-        stream ends when every matching experiment has sent its terminal event.
+        stream ends when every matching experiment has sent its terminal event (with none matching yet,
+        it waits for the first).
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
