@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 
-from bench import cli_start, harness, overhead, real_work, report, scale, throughput, transfer, warm_start
+from bench import batch, cli_start, harness, overhead, real_work, report, scale, throughput, transfer, warm_start
 from bench.harness import BenchContext, Sizes
 from bench.report import Figure
 from codecbench import logs
 
-MODULES: tuple[ModuleType, ...] = (overhead, real_work, throughput, transfer, scale, warm_start, cli_start)
+MODULES: tuple[ModuleType, ...] = (overhead, real_work, throughput, transfer, scale, warm_start, cli_start, batch)
 FIGURES: dict[str, ModuleType] = {m.__name__.rsplit(".", 1)[1]: m for m in MODULES}
 OUT_DIR = Path(__file__).resolve().parent
 

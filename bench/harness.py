@@ -71,6 +71,7 @@ class Sizes:
     scale_watchers: int = 200
     warm_n: int = 10
     cli_start_n: int = 20
+    batch_candidates: int = 1000
     # A figure's time limit is its module's TIMEOUT_S times this.
     timeout_scale: float = 1.0
 
@@ -80,7 +81,7 @@ class Sizes:
         return cls(
             overhead_n=3, jpeg_n=2, fp_n=1, fp_qualities=(1,), throughput_m=10, throughput_rounds=1,
             transfer_bytes=10 * 1000 * 1000, transfer_n=2, scale_experiments=500, scale_workers=10,
-            scale_live=100, scale_watchers=20, warm_n=3, cli_start_n=5, timeout_scale=0.5,
+            scale_live=100, scale_watchers=20, warm_n=3, cli_start_n=5, batch_candidates=100, timeout_scale=0.5,
         )
 
 
@@ -429,7 +430,7 @@ async def submit_and_wait(
     """
     submitted_at = time.time()
     start = time.perf_counter()
-    exp = await client.submit(agent, dataset=dataset, points=points)
+    exp = await client.submit(agent, dataset=dataset, points=points, no_cache=True)
     events = []
     async with asyncio.timeout(timeout_s):
         async for event in client.watch(exp.experiment_id):

@@ -216,7 +216,7 @@ async def submit_many(
     async def submitter() -> None:
         for _ in indices:  # shared: the tasks together make exactly ``count`` calls
             start = time.perf_counter()
-            exp = await system.client.submit(bundle, dataset=datasets.PHOTOS)
+            exp = await system.client.submit(bundle, dataset=datasets.PHOTOS, no_cache=True)
             latencies_ms.append((time.perf_counter() - start) * 1000.0)
             ids.append(exp.experiment_id)
 
@@ -301,7 +301,7 @@ async def watch_running(system: System, bundle: types_pb2.AgentBundle, behaviour
     """
     behaviour.progress_events, behaviour.interval_s = 40, 0.05
     try:
-        exp = await system.client.submit(bundle, dataset=datasets.PHOTOS)
+        exp = await system.client.submit(bundle, dataset=datasets.PHOTOS, no_cache=True)
 
         async def running() -> bool:
             return (await system.client.get(exp.experiment_id)).state == RUNNING

@@ -104,11 +104,11 @@ async def run_disk_full(root: Path, experiments: int = 40, size_mib: int = 24) -
                 ids = []
                 half = experiments // 2
                 for _ in range(half):
-                    ids.append((await client.submit(bundle, dataset="chaos-tiny")).experiment_id)
+                    ids.append((await client.submit(bundle, dataset="chaos-tiny", no_cache=True)).experiment_id)
                 filler = fill(disk)
                 for _ in range(experiments - half):
                     try:
-                        ids.append((await client.submit(bundle, dataset="chaos-tiny")).experiment_id)
+                        ids.append((await client.submit(bundle, dataset="chaos-tiny", no_cache=True)).experiment_id)
                     except errors.ResourceExhausted as exc:
                         if exc.reason == DISK_REASON:
                             outcome.refused_while_full += 1

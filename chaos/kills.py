@@ -121,7 +121,8 @@ async def run_kills(
             async def submitter() -> None:
                 for request_id in queue:
                     exp = await retrying(lambda r=request_id: client.submit(  # type: ignore[misc]
-                        bundle, dataset="chaos-tiny", labels=run_label, request_id=r, max_attempts=MAX_ATTEMPTS))
+                        bundle, dataset="chaos-tiny", labels=run_label, request_id=r, max_attempts=MAX_ATTEMPTS,
+                        no_cache=True))  # every experiment must really run: the kills are the point
                     submitted[request_id] = exp.experiment_id
 
             submitters = [asyncio.create_task(submitter()) for _ in range(SUBMITTERS)]

@@ -431,6 +431,122 @@ def group_errors(experiments: Iterable[orchestrator_pb2.Experiment]) -> list[Err
     return sorted(out, key=lambda g: (-g.count, g.kind, g.location))
 
 
+# -- ranking -----------------------------------------------------------------------------------
+
+# The metric names of `codecbench rank --metric` (CLI spelling) -> this module's.
+RANK_METRICS = {"psnr": PSNR, "ms_ssim": MS_SSIM}
+
+
+@dataclass(frozen=True)
+class RankRow:
+    """One candidate of a ranking: its BD-rate against the baseline, or why there is none.
+
+    Attributes:
+        experiment_id: the candidate experiment.
+        name: its agent's name.
+        state: its state's name (``SUCCEEDED``, ``QUEUED``, ...).
+        points: its parameter points.
+        bpp_range: the lowest and highest mean bpp of its points; None without results.
+        bd_rate: the BD-rate for the ranking's metric; ``percent`` None (with ``reason``) when
+            not computable.
+        cached_from: the experiment its outcome was copied from (result cache), or empty.
+    """
+
+    experiment_id: str
+    name: str
+    state: str
+    points: int
+    bpp_range: tuple[float, float] | None
+    bd_rate: BdRate
+    cached_from: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of this row."""
+        return json_safe({"experiment_id": self.experiment_id, "name": self.name, "state": self.state,
+                          "points": self.points, "bpp_range": list(self.bpp_range) if self.bpp_range else None,
+                          "bd_rate_percent": self.bd_rate.percent, "reason": self.bd_rate.reason,
+                          "note": self.bd_rate.note, "overlap": self.bd_rate.overlap,
+                          "cached_from": self.cached_from})
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """Candidates against a baseline (:func:`rank`).
+
+    Attributes:
+        baseline: the anchor curve.
+        metric: :data:`PSNR` or :data:`MS_SSIM`.
+        ranked: candidates with a BD-rate, best (most negative) first.
+        not_computable: candidates without one (not finished, too few points, another dataset,
+            lossless, no overlap...), each with the reason, in submission order.
+        failures: the FAILED candidates grouped by error kind and location, largest group first.
+        failed: how many candidates failed.
+    """
+
+    baseline: Curve
+    metric: str
+    ranked: tuple[RankRow, ...]
+    not_computable: tuple[RankRow, ...]
+    failures: tuple[ErrorGroup, ...]
+    failed: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (for a search loop): baseline, method, rows, failure groups."""
+        return {"baseline": {"experiment_id": self.baseline.experiment_id, "name": self.baseline.name,
+                             "dataset": self.baseline.dataset, "points": len(self.baseline.points)},
+                "metric": self.metric, "method": BD_METHOD,
+                "ranked": [r.to_json() for r in self.ranked],
+                "not_computable": [r.to_json() for r in self.not_computable],
+                "failed": self.failed, "failures": [g.to_json() for g in self.failures]}
+
+
+def _rank_row(baseline: Curve, exp: orchestrator_pb2.Experiment, metric: str) -> RankRow:
+    points = len(exp.points)
+    state = state_name(exp.state)
+    try:
+        curve = Curve.from_experiment(exp)
+    except ValueError as exc:
+        return RankRow(exp.experiment_id, exp.agent.name, state, points, None,
+                       BdRate(metric, None, f"not computable: {exc}"), exp.cached_from)
+    rates = [p.bpp for p in curve.points]
+    bpp_range = (min(rates), max(rates)) if rates else None
+    if curve.dataset != baseline.dataset:
+        result = BdRate(metric, None, f"not computable: {curve.title} ran on dataset {curve.dataset!r}, the baseline "
+                                      f"{baseline.title} on {baseline.dataset!r}: BD-rate compares curves measured "
+                                      "on the same images")
+    else:
+        result = bd_rate(baseline, curve, metric)
+    return RankRow(exp.experiment_id, exp.agent.name, state, points, bpp_range, result, exp.cached_from)
+
+
+def rank(baseline: orchestrator_pb2.Experiment, candidates: Iterable[orchestrator_pb2.Experiment],
+         metric: str = PSNR) -> Ranking:
+    """Ranks candidate experiments by BD-rate against ``baseline`` (method in the module docstring).
+
+    Every candidate appears once: ranked, not computable with the reason, or (FAILED) in the
+    failure groups. The baseline itself is left out when it is among the candidates.
+
+    Args:
+        baseline: a SUCCEEDED experiment, the anchor.
+        candidates: the experiments to rank (e.g. every one of a run's label), oldest first: the
+            order of the rows without a BD-rate; each failure group's example is its newest.
+        metric: :data:`PSNR` or :data:`MS_SSIM`.
+
+    Raises:
+        ValueError: the baseline has no RD curve (not SUCCEEDED, or agent-reported figures only),
+            or ``metric`` is not one of :data:`BD_METRICS`.
+    """
+    if metric not in BD_METRICS:
+        raise ValueError(f"metric {metric!r} is not one of {', '.join(BD_METRICS)}")
+    anchor = Curve.from_experiment(baseline)
+    others = [c for c in candidates if c.experiment_id != baseline.experiment_id]
+    failed = [c for c in others if c.state == FAILED]
+    rows = [_rank_row(anchor, c, metric) for c in others if c.state != FAILED]
+    ranked = sorted((r for r in rows if r.bd_rate.percent is not None), key=lambda r: cast(float, r.bd_rate.percent))
+    return Ranking(anchor, metric, tuple(ranked), tuple(r for r in rows if r.bd_rate.percent is None),
+                   tuple(group_errors(reversed(failed))), len(failed))
+
+
 # -- CompressAI export -------------------------------------------------------------------------
 
 

@@ -34,14 +34,16 @@ import asyncio
 import builtins
 import contextlib
 import os
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from codecbench import auth, bundles, datasets, devices, errors, rpc, values
-from codecbench.status import from_rpc_error
+from codecbench import analysis, auth, bundles, datasets, devices, errors, rpc, values
+from codecbench.status import from_rpc_error, from_spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 
 DEFAULT_SERVER = "127.0.0.1:50051"
@@ -49,6 +51,10 @@ DEFAULT_SERVER = "127.0.0.1:50051"
 # moves up to gigabytes in 1 MiB chunks.
 DEFAULT_CALL_TIMEOUT_S = 60.0
 DEFAULT_UPLOAD_TIMEOUT_S = 3600.0
+# One CreateExperiments call carries at most this many specs (the service's limit is 1000) and
+# about this many bytes of file content (the message limit is 64 MiB).
+_BATCH_SPECS = 500
+_BATCH_CONTENT_BYTES = 32 * 1024 * 1024
 # How long a broken watch stream waits before it resumes (a back-off, not synchronisation).
 _RECONNECT_PAUSE_S = 0.5
 
@@ -69,6 +75,22 @@ def _calls() -> Iterator[None]:
         yield
     except grpc.aio.AioRpcError as exc:
         raise from_rpc_error(exc) from exc
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The outcome of one spec of :meth:`Client.submit_many`: an experiment, or why it was refused.
+
+    Attributes:
+        request_id: the spec's request id.
+        experiment: the experiment as stored; None when refused.
+        error: the refusal (``errors.InvalidArgument`` with ``field`` naming the spec's bad field, ...);
+            None when created.
+    """
+
+    request_id: str
+    experiment: orchestrator_pb2.Experiment | None = None
+    error: errors.RequestError | None = None
 
 
 class Client:
@@ -136,6 +158,7 @@ class Client:
         priority: int = 0,
         entry_module: str = "",
         queue_timeout_s: float = 0.0,
+        no_cache: bool = False,
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
@@ -153,9 +176,13 @@ class Client:
             entry_module: the agent's entry module when the folder's cannot be guessed.
             queue_timeout_s: fail it with UNSCHEDULABLE when, this many seconds after creation, no
                 registered worker can run it (0: wait however long it takes).
+            no_cache: evaluate it even when an identical earlier experiment of the caller (same agent
+                files, dataset, points, device kind, worker build) succeeded; by default that one's
+                result is copied at once (``cached_from`` names it).
 
         Returns:
-            The experiment as stored (state QUEUED unless ``request_id`` found an older one).
+            The experiment as stored: QUEUED, or already finished when its outcome came from the
+            result cache, or an older one that ``request_id`` found.
 
         Raises:
             errors.InvalidArgument: a field is bad (``exc.field`` names it), e.g. an unknown dataset
@@ -178,9 +205,113 @@ class Client:
             max_attempts=max_attempts,
             priority=priority,
             queue_timeout_s=queue_timeout_s,
+            no_cache=no_cache,
         )
         with _calls():
             return (await self.stub.CreateExperiment(request, timeout=self.call_timeout_s)).experiment
+
+    async def submit_many(
+        self,
+        agents: Iterable[str | Path | types_pb2.AgentBundle],
+        dataset: str = datasets.PHOTOS,
+        points: Iterable[Mapping[str, Any]] = (),
+        device: str | devices.Device.ValueType = devices.CPU,
+        timeouts: types_pb2.Timeouts | None = None,
+        labels: Mapping[str, str] | None = None,
+        max_attempts: int = 0,
+        priority: int = 0,
+        no_cache: bool = False,
+        request_ids: Sequence[str] | None = None,
+    ) -> builtins.list[Submission]:
+        """Queues many candidates with the same dataset, points and settings (``CreateExperiments``).
+
+        A file that several candidates share (same content) is uploaded once. Specs go in batches of
+        up to 500; a refused spec does not stop the others (partial success).
+
+        Args:
+            agents: the candidates' folders or bundles.
+            dataset: as in :meth:`submit`.
+            points: as in :meth:`submit`, the same for every candidate.
+            device: as in :meth:`submit`.
+            timeouts: as in :meth:`submit`.
+            labels: as in :meth:`submit`; a ``run`` label groups the candidates for :meth:`watch_many`
+                and ranking.
+            max_attempts: as in :meth:`submit`.
+            priority: as in :meth:`submit` (it orders the caller's own experiments only).
+            no_cache: evaluate each even when an identical earlier result could be reused.
+            request_ids: one per agent (default: fresh ones); sending the same again creates nothing twice.
+
+        Returns:
+            One :class:`Submission` per agent, in order.
+
+        Raises:
+            values.ValueConversionError: a parameter value has no protocol equivalent.
+            FileNotFoundError: an agent folder does not exist.
+            ValueError: a folder has no identifiable entry module, or ``request_ids`` has another length.
+            errors.InvalidArgument: the batch itself is malformed.
+        """
+        bundles_ = [a if isinstance(a, types_pb2.AgentBundle) else bundles.bundle_from_dir(Path(a)) for a in agents]
+        if request_ids is None:
+            prefix = uuid.uuid4().hex[:12]
+            request_ids = [f"{prefix}-{i}" for i in range(len(bundles_))]
+        if len(request_ids) != len(bundles_):
+            raise ValueError(f"{len(request_ids)} request ids for {len(bundles_)} agents")
+        point_list = [values.params_from_python(dict(p)) for p in points]
+        requests = [
+            orchestrator_pb2.CreateExperimentRequest(
+                agent=bundle, dataset=dataset, points=point_list,
+                device=devices.parse(device) if isinstance(device, str) else device, timeouts=timeouts,
+                labels=dict(labels or {}), request_id=request_id, max_attempts=max_attempts, priority=priority,
+                no_cache=no_cache,
+            )
+            for bundle, request_id in zip(bundles_, request_ids, strict=True)
+        ]
+        return await self.create_many(requests)
+
+    async def create_many(
+        self, requests: Iterable[orchestrator_pb2.CreateExperimentRequest]
+    ) -> builtins.list[Submission]:
+        """Sends specs in ``CreateExperiments`` batches, each shared file's content once.
+
+        Args:
+            requests: the specs, each with its own ``request_id``; their files carry content (sent
+                once per digest, by digest afterwards: the requests are modified).
+
+        Returns:
+            One :class:`Submission` per spec, in order.
+
+        Raises:
+            errors.InvalidArgument: the batch itself is malformed.
+        """
+        out: list[Submission] = []
+        uploaded: set[str] = set()  # stored for this caller by an earlier batch
+        pending = list(requests)
+        start = 0
+        while start < len(pending):
+            batch: list[orchestrator_pb2.CreateExperimentRequest] = []
+            carried: set[str] = set()  # content sent by an earlier spec of this batch
+            size = 0
+            while start < len(pending) and len(batch) < _BATCH_SPECS and size < _BATCH_CONTENT_BYTES:
+                request = pending[start]
+                start += 1
+                for f in request.agent.files:
+                    if f.content and (f.sha256 in uploaded or f.sha256 in carried):
+                        f.ClearField("content")  # the service finds it by digest
+                    elif f.content:
+                        carried.add(f.sha256)
+                        size += len(f.content)
+                batch.append(request)
+            with _calls():
+                reply = await self.stub.CreateExperiments(
+                    orchestrator_pb2.CreateExperimentsRequest(requests=batch), timeout=self.upload_timeout_s)
+            for request, result in zip(batch, reply.results, strict=True):
+                if result.HasField("experiment"):
+                    # A created spec's files are stored and the caller's: later batches send digests.
+                    uploaded.update(f.sha256 for f in request.agent.files)
+                    out.append(Submission(result.request_id, experiment=result.experiment))
+                else:
+                    out.append(Submission(result.request_id, error=from_spec_error(result.error)))
+        return out
 
     async def get(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """One experiment, with its result or error once it has ended.
@@ -295,6 +426,44 @@ class Client:
                     raise
                 await asyncio.sleep(_RECONNECT_PAUSE_S)
 
+    async def watch_many(
+        self, labels: Mapping[str, str], after_sequences: Mapping[str, int] | None = None, reconnect_s: float = 30.0
+    ) -> AsyncIterator[experiment_pb2.ExperimentEvent]:
+        """Events of every experiment carrying ``labels``, interleaved, until each has ended.
+
+        A broken stream is resumed from the last sequence seen of each experiment (for up to
+        ``reconnect_s`` of failed attempts), so nothing is missed or seen twice.
+
+        Args:
+            labels: the selector (at least one label); experiments created with them meanwhile join.
+            after_sequences: per experiment id, the last sequence number already seen.
+            reconnect_s: how long to keep trying to resume a broken stream, in seconds.
+
+        Returns:
+            An async iterator of events (``event.experiment_id`` tells whose).
+
+        Raises:
+            errors.InvalidArgument: no labels.
+            errors.Unavailable: the stream stayed broken for ``reconnect_s``.
+        """
+        seen = dict(after_sequences or {})
+        failing_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            request = orchestrator_pb2.WatchExperimentsRequest(labels=dict(labels), after_sequences=seen)
+            try:
+                with _calls():
+                    async for response in self.stub.WatchExperiments(request):
+                        failing_since = None
+                        seen[response.event.experiment_id] = response.event.sequence
+                        yield response.event
+                return
+            except errors.Unavailable:
+                failing_since = failing_since or loop.time()
+                if loop.time() - failing_since > reconnect_s:
+                    raise
+                await asyncio.sleep(_RECONNECT_PAUSE_S)
+
     async def wait(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """Waits for the terminal event and returns the finished experiment.
 
@@ -311,6 +480,32 @@ class Client:
         async for _ in self.watch(experiment_id):
             pass
         return await self.get(experiment_id)
+
+    async def rank(
+        self, baseline_id: str, labels: Mapping[str, str], metric: str = "psnr", limit: int = 100_000
+    ) -> analysis.Ranking:
+        """The experiments carrying ``labels`` ranked by BD-rate against a baseline (client-side:
+        :func:`codecbench.analysis.rank`), with the ones that have none and the failures grouped.
+
+        Args:
+            baseline_id: a SUCCEEDED experiment, the anchor.
+            labels: the candidates' labels, e.g. ``{"run": "tonight"}``.
+            metric: ``psnr`` or ``ms_ssim``.
+            limit: the most candidates looked at (newest first).
+
+        Returns:
+            The ranking.
+
+        Raises:
+            errors.NotFound: no baseline with this id.
+            ValueError: the baseline has no RD curve, or an unknown metric.
+        """
+        if metric not in analysis.RANK_METRICS:
+            raise ValueError(f"metric {metric!r} is not one of {', '.join(analysis.RANK_METRICS)}")
+        baseline = await self.get(baseline_id)
+        candidates = await self.list(labels=labels, limit=limit)
+        candidates.reverse()  # listed newest first; ranked in submission order
+        return analysis.rank(baseline, candidates, analysis.RANK_METRICS[metric])
 
     async def upload_dataset(self, name: str, folder: Path) -> orchestrator_pb2.Dataset:
         """Uploads every PNG/JPEG of a folder as a dataset, in chunks of at most 1 MiB.
@@ -392,6 +587,20 @@ class Client:
         with _calls():
             reply = await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest(), timeout=self.call_timeout_s)
             return list(reply.workers)
+
+    async def queues(self) -> builtins.list[orchestrator_pb2.OwnerQueue]:
+        """Queued and running experiments per owner, with each owner's fair-share weight (to
+        non-admins: their own entry only).
+
+        Returns:
+            One entry per owner with queued or running experiments, by name.
+
+        Raises:
+            errors.Unavailable: the orchestrator cannot be reached.
+        """
+        with _calls():
+            reply = await self.stub.ListWorkers(orchestrator_pb2.ListWorkersRequest(), timeout=self.call_timeout_s)
+            return list(reply.owner_queues)
 
     async def drain(self, worker_id: str) -> orchestrator_pb2.WorkerStatus:
         """Stops giving a worker new experiments; those it runs finish.

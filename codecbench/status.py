@@ -38,7 +38,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from codecbench import auth, errors, logs
-from codecbench.v1 import errors_pb2
+from codecbench.v1 import errors_pb2, orchestrator_pb2
 
 # Authenticates a call before its handler runs: ``guard(full_method, invocation_metadata)`` returns
 # the caller (made :func:`codecbench.auth.current` for the handler) or None for an open method, and
@@ -173,6 +173,25 @@ def to_status(exc: errors.CodecbenchError) -> grpc.Status:
         details = [_packed(_error_info(exc.reason, {})), _packed(_bounded_error(error))]
     status = status_pb2.Status(code=code.value[0], message=_cut(message, MAX_STATUS_MESSAGE), details=details)
     return rpc_status.to_status(status)
+
+
+def spec_error(exc: errors.RequestError) -> orchestrator_pb2.SpecError:
+    """The refusal of one spec of a batch (``CreateExperiments``): what its own call's status would say.
+
+    :func:`from_spec_error` reads it back into the tree.
+    """
+    return orchestrator_pb2.SpecError(code=exc.code.name, reason=exc.reason, field=_cut(exc.field, _MAX_FIELD_CHARS),
+                                      message=_cut(str(exc), MAX_STATUS_MESSAGE))
+
+
+def from_spec_error(error: orchestrator_pb2.SpecError) -> errors.RequestError:
+    """The tree's request error for one refused spec of a batch (``errors.InvalidArgument`` with its field, ...)."""
+    code = getattr(grpc.StatusCode, error.code, grpc.StatusCode.UNKNOWN)
+    cls = errors.request_error_class(code) or errors.RequestError
+    problem = error.message.removeprefix(f"{error.field}: ") if error.field else error.message
+    if cls is errors.InvalidArgument:
+        return errors.InvalidArgument(error.field, problem, reason=error.reason)
+    return cls(problem, field=error.field, reason=error.reason)
 
 
 def _internal(exc: BaseException, method: str) -> errors.InternalError:
@@ -384,4 +403,5 @@ def from_rpc_error(exc: grpc.RpcError) -> errors.CodecbenchError:
     return cls(problem, field=field, reason=reason, metadata=metadata, retryable=retryable or None)
 
 
-__all__ = ["MAX_STATUS_MESSAGE", "ErrorBoundary", "Guard", "from_rpc_error", "in_field", "request_error", "to_status"]
+__all__ = ["MAX_STATUS_MESSAGE", "ErrorBoundary", "Guard", "from_rpc_error", "from_spec_error", "in_field",
+           "request_error", "spec_error", "to_status"]

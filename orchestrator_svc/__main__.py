@@ -43,8 +43,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-token-file", type=Path,
                         help="make an admin token into this 0600 file if it is missing, and accept the token in it")
     rpc.add_tls_arguments(parser)
+    parser.add_argument("--owner-weight", action="append", default=[], metavar="NAME=WEIGHT",
+                        help="experiments per fair-share turn of user NAME (default 1; repeatable)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    try:
+        args.owner_weights = {name: int(weight) for name, _, weight in
+                              (item.partition("=") for item in args.owner_weight)}
+    except ValueError:
+        parser.error("--owner-weight takes NAME=WEIGHT with an integer weight")
+    if any(weight < 1 for weight in args.owner_weights.values()):
+        parser.error("--owner-weight: a weight is at least 1")
     if bool(args.tls_cert) != bool(args.tls_key):
         parser.error("--tls-cert and --tls-key go together")
     if args.tls_ca and not args.tls_cert:
@@ -71,6 +80,7 @@ async def serve(args: argparse.Namespace) -> None:
             insecure=args.insecure,
             enroll_token_file=args.enroll_token_file,
             admin_token_file=args.admin_token_file,
+            owner_weights=args.owner_weights,
         )
     )
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)

@@ -37,6 +37,8 @@ ROLES_OF_METHOD: dict[str, frozenset[str]] = {
     "Heartbeat": frozenset({auth.ROLE_WORKER}),
     "ListWorkers": _USERS,
     "DrainWorker": frozenset({auth.ROLE_ADMIN}),
+    "CreateExperiments": _USERS,
+    "WatchExperiments": _USERS,
 }
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
@@ -26,12 +27,20 @@ class Ledger:
         self.store = store
         self._latest: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = defaultdict(asyncio.Condition)
+        # Counts every announced event (and, apart, every created experiment): watchers of many
+        # experiments wait for the first to move and re-read their selection when the second does.
+        self.generation = 0
+        self.created = 0
+        self._any = asyncio.Condition()
 
     async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
         self._latest[event.experiment_id] = event.sequence
         condition = self._conditions[event.experiment_id]
         async with condition:
             condition.notify_all()
+        self.generation += 1
+        async with self._any:
+            self._any.notify_all()
 
     async def append(
         self,
@@ -53,6 +62,15 @@ class Ledger:
         condition = self._conditions[experiment_id]
         async with condition:
             await condition.wait_for(lambda: self._latest.get(experiment_id, 0) > sequence)
+
+    def latest(self, experiment_id: str) -> int:
+        """The sequence number of the experiment's newest event announced by this process (0: none yet)."""
+        return self._latest.get(experiment_id, 0)
+
+    async def wait_any(self, generation: int) -> None:
+        """Returns once any experiment's event was announced after :attr:`generation` was ``generation``."""
+        async with self._any:
+            await self._any.wait_for(lambda: self.generation > generation)
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -87,9 +105,19 @@ class Ledger:
         )
         return stored is not None
 
-    async def create(self, exp: orchestrator_pb2.Experiment) -> None:
-        """Stores a new QUEUED experiment together with its first event, the StateChange to QUEUED
-        (one transaction), then announces the event.
+    async def create(
+        self,
+        exp: orchestrator_pb2.Experiment,
+        cache_key: str | None = None,
+        more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
+    ) -> None:
+        """Stores a new experiment together with its first event, the StateChange to QUEUED, and
+        ``more_events`` (one transaction), then announces the last event.
+
+        Args:
+            exp: QUEUED, or finished with an outcome copied from the result cache.
+            cache_key: its result-cache key (None: it takes no part in the cache).
+            more_events: a cached copy's events after "created" (a note, then the terminal event).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
@@ -100,7 +128,10 @@ class Ledger:
                 attempt=exp.attempt,
                 state_change=experiment_pb2.StateChange(state=QUEUED, attempt=exp.attempt, reason="created"),
             ),
+            cache_key,
+            more_events,
         )
+        self.created += 1
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:

@@ -11,12 +11,25 @@ the ledger (stored, then announced). Outcomes:
   same attempt;
 - cancelled by a user: the CANCELLED state is stored first, then the call is cancelled, which
   makes the worker kill the sandbox processes.
+
+Fair share (:class:`FairShare`): the queue is not served oldest-first across users. Owners take
+turns in weighted round-robin (sorted by name; an owner of weight *w* gets up to *w* experiments
+per turn, default 1), and the next dispatch pass starts where the last one stopped, so a
+single experiment of user B waits at most one turn of every other owner with queued work, even
+behind 10 000 queued by user A. Within an owner's turn, their runs (experiments grouped by the
+label ``run``; those without one form one more run) take turns the same way, and priorities
+apply: the owner's highest-priority queued experiment goes first, runs alternating among equal
+priorities; within a run, highest priority first, then oldest. An experiment that no free worker
+can take (device) is passed over for one that can; it keeps its place for the next pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -28,8 +41,79 @@ from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.disk import DataDir, is_disk_full
 from orchestrator_svc.ledger import Ledger
-from orchestrator_svc.store import Store
+from orchestrator_svc.store import QueuedExperiment, Store
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
+
+
+class FairShare:
+    """Weighted round-robin over owners, and over runs within an owner (module docstring).
+
+    Args:
+        weights: experiments per turn by owner name; an owner not listed has ``default_weight``.
+        default_weight: the weight of owners not in ``weights``.
+    """
+
+    def __init__(self, weights: Mapping[str, int] | None = None, default_weight: int = 1) -> None:
+        self.weights = dict(weights or {})
+        self.default_weight = default_weight
+        self._turn_owner = ""  # whose turn was served last, and how many it took in that turn
+        self._turn_taken = 0
+        self._last_run: dict[str, str] = {}
+
+    def weight(self, owner: str) -> int:
+        """Experiments per turn of ``owner``."""
+        return max(self.weights.get(owner, self.default_weight), 1)
+
+    def order(self, queued: Sequence[QueuedExperiment]) -> list[QueuedExperiment]:
+        """``queued`` (each (owner, run) queue already in its own order) in dispatch order."""
+        queues: dict[str, dict[str, deque[QueuedExperiment]]] = {}
+        for entry in queued:
+            queues.setdefault(entry.owner, {}).setdefault(entry.run, deque()).append(entry)
+        owners = sorted(queues)
+        if not owners:
+            return []
+        # Resume the rotation: the owner whose turn is unfinished, else the one after it.
+        unfinished = self._turn_owner in queues and self._turn_taken < self.weight(self._turn_owner)
+        start = bisect.bisect_left(owners, self._turn_owner) if unfinished else bisect.bisect_right(
+            owners, self._turn_owner)
+        owners = owners[start:] + owners[:start]
+        last_run = dict(self._last_run)
+        out: list[QueuedExperiment] = []
+        first = True
+        while any(queues[o] for o in owners):
+            for owner in owners:
+                share = self.weight(owner) - (self._turn_taken if first and unfinished else 0)
+                first = False
+                for _ in range(share):
+                    item = self._next_of(queues[owner], last_run.get(owner, ""))
+                    if item is None:
+                        break
+                    last_run[owner] = item.run
+                    out.append(item)
+        return out
+
+    @staticmethod
+    def _next_of(runs: dict[str, deque[QueuedExperiment]], last_run: str) -> QueuedExperiment | None:
+        """The owner's next experiment: the highest priority among the heads of their runs, the run
+        after ``last_run`` (in name order) first among equals; removed from its queue."""
+        names = sorted(name for name, q in runs.items() if q)
+        if not names:
+            return None
+        start = bisect.bisect_right(names, last_run)
+        rotated = names[start:] + names[:start]
+        best = max(rotated, key=lambda name: runs[name][0].priority)  # max keeps the first among equals
+        item = runs[best].popleft()
+        if not runs[best]:
+            del runs[best]
+        return item
+
+    def served(self, item: QueuedExperiment) -> None:
+        """Records a dispatch, so the next pass resumes the rotation after it."""
+        if item.owner == self._turn_owner and self._turn_taken < self.weight(item.owner):
+            self._turn_taken += 1
+        else:
+            self._turn_owner, self._turn_taken = item.owner, 1
+        self._last_run[item.owner] = item.run
 
 
 @dataclass
@@ -56,12 +140,14 @@ class Scheduler:
         call_slack_s: added to an experiment's own time limit for the deadline of its worker call.
         lost_worker_ttl_s: a LOST worker is removed from the worker list this long after it was lost.
         data: the data directory's writability (None: assumed writable).
+        owner_weights: experiments per fair-share turn by owner (default 1 each).
     """
 
     def __init__(
         self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
-        lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None,
+        lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None, owner_weights: Mapping[str, int] | None = None,
     ) -> None:
+        self.fair = FairShare(owner_weights)
         self.lost_worker_ttl_s = lost_worker_ttl_s
         # The data directory's writability: while it is full nothing is dispatched, and the attempts
         # whose events could not be stored are settled (requeued or failed) once it takes writes again.
@@ -172,13 +258,15 @@ class Scheduler:
                 self.log.info("experiment.unschedulable", experiment_id=queued.experiment_id, reason=reason)
 
     async def dispatch_queued(self) -> None:
-        """One pass over the queue: each QUEUED experiment goes to a worker that can take it."""
+        """One pass over the queue in fair-share order (module docstring): each QUEUED experiment goes
+        to a worker that can take it, until the free slots are filled."""
         takeable = self.registry.takeable_devices()
         if not takeable:
             return
         # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work; and
-        # no more rows than there are free slots to fill.
-        for queued in self.store.queued(takeable, limit=max(self.registry.free_slots(), 1) * 2):
+        # from each (owner, run) queue no more rows than there are free slots to fill.
+        heads = self.store.queued_heads(takeable, per_queue=max(self.registry.free_slots(), 1) * 2)
+        for queued in self.fair.order(heads):
             if queued.experiment_id in self.running:
                 continue
             worker = self.registry.pick(queued.device)
@@ -188,6 +276,7 @@ class Scheduler:
                 continue
             if not await self.ledger.dispatched(queued.experiment_id, queued.attempt, worker.worker_id):
                 continue
+            self.fair.served(queued)
             dispatch = Dispatch(queued.experiment_id, queued.attempt, worker)
             self.running[queued.experiment_id] = dispatch
             worker.running.add(queued.experiment_id)
@@ -316,4 +405,4 @@ class Scheduler:
             await self.ledger.requeue_or_fail(experiment_id, attempt, error.message, final_error=error)
 
 
-__all__ = ["Dispatch", "Scheduler"]
+__all__ = ["Dispatch", "FairShare", "Scheduler"]

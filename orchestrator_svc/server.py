@@ -54,6 +54,8 @@ class OrchestratorConfig:
         admin_name: the user name of that admin token.
         probe_interval_s: pause between attempts to reach a PENDING worker.
         lost_worker_ttl_s: how long a LOST worker stays in the worker list before it is pruned.
+        owner_weights: experiments per fair-share turn by owner name (others: 1); see
+            :mod:`orchestrator_svc.scheduler`.
     """
 
     data_dir: Path
@@ -72,6 +74,7 @@ class OrchestratorConfig:
     admin_name: str = "admin"
     probe_interval_s: float = 0.5
     lost_worker_ttl_s: float = 3600.0
+    owner_weights: dict[str, int] = field(default_factory=dict)
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -144,7 +147,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
-                          config.lost_worker_ttl_s, data)
+                          config.lost_worker_ttl_s, data, config.owner_weights)
     registry.on_ready = scheduler.wake.set
     data.on_writable.append(scheduler.settle_unstored)
     try:

@@ -19,7 +19,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -28,8 +28,9 @@ from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, vali
 from codecbench.blobs import BlobStore
 from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
-from codecbench.status import in_field
+from codecbench.status import in_field, request_error, spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
+from orchestrator_svc import cache
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
@@ -44,6 +45,10 @@ MAX_DATASET_IMAGES = 100_000
 MAX_IMAGE_NAME_CHARS = 255
 MAX_WORKER_ID_CHARS = 64
 MAX_WORKER_SLOTS = 1024
+# Specs of one CreateExperiments call (each up to the bundle limit: the message limit bounds the sum).
+MAX_BATCH_SPECS = 1000
+# Experiments one WatchExperiments stream follows.
+MAX_WATCHED = 100_000
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -109,12 +114,20 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
 
     # -- experiments -------------------------------------------------------------------------
 
-    def _checked_dataset(self, request: orchestrator_pb2.CreateExperimentRequest) -> orchestrator_pb2.Dataset:
+    def _checked_dataset(
+        self, request: orchestrator_pb2.CreateExperimentRequest, batch: Mapping[str, bytes] | None = None
+    ) -> orchestrator_pb2.Dataset:
         """Checks a CreateExperiment request and returns the dataset it names (looked up once).
+
+        Args:
+            request: the spec.
+            batch: contents carried by the specs of the same CreateExperiments call, by digest: a
+                file sent by digest alone may name one of them.
 
         Raises:
             InvalidArgument: naming the first bad field.
         """
+        batch = batch or {}
         bundles.validate(request.agent)
         size = sum(len(f.content) or f.size_bytes for f in request.agent.files)
         if size > self.max_bundle_bytes:
@@ -125,12 +138,21 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         for i, f in enumerate(request.agent.files):
             # A file sent by digest must be one the caller may read, or an agent could be assembled
             # from another user's code; "not stored" and "not yours" read the same.
-            if not f.content and f.size_bytes and not (self.blobs.has(f.sha256) and self._may_read(f.sha256)):
+            if f.content or not f.size_bytes:
+                continue
+            if f.sha256 in batch:
+                if len(batch[f.sha256]) != f.size_bytes:
+                    raise InvalidArgument(
+                        f"agent.files[{i}].size_bytes",
+                        f"{f.size_bytes} disagrees with the {len(batch[f.sha256])} bytes of {f.sha256} in this batch",
+                    )
+                continue
+            if not (self.blobs.has(f.sha256) and self._may_read(f.sha256)):
                 raise InvalidArgument(
                     f"agent.files[{i}].content", f"missing, and no stored blob has sha256 {f.sha256}",
                     reason=errors.REASON_BLOB_MISSING,
                 )
-            if not f.content and f.size_bytes and (stored := self.blobs.path(f.sha256).stat().st_size) != f.size_bytes:
+            if (stored := self.blobs.path(f.sha256).stat().st_size) != f.size_bytes:
                 # The bundle limit above summed the declared sizes: they must be the real ones.
                 raise InvalidArgument(
                     f"agent.files[{i}].size_bytes",
@@ -171,15 +193,88 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         ],
     ) -> orchestrator_pb2.CreateExperimentResponse:
         """Validates and queues an experiment, idempotent on request_id (documented in orchestrator.proto)."""
-        dataset = self._checked_dataset(request)
+        exp = await self._create(request)
+        self.scheduler.wake.set()
+        return orchestrator_pb2.CreateExperimentResponse(experiment=exp)
+
+    async def CreateExperiments(  # noqa: N802
+        self,
+        request: orchestrator_pb2.CreateExperimentsRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.CreateExperimentsRequest, orchestrator_pb2.CreateExperimentsResponse
+        ],
+    ) -> orchestrator_pb2.CreateExperimentsResponse:
+        """Validates and queues many experiments, one result per spec (documented in orchestrator.proto).
+
+        A spec refused by a request error gets that error as its result and the others go on
+        (partial success). Any other failure (a full disk) fails the call: the specs created
+        before it stay created, and the same batch sent again returns them by their request ids.
+        """
+        if not request.requests:
+            raise InvalidArgument("requests", "empty: a batch needs at least one spec")
+        validation.check_count(len(request.requests), "requests", MAX_BATCH_SPECS)
+        batch: dict[str, bytes] = {}
+        for spec in request.requests:
+            for f in spec.agent.files:
+                # Only content that matches its digest may stand in for the other specs' references.
+                if f.content and f.sha256 not in batch and bundles.sha256_hex(f.content) == f.sha256:
+                    batch[f.sha256] = f.content
+        stored: set[str] = set()
+        seen: set[str] = set()
+        results = []
+        for spec in request.requests:
+            result = orchestrator_pb2.CreateExperimentsResult(request_id=spec.request_id)
+            try:
+                if not spec.request_id:
+                    raise InvalidArgument(
+                        "request_id", "missing: every spec of a batch needs its own request id (a retried batch "
+                        "then creates nothing twice)")
+                if spec.request_id in seen:
+                    raise InvalidArgument(
+                        "request_id", f"{echo(spec.request_id)} is the request id of an earlier spec of this batch")
+                seen.add(spec.request_id)
+                result.experiment.CopyFrom(await self._create(spec, batch, stored))
+            except Exception as exc:  # noqa: BLE001 - only request errors become a spec's result
+                refusal = request_error(exc)
+                if not isinstance(refusal, errors.RequestError):
+                    raise
+                result.error.CopyFrom(spec_error(refusal))
+            results.append(result)
+        self.scheduler.wake.set()
+        created = sum(1 for r in results if r.HasField("experiment"))
+        self.log.info("experiments.batch_created", specs=len(results), created=created,
+                      refused=len(results) - created, owner=auth.current().name)
+        return orchestrator_pb2.CreateExperimentsResponse(results=results)
+
+    async def _create(
+        self,
+        request: orchestrator_pb2.CreateExperimentRequest,
+        batch: Mapping[str, bytes] | None = None,
+        stored: set[str] | None = None,
+    ) -> orchestrator_pb2.Experiment:
+        """Validates one spec and stores it QUEUED (or returns the experiment of its request_id).
+
+        Args:
+            request: the spec.
+            batch: contents carried by other specs of the same batch, by digest.
+            stored: digests already stored for the caller during this call (skipped).
+
+        Raises:
+            InvalidArgument: naming the first bad field.
+        """
+        batch = batch or {}
+        stored = set() if stored is None else stored
+        dataset = self._checked_dataset(request, batch)
         owner = auth.current().name
         if request.request_id:
             existing = self.store.find_by_request_id(request.request_id)
             if existing:
-                return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(existing))
+                return self._experiment(existing)
         for f in request.agent.files:
-            if f.content:
-                self.store.add_blob_owner(self.blobs.put(f.content), owner)
+            content = f.content or batch.get(f.sha256, b"")
+            if content and f.sha256 not in stored:
+                self.store.add_blob_owner(self.blobs.put(content), owner)
+                stored.add(f.sha256)
         exp = orchestrator_pb2.Experiment(
             experiment_id=f"exp-{uuid.uuid4().hex[:16]}",
             state=QUEUED,
@@ -197,10 +292,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             create_time=_now(),
             owner=owner,
         )
+        key = cache.cache_key(exp, dataset.digest, self.registry.expected_build)
+        original = None if request.no_cache else next(
+            (e for e in self.store.cached(key, owner) if cache.reusable(e)), None)
+        more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
-            await self.ledger.create(exp)
+            await self.ledger.create(exp, key, more_events)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
-            return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(dup.experiment_id))
+            return self._experiment(dup.experiment_id)
         self.log.info(
             "experiment.created",
             experiment_id=exp.experiment_id,
@@ -208,9 +307,33 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             dataset=exp.dataset,
             points=len(exp.points),
             owner=owner,
+            cached_from=exp.cached_from,
         )
-        self.scheduler.wake.set()
-        return orchestrator_pb2.CreateExperimentResponse(experiment=self._experiment(exp.experiment_id))
+        return self._experiment(exp.experiment_id)
+
+    @staticmethod
+    def _copy_outcome(
+        exp: orchestrator_pb2.Experiment, original: orchestrator_pb2.Experiment
+    ) -> list[experiment_pb2.ExperimentEvent]:
+        """Finishes ``exp`` with ``original``'s outcome (the result cache) and returns the events that
+        follow "created": a note naming the original, then the terminal result or error."""
+        source = original.cached_from or original.experiment_id
+        exp.cached_from = source
+        exp.state = original.state
+        exp.start_time.CopyFrom(exp.create_time)
+        exp.end_time.CopyFrom(exp.create_time)
+        note = experiment_pb2.ExperimentEvent(attempt=exp.attempt, log=experiment_pb2.LogLine(
+            stream=experiment_pb2.LOG_STREAM_SYSTEM,
+            text=f"outcome reused from {source} (same agent files, dataset, parameter points, device kind and "
+                 "worker build); submit with no_cache (--no-cache) to evaluate it again"))
+        terminal = experiment_pb2.ExperimentEvent(attempt=exp.attempt)
+        if original.HasField("result"):
+            exp.result.CopyFrom(original.result)
+            terminal.result.CopyFrom(original.result)
+        else:
+            exp.error.CopyFrom(original.error)
+            terminal.error.CopyFrom(original.error)
+        return [note, terminal]
 
     def _experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """An experiment the caller may see.
@@ -336,6 +459,58 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 if is_terminal_event(event):
                     return
             await self.ledger.wait_beyond(request.experiment_id, last, last_stored)
+
+    async def WatchExperiments(  # noqa: N802
+        self,
+        request: orchestrator_pb2.WatchExperimentsRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.WatchExperimentsRequest, orchestrator_pb2.WatchExperimentsResponse
+        ],
+    ) -> AsyncIterator[orchestrator_pb2.WatchExperimentsResponse]:
+        """The events of the caller's experiments matching a label selector, interleaved, to the
+        last terminal one (documented in orchestrator.proto)."""
+        if not request.labels:
+            raise InvalidArgument("labels", "empty: give at least one label to select the experiments")
+        validation.check_labels(request.labels, max_count=validation.MAX_LABEL_FILTERS)
+        validation.check_count(len(request.after_sequences), "after_sequences", MAX_WATCHED)
+        for experiment_id, sequence in request.after_sequences.items():
+            validation.check_text(experiment_id, "after_sequences", validation.MAX_ID_CHARS, required=True)
+            if sequence < 0:
+                raise InvalidArgument(f"after_sequences[{echo(experiment_id)}]", f"{sequence} must be >= 0")
+        principal = auth.current()
+        owner = None if principal.is_admin else principal.name
+        sent = dict(request.after_sequences)
+        # Per selected experiment: the last sequence number stored (as far as known) and whether the
+        # stream has sent its terminal event. The selection is read again only when experiments were
+        # created; new events are found in the ledger's memory, so a wake-up costs no query.
+        stored: dict[str, int] = {}
+        ended: set[str] = set()
+        created = -1
+        while True:
+            # Read the counters first: an event stored after them wakes the wait below.
+            generation = self.ledger.generation
+            if created != self.ledger.created:
+                created = self.ledger.created
+                rows = self.store.watch_rows(dict(request.labels), owner)
+                if len(rows) > MAX_WATCHED:
+                    raise InvalidArgument("labels", f"select {len(rows)} experiments, over the limit of {MAX_WATCHED}")
+                for experiment_id, state, last_sequence in rows:
+                    stored[experiment_id] = max(stored.get(experiment_id, 0), last_sequence)
+                    if state in TERMINAL_STATES and sent.get(experiment_id, 0) >= last_sequence:
+                        ended.add(experiment_id)  # finished before this stream, and seen already
+            for experiment_id in stored:
+                stored[experiment_id] = max(stored[experiment_id], self.ledger.latest(experiment_id))
+                after = sent.get(experiment_id, 0)
+                if experiment_id in ended or stored[experiment_id] <= after:
+                    continue
+                for event in self.store.events_after(experiment_id, after):
+                    yield orchestrator_pb2.WatchExperimentsResponse(event=event)
+                    sent[experiment_id] = event.sequence
+                    if is_terminal_event(event):
+                        ended.add(experiment_id)
+            if stored and len(ended) == len(stored):
+                return
+            await self.ledger.wait_any(generation)
 
     # -- datasets and blobs ------------------------------------------------------------------
 
@@ -593,10 +768,17 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         context: grpc.aio.ServicerContext[orchestrator_pb2.ListWorkersRequest, orchestrator_pb2.ListWorkersResponse],
     ) -> orchestrator_pb2.ListWorkersResponse:
         """Every registered worker's status; less of it to non-admins (documented in orchestrator.proto)."""
+        principal = auth.current()
         statuses = [w.status() for w in self.registry.workers.values()]
-        if not auth.current().is_admin:
+        if not principal.is_admin:
             statuses = [_public_status(s) for s in statuses]
-        return orchestrator_pb2.ListWorkersResponse(workers=statuses)
+        queues = [
+            orchestrator_pb2.OwnerQueue(owner=owner, queued=queued, running=running,
+                                        weight=self.scheduler.fair.weight(owner))
+            for owner, (queued, running) in sorted(self.store.queue_depths().items())
+            if principal.is_admin or owner == principal.name  # other users' names are not shown
+        ]
+        return orchestrator_pb2.ListWorkersResponse(workers=statuses, owner_queues=queues)
 
     async def DrainWorker(  # noqa: N802
         self,

@@ -35,6 +35,7 @@ from sqlalchemy import (
     Table,
     create_engine,
     event,
+    func,
     insert,
     inspect,
     select,
@@ -81,6 +82,8 @@ experiments = Table(
     Column("error", LargeBinary),
     # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
     Column("queue_deadline", Float),
+    # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
+    Column("cache_key", String(64), index=True),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -164,8 +167,17 @@ def _migration_3(engine: Engine) -> None:
             conn.execute(text("ALTER TABLE experiments ADD COLUMN queue_deadline FLOAT"))
 
 
+def _migration_4(engine: Engine) -> None:
+    # Issue 20: the result-cache key of each experiment, indexed for the lookup at creation.
+    if "cache_key" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN cache_key VARCHAR(64)"))
+            conn.execute(text("CREATE INDEX ix_experiments_cache_key ON experiments (cache_key)"))
+
+
 # Append-only: (version, function). A released migration is never edited.
-MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [(1, _migration_1), (2, _migration_2), (3, _migration_3)]
+MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
 
 
 @dataclass(frozen=True)
@@ -186,11 +198,18 @@ class DuplicateRequest(Exception):
 
 @dataclass(frozen=True)
 class QueuedExperiment:
-    """A QUEUED experiment as the scheduler picks it: id, the device it asks for, its attempt."""
+    """A QUEUED experiment as the scheduler picks it: id, the device it asks for, its attempt, and
+    for fair share its owner, its run (label ``run``, "" without one) and priority."""
 
     experiment_id: str
     device: devices.Device.ValueType
     attempt: int
+    owner: str = ""
+    run: str = ""
+    priority: int = 0
+
+# The label whose value groups an owner's experiments into runs (`codecbench run-many --label run=NAME`).
+RUN_LABEL = "run"
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -235,23 +254,38 @@ class Store:
     # -- experiments -------------------------------------------------------------------------
 
     def create_experiment(
-        self, exp: orchestrator_pb2.Experiment, first_event: experiment_pb2.ExperimentEvent
+        self,
+        exp: orchestrator_pb2.Experiment,
+        first_event: experiment_pb2.ExperimentEvent,
+        cache_key: str | None = None,
+        more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
     ) -> experiment_pb2.ExperimentEvent:
-        """Inserts a QUEUED experiment and its first event (sequence 1) in one transaction: a crash
+        """Inserts an experiment and its first events (sequence 1, 2, ...) in one transaction: a crash
         cannot leave an experiment without its "created" event.
 
+        Args:
+            exp: the experiment, QUEUED; or finished (its ``result`` or ``error`` and ``end_time``
+                set) when its outcome was copied from the result cache.
+            first_event: the "created" event.
+            cache_key: the experiment's result-cache key (None: it takes no part in the cache).
+            more_events: events stored after the first, in order (a cached copy's outcome).
+
         Returns:
-            The first event as stored (``experiment_id``, ``sequence`` 1 and ``time`` set).
+            The last event as stored (``experiment_id``, ``sequence`` and ``time`` set).
 
         Raises:
             DuplicateRequest: an experiment with the same non-empty request_id exists.
         """
-        stored = experiment_pb2.ExperimentEvent()
-        stored.CopyFrom(first_event)
-        stored.experiment_id = exp.experiment_id
-        stored.sequence = 1
-        if not stored.HasField("time"):
-            stored.time.GetCurrentTime()
+        all_events = []
+        for sequence, given in enumerate([first_event, *more_events], start=1):
+            stored = experiment_pb2.ExperimentEvent()
+            stored.CopyFrom(given)
+            stored.experiment_id = exp.experiment_id
+            stored.sequence = sequence
+            if not stored.HasField("time"):
+                stored.time.GetCurrentTime()
+            all_events.append(stored)
+        finished = exp.HasField("end_time")
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -268,13 +302,17 @@ class Store:
                         queue_deadline=(exp.create_time.ToMicroseconds() / 1e6 + exp.queue_timeout_s
                                         if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
+                        cache_key=cache_key,
+                        result=exp.result.SerializeToString() if exp.HasField("result") else None,
+                        error=exp.error.SerializeToString() if exp.HasField("error") else None,
+                        start_time=exp.start_time.ToMicroseconds() / 1e6 if finished else None,
+                        end_time=exp.end_time.ToMicroseconds() / 1e6 if finished else None,
                     )
                 )
-                conn.execute(
-                    insert(events).values(
-                        experiment_id=exp.experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
-                    )
-                )
+                conn.execute(insert(events), [
+                    {"experiment_id": exp.experiment_id, "sequence": e.sequence, "data": e.SerializeToString()}
+                    for e in all_events
+                ])
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
                 if exp.labels:
                     conn.execute(
@@ -287,6 +325,21 @@ class Store:
                 raise
             raise DuplicateRequest(existing) from None
         return stored
+
+    def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
+        """The owner's finished experiments with this cache key, newest first (at most ``limit``)."""
+        query = (
+            select(experiments)
+            .where(experiments.c.cache_key == cache_key)
+            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
+                                            experiment_pb2.EXPERIMENT_STATE_FAILED]))
+            .where(experiments.c.experiment_id.in_(
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+            .order_by(experiments.c.row.desc())
+            .limit(limit)
+        )
+        with self.engine.begin() as conn:
+            return [_experiment_from_row(r) for r in conn.execute(query)]
 
     def find_by_request_id(self, request_id: str) -> str | None:
         """The id of the experiment submitted with this request_id, if any."""
@@ -335,19 +388,60 @@ class Store:
         rows = rows[:page_size]
         return [_experiment_from_row(r) for r in rows], (rows[-1].row if more and rows else None)
 
-    def queued(self, wanted: Iterable[devices.Device.ValueType], limit: int = 100) -> list[QueuedExperiment]:
-        """QUEUED experiments asking for one of the ``wanted`` devices, oldest first, then by priority
-        (highest first)."""
-        query = (
-            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt)
-            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
-            # The column holds the short name ("cpu", "cuda", "any"), readable in the database.
-            .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
-            .order_by(experiments.c.create_time, experiments.c.priority.desc(), experiments.c.row)
-            .limit(limit)
-        )
+    def watch_rows(self, labels: dict[str, str], owner: str | None) -> list[tuple[str, int, int]]:
+        """(experiment_id, state, last_sequence) of the experiments carrying all ``labels``, oldest
+        first; ``owner``: only that user's (None: everyone's)."""
+        query = select(experiments.c.experiment_id, experiments.c.state, experiments.c.last_sequence).order_by(
+            experiments.c.row)
+        if owner is not None:
+            query = query.where(experiments.c.experiment_id.in_(
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+        for key, value in labels.items():
+            query = query.where(experiments.c.experiment_id.in_(select(experiment_labels.c.experiment_id).where(
+                experiment_labels.c.key == key, experiment_labels.c.value == value)))
         with self.engine.begin() as conn:
-            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt) for r in conn.execute(query)]
+            return [(r.experiment_id, r.state, r.last_sequence) for r in conn.execute(query)]
+
+    def queued_heads(self, wanted: Iterable[devices.Device.ValueType], per_queue: int) -> list[QueuedExperiment]:
+        """The first ``per_queue`` QUEUED experiments of each (owner, run) queue that ask for one of
+        the ``wanted`` devices; each queue in its own order: priority (highest first), then oldest."""
+        run = experiment_labels.alias("run_label")
+        run_value = func.coalesce(run.c.value, "")
+        position = func.row_number().over(
+            partition_by=(experiment_owners.c.owner, run_value),
+            order_by=(experiments.c.priority.desc(), experiments.c.create_time, experiments.c.row),
+        )
+        heads = (
+            select(experiments.c.experiment_id, experiments.c.device, experiments.c.attempt, experiments.c.priority,
+                   experiment_owners.c.owner, run_value.label("run"), position.label("position"))
+            .join(experiment_owners, experiment_owners.c.experiment_id == experiments.c.experiment_id)
+            .outerjoin(run, (run.c.experiment_id == experiments.c.experiment_id) & (run.c.key == RUN_LABEL))
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .where(experiments.c.device.in_([devices.short_name(d) for d in wanted]))
+            .subquery()
+        )
+        query = select(heads).where(heads.c.position <= per_queue).order_by(heads.c.owner, heads.c.run,
+                                                                           heads.c.position)
+        with self.engine.begin() as conn:
+            return [QueuedExperiment(r.experiment_id, devices.parse(r.device), r.attempt, r.owner, r.run, r.priority)
+                    for r in conn.execute(query)]
+
+    def queue_depths(self) -> dict[str, tuple[int, int]]:
+        """Per owner: how many of their experiments are QUEUED and how many RUNNING."""
+        query = (
+            select(experiment_owners.c.owner, experiments.c.state, func.count())
+            .join(experiment_owners, experiment_owners.c.experiment_id == experiments.c.experiment_id)
+            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_QUEUED,
+                                            experiment_pb2.EXPERIMENT_STATE_RUNNING]))
+            .group_by(experiment_owners.c.owner, experiments.c.state)
+        )
+        depths: dict[str, tuple[int, int]] = {}
+        with self.engine.begin() as conn:
+            for owner, state, count in conn.execute(query):
+                queued, running = depths.get(owner, (0, 0))
+                depths[owner] = (queued + count, running) if state == experiment_pb2.EXPERIMENT_STATE_QUEUED else (
+                    queued, running + count)
+        return depths
 
     def queued_past_deadline(self, now: float) -> list[QueuedExperiment]:
         """QUEUED experiments whose queue deadline (create time + queue timeout) is before ``now``."""

@@ -42,3 +42,19 @@ def test_a_failure_while_storing_the_first_event_leaves_no_experiment(tmp_path: 
     with pytest.raises(SQLAlchemyError):
         store.create_experiment(_experiment("exp-1"), _created())
     assert store.get_experiment("exp-1") is None
+
+
+def test_migration_4_adds_the_cache_key_to_a_store_of_version_3(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    store = Store(url)
+    store.create_experiment(_experiment("exp-old"), _created())
+    with store.engine.begin() as conn:  # back to the schema of version 3
+        conn.execute(text("DROP INDEX ix_experiments_cache_key"))
+        conn.execute(text("ALTER TABLE experiments DROP COLUMN cache_key"))
+        conn.execute(text("DELETE FROM schema_migrations WHERE version = 4"))
+    store.close()
+    reopened = Store(url)
+    assert reopened.schema_version() == 4
+    reopened.create_experiment(_experiment("exp-new"), _created(), cache_key="k" * 64)
+    assert reopened.get_experiment("exp-old") is not None
+    assert reopened.cached("k" * 64, "alice") == []  # only finished experiments are reused

@@ -181,13 +181,16 @@ def run(
     request_id: Annotated[str, typer.Option(help="Idempotency key: a repeat returns the first experiment.")] = "",
     entry_module: Annotated[str, typer.Option(help="Dotted entry module if it cannot be guessed.")] = "",
     max_attempts: Annotated[int, typer.Option(help="Dispatch attempts when workers are lost (0: default 3).")] = 0,
-    priority: Annotated[int, typer.Option(help="Higher runs first among queued experiments.")] = 0,
+    priority: Annotated[int, typer.Option(
+        help="Higher runs first among your queued experiments (fair share: users take turns).")] = 0,
     queue_timeout_s: Annotated[float, typer.Option(
         help="Fail it (UNSCHEDULABLE) if after this many s no registered worker can run it (0: wait).")] = 0.0,
     timeout_load_s: Annotated[float, typer.Option(help="Load limit in s (0: worker default).")] = 0.0,
     timeout_encode_s: Annotated[float, typer.Option(help="Per-image encode limit in s (0: worker default).")] = 0.0,
     timeout_decode_s: Annotated[float, typer.Option(help="Per-image decode limit in s (0: worker default).")] = 0.0,
     timeout_experiment_s: Annotated[float, typer.Option(help="Whole-run limit in s (0: worker default).")] = 0.0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
+                                           "experiment's result could be reused.")] = False,
 ) -> None:
     """Submit an agent on a dataset; follow it live unless --detach; exit 1 if it fails."""
     timeouts = types_pb2.Timeouts(load_s=timeout_load_s, encode_s=timeout_encode_s, decode_s=timeout_decode_s,
@@ -199,12 +202,14 @@ def run(
             exp = await client.submit(agent_dir, dataset=dataset, points=points, device=device, timeouts=timeouts,
                                       labels=labels, request_id=request_id, max_attempts=max_attempts,
                                       priority=priority, entry_module=entry_module,
-                                      queue_timeout_s=queue_timeout_s)
+                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache)
         except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc
         s.out.print(f"submitted {exp.experiment_id} ({exp.agent.name} on {exp.dataset}, {len(exp.points)} point(s), "
-                    f"device {devices.short_name(exp.device)})")
+                    f"device {devices.short_name(exp.device)})"
+                    + (f": outcome reused from {exp.cached_from} (--no-cache evaluates it again)"
+                       if exp.cached_from else ""))
         if detach:
             s.out.print(f"follow it with: codecbench watch {exp.experiment_id}")
             return 0
@@ -213,6 +218,71 @@ def run(
             s.out.print(views.results_view([final], title=f"results of {final.experiment_id} ({final.agent.name})"))
             return 0
         return EXIT_FAILED
+
+    _call(ctx, work)
+
+
+@app.command("run-many")
+def run_many(
+    ctx: typer.Context,
+    agent_dirs: Annotated[list[Path], typer.Argument(help="Folders of the candidate agents.")],
+    label: Annotated[list[str] | None, typer.Option(
+        help="KEY=VALUE label (repeatable); `run=NAME` names the run (default: a fresh run=<id>).")] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset name (see `codecbench datasets`).")] = "photos",
+    param: Annotated[list[str] | None, typer.Option(help="NAME=V1,V2,... as in `run` (the same for every agent).")]
+    = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or any.")] = "cpu",
+    priority: Annotated[int, typer.Option(help="Higher runs first among your queued experiments.")] = 0,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
+                                           "experiment's result could be reused.")] = False,
+    detach: Annotated[bool, typer.Option("--detach", help="Submit, print the ids and return.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line per submission and per finished "
+                                          "experiment (JSON Lines).")] = False,
+) -> None:
+    """Submit many candidate agents in batches (shared files uploaded once), follow them all; exit 1 if any
+    is refused or fails."""
+
+    async def work(client: Client, s: Settings) -> int:
+        labels = parse_labels(label or [])
+        labels.setdefault("run", f"run-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
+        try:
+            submitted = await client.submit_many(agent_dirs, dataset=dataset, points=parameter_grid(param or []),
+                                                 device=device, labels=labels, priority=priority, no_cache=no_cache)
+        except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
+            raise UsageError(str(exc)) from exc
+        code = 0
+        for folder, sub in zip(agent_dirs, submitted, strict=True):
+            if as_json:
+                print_json({"agent_dir": str(folder), "request_id": sub.request_id,
+                            "experiment_id": sub.experiment.experiment_id if sub.experiment else None,
+                            "error": str(sub.error) if sub.error else None}, indent=None)
+            elif sub.error is not None:
+                s.err.print(Text(f"{folder}: refused: {sub.error}", style="red"))
+            code = EXIT_FAILED if sub.error is not None else code
+        accepted = [sub.experiment for sub in submitted if sub.experiment is not None]
+        selector = " ".join(f"--label {k}={v}" for k, v in labels.items())
+        if not as_json:
+            s.out.print(f"submitted {len(accepted)} of {len(submitted)} candidate(s) with labels {selector} "
+                        f"({sum(1 for e in accepted if e.cached_from)} from the cache)")
+        if detach or not accepted:
+            return code
+        names = {e.experiment_id: e.agent.name for e in accepted}
+        succeeded = 0
+        async for event in client.watch_many(labels):
+            kind = event.WhichOneof("event")
+            if kind not in ("result", "error") or event.experiment_id not in names:
+                continue
+            succeeded += kind == "result"
+            code = EXIT_FAILED if kind == "error" else code
+            if as_json:
+                print_json(views.message_json(event), indent=None)
+                continue
+            outcome = "SUCCEEDED" if kind == "result" else errors.describe(event.error)
+            s.out.print(Text(f"{event.experiment_id} ({names[event.experiment_id]}) {outcome}"), soft_wrap=True)
+        if not as_json:
+            s.out.print(f"{succeeded} of {len(accepted)} succeeded; rank them with: codecbench rank --baseline EXP "
+                        f"{selector}")
+        return code
 
     _call(ctx, work)
 
@@ -291,7 +361,8 @@ def cancel(ctx: typer.Context, experiment_id: str) -> None:
 
 @app.command()
 def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """List workers: state (with the reason when STALE or LOST), build, slots, devices, heartbeat."""
+    """List workers: state (with the reason when STALE or LOST), build, slots, devices, heartbeat; then
+    the queued and running experiments per owner (yours only unless you are an admin)."""
 
     async def work(client: Client, s: Settings) -> int:
         found = await client.workers()
@@ -299,6 +370,9 @@ def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
             print_json([views.message_json(w) for w in found])
         else:
             s.out.print(views.workers_table(found))
+            queues = await client.queues()
+            if queues:
+                s.out.print(views.queues_table(queues))
         return 0
 
     _call(ctx, work)
@@ -402,6 +476,32 @@ def compare(
             s.out.print(f"RD plot written to {plot}")
             for note in notes:
                 s.out.print(f"  {note}")
+        return 0
+
+    _call(ctx, work)
+
+
+@app.command()
+def rank(
+    ctx: typer.Context,
+    baseline: Annotated[str, typer.Option(help="The anchor experiment (SUCCEEDED, at least 4 points).")],
+    label: Annotated[list[str], typer.Option(help="KEY=VALUE the candidates carry, e.g. run=NAME (repeatable).")],
+    metric: Annotated[str, typer.Option(help="Quality metric of the BD-rate: psnr or ms_ssim.")] = "psnr",
+    limit: Annotated[int, typer.Option(min=1, help="Look at this many newest candidates.")] = 100_000,
+    as_json: JsonOption = False,
+) -> None:
+    """Rank candidates by BD-rate against a baseline; list those without one and why, then the failures
+    grouped by kind and location."""
+
+    async def work(client: Client, s: Settings) -> int:
+        try:
+            ranking = await client.rank(baseline, parse_labels(label), metric=metric, limit=limit)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from exc
+        if as_json:
+            print_json(ranking.to_json())
+        else:
+            s.out.print(views.ranking_view(ranking))
         return 0
 
     _call(ctx, work)

@@ -320,6 +320,17 @@ def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
     return Group(table, *(Text(f"  [{i}] {reason}") for i, reason in enumerate(reasons, 1)))
 
 
+def queues_table(queues: Sequence[orchestrator_pb2.OwnerQueue]) -> Table:
+    """Queued and running experiments per owner, with the owner's fair-share weight."""
+    table = Table(title="queue by owner (fair share: owners take turns, `weight` experiments each)",
+                  title_justify="left")
+    for name in ("owner", "queued", "running", "weight"):
+        table.add_column(name, justify="left" if name == "owner" else "right")
+    for q in queues:
+        table.add_row(q.owner, str(q.queued), str(q.running), str(q.weight))
+    return table
+
+
 def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str) -> Table:
     """One row per experiment: id, state, agent, dataset, points, attempt, worker, creation time, and
     a summary (its bpp range and duration when it succeeded, its error when it failed, why it waits
@@ -367,6 +378,8 @@ def experiment_view(e: orchestrator_pb2.Experiment) -> Group:
         facts.append(("labels", ", ".join(f"{k}={v}" for k, v in sorted(e.labels.items()))))
     if e.request_id:
         facts.append(("request id", e.request_id))
+    if e.cached_from:
+        facts.append(("cached", f"outcome copied from {e.cached_from} (result cache; nothing ran)"))
     if e.waiting_reason:
         facts.append(("waiting", e.waiting_reason))
     if e.queue_timeout_s:
@@ -388,6 +401,39 @@ def datasets_table(found: Sequence[orchestrator_pb2.Dataset]) -> Table:
         table.add_row(d.name, str(len(d.images)), str(sum(i.size_bytes for i in d.images)),
                       "yes" if d.builtin else "no", d.digest[:16], _when(d.create_time))
     return table
+
+
+def ranking_view(ranking: analysis.Ranking) -> Group:
+    """A ranking (:func:`codecbench.analysis.rank`): candidates by BD-rate with bpp range, points and
+    numbered notes; then those without a BD-rate and why; then the failures grouped by kind and location."""
+    label = "PSNR" if ranking.metric == analysis.PSNR else "MS-SSIM"
+    table = Table(
+        title=f"{len(ranking.ranked)} candidate(s) by BD-rate ({label}) against {ranking.baseline.title} on "
+              f"{ranking.baseline.dataset}",
+        title_justify="left", caption_justify="left",
+        caption=f"{analysis.BD_METHOD.upper()} interpolation; negative = fewer bits than the baseline at equal quality",
+    )
+    for name in ("#", "agent", "experiment", "points", "bpp range", f"BD-rate {label}"):
+        table.add_column(name, justify="right" if name in ("#", "points") or name.startswith("BD") else "left",
+                         no_wrap=True)
+    notes: list[str] = []
+    for i, row in enumerate(ranking.ranked, 1):
+        value = f"{row.bd_rate.percent:+.2f} %"
+        remark = row.bd_rate.note + (f"; outcome copied from {row.cached_from}" if row.cached_from else "")
+        if remark:
+            notes.append(remark.removeprefix("; "))
+            value += f" [{len(notes)}]"
+        low, high = row.bpp_range or (math.nan, math.nan)
+        table.add_row(str(i), row.name, row.experiment_id, str(row.points), f"{low:.4f}-{high:.4f}", value)
+    parts: list[Any] = [table, *(Text(f"  [{i}] {note}", style="dim") for i, note in enumerate(notes, 1))]
+    if ranking.not_computable:
+        parts.append(Text(f"{len(ranking.not_computable)} candidate(s) without a BD-rate:", style="yellow"))
+        parts += [Text(f"  {row.name} {row.experiment_id} ({row.state}, {row.points} point(s)): {row.bd_rate.reason}")
+                  for row in ranking.not_computable]
+    if ranking.failures:
+        parts.append(error_groups_table(ranking.failures, f"{ranking.failed} failed candidate(s) in "
+                                                           f"{len(ranking.failures)} group(s)"))
+    return Group(*parts)
 
 
 def error_groups_table(groups: Sequence[analysis.ErrorGroup], title: str) -> Table:

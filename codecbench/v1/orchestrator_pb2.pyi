@@ -112,6 +112,7 @@ class Experiment(_message.Message):
     OWNER_FIELD_NUMBER: _builtins.int
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    CACHED_FROM_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     """"exp-" and 16 hex digits, chosen by the orchestrator."""
     state: _experiment_pb2.ExperimentState.ValueType
@@ -127,7 +128,7 @@ class Experiment(_message.Message):
     request_id: _builtins.str
     """The idempotency key it was created with, or ""."""
     priority: _builtins.int
-    """Its priority (higher runs first)."""
+    """Its priority (higher runs first within its owner's share)."""
     worker_id: _builtins.str
     """The worker of the latest dispatch, or ""."""
     last_sequence: _builtins.int
@@ -141,6 +142,11 @@ class Experiment(_message.Message):
     """
     queue_timeout_s: _builtins.float
     """From CreateExperimentRequest.queue_timeout_s (0: none)."""
+    cached_from: _builtins.str
+    """Set when the result (or deterministic failure) was copied from an earlier experiment of the same
+    owner with the same agent bundle, dataset, parameter points, device kind and worker build (the
+    result cache): that experiment's id. Nothing ran for this one.
+    """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
         """The bundle's files are listed without content."""
@@ -202,10 +208,11 @@ class Experiment(_message.Message):
         owner: _builtins.str = ...,
         waiting_reason: _builtins.str = ...,
         queue_timeout_s: _builtins.float = ...,
+        cached_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "result", b"result", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached_from", b"cached_from", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -247,6 +254,7 @@ class CreateExperimentRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
+    NO_CACHE_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     """Dataset name ("photos") or its digest; required."""
     device: _types_pb2.Device.ValueType
@@ -258,11 +266,17 @@ class CreateExperimentRequest(_message.Message):
     nothing, so a create whose answer was lost is safe to send again with the same key.
     """
     priority: _builtins.int
-    """Higher runs first among experiments queued at the same time."""
+    """Higher runs first within its owner's share of the queue (owners take turns: fair share, see
+    orchestrator_svc/scheduler.py); equal priorities run oldest first.
+    """
     queue_timeout_s: _builtins.float
     """Seconds after creation at which a still QUEUED experiment that no registered worker can run
     (see Experiment.waiting_reason) fails with ERROR_KIND_UNSCHEDULABLE. 0: it waits for a worker
     however long it takes. Finite, 0 to 7 days.
+    """
+    no_cache: _builtins.bool
+    """Evaluate it even when an identical earlier experiment's result could be reused (see
+    Experiment.cached_from).
     """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
@@ -293,10 +307,11 @@ class CreateExperimentRequest(_message.Message):
         request_id: _builtins.str = ...,
         priority: _builtins.int = ...,
         queue_timeout_s: _builtins.float = ...,
+        no_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "labels", b"labels", "max_attempts", b"max_attempts", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "labels", b"labels", "max_attempts", b"max_attempts", "no_cache", b"no_cache", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1050,18 +1065,26 @@ class ListWorkersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKERS_FIELD_NUMBER: _builtins.int
+    OWNER_QUEUES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def workers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkerStatus]:
         """Each one, with its state."""
+
+    @_builtins.property
+    def owner_queues(self) -> _containers.RepeatedCompositeFieldContainer[Global___OwnerQueue]:
+        """Queued and running experiments per owner (the fair-share scheduler serves owners in turn);
+        a non-admin sees their own entry only.
+        """
 
     def __init__(
         self,
         *,
         workers: _abc.Iterable[Global___WorkerStatus] | None = ...,
+        owner_queues: _abc.Iterable[Global___OwnerQueue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_queues", b"owner_queues", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1112,3 +1135,251 @@ class DrainWorkerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DrainWorkerResponse: _TypeAlias = DrainWorkerResponse  # noqa: Y015
+
+@_typing.final
+class CreateExperimentsRequest(_message.Message):
+    """Many experiments in one call (a search loop's candidates). Partial success: each spec is created
+    or refused on its own.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateExperimentRequest]:
+        """At most 1000 specs; each needs a request_id, unique within the request."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___CreateExperimentRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExperimentsRequest: _TypeAlias = CreateExperimentsRequest  # noqa: Y015
+
+@_typing.final
+class SpecError(_message.Message):
+    """Why one spec of a batch was refused: the status its own CreateExperiment call would have ended with."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code's name, e.g. "INVALID_ARGUMENT"."""
+    reason: _builtins.str
+    """The google.rpc.ErrorInfo reason, e.g. "DATASET_UNKNOWN"."""
+    field: _builtins.str
+    """The spec's field at fault ("dataset", "agent.files[2].name"); "" when none is."""
+    message: _builtins.str
+    """"<field>: <problem>", as the status message of a single call."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        field: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpecError: _TypeAlias = SpecError  # noqa: Y015
+
+@_typing.final
+class CreateExperimentsResult(_message.Message):
+    """The outcome of one spec of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The spec's request_id."""
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """The experiment as stored."""
+
+    @_builtins.property
+    def error(self) -> Global___SpecError:
+        """Why the spec was refused; nothing was stored for it."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        experiment: Global___Experiment | None = ...,
+        error: Global___SpecError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "experiment", b"experiment", "outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "experiment", b"experiment", "outcome", b"outcome", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["experiment", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___CreateExperimentsResult: _TypeAlias = CreateExperimentsResult  # noqa: Y015
+
+@_typing.final
+class CreateExperimentsResponse(_message.Message):
+    """The outcomes of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CreateExperimentsResult]:
+        """One per spec, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CreateExperimentsResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateExperimentsResponse: _TypeAlias = CreateExperimentsResponse  # noqa: Y015
+
+@_typing.final
+class WatchExperimentsRequest(_message.Message):
+    """Which experiments to watch: those whose labels match, now and created later."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class AfterSequencesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    LABELS_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Every given label must match (at least one label)."""
+
+    @_builtins.property
+    def after_sequences(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Per experiment id: events with a sequence number greater than this are sent (absent: all)."""
+
+    def __init__(
+        self,
+        *,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        after_sequences: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequences", b"after_sequences", "labels", b"labels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExperimentsRequest: _TypeAlias = WatchExperimentsRequest  # noqa: Y015
+
+@_typing.final
+class WatchExperimentsResponse(_message.Message):
+    """One event of one of the watched experiments (events of different experiments interleave)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _experiment_pb2.ExperimentEvent:
+        """The event; its experiment_id and sequence say where it belongs."""
+
+    def __init__(
+        self,
+        *,
+        event: _experiment_pb2.ExperimentEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchExperimentsResponse: _TypeAlias = WatchExperimentsResponse  # noqa: Y015
+
+@_typing.final
+class OwnerQueue(_message.Message):
+    """One owner's share of the queue."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    RUNNING_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    owner: _builtins.str
+    """The owner (user name)."""
+    queued: _builtins.int
+    """Their experiments waiting in the queue."""
+    running: _builtins.int
+    """Their experiments running on workers."""
+    weight: _builtins.int
+    """The owner's weight in the scheduler's weighted round-robin (experiments per turn)."""
+    def __init__(
+        self,
+        *,
+        owner: _builtins.str = ...,
+        queued: _builtins.int = ...,
+        running: _builtins.int = ...,
+        weight: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "queued", b"queued", "running", b"running", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OwnerQueue: _TypeAlias = OwnerQueue  # noqa: Y015

@@ -106,6 +106,16 @@ class OrchestratorServiceStub:
                 request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
                 response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerResponse.FromString,
                 _registered_method=True)
+        self.CreateExperiments = channel.unary_unary(
+                '/codecbench.v1.OrchestratorService/CreateExperiments',
+                request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsRequest.SerializeToString,
+                response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsResponse.FromString,
+                _registered_method=True)
+        self.WatchExperiments = channel.unary_stream(
+                '/codecbench.v1.OrchestratorService/WatchExperiments',
+                request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsRequest.SerializeToString,
+                response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -222,6 +232,28 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateExperiments(self, request, context):
+        """Validates and queues many experiments in one call: one result per spec, in the request's order,
+        each an experiment or the typed error that spec alone would have got from CreateExperiment
+        (partial success). Every spec carries its own request_id (idempotent per spec, as in
+        CreateExperiment). A file whose content one spec carries may be sent by digest alone
+        (sha256 and size_bytes) in the other specs of the same request: it is uploaded once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchExperiments(self, request, context):
+        """The events of every experiment of the caller matching a label selector, interleaved as they are
+        stored (each in its own experiment's order); resumable with the last sequence number seen per
+        experiment. Experiments created with matching labels while the stream is open join it. The
+        stream ends when every matching experiment has sent its terminal event (with none matching yet,
+        it waits for the first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -289,6 +321,16 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.DrainWorker,
                     request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.FromString,
                     response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerResponse.SerializeToString,
+            ),
+            'CreateExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateExperiments,
+                    request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsRequest.FromString,
+                    response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsResponse.SerializeToString,
+            ),
+            'WatchExperiments': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchExperiments,
+                    request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsRequest.FromString,
+                    response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -649,6 +691,60 @@ class OrchestratorService:
             '/codecbench.v1.OrchestratorService/DrainWorker',
             codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerRequest.SerializeToString,
             codecbench_dot_v1_dot_orchestrator__pb2.DrainWorkerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codecbench.v1.OrchestratorService/CreateExperiments',
+            codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsRequest.SerializeToString,
+            codecbench_dot_v1_dot_orchestrator__pb2.CreateExperimentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/codecbench.v1.OrchestratorService/WatchExperiments',
+            codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsRequest.SerializeToString,
+            codecbench_dot_v1_dot_orchestrator__pb2.WatchExperimentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -84,6 +84,20 @@ class OrchestratorServiceStub:
     """Every registered worker with its state, build and load."""
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
     """Stops dispatching to a worker; running experiments finish."""
+    CreateExperiments: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]
+    """Validates and queues many experiments in one call: one result per spec, in the request's order,
+    each an experiment or the typed error that spec alone would have got from CreateExperiment
+    (partial success). Every spec carries its own request_id (idempotent per spec, as in
+    CreateExperiment). A file whose content one spec carries may be sent by digest alone
+    (sha256 and size_bytes) in the other specs of the same request: it is uploaded once.
+    """
+    WatchExperiments: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentsRequest, _orchestrator_pb2.WatchExperimentsResponse]
+    """The events of every experiment of the caller matching a label selector, interleaved as they are
+    stored (each in its own experiment's order); resumable with the last sequence number seen per
+    experiment. Experiments created with matching labels while the stream is open join it. The
+    stream ends when every matching experiment has sent its terminal event (with none matching yet,
+    it waits for the first).
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -141,6 +155,20 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Every registered worker with its state, build and load."""
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     """Stops dispatching to a worker; running experiments finish."""
+    CreateExperiments: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]  # type: ignore[assignment]
+    """Validates and queues many experiments in one call: one result per spec, in the request's order,
+    each an experiment or the typed error that spec alone would have got from CreateExperiment
+    (partial success). Every spec carries its own request_id (idempotent per spec, as in
+    CreateExperiment). A file whose content one spec carries may be sent by digest alone
+    (sha256 and size_bytes) in the other specs of the same request: it is uploaded once.
+    """
+    WatchExperiments: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.WatchExperimentsRequest, _orchestrator_pb2.WatchExperimentsResponse]  # type: ignore[assignment]
+    """The events of every experiment of the caller matching a label selector, interleaved as they are
+    stored (each in its own experiment's order); resumable with the last sequence number seen per
+    experiment. Experiments created with matching labels while the stream is open join it. The
+    stream ends when every matching experiment has sent its terminal event (with none matching yet,
+    it waits for the first).
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The orchestrator: the one service a client talks to. Every call needs a bearer token in the
@@ -273,5 +301,31 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.DrainWorkerResponse, _abc.Awaitable[_orchestrator_pb2.DrainWorkerResponse]]:
         """Stops dispatching to a worker; running experiments finish."""
+
+    @_abc_1.abstractmethod
+    def CreateExperiments(
+        self,
+        request: _orchestrator_pb2.CreateExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.CreateExperimentsResponse, _abc.Awaitable[_orchestrator_pb2.CreateExperimentsResponse]]:
+        """Validates and queues many experiments in one call: one result per spec, in the request's order,
+        each an experiment or the typed error that spec alone would have got from CreateExperiment
+        (partial success). Every spec carries its own request_id (idempotent per spec, as in
+        CreateExperiment). A file whose content one spec carries may be sent by digest alone
+        (sha256 and size_bytes) in the other specs of the same request: it is uploaded once.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchExperiments(
+        self,
+        request: _orchestrator_pb2.WatchExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.WatchExperimentsResponse], _abc.AsyncIterator[_orchestrator_pb2.WatchExperimentsResponse]]:
+        """The events of every experiment of the caller matching a label selector, interleaved as they are
+        stored (each in its own experiment's order); resumable with the last sequence number seen per
+        experiment. Experiments created with matching labels while the stream is open join it. The
+        stream ends when every matching experiment has sent its terminal event (with none matching yet,
+        it waits for the first).
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
