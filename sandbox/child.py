@@ -70,13 +70,7 @@ class AgentRuntime:
             self._note(init)
             method_name = "encode" if encoder else "decode"
             name, expected = f"Codec.{method_name}", f"Codec.{method_name}(self, {data.name})"
-            if not callable(getattr(cls, method_name, None)):
-                raise errors.SignatureMismatch(
-                    f"class Codec has no method {method_name}()", phase=LOAD, expected=expected, actual="missing",
-                )
-            # Checked on the class before Codec(...) runs (it may load weights for minutes).
-            bind(getattr(cls, method_name), name, expected,
-                 [data] if contracts.binds_itself(cls, method_name) else [contracts.Slot("self", None, True), data])
+            contracts.check_method_on_class(cls, method_name, name, expected, data, self.bundle_dir, LOAD)
             instance = _run_agent(init, LOAD, self.bundle_dir)
             self.call = bind(getattr(instance, method_name), name, expected, [data])
         elif self.form == "module":
