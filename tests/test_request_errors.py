@@ -512,3 +512,15 @@ def test_tensor_format_errors_are_request_errors_naming_the_field() -> None:
     with pytest.raises(errors.InvalidArgument) as raised, status.in_field("image"):
         tensors.to_numpy(_image(b"\0", [3, 4, 4]))
     assert (raised.value.field, raised.value.reason) == ("image", errors.REASON_TENSOR_MALFORMED)
+
+
+async def test_a_dataset_folder_of_gifs_is_refused_by_the_client_naming_the_files(tmp_path: Path) -> None:
+    # Old: "chunk: no images uploaded" from the orchestrator, which saw an upload without images.
+    from PIL import Image
+
+    Image.new("P", (4, 4)).save(tmp_path / "a.gif")
+    async with Client("127.0.0.1:1") as client:  # refused before any call: nothing listens on port 1
+        with pytest.raises(errors.InvalidArgument) as raised:
+            await client.upload_dataset("gifs", tmp_path)
+    assert raised.value.field == "folder"
+    assert "has no .png/.jpg/.jpeg files (it has a.gif)" in str(raised.value) and "PNG and JPEG" in str(raised.value)
