@@ -119,6 +119,15 @@ async def test_the_old_contract_without_an_image_runs_once_per_point_and_reports
 
 
 @pytest.mark.timeout(120)
+async def test_unconvertible_decoding_entries_are_listed_as_not_reported(worker_stub) -> None:
+    # Old: {'status': 'ok', 1: 2} or {'big': 2**70} failed the whole experiment with INVALID_OUTPUT.
+    _, terminal = await run(worker_stub, request("seed_unconvertible_report"))
+    report = result_of(terminal).points[0].agent_report
+    assert {k: values.from_value(v) for k, v in report.values.items()} == {"status": "ok", "ratio": 2.5}
+    assert sorted(report.ignored_keys) == ["1", "big"]
+
+
+@pytest.mark.timeout(120)
 async def test_the_unary_rpcs_serve_the_old_contract_without_an_image(worker_stub) -> None:
     # Old: Decode answered INVALID_OUTPUT (DecodeResponse had no place for the agent's own figures),
     # and Encode demanded an image that run_encoding_agent cannot take.
