@@ -111,4 +111,6 @@ def to_uint8(
     return Converted(out.reshape(recon.shape), clamped)
 
 
-__all__ = ["CHUNK_VALUES", "PIXEL_SCALE_HINT", "SIGNED_SCALE_HINT", "TOLERANCE", "Converted", "range_advice", "to_uint8"]
+__all__ = [
+    "CHUNK_VALUES", "PIXEL_SCALE_HINT", "SIGNED_SCALE_HINT", "TOLERANCE", "Converted", "range_advice", "to_uint8",
+]
