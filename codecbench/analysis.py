@@ -531,7 +531,7 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
         f"; {p.params or 'the point'}: ms-ssim-rgb over {p.ms_ssim_image_count} of {p.image_count} images"
         for p in curve.points if 0 < p.ms_ssim_image_count < p.image_count
     )
-    return json_safe({
+    exported: dict[str, Any] = {
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name} on {exp.dataset} ({images} images, "
                        f"device {devices.short_name(exp.device)}, worker {exp.worker_id}); points: {params}{caveats}",
@@ -542,19 +542,31 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
             "encoding_time": [p.encode_ms / 1000.0 for p in points],
             "decoding_time": [p.decode_ms / 1000.0 for p in points],
         },
-    })
+    }
+    # A seed agent that takes images reports its own figures per image: kept beside the measured
+    # results, never mixed into them.
+    reported = [{**_report_json(i.metrics.agent_report), "params": values.format_params(p.params),
+                 "image": i.image_name} for p in points for i in p.images if i.metrics.HasField("agent_report")]
+    if reported:
+        exported["agent_reported"] = reported
+        exported["description"] += ("; agent_reported: the agent's own figures per image (NOT measured by "
+                                    "codecbench)")
+    safe: dict[str, Any] = json_safe(exported)
+    return safe
+
+
+def _report_json(report: experiment_pb2.AgentReport) -> dict[str, Any]:
+    """An agent report's values (typed as they came) and the names of the entries not reported."""
+    return {"values": {k: values.from_value(v) for k, v in sorted(report.values.items())},
+            "not_scalar": list(report.ignored_keys)}
 
 
 def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """A seed agent that takes no image, exported: empty CompressAI ``results`` (nothing was
     measured) and its own figures under ``agent_reported``, one entry per point, with the size of
     its encoding dict as it crossed the process boundary. JSON-safe."""
-    reports = [{
-        "params": values.format_params(p.params),
-        "values": {k: values.from_value(v) for k, v in sorted(p.agent_report.values.items())},
-        "not_scalar": list(p.agent_report.ignored_keys),
-        "encoding_data_bytes": p.agent_report.encoding_data_bytes,
-    } for p in exp.result.points]
+    reports = [{"params": values.format_params(p.params), **_report_json(p.agent_report),
+                "encoding_data_bytes": p.agent_report.encoding_data_bytes} for p in exp.result.points]
     return json_safe({
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name}, a seed agent that takes no image: "

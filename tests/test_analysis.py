@@ -356,3 +356,48 @@ def test_duplicate_points_are_called_duplicates_not_a_non_monotonic_curve() -> N
     result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("dup", duplicated))
     assert result.percent is None
     assert "duplicate points (quality=50 and quality=55" in result.reason and "does not increase" not in result.reason
+
+
+def test_message_json_of_an_agent_reported_point_has_no_measured_looking_zeros() -> None:
+    # Old: bpp 0.0, mse 0.0, psnr_db 0.0, lossless false... for a point that coded no image.
+    exp = experiment("seed", [])
+    point = exp.result.points.add(point_index=0, encode_ms=3.0, decode_ms=2.0)
+    point.agent_report.values["ratio"].float_value = 2.5
+    measured = exp.result.points.add(point_index=1, bpp=0.0, psnr_db=0.0)
+    shown = views.message_json(exp)["result"]["points"]
+    for name in ("bpp", "mse", "psnr_db", "lossless", "pooled_bpp", "pooled_psnr_db", "total_bytes", "images"):
+        assert name not in shown[0], name
+    assert shown[0]["encode_ms"] == 3.0 and shown[0]["agent_report"]["values"]["ratio"] == {"float_value": 2.5}
+    assert shown[1]["bpp"] == 0.0 and shown[1]["lossless"] is False and measured.psnr_db == 0.0  # measured: kept
+
+
+def _image_seed_experiment() -> orchestrator_pb2.Experiment:
+    """An image-taking seed agent's experiment: measured points whose images carry agent reports."""
+    exp = experiment("seed_example", [(0, 18.2, math.inf, 1.0)])
+    image = exp.result.points[0].images.add(image_index=0, image_name="astronaut.png")
+    image.metrics.bytes = 4321
+    image.metrics.agent_report.values["decoded_bytes"].int_value = 7
+    image.metrics.agent_report.ignored_keys.append("blocks")
+    return exp
+
+
+def test_per_image_agent_reports_are_in_the_run_view_and_the_export() -> None:
+    # Old: only `show` had the image-taking seed shape's own figures.
+    exp = _image_seed_experiment()
+    text = _render(views.results_view([exp]))
+    assert "agent-reported (the agent's own figures, NOT measured by codecbench)" in text
+    assert "astronaut.png" in text and "decoded_bytes=7" in text and "blocks" in text
+    exported = analysis.compressai_results(exp)
+    assert exported["agent_reported"] == [{"values": {"decoded_bytes": 7}, "not_scalar": ["blocks"],
+                                           "params": "quality=0", "image": "astronaut.png"}]
+    assert "NOT measured" in exported["description"] and exported["results"]["bpp"] == [18.2]
+
+
+def test_agent_reported_only_results_do_not_claim_a_warm_up() -> None:
+    # Old: "times after one untimed warm-up call per point" under points that had no warm-up.
+    exp = experiment("seed_original", [])
+    exp.result.points.add(point_index=0, encode_ms=3.0, decode_ms=2.0).agent_report.encoding_data_bytes = 9
+    text = _render(views.results_view([exp]))
+    assert "warm-up call per point" not in text and "without warm-up" in text
+    measured = _render(views.results_view([experiment("jpeg", ANCHOR)]))
+    assert "times after one untimed warm-up call per point" in measured and "without warm-up" not in measured
