@@ -244,6 +244,14 @@ CASES = [
     Case("orchestrator-reserved-parameter-name",
          lambda s: _creating(s, lambda r: r.points.append(_point(device=CUDA_7))),
          INVALID, "INVALID_ARGUMENT", "points[0].params['device']"),
+    # NFKC variants: Python names a parameter `def f(ｑuality)` 'quality' (PEP 3131), so 'ｑuality' could
+    # never bind, and 'ｄevice' would reach the parameter named device
+    Case("orchestrator-nfkc-variant-of-a-reserved-name",
+         lambda s: _creating(s, lambda r: r.points.append(_point(**{"\uff44evice": CUDA_7}))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['\uff44evice']"),
+    Case("orchestrator-parameter-name-not-nfkc-normalised",
+         lambda s: _creating(s, lambda r: r.points.append(_point(**{"\uff51uality": CUDA_7}))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['\uff51uality']"),
     Case("worker-reserved-parameter-name",
          lambda s: _running(s, lambda r: r.points.extend([_point(), _point(encoding_data=CUDA_7)])),
          INVALID, "INVALID_ARGUMENT", "points[1].params['encoding_data']"),
