@@ -13,7 +13,7 @@ import torch
 from helpers import agent_bundle
 from helpers.worker import error_of, request, result_of, run
 
-from codecbench import bundles, errors, tensors, validation
+from codecbench import bundles, errors, tensors, validation, values
 from codecbench.v1 import errors_pb2, types_pb2, worker_pb2
 from sandbox import contracts
 
@@ -133,3 +133,14 @@ def test_an_upper_case_sha256_is_refused_saying_lower_case_hex() -> None:
     with pytest.raises(errors.InvalidArgument, match="does not match the content"):
         bundles.validate(bundle)
 
+
+
+def test_parameter_names_must_be_nfkc_normalised_and_variants_of_reserved_names_are_reserved() -> None:
+    # Old: both passed submit and could never bind (Python normalises the agent's own names).
+    for name, said in (("\uff51uality", "is not NFKC-normalised: Python names the parameter 'quality'"),
+                       ("\uff44evice", "is a variant of the reserved name 'device'")):
+        point = values.params_from_python({name: 3})
+        with pytest.raises(errors.InvalidArgument) as raised:
+            validation.check_point(point, "points[0]")
+        assert raised.value.field == f"points[0].params[{name!r}]" and said in str(raised.value)
+    validation.check_point(values.params_from_python({"quality": 3, "qualité": 2}), "points[0]")
