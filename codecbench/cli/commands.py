@@ -27,7 +27,7 @@ from rich.text import Text
 
 from codecbench import analysis, auth, devices, errors, rpc, states, values
 from codecbench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, views
-from codecbench.cli.follow import follow
+from codecbench.cli.follow import WaitingReporter, follow
 from codecbench.cli.parsing import UsageError, parameter_grid, parse_labels, parse_since, parse_states
 from codecbench.client import DEFAULT_SERVER, Client
 from codecbench.v1 import types_pb2
@@ -79,12 +79,16 @@ def _main(
 # -- plumbing ----------------------------------------------------------------------------------
 
 
-def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]) -> None:
+_INTERRUPTED = "interrupted (an experiment that was submitted keeps running on the orchestrator)"
+
+
+def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]],
+          interrupted: str = _INTERRUPTED) -> None:
     """Runs ``work`` with a client on a fresh event loop and exits with its code.
 
     A refused request (the :mod:`codecbench.errors` tree, which the client raises) and bad input
     (:class:`UsageError`) print ``error: <message>`` and exit 2; an unreachable orchestrator gets a
-    hint on how to start one or point at one.
+    hint on how to start one or point at one; Ctrl-C prints ``interrupted`` and exits 130.
     """
     settings: Settings = ctx.obj
 
@@ -102,7 +106,7 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
         settings.err.print(Text(f"error: {exc}", style="red"))
         code = EXIT_USAGE
     except KeyboardInterrupt:
-        settings.err.print("interrupted (an experiment that was submitted keeps running on the orchestrator)")
+        settings.err.print(interrupted)
         code = EXIT_INTERRUPTED
     raise typer.Exit(code)
 
@@ -257,22 +261,40 @@ def show(ctx: typer.Context, experiment_id: str, as_json: JsonOption = False) ->
 def watch(
     ctx: typer.Context,
     experiment_id: str,
-    after: Annotated[int, typer.Option(help="Only events with a sequence number above this.")] = 0,
+    after: Annotated[int, typer.Option(help="Only events with a sequence number above this (at most the "
+                                             "experiment's latest sequence number).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line (JSON Lines).")] = False,
 ) -> None:
-    """Print an experiment's events (stored ones first) until it ends; exit 1 if it failed."""
+    """Print an experiment's events (stored ones first) until it ends; exit 1 if it failed.
+
+    While it is queued, says why it waits when no worker can run it. Ctrl-C stops watching only.
+    """
 
     async def work(client: Client, s: Settings) -> int:
         code = 0
-        async for event in client.watch(experiment_id, after_sequence=after):
-            if as_json:
-                print_json(views.message_json(event), indent=None)
-            else:
-                s.out.print(views.event_text(event), soft_wrap=True)
-            code = EXIT_FAILED if event.WhichOneof("event") == "error" else code
+        # stdout's JSON Lines carry events only: the waiting reason goes to stderr then
+        waiting = WaitingReporter(client, experiment_id, s.err if as_json else s.out)
+        try:
+            async with waiting:
+                async for event in client.watch(experiment_id, after_sequence=after):
+                    if as_json:
+                        print_json(views.message_json(event), indent=None)
+                    else:
+                        s.out.print(views.event_text(event), soft_wrap=True)
+                    kind = event.WhichOneof("event")
+                    if kind == "state_change":
+                        waiting.on_state(event.state_change.state)
+                    code = EXIT_FAILED if kind == "error" else code
+        except errors.OutOfRange as exc:
+            last = exc.metadata.get("last_sequence")
+            if last is None:
+                raise
+            raise UsageError(f"experiment {experiment_id} is at sequence {last}: --after {after} is past it; "
+                             f"use --after {last} or less") from exc
         return code
 
-    _call(ctx, work)
+    _call(ctx, work, interrupted=f"interrupted: only the watching stopped; {experiment_id} keeps running on the "
+                                 f"orchestrator (`codecbench cancel {experiment_id}` stops it)")
 
 
 @app.command()
