@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import re
-import signal
+import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -433,6 +433,45 @@ async def test_module_entry_point_reads_the_server_from_the_environment(services
     assert services.worker_id in [w["info"]["worker_id"] for w in json.loads(stdout)]
 
 
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _cli(cwd: Path, env: dict[str, str], *args: str, module: str = "codecbench.cli") -> Completed:
+    """Runs ``python -m MODULE ARGS`` to its end in ``cwd``."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return Completed(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A second `up` on a port in use printed a traceback ending in `OSError: could not bind`."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        up = await _cli(tmp_path, dict(os.environ), "up", "--port", port, "--data-dir", "d")
+        assert up.returncode == 2, up
+        [line] = up.stderr.strip().splitlines()
+        assert line == (f"error: the orchestrator did not start: could not bind 127.0.0.1:{port} (in use by another "
+                        "process, or not an address of this host); choose another --port (--port 0 picks a free one)")
+        assert not (tmp_path / "d" / "up.pid").exists()
+        for module, args in (("orchestrator_svc", ["--data-dir", "o"]), ("worker_svc", ["--isolation", "process"])):
+            service = await _cli(tmp_path, dict(os.environ), "--port", port, *args, module=module)
+            assert service.returncode == 2, service
+            assert service.stderr.strip().splitlines()[-1].endswith(
+                f"error: could not bind 127.0.0.1:{port} (in use by another process, or not an address of this "
+                "host); choose another --port (--port 0 picks a free one)"), service.stderr
+            assert "Traceback" not in service.stderr
+
+
 async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) -> None:
     # Zero configuration: `up` in a folder, then the CLI in the same folder finds the admin token
     # that `up` wrote into its default data dir (.codecbench/client.token); no token in the environment.
@@ -468,9 +507,20 @@ async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) 
         for secret in (data_dir / auth.CLIENT_TOKEN_FILE, data_dir / "orchestrator" / auth.ENROLL_TOKEN_FILE,
                        data_dir / "orchestrator" / "codecbench.db"):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
-        process.send_signal(signal.SIGTERM)
+        # a second `up` for the same data dir says which one runs and how to stop it
+        second = await _cli(tmp_path, env, "up", "--port", "0")
+        assert second.returncode == 2, second
+        assert f"`codecbench up` already runs for .codecbench (pid {process.pid})" in second.stderr
+        assert "codecbench down --data-dir .codecbench" in second.stderr and "Traceback" not in second.stderr
+        # the README's `codecbench up --data-dir .codecbench &` is stopped by `codecbench down`
+        down = await _cli(tmp_path, env, "down", "--data-dir", ".codecbench")
+        assert down.returncode == 0, down
+        assert f"stopped `codecbench up` (pid {process.pid})" in down.stdout
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
         assert "stopped" in (await process.stdout.read()).decode()
+        assert not (data_dir / "up.pid").exists()
+        again = await _cli(tmp_path, env, "down")
+        assert again.returncode == 0 and "nothing to stop" in again.stdout
 
         def gone(pid: int) -> bool:
             try:

@@ -127,8 +127,8 @@ def up(
     no_bwrap: Annotated[bool, typer.Option("--no-bwrap", help="Process-only isolation even if bwrap exists.")] = False,
     log_level: Annotated[str, typer.Option(help="Level of the services' logs (files under DATA_DIR/logs).")] = "info",
 ) -> None:
-    """Start an orchestrator and one local worker (SQLite, 127.0.0.1) until Ctrl-C or SIGTERM."""
-    from codecbench.local import LocalStartError, start_local
+    """Start an orchestrator and one local worker (SQLite, 127.0.0.1) until `codecbench down`, Ctrl-C or SIGTERM."""
+    from codecbench.local import LocalStartError, claim_up, release_up, start_local
 
     console = views.make_console()
 
@@ -138,7 +138,8 @@ def up(
         console.print(f"worker {services.worker_id} listening on {services.worker.address} "
                       f"(pid {services.worker.pid}, {worker_slots} slot(s))")
         console.print(f"logs: {services.orchestrator.log_path}, {services.worker.log_path}")
-        console.print(f"use it: export CODECBENCH_SERVER={services.orchestrator.address}; Ctrl-C stops both")
+        console.print(f"use it: export CODECBENCH_SERVER={services.orchestrator.address}; "
+                      f"`codecbench down --data-dir {data_dir}` (or Ctrl-C) stops both")
         if services.token_file.resolve() != auth.DEFAULT_TOKEN_PATH.resolve():
             console.print(f"your admin token: export {auth.TOKEN_FILE_ENV}={services.token_file}")
         stop = asyncio.Event()
@@ -162,13 +163,36 @@ def up(
         return code
 
     try:
+        claim_up(data_dir)
         code = asyncio.run(serve())
     except LocalStartError as exc:
-        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"))
-        code = EXIT_FAILED
+        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"), soft_wrap=True)
+        code = EXIT_USAGE if exc.exit_code == EXIT_USAGE else EXIT_FAILED
     except KeyboardInterrupt:  # during start-up, before the signal handlers; the services were stopped
         code = EXIT_INTERRUPTED
+    finally:
+        release_up(data_dir)
     raise typer.Exit(code)
+
+
+@app.command()
+def down(
+    data_dir: Annotated[Path, typer.Option(help="The data dir of `codecbench up`.")] = Path(".codecbench"),
+    timeout_s: Annotated[float, typer.Option(min=0, help="How long to wait for it to stop, in s.")] = 60.0,
+) -> None:
+    """Stop the `codecbench up` of DATA_DIR (its worker, then its orchestrator) and wait until it has exited."""
+    from codecbench.local import stop_up
+
+    console = views.make_console()
+    try:
+        pid = asyncio.run(stop_up(data_dir, timeout_s))
+    except TimeoutError as exc:
+        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    if pid is None:
+        console.print(f"no `codecbench up` runs for {data_dir}: nothing to stop")
+    else:
+        console.print(f"stopped `codecbench up` (pid {pid}) and its services for {data_dir}")
 
 
 @app.command()
