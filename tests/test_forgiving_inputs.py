@@ -133,3 +133,15 @@ def test_an_upper_case_sha256_is_refused_saying_lower_case_hex() -> None:
     with pytest.raises(errors.InvalidArgument, match="does not match the content"):
         bundles.validate(bundle)
 
+
+
+@pytest.mark.timeout(120)
+async def test_every_point_is_checked_at_load_before_the_first_image(worker_stub) -> None:
+    """A new user's finding: ``--param quality=90,high`` coded every image of point 0, then failed
+    on point 1; the README promises arguments are checked before any image is processed."""
+    events, terminal = await run(worker_stub, request("jpeg", points=[{"quality": 90}, {"quality": "high"}]))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_SIGNATURE_MISMATCH and error.phase == types_pb2.PHASE_LOAD
+    assert error.point_index == 1 and "'quality'" in error.message and "str 'high'" in error.message
+    assert not any(e.HasField("image_result") for e in events)
+    assert not any(e.HasField("progress") and e.progress.phase == types_pb2.PHASE_ENCODE for e in events)
