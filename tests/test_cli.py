@@ -410,6 +410,31 @@ async def test_workers_show_state_and_stale_reason(services: Services) -> None:
         await link.close()
 
 
+async def test_drain_stops_new_work_for_a_worker(services: Services) -> None:
+    """The README says an admin drains workers; the CLI had no command for it."""
+    link = OrchestratorLink(services.address, services.enroll_secret)
+    spare = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=services.data_dir / "spare"),
+                               link.read_blob)
+    registration = asyncio.create_task(link.keep_registered(spare))
+    try:
+        async def ready() -> bool:
+            return any(w["info"]["worker_id"] == spare.info.worker_id and w["state"] == "WORKER_STATE_READY"
+                       for w in await invoke_json(services, "workers"))
+
+        await eventually(ready, what="the spare worker registers")
+        drained = await invoke(services, "drain", spare.info.worker_id)
+        assert f"worker {spare.info.worker_id} is DRAINING: it gets no new experiments" in drained.stdout
+        states = {w["info"]["worker_id"]: w["state"] for w in await invoke_json(services, "workers")}
+        assert states[spare.info.worker_id] == "WORKER_STATE_DRAINING"
+        assert states[services.worker_id] != "WORKER_STATE_DRAINING"
+        missing = await invoke(services, "drain", "w-nosuchworker", code=2)
+        assert "w-nosuchworker" in missing.stderr
+    finally:
+        registration.cancel()
+        await spare.stop(0)
+        await link.close()
+
+
 async def test_usage_problems_exit_2(services: Services) -> None:
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--param", "quality", code=2)
     assert "--param 'quality': expected NAME=VALUE" in result.stderr

@@ -30,7 +30,7 @@ from codecbench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, views
 from codecbench.cli.follow import WaitingReporter, follow
 from codecbench.cli.parsing import UsageError, parameter_grid, parse_labels, parse_since, parse_states
 from codecbench.client import DEFAULT_SERVER, Client
-from codecbench.v1 import types_pb2
+from codecbench.v1 import orchestrator_pb2, types_pb2
 
 
 @dataclass
@@ -345,6 +345,28 @@ def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
             print_json([views.message_json(w) for w in found])
         else:
             s.out.print(views.workers_table(found))
+        return 0
+
+    _call(ctx, work)
+
+
+@app.command()
+def drain(
+    ctx: typer.Context,
+    worker_id: Annotated[str, typer.Argument(help="The worker, as `codecbench workers` lists it.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Stop giving a worker new experiments; those it runs finish (admins only)."""
+
+    async def work(client: Client, s: Settings) -> int:
+        status = await client.drain(worker_id)
+        if as_json:
+            print_json(views.message_json(status))
+            return 0
+        state = orchestrator_pb2.WorkerState.Name(status.state).removeprefix("WORKER_STATE_")
+        running = ", ".join(status.running_experiment_ids) or "none"
+        s.out.print(f"worker {status.info.worker_id} is {state}: it gets no new experiments; "
+                    f"those it runs finish ({running})", soft_wrap=True)
         return 0
 
     _call(ctx, work)
