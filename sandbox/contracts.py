@@ -19,6 +19,7 @@ Contracts (docs/agents.md):
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -250,11 +251,11 @@ def check_param_types(
             notes.append(f"codecbench: parameter {key}={value!r} (float) converted to int {int(value)} "
                          f"for {name}, whose {how} is an int")
             continue
-        actual = f"{key}: {type(value).__name__} = {errors.echo(value, 80)}"
+        wanted = f"{'an' if kind is int else 'a'} {kind.__name__}"  # int is the only checked type with a vowel
+        given = f"the {type(value).__name__} {errors.echo(value, 80)}"
         raise errors.SignatureMismatch(
-            f"parameter {key!r} of {name} takes {kind.__name__} ({how}), the point gives "
-            f"{type(value).__name__} {errors.echo(value, 80)}",
-            phase=phase, expected=f"{key}: {kind.__name__}", actual=actual, location=location,
+            f"parameter {key} of {name} must be {wanted} ({how}), got {given}",
+            phase=phase, expected=f"{key}: {wanted}", actual=f"{key}: {given}", location=location,
         )
     return checked, tuple(notes)
 
@@ -310,7 +311,8 @@ def bind_call(
     except TypeError as exc:
         actual = _describe_signature(name, fn)
         raise errors.SignatureMismatch(
-            f"{name} cannot be called as {expected}: {exc}; the agent declares {actual}",
+            f"{name} cannot be called as {expected}: {exc}{_did_you_mean(sig, params or {})}; "
+            f"the agent declares {actual}",
             phase=phase,
             expected=expected,
             actual=actual,
@@ -319,6 +321,16 @@ def bind_call(
     data_index = next((i for i, a in enumerate(args) if a is DATA), None)
     data_keyword = next((k for k, v in kwargs.items() if v is DATA), None)
     return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword, notes)
+
+
+def _did_you_mean(sig: inspect.Signature, params: Mapping[str, Any]) -> str:
+    """``" (did you mean 'scale'?)"`` for a point's parameter the function does not declare whose name
+    is close to one it does (:func:`difflib.get_close_matches`, its default cutoff 0.6); else ``""``."""
+    declared = [p.name for p in sig.parameters.values() if p.kind in _BY_NAME]
+    for key in params:
+        if key not in sig.parameters and (close := difflib.get_close_matches(key, declared, n=1)):
+            return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 # The agent's folder is imported as this package, so relative imports inside the bundle work
