@@ -435,6 +435,19 @@ async def test_drain_stops_new_work_for_a_worker(services: Services) -> None:
         await link.close()
 
 
+async def test_run_on_a_folder_without_python_files_says_so(services: Services, tmp_path: Path) -> None:
+    """It said "name one (--entry-module NAME)" for a folder with no .py file to name."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = await invoke(services, "run", str(empty), code=2)
+    assert f"error: {empty} has no Python files: an agent is a folder with an entry module" in result.stderr
+    assert "--entry-module" not in result.stderr
+    (empty / "sub").mkdir()
+    (empty / "sub" / "codec.py").write_text("")
+    result = await invoke(services, "run", str(empty), code=2)
+    assert "has no Python files at its top level (only in subfolders" in result.stderr
+
+
 async def test_usage_problems_exit_2(services: Services) -> None:
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--param", "quality", code=2)
     assert "--param 'quality': expected NAME=VALUE" in result.stderr
