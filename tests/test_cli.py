@@ -280,6 +280,10 @@ async def test_compare_bd_rate_and_plot(services: Services, jpeg_id: str, tiny: 
     ]
     text = (await invoke(services, "compare", other, lossless, "--baseline", jpeg_id)).stdout
     assert "BD-rate against jpeg" in text and "n/a [" in text and "has an infinite PSNR at its only point" in text
+    # the baseline's own row, as in `make demo`, even when it is not named among the experiments
+    assert re.search(rf"jpeg +. {jpeg_id} .*\+0\.00 % .*\+0\.00 %", text), text
+    named = await invoke_json(services, "compare", other, "--baseline", jpeg_id)
+    assert [r["experiment_id"] for r in named["rows"]] == [jpeg_id, other]
 
 
 async def _upload(services: Services, name: str, folder: Path, images: dict[str, np.ndarray]) -> str:

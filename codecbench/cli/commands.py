@@ -445,7 +445,7 @@ def compare(
         "(refused otherwise); every such row is flagged.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """BD-rate (PSNR and MS-SSIM, PCHIP) of each experiment against the baseline, and an RD plot.
+    """BD-rate (PSNR and MS-SSIM, PCHIP) of the baseline and each experiment against it, and an RD plot.
 
     Each curve needs at least 4 points; experiments on different datasets are refused unless
     --allow-different-datasets is given.
@@ -453,12 +453,14 @@ def compare(
 
     async def work(client: Client, s: Settings) -> int:
         anchor, *others = await _finished_curves(client, [baseline, *experiment_ids])
+        # the baseline's own row first (+0.00 %, or why not computable), as `make demo` shows it, whether
+        # or not it is named among the experiments too
+        curves = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
         try:
-            rows = analysis.bd_rate_table(others, anchor, allow_different_datasets=allow_different_datasets)
+            rows = analysis.bd_rate_table(curves, anchor, allow_different_datasets=allow_different_datasets)
         except analysis.DifferentDatasets as exc:
             raise UsageError(str(exc)) from exc
-        plotted = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
-        notes = analysis.rd_plot(plotted, plot, title="rate-distortion (codecbench)") if plot else []
+        notes = analysis.rd_plot(curves, plot, title="rate-distortion (codecbench)") if plot else []
         if as_json:
             print_json({"baseline": {"experiment_id": anchor.experiment_id, "name": anchor.name,
                                       "dataset": anchor.dataset},
