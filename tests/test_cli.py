@@ -175,7 +175,8 @@ async def test_show_reports_points_and_images(services: Services, jpeg_id: str) 
     assert points[0]["bpp"] < points[-1]["bpp"] and points[0]["psnr_db"] < points[-1]["psnr_db"]
     text = (await invoke(services, "show", jpeg_id)).stdout
     assert "SUCCEEDED" in text and "attempt 1 of 3" in text and services.worker_id in text
-    assert "a.png" in text and "b.png" in text and "200x176" in text and "labels     suite=cli" in text
+    assert "a.png" in text and "b.png" in text and "labels     suite=cli" in text
+    assert "W×H px" in text and "200×176" in text  # width × height, said so (a new user could not tell)
 
 
 async def test_ls_filters_by_label_and_state(services: Services, jpeg_id: str) -> None:
