@@ -52,6 +52,12 @@ def _location(fn: Callable[..., Any], bundle_dir: Path) -> str:
     return f"{rel}:{code.co_firstlineno}"
 
 
+def definition_location(fn: Callable[..., Any], bundle_dir: Path) -> str:
+    """``file:line`` of the definition of ``fn`` (of ``__init__`` for a class), the file relative to
+    the bundle; ``""`` when it has no Python code (a builtin)."""
+    return _location(fn, bundle_dir)
+
+
 def _describe_signature(name: str, fn: Callable[..., Any]) -> str:
     try:
         return f"{name}{inspect.signature(fn)}"
