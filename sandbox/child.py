@@ -327,7 +327,13 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
             return runtime, sandbox_pb2.SandboxResponse(decoded=runtime.decode(request.decode))
         raise errors.InternalError(f"unknown sandbox request {kind!r}")
     except errors.CodecbenchError as exc:
-        return runtime, sandbox_pb2.SandboxResponse(error=exc.to_proto())
+        reported = exc.to_proto()
+        if (reported.kind == errors_pb2.ERROR_KIND_INVALID_OUTPUT and not reported.location and runtime is not None
+                and runtime.call is not None):
+            # what was returned is checked after the agent's call has returned: blame the function
+            # that returned it, where it is defined (the return statement is no longer on any stack)
+            reported.location = contracts.definition_location(runtime.call.fn, runtime.bundle_dir)
+        return runtime, sandbox_pb2.SandboxResponse(error=reported)
     except BaseException as exc:  # noqa: BLE001 - e.g. a bundle the agent's code made unwritable, a lying object
         message = f"the agent process could not serve {kind}: {type(exc).__name__}: {safe_str(exc)}"
         error = errors.AgentException(message, exception_type=type(exc).__name__)

@@ -19,6 +19,7 @@ Contracts (docs/agents.md):
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import importlib.machinery
 import importlib.util
@@ -50,6 +51,12 @@ def _location(fn: Callable[..., Any], bundle_dir: Path) -> str:
     except ValueError:
         rel = code.co_filename
     return f"{rel}:{code.co_firstlineno}"
+
+
+def definition_location(fn: Callable[..., Any], bundle_dir: Path) -> str:
+    """``file:line`` of the definition of ``fn`` (of ``__init__`` for a class), the file relative to
+    the bundle; ``""`` when it has no Python code (a builtin)."""
+    return _location(fn, bundle_dir)
 
 
 def _describe_signature(name: str, fn: Callable[..., Any]) -> str:
@@ -282,11 +289,11 @@ def check_param_types(
             notes.append(f"codecbench: parameter {key}={value!r} (float) converted to int {int(value)} "
                          f"for {name}, whose {how} is an int")
             continue
-        actual = f"{key}: {type(value).__name__} = {errors.echo(value, 80)}"
+        wanted = f"{'an' if kind is int else 'a'} {kind.__name__}"  # int is the only checked type with a vowel
+        given = f"the {type(value).__name__} {errors.echo(value, 80)}"
         raise errors.SignatureMismatch(
-            f"parameter {key!r} of {name} takes {kind.__name__} ({how}), the point gives "
-            f"{type(value).__name__} {errors.echo(value, 80)}",
-            phase=phase, expected=f"{key}: {kind.__name__}", actual=actual, location=location,
+            f"parameter {key} of {name} must be {wanted} ({how}), got {given}",
+            phase=phase, expected=f"{key}: {wanted}", actual=f"{key}: {given}", location=location,
         )
     return checked, tuple(notes)
 
@@ -453,7 +460,8 @@ def bind_call(
             continue
         except TypeError as exc:
             if first_error is None:
-                first_error = _mismatch(name, expected, exc, shown or fn, signatures, phase, location)
+                first_error = _mismatch(name, expected, exc, shown or fn, signatures, phase, location,
+                                        _did_you_mean(sig, params or {}))
                 first_error.__cause__ = exc
             continue
         data_index = next((i for i, a in enumerate(args) if a is DATA), None)
@@ -465,9 +473,10 @@ def bind_call(
 
 def _mismatch(name: str, expected: str, exc: TypeError, shown: Callable[..., Any],
               signatures: Sequence[inspect.Signature], phase: types_pb2.Phase.ValueType,
-              location: str) -> errors.SignatureMismatch:
+              location: str, hint: str = "") -> errors.SignatureMismatch:
     """The SIGNATURE_MISMATCH of a call that cannot be bound: what the contract passes, what went
-    wrong, what the agent declares (and, for a decorated function, what its wrapper declares)."""
+    wrong (with ``hint``, e.g. a did-you-mean), what the agent declares (and, for a decorated
+    function, what its wrapper declares)."""
     actual = _describe_signature(name, shown)
     if len(signatures) > 1:
         actual += f" (called through a wrapper declaring {name}{signatures[1]})"
@@ -475,9 +484,19 @@ def _mismatch(name: str, expected: str, exc: TypeError, shown: Callable[..., Any
         kinds = ", ".join(f"{p.name}: {p.kind.description}" for p in signatures[0].parameters.values())
         actual += f" [{kinds}]"
     return errors.SignatureMismatch(
-        f"{name} cannot be called as {expected}: {exc}; the agent declares {actual}",
+        f"{name} cannot be called as {expected}: {exc}{hint}; the agent declares {actual}",
         phase=phase, expected=expected, actual=actual, location=location,
     )
+
+
+def _did_you_mean(sig: inspect.Signature, params: Mapping[str, Any]) -> str:
+    """``" (did you mean 'scale'?)"`` for a point's parameter the function does not declare whose name
+    is close to one it does (:func:`difflib.get_close_matches`, its default cutoff 0.6); else ``""``."""
+    declared = [p.name for p in sig.parameters.values() if p.kind in _BY_NAME]
+    for key in params:
+        if key not in sig.parameters and (close := difflib.get_close_matches(key, declared, n=1)):
+            return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 # The agent's folder is imported as this package, so relative imports inside the bundle work

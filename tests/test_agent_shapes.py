@@ -79,7 +79,7 @@ async def test_every_shape_the_tester_wrote_runs_as_written(worker_stub, agent: 
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("agent", "said"), [
-    ("load_async_generator", "encode is an async generator function"),
+    ("load_async_generator", "is an async generator function"),  # encode and decode both are
     ("load_async_init", "Codec.__init__ is async def"),
 ])
 async def test_generators_and_async_constructors_are_refused_at_load(worker_stub, agent: str, said: str) -> None:

@@ -295,9 +295,10 @@ def results_view(experiments: Sequence[orchestrator_pb2.Experiment], title: str 
 
 
 def images_table(exp: orchestrator_pb2.Experiment) -> Table:
-    """Per image and parameter point: size, bytes, bpp, PSNR, MS-SSIM, times, agent-reported numbers."""
+    """Per image and parameter point: size (width × height in pixels), bytes, bpp, PSNR, MS-SSIM,
+    times, agent-reported numbers."""
     table = Table(title="per image", title_justify="left")
-    for name in ("params", "image", "size"):
+    for name in ("params", "image", "W×H px"):
         table.add_column(name)
     for name in ("bytes", "bpp", "PSNR dB", "MS-SSIM", "encode ms", "decode ms"):
         table.add_column(name, justify="right")
@@ -311,7 +312,7 @@ def images_table(exp: orchestrator_pb2.Experiment) -> Table:
             if m.HasField("agent_report"):
                 notes.append(f"agent-reported (not measured): {report_text(m.agent_report)}")
             table.add_row(
-                values.format_params(point.params) or "(none)", image.image_name, f"{m.width}x{m.height}", str(m.bytes),
+                values.format_params(point.params) or "(none)", image.image_name, f"{m.width}×{m.height}", str(m.bytes),
                 f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),
                 f"{m.encode_ms:.1f}", f"{m.decode_ms:.1f}", "; ".join(n for n in notes if n),
             )
