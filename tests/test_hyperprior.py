@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import math
 import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import grpc
 import numpy as np
@@ -18,6 +14,7 @@ import pytest
 import skimage.data
 import torch
 from helpers import agent_bundle
+from helpers.learned import load_codec_module, psnr_db, structured_image
 from helpers.worker import assert_good_agent_runs, request, result_of, run
 from PIL import Image
 
@@ -27,39 +24,10 @@ from codecbench import errors, tensors, values
 from codecbench.v1 import errors_pb2, worker_pb2
 
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agents" / "hyperprior"
-# A package name no other test uses, so this agent's `codec` and `model` cannot clash with another
-# agent's modules of the same names in one test process.
 PACKAGE = "hyperprior_agent_under_test"
 
 
-def _load_codec_module() -> ModuleType:
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, AGENT_DIR / "__init__.py", submodule_search_locations=[str(AGENT_DIR)]
-        )
-        assert spec is not None and spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"{PACKAGE}.codec")
-
-
-hp = _load_codec_module()
-
-
-def _structured_image(height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """Deterministic uint8 [3, H, W]: colour gradients, a disk and stripes, plus mild noise."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    r = 0.5 + 0.4 * np.sin(xx / 7.0)
-    g = yy / max(height - 1, 1)
-    b = np.where((yy - height / 2) ** 2 + (xx - width / 3) ** 2 < (min(height, width) / 3) ** 2, 0.9, 0.2)
-    noise = np.random.default_rng(seed).normal(0.0, 0.02, size=(3, height, width))
-    return torch.from_numpy(np.round(np.clip(np.stack([r, g, b]) + noise, 0.0, 1.0) * 255).astype(np.uint8))
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+hp = load_codec_module(AGENT_DIR, PACKAGE)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +37,7 @@ def codec() -> object:
 
 @pytest.mark.parametrize(("height", "width"), [(1, 1), (1, 9), (7, 1), (65, 3), (64, 64), (67, 130)])
 def test_round_trip_any_size_down_to_one_pixel(codec: object, height: int, width: int) -> None:
-    image = _structured_image(height, width)
+    image = structured_image(height, width)
     bitstream = codec.encode(image)
     decoded = codec.decode(bitstream)
     assert decoded.dtype == torch.uint8 and decoded.shape == (3, height, width)
@@ -79,7 +47,7 @@ def test_round_trip_any_size_down_to_one_pixel(codec: object, height: int, width
 def test_reconstruction_is_close_and_quality_is_read_from_the_bitstream(codec: object) -> None:
     image = torch.from_numpy(np.ascontiguousarray(skimage.data.chelsea().transpose(2, 0, 1)))
     bitstream = codec.encode(image)
-    assert _psnr(image, codec.decode(bitstream)) > 26.0  # a broken decoder lands near 10 dB
+    assert psnr_db(image, codec.decode(bitstream)) > 26.0  # a broken decoder lands near 10 dB
     # a decoder set up for another quality follows the bitstream's quality
     assert torch.equal(hp.Codec("cpu", quality=1).decode(bitstream), codec.decode(bitstream))
 
@@ -91,7 +59,7 @@ def test_rate_and_psnr_rise_with_quality() -> None:
         codec = hp.Codec("cpu", quality=quality)
         bitstream = codec.encode(image)
         bpp.append(8 * len(bitstream) / (image.shape[1] * image.shape[2]))
-        psnr.append(_psnr(image, codec.decode(bitstream)))
+        psnr.append(psnr_db(image, codec.decode(bitstream)))
     assert all(a < b for a, b in zip(bpp, bpp[1:], strict=False)), bpp
     assert all(a < b for a, b in zip(psnr, psnr[1:], strict=False)), psnr
 
@@ -108,7 +76,7 @@ def test_rate_and_psnr_rise_with_quality() -> None:
     ],
 )
 def test_bad_bitstream_raises_value_error(codec: object, mangle, message: str) -> None:
-    bitstream = codec.encode(_structured_image(37, 53))
+    bitstream = codec.encode(structured_image(37, 53))
     with pytest.raises(ValueError, match=message):
         codec.decode(mangle(bitstream))
 
@@ -128,7 +96,7 @@ def test_decode_is_bit_exact_across_processes_and_thread_counts(codec: object, t
     agent = tmp_path / "agent"
     shutil.copytree(AGENT_DIR, agent, ignore=shutil.ignore_patterns("__pycache__", "__init__.py", "train.py",
                                                                     "data.py", "export.py"))
-    image = _structured_image(150, 97, seed=3)
+    image = structured_image(150, 97, seed=3)
     (tmp_path / "bits").write_bytes(codec.encode(image))
     script = (
         "import sys; import numpy as np, torch; torch.set_num_threads(int(sys.argv[3])); "
@@ -176,7 +144,7 @@ def test_gaussian_tables_are_integer_and_sum_to_the_precision() -> None:
 def _training_folder(folder: Path) -> Path:
     folder.mkdir()
     for k in range(3):
-        Image.fromarray(_structured_image(96, 128, seed=k).permute(1, 2, 0).numpy()).save(folder / f"{k}.png")
+        Image.fromarray(structured_image(96, 128, seed=k).permute(1, 2, 0).numpy()).save(folder / f"{k}.png")
     return folder
 
 
@@ -205,7 +173,7 @@ async def test_runs_through_the_worker_and_rate_and_quality_rise_together(worker
 
 async def test_corrupted_bitstream_is_an_agent_error_with_file_and_line(worker_stub) -> None:
     bundle, params = agent_bundle("hyperprior"), values.params_from_python({"quality": 3})
-    image = tensors.from_torch(_structured_image(37, 53))
+    image = tensors.from_torch(structured_image(37, 53))
     encoded = await worker_stub.Encode(worker_pb2.EncodeRequest(agent=bundle, params=params, image=image))
     corrupted = bytearray(encoded.bitstream)
     corrupted[-1] ^= 0xFF
