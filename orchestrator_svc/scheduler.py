@@ -393,6 +393,9 @@ class Scheduler:
         code = exc.code()
         refusal = from_rpc_error(exc)
         if isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
+            # Its slots are taken by calls this orchestrator did not make (direct Encode/Decode):
+            # no more dispatches to it until its next heartbeat says how many are in use.
+            worker.refused_for_lack_of_slot(max(self.heartbeat_timeout_s, 1.0))
             await self.ledger.back_to_queue(experiment_id, attempt, f"worker {worker.worker_id} had no free slot")
         elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             self.mark_lost(worker, f"its RunExperiment stream broke ({code.name}: {exc.details()})")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
@@ -34,7 +33,7 @@ from orchestrator_svc import cache
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
-from orchestrator_svc.workers import WorkerRegistry
+from orchestrator_svc.workers import READY, WorkerRegistry
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
@@ -759,7 +758,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if entry is None or entry.lost_reason:
             # A LOST worker must register again: its experiments were already requeued.
             raise NotFound(f"{echo(request.worker_id)} is not registered", field="worker_id")
-        entry.last_heartbeat = time.time()
+        was_ready = entry.state == READY
+        entry.heard(request.slots_in_use)
+        if entry.state == READY and not was_ready:
+            self.scheduler.wake.set()  # a slot freed outside this orchestrator's dispatches
         return orchestrator_pb2.HeartbeatResponse(status=entry.status())
 
     async def ListWorkers(  # noqa: N802
