@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -78,7 +79,9 @@ class DataDir:
         free = self.free_bytes()
         return errors.ResourceExhausted(
             f"the data directory {self.path} is full ({free} bytes free): the orchestrator serves reads only "
-            "until space is freed (codecbench-orchestrator gc removes unreferenced blobs)",
+            "until space is freed on its filesystem (delete other files there, or enlarge it); it takes writes "
+            "again by itself once there is room. Unreferenced blobs are removed at each start of the "
+            "orchestrator, and by `codecbench-orchestrator gc` while it is stopped",
             reason=REASON_DISK_FULL, metadata={"data_dir": str(self.path), "free_bytes": str(free)}, retryable=True,
         )
 
@@ -162,6 +165,45 @@ class DataDir:
 _tasks: set[asyncio.Task[None]] = set()
 
 
+class DataDirBusy(RuntimeError):
+    """Another process (a running orchestrator, or ``gc``) holds the data directory's lock."""
+
+
+def lock_data_dir(path: Path, holder: str) -> int:
+    """Takes the data directory's exclusive lock (``flock`` on the directory itself: it needs no new
+    file, so it works on a full disk); the kernel drops it when the process ends, even by SIGKILL.
+
+    The running orchestrator holds it for its lifetime, and ``gc`` for its run: a ``gc`` beside a
+    running service would delete the blobs of an upload or a CreateExperiment in progress, which
+    the store does not reference yet.
+
+    Args:
+        path: the data directory.
+        holder: who asks, for the message ("the orchestrator", "gc").
+
+    Returns:
+        The file descriptor holding the lock; close it (:func:`unlock_data_dir`) to release it.
+
+    Raises:
+        DataDirBusy: another process holds it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(
+            f"{holder}: the data directory {path} is in use by another process (a running orchestrator, or gc): "
+            "stop the orchestrator first, or let it collect the garbage itself (it removes unreferenced blobs "
+            "at each start)") from None
+    return fd
+
+
+def unlock_data_dir(fd: int) -> None:
+    """Releases the lock taken by :func:`lock_data_dir`."""
+    os.close(fd)
+
+
 @dataclass(frozen=True)
 class Collected:
     """What :func:`collect_garbage` removed: blobs and temporary files, and the bytes freed."""
@@ -203,4 +245,5 @@ def collect_garbage(store: Store, blobs: BlobStore, keep: Iterable[str] = ()) ->
     return Collected(removed, temps, freed)
 
 
-__all__ = ["REASON_DISK_FULL", "Collected", "DataDir", "collect_garbage", "is_disk_full"]
+__all__ = ["REASON_DISK_FULL", "Collected", "DataDir", "DataDirBusy", "collect_garbage", "is_disk_full",
+           "lock_data_dir", "unlock_data_dir"]

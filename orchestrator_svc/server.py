@@ -21,7 +21,7 @@ from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
-from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full
+from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full, lock_data_dir, unlock_data_dir
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import OrchestratorServicer
@@ -109,6 +109,8 @@ class OrchestratorHandle:
     health: grpc_health.aio.HealthServicer
     data: DataDir
     enroll_secret: str = field(default="", repr=False)
+    # The data directory's lock (disk.lock_data_dir), held while the service runs; -1: released.
+    lock_fd: int = -1
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
@@ -117,6 +119,9 @@ class OrchestratorHandle:
         await self.scheduler.stop()
         await self.registry.close()
         self.store.close()
+        if self.lock_fd >= 0:
+            unlock_data_dir(self.lock_fd)
+            self.lock_fd = -1
 
 
 async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
@@ -125,9 +130,19 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     Raises:
         OSError: the address could not be bound, or a secret file could not be read or made.
         ValueError: a non-loopback address without TLS or ``insecure``; an empty secret file.
+        DataDirBusy: another orchestrator, or ``gc``, holds the data directory.
     """
     rpc.check_listen_security(config.host, config.tls, config.insecure)
     private_dir(config.data_dir)
+    lock_fd = lock_data_dir(config.data_dir, "the orchestrator")
+    try:
+        return await _start(config, lock_fd)
+    except BaseException:
+        unlock_data_dir(lock_fd)
+        raise
+
+
+async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle:
     if not config.store_url:
         private_file(config.data_dir / "codecbench.db")
     data = DataDir(config.data_dir)
@@ -189,7 +204,8 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         store=store.engine.url.render_as_string(hide_password=True),
         tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
     )
-    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret)
+    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret,
+                              lock_fd)
 
 
 def private_dir(path: Path) -> None:

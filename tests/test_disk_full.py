@@ -137,6 +137,24 @@ def test_gc_removes_unreferenced_blobs_and_temporary_files(tmp_path: Path, capsy
     assert "removed 1 unreferenced blob(s) and 1 temporary file(s), 1010 bytes freed" in capsys.readouterr().out
 
 
+
+async def test_gc_refuses_to_run_beside_a_running_orchestrator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gc run while the service was up deleted the blobs of an upload in progress (not yet
+    referenced by any dataset); now the service holds the data dir and gc says to stop it first."""
+    data = tmp_path / "data"
+    async with orchestrator(data):
+        (data / "blobs" / "cd").mkdir(parents=True, exist_ok=True)
+        uploading = data / "blobs" / "cd" / ("cd" + "1" * 62)  # an upload's blob, no dataset row yet
+        uploading.write_bytes(b"z" * 100)
+        assert orchestrator_main.main(["gc", "--data-dir", str(data)]) == 1
+        assert "stop the orchestrator first" in capsys.readouterr().err
+        assert uploading.exists()
+    assert orchestrator_main.main(["gc", "--data-dir", str(data)]) == 0  # stopped: the lock is released
+    assert not uploading.exists()
+
+
 async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_returns(
     small_disk: Path, tmp_path: Path
 ) -> None:
