@@ -24,7 +24,7 @@ from orchestrator_svc.access import OrchestratorGuard
 from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full, lock_data_dir, unlock_data_dir
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.service import OrchestratorServicer
+from orchestrator_svc.service import MAX_DATASET_BYTES, OrchestratorServicer
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerRegistry
 
@@ -42,6 +42,7 @@ class OrchestratorConfig:
         heartbeat_interval_s: how often workers are asked to send heartbeats.
         heartbeat_timeout_s: silence after which a worker is LOST.
         max_bundle_bytes: largest agent bundle accepted.
+        max_dataset_bytes: the most bytes one dataset upload may have in all (default MAX_DATASET_BYTES, 4 GiB).
         call_slack_s: how long past an experiment's own limit (which the worker enforces) the
             orchestrator waits for the worker's stream before it calls the worker lost.
         tls: server certificate and key; with a CA, clients and workers must present certificates
@@ -66,6 +67,7 @@ class OrchestratorConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 15.0
     max_bundle_bytes: int = 32 * 1024 * 1024
+    max_dataset_bytes: int = MAX_DATASET_BYTES
     call_slack_s: float = 120.0
     tls: rpc.TlsConfig = rpc.NO_TLS
     insecure: bool = False
@@ -186,6 +188,7 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
         blobs,
         config.max_bundle_bytes,
         config.heartbeat_interval_s,
+        config.max_dataset_bytes,
     )
     guard = OrchestratorGuard(store, enroll_secret)
     server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard, data.translate)])
