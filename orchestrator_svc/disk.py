@@ -38,6 +38,23 @@ _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 _SQLITE_FULL = "database or disk is full"
 
 
+# SQLite's words when it cannot make its WAL files, and for a write to a database opened read-only.
+_SQLITE_IO = "disk I/O error"
+_SQLITE_READONLY = "attempt to write a readonly database"
+
+
+def _messages(exc: BaseException) -> str:
+    """The messages of ``exc`` and of the exceptions it was raised from, one per line."""
+    seen: set[int] = set()
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current))
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return "\n".join(parts)
+
+
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` (or an exception it was raised from) says the filesystem has no space left."""
     seen: set[int] = set()
@@ -92,9 +109,20 @@ class DataDir:
             self.log.error("store.disk_full", data_dir=str(self.path), free_bytes=self.free_bytes())
             self._announce(serving=False)
 
+    def no_room(self, exc: BaseException) -> bool:
+        """Whether ``exc`` failed for lack of space: :func:`is_disk_full`, or SQLite's vaguer "disk I/O
+        error" (it cannot make its WAL files) while the filesystem has less than :data:`RESERVE_BYTES`
+        free, or a write refused by the database opened read-only on a full disk (:attr:`full`)."""
+        if is_disk_full(exc):
+            return True
+        text = _messages(exc)
+        if _SQLITE_IO in text and self.free_bytes() < RESERVE_BYTES:
+            return True
+        return self.full and _SQLITE_READONLY in text
+
     def translate(self, exc: BaseException) -> errors.CodecbenchError | None:
         """For the error boundary: a full disk is RESOURCE_EXHAUSTED (see :meth:`refusal`); else None."""
-        if not is_disk_full(exc):
+        if not self.no_room(exc):
             return None
         self.mark_full()
         return self.refusal()
@@ -137,7 +165,7 @@ class DataDir:
         if self.reserve.exists():
             return
         try:
-            with self.reserve.open("wb") as f:
+            with os.fdopen(os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(b"\0" * RESERVE_BYTES)
         except OSError:
             self.reserve.unlink(missing_ok=True)

@@ -219,10 +219,14 @@ class Scheduler:
                 await self.fail_unschedulable()
                 await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
-                if self.data is not None and is_disk_full(exc):
+                if self.data is not None and self._no_room(exc):
                     self.data.mark_full()
                 else:
                     self.log.exception("scheduler.error", error=str(exc))
+
+    def _no_room(self, exc: BaseException) -> bool:
+        """Whether ``exc`` failed for lack of space in the data directory (DataDir.no_room)."""
+        return self.data.no_room(exc) if self.data is not None else is_disk_full(exc)
 
     def _check_heartbeats(self) -> None:
         for worker in self.registry.silent_since(time.time() - self.heartbeat_timeout_s):
@@ -324,7 +328,7 @@ class Scheduler:
         try:
             await self._run_attempt(dispatch)
         except Exception as exc:
-            if self.data is None or not is_disk_full(exc):
+            if self.data is None or not self._no_room(exc):
                 raise
             # Neither the outcome nor a failure can be stored now; settled when space returns.
             self.data.mark_full()
@@ -365,7 +369,7 @@ class Scheduler:
         except grpc.aio.AioRpcError as exc:
             await self._call_failed(dispatch, exc)
         except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
-            if is_disk_full(exc):
+            if self._no_room(exc):
                 raise  # nothing can be stored: _run settles it when space returns
             log.exception("experiment.internal_error")
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()

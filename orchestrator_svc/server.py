@@ -21,7 +21,7 @@ from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
-from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full, lock_data_dir, unlock_data_dir
+from orchestrator_svc.disk import DataDir, collect_garbage, lock_data_dir, unlock_data_dir
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import MAX_DATASET_BYTES, OrchestratorServicer
@@ -151,11 +151,17 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
     url = config.store_url or f"sqlite:///{config.data_dir / 'codecbench.db'}"
     try:
         store = Store(url)
-    except Exception:
-        # On a full disk SQLite cannot make its WAL files: the reserve file makes the room.
-        if not data.release_reserve():
+    except Exception as exc:
+        # On a full disk SQLite cannot make its WAL files ("disk I/O error"): the reserve file makes
+        # the room; when it is used up (a second start on the still full disk), the service starts
+        # with the database read-only, and opens it for writing once space returns.
+        if data.release_reserve():
+            store = Store(url)
+        elif not config.store_url and data.no_room(exc):
+            store = Store.open_read_only(config.data_dir / "codecbench.db")
+            data.on_writable.append(store.reopen_writable)
+        else:
             raise
-        store = Store(url)
         data.mark_full()
     data.keep_reserve()
     blobs = BlobStore(config.data_dir / "blobs")
@@ -177,7 +183,7 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
             ensure_admin_token(store, config.admin_token_file, config.admin_name)
         await scheduler.recover()
     except Exception as exc:
-        if not is_disk_full(exc):
+        if not data.no_room(exc):
             raise
         data.mark_full()
     servicer = OrchestratorServicer(

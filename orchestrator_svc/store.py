@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -225,10 +226,49 @@ class Store:
     """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms)."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.read_only = False
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Store:
+        """The SQLite file at ``path``, read-only: for a start on a full disk, where SQLite cannot
+        make the WAL's shared-memory file. Writes fail ("attempt to write a readonly database").
+
+        Read-only mode (``mode=ro``) still reads a WAL that a crash left; when it cannot open either,
+        ``immutable=1`` reads the database file alone (after a clean stop the WAL is empty).
+
+        Raises:
+            sqlite3.OperationalError: (wrapped by SQLAlchemy) neither mode can read the file.
+        """
+        store = cls.__new__(cls)
+        store.url = f"sqlite:///{path}"
+        store.read_only = True
+        last: Exception | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            engine = create_engine(f"sqlite:///file:{path}?{flags}&uri=true")
+            try:
+                with engine.connect() as conn:
+                    conn.execute(select(schema_migrations.c.version)).all()
+            except Exception as exc:  # noqa: BLE001 - try the next mode
+                engine.dispose()
+                last = exc
+                continue
+            store.engine = engine
+            return store
+        assert last is not None
+        raise last
+
+    def reopen_writable(self) -> None:
+        """After :meth:`open_read_only`, once the disk has room: opens the database for writing again."""
+        if not self.read_only:
+            return
+        writable = Store(self.url)
+        self.engine.dispose()
+        self.engine, self.read_only = writable.engine, False
 
     def migrate(self) -> list[int]:
         """Applies the migrations not yet recorded; returns the versions applied."""

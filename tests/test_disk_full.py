@@ -124,6 +124,35 @@ async def test_the_orchestrator_starts_on_a_full_disk_serving_reads(small_disk: 
         await eventually(serving, what="SERVING once space is freed")
 
 
+async def test_the_orchestrator_starts_again_and_again_on_a_full_disk(small_disk: Path) -> None:
+    """The second start on a still full disk used to fail: the reserve file was used up by the first,
+    and SQLite's "disk I/O error" (no room for its WAL files) was not seen as a full disk."""
+    async with orchestrator(small_disk) as orch, Client(orch.address) as client:
+        exp = await client.submit(agent_bundle("jpeg"))
+    assert (small_disk / ".reserve").stat().st_mode & 0o777 == 0o600
+    (small_disk / "second").mkdir()
+    fillers = []
+    for start in range(2):
+        (small_disk / ".reserve").unlink(missing_ok=True)  # used up by the first start: none at the second
+        fillers.append(_fill(small_disk / "second") if start else _fill(small_disk))
+        async with orchestrator(small_disk) as orch, Client(orch.address) as client:
+            assert (await client.get(exp.experiment_id)).experiment_id == exp.experiment_id  # reads work
+            assert [e.experiment_id for e in await client.list()] == [exp.experiment_id]
+            if start == 1:  # no reserve left: read-only, and it takes writes again once space returns
+                assert orch.store.read_only and await _serving(orch.address) != SERVING
+                with pytest.raises(errors.ResourceExhausted) as info:
+                    await client.submit(agent_bundle("jpeg"))  # writes are refused with the reason
+                assert info.value.reason == REASON_DISK_FULL
+                for filler in fillers:
+                    filler.unlink()
+
+                async def serving() -> bool:
+                    return await _serving(orch.address) == SERVING
+
+                await eventually(serving, what="SERVING once space is freed")
+                assert (await client.submit(agent_bundle("jpeg"))).experiment_id
+
+
 def test_gc_removes_unreferenced_blobs_and_temporary_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     orchestrator_main.token_main(["create", "alice", "--data-dir", str(data)])
