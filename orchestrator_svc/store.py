@@ -47,6 +47,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnElement
 
 from codecbench import devices
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
@@ -81,7 +82,8 @@ experiments = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary),
     Column("error", LargeBinary),
-    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
+    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one; moved to
+    # (requeue time + queue_timeout_s) when it goes back to the queue after a lost attempt.
     Column("queue_deadline", Float),
     # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
     Column("cache_key", String(64), index=True),
@@ -211,6 +213,12 @@ class QueuedExperiment:
 
 # The label whose value groups an owner's experiments into runs (`codecbench run-many --label run=NAME`).
 RUN_LABEL = "run"
+
+
+def requeued_deadline(now: float) -> ColumnElement[float]:
+    """The ``queue_deadline`` column value of an experiment queued again at ``now`` (Unix time): its
+    queue timeout (deadline - create time) from ``now``; NULL (no timeout) stays NULL."""
+    return experiments.c.queue_deadline - experiments.c.create_time + now
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
