@@ -352,10 +352,18 @@ class Scheduler:
             dispatch.digests = frozenset(
                 [f.sha256 for f in request.agent.files] + [i.sha256 for i in request.dataset.images])
             deadline_s = request.timeouts.experiment_s + self.call_slack_s
-            async for response in worker.stub.RunExperiment(request, timeout=deadline_s):
-                finished = await self._record(experiment_id, attempt, response.event)
-                if finished:
-                    break
+            call = worker.stub.RunExperiment(request, timeout=deadline_s)
+            try:
+                async for response in call:
+                    finished = await self._record(experiment_id, attempt, response.event)
+                    if finished:
+                        break
+            except BaseException:
+                # Abandoned here (an event that could not be stored on a full disk, an orchestrator
+                # error, a cancellation): the worker must stop too, or its slot stays taken while
+                # this orchestrator counts it free.
+                call.cancel()
+                raise
             if not finished:
                 await self.ledger.requeue_or_fail(
                     experiment_id, attempt, f"worker {worker.worker_id} ended the stream without a terminal event"

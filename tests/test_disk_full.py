@@ -194,7 +194,7 @@ async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_retur
         try:
             async with Client(orch.address) as client:
                 await client.upload_dataset("two", images)
-                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 3}],
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 8}],
                                           max_attempts=2)
                 async for event in client.watch(exp.experiment_id):
                     if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
@@ -204,6 +204,10 @@ async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_retur
                 filler = _fill(small_disk)
                 await eventually(lambda: orch.data.full, timeout_s=30, what="the result failed to store")
                 assert (await client.get(exp.experiment_id)).state == RUNNING  # stored state: not settled yet
+                # The abandoned attempt's worker call is cancelled: its slot used to stay taken (the
+                # agent encodes for 8 s per image) while the orchestrator counted it free.
+                await eventually(lambda: worker.handle.servicer.slots_in_use == 0, timeout_s=4,
+                                 what="the worker's call is cancelled")
                 filler.unlink()
 
                 async def settled() -> bool:
