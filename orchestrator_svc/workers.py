@@ -231,13 +231,13 @@ class WorkerRegistry:
 
     def unschedulable_reason(self, device: devices.Device.ValueType) -> str:
         """Why no registered worker can run an experiment for ``device`` now, or ``""`` when one can
-        (READY, or BUSY: it only waits for a free slot).
+        (READY; BUSY: it only waits for a free slot; PENDING: it registered and is being reached).
 
         The reason names what is missing: no worker at all, none offering CUDA, or those that do
-        are STALE (another build), DRAINING, PENDING (not reached) or LOST.
+        are STALE (another build), DRAINING or LOST.
         """
         offering = [w for w in self.workers.values() if device != devices.CUDA or w.has_cuda]
-        if any(w.state in (READY, BUSY) for w in offering):
+        if any(w.state in (READY, BUSY, PENDING) for w in offering):
             return ""
         wanted = "a CUDA device" if device == devices.CUDA else "a CPU"
         if not self.workers:
@@ -261,11 +261,16 @@ class WorkerRegistry:
             The ids of the pruned workers.
         """
         gone = [w for w in self.workers.values() if w.lost_reason and w.lost_time < before]
+        pruned: list[str] = []
         for entry in gone:
+            # Each close awaits: a worker that registered again meanwhile has a fresh entry to keep.
+            if self.workers.get(entry.worker_id) is not entry:
+                continue
             del self.workers[entry.worker_id]
+            pruned.append(entry.worker_id)
             await entry.channel.close()
             self.log.info("worker.pruned", worker_id=entry.worker_id, reason=entry.lost_reason)
-        return [w.worker_id for w in gone]
+        return pruned
 
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""
