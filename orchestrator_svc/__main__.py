@@ -21,7 +21,7 @@ from pathlib import Path
 
 from codecbench import certs, logs, rpc
 from codecbench.blobs import BlobStore
-from orchestrator_svc.disk import collect_garbage
+from orchestrator_svc.disk import DataDirBusy, collect_garbage, lock_data_dir, unlock_data_dir
 from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
 from orchestrator_svc.store import Store
 
@@ -120,11 +120,19 @@ def gc_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not (args.data_dir / "blobs").is_dir():
         parser.error(f"{args.data_dir} holds no blobs folder: not an orchestrator data dir")
-    store = Store(args.store_url or f"sqlite:///{args.data_dir / 'codecbench.db'}")
     try:
-        collected = collect_garbage(store, BlobStore(args.data_dir / "blobs"))
+        lock = lock_data_dir(args.data_dir, "gc")
+    except DataDirBusy as exc:
+        print(f"codecbench-orchestrator gc: {exc}", file=sys.stderr)
+        return 1
+    try:
+        store = Store(args.store_url or f"sqlite:///{args.data_dir / 'codecbench.db'}")
+        try:
+            collected = collect_garbage(store, BlobStore(args.data_dir / "blobs"))
+        finally:
+            store.close()
     finally:
-        store.close()
+        unlock_data_dir(lock)
     print(f"removed {collected.blobs} unreferenced blob(s) and {collected.temp_files} temporary file(s), "
           f"{collected.bytes_freed} bytes freed")
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -35,6 +36,23 @@ RESERVE_BYTES = 1024 * 1024
 _SPACE_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # How SQLite words SQLITE_FULL (sqlite3.OperationalError carries no errno).
 _SQLITE_FULL = "database or disk is full"
+
+
+# SQLite's words when it cannot make its WAL files, and for a write to a database opened read-only.
+_SQLITE_IO = "disk I/O error"
+_SQLITE_READONLY = "attempt to write a readonly database"
+
+
+def _messages(exc: BaseException) -> str:
+    """The messages of ``exc`` and of the exceptions it was raised from, one per line."""
+    seen: set[int] = set()
+    parts: list[str] = []
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        parts.append(str(current))
+        current = current.__cause__ or current.__context__ or getattr(current, "orig", None)
+    return "\n".join(parts)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -78,7 +96,9 @@ class DataDir:
         free = self.free_bytes()
         return errors.ResourceExhausted(
             f"the data directory {self.path} is full ({free} bytes free): the orchestrator serves reads only "
-            "until space is freed (codecbench-orchestrator gc removes unreferenced blobs)",
+            "until space is freed on its filesystem (delete other files there, or enlarge it); it takes writes "
+            "again by itself once there is room. Unreferenced blobs are removed at each start of the "
+            "orchestrator, and by `codecbench-orchestrator gc` while it is stopped",
             reason=REASON_DISK_FULL, metadata={"data_dir": str(self.path), "free_bytes": str(free)}, retryable=True,
         )
 
@@ -89,9 +109,20 @@ class DataDir:
             self.log.error("store.disk_full", data_dir=str(self.path), free_bytes=self.free_bytes())
             self._announce(serving=False)
 
+    def no_room(self, exc: BaseException) -> bool:
+        """Whether ``exc`` failed for lack of space: :func:`is_disk_full`, or SQLite's vaguer "disk I/O
+        error" (it cannot make its WAL files) while the filesystem has less than :data:`RESERVE_BYTES`
+        free, or a write refused by the database opened read-only on a full disk (:attr:`full`)."""
+        if is_disk_full(exc):
+            return True
+        text = _messages(exc)
+        if _SQLITE_IO in text and self.free_bytes() < RESERVE_BYTES:
+            return True
+        return self.full and _SQLITE_READONLY in text
+
     def translate(self, exc: BaseException) -> errors.CodecbenchError | None:
         """For the error boundary: a full disk is RESOURCE_EXHAUSTED (see :meth:`refusal`); else None."""
-        if not is_disk_full(exc):
+        if not self.no_room(exc):
             return None
         self.mark_full()
         return self.refusal()
@@ -134,7 +165,7 @@ class DataDir:
         if self.reserve.exists():
             return
         try:
-            with self.reserve.open("wb") as f:
+            with os.fdopen(os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
                 f.write(b"\0" * RESERVE_BYTES)
         except OSError:
             self.reserve.unlink(missing_ok=True)
@@ -160,6 +191,45 @@ class DataDir:
 
 
 _tasks: set[asyncio.Task[None]] = set()
+
+
+class DataDirBusy(RuntimeError):
+    """Another process (a running orchestrator, or ``gc``) holds the data directory's lock."""
+
+
+def lock_data_dir(path: Path, holder: str) -> int:
+    """Takes the data directory's exclusive lock (``flock`` on the directory itself: it needs no new
+    file, so it works on a full disk); the kernel drops it when the process ends, even by SIGKILL.
+
+    The running orchestrator holds it for its lifetime, and ``gc`` for its run: a ``gc`` beside a
+    running service would delete the blobs of an upload or a CreateExperiment in progress, which
+    the store does not reference yet.
+
+    Args:
+        path: the data directory.
+        holder: who asks, for the message ("the orchestrator", "gc").
+
+    Returns:
+        The file descriptor holding the lock; close it (:func:`unlock_data_dir`) to release it.
+
+    Raises:
+        DataDirBusy: another process holds it.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DataDirBusy(
+            f"{holder}: the data directory {path} is in use by another process (a running orchestrator, or gc): "
+            "stop the orchestrator first, or let it collect the garbage itself (it removes unreferenced blobs "
+            "at each start)") from None
+    return fd
+
+
+def unlock_data_dir(fd: int) -> None:
+    """Releases the lock taken by :func:`lock_data_dir`."""
+    os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -203,4 +273,5 @@ def collect_garbage(store: Store, blobs: BlobStore, keep: Iterable[str] = ()) ->
     return Collected(removed, temps, freed)
 
 
-__all__ = ["REASON_DISK_FULL", "Collected", "DataDir", "collect_garbage", "is_disk_full"]
+__all__ = ["REASON_DISK_FULL", "Collected", "DataDir", "DataDirBusy", "collect_garbage", "is_disk_full",
+           "lock_data_dir", "unlock_data_dir"]

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
-from orchestrator_svc.store import Store
+from orchestrator_svc.store import Store, requeued_deadline
 
 
 class Ledger:
@@ -83,9 +83,10 @@ class Ledger:
         new_attempt: int,
         reason: str,
         worker_id: str = "",
+        more_columns: dict[str, object] | None = None,
     ) -> bool:
-        """A StateChange event plus the matching columns, if the experiment is still in
-        ``from_state`` at ``attempt``."""
+        """A StateChange event plus the matching columns (and ``more_columns``), if the experiment is
+        still in ``from_state`` at ``attempt``."""
         stored = await self.append(
             experiment_id,
             experiment_pb2.ExperimentEvent(
@@ -99,6 +100,7 @@ class Ledger:
                 "attempt": new_attempt,
                 "worker_id": worker_id,
                 "start_time": time.time() if to_state == RUNNING else None,
+                **(more_columns or {}),
             },
             only_if_state={from_state},
             only_if_attempt=attempt,
@@ -184,7 +186,9 @@ class Ledger:
             error.message += f" (attempt {attempt} of {exp.max_attempts}, no attempts left)"
             await self.failed(experiment_id, attempt, error, {RUNNING, QUEUED})
             return
-        await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason)
+        # Its queue timeout runs again from now: the wait for a worker starts over.
+        await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason,
+                         more_columns={"queue_deadline": requeued_deadline(time.time())})
 
     async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
         """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""

@@ -219,10 +219,14 @@ class Scheduler:
                 await self.fail_unschedulable()
                 await self.dispatch_queued()
             except Exception as exc:  # noqa: BLE001 - the loop must survive a bad row or a store hiccup
-                if self.data is not None and is_disk_full(exc):
+                if self.data is not None and self._no_room(exc):
                     self.data.mark_full()
                 else:
                     self.log.exception("scheduler.error", error=str(exc))
+
+    def _no_room(self, exc: BaseException) -> bool:
+        """Whether ``exc`` failed for lack of space in the data directory (DataDir.no_room)."""
+        return self.data.no_room(exc) if self.data is not None else is_disk_full(exc)
 
     def _check_heartbeats(self) -> None:
         for worker in self.registry.silent_since(time.time() - self.heartbeat_timeout_s):
@@ -324,7 +328,7 @@ class Scheduler:
         try:
             await self._run_attempt(dispatch)
         except Exception as exc:
-            if self.data is None or not is_disk_full(exc):
+            if self.data is None or not self._no_room(exc):
                 raise
             # Neither the outcome nor a failure can be stored now; settled when space returns.
             self.data.mark_full()
@@ -348,10 +352,18 @@ class Scheduler:
             dispatch.digests = frozenset(
                 [f.sha256 for f in request.agent.files] + [i.sha256 for i in request.dataset.images])
             deadline_s = request.timeouts.experiment_s + self.call_slack_s
-            async for response in worker.stub.RunExperiment(request, timeout=deadline_s):
-                finished = await self._record(experiment_id, attempt, response.event)
-                if finished:
-                    break
+            call = worker.stub.RunExperiment(request, timeout=deadline_s)
+            try:
+                async for response in call:
+                    finished = await self._record(experiment_id, attempt, response.event)
+                    if finished:
+                        break
+            except BaseException:
+                # Abandoned here (an event that could not be stored on a full disk, an orchestrator
+                # error, a cancellation): the worker must stop too, or its slot stays taken while
+                # this orchestrator counts it free.
+                call.cancel()
+                raise
             if not finished:
                 await self.ledger.requeue_or_fail(
                     experiment_id, attempt, f"worker {worker.worker_id} ended the stream without a terminal event"
@@ -365,7 +377,7 @@ class Scheduler:
         except grpc.aio.AioRpcError as exc:
             await self._call_failed(dispatch, exc)
         except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
-            if is_disk_full(exc):
+            if self._no_room(exc):
                 raise  # nothing can be stored: _run settles it when space returns
             log.exception("experiment.internal_error")
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
@@ -393,6 +405,9 @@ class Scheduler:
         code = exc.code()
         refusal = from_rpc_error(exc)
         if isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
+            # Its slots are taken by calls this orchestrator did not make (direct Encode/Decode):
+            # no more dispatches to it until its next heartbeat says how many are in use.
+            worker.refused_for_lack_of_slot(max(self.heartbeat_timeout_s, 1.0))
             await self.ledger.back_to_queue(experiment_id, attempt, f"worker {worker.worker_id} had no free slot")
         elif code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
             self.mark_lost(worker, f"its RunExperiment stream broke ({code.name}: {exc.details()})")

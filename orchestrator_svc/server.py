@@ -21,10 +21,10 @@ from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
-from orchestrator_svc.disk import DataDir, collect_garbage, is_disk_full
+from orchestrator_svc.disk import DataDir, collect_garbage, lock_data_dir, unlock_data_dir
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.service import OrchestratorServicer
+from orchestrator_svc.service import MAX_DATASET_BYTES, OrchestratorServicer
 from orchestrator_svc.store import Store
 from orchestrator_svc.workers import WorkerRegistry
 
@@ -42,6 +42,7 @@ class OrchestratorConfig:
         heartbeat_interval_s: how often workers are asked to send heartbeats.
         heartbeat_timeout_s: silence after which a worker is LOST.
         max_bundle_bytes: largest agent bundle accepted.
+        max_dataset_bytes: the most bytes one dataset upload may have in all (default MAX_DATASET_BYTES, 4 GiB).
         call_slack_s: how long past an experiment's own limit (which the worker enforces) the
             orchestrator waits for the worker's stream before it calls the worker lost.
         tls: server certificate and key; with a CA, clients and workers must present certificates
@@ -66,6 +67,7 @@ class OrchestratorConfig:
     heartbeat_interval_s: float = 1.0
     heartbeat_timeout_s: float = 15.0
     max_bundle_bytes: int = 32 * 1024 * 1024
+    max_dataset_bytes: int = MAX_DATASET_BYTES
     call_slack_s: float = 120.0
     tls: rpc.TlsConfig = rpc.NO_TLS
     insecure: bool = False
@@ -109,6 +111,8 @@ class OrchestratorHandle:
     health: grpc_health.aio.HealthServicer
     data: DataDir
     enroll_secret: str = field(default="", repr=False)
+    # The data directory's lock (disk.lock_data_dir), held while the service runs; -1: released.
+    lock_fd: int = -1
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
@@ -117,6 +121,9 @@ class OrchestratorHandle:
         await self.scheduler.stop()
         await self.registry.close()
         self.store.close()
+        if self.lock_fd >= 0:
+            unlock_data_dir(self.lock_fd)
+            self.lock_fd = -1
 
 
 async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
@@ -126,20 +133,36 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         rpc.BindError: the address could not be bound (an OSError).
         OSError: a secret file could not be read or made.
         ValueError: a non-loopback address without TLS or ``insecure``; an empty secret file.
+        DataDirBusy: another orchestrator, or ``gc``, holds the data directory.
     """
     rpc.check_listen_security(config.host, config.tls, config.insecure)
     private_dir(config.data_dir)
+    lock_fd = lock_data_dir(config.data_dir, "the orchestrator")
+    try:
+        return await _start(config, lock_fd)
+    except BaseException:
+        unlock_data_dir(lock_fd)
+        raise
+
+
+async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle:
     if not config.store_url:
         private_file(config.data_dir / "codecbench.db")
     data = DataDir(config.data_dir)
     url = config.store_url or f"sqlite:///{config.data_dir / 'codecbench.db'}"
     try:
         store = Store(url)
-    except Exception:
-        # On a full disk SQLite cannot make its WAL files: the reserve file makes the room.
-        if not data.release_reserve():
+    except Exception as exc:
+        # On a full disk SQLite cannot make its WAL files ("disk I/O error"): the reserve file makes
+        # the room; when it is used up (a second start on the still full disk), the service starts
+        # with the database read-only, and opens it for writing once space returns.
+        if data.release_reserve():
+            store = Store(url)
+        elif not config.store_url and data.no_room(exc):
+            store = Store.open_read_only(config.data_dir / "codecbench.db")
+            data.on_writable.append(store.reopen_writable)
+        else:
             raise
-        store = Store(url)
         data.mark_full()
     data.keep_reserve()
     blobs = BlobStore(config.data_dir / "blobs")
@@ -161,7 +184,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
             ensure_admin_token(store, config.admin_token_file, config.admin_name)
         await scheduler.recover()
     except Exception as exc:
-        if not is_disk_full(exc):
+        if not data.no_room(exc):
             raise
         data.mark_full()
     servicer = OrchestratorServicer(
@@ -172,6 +195,7 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         blobs,
         config.max_bundle_bytes,
         config.heartbeat_interval_s,
+        config.max_dataset_bytes,
     )
     guard = OrchestratorGuard(store, enroll_secret)
     server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard, data.translate)])
@@ -190,7 +214,8 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         store=store.engine.url.render_as_string(hide_password=True),
         tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
     )
-    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret)
+    return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret,
+                              lock_fd)
 
 
 def private_dir(path: Path) -> None:

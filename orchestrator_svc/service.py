@@ -16,31 +16,39 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
-import time
+import os
+import shutil
+import tempfile
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
-from codecbench.blobs import BlobStore
+from codecbench.blobs import TEMP_PREFIX, BlobStore
 from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
 from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
 from codecbench.status import in_field, request_error, spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc import cache
+from orchestrator_svc.disk import REASON_DISK_FULL, RESERVE_BYTES, is_disk_full
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
-from orchestrator_svc.workers import WorkerRegistry
+from orchestrator_svc.workers import READY, WorkerRegistry
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_ATTEMPTS_LIMIT = 10
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
 MAX_DATASET_IMAGES = 100_000
+# The bytes of one dataset upload in all (the default of OrchestratorConfig.max_dataset_bytes): the
+# upload goes to disk as it arrives, so this bounds the disk an upload can take, not the memory.
+MAX_DATASET_BYTES = 4 * 1024 * 1024 * 1024
 # A file name (255 bytes on Linux); it is repeated in every image result.
 MAX_IMAGE_NAME_CHARS = 255
 MAX_WORKER_ID_CHARS = 64
@@ -76,6 +84,31 @@ def _public_status(status: orchestrator_pb2.WorkerStatus) -> orchestrator_pb2.Wo
     return public
 
 
+# How much of a refused upload is still read (and dropped) so the client sees the refusal, not INTERNAL.
+DISCARD_BYTES = 1024 * 1024 * 1024
+
+
+async def _discard(messages: AsyncIterator[orchestrator_pb2.CreateDatasetRequest], limit: int) -> None:
+    """Reads and drops the rest of a refused upload, up to ``limit`` bytes of chunks."""
+    dropped = 0
+    async for message in messages:
+        dropped += len(message.chunk.data)
+        if dropped > limit:
+            return
+
+
+def _check_dataset_name(name: str) -> None:
+    """Raises InvalidArgument (field ``header.name``) for a name a dataset cannot have."""
+    if not name:
+        raise InvalidArgument("header.name", "missing")
+    if name in datasets.BUILTIN_DATASETS:
+        raise InvalidArgument("header.name", f"{echo(name)} is a built-in dataset")
+    if len(name) > 200 or "/" in name or validation.has_control_characters(name):
+        raise InvalidArgument(
+            "header.name", f"{echo(name)} must be 1-200 characters without '/' or control characters"
+        )
+
+
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     """Implements OrchestratorService: experiments, datasets, blobs and workers, per caller.
 
@@ -87,6 +120,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         blobs: the content-addressed files (dataset images, agent files).
         max_bundle_bytes: the largest agent bundle accepted.
         heartbeat_interval_s: what a worker is told to wait between heartbeats.
+        max_dataset_bytes: the most bytes one dataset upload may have in all.
     """
 
     def __init__(
@@ -98,6 +132,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         blobs: BlobStore,
         max_bundle_bytes: int,
         heartbeat_interval_s: float,
+        max_dataset_bytes: int = MAX_DATASET_BYTES,
     ) -> None:
         self.store = store
         self.ledger = ledger
@@ -105,6 +140,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         self.registry = registry
         self.blobs = blobs
         self.max_bundle_bytes = max_bundle_bytes
+        self.max_dataset_bytes = max_dataset_bytes
         self.heartbeat_interval_s = heartbeat_interval_s
         # Blobs served to workers, by digest: shows that each crosses the network once per worker.
         self.blob_reads: Counter[str] = Counter()
@@ -521,81 +557,131 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             orchestrator_pb2.CreateDatasetRequest, orchestrator_pb2.CreateDatasetResponse
         ],
     ) -> orchestrator_pb2.CreateDatasetResponse:
-        """Stores a dataset uploaded as a header, then image chunks (documented in orchestrator.proto)."""
+        """Stores a dataset uploaded as a header, then image chunks (documented in orchestrator.proto).
+
+        Memory stays bounded: each image's chunks go to a temporary file in the blob store as they
+        arrive, and an image is decoded and stored as soon as its last chunk comes (an undecodable
+        one is refused then, before the stream ends). The upload's total is limited by
+        :attr:`max_dataset_bytes` and by the data directory's free space.
+        """
         name = ""
-        parts: dict[str, list[bytes]] = {}
+        open_files: dict[str, tuple[Path, BinaryIO]] = {}  # images whose last chunk has not come yet
         sizes: dict[str, int] = {}
-        closed: list[str] = []
-        async for message in request_iterator:
-            part = message.WhichOneof("part")
-            if part == "header":
-                if name:  # a second header would rename the dataset halfway through its images
-                    raise InvalidArgument("header", "sent twice; one upload is one dataset")
-                name = message.header.name
-                continue
-            if not name:
-                raise InvalidArgument("header", "the first message must name the dataset")
-            chunk = message.chunk
-            if len(chunk.data) > rpc.CHUNK_BYTES:
-                raise InvalidArgument(
-                    "chunk.data", f"{len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}"
-                )
-            if (not chunk.image_name or len(chunk.image_name) > MAX_IMAGE_NAME_CHARS or "/" in chunk.image_name
-                    or validation.has_control_characters(chunk.image_name) or chunk.image_name in closed):
-                raise InvalidArgument(
-                    "chunk.image_name",
-                    f"{echo(chunk.image_name)} is empty, longer than {MAX_IMAGE_NAME_CHARS} characters, has '/' or "
-                    "a control character, or was already closed",
-                )
-            sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
-            if sizes[chunk.image_name] > datasets.MAX_FILE_BYTES:
-                raise InvalidArgument(
-                    "chunk.data", f"image {echo(chunk.image_name)} exceeds {datasets.MAX_FILE_BYTES} bytes")
-            parts.setdefault(chunk.image_name, []).append(chunk.data)
-            if chunk.last:
-                closed.append(chunk.image_name)
-            if len(parts) > MAX_DATASET_IMAGES:
-                raise InvalidArgument("chunk", f"more than {MAX_DATASET_IMAGES} images")
-        if not name:
-            raise InvalidArgument("header.name", "missing")
-        if name in datasets.BUILTIN_DATASETS:
-            raise InvalidArgument("header.name", f"{echo(name)} is a built-in dataset")
-        if len(name) > 200 or "/" in name or validation.has_control_characters(name):
-            raise InvalidArgument(
-                "header.name", f"{echo(name)} must be 1-200 characters without '/' or control characters"
-            )
-        if not parts:
-            raise InvalidArgument("chunk", "no images uploaded: a dataset needs at least one PNG or JPEG image")
-        if set(parts) - set(closed):
-            raise InvalidArgument("chunk.last", f"image {echo(sorted(set(parts) - set(closed))[0])} was never closed")
+        images: dict[str, types_pb2.BlobRef] = {}  # closed and stored
+        total = 0
+        free_at_start = 0
         owner = auth.current().name
-        existing = self.store.find_dataset(name)
-        if existing is not None and existing.name == name and existing.owner != owner:
-            raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name", field="header.name")
-        images = []
         written: list[str] = []  # blobs this upload stored: removed again if it fails
         held: list[str] = []  # digests this upload holds in self.uploading
         try:
-            for image_name in sorted(parts):
-                data = b"".join(parts[image_name])
-                with in_field("chunk.data"):
-                    # Decoding proves the file is an image; in a thread, so other RPCs are served meanwhile.
-                    await asyncio.to_thread(datasets.decode_rgb, image_name, data)
-                digest = bundles.sha256_hex(data)
-                self.uploading[digest] += 1
-                held.append(digest)
-                if not self.blobs.has(digest):
-                    written.append(digest)
-                await asyncio.to_thread(self.blobs.put, data)
-                self.store.add_blob_owner(digest, owner)
-                images.append(types_pb2.BlobRef(name=image_name, sha256=digest, size_bytes=len(data)))
-            return await self._store_dataset(name, owner, images, existing)
-        except BaseException:
+            async for message in request_iterator:
+                part = message.WhichOneof("part")
+                if part == "header":
+                    if name:  # a second header would rename the dataset halfway through its images
+                        raise InvalidArgument("header", "sent twice; one upload is one dataset")
+                    name = message.header.name
+                    _check_dataset_name(name)
+                    free_at_start = shutil.disk_usage(self.blobs.root).free
+                    continue
+                if not name:
+                    raise InvalidArgument("header", "the first message must name the dataset")
+                chunk = message.chunk
+                if len(chunk.data) > rpc.CHUNK_BYTES:
+                    raise InvalidArgument(
+                        "chunk.data", f"{len(chunk.data)} bytes exceed the chunk limit of {rpc.CHUNK_BYTES}"
+                    )
+                if (not chunk.image_name or len(chunk.image_name) > MAX_IMAGE_NAME_CHARS or "/" in chunk.image_name
+                        or validation.has_control_characters(chunk.image_name) or chunk.image_name in images):
+                    raise InvalidArgument(
+                        "chunk.image_name",
+                        f"{echo(chunk.image_name)} is empty, longer than {MAX_IMAGE_NAME_CHARS} characters, has "
+                        "'/' or a control character, or was already closed",
+                    )
+                sizes[chunk.image_name] = sizes.get(chunk.image_name, 0) + len(chunk.data)
+                if sizes[chunk.image_name] > datasets.MAX_FILE_BYTES:
+                    raise InvalidArgument(
+                        "chunk.data", f"image {echo(chunk.image_name)} exceeds {datasets.MAX_FILE_BYTES} bytes")
+                total += len(chunk.data)
+                too_big: errors.CodecbenchError | None = None
+                if total > self.max_dataset_bytes:
+                    too_big = InvalidArgument(
+                        "chunk.data", f"the dataset exceeds the limit of {self.max_dataset_bytes} bytes in all "
+                        "(MAX_DATASET_BYTES)")
+                elif total > free_at_start - RESERVE_BYTES:
+                    too_big = errors.ResourceExhausted(
+                        f"the dataset's {total} bytes so far exceed the free space of the data directory "
+                        f"{self.blobs.root.parent} ({free_at_start} bytes free when the upload began): free space "
+                        "there, or upload fewer images",
+                        reason=REASON_DISK_FULL, retryable=True,
+                        metadata={"data_dir": str(self.blobs.root.parent), "free_bytes": str(free_at_start)})
+                if too_big is not None:
+                    # The rest is read and dropped (memory and disk stay bounded) before the refusal:
+                    # a client still sending when the status arrives would see INTERNAL instead.
+                    await _discard(request_iterator, DISCARD_BYTES)
+                    raise too_big
+                if len(sizes) > MAX_DATASET_IMAGES:
+                    raise InvalidArgument("chunk", f"more than {MAX_DATASET_IMAGES} images")
+                if chunk.image_name not in open_files:
+                    fd, temp = tempfile.mkstemp(dir=self.blobs.root, prefix=TEMP_PREFIX)
+                    open_files[chunk.image_name] = (Path(temp), os.fdopen(fd, "wb"))
+                temp_path, file = open_files[chunk.image_name]
+                await asyncio.to_thread(file.write, chunk.data)
+                if chunk.last:
+                    del open_files[chunk.image_name]
+                    file.close()
+                    try:
+                        with in_field("chunk.data"):
+                            # Decoding proves the file is an image; in a thread, so other RPCs are served.
+                            digest = await asyncio.to_thread(self._store_image, chunk.image_name, temp_path, written)
+                    finally:
+                        temp_path.unlink(missing_ok=True)
+                    self.uploading[digest] += 1
+                    held.append(digest)
+                    self.store.add_blob_owner(digest, owner)
+                    images[chunk.image_name] = types_pb2.BlobRef(
+                        name=chunk.image_name, sha256=digest, size_bytes=sizes[chunk.image_name])
+            if not name:
+                raise InvalidArgument("header.name", "missing")
+            if open_files:
+                raise InvalidArgument("chunk.last", f"image {echo(sorted(open_files)[0])} was never closed")
+            if not images:
+                raise InvalidArgument("chunk", "no images uploaded: a dataset needs at least one PNG or JPEG image")
+            existing = self.store.find_dataset(name)
+            if existing is not None and existing.name == name and existing.owner != owner:
+                raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name",
+                                    field="header.name")
+            return await self._store_dataset(name, owner, [images[n] for n in sorted(images)], existing)
+        except BaseException as exc:
             self._remove_unreferenced(written)
+            if is_disk_full(exc):
+                await _discard(request_iterator, DISCARD_BYTES)  # see the total limit above
             raise
         finally:
+            for temp_path, file in open_files.values():
+                file.close()
+                temp_path.unlink(missing_ok=True)
             self.uploading.subtract(held)
             self.uploading += Counter()  # drops the digests no upload holds any more
+
+    def _store_image(self, image_name: str, temp_path: Path, written: list[str]) -> str:
+        """Decodes one closed image from its temporary file and stores it as a blob (in a thread).
+
+        Returns:
+            Its sha256; appended to ``written`` when this call stored it.
+
+        Raises:
+            ImageUndecodable: not an image Pillow reads.
+            OSError: the blob could not be written (e.g. ``ENOSPC``).
+        """
+        data = temp_path.read_bytes()  # one image at most (datasets.MAX_FILE_BYTES)
+        datasets.decode_rgb(image_name, data)
+        digest = bundles.sha256_hex(data)
+        if not self.blobs.has(digest):
+            # The temporary file becomes the blob (a rename: no second copy on a nearly full disk).
+            self.blobs.path(digest).parent.mkdir(mode=0o700, exist_ok=True)
+            os.replace(temp_path, self.blobs.path(digest))
+            written.append(digest)
+        return digest
 
     def _remove_unreferenced(self, digests: list[str]) -> None:
         """Deletes the blobs of a failed upload that nothing references (a full disk stays not full)."""
@@ -759,7 +845,10 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if entry is None or entry.lost_reason:
             # A LOST worker must register again: its experiments were already requeued.
             raise NotFound(f"{echo(request.worker_id)} is not registered", field="worker_id")
-        entry.last_heartbeat = time.time()
+        was_ready = entry.state == READY
+        entry.heard(request.slots_in_use)
+        if entry.state == READY and not was_ready:
+            self.scheduler.wake.set()  # a slot freed outside this orchestrator's dispatches
         return orchestrator_pb2.HeartbeatResponse(status=entry.status())
 
     async def ListWorkers(  # noqa: N802

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -46,6 +47,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql.elements import ColumnElement
 
 from codecbench import devices
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2
@@ -80,7 +82,8 @@ experiments = Table(
     Column("spec", LargeBinary, nullable=False),
     Column("result", LargeBinary),
     Column("error", LargeBinary),
-    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one.
+    # Added by migration 3: create_time + queue_timeout_s, when the experiment has one; moved to
+    # (requeue time + queue_timeout_s) when it goes back to the queue after a lost attempt.
     Column("queue_deadline", Float),
     # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
     Column("cache_key", String(64), index=True),
@@ -212,6 +215,12 @@ class QueuedExperiment:
 RUN_LABEL = "run"
 
 
+def requeued_deadline(now: float) -> ColumnElement[float]:
+    """The ``queue_deadline`` column value of an experiment queued again at ``now`` (Unix time): its
+    queue timeout (deadline - create time) from ``now``; NULL (no timeout) stays NULL."""
+    return experiments.c.queue_deadline - experiments.c.create_time + now
+
+
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -225,10 +234,49 @@ class Store:
     """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms)."""
 
     def __init__(self, url: str) -> None:
+        self.url = url
+        self.read_only = False
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
+
+    @classmethod
+    def open_read_only(cls, path: Path) -> Store:
+        """The SQLite file at ``path``, read-only: for a start on a full disk, where SQLite cannot
+        make the WAL's shared-memory file. Writes fail ("attempt to write a readonly database").
+
+        Read-only mode (``mode=ro``) still reads a WAL that a crash left; when it cannot open either,
+        ``immutable=1`` reads the database file alone (after a clean stop the WAL is empty).
+
+        Raises:
+            sqlite3.OperationalError: (wrapped by SQLAlchemy) neither mode can read the file.
+        """
+        store = cls.__new__(cls)
+        store.url = f"sqlite:///{path}"
+        store.read_only = True
+        last: Exception | None = None
+        for flags in ("mode=ro", "mode=ro&immutable=1"):
+            engine = create_engine(f"sqlite:///file:{path}?{flags}&uri=true")
+            try:
+                with engine.connect() as conn:
+                    conn.execute(select(schema_migrations.c.version)).all()
+            except Exception as exc:  # noqa: BLE001 - try the next mode
+                engine.dispose()
+                last = exc
+                continue
+            store.engine = engine
+            return store
+        assert last is not None
+        raise last
+
+    def reopen_writable(self) -> None:
+        """After :meth:`open_read_only`, once the disk has room: opens the database for writing again."""
+        if not self.read_only:
+            return
+        writable = Store(self.url)
+        self.engine.dispose()
+        self.engine, self.read_only = writable.engine, False
 
     def migrate(self) -> list[int]:
         """Applies the migrations not yet recorded; returns the versions applied."""

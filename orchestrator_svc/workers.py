@@ -51,6 +51,35 @@ class WorkerEntry:
     # Reached at its address with its credential (see the module docstring); PENDING until then.
     verified: bool = False
     pending_reason: str = "not yet reached at its address"
+    # Slots in use as the worker last reported them (its heartbeat): they include slots taken by
+    # direct Encode/Decode calls, which this orchestrator never sees, so they are a floor.
+    reported_in_use: int = 0
+    # Until when (time.time()) the worker counts as full: it refused a dispatch (NO_FREE_SLOT).
+    # Cleared by its next heartbeat, which reports the truth; the time bounds it if none comes.
+    full_until: float = 0.0
+
+    @property
+    def slots_in_use(self) -> int:
+        """Slots taken: this orchestrator's dispatches, at least what the worker last reported."""
+        return max(len(self.running), self.reported_in_use)
+
+    @property
+    def free_slots(self) -> int:
+        """Slots free for a dispatch; 0 while it counts as full after a NO_FREE_SLOT refusal."""
+        if self.full_until > time.time():
+            return 0
+        return max(self.info.slots - self.slots_in_use, 0)
+
+    def refused_for_lack_of_slot(self, backoff_s: float) -> None:
+        """Marks the worker full (it refused a dispatch: NO_FREE_SLOT) until its next heartbeat,
+        or ``backoff_s`` seconds at most."""
+        self.full_until = time.time() + backoff_s
+
+    def heard(self, slots_in_use: int) -> None:
+        """Records a heartbeat reporting ``slots_in_use`` (clears a NO_FREE_SLOT mark)."""
+        self.last_heartbeat = time.time()
+        self.reported_in_use = max(slots_in_use, 0)
+        self.full_until = 0.0
 
     @property
     def worker_id(self) -> str:
@@ -78,7 +107,7 @@ class WorkerEntry:
             return PENDING
         if self.draining:
             return DRAINING
-        return BUSY if len(self.running) >= self.info.slots else READY
+        return BUSY if self.free_slots == 0 else READY
 
     @property
     def has_cuda(self) -> bool:
@@ -104,7 +133,7 @@ class WorkerEntry:
             or self.stale_reason
             or (self.pending_reason if not self.verified else "")
             or ("draining: finishes its running experiments, takes no new ones" if self.draining else ""),
-            slots_in_use=len(self.running),
+            slots_in_use=self.slots_in_use,
             last_heartbeat_time=beat,
             running_experiment_ids=sorted(self.running),
         )
@@ -184,11 +213,11 @@ class WorkerRegistry:
     def pick(self, device: devices.Device.ValueType) -> WorkerEntry | None:
         """A worker that can take an experiment for ``device``: the one with most free slots."""
         candidates = [w for w in self.workers.values() if w.can_take(device)]
-        return max(candidates, key=lambda w: (w.info.slots - len(w.running), w.last_heartbeat), default=None)
+        return max(candidates, key=lambda w: (w.free_slots, w.last_heartbeat), default=None)
 
     def free_slots(self) -> int:
         """Free slots over the workers that take work (READY)."""
-        return sum(w.info.slots - len(w.running) for w in self.workers.values() if w.state == READY)
+        return sum(w.free_slots for w in self.workers.values() if w.state == READY)
 
     def takeable_devices(self) -> set[devices.Device.ValueType]:
         """The experiment devices (CPU, CUDA, ANY) that some worker can take right now."""
@@ -202,13 +231,13 @@ class WorkerRegistry:
 
     def unschedulable_reason(self, device: devices.Device.ValueType) -> str:
         """Why no registered worker can run an experiment for ``device`` now, or ``""`` when one can
-        (READY, or BUSY: it only waits for a free slot).
+        (READY; BUSY: it only waits for a free slot; PENDING: it registered and is being reached).
 
         The reason names what is missing: no worker at all, none offering CUDA, or those that do
-        are STALE (another build), DRAINING, PENDING (not reached) or LOST.
+        are STALE (another build), DRAINING or LOST.
         """
         offering = [w for w in self.workers.values() if device != devices.CUDA or w.has_cuda]
-        if any(w.state in (READY, BUSY) for w in offering):
+        if any(w.state in (READY, BUSY, PENDING) for w in offering):
             return ""
         wanted = "a CUDA device" if device == devices.CUDA else "a CPU"
         if not self.workers:
@@ -232,11 +261,16 @@ class WorkerRegistry:
             The ids of the pruned workers.
         """
         gone = [w for w in self.workers.values() if w.lost_reason and w.lost_time < before]
+        pruned: list[str] = []
         for entry in gone:
+            # Each close awaits: a worker that registered again meanwhile has a fresh entry to keep.
+            if self.workers.get(entry.worker_id) is not entry:
+                continue
             del self.workers[entry.worker_id]
+            pruned.append(entry.worker_id)
             await entry.channel.close()
             self.log.info("worker.pruned", worker_id=entry.worker_id, reason=entry.lost_reason)
-        return [w.worker_id for w in gone]
+        return pruned
 
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""

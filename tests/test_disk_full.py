@@ -124,6 +124,35 @@ async def test_the_orchestrator_starts_on_a_full_disk_serving_reads(small_disk: 
         await eventually(serving, what="SERVING once space is freed")
 
 
+async def test_the_orchestrator_starts_again_and_again_on_a_full_disk(small_disk: Path) -> None:
+    """The second start on a still full disk used to fail: the reserve file was used up by the first,
+    and SQLite's "disk I/O error" (no room for its WAL files) was not seen as a full disk."""
+    async with orchestrator(small_disk) as orch, Client(orch.address) as client:
+        exp = await client.submit(agent_bundle("jpeg"))
+    assert (small_disk / ".reserve").stat().st_mode & 0o777 == 0o600
+    (small_disk / "second").mkdir()
+    fillers = []
+    for start in range(2):
+        (small_disk / ".reserve").unlink(missing_ok=True)  # used up by the first start: none at the second
+        fillers.append(_fill(small_disk / "second") if start else _fill(small_disk))
+        async with orchestrator(small_disk) as orch, Client(orch.address) as client:
+            assert (await client.get(exp.experiment_id)).experiment_id == exp.experiment_id  # reads work
+            assert [e.experiment_id for e in await client.list()] == [exp.experiment_id]
+            if start == 1:  # no reserve left: read-only, and it takes writes again once space returns
+                assert orch.store.read_only and await _serving(orch.address) != SERVING
+                with pytest.raises(errors.ResourceExhausted) as info:
+                    await client.submit(agent_bundle("jpeg"))  # writes are refused with the reason
+                assert info.value.reason == REASON_DISK_FULL
+                for filler in fillers:
+                    filler.unlink()
+
+                async def serving() -> bool:
+                    return await _serving(orch.address) == SERVING
+
+                await eventually(serving, what="SERVING once space is freed")
+                assert (await client.submit(agent_bundle("jpeg"))).experiment_id
+
+
 def test_gc_removes_unreferenced_blobs_and_temporary_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     orchestrator_main.token_main(["create", "alice", "--data-dir", str(data)])
@@ -137,6 +166,24 @@ def test_gc_removes_unreferenced_blobs_and_temporary_files(tmp_path: Path, capsy
     assert "removed 1 unreferenced blob(s) and 1 temporary file(s), 1010 bytes freed" in capsys.readouterr().out
 
 
+
+async def test_gc_refuses_to_run_beside_a_running_orchestrator(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gc run while the service was up deleted the blobs of an upload in progress (not yet
+    referenced by any dataset); now the service holds the data dir and gc says to stop it first."""
+    data = tmp_path / "data"
+    async with orchestrator(data):
+        (data / "blobs" / "cd").mkdir(parents=True, exist_ok=True)
+        uploading = data / "blobs" / "cd" / ("cd" + "1" * 62)  # an upload's blob, no dataset row yet
+        uploading.write_bytes(b"z" * 100)
+        assert orchestrator_main.main(["gc", "--data-dir", str(data)]) == 1
+        assert "stop the orchestrator first" in capsys.readouterr().err
+        assert uploading.exists()
+    assert orchestrator_main.main(["gc", "--data-dir", str(data)]) == 0  # stopped: the lock is released
+    assert not uploading.exists()
+
+
 async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_returns(
     small_disk: Path, tmp_path: Path
 ) -> None:
@@ -147,7 +194,7 @@ async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_retur
         try:
             async with Client(orch.address) as client:
                 await client.upload_dataset("two", images)
-                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 3}],
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="two", points=[{"delay_s": 8}],
                                           max_attempts=2)
                 async for event in client.watch(exp.experiment_id):
                     if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
@@ -157,6 +204,10 @@ async def test_an_attempt_whose_result_could_not_be_stored_ends_once_space_retur
                 filler = _fill(small_disk)
                 await eventually(lambda: orch.data.full, timeout_s=30, what="the result failed to store")
                 assert (await client.get(exp.experiment_id)).state == RUNNING  # stored state: not settled yet
+                # The abandoned attempt's worker call is cancelled: its slot used to stay taken (the
+                # agent encodes for 8 s per image) while the orchestrator counted it free.
+                await eventually(lambda: worker.handle.servicer.slots_in_use == 0, timeout_s=4,
+                                 what="the worker's call is cancelled")
                 filler.unlink()
 
                 async def settled() -> bool:

@@ -22,6 +22,7 @@ from helpers import REPO
 from codecbench import errors
 from codecbench.protogen import PROTO_FILES, PROTO_ROOT
 from codecbench.v1 import errors_pb2, types_pb2
+from orchestrator_svc.disk import REASON_DISK_FULL
 
 DOC = REPO / "docs" / "protocol.md"
 AGENTS_DOC = REPO / "docs" / "agents.md"
@@ -106,13 +107,18 @@ def test_the_error_table_of_the_docs_is_the_code_table() -> None:
         assert table[errors.kind_name(kind)] == [(code, table[errors.kind_name(kind)][0][1])]
         assert table[errors.kind_name(kind)][0][1].startswith("no")
     for cls in (errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.PermissionDenied,
-                errors.Unauthenticated):
+                errors.Unauthenticated, errors.OutOfRange):
         code = errors.status_code_of(cls).name
         assert (code, table[code][0][1]) in table[code], cls
     assert errors.status_code_of(errors.InternalError) == grpc.StatusCode.INTERNAL
     reasons = [value for name, value in vars(errors).items() if name.startswith("REASON_")]
     assert reasons and all(r in table for r in reasons), [r for r in reasons if r not in table]
     assert [retry for code, retry in table[errors.REASON_NO_FREE_SLOT]] == ["yes"]
+    # The red team found OUT_OF_RANGE and DISK_FULL missing, and NO_FREE_SLOT given for RunExperiment only.
+    assert [code for code, retry in table[REASON_DISK_FULL]] == ["RESOURCE_EXHAUSTED"]
+    assert table[REASON_DISK_FULL][0][1].startswith("yes")
+    no_free_slot = next(line for line in DOC.read_text().splitlines() if "`NO_FREE_SLOT`" in line)
+    assert all(method in no_free_slot for method in ("RunExperiment", "Encode", "Decode"))
 
 
 def _every_kind() -> set[str]:

@@ -1,7 +1,8 @@
-"""The orchestrator's store: creation is atomic (issue 14)."""
+"""The orchestrator's store: creation is atomic, the queue deadline restarts at a requeue (issue 14)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from codecbench.states import QUEUED
 from codecbench.v1 import experiment_pb2, orchestrator_pb2
+from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import Store
 
 
@@ -58,3 +60,21 @@ def test_migration_4_adds_the_cache_key_to_a_store_of_version_3(tmp_path: Path) 
     reopened.create_experiment(_experiment("exp-new"), _created(), cache_key="k" * 64)
     assert reopened.get_experiment("exp-old") is not None
     assert reopened.cached("k" * 64, "alice") == []  # only finished experiments are reused
+
+
+async def test_the_queue_timeout_runs_again_from_a_requeue(tmp_path: Path) -> None:
+    """The queue deadline used to run from creation only: an experiment requeued after its worker
+    was lost, past creation + queue timeout, was failed UNSCHEDULABLE at once."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ledger = Ledger(store)
+    exp = _experiment("exp-1")
+    exp.queue_timeout_s = 60
+    exp.create_time.FromSeconds(int(time.time()) - 3600)  # created an hour ago, queued ever since
+    await ledger.create(exp)
+    assert [q.experiment_id for q in store.queued_past_deadline(time.time())] == ["exp-1"]
+    assert await ledger.dispatched("exp-1", 1, "w-1")
+    await ledger.requeue_or_fail("exp-1", 1, "worker w-1 lost")
+    requeued = store.get_experiment("exp-1")
+    assert requeued is not None and requeued.state == QUEUED and requeued.attempt == 2
+    assert store.queued_past_deadline(time.time()) == []  # a fresh 60 s from the requeue
+    assert [q.experiment_id for q in store.queued_past_deadline(time.time() + 61)] == ["exp-1"]

@@ -8,9 +8,11 @@ import pytest
 from helpers import agent_bundle, eventually
 from helpers.services import attach_worker, orchestrator
 
+from codecbench import devices
 from codecbench.client import Client
 from codecbench.states import SUCCEEDED
-from codecbench.v1 import orchestrator_pb2
+from codecbench.v1 import orchestrator_pb2, worker_pb2
+from orchestrator_svc.workers import PENDING, WorkerEntry, WorkerRegistry
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,3 +42,41 @@ async def test_lost_workers_are_pruned_after_the_ttl_and_stay_in_the_event_histo
         events = [e async for e in client.watch(exp.experiment_id)]
         assert any(e.state_change.worker_id == worker_id for e in events)
         assert (await client.get(exp.experiment_id)).worker_id == worker_id
+
+
+def _info(worker_id: str) -> worker_pb2.WorkerInfo:
+    return worker_pb2.WorkerInfo(worker_id=worker_id, address="127.0.0.1:9", build_id="build-x", slots=1)
+
+
+async def test_a_worker_that_registers_again_during_a_prune_keeps_its_fresh_entry() -> None:
+    """prune_lost deleted by id after awaiting a channel close: a worker that registered again in
+    between lost its fresh entry."""
+    registry = WorkerRegistry("build-x", probe_interval_s=60)
+    try:
+        first = await registry.register(_info("w-a"), "cred-a")
+        second = await registry.register(_info("w-b"), "cred-b")
+        for entry in (first, second):
+            entry.lost_reason, entry.lost_time = "lost: test", 1.0
+        fresh: list[WorkerEntry] = []
+        close = first.channel.close
+
+        async def close_while_w_b_registers_again(grace: float | None = None) -> None:
+            await close(grace)
+            fresh.append(await registry.register(_info("w-b"), "cred-b"))
+
+        first.channel.close = close_while_w_b_registers_again  # type: ignore[method-assign]
+        assert await registry.prune_lost(before=10.0) == ["w-a"]
+        assert fresh and registry.get("w-b") is fresh[0] and registry.get("w-a") is None
+    finally:
+        await registry.close()
+
+
+async def test_a_pending_worker_counts_as_able_at_the_queue_deadline() -> None:
+    """A registered worker not yet reached (PENDING) made queued work UNSCHEDULABLE at its deadline."""
+    registry = WorkerRegistry("build-x", probe_interval_s=60)
+    try:
+        entry = await registry.register(_info("w-p"), "cred")
+        assert entry.state == PENDING
+        assert registry.unschedulable_reason(devices.CPU) == ""
+    finally:
+        await registry.close()
