@@ -33,7 +33,7 @@ from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grp
 from orchestrator_svc import cache
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
+from orchestrator_svc.store import EVERYONE, DuplicateRequest, RequestRecord, Store
 from orchestrator_svc.workers import WorkerRegistry
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -55,6 +55,17 @@ def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
     return stamp
+
+
+def spec_fingerprint(request: orchestrator_pb2.CreateExperimentRequest) -> str:
+    """SHA-256 (hex) of a spec without its request id, with agent files by digest only: a spec sent
+    again with the same request id must have the same fingerprint (inline content or a reference to
+    the same digest count as the same)."""
+    spec = orchestrator_pb2.CreateExperimentRequest()
+    spec.CopyFrom(request)
+    spec.ClearField("request_id")
+    spec.agent.CopyFrom(bundles.without_content(request.agent))
+    return bundles.sha256_hex(spec.SerializeToString(deterministic=True))
 
 
 def _may_see_dataset(dataset: orchestrator_pb2.Dataset, principal: auth.Principal) -> bool:
@@ -266,10 +277,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         stored = set() if stored is None else stored
         dataset = self._checked_dataset(request, batch)
         owner = auth.current().name
+        fingerprint = spec_fingerprint(request)
         if request.request_id:
-            existing = self.store.find_by_request_id(request.request_id)
+            existing = self.store.find_by_request_id(owner, request.request_id)
             if existing:
-                return self._experiment(existing)
+                return self._repeated(request, existing, fingerprint)
         for f in request.agent.files:
             content = f.content or batch.get(f.sha256, b"")
             if content and f.sha256 not in stored:
@@ -297,9 +309,9 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             (e for e in self.store.cached(key, owner) if cache.reusable(e)), None)
         more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
-            await self.ledger.create(exp, key, more_events)
+            await self.ledger.create(exp, key, more_events, fingerprint if request.request_id else None)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
-            return self._experiment(dup.experiment_id)
+            return self._repeated(request, dup.record, fingerprint)
         self.log.info(
             "experiment.created",
             experiment_id=exp.experiment_id,
@@ -310,6 +322,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             cached_from=exp.cached_from,
         )
         return self._experiment(exp.experiment_id)
+
+    def _repeated(
+        self, request: orchestrator_pb2.CreateExperimentRequest, record: RequestRecord, fingerprint: str
+    ) -> orchestrator_pb2.Experiment:
+        """The experiment of a request id sent again with the same spec.
+
+        Raises:
+            AlreadyExists: (reason REQUEST_ID_REUSED) the id was first sent with a different spec.
+        """
+        # Ids stored before migration 5 have no fingerprint: they keep the old behaviour.
+        if record.fingerprint is not None and record.fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"{echo(request.request_id)} was first sent with a different spec, which created "
+                f"{record.experiment_id}; send a new request id for a new experiment",
+                field="request_id", reason=errors.REASON_REQUEST_ID_REUSED,
+                metadata={"experiment_id": record.experiment_id})
+        return self._experiment(record.experiment_id)
 
     @staticmethod
     def _copy_outcome(

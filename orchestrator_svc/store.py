@@ -65,6 +65,7 @@ experiments = Table(
     # Insertion order: "newest first" and page tokens use it.
     Column("row", Integer, primary_key=True, autoincrement=True),
     Column("experiment_id", String(64), nullable=False, unique=True),
+    # Unused since migration 5 (always NULL): request ids are per owner, in ``request_ids``.
     Column("request_id", String(200), unique=True),
     Column("state", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -147,6 +148,18 @@ blob_owners = Table(
     Column("owner", String(200), primary_key=True),
 )
 
+# Migration 5: a request id is unique per owner (one user's ids never find, reveal or block another's),
+# with a fingerprint of the spec it was first sent with, so that a reuse with other content is refused.
+request_ids = Table(
+    "request_ids",
+    metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("request_id", String(200), primary_key=True),
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), nullable=False),
+    # SHA-256 of the spec (orchestrator_svc.service.spec_fingerprint); NULL for ids stored before migration 5.
+    Column("fingerprint", String(64)),
+)
+
 # A blob owner that stands for every user (images of a shared dataset).
 EVERYONE = "*"
 
@@ -175,9 +188,21 @@ def _migration_4(engine: Engine) -> None:
             conn.execute(text("CREATE INDEX ix_experiments_cache_key ON experiments (cache_key)"))
 
 
+def _migration_5(engine: Engine) -> None:
+    # Issue 20: request ids move from the globally unique experiments.request_id (SQLite cannot drop a
+    # column's UNIQUE) to request_ids, keyed by (owner, request_id); the old column stays NULL from now on.
+    metadata.create_all(engine, tables=[request_ids])
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT OR IGNORE INTO request_ids (owner, request_id, experiment_id, fingerprint) "
+            "SELECT o.owner, e.request_id, e.experiment_id, NULL FROM experiments e "
+            "JOIN experiment_owners o ON o.experiment_id = e.experiment_id WHERE e.request_id IS NOT NULL"))
+        conn.execute(text("UPDATE experiments SET request_id = NULL"))
+
+
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
 
 
 @dataclass(frozen=True)
@@ -188,12 +213,22 @@ class TokenRecord:
     role: str
 
 
-class DuplicateRequest(Exception):
-    """An experiment with this request_id exists; ``experiment_id`` names it."""
+@dataclass(frozen=True)
+class RequestRecord:
+    """The experiment an owner's request id created, and the fingerprint of the spec sent with it
+    (None for ids stored before migration 5)."""
 
-    def __init__(self, experiment_id: str) -> None:
-        super().__init__(experiment_id)
-        self.experiment_id = experiment_id
+    experiment_id: str
+    fingerprint: str | None
+
+
+class DuplicateRequest(Exception):
+    """The owner already used this request_id; ``record`` names its experiment."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        super().__init__(record.experiment_id)
+        self.record = record
+        self.experiment_id = record.experiment_id
 
 
 @dataclass(frozen=True)
@@ -259,6 +294,7 @@ class Store:
         first_event: experiment_pb2.ExperimentEvent,
         cache_key: str | None = None,
         more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
+        fingerprint: str | None = None,
     ) -> experiment_pb2.ExperimentEvent:
         """Inserts an experiment and its first events (sequence 1, 2, ...) in one transaction: a crash
         cannot leave an experiment without its "created" event.
@@ -269,12 +305,13 @@ class Store:
             first_event: the "created" event.
             cache_key: the experiment's result-cache key (None: it takes no part in the cache).
             more_events: events stored after the first, in order (a cached copy's outcome).
+            fingerprint: the spec's fingerprint, stored with ``exp.request_id`` (when it has one).
 
         Returns:
             The last event as stored (``experiment_id``, ``sequence`` and ``time`` set).
 
         Raises:
-            DuplicateRequest: an experiment with the same non-empty request_id exists.
+            DuplicateRequest: the owner already sent the same non-empty request_id.
         """
         all_events = []
         for sequence, given in enumerate([first_event, *more_events], start=1):
@@ -291,7 +328,6 @@ class Store:
                 conn.execute(
                     insert(experiments).values(
                         experiment_id=exp.experiment_id,
-                        request_id=exp.request_id or None,
                         state=exp.state,
                         attempt=exp.attempt,
                         max_attempts=exp.max_attempts,
@@ -314,13 +350,17 @@ class Store:
                     for e in all_events
                 ])
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
+                if exp.request_id:
+                    conn.execute(insert(request_ids).values(
+                        owner=exp.owner, request_id=exp.request_id, experiment_id=exp.experiment_id,
+                        fingerprint=fingerprint))
                 if exp.labels:
                     conn.execute(
                         insert(experiment_labels),
                         [{"experiment_id": exp.experiment_id, "key": k, "value": v} for k, v in exp.labels.items()],
                     )
         except IntegrityError:
-            existing = self.find_by_request_id(exp.request_id) if exp.request_id else None
+            existing = self.find_by_request_id(exp.owner, exp.request_id) if exp.request_id else None
             if existing is None:
                 raise
             raise DuplicateRequest(existing) from None
@@ -341,12 +381,14 @@ class Store:
         with self.engine.begin() as conn:
             return [_experiment_from_row(r) for r in conn.execute(query)]
 
-    def find_by_request_id(self, request_id: str) -> str | None:
-        """The id of the experiment submitted with this request_id, if any."""
+    def find_by_request_id(self, owner: str, request_id: str) -> RequestRecord | None:
+        """The experiment ``owner`` submitted with this request_id, if any (never another owner's)."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                select(experiments.c.experiment_id).where(experiments.c.request_id == request_id)
-            ).scalar_one_or_none()
+            row = conn.execute(
+                select(request_ids.c.experiment_id, request_ids.c.fingerprint)
+                .where(request_ids.c.owner == owner, request_ids.c.request_id == request_id)
+            ).one_or_none()
+        return None if row is None else RequestRecord(row.experiment_id, row.fingerprint)
 
     def get_experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
         """The experiment with its current state, attempt, worker and times; None when unknown."""
