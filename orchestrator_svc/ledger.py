@@ -111,6 +111,7 @@ class Ledger:
         cache_key: str | None = None,
         more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
         fingerprint: str | None = None,
+        no_cache: bool = False,
     ) -> None:
         """Stores a new experiment together with its first event, the StateChange to QUEUED, and
         ``more_events`` (one transaction), then announces the last event.
@@ -120,6 +121,7 @@ class Ledger:
             cache_key: its result-cache key (None: it takes no part in the cache).
             more_events: a cached copy's events after "created" (a note, then the terminal event).
             fingerprint: the spec's fingerprint, stored with its request id.
+            no_cache: it was sent with no_cache (a failure of it is never reused).
 
         Raises:
             DuplicateRequest: the owner already sent the same non-empty request_id.
@@ -133,6 +135,7 @@ class Ledger:
             cache_key,
             more_events,
             fingerprint,
+            no_cache,
         )
         self.created += 1
         await self._announce(stored)

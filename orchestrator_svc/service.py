@@ -305,11 +305,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             owner=owner,
         )
         key = cache.cache_key(exp, dataset.digest, self.registry.expected_build)
-        original = None if request.no_cache else next(
-            (e for e in self.store.cached(key, owner) if cache.reusable(e)), None)
+        original = None if request.no_cache else cache.choose(self.store.cached(key, owner))
         more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
-            await self.ledger.create(exp, key, more_events, fingerprint if request.request_id else None)
+            await self.ledger.create(exp, key, more_events, fingerprint if request.request_id else None,
+                                     request.no_cache)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
             return self._repeated(request, dup.record, fingerprint)
         self.log.info(

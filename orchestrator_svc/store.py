@@ -85,6 +85,8 @@ experiments = Table(
     Column("queue_deadline", Float),
     # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
     Column("cache_key", String(64), index=True),
+    # Added by migration 5: sent with no_cache; its outcome may stand for others only if SUCCEEDED.
+    Column("no_cache", Boolean),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -193,6 +195,8 @@ def _migration_5(engine: Engine) -> None:
     # column's UNIQUE) to request_ids, keyed by (owner, request_id); the old column stays NULL from now on.
     metadata.create_all(engine, tables=[request_ids])
     with engine.begin() as conn:
+        if "no_cache" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN no_cache BOOLEAN"))
         conn.execute(text(
             "INSERT OR IGNORE INTO request_ids (owner, request_id, experiment_id, fingerprint) "
             "SELECT o.owner, e.request_id, e.experiment_id, NULL FROM experiments e "
@@ -295,6 +299,7 @@ class Store:
         cache_key: str | None = None,
         more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
         fingerprint: str | None = None,
+        no_cache: bool = False,
     ) -> experiment_pb2.ExperimentEvent:
         """Inserts an experiment and its first events (sequence 1, 2, ...) in one transaction: a crash
         cannot leave an experiment without its "created" event.
@@ -306,6 +311,7 @@ class Store:
             cache_key: the experiment's result-cache key (None: it takes no part in the cache).
             more_events: events stored after the first, in order (a cached copy's outcome).
             fingerprint: the spec's fingerprint, stored with ``exp.request_id`` (when it has one).
+            no_cache: it was sent with no_cache: a failure of it is never reused.
 
         Returns:
             The last event as stored (``experiment_id``, ``sequence`` and ``time`` set).
@@ -339,6 +345,7 @@ class Store:
                                         if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
                         cache_key=cache_key,
+                        no_cache=no_cache,
                         result=exp.result.SerializeToString() if exp.HasField("result") else None,
                         error=exp.error.SerializeToString() if exp.HasField("error") else None,
                         start_time=exp.start_time.ToMicroseconds() / 1e6 if finished else None,
@@ -367,12 +374,14 @@ class Store:
         return stored
 
     def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
-        """The owner's finished experiments with this cache key, newest first (at most ``limit``)."""
+        """The owner's finished experiments with this cache key, newest first (at most ``limit``);
+        a failure only from an experiment not sent with no_cache."""
+        succeeded = experiments.c.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
         query = (
             select(experiments)
             .where(experiments.c.cache_key == cache_key)
-            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
-                                            experiment_pb2.EXPERIMENT_STATE_FAILED]))
+            .where(succeeded | ((experiments.c.state == experiment_pb2.EXPERIMENT_STATE_FAILED)
+                                & experiments.c.no_cache.is_not(True)))
             .where(experiments.c.experiment_id.in_(
                 select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
             .order_by(experiments.c.row.desc())
