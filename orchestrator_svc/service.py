@@ -524,6 +524,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 if len(rows) > MAX_WATCHED:
                     raise InvalidArgument("labels", f"select {len(rows)} experiments, over the limit of {MAX_WATCHED}")
                 for experiment_id, state, last_sequence in rows:
+                    if sent.get(experiment_id, 0) > last_sequence:
+                        # As in WatchExperiment: that event never existed, so waiting for it (or
+                        # for the terminal event behind it) would never end.
+                        raise OutOfRange(
+                            f"{sent[experiment_id]} is past the last event ({last_sequence}) of experiment "
+                            f"{echo(experiment_id)}", field=f"after_sequences[{echo(experiment_id)}]",
+                            metadata={"last_sequence": str(last_sequence)})
                     stored[experiment_id] = max(stored.get(experiment_id, 0), last_sequence)
                     if state in TERMINAL_STATES and sent.get(experiment_id, 0) >= last_sequence:
                         ended.add(experiment_id)  # finished before this stream, and seen already
