@@ -554,11 +554,19 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """The experiment's results in CompressAI's results layout (module docstring), JSON-safe.
 
     A point without MS-SSIM (images too small) has ``null`` there. The description says which
-    points left exact images out of their PSNR mean, or have MS-SSIM on only some images.
+    points left exact images out of their PSNR mean, or have MS-SSIM on only some images. A copy
+    from the result cache has ``cached_from``, the experiment that ran.
 
     Raises:
         ValueError: the experiment did not succeed; the message names it and its state.
     """
+    exported = _compressai_layout(exp)
+    if exp.cached_from:
+        exported["cached_from"] = exp.cached_from
+    return exported
+
+
+def _compressai_layout(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     if exp.state == SUCCEEDED and any(p.HasField("agent_report") for p in exp.result.points):
         return agent_reported_results(exp)
     curve = Curve.from_experiment(exp)
