@@ -172,8 +172,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
         validation.check_text(request.dataset, "dataset", validation.MAX_NAME_CHARS)
-        dataset = self.store.find_dataset(request.dataset)
-        if dataset is None or not _may_see_dataset(dataset, principal):
+        dataset = self.store.find_dataset(request.dataset, lambda d: _may_see_dataset(d, principal))
+        if dataset is None:
             known = ", ".join(d.name for d in self.store.list_datasets() if _may_see_dataset(d, principal))
             raise InvalidArgument(
                 "dataset", f"unknown dataset {echo(request.dataset)} (known: {known})",

@@ -592,19 +592,21 @@ class Store:
                 )
             )
 
-    def find_dataset(self, name_or_digest: str) -> orchestrator_pb2.Dataset | None:
-        """The dataset with this name or digest (the oldest if several match); None when there is none."""
+    def find_dataset(
+        self, name_or_digest: str, visible: Callable[[orchestrator_pb2.Dataset], bool] | None = None
+    ) -> orchestrator_pb2.Dataset | None:
+        """The dataset with this name, else the oldest with this digest, among those ``visible``
+        accepts (None: all); None when there is none. Filtering first matters: several users may
+        hold datasets of the same images, and a digest must find the caller's, not another's."""
         with self.engine.begin() as conn:
-            data = (
-                conn.execute(
-                    select(datasets.c.data)
-                    .where((datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest))
-                    .order_by(datasets.c.create_time)
-                )
-                .scalars()
-                .first()
-            )
-        return None if data is None else orchestrator_pb2.Dataset.FromString(data)
+            rows = conn.execute(
+                select(datasets.c.name, datasets.c.data)
+                .where((datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest))
+                .order_by(datasets.c.create_time)
+            ).all()
+        by_name_first = sorted(rows, key=lambda r: r.name != name_or_digest)  # stable: then oldest first
+        found = [orchestrator_pb2.Dataset.FromString(r.data) for r in by_name_first]
+        return next((d for d in found if visible is None or visible(d)), None)
 
     def list_datasets(self) -> list[orchestrator_pb2.Dataset]:
         """Every dataset, by name."""
