@@ -157,8 +157,9 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
     """(rates, distortions) sorted by rate, checked for what BD-rate with PCHIP needs.
 
     Raises:
-        NotComputable: too few points, a lossless (infinite) quality value, a missing MS-SSIM,
-            a non-positive rate, or a quality that does not increase with the rate.
+        NotComputable: too few points, a lossless (infinite) or unmeasured (NaN) quality value,
+            a missing MS-SSIM, a non-positive or non-finite rate, or a quality that does not
+            increase with the rate.
     """
     label = _METRIC_LABEL[metric]
     pairs = []
@@ -172,13 +173,16 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
             )
         else:
             quality = ms_ssim_db(point.ms_ssim)
+        if math.isnan(quality):  # not "infinite": nothing says the images are exact
+            raise NotComputable(f"{curve.title} has no {label} value at {where} (NaN): the metric was not measured")
         if not math.isfinite(quality):
             raise NotComputable(
                 f"{curve.title} has an infinite {label} at {where} (every image is exact there): "
                 "BD-rate compares lossy curves"
             )
-        if point.bpp <= 0:
-            raise NotComputable(f"{curve.title} has {point.bpp} bpp at {where}; the rate must be positive")
+        if not math.isfinite(point.bpp) or point.bpp <= 0:
+            raise NotComputable(f"{curve.title} has {point.bpp} bpp at {where}; the rate must be a positive "
+                                "finite number")
         pairs.append((point.bpp, quality, point.params))
     if len(pairs) < MIN_BD_POINTS:
         raise NotComputable(f"{curve.title} has {len(pairs)} parameter point(s); BD-rate needs at least "
@@ -252,8 +256,11 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the overlap is reported through BdRate.note instead
-        percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
-                                            require_matching_points=False, min_overlap=0))
+        try:
+            percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
+                                                require_matching_points=False, min_overlap=0))
+        except ValueError as exc:  # whatever the checks above missed: a reason, never a crash
+            return BdRate(metric, None, f"not computable: the bjontegaard package refused the curves: {exc}")
     return BdRate(metric, percent, overlap=overlap)
 
 
