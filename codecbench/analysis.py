@@ -8,8 +8,11 @@ demo, which only format what these return.
   piecewise cubic Hermite interpolation (PCHIP, as in the JCT-VC common-test-conditions sheet)
   instead of the original cubic polynomial fit. The rate is each point's mean bpp, the distortion
   its mean PSNR in dB, or its mean MS-SSIM expressed in dB, ``-10 * log10(1 - MS-SSIM)`` (the scale
-  of CompressAI's plots). The result is the average bitrate difference of the test curve against
-  the anchor at equal quality, in percent: negative means the test needs fewer bits. Each curve
+  of CompressAI's plots). When a point of either curve has exact images, the PSNR curve is pooled
+  bpp against pooled PSNR instead (:func:`psnr_convention`: the mean PSNR leaves exact images out
+  and would reward a codec that makes them inexact); each result says which convention it used.
+  The result is the average bitrate difference of the test curve against the anchor at equal
+  quality, in percent: negative means the test needs fewer bits. Each curve
   needs at least four points (VCEG-M33's four rates; the common test conditions use four QPs), and
   both experiments must have run on the same dataset unless the caller allows otherwise (then every
   row says so).
@@ -94,6 +97,9 @@ class RdPoint:
         image_count: images of the point.
         lossless_image_count: exact images (left out of ``psnr_db`` unless all are).
         ms_ssim_image_count: images that have an MS-SSIM value.
+        pooled_bpp: 8 * total bytes / total pixels (CLIC); NaN when not stored.
+        pooled_psnr_db: the PSNR of the pooled MSE, which counts exact images with MSE 0 (so an
+            inexact image never raises it); +inf only when every image is exact.
     """
 
     params: str
@@ -104,13 +110,15 @@ class RdPoint:
     image_count: int = 0
     lossless_image_count: int = 0
     ms_ssim_image_count: int = 0
+    pooled_bpp: float = math.nan
+    pooled_psnr_db: float = math.nan
 
     @classmethod
     def from_point(cls, point: experiment_pb2.PointResult) -> RdPoint:
         """The RD point of a point result."""
         return cls(values.format_params(point.params), point.bpp, point.psnr_db,
                    point.ms_ssim if point.HasField("ms_ssim") else None, point.lossless, point.image_count,
-                   point.lossless_image_count, point.ms_ssim_image_count)
+                   point.lossless_image_count, point.ms_ssim_image_count, point.pooled_bpp, point.pooled_psnr_db)
 
 
 @dataclass(frozen=True)
@@ -153,26 +161,50 @@ class DifferentDatasets(ValueError):
     each experiment and its dataset."""
 
 
-def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
+# How a BD-rate's rate and PSNR are aggregated per point (BdRate.convention).
+MEANS = "per-image means"
+POOLED = "pooled"
+
+
+def psnr_convention(curves: Iterable[Curve]) -> str:
+    """:data:`MEANS` when no point of any curve has an exact image, else :data:`POOLED`.
+
+    The per-image mean PSNR leaves exact images out (their PSNR is infinite), so turning an exact
+    image into a 32 dB one can raise it: a worse codec would get a better curve. The pooled PSNR
+    counts exact images with MSE 0 and never rewards inexactness; with no exact image anywhere the
+    two conventions rank codecs alike and the per-image means (CompressAI's) are used.
+    """
+    return POOLED if any(p.lossless_image_count for c in curves for p in c.points) else MEANS
+
+
+def _rd_pairs(curve: Curve, metric: str, convention: str = MEANS) -> tuple[list[float], list[float]]:
     """(rates, distortions) sorted by rate, checked for what BD-rate with PCHIP needs.
+
+    With ``convention`` :data:`POOLED` the PSNR curve is pooled bpp against pooled PSNR; otherwise
+    (and always for MS-SSIM) the per-image means.
 
     Raises:
         NotComputable: too few points, a lossless (infinite) or unmeasured (NaN) quality value,
-            a missing MS-SSIM, a non-positive or non-finite rate, or a quality that does not
-            increase with the rate.
+            a missing MS-SSIM, a non-positive or non-finite rate, duplicate points, or a quality
+            that does not increase with the rate.
     """
     label = _METRIC_LABEL[metric]
+    pooled = metric == PSNR and convention == POOLED
     pairs = []
     for point in curve.points:
         where = point.params or "its only point"
+        rate = point.pooled_bpp if pooled else point.bpp
         if metric == PSNR:
-            quality = point.psnr_db
+            quality = point.pooled_psnr_db if pooled else point.psnr_db
         elif point.ms_ssim is None:
             raise NotComputable(
                 f"{curve.title} has no MS-SSIM at {where} (every image is below 161 px on its shorter side)"
             )
         else:
             quality = ms_ssim_db(point.ms_ssim)
+        if pooled and not (math.isfinite(rate) and rate > 0):
+            raise NotComputable(f"{curve.title} has no pooled figures at {where} (stored before they were "
+                                "measured), and BD-rate needs them where points have exact images")
         if math.isnan(quality):  # not "infinite": nothing says the images are exact
             raise NotComputable(f"{curve.title} has no {label} value at {where} (NaN): the metric was not measured")
         if not math.isfinite(quality):
@@ -180,21 +212,34 @@ def _rd_pairs(curve: Curve, metric: str) -> tuple[list[float], list[float]]:
                 f"{curve.title} has an infinite {label} at {where} (every image is exact there): "
                 "BD-rate compares lossy curves"
             )
-        if not math.isfinite(point.bpp) or point.bpp <= 0:
-            raise NotComputable(f"{curve.title} has {point.bpp} bpp at {where}; the rate must be a positive "
+        if not math.isfinite(rate) or rate <= 0:
+            raise NotComputable(f"{curve.title} has {rate} bpp at {where}; the rate must be a positive "
                                 "finite number")
-        pairs.append((point.bpp, quality, point.params))
+        pairs.append((rate, quality, point.params))
     if len(pairs) < MIN_BD_POINTS:
         raise NotComputable(f"{curve.title} has {len(pairs)} parameter point(s); BD-rate needs at least "
                             f"{MIN_BD_POINTS} per curve (fewer make a line, not an RD curve)")
     pairs.sort()
     for (bpp_a, q_a, p_a), (bpp_b, q_b, p_b) in zip(pairs, pairs[1:], strict=False):
+        if bpp_a == bpp_b:
+            same = "duplicate points" if q_a == q_b else "two points at the same rate"
+            raise NotComputable(
+                f"{curve.title}: {same} ({p_a or 'no parameters'} and {p_b or 'no parameters'}: {bpp_a:.4f} bpp, "
+                f"{label} {q_a:.3f} and {q_b:.3f}); BD-rate needs one point per rate: drop one of them"
+            )
         if q_b <= q_a:
             raise NotComputable(
                 f"{curve.title}: {label} does not increase with the rate ({p_a}: {bpp_a:.4f} bpp, {q_a:.3f}; "
                 f"{p_b}: {bpp_b:.4f} bpp, {q_b:.3f}); BD-rate needs a monotonic RD curve"
             )
     return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _ms_ssim_caveats(curves: Sequence[Curve]) -> tuple[str, ...]:
+    """The points whose MS-SSIM covers fewer images than their rate (images below 161 px have none)."""
+    return tuple(f"{c.title} {p.params or 'its only point'}: MS-SSIM over {p.ms_ssim_image_count} of "
+                 f"{p.image_count} images, the rate over all {p.image_count}"
+                 for c in curves for p in c.points if 0 < p.ms_ssim_image_count < p.image_count)
 
 
 @dataclass(frozen=True)
@@ -205,25 +250,41 @@ class BdRate:
         percent: average rate difference at equal quality in %; None when not computable.
         reason: why it is not computable (empty when ``percent`` is set).
         overlap: share of the two curves' combined quality range that both cover (0..1).
+        convention: how each point's rate and quality were aggregated: :data:`MEANS` (mean bpp,
+            mean PSNR or MS-SSIM) or :data:`POOLED` (pooled bpp and pooled PSNR; see
+            :func:`psnr_convention`).
+        caveats: points whose MS-SSIM covers fewer images than their rate (MS-SSIM only).
     """
 
     metric: str
     percent: float | None
     reason: str = ""
     overlap: float = 0.0
+    convention: str = MEANS
+    caveats: tuple[str, ...] = ()
 
     @property
     def note(self) -> str:
-        """A caveat to print with a computed value: the curves overlap little in quality."""
-        if self.percent is not None and self.overlap < LOW_OVERLAP:
-            return (f"averaged over the common {_METRIC_LABEL[self.metric]} range only, {self.overlap:.0%} of the "
-                    f"combined range (the bjontegaard package warns below {LOW_OVERLAP:.0%})")
-        return ""
+        """What to print with a computed value: the pooled convention, points whose MS-SSIM covers
+        fewer images than their rate, and little overlap in quality; empty when none applies."""
+        if self.percent is None:
+            return ""
+        said = []
+        if self.convention == POOLED:
+            said.append("pooled bpp and pooled PSNR (CLIC): some points have exact images, which the per-image "
+                        "mean PSNR leaves out")
+        if self.caveats:
+            said.append("MS-SSIM covers fewer images than the rate at " + "; ".join(self.caveats))
+        if self.overlap < LOW_OVERLAP:
+            said.append(f"averaged over the common {_METRIC_LABEL[self.metric]} range only, {self.overlap:.0%} of "
+                        f"the combined range (the bjontegaard package warns below {LOW_OVERLAP:.0%})")
+        return "; ".join(said)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (non-finite floats spelled as protobuf JSON does)."""
         return json_safe({"metric": self.metric, "percent": self.percent, "reason": self.reason,
-                          "overlap": self.overlap, "note": self.note})
+                          "overlap": self.overlap, "convention": self.convention,
+                          "caveats": list(self.caveats), "note": self.note})
 
 
 def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
@@ -238,11 +299,13 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
     """
     if metric not in BD_METRICS:
         raise ValueError(f"metric {metric!r} is not one of {', '.join(BD_METRICS)}")
+    convention = psnr_convention((anchor, test)) if metric == PSNR else MEANS
+    caveats = _ms_ssim_caveats((anchor, test)) if metric == MS_SSIM else ()
     try:
-        rate_a, dist_a = _rd_pairs(anchor, metric)
-        rate_t, dist_t = _rd_pairs(test, metric)
+        rate_a, dist_a = _rd_pairs(anchor, metric, convention)
+        rate_t, dist_t = _rd_pairs(test, metric, convention)
     except NotComputable as exc:
-        return BdRate(metric, None, f"not computable: {exc}")
+        return BdRate(metric, None, f"not computable: {exc}", convention=convention)
     low, high = max(dist_a[0], dist_t[0]), min(dist_a[-1], dist_t[-1])
     overlap = max(high - low, 0.0) / (max(dist_a[-1], dist_t[-1]) - min(dist_a[0], dist_t[0]))
     if overlap <= 0.0:
@@ -250,7 +313,7 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
         return BdRate(metric, None, (
             f"not computable: the {_METRIC_LABEL[metric]} ranges do not overlap ({anchor.title}: "
             f"{dist_a[0]:.2f}-{dist_a[-1]:.2f} {unit}, {test.title}: {dist_t[0]:.2f}-{dist_t[-1]:.2f} {unit})"
-        ))
+        ), convention=convention)
     # Imported here: bjontegaard loads scipy and pyplot (1.5 s), which `codecbench ls` should not pay.
     import bjontegaard
 
@@ -260,8 +323,9 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
             percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
                                                 require_matching_points=False, min_overlap=0))
         except ValueError as exc:  # whatever the checks above missed: a reason, never a crash
-            return BdRate(metric, None, f"not computable: the bjontegaard package refused the curves: {exc}")
-    return BdRate(metric, percent, overlap=overlap)
+            return BdRate(metric, None, f"not computable: the bjontegaard package refused the curves: {exc}",
+                          convention=convention)
+    return BdRate(metric, percent, overlap=overlap, convention=convention, caveats=caveats)
 
 
 @dataclass(frozen=True)
@@ -333,22 +397,33 @@ def _plot_labels(curves: Sequence[Curve]) -> list[str]:
 def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
     """Writes a PNG of PSNR (dB) against rate (bpp), one line per curve, labelled by agent name.
 
-    Lossless points (every image exact, PSNR = inf) cannot be drawn; they are listed in a note under
-    the plot. A point that is not lossless is never called so: one whose PSNR is infinite all the
-    same (results stored before the mean left exact images out) is noted as such; one with some
-    exact images is drawn at the mean PSNR of the others, and the note says how many were exact.
+    Every curve is drawn in one convention (:func:`psnr_convention` over the points that can be
+    drawn): the per-image means when no drawn point has an exact image, else pooled bpp against
+    pooled PSNR for every curve (the mean PSNR leaves exact images out and would draw a worse codec
+    higher); the axes and a note say which. Lossless points (every image exact, PSNR = inf) cannot
+    be drawn; they are listed in a note under the plot. A point that is not lossless is never called
+    so: one whose PSNR is infinite all the same (results stored before the mean left exact images
+    out) is noted as such; one with some exact images is noted with how many.
 
     Returns:
-        The notes (one per curve with points that are lossless, infinite or partly exact), also
-        printed on the figure.
+        The notes (the pooled convention; one per curve with points that are lossless, infinite or
+        partly exact), also printed on the figure.
     """
     from matplotlib.figure import Figure  # Figure renders with Agg; pyplot's global state is never touched
 
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     axes = figure.subplots()
+    drawable = [Curve(c.experiment_id, c.name, tuple(p for p in c.points if not p.lossless), c.dataset)
+                for c in curves]
+    pooled = psnr_convention(drawable) == POOLED
     notes = []
+    if pooled:
+        notes.append("every curve drawn at pooled bpp and pooled PSNR (CLIC): some points have exact images, "
+                     "which the per-image mean PSNR leaves out")
     for curve, label in zip(curves, _plot_labels(curves), strict=True):
-        finite = sorted((p.bpp, p.psnr_db) for p in curve.points if math.isfinite(p.psnr_db))
+        finite = sorted((p.pooled_bpp, p.pooled_psnr_db) if pooled else (p.bpp, p.psnr_db)
+                        for p in curve.points if not p.lossless
+                        and math.isfinite(p.pooled_psnr_db if pooled else p.psnr_db))
         if finite:
             axes.plot([p[0] for p in finite], [p[1] for p in finite], "o-", label=label)
         said = []
@@ -360,11 +435,11 @@ def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
                 said.append(f"PSNR = inf but not lossless (not drawn) {where}")
             elif p.lossless_image_count:
                 said.append(f"{p.lossless_image_count} of {p.image_count} images exact {where}; "
-                            f"drawn at the mean PSNR of the other {p.image_count - p.lossless_image_count}")
+                            "the pooled PSNR drawn counts them with MSE 0")
         if said:
             notes.append(f"{label}: {'; '.join(said)}")
-    axes.set_xlabel("rate [bpp]")
-    axes.set_ylabel("PSNR RGB [dB]")
+    axes.set_xlabel("pooled rate [bpp]" if pooled else "rate [bpp]")
+    axes.set_ylabel("pooled PSNR RGB [dB]" if pooled else "PSNR RGB [dB]")
     axes.grid(True, alpha=0.3)
     if axes.lines:
         axes.legend(loc="lower right")
@@ -588,7 +663,7 @@ def _compressai_layout(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
         f"; {p.params or 'the point'}: ms-ssim-rgb over {p.ms_ssim_image_count} of {p.image_count} images"
         for p in curve.points if 0 < p.ms_ssim_image_count < p.image_count
     )
-    return json_safe({
+    exported: dict[str, Any] = {
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name} on {exp.dataset} ({images} images, "
                        f"device {devices.short_name(exp.device)}, worker {exp.worker_id}); points: {params}{caveats}",
@@ -599,19 +674,31 @@ def _compressai_layout(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
             "encoding_time": [p.encode_ms / 1000.0 for p in points],
             "decoding_time": [p.decode_ms / 1000.0 for p in points],
         },
-    })
+    }
+    # A seed agent that takes images reports its own figures per image: kept beside the measured
+    # results, never mixed into them.
+    reported = [{**_report_json(i.metrics.agent_report), "params": values.format_params(p.params),
+                 "image": i.image_name} for p in points for i in p.images if i.metrics.HasField("agent_report")]
+    if reported:
+        exported["agent_reported"] = reported
+        exported["description"] += ("; agent_reported: the agent's own figures per image (NOT measured by "
+                                    "codecbench)")
+    safe: dict[str, Any] = json_safe(exported)
+    return safe
+
+
+def _report_json(report: experiment_pb2.AgentReport) -> dict[str, Any]:
+    """An agent report's values (typed as they came) and the names of the entries not reported."""
+    return {"values": {k: values.from_value(v) for k, v in sorted(report.values.items())},
+            "not_scalar": list(report.ignored_keys)}
 
 
 def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """A seed agent that takes no image, exported: empty CompressAI ``results`` (nothing was
     measured) and its own figures under ``agent_reported``, one entry per point, with the size of
     its encoding dict as it crossed the process boundary. JSON-safe."""
-    reports = [{
-        "params": values.format_params(p.params),
-        "values": {k: values.from_value(v) for k, v in sorted(p.agent_report.values.items())},
-        "not_scalar": list(p.agent_report.ignored_keys),
-        "encoding_data_bytes": p.agent_report.encoding_data_bytes,
-    } for p in exp.result.points]
+    reports = [{"params": values.format_params(p.params), **_report_json(p.agent_report),
+                "encoding_data_bytes": p.agent_report.encoding_data_bytes} for p in exp.result.points]
     return json_safe({
         "name": exp.agent.name,
         "description": f"codecbench {exp.experiment_id}: {exp.agent.name}, a seed agent that takes no image: "
@@ -623,7 +710,8 @@ def agent_reported_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
 
 
 __all__ = [
-    "BD_METHOD", "BD_METRICS", "MIN_BD_POINTS", "MS_SSIM", "PSNR", "BdRate", "BdRateRow", "Curve",
+    "BD_METHOD", "BD_METRICS", "MEANS", "MIN_BD_POINTS", "MS_SSIM", "POOLED", "PSNR", "BdRate", "BdRateRow", "Curve",
     "DifferentDatasets", "ErrorGroup", "NotComputable", "RdPoint", "agent_reported_results", "bd_rate",
-    "bd_rate_table", "compressai_results", "error_location", "group_errors", "json_safe", "ms_ssim_db", "rd_plot",
+    "bd_rate_table", "compressai_results", "error_location", "group_errors", "json_safe", "ms_ssim_db",
+    "psnr_convention", "rd_plot",
 ]

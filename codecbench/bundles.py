@@ -98,8 +98,13 @@ def _bundle(
             entry_module = "codec"
         elif len(top) == 1:
             entry_module = top[0]
+        elif not top:
+            nested = any(f.name.endswith(".py") for f in files)
+            where = "at its top level (only in subfolders: point at the agent's own folder)" if nested else ""
+            raise ValueError(f"{folder} has no Python files{' ' + where if where else ''}: an agent is a folder "
+                             "with an entry module such as codec.py (docs/agents.md)")
         else:
-            raise ValueError(f"{folder}: cannot choose an entry module among {top or 'no .py files'}; "
+            raise ValueError(f"{folder}: cannot choose an entry module among {top}; "
                              "name one (codecbench run --entry-module NAME)")
     return types_pb2.AgentBundle(
         name=name or folder.resolve().name, files=files, entry_module=entry_module, contract=contract

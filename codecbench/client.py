@@ -541,6 +541,13 @@ class Client:
         if not folder.is_dir():
             raise FileNotFoundError(f"dataset folder {folder} does not exist")
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in datasets.IMAGE_SUFFIXES)
+        if not files:  # said here: the orchestrator would only see an upload without images
+            others = sorted(p.name for p in folder.iterdir() if p.is_file())
+            skipped = f" (it has {', '.join(others[:5])}{', ...' if len(others) > 5 else ''})" if others else ""
+            raise errors.InvalidArgument(
+                "folder", f"{folder} has no {'/'.join(datasets.IMAGE_SUFFIXES)} files{skipped}: a dataset takes PNG "
+                "and JPEG images only; convert other formats (GIF, WebP, TIFF) to PNG first",
+            )
 
         async def messages() -> AsyncIterator[orchestrator_pb2.CreateDatasetRequest]:
             yield orchestrator_pb2.CreateDatasetRequest(header=orchestrator_pb2.CreateDatasetHeader(name=name))

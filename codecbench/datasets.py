@@ -163,6 +163,28 @@ def _pixels(img: PILImage, source: _Source) -> np.ndarray:
     return np.repeat(gray[:, :, None], 3, axis=2)
 
 
+# The formats a dataset image may have (Pillow's names), and how many frames.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a JPEG with extra (preview) images; its first is the photo
+
+
+def _refuse_unsupported(name: str, img: PILImage) -> None:
+    """Refuses an image that is not one still PNG/JPEG picture: another format (GIF, WebP, TIFF
+    read by Pillow), or an animated PNG of several frames, which would otherwise be evaluated as
+    its first frame without a word.
+
+    Raises:
+        ImageDecodeError: naming the file, its format and frame count, and what to do.
+    """
+    frames = int(getattr(img, "n_frames", 1))
+    if img.format not in ACCEPTED_FORMATS:
+        raise ImageDecodeError(f"{name}: a {img.format or 'unknown'} image ({frames} frame(s)); datasets take "
+                               "PNG and JPEG images only: convert it (the first frame of an animation, if that "
+                               "is the image meant) to PNG")
+    if frames > 1 and img.format == "PNG":
+        raise ImageDecodeError(f"{name}: an animated PNG of {frames} frames; codecbench evaluates still images "
+                               "and does not pick a frame for you: save the frame you mean as its own PNG")
+
+
 def decode_image(name: str, data: bytes) -> DatasetImage:
     """Decodes PNG/JPEG bytes to RGB uint8 pixels, stating any conversion.
 
@@ -198,6 +220,7 @@ def decode_rgb(name: str, data: bytes) -> tuple[np.ndarray, str]:
         with Image.open(io.BytesIO(data)) as img:
             if img.width * img.height > MAX_PIXELS:
                 raise ImageDecodeError(f"{name}: {img.width}x{img.height} exceeds {MAX_PIXELS} pixels")
+            _refuse_unsupported(name, img)
             img.load()
             transparency = "transparency" in img.info
             source = _source(data, img.mode, img.format, transparency)
@@ -208,6 +231,9 @@ def decode_rgb(name: str, data: bytes) -> tuple[np.ndarray, str]:
                 notes.append(f"EXIF orientation {orientation} applied ({_ORIENTATIONS[orientation]})")
                 oriented = ImageOps.exif_transpose(img)
             else:
+                if orientation != 1:  # EXIF 2.32 defines 1..8 only
+                    notes.append(f"EXIF orientation {str(orientation)[:40]} is not a valid value (1-8): "
+                                 "ignored, the pixels are used as stored")
                 oriented = img
             if img.info.get("icc_profile"):
                 notes.append("embedded ICC colour profile not applied (values used as stored)")

@@ -390,7 +390,9 @@ def describe(error: errors_pb2.Error) -> str:
     if error.HasField("image_index"):
         parts.append(f"(image {error.image_index}{' ' + error.image_name if error.image_name else ''})")
     head = " ".join(parts)
-    message = f"{error.exception_type}: {error.message}" if error.exception_type else error.message
+    message = error.message
+    if error.exception_type and f"{error.exception_type}:" not in message:  # said once, where the message puts it
+        message = f"{error.exception_type}: {message}"
     return f"{head}: {message}"
 
 

@@ -15,6 +15,7 @@ Layout of the data directory ``D`` of :func:`start_local`::
     D/logs/             orchestrator.log and worker.log (structured JSON lines)
     D/client.token      an admin token (0600) that the CLI finds when D is ./.codecbench
     D/orchestrator/enroll.token   the enrollment secret the worker registers with (0600)
+    D/up.pid            while ``codecbench up`` runs: its pid and start time (``codecbench down`` reads it)
 
 Every directory is 0700. The services listen on 127.0.0.1 in plaintext; tokens still guard every
 call, so another local user can neither submit code nor read results.
@@ -63,7 +64,22 @@ _LAUNCHER = (
 
 
 class LocalStartError(RuntimeError):
-    """A local service did not start; the message names it, quotes its log's end and points at the log."""
+    """A local service did not start; the message names it, quotes its log's end and points at the log.
+
+    Attributes:
+        exit_code: the service's exit status when it exited; 2 (a usage error: an address it cannot
+            bind, a bad argument) comes with a one-line message, the service's own.
+    """
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# The exit status of a service that refused its arguments (argparse's, and rpc.EXIT_BIND_FAILED): its
+# last stderr line says why, in one line ("codecbench-orchestrator: error: could not bind ...").
+_USAGE_EXIT = 2
+_PROG_ERROR = re.compile(r"^\S+: error: ")
 
 
 @dataclass
@@ -187,8 +203,10 @@ async def spawn_service(
         await process.wait()
         raise
     code = await process.wait()
+    if code == _USAGE_EXIT and (last := service.log_lines()[-1:]):
+        raise LocalStartError(f"the {name} did not start: {_PROG_ERROR.sub('', last[0])}", code)
     raise LocalStartError(f"the {name} exited with code {code} before it was ready; see {log_path}:\n"
-                          f"{service.log_tail()}")
+                          f"{service.log_tail()}", code)
 
 
 async def eventually(
@@ -237,6 +255,76 @@ class LocalServices:
         for task in pending:
             task.cancel()
         return waits[done.pop()]
+
+
+# While `codecbench up` runs, DATA_DIR/up.pid holds "PID START": its process id and its start time
+# (/proc/PID/stat field 22, clock ticks since boot), so that a pid reused by another process after
+# a crash is not mistaken for it (a pid alone was rejected for that reason).
+UP_PID_FILE = "up.pid"
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of a live process (/proc/PID/stat field 22), None when there is none (or a zombie)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # the name (field 2) may hold spaces and parentheses
+    return None if fields[0] == "Z" else fields[19]
+
+
+def running_up(data_dir: Path) -> int | None:
+    """The pid of the ``codecbench up`` that serves ``data_dir``, None when none runs (no pid
+    file, or one a process that has ended left behind)."""
+    try:
+        pid_text, start = (data_dir / UP_PID_FILE).read_text().split()
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    return pid if _process_start(pid) == start else None
+
+
+def claim_up(data_dir: Path) -> None:
+    """Records this process as the ``codecbench up`` of ``data_dir`` (its pid file; created with the folder).
+
+    Raises:
+        LocalStartError: another ``codecbench up`` serves ``data_dir`` (exit code 2).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    if (other := running_up(data_dir)) is not None:
+        raise LocalStartError(f"`codecbench up` already runs for {data_dir} (pid {other}); stop it with "
+                              f"`codecbench down --data-dir {data_dir}`", _USAGE_EXIT)
+    (data_dir / UP_PID_FILE).write_text(f"{os.getpid()} {_process_start(os.getpid())}\n")
+
+
+def release_up(data_dir: Path) -> None:
+    """Removes ``data_dir``'s pid file if it is this process's."""
+    if running_up(data_dir) == os.getpid():
+        (data_dir / UP_PID_FILE).unlink(missing_ok=True)
+
+
+async def stop_up(data_dir: Path, timeout_s: float = 30.0) -> int | None:
+    """SIGTERMs the ``codecbench up`` of ``data_dir`` and waits until it has exited (it stops its
+    worker, then its orchestrator, before it exits).
+
+    Returns:
+        Its pid; None when none runs (a pid file left by one that has ended is removed).
+
+    Raises:
+        TimeoutError: it still runs after ``timeout_s`` seconds.
+    """
+    pid = running_up(data_dir)
+    if pid is None:
+        (data_dir / UP_PID_FILE).unlink(missing_ok=True)
+        return None
+    start = _process_start(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    await eventually(lambda: _process_start(pid) != start, timeout_s,
+                     what=f"`codecbench up` (pid {pid}) stops its services and exits")
+    (data_dir / UP_PID_FILE).unlink(missing_ok=True)
+    return pid
 
 
 async def _wait_registered(address: str, worker_id: str, timeout_s: float, token_file: Path) -> None:
@@ -333,6 +421,6 @@ async def start_local(
 
 
 __all__ = [
-    "LocalService", "LocalServices", "LocalStartError", "eventually", "spawn_service", "start_local",
-    "worker_isolation_args",
+    "UP_PID_FILE", "LocalService", "LocalServices", "LocalStartError", "claim_up", "eventually", "release_up",
+    "running_up", "spawn_service", "start_local", "stop_up", "worker_isolation_args",
 ]

@@ -6,7 +6,8 @@
   in float16); values are then clamped to [0, 1], multiplied by 255 and rounded half to even
   (``torch.round``), in float64. How many values lay outside [0, 1] and were clamped is reported.
 - anything else, or floats beyond the margin, is INVALID_OUTPUT stating what came and what to do
-  (a maximum above 1.5 looks like 0-255 pixel values: "divide by 255").
+  (a maximum above 1.5 looks like 0-255 pixel values: "divide by 255"; a minimum below -0.5 with a
+  maximum within the margin of 1 looks like tanh output in [-1, 1]: "(x + 1) / 2").
 
 The sandbox runtime converts the agent's output with :func:`to_uint8` before it leaves the agent's
 process (a float32 reconstruction is four times the size of its uint8 form, and the frame limit
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # torch is imported where a reconstruction is converted (work
 TOLERANCE = 0.05
 # Above this maximum, the values are taken for 0-255 pixel values rather than rounding overshoot.
 PIXEL_SCALE_HINT = 1.5
+# Below this minimum (and at most 1 + TOLERANCE above), the values are taken for [-1, 1] output.
+SIGNED_SCALE_HINT = -0.5
 CHUNK_VALUES = 1 << 22
 EXPECTED = "uint8, or float in [0, 1] (values within 0.05 of it are clamped)"
 
@@ -51,6 +54,8 @@ def range_advice(low: float, high: float) -> str:
     if high > PIXEL_SCALE_HINT:
         return ("the values look like 0-255 pixel values: divide by 255 (or return uint8, e.g. "
                 "x.round().clamp(0, 255).to(torch.uint8))")
+    if low < SIGNED_SCALE_HINT and high <= 1.0 + TOLERANCE:
+        return "the values look like [-1, 1] output (tanh): map them to [0, 1] with (x + 1) / 2"
     return "clamp them to [0, 1] (x.clamp(0, 1)) or return uint8"
 
 
@@ -106,4 +111,6 @@ def to_uint8(
     return Converted(out.reshape(recon.shape), clamped)
 
 
-__all__ = ["CHUNK_VALUES", "PIXEL_SCALE_HINT", "TOLERANCE", "Converted", "range_advice", "to_uint8"]
+__all__ = [
+    "CHUNK_VALUES", "PIXEL_SCALE_HINT", "SIGNED_SCALE_HINT", "TOLERANCE", "Converted", "range_advice", "to_uint8",
+]

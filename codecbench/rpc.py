@@ -12,7 +12,8 @@ import argparse
 import asyncio
 import ipaddress
 import signal
-from collections.abc import Callable, Iterable
+import sys
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,12 +258,20 @@ async def set_serving(health_servicer: health.aio.HealthServicer, service_names:
         await health_servicer.set(name, status)
 
 
+class BindError(OSError):
+    """A service could not bind its address (the port is in use, or the host is not this machine's)."""
+
+
+# The exit status of a service main that was given an address it cannot bind (argparse's for usage errors).
+EXIT_BIND_FAILED = 2
+
+
 def bind(server: grpc.aio.Server, host: str, port: int, tls: TlsConfig = NO_TLS) -> int:
     """Binds ``host:port`` (port 0 picks a free one), with TLS when ``tls`` is enabled, and returns
     the bound port.
 
     Raises:
-        OSError: the address could not be bound.
+        BindError: the address could not be bound.
     """
     address = f"{host}:{port}"
     try:
@@ -271,8 +280,26 @@ def bind(server: grpc.aio.Server, host: str, port: int, tls: TlsConfig = NO_TLS)
     except RuntimeError:  # grpcio raises where older releases returned 0
         bound = 0
     if bound == 0:
-        raise OSError(f"could not bind {host}:{port} (in use by another process, or not an address of this host)")
+        raise BindError(f"could not bind {host}:{port} (in use by another process, or not an address of this host)")
     return bound
+
+
+def run_service(prog: str, serve: Coroutine[Any, Any, None]) -> int:
+    """Runs a service main's ``serve`` coroutine (``python -m orchestrator_svc``, ``worker_svc``) to its end.
+
+    An address it cannot bind is a mistake in its arguments, not a crash: one line on stderr that
+    says what to change, and exit status :data:`EXIT_BIND_FAILED` (no traceback).
+
+    Returns:
+        The exit status: 0, or :data:`EXIT_BIND_FAILED`.
+    """
+    try:
+        asyncio.run(serve)
+    except BindError as exc:
+        print(f"{prog}: error: {exc}; choose another --port (--port 0 picks a free one)", file=sys.stderr,
+              flush=True)
+        return EXIT_BIND_FAILED
+    return 0
 
 
 async def wait_for_termination() -> None:

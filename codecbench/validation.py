@@ -81,8 +81,9 @@ def check_points(points: Sequence[types_pb2.ParameterPoint], field: str = "point
 
 
 def check_point(point: types_pb2.ParameterPoint, field: str = "params") -> None:
-    """A point of at most :data:`MAX_POINT_BYTES`; parameter names are Python identifiers other than
-    :data:`RESERVED_PARAMS`, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels,
+    """A point of at most :data:`MAX_POINT_BYTES`; parameter names are NFKC-normalised Python
+    identifiers (the only names a parameter can have) other than :data:`RESERVED_PARAMS` and their
+    NFKC variants, values are set and nested at most :data:`MAX_VALUE_DEPTH` levels,
     floats are finite, and tensors well-formed (:func:`tensor_problem`).
 
     Raises:
@@ -94,6 +95,21 @@ def check_point(point: types_pb2.ParameterPoint, field: str = "params") -> None:
     for key, value in point.params.items():
         if not key.isidentifier():
             raise InvalidArgument(f"{field}.params", f"{echo(key)} is not a Python identifier")
+        normal = unicodedata.normalize("NFKC", key)
+        if normal in RESERVED_PARAMS and normal != key:
+            raise InvalidArgument(
+                f"{field}.params[{key!r}]",
+                f"{key!r} is a variant of the reserved name {normal!r} (NFKC): the contracts pass "
+                f"{', '.join(RESERVED_PARAMS)} themselves",
+            )
+        if normal != key:
+            # Python reads identifiers NFKC-normalised (PEP 3131): a function's parameter is named
+            # normal, so this key could never reach it.
+            raise InvalidArgument(
+                f"{field}.params[{key!r}]",
+                f"{key!r} is not NFKC-normalised: Python names the parameter {normal!r} (PEP 3131), so this "
+                f"name can never bind; send {normal!r}",
+            )
         if key in RESERVED_PARAMS:
             raise InvalidArgument(
                 f"{field}.params[{key!r}]",

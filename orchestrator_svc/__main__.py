@@ -16,7 +16,6 @@ hash is stored). ``certs`` writes a private CA and certificates for a quick star
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
@@ -162,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return gc_main(argv[1:])
     args = parse_args(argv)
     logs.configure(args.log_level)
-    asyncio.run(serve(args))
-    return 0
+    return rpc.run_service("codecbench-orchestrator", serve(args))
 
 
 if __name__ == "__main__":

@@ -123,7 +123,8 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
     """Starts an orchestrator on ``config.host:config.port`` (0 picks a free port).
 
     Raises:
-        OSError: the address could not be bound, or a secret file could not be read or made.
+        rpc.BindError: the address could not be bound (an OSError).
+        OSError: a secret file could not be read or made.
         ValueError: a non-loopback address without TLS or ``insecure``; an empty secret file.
     """
     rpc.check_listen_security(config.host, config.tls, config.insecure)

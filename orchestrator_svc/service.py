@@ -601,7 +601,7 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 "header.name", f"{echo(name)} must be 1-200 characters without '/' or control characters"
             )
         if not parts:
-            raise InvalidArgument("chunk", "no images uploaded")
+            raise InvalidArgument("chunk", "no images uploaded: a dataset needs at least one PNG or JPEG image")
         if set(parts) - set(closed):
             raise InvalidArgument("chunk.last", f"image {echo(sorted(set(parts) - set(closed))[0])} was never closed")
         owner = auth.current().name

@@ -70,13 +70,7 @@ class AgentRuntime:
             self._note(init)
             method_name = "encode" if encoder else "decode"
             name, expected = f"Codec.{method_name}", f"Codec.{method_name}(self, {data.name})"
-            if not callable(getattr(cls, method_name, None)):
-                raise errors.SignatureMismatch(
-                    f"class Codec has no method {method_name}()", phase=LOAD, expected=expected, actual="missing",
-                )
-            # Checked on the class before Codec(...) runs (it may load weights for minutes).
-            bind(getattr(cls, method_name), name, expected,
-                 [data] if contracts.binds_itself(cls, method_name) else [contracts.Slot("self", None, True), data])
+            contracts.check_method_on_class(cls, method_name, name, expected, data, self.bundle_dir, LOAD)
             instance = _run_agent(init, LOAD, self.bundle_dir)
             self.call = bind(getattr(instance, method_name), name, expected, [data])
         elif self.form == "module":
@@ -168,9 +162,9 @@ class AgentRuntime:
             )
         _check_status(output)
         if not self.takes_image:  # the old runner's own shape: no image in, only the agent's numbers out
-            return sandbox_pb2.SandboxDecoded(decoding_data=_to_value(output, "decoding_data", DECODE))
+            return sandbox_pb2.SandboxDecoded(decoding_data=_report_value(output))
         rest = {k: v for k, v in output.items() if k != key}
-        decoded = sandbox_pb2.SandboxDecoded(decoding_data=_to_value(rest, "decoding_data", DECODE))
+        decoded = sandbox_pb2.SandboxDecoded(decoding_data=_report_value(rest))
         if key in output:
             return _reconstruction(output[key], decoded)
         raise errors.InvalidOutput(
@@ -251,6 +245,28 @@ def _to_value(obj: Any, path: str, phase: types_pb2.Phase.ValueType) -> types_pb
         ) from exc
 
 
+def _report_value(entries: dict[Any, Any]) -> types_pb2.Value:
+    """A decoding dict's entries (besides the reconstruction) as one map Value, entry by entry.
+
+    They are the agent's own figures, reported by name, never a payload: an entry that cannot be
+    converted (a key that is not a str, an int beyond 64 bits, an unsupported type) travels as an
+    empty list under its key's text, so the worker lists it as not reported (``ignored_keys``, as
+    it does for nested dicts) instead of failing the experiment.
+    """
+    out = types_pb2.Value(map_value=types_pb2.ValueMap())
+    for key, value in entries.items():
+        unreported = types_pb2.Value(list_value=types_pb2.ValueList())
+        if not isinstance(key, str):
+            out.map_value.entries.add(key=safe_str(key)[:200], value=unreported)
+            continue
+        try:
+            converted = values.to_value(value, f"decoding_data[{key!r}]")
+        except values.ValueConversionError:
+            converted = unreported
+        out.map_value.entries.add(key=key, value=converted)
+    return out
+
+
 def _sync(device: str) -> None:
     # Make the call's wall time include the GPU work it queued.
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -311,7 +327,13 @@ def handle(runtime: AgentRuntime | None, request: sandbox_pb2.SandboxRequest, ma
             return runtime, sandbox_pb2.SandboxResponse(decoded=runtime.decode(request.decode))
         raise errors.InternalError(f"unknown sandbox request {kind!r}")
     except errors.CodecbenchError as exc:
-        return runtime, sandbox_pb2.SandboxResponse(error=exc.to_proto())
+        reported = exc.to_proto()
+        if (reported.kind == errors_pb2.ERROR_KIND_INVALID_OUTPUT and not reported.location and runtime is not None
+                and runtime.call is not None):
+            # what was returned is checked after the agent's call has returned: blame the function
+            # that returned it, where it is defined (the return statement is no longer on any stack)
+            reported.location = contracts.definition_location(runtime.call.fn, runtime.bundle_dir)
+        return runtime, sandbox_pb2.SandboxResponse(error=reported)
     except BaseException as exc:  # noqa: BLE001 - e.g. a bundle the agent's code made unwritable, a lying object
         message = f"the agent process could not serve {kind}: {type(exc).__name__}: {safe_str(exc)}"
         error = errors.AgentException(message, exception_type=type(exc).__name__)

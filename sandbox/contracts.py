@@ -19,15 +19,17 @@ Contracts (docs/agents.md):
 from __future__ import annotations
 
 import asyncio
+import difflib
 import importlib
 import importlib.machinery
 import importlib.util
 import inspect
 import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from codecbench import errors
 from codecbench.v1 import errors_pb2, types_pb2
@@ -49,6 +51,12 @@ def _location(fn: Callable[..., Any], bundle_dir: Path) -> str:
     except ValueError:
         rel = code.co_filename
     return f"{rel}:{code.co_firstlineno}"
+
+
+def definition_location(fn: Callable[..., Any], bundle_dir: Path) -> str:
+    """``file:line`` of the definition of ``fn`` (of ``__init__`` for a class), the file relative to
+    the bundle; ``""`` when it has no Python code (a builtin)."""
+    return _location(fn, bundle_dir)
 
 
 def _describe_signature(name: str, fn: Callable[..., Any]) -> str:
@@ -121,6 +129,8 @@ class BoundCall:
 
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+_NAMED = (*_POSITIONAL, inspect.Parameter.KEYWORD_ONLY)
+_MISSING = object()  # a positional-only parameter nothing fills
 
 
 def plan_arguments(
@@ -128,11 +138,19 @@ def plan_arguments(
 ) -> tuple[list[Any], dict[str, Any]]:
     """Positional and keyword arguments that pass ``slots`` and ``params`` to a function of ``sig``.
 
-    Every kind of parameter is honoured: a positional-only parameter receives the contract's
-    arguments in the contract's order (``encode(image, device, /)``), then the point's parameter of
-    its name (earlier positional-only parameters keep their defaults); positional-or-keyword and
-    keyword-only parameters receive them by name; ``*args`` takes a data argument no named
-    parameter takes, and ``**kwargs`` everything else.
+    Every kind of parameter is honoured:
+
+    - a positional-only parameter named like one of the contract's arguments (``device``,
+      ``image``, ``bitstream``, ``encoding_data``) receives that argument (``encode(device, image, /)``);
+      the other positional-only parameters receive the contract's remaining arguments (those no
+      parameter names) in the contract's order (``encode(x, d, /)``), then the point's parameter of
+      their name (earlier positional-only parameters the point skips keep their defaults);
+    - positional-or-keyword and keyword-only parameters receive the argument of their name;
+    - the data argument (``any_name``) goes to the first positional parameter whatever its name;
+    - ``*args`` takes a data argument no named parameter takes, and, when the function takes nothing
+      by keyword (no keyword parameters, no ``**kwargs``), every contract argument left
+      (``encode(*args)`` gets image, device);
+      ``**kwargs`` takes everything else.
 
     Args:
         sig: the agent function's real signature (:func:`inspect.signature`).
@@ -146,36 +164,57 @@ def plan_arguments(
     """
     parameters = list(sig.parameters.values())
     positional = [p for p in parameters if p.kind in _POSITIONAL]
+    pos_only = [p for p in positional if p.kind is inspect.Parameter.POSITIONAL_ONLY]
     by_name = {p.name for p in parameters if p.kind in _BY_NAME}
+    pos_only_names = {p.name for p in pos_only}
     var_positional = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in parameters)
     var_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+    # An optional slot (the seed encoder's image) only where a parameter of its name asks for it.
+    active = [s for s in slots if not s.optional or s.name in by_name or s.name in pos_only_names]
+    of_name = {s.name: s for s in active}
+    rest = dict(params)
+    # 1. Positional-only parameters: by their names where they are the contract's, the others in order.
+    queue = [s for s in active if s.name not in pos_only_names and s.name not in by_name]
+    placed: set[str] = set()
+    filled: list[Any] = []
+    for p in pos_only:
+        if p.name in of_name:
+            slot = of_name[p.name]
+        elif p.name in rest:
+            filled.append(rest.pop(p.name))
+            continue
+        elif queue:
+            slot = queue.pop(0)
+        else:
+            filled.append(_MISSING)
+            continue
+        placed.add(slot.name)
+        filled.append(slot.value)
+    while filled and filled[-1] is _MISSING:
+        filled.pop()
     args: list[Any] = []
+    for p, value in zip(pos_only, filled, strict=False):  # filled may stop early
+        if value is _MISSING:
+            if p.default is inspect.Parameter.empty:
+                break  # bind() names the missing argument
+            value = p.default
+        args.append(value)
     kwargs: dict[str, Any] = {}
-
-    def next_positional() -> inspect.Parameter | None:
-        return positional[len(args)] if len(args) < len(positional) else None
-
-    for slot in slots:
-        if slot.optional and slot.name not in by_name:
-            continue  # only a parameter of that name asks for it (not **kwargs)
-        following = next_positional()
-        positional_only_next = following is not None and following.kind is inspect.Parameter.POSITIONAL_ONLY
-        # by position: into a positional-only parameter (the contract's order decides), or the data
-        # argument into the first positional parameter whatever its name, or into *args
-        by_position = positional_only_next or (slot.any_name and (following is not None or var_positional))
-        if slot.name in by_name and not positional_only_next:
+    # 2. The other slots, in the contract's order.
+    for slot in active:
+        if slot.name in placed:
+            continue
+        following = positional[len(args)] if len(args) < len(positional) else None
+        if following is not None and following.name == slot.name:
+            args.append(slot.value)  # its own parameter, at its own position
+        elif slot.name in by_name:
             kwargs[slot.name] = slot.value
-        elif by_position:
+        elif slot.any_name and (following is not None or var_positional):
             args.append(slot.value)
+        elif following is None and var_positional and not by_name and not var_keyword:
+            args.append(slot.value)  # a function that takes nothing by keyword: only *args can take it
         else:  # **kwargs takes it; without one, bind() names what is wrong
             kwargs[slot.name] = slot.value
-    rest = dict(params)
-    # Positional-only parameters after the contract's: filled from the point by name, with the
-    # defaults of those the point skips, as far as the last one the point names.
-    later = [p for p in positional[len(args):] if p.kind is inspect.Parameter.POSITIONAL_ONLY]
-    named = [i for i, p in enumerate(later) if p.name in rest]
-    for p in later[: named[-1] + 1] if named else []:
-        args.append(rest.pop(p.name) if p.name in rest else p.default)
     for key, value in rest.items():
         if key in by_name or var_keyword or not params_where_declared:
             kwargs[key] = value
@@ -250,29 +289,119 @@ def check_param_types(
             notes.append(f"codecbench: parameter {key}={value!r} (float) converted to int {int(value)} "
                          f"for {name}, whose {how} is an int")
             continue
-        actual = f"{key}: {type(value).__name__} = {errors.echo(value, 80)}"
+        wanted = f"{'an' if kind is int else 'a'} {kind.__name__}"  # int is the only checked type with a vowel
+        given = f"the {type(value).__name__} {errors.echo(value, 80)}"
         raise errors.SignatureMismatch(
-            f"parameter {key!r} of {name} takes {kind.__name__} ({how}), the point gives "
-            f"{type(value).__name__} {errors.echo(value, 80)}",
-            phase=phase, expected=f"{key}: {kind.__name__}", actual=actual, location=location,
+            f"parameter {key} of {name} must be {wanted} ({how}), got {given}",
+            phase=phase, expected=f"{key}: {wanted}", actual=f"{key}: {given}", location=location,
         )
     return checked, tuple(notes)
 
 
 def seed_takes_image(run_encoding_agent: Callable[..., Any]) -> bool:
-    """Whether a seed encoder declares a parameter named ``image`` that can be passed by name
-    (the same rule as the optional slot of :func:`plan_arguments`; ``**kwargs`` does not count)."""
+    """Whether a seed encoder declares a parameter named ``image`` (of any kind but ``*args`` and
+    ``**kwargs``; the same rule as the optional slot of :func:`plan_arguments`)."""
     try:
-        parameter = inspect.signature(run_encoding_agent).parameters.get("image")
+        parameter = call_signature(run_encoding_agent).parameters.get("image")
     except (TypeError, ValueError):
         return False
-    return parameter is not None and parameter.kind in _BY_NAME
+    return parameter is not None and parameter.kind in _NAMED
 
 
-def binds_itself(cls: type, method_name: str) -> bool:
-    """Whether ``cls.<method_name>`` takes no ``self`` when called on an instance (a static or class method)."""
-    return isinstance(inspect.getattr_static(cls, method_name, None), staticmethod) or inspect.ismethod(
-        getattr(cls, method_name)
+def as_called_on_instance(cls: type, method_name: str) -> Callable[..., Any] | None:
+    """``cls.<method_name>`` as it will be called on an instance, found on the class before any
+    instance exists, so its signature can be checked before ``Codec(...)`` runs (it may load
+    weights for minutes).
+
+    A plain function becomes a bound method (``self`` is taken); a static method stays as it is,
+    a class method is bound to the class; an attribute that is no descriptor (a callable instance,
+    a ``functools.partial``) is called as it is, without ``self``, as Python does. None for
+    another descriptor (a property, a custom ``__get__``), whose result only an instance shows.
+    """
+    static = inspect.getattr_static(cls, method_name, None)
+    if isinstance(static, staticmethod):
+        return static.__func__
+    if isinstance(static, classmethod):
+        return cast(Callable[..., Any], getattr(cls, method_name))
+    if inspect.isfunction(static):
+        return types.MethodType(static, object())
+    if not hasattr(type(static), "__get__"):
+        return cast(Callable[..., Any], static)
+    return None
+
+
+def check_method_on_class(cls: type, method_name: str, name: str, expected: str, data: Slot, bundle_dir: Path,
+                          phase: types_pb2.Phase.ValueType) -> None:
+    """Checks that ``Codec.encode``/``decode`` can take the data argument, on the class, before
+    ``Codec(...)`` runs (it may load weights for minutes), as the method will be called on an
+    instance (:func:`as_called_on_instance`). A descriptor whose result only an instance shows is
+    checked after the instance exists.
+
+    Raises:
+        errors.SignatureMismatch: no such callable attribute, or one that cannot take the data.
+    """
+    if not callable(getattr(cls, method_name, None)):
+        raise errors.SignatureMismatch(
+            f"class Codec has no method {method_name}()", phase=phase, expected=expected, actual="missing",
+        )
+    on_instance = as_called_on_instance(cls, method_name)
+    if on_instance is None:
+        return
+    written = inspect.getattr_static(cls, method_name)
+    bind_call(on_instance, name, expected, bundle_dir, phase, [data],
+              shown=written if inspect.isfunction(written) else on_instance)
+
+
+def call_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """The signature :func:`inspect.signature` gives (through ``__wrapped__``, as documented).
+
+    Raises:
+        TypeError, ValueError: ``fn`` has no inspectable signature.
+    """
+    return inspect.signature(fn)
+
+
+def _signatures(fn: Callable[..., Any]) -> list[inspect.Signature]:
+    """The signatures a call of ``fn`` may really be bound on: the one :func:`inspect.signature`
+    finds through ``__wrapped__`` (the decorated function, whose names are the useful ones when a
+    ``functools.wraps`` wrapper passes its arguments through), then the wrapper's own, when it
+    differs (a decorator that changes the signature: the call goes to the wrapper).
+
+    Raises:
+        TypeError, ValueError: ``fn`` has no inspectable signature.
+    """
+    followed = inspect.signature(fn)
+    try:
+        own = inspect.signature(fn, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return [followed]
+    return [followed] if own == followed else [followed, own]
+
+
+def _refuse_non_returning(fn: Callable[..., Any], name: str, expected: str, bundle_dir: Path,
+                          phase: types_pb2.Phase.ValueType) -> None:
+    """Refuses, at load, a contract function that cannot return the contract's value when called:
+    a generator or async generator function (``yield``), or a class whose ``__init__`` is
+    ``async def`` or a generator (Python refuses such a constructor at the call).
+
+    Raises:
+        errors.SignatureMismatch: naming the function, what it is, and what to write instead.
+    """
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    shown = f"{name}.__init__" if inspect.isclass(fn) else name
+    if inspect.isasyncgenfunction(target):
+        what, advice = "an async generator function (async def with yield)", "return the value instead of yielding it"
+    elif inspect.isgeneratorfunction(target):
+        what, advice = "a generator function (it yields)", "return the value instead of yielding it"
+    elif inspect.isclass(fn) and inspect.iscoroutinefunction(target):
+        what, advice = ("async def, and a constructor cannot be awaited (Python refuses the coroutine it returns)",
+                        "make __init__ a plain def and run async set-up inside it with asyncio.run(...)")
+    else:
+        return
+    actual = f"{what}: {_describe_signature(shown, target)}"
+    raise errors.SignatureMismatch(
+        f"{shown} is {what}; the contract calls {expected} and uses what it returns: {advice}",
+        phase=phase, expected=expected, actual=actual, location=_location(fn, bundle_dir),
     )
 
 
@@ -285,40 +414,89 @@ def bind_call(
     slots: Sequence[Slot],
     params: Mapping[str, Any] | None = None,
     params_where_declared: bool = False,
+    shown: Callable[..., Any] | None = None,
 ) -> BoundCall:
     """Plans the call of ``fn`` from its real signature (:func:`plan_arguments`) and checks it.
 
     The data slot (value :data:`DATA`) is bound to a placeholder now, so a mismatch is found
     before any data. Parameter values are checked by :func:`check_param_types` first; its notes
-    are on the returned call.
+    are on the returned call. A decorated function is bound on the decorated function's
+    signature when that one can take the call, else on the wrapper's own (:func:`_signatures`).
+
+    Args:
+        fn: what will be called (a function, a bound method, a class, a callable object).
+        name: its name in messages (``Codec.encode``).
+        expected: the contract's call, in messages.
+        bundle_dir: the agent's folder, to name file:line.
+        phase: the phase of an error.
+        slots: the contract's arguments.
+        params: the parameter point.
+        params_where_declared: see :func:`plan_arguments`.
+        shown: what a mismatch shows as the agent's declaration, when not ``fn`` (the method as
+            written, with ``self``, for ``fn`` bound to a stand-in instance).
 
     Raises:
         errors.SignatureMismatch: the function cannot take these arguments; the error names the
             function, what the contract passes (``expected``) and what the agent declares; or a
-            parameter's value has another type than its default declares.
+            parameter's value has another type than its default declares; or the function is a
+            generator, or a class with an ``async def __init__``.
     """
+    location = _location(shown or fn, bundle_dir)
     try:
-        sig = inspect.signature(fn)
+        signatures = _signatures(fn)
     except (TypeError, ValueError) as exc:
         raise errors.SignatureMismatch(
             f"{name} has no inspectable signature ({exc})", phase=phase, expected=expected, actual=name
         ) from exc
-    checked, notes = check_param_types(sig, params or {}, name, phase, _location(fn, bundle_dir))
-    args, kwargs = plan_arguments(sig, slots, checked, params_where_declared)
-    try:
-        sig.bind(*args, **kwargs)
-    except TypeError as exc:
-        actual = _describe_signature(name, fn)
-        raise errors.SignatureMismatch(
-            f"{name} cannot be called as {expected}: {exc}; the agent declares {actual}",
-            phase=phase,
-            expected=expected,
-            actual=actual,
-            location=_location(fn, bundle_dir),
-        ) from exc
-    data_index = next((i for i, a in enumerate(args) if a is DATA), None)
-    data_keyword = next((k for k, v in kwargs.items() if v is DATA), None)
-    return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword, notes)
+    _refuse_non_returning(fn, name, expected, bundle_dir, phase)
+    first_error: errors.SignatureMismatch | None = None
+    for sig in signatures:
+        try:
+            checked, notes = check_param_types(sig, params or {}, name, phase, location)
+            args, kwargs = plan_arguments(sig, slots, checked, params_where_declared)
+            sig.bind(*args, **kwargs)
+        except errors.SignatureMismatch as exc:
+            first_error = first_error or exc
+            continue
+        except TypeError as exc:
+            if first_error is None:
+                first_error = _mismatch(name, expected, exc, shown or fn, signatures, phase, location,
+                                        _did_you_mean(sig, params or {}))
+                first_error.__cause__ = exc
+            continue
+        data_index = next((i for i, a in enumerate(args) if a is DATA), None)
+        data_keyword = next((k for k, v in kwargs.items() if v is DATA), None)
+        return BoundCall(fn, name, tuple(args), kwargs, data_index, data_keyword, notes)
+    assert first_error is not None
+    raise first_error
+
+
+def _mismatch(name: str, expected: str, exc: TypeError, shown: Callable[..., Any],
+              signatures: Sequence[inspect.Signature], phase: types_pb2.Phase.ValueType,
+              location: str, hint: str = "") -> errors.SignatureMismatch:
+    """The SIGNATURE_MISMATCH of a call that cannot be bound: what the contract passes, what went
+    wrong (with ``hint``, e.g. a did-you-mean), what the agent declares (and, for a decorated
+    function, what its wrapper declares)."""
+    actual = _describe_signature(name, shown)
+    if len(signatures) > 1:
+        actual += f" (called through a wrapper declaring {name}{signatures[1]})"
+    if actual == expected:  # same text, different kinds: say which kinds, or the message reads as nonsense
+        kinds = ", ".join(f"{p.name}: {p.kind.description}" for p in signatures[0].parameters.values())
+        actual += f" [{kinds}]"
+    return errors.SignatureMismatch(
+        f"{name} cannot be called as {expected}: {exc}{hint}; the agent declares {actual}",
+        phase=phase, expected=expected, actual=actual, location=location,
+    )
+
+
+def _did_you_mean(sig: inspect.Signature, params: Mapping[str, Any]) -> str:
+    """``" (did you mean 'scale'?)"`` for a point's parameter the function does not declare whose name
+    is close to one it does (:func:`difflib.get_close_matches`, its default cutoff 0.6); else ``""``."""
+    declared = [p.name for p in sig.parameters.values() if p.kind in _BY_NAME]
+    for key in params:
+        if key not in sig.parameters and (close := difflib.get_close_matches(key, declared, n=1)):
+            return f" (did you mean {close[0]!r}?)"
+    return ""
 
 
 # The agent's folder is imported as this package, so relative imports inside the bundle work

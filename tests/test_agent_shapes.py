@@ -63,6 +63,33 @@ async def test_async_def_methods_are_awaited(worker_stub) -> None:
     assert not any("never awaited" in e.log.text for e in events if e.HasField("log"))
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("agent", [
+    "shape_method_any_name",  # Codec.decode(self, b): was "multiple values for argument 'self'"
+    "shape_callable_attrs",  # encode = Encoder(), decode = functools.partial(...): were given a self
+    "shape_posonly_by_name",  # encode(device, image, /): the image went into device
+    "shape_args_only",  # encode(*args): was "unexpected keyword argument 'device'"
+    "shape_decorator_changes_signature",  # wraps() with another signature: was bound on __wrapped__
+    "seed_posonly_image",  # run_encoding_agent(device, image, /): was taken for the no-image shape
+])
+async def test_every_shape_the_tester_wrote_runs_as_written(worker_stub, agent: str) -> None:
+    _, terminal = await run(worker_stub, request(agent))
+    _lossless(terminal)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("agent", "said"), [
+    ("load_async_generator", "is an async generator function"),  # encode and decode both are
+    ("load_async_init", "Codec.__init__ is async def"),
+])
+async def test_generators_and_async_constructors_are_refused_at_load(worker_stub, agent: str, said: str) -> None:
+    # Old: the async generator failed at the first image; async __init__ was an AGENT_EXCEPTION without advice.
+    _, terminal = await run(worker_stub, request(agent))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_SIGNATURE_MISMATCH and error.phase == types_pb2.PHASE_LOAD
+    assert said in error.message and error.location.startswith("codec.py:")
+
+
 # ---- the old runner's own contract ----
 
 def _seed_original() -> object:
@@ -89,6 +116,15 @@ async def test_the_old_contract_without_an_image_runs_once_per_point_and_reports
     assert point.bpp == 0 and point.psnr_db == 0 and not point.lossless and not point.HasField("ms_ssim")
     encodes = [e for e in events if e.HasField("progress") and e.progress.phase == types_pb2.PHASE_ENCODE]
     assert len(encodes) == 1 and encodes[0].progress.image_count == 0  # called once, not per image
+
+
+@pytest.mark.timeout(120)
+async def test_unconvertible_decoding_entries_are_listed_as_not_reported(worker_stub) -> None:
+    # Old: {'status': 'ok', 1: 2} or {'big': 2**70} failed the whole experiment with INVALID_OUTPUT.
+    _, terminal = await run(worker_stub, request("seed_unconvertible_report"))
+    report = result_of(terminal).points[0].agent_report
+    assert {k: values.from_value(v) for k, v in report.values.items()} == {"status": "ok", "ratio": 2.5}
+    assert sorted(report.ignored_keys) == ["1", "big"]
 
 
 @pytest.mark.timeout(120)

@@ -272,7 +272,8 @@ def test_a_point_with_one_exact_image_is_never_called_lossless(tmp_path: Path) -
     exp = experiment("gray", [])
     exp.result.points.append(metrics.point_result(0, values.params_from_python({"level": 128}), items))
     notes = analysis.rd_plot([analysis.Curve.from_experiment(exp)], tmp_path / "rd.png")
-    assert notes == ["gray: 1 of 2 images exact level=128 at 0.01 bpp; drawn at the mean PSNR of the other 1"]
+    said = "gray: 1 of 2 images exact level=128 at 0.01 bpp; the pooled PSNR drawn counts them with MSE 0"
+    assert notes[1:] == [said]
     table = _render(views.results_table([exp]))
     assert "no (1/2 exact)" in table and "inf" not in table
 
@@ -291,6 +292,120 @@ def test_message_json_keeps_fields_whose_value_is_zero() -> None:
     shown = views.message_json(point)
     assert shown["psnr_db"] == 0.0 and shown["lossless"] is False and shown["lossless_image_count"] == 0
     assert "ms_ssim" not in shown  # a field with presence stays absent when it was never measured
+
+
+# -- issue 13 (round d): inexactness is never rewarded --------------------------------------------
+
+
+def _jpeg_points(qualities: Sequence[int], degrade_flat: bool, name: str) -> orchestrator_pb2.Experiment:
+    """A real JPEG experiment (Pillow, real metrics) on two textured images and one flat gray one,
+    which JPEG codes exactly; ``degrade_flat`` adds noise to the flat image's reconstruction
+    (about 35 dB) and a byte to its bitstream: a strictly worse codec."""
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:176, 0:192]
+    textured = [np.clip(np.stack([xx + k * 40, yy * 2, xx + yy], axis=-1) + rng.normal(0, 6, (176, 192, 3)), 0, 255)
+                .astype(np.uint8) for k in range(2)]
+    images = [*textured, np.full((176, 192, 3), 128, np.uint8)]
+    exp = experiment(name, [], experiment_id=f"exp-{name}", dataset="mix")
+    for index, quality in enumerate(qualities):
+        items = []
+        for i, pixels in enumerate(images):
+            out = io.BytesIO()
+            Image.fromarray(pixels, "RGB").save(out, format="JPEG", quality=quality)
+            bitstream = out.getvalue()
+            decoded = torch.from_numpy(np.asarray(Image.open(io.BytesIO(bitstream)).convert("RGB")).copy())
+            if degrade_flat and i == 2:
+                noise = torch.randint(-6, 7, decoded.shape, generator=torch.Generator().manual_seed(0))
+                decoded = (decoded.int() + noise).clamp(0, 255).to(torch.uint8)
+                bitstream += b"x"
+            original = torch.from_numpy(pixels).permute(2, 0, 1)
+            items.append(experiment_pb2.ImageResult(image_index=i, metrics=metrics.image_metrics(
+                original, decoded.permute(2, 0, 1).contiguous(), bitstream, 1.0, 1.0)))
+        exp.result.points.append(metrics.point_result(index, values.params_from_python({"quality": quality}), items))
+    return exp
+
+
+def test_a_strictly_worse_codec_never_gets_a_better_bd_rate_or_plot(tmp_path: Path) -> None:
+    # Old: the mean PSNR left the exact flat image out, so degrading it raised the mean: -78.9 % here.
+    qualities = [30, 50, 70, 85, 95]
+    anchor = analysis.Curve.from_experiment(_jpeg_points(qualities, False, "jpeg"))
+    worse = analysis.Curve.from_experiment(_jpeg_points(qualities, True, "worse"))
+    assert all(p.lossless_image_count == 1 for p in anchor.points)
+    assert all(w.psnr_db > a.psnr_db for a, w in zip(anchor.points, worse.points, strict=True))  # the trap
+    on_means = bjontegaard.bd_rate([p.bpp for p in anchor.points], [p.psnr_db for p in anchor.points],
+                                   [p.bpp for p in worse.points], [p.psnr_db for p in worse.points], method="pchip",
+                                   require_matching_points=False, min_overlap=0)
+    assert on_means < 0  # what the per-image means would have said
+    result = analysis.bd_rate(anchor, worse, analysis.PSNR)
+    assert result.convention == analysis.POOLED and result.percent is not None and result.percent > 0
+    assert "pooled bpp and pooled PSNR" in result.note and result.to_json()["convention"] == "pooled"
+    row = analysis.bd_rate_table([worse], anchor)[0]
+    assert row.to_json()["bd_rate"]["psnr"]["convention"] == "pooled"
+    notes = analysis.rd_plot([anchor, worse], tmp_path / "rd.png")
+    assert notes[0].startswith("every curve drawn at pooled bpp and pooled PSNR")
+    # Without exact images anywhere, the per-image means are used, and said so.
+    assert analysis.bd_rate(curve("jpeg", ANCHOR), curve("learned", TEST)).convention == analysis.MEANS
+
+
+def test_an_ms_ssim_over_fewer_images_than_the_rate_is_flagged_in_the_row() -> None:
+    partial = experiment("learned", TEST)
+    partial.result.points[2].ms_ssim_image_count = 5
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), analysis.Curve.from_experiment(partial), analysis.MS_SSIM)
+    assert result.percent is not None
+    assert "exp-learned" in result.caveats[0] and "MS-SSIM over 5 of 8 images" in result.caveats[0]
+    assert "MS-SSIM covers fewer images than the rate" in result.note
+
+
+def test_duplicate_points_are_called_duplicates_not_a_non_monotonic_curve() -> None:
+    duplicated = [*ANCHOR, (55, 0.85, 31.8, 0.975)]
+    result = analysis.bd_rate(curve("jpeg", ANCHOR), curve("dup", duplicated))
+    assert result.percent is None
+    assert "duplicate points (quality=50 and quality=55" in result.reason and "does not increase" not in result.reason
+
+
+def test_message_json_of_an_agent_reported_point_has_no_measured_looking_zeros() -> None:
+    # Old: bpp 0.0, mse 0.0, psnr_db 0.0, lossless false... for a point that coded no image.
+    exp = experiment("seed", [])
+    point = exp.result.points.add(point_index=0, encode_ms=3.0, decode_ms=2.0)
+    point.agent_report.values["ratio"].float_value = 2.5
+    measured = exp.result.points.add(point_index=1, bpp=0.0, psnr_db=0.0)
+    shown = views.message_json(exp)["result"]["points"]
+    for name in ("bpp", "mse", "psnr_db", "lossless", "pooled_bpp", "pooled_psnr_db", "total_bytes", "images"):
+        assert name not in shown[0], name
+    assert shown[0]["encode_ms"] == 3.0 and shown[0]["agent_report"]["values"]["ratio"] == {"float_value": 2.5}
+    assert shown[1]["bpp"] == 0.0 and shown[1]["lossless"] is False and measured.psnr_db == 0.0  # measured: kept
+
+
+def _image_seed_experiment() -> orchestrator_pb2.Experiment:
+    """An image-taking seed agent's experiment: measured points whose images carry agent reports."""
+    exp = experiment("seed_example", [(0, 18.2, math.inf, 1.0)])
+    image = exp.result.points[0].images.add(image_index=0, image_name="astronaut.png")
+    image.metrics.bytes = 4321
+    image.metrics.agent_report.values["decoded_bytes"].int_value = 7
+    image.metrics.agent_report.ignored_keys.append("blocks")
+    return exp
+
+
+def test_per_image_agent_reports_are_in_the_run_view_and_the_export() -> None:
+    # Old: only `show` had the image-taking seed shape's own figures.
+    exp = _image_seed_experiment()
+    text = _render(views.results_view([exp]))
+    assert "agent-reported (the agent's own figures, NOT measured by codecbench)" in text
+    assert "astronaut.png" in text and "decoded_bytes=7" in text and "blocks" in text
+    exported = analysis.compressai_results(exp)
+    assert exported["agent_reported"] == [{"values": {"decoded_bytes": 7}, "not_scalar": ["blocks"],
+                                           "params": "quality=0", "image": "astronaut.png"}]
+    assert "NOT measured" in exported["description"] and exported["results"]["bpp"] == [18.2]
+
+
+def test_agent_reported_only_results_do_not_claim_a_warm_up() -> None:
+    # Old: "times after one untimed warm-up call per point" under points that had no warm-up.
+    exp = experiment("seed_original", [])
+    exp.result.points.add(point_index=0, encode_ms=3.0, decode_ms=2.0).agent_report.encoding_data_bytes = 9
+    text = _render(views.results_view([exp]))
+    assert "warm-up call per point" not in text and "without warm-up" in text
+    measured = _render(views.results_view([experiment("jpeg", ANCHOR)]))
+    assert "times after one untimed warm-up call per point" in measured and "without warm-up" not in measured
 
 
 def test_rank_never_raises_on_non_finite_figures() -> None:

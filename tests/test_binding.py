@@ -246,3 +246,146 @@ def test_a_seed_encoder_takes_the_image_only_when_it_names_it() -> None:
 
     assert contracts.seed_takes_image(with_image)
     assert not contracts.seed_takes_image(without) and not contracts.seed_takes_image(catch_all)
+
+
+# ---- hostile-tester findings (issue 13, round d): each shape as written must bind ----
+
+METHOD_ENCODE = contracts.Slot("image", contracts.DATA, any_name=True)
+METHOD_DECODE = contracts.Slot("bitstream", contracts.DATA, any_name=True)
+
+
+def _check_method(cls: type, method_name: str) -> None:
+    data = METHOD_ENCODE if method_name == "encode" else METHOD_DECODE
+    contracts.check_method_on_class(cls, method_name, f"Codec.{method_name}",
+                                    f"Codec.{method_name}(self, {data.name})", data, Path("/nonexistent"),
+                                    types_pb2.PHASE_LOAD)
+
+
+def test_codec_methods_take_the_data_under_any_name() -> None:
+    # Old: SIGNATURE_MISMATCH "multiple values for argument 'self'" for decode(self, b).
+    class Codec:
+        def encode(self, x: str) -> str:
+            return x
+
+        def decode(self, b: str, /) -> str:
+            return b
+
+        @staticmethod
+        def other(data: str) -> str:
+            return data
+
+    for method in ("encode", "decode"):
+        _check_method(Codec, method)
+    call = contracts.bind_call(Codec().decode, "Codec.decode", "Codec.decode(self, bitstream)", Path("/x"),
+                               types_pb2.PHASE_LOAD, [METHOD_DECODE])
+    assert call(IMAGE) == IMAGE
+
+
+def test_a_codec_method_that_cannot_take_the_data_is_still_refused_on_the_class() -> None:
+    class Codec:
+        def encode(self, image: str, needed: str) -> str:
+            return image
+
+    with pytest.raises(errors.SignatureMismatch) as raised:
+        _check_method(Codec, "encode")
+    assert raised.value.error.actual == "Codec.encode(self, image: 'str', needed: 'str') -> 'str'"
+
+
+def test_callable_instances_and_partials_as_codec_class_attributes_get_no_self() -> None:
+    # Old: refused; Python calls a non-descriptor attribute without self.
+    class Encoder:
+        def __call__(self, image: str) -> str:
+            return image
+
+    def _decode(bitstream: str, level: int) -> str:
+        return bitstream
+
+    class Codec:
+        encode = Encoder()
+        decode = functools.partial(_decode, level=3)
+
+    _check_method(Codec, "encode")
+    _check_method(Codec, "decode")
+
+
+def test_positional_only_parameters_named_like_the_contracts_bind_by_name() -> None:
+    # Old: encode(device, image, /) received the image in device.
+    def encode(device: str, image: str, /) -> tuple[str, str]:
+        return device, image
+
+    def encode_named_later(x: str, device: str, /) -> tuple[str, str]:
+        return x, device
+
+    def device_named_first(device: str, x: str, /) -> tuple[str, str]:
+        return device, x
+
+    assert _bind(ENCODE, encode, {})(IMAGE) == (DEVICE, IMAGE)
+    assert _bind(ENCODE, encode_named_later, {})(IMAGE) == (IMAGE, DEVICE)
+    assert _bind(ENCODE, device_named_first, {})(IMAGE) == (DEVICE, IMAGE)
+
+    def run_encoding_agent(device: str, image: str, /) -> tuple[str, str]:
+        return device, image
+
+    assert contracts.seed_takes_image(run_encoding_agent)
+    slots = [contracts.Slot("device", DEVICE), contracts.Slot("image", contracts.DATA, optional=True)]
+    seed = contracts.bind_call(run_encoding_agent, "run_encoding_agent", "run_encoding_agent(device[, image])",
+                               Path("/x"), types_pb2.PHASE_LOAD, slots)
+    assert seed(IMAGE) == (DEVICE, IMAGE)
+
+
+def test_a_mismatch_never_shows_the_same_text_as_expected_and_actual() -> None:
+    def encode(image, device, /):  # type: ignore[no-untyped-def]  # noqa: ANN001, ANN202
+        return image
+
+    with pytest.raises(errors.SignatureMismatch) as raised:
+        contracts.bind_call(encode, "encode", "encode(image, device)", Path("/x"), types_pb2.PHASE_LOAD,
+                            [contracts.Slot("image", contracts.DATA, any_name=True),
+                             contracts.Slot("device", DEVICE)], {"quality": 3})
+    error = raised.value.error
+    assert error.actual != error.expected
+
+
+def test_args_only_receives_every_contract_argument_positionally() -> None:
+    # Old: "unexpected keyword argument 'device'".
+    def encode(*args: str) -> tuple[str, ...]:
+        return args
+
+    assert _bind(ENCODE, encode, {})(IMAGE) == (IMAGE, DEVICE)
+
+
+def test_a_decorator_that_changes_the_signature_binds_on_the_wrappers_own() -> None:
+    # Old: bound on __wrapped__ (encode(image)), so device had nowhere to go.
+    def deco(f: Any) -> Any:
+        @functools.wraps(f)
+        def wrapper(x: str, device: str, *a: Any, **k: Any) -> Any:
+            return f(x)
+        return wrapper
+
+    @deco
+    def encode(image: str) -> tuple[str]:
+        return (image,)
+
+    assert _bind(ENCODE, encode, {"quality": 2})(IMAGE) == (IMAGE,)
+
+
+@pytest.mark.parametrize("kind", ["async_generator", "generator", "async_init"])
+def test_generators_and_async_constructors_are_refused_at_load_with_advice(kind: str) -> None:
+    async def agen(image: str, device: str) -> Any:
+        yield image
+
+    def gen(image: str, device: str) -> Any:
+        yield image
+
+    class Codec:
+        async def __init__(self, device: str) -> None:  # type: ignore[misc]
+            pass
+
+    fn, contract = {"async_generator": (agen, ENCODE), "generator": (gen, ENCODE),
+                    "async_init": (Codec, CODEC_INIT)}[kind]
+    with pytest.raises(errors.SignatureMismatch) as raised:
+        _bind(contract, fn, {})
+    message = raised.value.error.message
+    if kind == "async_init":
+        assert "Codec.__init__ is async def" in message and "plain def" in message
+    else:
+        assert "generator function" in message and "return the value instead of yielding it" in message

@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 import re
-import signal
+import socket
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -175,7 +175,8 @@ async def test_show_reports_points_and_images(services: Services, jpeg_id: str) 
     assert points[0]["bpp"] < points[-1]["bpp"] and points[0]["psnr_db"] < points[-1]["psnr_db"]
     text = (await invoke(services, "show", jpeg_id)).stdout
     assert "SUCCEEDED" in text and "attempt 1 of 3" in text and services.worker_id in text
-    assert "a.png" in text and "b.png" in text and "200x176" in text and "labels     suite=cli" in text
+    assert "a.png" in text and "b.png" in text and "labels     suite=cli" in text
+    assert "W×H px" in text and "200×176" in text  # width × height, said so (a new user could not tell)
 
 
 async def test_ls_filters_by_label_and_state(services: Services, jpeg_id: str) -> None:
@@ -284,6 +285,10 @@ async def test_compare_bd_rate_and_plot(services: Services, jpeg_id: str, tiny: 
     ]
     text = (await invoke(services, "compare", other, lossless, "--baseline", jpeg_id)).stdout
     assert "BD-rate against jpeg" in text and "n/a [" in text and "has an infinite PSNR at its only point" in text
+    # the baseline's own row, as in `make demo`, even when it is not named among the experiments
+    assert re.search(rf"jpeg +. {jpeg_id} .*\+0\.00 % .*\+0\.00 %", text), text
+    named = await invoke_json(services, "compare", other, "--baseline", jpeg_id)
+    assert [r["experiment_id"] for r in named["rows"]] == [jpeg_id, other]
 
 
 async def _upload(services: Services, name: str, folder: Path, images: dict[str, np.ndarray]) -> str:
@@ -414,6 +419,44 @@ async def test_workers_show_state_and_stale_reason(services: Services) -> None:
         await link.close()
 
 
+async def test_drain_stops_new_work_for_a_worker(services: Services) -> None:
+    """The README says an admin drains workers; the CLI had no command for it."""
+    link = OrchestratorLink(services.address, services.enroll_secret)
+    spare = await start_worker(WorkerConfig(admin_token=TEST_ADMIN_TOKEN, data_dir=services.data_dir / "spare"),
+                               link.read_blob)
+    registration = asyncio.create_task(link.keep_registered(spare))
+    try:
+        async def ready() -> bool:
+            return any(w["info"]["worker_id"] == spare.info.worker_id and w["state"] == "WORKER_STATE_READY"
+                       for w in await invoke_json(services, "workers"))
+
+        await eventually(ready, what="the spare worker registers")
+        drained = await invoke(services, "drain", spare.info.worker_id)
+        assert f"worker {spare.info.worker_id} is DRAINING: it gets no new experiments" in drained.stdout
+        states = {w["info"]["worker_id"]: w["state"] for w in await invoke_json(services, "workers")}
+        assert states[spare.info.worker_id] == "WORKER_STATE_DRAINING"
+        assert states[services.worker_id] != "WORKER_STATE_DRAINING"
+        missing = await invoke(services, "drain", "w-nosuchworker", code=2)
+        assert "w-nosuchworker" in missing.stderr
+    finally:
+        registration.cancel()
+        await spare.stop(0)
+        await link.close()
+
+
+async def test_run_on_a_folder_without_python_files_says_so(services: Services, tmp_path: Path) -> None:
+    """It said "name one (--entry-module NAME)" for a folder with no .py file to name."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = await invoke(services, "run", str(empty), code=2)
+    assert f"error: {empty} has no Python files: an agent is a folder with an entry module" in result.stderr
+    assert "--entry-module" not in result.stderr
+    (empty / "sub").mkdir()
+    (empty / "sub" / "codec.py").write_text("")
+    result = await invoke(services, "run", str(empty), code=2)
+    assert "has no Python files at its top level (only in subfolders" in result.stderr
+
+
 async def test_usage_problems_exit_2(services: Services) -> None:
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--param", "quality", code=2)
     assert "--param 'quality': expected NAME=VALUE" in result.stderr
@@ -435,6 +478,45 @@ async def test_module_entry_point_reads_the_server_from_the_environment(services
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
     assert process.returncode == 0, stderr.decode()
     assert services.worker_id in [w["info"]["worker_id"] for w in json.loads(stdout)]
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _cli(cwd: Path, env: dict[str, str], *args: str, module: str = "codecbench.cli") -> Completed:
+    """Runs ``python -m MODULE ARGS`` to its end in ``cwd``."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, *args, cwd=cwd, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=90)
+    assert process.returncode is not None
+    return Completed(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """A second `up` on a port in use printed a traceback ending in `OSError: could not bind`."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        up = await _cli(tmp_path, dict(os.environ), "up", "--port", port, "--data-dir", "d")
+        assert up.returncode == 2, up
+        [line] = up.stderr.strip().splitlines()
+        assert line == (f"error: the orchestrator did not start: could not bind 127.0.0.1:{port} (in use by another "
+                        "process, or not an address of this host); choose another --port (--port 0 picks a free one)")
+        assert not (tmp_path / "d" / "up.pid").exists()
+        for module, args in (("orchestrator_svc", ["--data-dir", "o"]), ("worker_svc", ["--isolation", "process"])):
+            service = await _cli(tmp_path, dict(os.environ), "--port", port, *args, module=module)
+            assert service.returncode == 2, service
+            assert service.stderr.strip().splitlines()[-1].endswith(
+                f"error: could not bind 127.0.0.1:{port} (in use by another process, or not an address of this "
+                "host); choose another --port (--port 0 picks a free one)"), service.stderr
+            assert "Traceback" not in service.stderr
 
 
 async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) -> None:
@@ -472,9 +554,20 @@ async def test_up_starts_and_stops_an_orchestrator_and_a_worker(tmp_path: Path) 
         for secret in (data_dir / auth.CLIENT_TOKEN_FILE, data_dir / "orchestrator" / auth.ENROLL_TOKEN_FILE,
                        data_dir / "orchestrator" / "codecbench.db"):
             assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
-        process.send_signal(signal.SIGTERM)
+        # a second `up` for the same data dir says which one runs and how to stop it
+        second = await _cli(tmp_path, env, "up", "--port", "0")
+        assert second.returncode == 2, second
+        assert f"`codecbench up` already runs for .codecbench (pid {process.pid})" in second.stderr
+        assert "codecbench down --data-dir .codecbench" in second.stderr and "Traceback" not in second.stderr
+        # the README's `codecbench up --data-dir .codecbench &` is stopped by `codecbench down`
+        down = await _cli(tmp_path, env, "down", "--data-dir", ".codecbench")
+        assert down.returncode == 0, down
+        assert f"stopped `codecbench up` (pid {process.pid})" in down.stdout
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
         assert "stopped" in (await process.stdout.read()).decode()
+        assert not (data_dir / "up.pid").exists()
+        again = await _cli(tmp_path, env, "down")
+        assert again.returncode == 0 and "nothing to stop" in again.stdout
 
         def gone(pid: int) -> bool:
             try:

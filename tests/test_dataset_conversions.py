@@ -68,6 +68,18 @@ def test_16_bit_gray_plus_alpha_is_not_called_rgba() -> None:
     assert "RGBA" not in conversion
 
 
+def test_16_bit_gray_plus_alpha_keeps_the_high_byte_of_every_sample() -> None:
+    # A finding said the low byte was kept: its file had been written little-endian by mistake
+    # (np.stack of '>u2' arrays gives native order). Written big-endian, as PNG requires, with high
+    # and low bytes unrelated per pixel, the pixels are the high bytes.
+    rng = np.random.default_rng(7)
+    samples = rng.integers(0, 1 << 16, size=(6, 7, 2), dtype=np.uint16)
+    pixels, conversion = _decoded(_png(samples, colour_type=4))
+    assert (pixels[..., 0] == samples[..., 0] >> 8).all() and (pixels[..., 0] != (samples[..., 0] & 255)).any()
+    assert (pixels[..., 1] == pixels[..., 0]).all() and (pixels[..., 2] == pixels[..., 0]).all()
+    assert HIGH_BYTE in conversion
+
+
 def test_16_bit_gray_keeps_the_high_byte() -> None:
     pixels, conversion = _decoded(_png(np.full((2, 3, 1), 0xFE01, np.uint16), colour_type=0))
     assert pixels[1, 2].tolist() == [0xFE] * 3
@@ -126,3 +138,27 @@ def test_an_embedded_colour_profile_is_said_not_to_be_applied() -> None:
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     _, conversion = _decoded(_saved(Image.new("RGB", (2, 2)), icc_profile=profile))
     assert conversion == "embedded ICC colour profile not applied (values used as stored)"
+
+
+def test_an_animated_png_is_refused_naming_the_file_and_its_frames() -> None:
+    # Old: accepted silently as its first frame, with no conversion note.
+    frames = [Image.new("RGB", (8, 6), (i * 60, 0, 0)) for i in range(3)]
+    out = io.BytesIO()
+    frames[0].save(out, format="PNG", save_all=True, append_images=frames[1:])
+    with pytest.raises(datasets.ImageDecodeError, match=r"anim\.png: an animated PNG of 3 frames.*still images"):
+        datasets.decode_image("anim.png", out.getvalue())
+
+
+def test_a_gif_is_refused_naming_its_format_even_under_a_png_name() -> None:
+    with pytest.raises(datasets.ImageDecodeError, match=r"x\.png: a GIF image.*PNG and JPEG images only"):
+        datasets.decode_image("x.png", _saved(Image.new("P", (4, 4)), "GIF"))
+
+
+def test_an_invalid_exif_orientation_is_said() -> None:
+    # Old: orientation 9 was ignored without a word.
+    image = Image.new("RGB", (5, 4), (1, 2, 3))
+    exif = image.getexif()
+    exif[0x0112] = 9
+    pixels, conversion = _decoded(_saved(image, "JPEG", exif=exif.tobytes(), quality=95))
+    assert conversion == "EXIF orientation 9 is not a valid value (1-8): ignored, the pixels are used as stored"
+    assert pixels.shape == (4, 5, 3)

@@ -222,3 +222,25 @@ async def test_cancelled_run_leaves_no_child_process(worker, worker_stub) -> Non
     await eventually(lambda: worker.servicer.slots_in_use == 0, timeout_s=20, what="the slot to be released")
     assert "cancel-me" not in worker.servicer.running
     await assert_good_agent_runs(worker_stub)
+
+
+@pytest.mark.timeout(120)
+async def test_describe_names_the_exception_type_once(worker_stub) -> None:
+    """A new user's finding: "ModuleNotFoundError: importing codec: ModuleNotFoundError: No module named ..."."""
+    _, terminal = await run(worker_stub, request("load_missing_module"))
+    text = errors.describe(terminal.error)
+    assert text.count("ModuleNotFoundError") == 1, text
+    assert "importing codec: ModuleNotFoundError: No module named 'codecbench_no_such_module_xyz'" in text, text
+    bare = errors_pb2.Error(kind=errors_pb2.ERROR_KIND_AGENT_EXCEPTION, exception_type="ValueError", message="bad")
+    assert errors.describe(bare) == "AGENT_EXCEPTION: ValueError: bad"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(("agent", "function"),
+                         [("out_encode_str", "def encode"), ("out_list", "def decode"), ("out_nan", "def decode")])
+async def test_invalid_output_is_located_at_the_function_that_returned_it(worker_stub, agent: str, function: str
+                                                                          ) -> None:
+    """A new user's finding: INVALID_OUTPUT had no location ("-" in `codecbench errors`)."""
+    _, terminal = await run(worker_stub, request(agent))
+    assert terminal.error.kind == errors_pb2.ERROR_KIND_INVALID_OUTPUT, errors.describe(terminal.error)
+    assert terminal.error.location == f"codec.py:{line_of(agent, function)}"

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import math
 import shutil
 import struct
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import grpc
 import numpy as np
@@ -18,46 +14,17 @@ import pytest
 import skimage.data
 import torch
 from helpers import agent_bundle
+from helpers.learned import load_codec_module, psnr_db, structured_image
 from helpers.worker import assert_good_agent_runs, request, result_of, run
 
 from codecbench import errors, tensors, values
 from codecbench.v1 import errors_pb2, worker_pb2
 
 AGENT_DIR = Path(__file__).resolve().parents[1] / "agents" / "factorized_prior"
-# A package name no other test uses, so this agent's `codec` and `model` modules cannot clash with
-# another agent's modules of the same names in one test process.
 PACKAGE = "factorized_prior_agent_under_test"
 
 
-def _load_codec_module() -> ModuleType:
-    if PACKAGE not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            PACKAGE, AGENT_DIR / "__init__.py", submodule_search_locations=[str(AGENT_DIR)]
-        )
-        assert spec is not None and spec.loader is not None
-        package = importlib.util.module_from_spec(spec)
-        sys.modules[PACKAGE] = package
-        spec.loader.exec_module(package)
-    return importlib.import_module(f"{PACKAGE}.codec")
-
-
-fp = _load_codec_module()
-
-
-def _structured_image(height: int, width: int) -> torch.Tensor:
-    """Deterministic uint8 [3, H, W]: colour gradients, a disk and stripes, plus mild noise."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    r = 0.5 + 0.4 * np.sin(xx / 7.0)
-    g = yy / max(height - 1, 1)
-    b = np.where((yy - height / 2) ** 2 + (xx - width / 3) ** 2 < (min(height, width) / 3) ** 2, 0.9, 0.2)
-    noise = np.random.default_rng(0).normal(0.0, 0.02, size=(3, height, width))
-    image = np.clip(np.stack([r, g, b]) + noise, 0.0, 1.0)
-    return torch.from_numpy(np.round(image * 255).astype(np.uint8))
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a.double() - b.double()) ** 2).item()
-    return 10 * math.log10(255**2 / mse)
+fp = load_codec_module(AGENT_DIR, PACKAGE)
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +33,17 @@ def codecs() -> dict[int, object]:
 
 
 def test_round_trip_odd_size(codecs: dict[int, object]) -> None:
-    image = _structured_image(37, 53)
+    image = structured_image(37, 53)
     bitstream = codecs[2].encode(image)
     decoded = codecs[2].decode(bitstream)
     assert isinstance(bitstream, bytes)
     assert decoded.dtype == torch.uint8
     assert decoded.shape == (3, 37, 53)
-    assert _psnr(image, decoded) > 20.0  # a broken decoder lands near 10 dB
+    assert psnr_db(image, decoded) > 20.0  # a broken decoder lands near 10 dB
 
 
 def test_header_carries_everything_the_decoder_needs(codecs: dict[int, object]) -> None:
-    bitstream = codecs[3].encode(_structured_image(37, 53))
+    bitstream = codecs[3].encode(structured_image(37, 53))
     magic, version, quality, height, width = struct.unpack_from(">2sBBHH", bitstream)
     assert (magic, version, quality, height, width) == (b"FP", 1, 3, 37, 53)
     # a decoder set up for another quality follows the bitstream's quality
@@ -84,7 +51,7 @@ def test_header_carries_everything_the_decoder_needs(codecs: dict[int, object]) 
 
 
 def test_coding_is_deterministic(codecs: dict[int, object]) -> None:
-    image = _structured_image(37, 53)
+    image = structured_image(37, 53)
     bitstream = codecs[2].encode(image)
     assert codecs[2].encode(image) == bitstream
     first = codecs[2].decode(bitstream)
@@ -97,7 +64,7 @@ def test_loads_on_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     codec = fp.Codec("cpu", quality=1)
     model = codec._models[1]
     assert all(p.device.type == "cpu" for p in model.synthesis.parameters())
-    assert codec.decode(codec.encode(_structured_image(16, 16))).shape == (3, 16, 16)
+    assert codec.decode(codec.encode(structured_image(16, 16))).shape == (3, 16, 16)
     with pytest.raises(ValueError, match="CUDA is not available"):
         fp.Codec("cuda", quality=1)
 
@@ -117,7 +84,7 @@ def test_loads_on_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_bad_bitstream_raises_value_error(codecs: dict[int, object], mangle, message: str) -> None:
-    bitstream = codecs[2].encode(_structured_image(37, 53))
+    bitstream = codecs[2].encode(structured_image(37, 53))
     with pytest.raises(ValueError, match=message):
         codecs[2].decode(mangle(bitstream))
 
@@ -137,7 +104,7 @@ def test_rate_and_psnr_rise_with_quality(codecs: dict[int, object]) -> None:
     for quality in fp.QUALITIES:
         bitstream = codecs[quality].encode(image)
         bpp.append(8 * len(bitstream) / (image.shape[1] * image.shape[2]))
-        psnr.append(_psnr(image, codecs[quality].decode(bitstream)))
+        psnr.append(psnr_db(image, codecs[quality].decode(bitstream)))
     assert all(a < b for a, b in zip(bpp, bpp[1:], strict=False)), bpp
     assert all(a < b for a, b in zip(psnr, psnr[1:], strict=False)), psnr
     assert psnr[0] > 26.0, psnr
@@ -147,7 +114,7 @@ def test_sandbox_layout_encodes_in_another_process(codecs: dict[int, object], tm
     """The agent directory copied elsewhere, alone on sys.path, encodes; this process decodes."""
     agent = tmp_path / "agent"
     shutil.copytree(AGENT_DIR, agent, ignore=shutil.ignore_patterns("__pycache__", "__init__.py"))
-    image = _structured_image(40, 29)
+    image = structured_image(40, 29)
     np.save(tmp_path / "image.npy", image.numpy())
     script = (
         "import sys; import numpy as np, torch; sys.path.insert(0, sys.argv[1]); import codec; "
@@ -160,7 +127,7 @@ def test_sandbox_layout_encodes_in_another_process(codecs: dict[int, object], tm
     )
     decoded = codecs[2].decode((tmp_path / "bits").read_bytes())
     assert decoded.shape == (3, 40, 29)
-    assert _psnr(image, decoded) > 20.0  # a broken decoder lands near 10 dB
+    assert psnr_db(image, decoded) > 20.0  # a broken decoder lands near 10 dB
 
 
 # ---- through a real worker (sandboxed encoder and decoder processes) ----

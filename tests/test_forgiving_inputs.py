@@ -6,6 +6,7 @@ float_value; hex digests come in upper case; a Value with no kind set is easy to
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import grpc
 import pytest
@@ -13,7 +14,7 @@ import torch
 from helpers import agent_bundle
 from helpers.worker import error_of, request, result_of, run
 
-from codecbench import bundles, errors, tensors, validation
+from codecbench import bundles, errors, tensors, validation, values
 from codecbench.v1 import errors_pb2, types_pb2, worker_pb2
 from sandbox import contracts
 
@@ -35,7 +36,8 @@ def test_an_integral_float_for_an_int_default_is_converted_with_a_note() -> None
 
 @pytest.mark.parametrize(
     ("value", "given"),
-    [(9.5, "float 9.5"), ("9", "str '9'"), (True, "bool True"), (None, "NoneType None"), ([9], "list [9]")],
+    [(9.5, "the float 9.5"), ("9", "the str '9'"), (True, "the bool True"), (None, "the NoneType None"),
+     ([9], "the list [9]")],
 )
 def test_another_type_for_an_int_default_is_a_signature_mismatch_naming_both(value, given) -> None:
     def encode(image, device, level=6) -> None: ...
@@ -43,9 +45,10 @@ def test_another_type_for_an_int_default_is_a_signature_mismatch_naming_both(val
     with pytest.raises(errors.SignatureMismatch) as info:
         _check(encode, {"level": value})
     message = str(info.value)
-    assert "'level'" in message and "takes int (default 6)" in message and given in message
-    assert info.value.error.expected == "level: int"
-    assert info.value.error.actual.startswith(f"level: {type(value).__name__}")
+    # a new user's finding: "expected: scale: int; got: scale: float = 2.5" read oddly
+    assert message == f"parameter level of encode must be an int (default 6), got {given}"
+    assert info.value.error.expected == "level: an int"
+    assert info.value.error.actual == f"level: {given}"
     assert info.value.error.phase == types_pb2.PHASE_LOAD
 
 
@@ -55,7 +58,8 @@ def test_annotations_declare_the_type_when_there_is_no_default() -> None:
 
     checked = _check(as_strings, {"level": 4.0, "mode": "fast"})[0]
     assert checked == {"level": 4, "mode": "fast"} and type(checked["level"]) is int
-    with pytest.raises(errors.SignatureMismatch, match="'mode' of encode takes str \\(annotation str\\)"):
+    with pytest.raises(errors.SignatureMismatch,
+                       match=r"mode of encode must be a str \(annotation str\), got the int 1"):
         _check(as_strings, {"level": 4, "mode": 1})
 
 
@@ -64,7 +68,8 @@ def test_floats_take_ints_and_undeclared_types_pass_unchecked() -> None:
 
     params = {"scale": 2, "flag": True, "anything": [1, "x"], "extra": 1.5}
     assert _check(encode, params) == (params, ())
-    with pytest.raises(errors.SignatureMismatch, match="'flag' of encode takes bool"):
+    with pytest.raises(errors.SignatureMismatch,
+                       match=r"flag of encode must be a bool \(default False\), got the int 1"):
         _check(encode, {"flag": 1})
 
 
@@ -85,8 +90,8 @@ async def test_a_fractional_level_fails_before_any_image_with_both_types_named(w
     error = error_of(terminal)
     assert error.kind == K.ERROR_KIND_SIGNATURE_MISMATCH
     assert error.phase == types_pb2.PHASE_LOAD
-    assert "takes int (default 6)" in error.message and "float 9.5" in error.message
-    assert (error.expected, error.actual) == ("level: int", "level: float = 9.5")
+    assert "must be an int (default 6), got the float 9.5" in error.message
+    assert (error.expected, error.actual) == ("level: an int", "level: the float 9.5")
     assert not any(e.HasField("image_result") for e in events)
     assert not any(e.HasField("progress") and e.progress.phase == types_pb2.PHASE_ENCODE for e in events)
 
@@ -133,3 +138,41 @@ def test_an_upper_case_sha256_is_refused_saying_lower_case_hex() -> None:
     with pytest.raises(errors.InvalidArgument, match="does not match the content"):
         bundles.validate(bundle)
 
+
+
+def test_parameter_names_must_be_nfkc_normalised_and_variants_of_reserved_names_are_reserved() -> None:
+    # Old: both passed submit and could never bind (Python normalises the agent's own names).
+    for name, said in (("\uff51uality", "is not NFKC-normalised: Python names the parameter 'quality'"),
+                       ("\uff44evice", "is a variant of the reserved name 'device'")):
+        point = values.params_from_python({name: 3})
+        with pytest.raises(errors.InvalidArgument) as raised:
+            validation.check_point(point, "points[0]")
+        assert raised.value.field == f"points[0].params[{name!r}]" and said in str(raised.value)
+    validation.check_point(values.params_from_python({"quality": 3, "qualité": 2}), "points[0]")
+
+
+@pytest.mark.timeout(120)
+async def test_every_point_is_checked_at_load_before_the_first_image(worker_stub) -> None:
+    """A new user's finding: ``--param quality=90,high`` coded every image of point 0, then failed
+    on point 1; the README promises arguments are checked before any image is processed."""
+    events, terminal = await run(worker_stub, request("jpeg", points=[{"quality": 90}, {"quality": "high"}]))
+    error = error_of(terminal)
+    assert error.kind == K.ERROR_KIND_SIGNATURE_MISMATCH and error.phase == types_pb2.PHASE_LOAD
+    assert error.point_index == 1 and "quality" in error.message and "the str 'high'" in error.message
+    assert not any(e.HasField("image_result") for e in events)
+    assert not any(e.HasField("progress") and e.progress.phase == types_pb2.PHASE_ENCODE for e in events)
+
+
+def test_a_misspelt_parameter_name_suggests_the_declared_one() -> None:
+    """A new user's finding: ``--param scal=2`` said only "unexpected keyword argument"."""
+    def encode(image, device, scale=2, quality=50) -> None: ...
+
+    slots = [contracts.Slot("image", contracts.DATA, any_name=True), contracts.Slot("device", "cpu")]
+    with pytest.raises(errors.SignatureMismatch) as info:
+        contracts.bind_call(encode, "encode", "encode(image, device, **params)", Path("."), types_pb2.PHASE_LOAD,
+                            slots, params={"scal": 2})
+    assert "unexpected keyword argument 'scal' (did you mean 'scale'?)" in str(info.value)
+    with pytest.raises(errors.SignatureMismatch) as info:
+        contracts.bind_call(encode, "encode", "encode(image, device, **params)", Path("."), types_pb2.PHASE_LOAD,
+                            slots, params={"zzz": 2})
+    assert "did you mean" not in str(info.value)

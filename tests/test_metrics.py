@@ -67,7 +67,10 @@ def test_float_output_is_clamped_scaled_and_rounded() -> None:
 
 @pytest.mark.parametrize(("low", "high", "advice"), [(-0.1, 0.9, "clamp them to [0, 1]"),
                                                      (0.0, 1.2, "clamp them to [0, 1]"),
-                                                     (0.0, 254.0, "divide by 255")])
+                                                     (0.0, 254.0, "divide by 255"),
+                                                     # tanh output: was told to clamp, losing half the range
+                                                     (-0.98, 0.97, "(x + 1) / 2"),
+                                                     (-1.0, 1.04, "(x + 1) / 2")])
 def test_float_output_beyond_the_tolerance_states_min_max_and_what_to_do(low: float, high: float,
                                                                          advice: str) -> None:
     # Issue 13: 0-255 floats were once clamped to [0, 1] silently and scored ~4 dB.

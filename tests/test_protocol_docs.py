@@ -21,9 +21,10 @@ from helpers import REPO
 
 from codecbench import errors
 from codecbench.protogen import PROTO_FILES, PROTO_ROOT
-from codecbench.v1 import errors_pb2
+from codecbench.v1 import errors_pb2, types_pb2
 
 DOC = REPO / "docs" / "protocol.md"
+AGENTS_DOC = REPO / "docs" / "agents.md"
 
 
 def _descriptors(files: list[str], out: Path) -> descriptor_pb2.FileDescriptorSet:
@@ -112,6 +113,43 @@ def test_the_error_table_of_the_docs_is_the_code_table() -> None:
     reasons = [value for name, value in vars(errors).items() if name.startswith("REASON_")]
     assert reasons and all(r in table for r in reasons), [r for r in reasons if r not in table]
     assert [retry for code, retry in table[errors.REASON_NO_FREE_SLOT]] == ["yes"]
+
+
+def _every_kind() -> set[str]:
+    return {errors.kind_name(k) for k in errors_pb2.ErrorKind.values() if k != errors_pb2.ERROR_KIND_UNSPECIFIED}
+
+
+def test_the_error_kind_table_of_agents_md_lists_every_kind() -> None:
+    """A new user's finding: UNSCHEDULABLE was missing from the table (and nothing noticed)."""
+    text = AGENTS_DOC.read_text()
+    section = text[text.index("## Error kinds"):text.index("## Limits and isolation")]
+    rows = re.findall(r"^\| `([A-Z_]+)` \|", section, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(_every_kind())
+
+
+def test_the_phases_of_agents_md_are_every_phase_in_order() -> None:
+    """PHASE_QUEUE (and setup) were missing from the phases errors name."""
+    text = " ".join(AGENTS_DOC.read_text().split())
+    sentence = re.search(r"The phases, in order: (.*?)\. Only", text)
+    assert sentence, "docs/agents.md lists the phases"
+    listed = re.findall(r"`([a-z]+)`", re.sub(r"\([^)]*\)", "", sentence.group(1)))
+    phases = sorted(p for p in types_pb2.Phase.values() if p != types_pb2.PHASE_UNSPECIFIED)
+    assert listed == [errors.phase_name(p) for p in phases]
+
+
+def test_the_retryable_list_of_protocol_md_is_the_code_list() -> None:
+    """Every kind is said retryable or not, as :data:`errors.RETRYABLE_KINDS` makes it."""
+    text = " ".join(DOC.read_text().split())
+    paragraph = re.search(r"help \(`Error.retryable`\): (.*?)\.(?: |$)", text)
+    assert paragraph, "docs/protocol.md says which kinds are retryable"
+    said: dict[str, str] = {}
+    for group in re.sub(r"\([^)]*\)", "", paragraph.group(1)).split(";"):
+        names, answer = group.split(":")
+        for name in names.split(","):
+            said[name.strip()] = answer.strip()
+    assert set(said) == _every_kind()
+    assert {k for k, answer in said.items() if answer == "yes"} == {errors.kind_name(k) for k in errors.RETRYABLE_KINDS}
+    assert {answer for k, answer in said.items()} == {"yes", "no"}
 
 
 @pytest.mark.parametrize(("file", "module"), [("google/rpc/status.proto", status_pb2),

@@ -244,6 +244,14 @@ CASES = [
     Case("orchestrator-reserved-parameter-name",
          lambda s: _creating(s, lambda r: r.points.append(_point(device=CUDA_7))),
          INVALID, "INVALID_ARGUMENT", "points[0].params['device']"),
+    # NFKC variants: Python names a parameter `def f(ｑuality)` 'quality' (PEP 3131), so 'ｑuality' could
+    # never bind, and 'ｄevice' would reach the parameter named device
+    Case("orchestrator-nfkc-variant-of-a-reserved-name",
+         lambda s: _creating(s, lambda r: r.points.append(_point(**{"\uff44evice": CUDA_7}))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['\uff44evice']"),
+    Case("orchestrator-parameter-name-not-nfkc-normalised",
+         lambda s: _creating(s, lambda r: r.points.append(_point(**{"\uff51uality": CUDA_7}))),
+         INVALID, "INVALID_ARGUMENT", "points[0].params['\uff51uality']"),
     Case("worker-reserved-parameter-name",
          lambda s: _running(s, lambda r: r.points.extend([_point(), _point(encoding_data=CUDA_7)])),
          INVALID, "INVALID_ARGUMENT", "points[1].params['encoding_data']"),
@@ -512,3 +520,15 @@ def test_tensor_format_errors_are_request_errors_naming_the_field() -> None:
     with pytest.raises(errors.InvalidArgument) as raised, status.in_field("image"):
         tensors.to_numpy(_image(b"\0", [3, 4, 4]))
     assert (raised.value.field, raised.value.reason) == ("image", errors.REASON_TENSOR_MALFORMED)
+
+
+async def test_a_dataset_folder_of_gifs_is_refused_by_the_client_naming_the_files(tmp_path: Path) -> None:
+    # Old: "chunk: no images uploaded" from the orchestrator, which saw an upload without images.
+    from PIL import Image
+
+    Image.new("P", (4, 4)).save(tmp_path / "a.gif")
+    async with Client("127.0.0.1:1") as client:  # refused before any call: nothing listens on port 1
+        with pytest.raises(errors.InvalidArgument) as raised:
+            await client.upload_dataset("gifs", tmp_path)
+    assert raised.value.field == "folder"
+    assert "has no .png/.jpg/.jpeg files (it has a.gif)" in str(raised.value) and "PNG and JPEG" in str(raised.value)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
-from helpers import agent_bundle, eventually
+from helpers import AGENTS, agent_bundle, eventually
 from helpers.services import attach_worker, orchestrator
 from rich.console import Console
+from typer.testing import CliRunner, Result
 
 from codecbench import errors
-from codecbench.cli import views
+from codecbench.cli import app, follow, views
 from codecbench.client import Client
 from codecbench.states import FAILED, QUEUED, SUCCEEDED
 from codecbench.v1 import errors_pb2
@@ -57,3 +59,30 @@ async def test_queue_timeout_must_be_finite_and_in_range(tmp_path: Path) -> None
             with pytest.raises(errors.InvalidArgument) as info:
                 await client.submit(agent_bundle("jpeg"), queue_timeout_s=bad)
             assert info.value.field == "queue_timeout_s"
+
+
+async def test_run_and_watch_say_why_a_queued_experiment_waits(tmp_path: Path) -> None:
+    """`run --device cuda` with no CUDA worker used to show only "queued"; `watch` only "created"."""
+    def cli(*args: str) -> Result:
+        return CliRunner().invoke(app, ["--server", orch.address, *args])
+
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        ran = await asyncio.to_thread(cli, "run", str(AGENTS / "jpeg"), "--device", "cuda", "--queue-timeout-s", "5")
+        assert ran.exit_code == 1, ran.output
+        assert "waiting: no worker is registered; it fails as UNSCHEDULABLE if no worker can run it within 5 s " \
+               "(--queue-timeout-s)" in ran.stdout
+        assert "UNSCHEDULABLE" in ran.stdout
+
+        queued = await client.submit(agent_bundle("jpeg"), device="cuda", queue_timeout_s=5)
+        watched = await asyncio.to_thread(cli, "watch", queued.experiment_id)
+        assert watched.exit_code == 1, watched.output
+        assert "waiting: no worker is registered" in watched.stdout and "UNSCHEDULABLE" in watched.stdout
+
+        waiting = await client.submit(agent_bundle("jpeg"), device="cuda")
+        rendered = _rendered(follow.waiting_text(waiting))
+        assert "--queue-timeout-s N" in rendered and f"codecbench cancel {waiting.experiment_id}" in rendered
+
+        last = (await client.get(queued.experiment_id)).last_sequence
+        past = await asyncio.to_thread(cli, "watch", queued.experiment_id, "--after", str(last + 4))
+        assert past.exit_code == 2
+        assert f"is at sequence {last}" in past.stderr and f"use --after {last} or less" in past.stderr

@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     """``codecbench-worker``: parses ``argv`` (default ``sys.argv[1:]``), serves, returns the exit status."""
     args = parse_args(argv)
     logs.configure(args.log_level)
-    asyncio.run(serve(args))
-    return 0
+    return rpc.run_service("codecbench-worker", serve(args))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,12 @@ set-up that agents do lazily on their first call (allocating buffers, building t
 kernels) would otherwise be timed as part of the first image and inflate the point's mean. The
 warm-up runs under the first image's progress event and limits, and a failure in it is that
 image's.
+
+Before the first image, every point's parameters are bound on both sides (:func:`_bind_every_point`):
+a point whose parameters the agent's signature refuses fails the run at load, naming the point,
+instead of after every image of the points before it. The sandbox has no check-only request, so
+this binds for real (``Codec(...)`` runs once more per point and side); a separate message was
+rejected to keep one binding path, the one the run then uses.
 """
 
 from __future__ import annotations
@@ -135,13 +141,17 @@ async def _run(
     try:
         async with asyncio.timeout(timeouts.experiment_s):
             position.progress(types_pb2.PHASE_LOAD, emit, len(points), len(images))
+            first_encoder: SandboxedAgent | None = await _bind_every_point(
+                request, settings, budget, timeouts, blob, sides, points, position)
             results = []
             for p_index, point in enumerate(points):
                 # A point's encoder has ended (its namespaces and cgroup gone) before its decoder
                 # starts: no host-wide state (load, free memory, per-uid counts) can carry an
                 # image from one to the other while both run.
                 position.point, position.image, position.phase = p_index, None, types_pb2.PHASE_LOAD
-                encoder = await _open_side(request, settings, budget, timeouts, blob, sides, ENCODER, point)
+                encoder = first_encoder or await _open_side(request, settings, budget, timeouts, blob, sides,
+                                                            ENCODER, point)
+                first_encoder = None
                 if not encoder.takes_image:  # the old runner's own shape: once per point, no image
                     results.append(await _reported_point(request, encoder, point, len(points), timeouts, position,
                                                          (settings, budget, blob, sides), emit))
@@ -210,6 +220,39 @@ async def _open_side(
     sides.append(side)
     await side.set_params(point, timeouts.load_s)
     return side
+
+
+async def _bind_every_point(
+    request: worker_pb2.RunExperimentRequest,
+    settings: SandboxSettings,
+    budget: OutputBudget,
+    timeouts: types_pb2.Timeouts,
+    blob: Callable[[str], bytes] | None,
+    sides: list[SandboxedAgent],
+    points: Sequence[types_pb2.ParameterPoint],
+    position: _Position,
+) -> SandboxedAgent:
+    """Binds every point's parameters on the decoder side, then on the encoder side, before any image.
+
+    The decoder is opened first and closed before the encoder starts (the two sides are never
+    alive at once); the encoder binds the first point last and is returned ready for it.
+
+    Raises:
+        errors.CodecbenchError: SIGNATURE_MISMATCH (or what ``Codec(...)`` raised), with
+            ``position.point`` at the point that failed.
+    """
+    order = [*range(1, len(points)), 0]
+
+    async def bind_all(role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
+        side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, timeouts.load_s, blob)
+        sides.append(side)
+        for index in order:
+            position.point = index
+            await side.set_params(points[index], timeouts.load_s)
+        return side
+
+    await _close_side(await bind_all(DECODER), sides)
+    return await bind_all(ENCODER)
 
 
 async def _close_side(side: SandboxedAgent, sides: list[SandboxedAgent]) -> None:

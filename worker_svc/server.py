@@ -467,7 +467,7 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     """Starts a worker server on ``config.host:config.port`` (0 picks a free port).
 
     Raises:
-        OSError: the address could not be bound.
+        rpc.BindError: the address could not be bound.
         ValueError: a non-loopback address without TLS or ``config.insecure``.
     """
     rpc.check_listen_security(config.host, config.tls, config.insecure)

@@ -27,10 +27,10 @@ from rich.text import Text
 
 from codecbench import analysis, auth, devices, errors, rpc, states, values
 from codecbench.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, views
-from codecbench.cli.follow import follow
+from codecbench.cli.follow import WaitingReporter, follow
 from codecbench.cli.parsing import UsageError, parameter_grid, parse_labels, parse_since, parse_states
 from codecbench.client import DEFAULT_SERVER, Client
-from codecbench.v1 import types_pb2
+from codecbench.v1 import orchestrator_pb2, types_pb2
 
 
 @dataclass
@@ -79,12 +79,16 @@ def _main(
 # -- plumbing ----------------------------------------------------------------------------------
 
 
-def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]) -> None:
+_INTERRUPTED = "interrupted (an experiment that was submitted keeps running on the orchestrator)"
+
+
+def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]],
+          interrupted: str = _INTERRUPTED) -> None:
     """Runs ``work`` with a client on a fresh event loop and exits with its code.
 
     A refused request (the :mod:`codecbench.errors` tree, which the client raises) and bad input
     (:class:`UsageError`) print ``error: <message>`` and exit 2; an unreachable orchestrator gets a
-    hint on how to start one or point at one.
+    hint on how to start one or point at one; Ctrl-C prints ``interrupted`` and exits 130.
     """
     settings: Settings = ctx.obj
 
@@ -102,7 +106,7 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
         settings.err.print(Text(f"error: {exc}", style="red"))
         code = EXIT_USAGE
     except KeyboardInterrupt:
-        settings.err.print("interrupted (an experiment that was submitted keeps running on the orchestrator)")
+        settings.err.print(interrupted)
         code = EXIT_INTERRUPTED
     raise typer.Exit(code)
 
@@ -123,8 +127,8 @@ def up(
     no_bwrap: Annotated[bool, typer.Option("--no-bwrap", help="Process-only isolation even if bwrap exists.")] = False,
     log_level: Annotated[str, typer.Option(help="Level of the services' logs (files under DATA_DIR/logs).")] = "info",
 ) -> None:
-    """Start an orchestrator and one local worker (SQLite, 127.0.0.1) until Ctrl-C or SIGTERM."""
-    from codecbench.local import LocalStartError, start_local
+    """Start an orchestrator and one local worker (SQLite, 127.0.0.1) until `codecbench down`, Ctrl-C or SIGTERM."""
+    from codecbench.local import LocalStartError, claim_up, release_up, start_local
 
     console = views.make_console()
 
@@ -134,7 +138,8 @@ def up(
         console.print(f"worker {services.worker_id} listening on {services.worker.address} "
                       f"(pid {services.worker.pid}, {worker_slots} slot(s))")
         console.print(f"logs: {services.orchestrator.log_path}, {services.worker.log_path}")
-        console.print(f"use it: export CODECBENCH_SERVER={services.orchestrator.address}; Ctrl-C stops both")
+        console.print(f"use it: export CODECBENCH_SERVER={services.orchestrator.address}; "
+                      f"`codecbench down --data-dir {data_dir}` (or Ctrl-C) stops both")
         if services.token_file.resolve() != auth.DEFAULT_TOKEN_PATH.resolve():
             console.print(f"your admin token: export {auth.TOKEN_FILE_ENV}={services.token_file}")
         stop = asyncio.Event()
@@ -158,13 +163,36 @@ def up(
         return code
 
     try:
+        claim_up(data_dir)
         code = asyncio.run(serve())
     except LocalStartError as exc:
-        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"))
-        code = EXIT_FAILED
+        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"), soft_wrap=True)
+        code = EXIT_USAGE if exc.exit_code == EXIT_USAGE else EXIT_FAILED
     except KeyboardInterrupt:  # during start-up, before the signal handlers; the services were stopped
         code = EXIT_INTERRUPTED
+    finally:
+        release_up(data_dir)
     raise typer.Exit(code)
+
+
+@app.command()
+def down(
+    data_dir: Annotated[Path, typer.Option(help="The data dir of `codecbench up`.")] = Path(".codecbench"),
+    timeout_s: Annotated[float, typer.Option(min=0, help="How long to wait for it to stop, in s.")] = 60.0,
+) -> None:
+    """Stop the `codecbench up` of DATA_DIR (its worker, then its orchestrator) and wait until it has exited."""
+    from codecbench.local import stop_up
+
+    console = views.make_console()
+    try:
+        pid = asyncio.run(stop_up(data_dir, timeout_s))
+    except TimeoutError as exc:
+        views.make_console(stderr=True).print(Text(f"error: {exc}", style="red"), soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    if pid is None:
+        console.print(f"no `codecbench up` runs for {data_dir}: nothing to stop")
+    else:
+        console.print(f"stopped `codecbench up` (pid {pid}) and its services for {data_dir}")
 
 
 @app.command()
@@ -330,22 +358,40 @@ def show(ctx: typer.Context, experiment_id: str, as_json: JsonOption = False) ->
 def watch(
     ctx: typer.Context,
     experiment_id: str,
-    after: Annotated[int, typer.Option(help="Only events with a sequence number above this.")] = 0,
+    after: Annotated[int, typer.Option(help="Only events with a sequence number above this (at most the "
+                                             "experiment's latest sequence number).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON event per line (JSON Lines).")] = False,
 ) -> None:
-    """Print an experiment's events (stored ones first) until it ends; exit 1 if it failed."""
+    """Print an experiment's events (stored ones first) until it ends; exit 1 if it failed.
+
+    While it is queued, says why it waits when no worker can run it. Ctrl-C stops watching only.
+    """
 
     async def work(client: Client, s: Settings) -> int:
         code = 0
-        async for event in client.watch(experiment_id, after_sequence=after):
-            if as_json:
-                print_json(views.message_json(event), indent=None)
-            else:
-                s.out.print(views.event_text(event), soft_wrap=True)
-            code = EXIT_FAILED if event.WhichOneof("event") == "error" else code
+        # stdout's JSON Lines carry events only: the waiting reason goes to stderr then
+        waiting = WaitingReporter(client, experiment_id, s.err if as_json else s.out)
+        try:
+            async with waiting:
+                async for event in client.watch(experiment_id, after_sequence=after):
+                    if as_json:
+                        print_json(views.message_json(event), indent=None)
+                    else:
+                        s.out.print(views.event_text(event), soft_wrap=True)
+                    kind = event.WhichOneof("event")
+                    if kind == "state_change":
+                        waiting.on_state(event.state_change.state)
+                    code = EXIT_FAILED if kind == "error" else code
+        except errors.OutOfRange as exc:
+            last = exc.metadata.get("last_sequence")
+            if last is None:
+                raise
+            raise UsageError(f"experiment {experiment_id} is at sequence {last}: --after {after} is past it; "
+                             f"use --after {last} or less") from exc
         return code
 
-    _call(ctx, work)
+    _call(ctx, work, interrupted=f"interrupted: only the watching stopped; {experiment_id} keeps running on the "
+                                 f"orchestrator (`codecbench cancel {experiment_id}` stops it)")
 
 
 @app.command()
@@ -376,6 +422,28 @@ def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
             queues = await client.queues()
             if queues:
                 s.out.print(views.queues_table(queues))
+        return 0
+
+    _call(ctx, work)
+
+
+@app.command()
+def drain(
+    ctx: typer.Context,
+    worker_id: Annotated[str, typer.Argument(help="The worker, as `codecbench workers` lists it.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Stop giving a worker new experiments; those it runs finish (admins only)."""
+
+    async def work(client: Client, s: Settings) -> int:
+        status = await client.drain(worker_id)
+        if as_json:
+            print_json(views.message_json(status))
+            return 0
+        state = orchestrator_pb2.WorkerState.Name(status.state).removeprefix("WORKER_STATE_")
+        running = ", ".join(status.running_experiment_ids) or "none"
+        s.out.print(f"worker {status.info.worker_id} is {state}: it gets no new experiments; "
+                    f"those it runs finish ({running})", soft_wrap=True)
         return 0
 
     _call(ctx, work)
@@ -454,7 +522,7 @@ def compare(
         "(refused otherwise); every such row is flagged.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """BD-rate (PSNR and MS-SSIM, PCHIP) of each experiment against the baseline, and an RD plot.
+    """BD-rate (PSNR and MS-SSIM, PCHIP) of the baseline and each experiment against it, and an RD plot.
 
     Each curve needs at least 4 points; experiments on different datasets are refused unless
     --allow-different-datasets is given.
@@ -462,13 +530,15 @@ def compare(
 
     async def work(client: Client, s: Settings) -> int:
         anchor, *others = await _finished_curves(client, [baseline, *experiment_ids])
+        # the baseline's own row first (+0.00 %, or why not computable), as `make demo` shows it, whether
+        # or not it is named among the experiments too
+        curves = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
         copies = [e for e in [await client.get(i) for i in dict.fromkeys([baseline, *experiment_ids])] if e.cached_from]
         try:
-            rows = analysis.bd_rate_table(others, anchor, allow_different_datasets=allow_different_datasets)
+            rows = analysis.bd_rate_table(curves, anchor, allow_different_datasets=allow_different_datasets)
         except analysis.DifferentDatasets as exc:
             raise UsageError(str(exc)) from exc
-        plotted = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
-        notes = analysis.rd_plot(plotted, plot, title="rate-distortion (codecbench)") if plot else []
+        notes = analysis.rd_plot(curves, plot, title="rate-distortion (codecbench)") if plot else []
         if as_json:
             print_json({"baseline": {"experiment_id": anchor.experiment_id, "name": anchor.name,
                                       "dataset": anchor.dataset},

@@ -2,9 +2,16 @@
 per parameter point, printing state changes, agent log lines and errors as they arrive.
 
 Used by ``codecbench run`` and ``make demo``; the lines it prints are :mod:`codecbench.cli.views`'.
+:class:`WaitingReporter` (``run`` and ``watch``) says why a queued experiment waits: the reason is
+not an event (it changes as workers come and go, without anything happening to the experiment),
+so it is polled from GetExperiment while the experiment is QUEUED.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from types import TracebackType
 
 from google.protobuf import timestamp_pb2
 from rich.console import Console
@@ -15,6 +22,69 @@ from codecbench import errors, states, values
 from codecbench.cli.views import duration_text, event_text, state_text
 from codecbench.client import Client
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
+
+# How often a QUEUED experiment's waiting reason is asked for. A waiting reason is about workers
+# registering (seconds to minutes), so a few seconds of delay cost nothing and keep the load low.
+WAITING_POLL_S = 2.0
+
+
+def waiting_text(exp: orchestrator_pb2.Experiment) -> Text:
+    """The line that says why a QUEUED experiment waits, and what ``--queue-timeout-s`` does about it."""
+    if exp.queue_timeout_s > 0:
+        then = f"it fails as UNSCHEDULABLE if no worker can run it within {exp.queue_timeout_s:g} s (--queue-timeout-s)"
+    else:
+        then = ("it waits until one can (`codecbench run --queue-timeout-s N` fails it after N s instead; "
+                f"`codecbench cancel {exp.experiment_id}` ends it)")
+    return Text(f"waiting: {exp.waiting_reason}; {then}", style="yellow")
+
+
+class WaitingReporter:
+    """Prints an experiment's waiting reason (:func:`waiting_text`) while it is QUEUED, when it changes.
+
+    Use it as an async context manager around the loop over the experiment's events, and call
+    :meth:`on_state` with every state change: it polls GetExperiment every ``poll_s`` s while the
+    latest state is QUEUED (a requeued experiment is asked about again) and stops on exit.
+    """
+
+    def __init__(self, client: Client, experiment_id: str, console: Console, queued: bool = True,
+                 poll_s: float = WAITING_POLL_S) -> None:
+        self.client, self.experiment_id, self.console, self.poll_s = client, experiment_id, console, poll_s
+        self.queued = asyncio.Event()
+        if queued:
+            self.queued.set()
+        self.shown = ""
+        self._task: asyncio.Task[None] | None = None
+
+    def on_state(self, state: experiment_pb2.ExperimentState.ValueType) -> None:
+        """Records the experiment's new state (from a StateChange event)."""
+        if state == states.QUEUED:
+            self.queued.set()
+        else:
+            self.queued.clear()
+            self.shown = ""
+
+    async def _poll(self) -> None:
+        while True:
+            await self.queued.wait()
+            with contextlib.suppress(errors.CodecbenchError):  # unreachable for a moment: ask again later
+                exp = await self.client.get(self.experiment_id)
+                if exp.state != states.QUEUED:
+                    self.on_state(exp.state)
+                elif exp.waiting_reason and exp.waiting_reason != self.shown and self.queued.is_set():
+                    self.shown = exp.waiting_reason
+                    self.console.print(waiting_text(exp), soft_wrap=True)
+            await asyncio.sleep(self.poll_s)
+
+    async def __aenter__(self) -> WaitingReporter:
+        self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class _PointBars:
@@ -104,6 +174,26 @@ class _PointBars:
                 self.progress.update(task, status="stopped")
 
 
+async def _show_events(client: Client, exp: orchestrator_pb2.Experiment, progress: Progress, bars: _PointBars,
+                       waiting: WaitingReporter) -> None:
+    """Shows the experiment's events until the terminal one: bars for progress, lines for the rest."""
+    async for event in client.watch(exp.experiment_id):
+        kind = event.WhichOneof("event")
+        if kind == "progress":
+            bars.on_progress(event.progress, event.time)
+        elif kind == "image_result":
+            bars.on_image(event.image_result, event.time)
+        elif kind == "result":
+            bars.on_result()
+        else:
+            if kind == "state_change":
+                bars.restart(event.state_change.attempt)
+                waiting.on_state(event.state_change.state)
+            elif kind == "error":
+                bars.on_error()
+            progress.console.print(event_text(event), soft_wrap=True)
+
+
 async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Console) -> orchestrator_pb2.Experiment:
     """Watches an experiment to its end with a progress bar per parameter point, printing state
     changes, agent log lines and errors the moment they arrive; returns the finished experiment."""
@@ -122,20 +212,9 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
         return final
     with progress:
         bars = _PointBars(progress, exp)
-        async for event in client.watch(exp.experiment_id):
-            kind = event.WhichOneof("event")
-            if kind == "progress":
-                bars.on_progress(event.progress, event.time)
-            elif kind == "image_result":
-                bars.on_image(event.image_result, event.time)
-            elif kind == "result":
-                bars.on_result()
-            else:
-                if kind == "state_change":
-                    bars.restart(event.state_change.attempt)
-                elif kind == "error":
-                    bars.on_error()
-                progress.console.print(event_text(event), soft_wrap=True)
+        waiting = WaitingReporter(client, exp.experiment_id, progress.console, queued=exp.state == states.QUEUED)
+        async with waiting:
+            await _show_events(client, exp, progress, bars, waiting)
     final = await client.get(exp.experiment_id)
     summary = Text(f"{final.experiment_id} ({final.agent.name}) ")
     summary.append_text(state_text(final.state))

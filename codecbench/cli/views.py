@@ -45,10 +45,36 @@ def message_json(message: Message) -> dict[str, Any]:
     the mapping leaves them out by default, and a reader cannot tell "0" from "not reported". Fields
     with presence (``optional``, messages) are still left out when unset, which is what absent means.
     """
-    return json_format.MessageToDict(
+    out = json_format.MessageToDict(
         message, preserving_proto_field_name=True, unquote_int64_if_possible=True,
         always_print_fields_with_no_presence=True,
     )
+    _drop_unmeasured(message, out)
+    return out
+
+
+# What a point measures from its images: absent, not zero, in a point that coded no image.
+_IMAGE_FIGURES = ("total_bytes", "bpp", "mse", "psnr_db", "lossless", "images", "lossless_image_count",
+                  "ms_ssim_image_count", "total_pixels", "pooled_bpp", "pooled_mse", "pooled_psnr_db")
+
+
+def _drop_unmeasured(message: Message, out: dict[str, Any]) -> None:
+    """Removes, from ``out`` (``message``'s JSON), the image figures of every agent-reported
+    point (a seed agent that takes no image): written as zeros they would read as measured (a
+    bpp of 0.0, not lossless). The times stay: the worker measured its one call per side."""
+    if isinstance(message, experiment_pb2.PointResult) and message.HasField("agent_report"):
+        for name in _IMAGE_FIGURES:
+            out.pop(name, None)
+    for field, value in message.ListFields():
+        if field.message_type is None or field.name not in out:
+            continue
+        if field.is_repeated:
+            if field.message_type.GetOptions().map_entry:
+                continue
+            for item, item_out in zip(value, out[field.name], strict=True):
+                _drop_unmeasured(item, item_out)
+        else:
+            _drop_unmeasured(value, out[field.name])
 
 
 _STATE_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan", "QUEUED": "blue"}
@@ -156,6 +182,8 @@ RESULTS_CAPTION = (
     "MS-SSIM over those that have one (n/N when not all)\npooled: 8 * total bytes / total pixels and the PSNR of "
     "the pooled MSE (CLIC); times after one untimed warm-up call per point"
 )
+# Only agent-reported points (a seed agent that takes no image): no image figure, no warm-up.
+REPORTED_ONLY_CAPTION = "agent-reported only: no image was coded; ms: the one call per point and side, without warm-up"
 
 
 def _ms_ssim_cell(point: experiment_pb2.PointResult) -> str:
@@ -181,7 +209,12 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
     An agent column is added when the table holds more than one experiment.
     """
     several = len(experiments) > 1
-    table = Table(title=title, title_justify="left", caption=RESULTS_CAPTION, caption_justify="left")
+    points = [p for e in experiments if e.state == states.SUCCEEDED for p in e.result.points]
+    reported_only = bool(points) and all(p.HasField("agent_report") for p in points)
+    caption = REPORTED_ONLY_CAPTION if reported_only else RESULTS_CAPTION
+    if not reported_only and any(p.HasField("agent_report") for p in points):
+        caption += "\n" + REPORTED_ONLY_CAPTION
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     if several:
         table.add_column("agent", no_wrap=True)
     for name in ("params", "images"):
@@ -212,33 +245,48 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
 
 def report_text(report: experiment_pb2.AgentReport) -> str:
     """An agent report's values as ``compression_ratio=2.7, lossless=True, status='ok'``, then the
-    names of the entries that are not scalar."""
+    names of the entries that are not reported (not scalar, or not convertible)."""
     shown = ", ".join(f"{k}={values.from_value(report.values[k])!r}" for k in sorted(report.values))
-    ignored = f"; not shown (not scalar): {', '.join(report.ignored_keys)}" if report.ignored_keys else ""
+    names = ", ".join(report.ignored_keys)
+    ignored = f"; not shown (not scalar, or not convertible): {names}" if report.ignored_keys else ""
     return f"{shown or '(no scalar entries)'}{ignored}"
 
 
 def agent_reports_table(experiments: Sequence[orchestrator_pb2.Experiment]) -> Table | None:
-    """The points of seed agents that take no image (the old runner's contract): what the agent
-    reported about itself, labelled as such, and the size of its encoding dict; None when there
-    is no such point."""
-    rows = [(exp, point) for exp in experiments if exp.state == states.SUCCEEDED
-            for point in exp.result.points if point.HasField("agent_report")]
+    """What seed agents reported about themselves, labelled as such: per point for an agent that
+    takes no image (with the size of its encoding dict), per image for one that does (with the
+    image's measured bytes beside it); None when nothing was reported."""
+    rows: list[tuple[orchestrator_pb2.Experiment, experiment_pb2.PointResult, str, int,
+                     experiment_pb2.AgentReport]] = []
+    for exp in experiments:
+        if exp.state != states.SUCCEEDED:
+            continue
+        for point in exp.result.points:
+            if point.HasField("agent_report"):
+                rows.append((exp, point, "", point.agent_report.encoding_data_bytes, point.agent_report))
+            rows += [(exp, point, image.image_name, image.metrics.bytes, image.metrics.agent_report)
+                     for image in point.images if image.metrics.HasField("agent_report")]
     if not rows:
         return None
-    table = Table(title="agent-reported (the agent's own figures, NOT measured by codecbench; no image was coded)",
-                  title_justify="left", caption_justify="left",
-                  caption="encoding dict bytes: the size of the encoding dict as it crossed the process boundary "
-                          "(a serialized codecbench.v1.Value), the only rate codecbench can state here")
-    several = len({exp.experiment_id for exp, _ in rows}) > 1
+    per_image = any(name for _, _, name, _, _ in rows)
+    no_image = any(not name for _, _, name, _, _ in rows)
+    title = "agent-reported (the agent's own figures, NOT measured by codecbench" + (
+        "; no image was coded)" if not per_image else ")")
+    caption = "encoding dict bytes: the size of the encoding dict as it crossed the process boundary (a serialized " \
+              "codecbench.v1.Value)" + (", the only rate codecbench can state where no image was coded" if no_image
+                                        else "")
+    table = Table(title=title, title_justify="left", caption_justify="left", caption=caption)
+    several = len({exp.experiment_id for exp, *_ in rows}) > 1
     if several:
         table.add_column("agent", no_wrap=True)
     table.add_column("params")
+    if per_image:
+        table.add_column("image")
     table.add_column("encoding dict bytes", justify="right")
     table.add_column("agent-reported values")
-    for exp, point in rows:
+    for exp, point, image_name, size, report in rows:
         table.add_row(*([exp.agent.name] if several else []), values.format_params(point.params) or "(none)",
-                      str(point.agent_report.encoding_data_bytes), report_text(point.agent_report))
+                      *([image_name or "(none: no image)"] if per_image else []), str(size), report_text(report))
     return table
 
 
@@ -249,9 +297,10 @@ def results_view(experiments: Sequence[orchestrator_pb2.Experiment], title: str 
 
 
 def images_table(exp: orchestrator_pb2.Experiment) -> Table:
-    """Per image and parameter point: size, bytes, bpp, PSNR, MS-SSIM, times, agent-reported numbers."""
+    """Per image and parameter point: size (width × height in pixels), bytes, bpp, PSNR, MS-SSIM,
+    times, agent-reported numbers."""
     table = Table(title="per image", title_justify="left")
-    for name in ("params", "image", "size"):
+    for name in ("params", "image", "W×H px"):
         table.add_column(name)
     for name in ("bytes", "bpp", "PSNR dB", "MS-SSIM", "encode ms", "decode ms"):
         table.add_column(name, justify="right")
@@ -265,7 +314,7 @@ def images_table(exp: orchestrator_pb2.Experiment) -> Table:
             if m.HasField("agent_report"):
                 notes.append(f"agent-reported (not measured): {report_text(m.agent_report)}")
             table.add_row(
-                values.format_params(point.params) or "(none)", image.image_name, f"{m.width}x{m.height}", str(m.bytes),
+                values.format_params(point.params) or "(none)", image.image_name, f"{m.width}×{m.height}", str(m.bytes),
                 f"{m.bpp:.4f}", _num(m.psnr_db, 2), _num(m.ms_ssim if m.HasField("ms_ssim") else None, 4),
                 f"{m.encode_ms:.1f}", f"{m.decode_ms:.1f}", "; ".join(n for n in notes if n),
             )

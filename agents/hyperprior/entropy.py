@@ -1,0 +1,1 @@
+../factorized_prior/entropy.py
