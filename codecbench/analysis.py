@@ -184,8 +184,9 @@ def _rd_pairs(curve: Curve, metric: str, convention: str = MEANS) -> tuple[list[
     (and always for MS-SSIM) the per-image means.
 
     Raises:
-        NotComputable: too few points, a lossless (infinite) quality value, a missing MS-SSIM,
-            a non-positive rate, duplicate points, or a quality that does not increase with the rate.
+        NotComputable: too few points, a lossless (infinite) or unmeasured (NaN) quality value,
+            a missing MS-SSIM, a non-positive or non-finite rate, duplicate points, or a quality
+            that does not increase with the rate.
     """
     label = _METRIC_LABEL[metric]
     pooled = metric == PSNR and convention == POOLED
@@ -204,13 +205,16 @@ def _rd_pairs(curve: Curve, metric: str, convention: str = MEANS) -> tuple[list[
         if pooled and not (math.isfinite(rate) and rate > 0):
             raise NotComputable(f"{curve.title} has no pooled figures at {where} (stored before they were "
                                 "measured), and BD-rate needs them where points have exact images")
+        if math.isnan(quality):  # not "infinite": nothing says the images are exact
+            raise NotComputable(f"{curve.title} has no {label} value at {where} (NaN): the metric was not measured")
         if not math.isfinite(quality):
             raise NotComputable(
                 f"{curve.title} has an infinite {label} at {where} (every image is exact there): "
                 "BD-rate compares lossy curves"
             )
-        if rate <= 0:
-            raise NotComputable(f"{curve.title} has {rate} bpp at {where}; the rate must be positive")
+        if not math.isfinite(rate) or rate <= 0:
+            raise NotComputable(f"{curve.title} has {rate} bpp at {where}; the rate must be a positive "
+                                "finite number")
         pairs.append((rate, quality, point.params))
     if len(pairs) < MIN_BD_POINTS:
         raise NotComputable(f"{curve.title} has {len(pairs)} parameter point(s); BD-rate needs at least "
@@ -315,8 +319,12 @@ def bd_rate(anchor: Curve, test: Curve, metric: str = PSNR) -> BdRate:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the overlap is reported through BdRate.note instead
-        percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
-                                            require_matching_points=False, min_overlap=0))
+        try:
+            percent = float(bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method=BD_METHOD,
+                                                require_matching_points=False, min_overlap=0))
+        except ValueError as exc:  # whatever the checks above missed: a reason, never a crash
+            return BdRate(metric, None, f"not computable: the bjontegaard package refused the curves: {exc}",
+                          convention=convention)
     return BdRate(metric, percent, overlap=overlap, convention=convention, caveats=caveats)
 
 
@@ -628,11 +636,19 @@ def compressai_results(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     """The experiment's results in CompressAI's results layout (module docstring), JSON-safe.
 
     A point without MS-SSIM (images too small) has ``null`` there. The description says which
-    points left exact images out of their PSNR mean, or have MS-SSIM on only some images.
+    points left exact images out of their PSNR mean, or have MS-SSIM on only some images. A copy
+    from the result cache has ``cached_from``, the experiment that ran.
 
     Raises:
         ValueError: the experiment did not succeed; the message names it and its state.
     """
+    exported = _compressai_layout(exp)
+    if exp.cached_from:
+        exported["cached_from"] = exp.cached_from
+    return exported
+
+
+def _compressai_layout(exp: orchestrator_pb2.Experiment) -> dict[str, Any]:
     if exp.state == SUCCEEDED and any(p.HasField("agent_report") for p in exp.result.points):
         return agent_reported_results(exp)
     curve = Curve.from_experiment(exp)

@@ -8,7 +8,7 @@ up front with the field named (``agent.files[2].name``) instead of failing insid
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 
 from codecbench import validation
@@ -46,6 +46,34 @@ def bundle_from_dir(
         FileNotFoundError: the folder does not exist.
         ValueError: no entry module can be chosen.
     """
+    return _bundle(folder, entry_module, name, contract, None)
+
+
+def bundles_from_dirs(folders: Iterable[Path]) -> tuple[list[types_pb2.AgentBundle], dict[str, bytes]]:
+    """Bundles of many folders (as :func:`bundle_from_dir`), their files by digest only, and one
+    copy of each distinct content: 30 candidates sharing a 20 MB weights file hold 20 MB, not 600.
+
+    Each file is hashed as a stream first and read whole only when its digest is new.
+
+    Returns:
+        The bundles (every ``BlobRef`` without ``content``) and the contents by sha256 (hex).
+
+    Raises:
+        FileNotFoundError: a folder does not exist.
+        ValueError: a folder has no identifiable entry module.
+    """
+    contents: dict[str, bytes] = {}
+    return [_bundle(Path(f), "", "", types_pb2.CONTRACT_UNSPECIFIED, contents) for f in folders], contents
+
+
+def _bundle(
+    folder: Path,
+    entry_module: str,
+    name: str,
+    contract: types_pb2.Contract.ValueType,
+    contents: dict[str, bytes] | None,
+) -> types_pb2.AgentBundle:
+    """:func:`bundle_from_dir`; with ``contents``, files by digest only, new contents added there."""
     if not folder.is_dir():
         raise FileNotFoundError(f"agent folder {folder} does not exist")
     files = []
@@ -53,10 +81,17 @@ def bundle_from_dir(
         rel = path.relative_to(folder)
         if not path.is_file() or any(part in _SKIP_DIRS for part in rel.parts) or path.suffix == ".pyc":
             continue
-        content = path.read_bytes()
-        files.append(types_pb2.BlobRef(
-            name=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content)
-        ))
+        if contents is None:
+            content = path.read_bytes()
+            files.append(types_pb2.BlobRef(
+                name=rel.as_posix(), content=content, sha256=sha256_hex(content), size_bytes=len(content)
+            ))
+            continue
+        with path.open("rb") as stream:
+            digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        if digest not in contents:
+            contents[digest] = path.read_bytes()
+        files.append(types_pb2.BlobRef(name=rel.as_posix(), sha256=digest, size_bytes=len(contents[digest])))
     if not entry_module:
         top = sorted(f.name[:-3] for f in files if "/" not in f.name and f.name.endswith(".py"))
         if "codec" in top:

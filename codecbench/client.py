@@ -250,7 +250,12 @@ class Client:
             ValueError: a folder has no identifiable entry module, or ``request_ids`` has another length.
             errors.InvalidArgument: the batch itself is malformed.
         """
-        bundles_ = [a if isinstance(a, types_pb2.AgentBundle) else bundles.bundle_from_dir(Path(a)) for a in agents]
+        agents = list(agents)
+        # Folders are read with one copy of each distinct content (files by digest in the bundles).
+        from_dirs, contents = bundles.bundles_from_dirs(
+            Path(a) for a in agents if not isinstance(a, types_pb2.AgentBundle))
+        read = iter(from_dirs)
+        bundles_ = [a if isinstance(a, types_pb2.AgentBundle) else next(read) for a in agents]
         if request_ids is None:
             prefix = uuid.uuid4().hex[:12]
             request_ids = [f"{prefix}-{i}" for i in range(len(bundles_))]
@@ -266,16 +271,19 @@ class Client:
             )
             for bundle, request_id in zip(bundles_, request_ids, strict=True)
         ]
-        return await self.create_many(requests)
+        return await self.create_many(requests, contents)
 
     async def create_many(
-        self, requests: Iterable[orchestrator_pb2.CreateExperimentRequest]
+        self, requests: Iterable[orchestrator_pb2.CreateExperimentRequest],
+        contents: Mapping[str, bytes] | None = None,
     ) -> builtins.list[Submission]:
         """Sends specs in ``CreateExperiments`` batches, each shared file's content once.
 
         Args:
             requests: the specs, each with its own ``request_id``; their files carry content (sent
                 once per digest, by digest afterwards: the requests are modified).
+            contents: by sha256, the content of files that the specs name by digest only; it is
+                attached to the first spec of a batch that needs it, and dropped after the call.
 
         Returns:
             One :class:`Submission` per spec, in order.
@@ -295,15 +303,23 @@ class Client:
                 request = pending[start]
                 start += 1
                 for f in request.agent.files:
-                    if f.content and (f.sha256 in uploaded or f.sha256 in carried):
+                    if f.sha256 in uploaded or f.sha256 in carried:
                         f.ClearField("content")  # the service finds it by digest
-                    elif f.content:
+                        continue
+                    if not f.content and contents and f.sha256 in contents:
+                        f.content = contents[f.sha256]
+                    if f.content:
                         carried.add(f.sha256)
                         size += len(f.content)
                 batch.append(request)
             with _calls():
                 reply = await self.stub.CreateExperiments(
                     orchestrator_pb2.CreateExperimentsRequest(requests=batch), timeout=self.upload_timeout_s)
+            if contents:  # the attached copies: ``contents`` keeps the one needed later
+                for request in batch:
+                    for f in request.agent.files:
+                        if f.sha256 in contents:
+                            f.ClearField("content")
             for request, result in zip(batch, reply.results, strict=True):
                 if result.HasField("experiment"):
                     # A created spec's files are stored and the caller's: later batches send digests.

@@ -65,6 +65,7 @@ REASON_TENSOR_MALFORMED = "TENSOR_MALFORMED"
 REASON_VALUE_UNCONVERTIBLE = "VALUE_UNCONVERTIBLE"
 REASON_REQUEST_UNDECODABLE = "REQUEST_UNDECODABLE"
 REASON_NO_GPU = "NO_GPU"
+REASON_REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR_KIND_INTERNAL})
 # User input quoted in a message is cut to this many characters (see :func:`echo`).
@@ -397,7 +398,8 @@ def describe(error: errors_pb2.Error) -> str:
 
 __all__ = [
     "DOMAIN", "REASON_BLOB_MISSING", "REASON_DATASET_UNKNOWN", "REASON_IMAGE_UNDECODABLE", "REASON_NO_FREE_SLOT",
-    "REASON_NO_GPU", "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
+    "REASON_NO_GPU", "REASON_REQUEST_ID_REUSED",
+    "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
     "AgentError", "AgentException", "AgentLoadError", "AlreadyExists", "Cancelled", "CodecbenchError",
     "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",
     "NotFound", "OutOfRange", "PermissionDenied",

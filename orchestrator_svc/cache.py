@@ -8,25 +8,34 @@ The key (:func:`cache_key`) is the sha256 over everything that decides a result:
 - the dataset's digest (its images' names and sha256s), not its name;
 - the parameter points, in order, each serialized deterministically;
 - the device kind asked for (``cpu``, ``cuda``, ``any``);
+- the timeouts, resolved against the built-in defaults (a result within 2 s says nothing of 0.5 s;
+  a field left at 0 and one set to its default are the same);
 - the worker build id that would run it (the orchestrator's expected build: only workers of that
   build get work), so a new worker build invalidates every entry.
 
-Timeouts, labels, priority and attempts are left out: they do not change a successful result.
+Labels, priority and attempts are left out: they do not change a successful result.
 
-What is reused: a SUCCEEDED experiment, or a FAILED one whose error kind is deterministic for the
-same inputs (:data:`DETERMINISTIC_FAILURES`: the agent does not import, or its signature does not
-fit the contract). Other failures (an exception on some image, a timeout, a lost worker) may
-depend on the machine or on chance, so they are evaluated again. Only the owner's own
-experiments are reused (another user's result would reveal that they ran the same candidate);
-``no_cache`` on the request opts out.
+What is reused (:func:`choose`): the newest SUCCEEDED experiment, which always wins over failures.
+Without one, a FAILED experiment whose error kind should be deterministic for the same inputs
+(:data:`DETERMINISTIC_FAILURES`: the agent does not import, or its signature does not fit the
+contract), but only once two evaluations of the key failed the same way (same kind, exception
+type and location): an import can fail by chance (a flaky file system, a race in the agent's
+import-time code), and one such failure must not stick. Other failures (an exception on some
+image, a timeout, a lost worker) may depend on the machine or on chance, so they are evaluated
+again. Cached copies are no evaluations and do not count. Only the owner's own experiments are
+reused (another user's result would reveal that they ran the same candidate). ``no_cache`` on
+the request opts out; such an experiment becomes an entry for later lookups only if it SUCCEEDED.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Sequence
 
 from codecbench import devices
 from codecbench.states import FAILED, SUCCEEDED
+from codecbench.timeouts import default_timeouts, resolve
 from codecbench.v1 import errors_pb2, orchestrator_pb2
 
 DETERMINISTIC_FAILURES = frozenset({errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR, errors_pb2.ERROR_KIND_SIGNATURE_MISMATCH})
@@ -56,15 +65,40 @@ def cache_key(exp: orchestrator_pb2.Experiment, dataset_digest: str, build_id: s
     for point in exp.points:
         part(point.SerializeToString(deterministic=True))
     part(devices.short_name(exp.device).encode())
+    part(resolve(exp.timeouts, default_timeouts()).SerializeToString(deterministic=True))
     part(build_id.encode())
     return digest.hexdigest()
 
 
-def reusable(exp: orchestrator_pb2.Experiment) -> bool:
-    """Whether a finished experiment's outcome may stand for an identical one (module docstring)."""
-    if exp.state == SUCCEEDED:
-        return True
-    return exp.state == FAILED and exp.error.kind in DETERMINISTIC_FAILURES
+# Failures repeated this many times (not counting copies) are taken as deterministic.
+FAILURES_TO_REUSE = 2
 
 
-__all__ = ["DETERMINISTIC_FAILURES", "cache_key", "reusable"]
+def _failure_signature(exp: orchestrator_pb2.Experiment) -> tuple[int, str, str] | None:
+    """How a deterministic failure failed (kind, exception type, file:line); None for any other
+    outcome and for cached copies, which are no new evaluation."""
+    if exp.state != FAILED or exp.error.kind not in DETERMINISTIC_FAILURES or exp.cached_from:
+        return None
+    return exp.error.kind, exp.error.exception_type, exp.error.location
+
+
+def choose(entries: Sequence[orchestrator_pb2.Experiment]) -> orchestrator_pb2.Experiment | None:
+    """The finished experiment whose outcome stands for a new identical one (module docstring).
+
+    Args:
+        entries: finished experiments with the same key, newest first.
+
+    Returns:
+        The newest SUCCEEDED one; else the newest deterministic failure that happened
+        :data:`FAILURES_TO_REUSE` times the same way; else None (evaluate it).
+    """
+    succeeded = next((e for e in entries if e.state == SUCCEEDED), None)
+    if succeeded is not None:
+        return succeeded
+    signatures = [_failure_signature(e) for e in entries]
+    counts = Counter(s for s in signatures if s is not None)
+    return next((e for e, s in zip(entries, signatures, strict=True)
+                 if s is not None and counts[s] >= FAILURES_TO_REUSE), None)
+
+
+__all__ = ["DETERMINISTIC_FAILURES", "FAILURES_TO_REUSE", "cache_key", "choose"]

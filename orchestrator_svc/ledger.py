@@ -112,6 +112,8 @@ class Ledger:
         exp: orchestrator_pb2.Experiment,
         cache_key: str | None = None,
         more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
+        fingerprint: str | None = None,
+        no_cache: bool = False,
     ) -> None:
         """Stores a new experiment together with its first event, the StateChange to QUEUED, and
         ``more_events`` (one transaction), then announces the last event.
@@ -120,9 +122,11 @@ class Ledger:
             exp: QUEUED, or finished with an outcome copied from the result cache.
             cache_key: its result-cache key (None: it takes no part in the cache).
             more_events: a cached copy's events after "created" (a note, then the terminal event).
+            fingerprint: the spec's fingerprint, stored with its request id.
+            no_cache: it was sent with no_cache (a failure of it is never reused).
 
         Raises:
-            DuplicateRequest: an experiment with the same non-empty request_id exists.
+            DuplicateRequest: the owner already sent the same non-empty request_id.
         """
         stored = self.store.create_experiment(
             exp,
@@ -132,6 +136,8 @@ class Ledger:
             ),
             cache_key,
             more_events,
+            fingerprint,
+            no_cache,
         )
         self.created += 1
         await self._announce(stored)

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import heapq
+import itertools
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -65,7 +67,8 @@ class FairShare:
         return max(self.weights.get(owner, self.default_weight), 1)
 
     def order(self, queued: Sequence[QueuedExperiment]) -> list[QueuedExperiment]:
-        """``queued`` (each (owner, run) queue already in its own order) in dispatch order."""
+        """``queued`` (each (owner, run) queue already in its own order: priority, highest first) in
+        dispatch order; O(n log n) for n experiments, however many owners and runs."""
         queues: dict[str, dict[str, deque[QueuedExperiment]]] = {}
         for entry in queued:
             queues.setdefault(entry.owner, {}).setdefault(entry.run, deque()).append(entry)
@@ -76,36 +79,50 @@ class FairShare:
         unfinished = self._turn_owner in queues and self._turn_taken < self.weight(self._turn_owner)
         start = bisect.bisect_left(owners, self._turn_owner) if unfinished else bisect.bisect_right(
             owners, self._turn_owner)
-        owners = owners[start:] + owners[:start]
-        last_run = dict(self._last_run)
+        # An owner's own order depends on their runs alone, so each is a lazy sequence; owners
+        # then take turns, and one whose sequence ends leaves the rotation.
+        turns = deque((o, self._owner_order(queues[o], self._last_run.get(o, "")))
+                      for o in owners[start:] + owners[:start])
         out: list[QueuedExperiment] = []
-        first = True
-        while any(queues[o] for o in owners):
-            for owner in owners:
-                share = self.weight(owner) - (self._turn_taken if first and unfinished else 0)
-                first = False
-                for _ in range(share):
-                    item = self._next_of(queues[owner], last_run.get(owner, ""))
-                    if item is None:
-                        break
-                    last_run[owner] = item.run
-                    out.append(item)
+        first_share = self.weight(turns[0][0]) - (self._turn_taken if unfinished else 0)
+        while turns:
+            owner, sequence = turns.popleft()
+            share = first_share if first_share else self.weight(owner)
+            first_share = 0
+            taken = list(itertools.islice(sequence, share))
+            out.extend(taken)
+            if len(taken) == share:
+                turns.append((owner, sequence))
         return out
 
     @staticmethod
-    def _next_of(runs: dict[str, deque[QueuedExperiment]], last_run: str) -> QueuedExperiment | None:
-        """The owner's next experiment: the highest priority among the heads of their runs, the run
-        after ``last_run`` (in name order) first among equals; removed from its queue."""
-        names = sorted(name for name, q in runs.items() if q)
-        if not names:
-            return None
-        start = bisect.bisect_right(names, last_run)
-        rotated = names[start:] + names[:start]
-        best = max(rotated, key=lambda name: runs[name][0].priority)  # max keeps the first among equals
-        item = runs[best].popleft()
-        if not runs[best]:
-            del runs[best]
-        return item
+    def _owner_order(runs: dict[str, deque[QueuedExperiment]], last_run: str) -> Iterator[QueuedExperiment]:
+        """An owner's experiments in order: each time the highest priority among the heads of their
+        runs, the run after the last one served (in name order, cyclically) first among equals.
+
+        A run's head only drops in priority (each run is sorted), so the runs at the top priority
+        are known when it becomes the top and only leave it: they rotate in a deque, and a heap of
+        (-head priority, name) yields the next level; each experiment costs O(log runs).
+        """
+        levels = [(-q[0].priority, name) for name, q in runs.items()]
+        heapq.heapify(levels)
+        while levels:
+            top = levels[0][0]
+            names = []
+            while levels and levels[0][0] == top:
+                names.append(heapq.heappop(levels)[1])
+            names.sort()
+            cut = bisect.bisect_right(names, last_run)
+            rotation = deque(names[cut:] + names[:cut])
+            while rotation:
+                name = rotation.popleft()
+                queue = runs[name]
+                yield queue.popleft()
+                last_run = name
+                if queue and -queue[0].priority == top:
+                    rotation.append(name)
+                elif queue:
+                    heapq.heappush(levels, (-queue[0].priority, name))
 
     def served(self, item: QueuedExperiment) -> None:
         """Records a dispatch, so the next pass resumes the rotation after it."""

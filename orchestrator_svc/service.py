@@ -38,7 +38,7 @@ from orchestrator_svc import cache
 from orchestrator_svc.disk import REASON_DISK_FULL, RESERVE_BYTES, is_disk_full
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
-from orchestrator_svc.store import EVERYONE, DuplicateRequest, Store
+from orchestrator_svc.store import EVERYONE, DuplicateRequest, RequestRecord, Store
 from orchestrator_svc.workers import READY, WorkerRegistry
 
 DEFAULT_MAX_ATTEMPTS = 3
@@ -63,6 +63,17 @@ def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.GetCurrentTime()
     return stamp
+
+
+def spec_fingerprint(request: orchestrator_pb2.CreateExperimentRequest) -> str:
+    """SHA-256 (hex) of a spec without its request id, with agent files by digest only: a spec sent
+    again with the same request id must have the same fingerprint (inline content or a reference to
+    the same digest count as the same)."""
+    spec = orchestrator_pb2.CreateExperimentRequest()
+    spec.CopyFrom(request)
+    spec.ClearField("request_id")
+    spec.agent.CopyFrom(bundles.without_content(request.agent))
+    return bundles.sha256_hex(spec.SerializeToString(deterministic=True))
 
 
 def _may_see_dataset(dataset: orchestrator_pb2.Dataset, principal: auth.Principal) -> bool:
@@ -197,8 +208,8 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         if not request.dataset:
             raise InvalidArgument("dataset", "missing (a dataset name such as 'photos', or a dataset digest)")
         validation.check_text(request.dataset, "dataset", validation.MAX_NAME_CHARS)
-        dataset = self.store.find_dataset(request.dataset)
-        if dataset is None or not _may_see_dataset(dataset, principal):
+        dataset = self.store.find_dataset(request.dataset, lambda d: _may_see_dataset(d, principal))
+        if dataset is None:
             known = ", ".join(d.name for d in self.store.list_datasets() if _may_see_dataset(d, principal))
             raise InvalidArgument(
                 "dataset", f"unknown dataset {echo(request.dataset)} (known: {known})",
@@ -302,10 +313,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         stored = set() if stored is None else stored
         dataset = self._checked_dataset(request, batch)
         owner = auth.current().name
+        fingerprint = spec_fingerprint(request)
         if request.request_id:
-            existing = self.store.find_by_request_id(request.request_id)
+            existing = self.store.find_by_request_id(owner, request.request_id)
             if existing:
-                return self._experiment(existing)
+                return self._repeated(request, existing, fingerprint)
         for f in request.agent.files:
             content = f.content or batch.get(f.sha256, b"")
             if content and f.sha256 not in stored:
@@ -329,13 +341,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             owner=owner,
         )
         key = cache.cache_key(exp, dataset.digest, self.registry.expected_build)
-        original = None if request.no_cache else next(
-            (e for e in self.store.cached(key, owner) if cache.reusable(e)), None)
+        original = None if request.no_cache else cache.choose(self.store.cached(key, owner))
         more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
-            await self.ledger.create(exp, key, more_events)
+            await self.ledger.create(exp, key, more_events, fingerprint if request.request_id else None,
+                                     request.no_cache)
         except DuplicateRequest as dup:  # a concurrent repeat of the same request_id won the race
-            return self._experiment(dup.experiment_id)
+            return self._repeated(request, dup.record, fingerprint)
         self.log.info(
             "experiment.created",
             experiment_id=exp.experiment_id,
@@ -346,6 +358,23 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             cached_from=exp.cached_from,
         )
         return self._experiment(exp.experiment_id)
+
+    def _repeated(
+        self, request: orchestrator_pb2.CreateExperimentRequest, record: RequestRecord, fingerprint: str
+    ) -> orchestrator_pb2.Experiment:
+        """The experiment of a request id sent again with the same spec.
+
+        Raises:
+            AlreadyExists: (reason REQUEST_ID_REUSED) the id was first sent with a different spec.
+        """
+        # Ids stored before migration 5 have no fingerprint: they keep the old behaviour.
+        if record.fingerprint is not None and record.fingerprint != fingerprint:
+            raise AlreadyExists(
+                f"{echo(request.request_id)} was first sent with a different spec, which created "
+                f"{record.experiment_id}; send a new request id for a new experiment",
+                field="request_id", reason=errors.REASON_REQUEST_ID_REUSED,
+                metadata={"experiment_id": record.experiment_id})
+        return self._experiment(record.experiment_id)
 
     @staticmethod
     def _copy_outcome(
@@ -531,6 +560,13 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 if len(rows) > MAX_WATCHED:
                     raise InvalidArgument("labels", f"select {len(rows)} experiments, over the limit of {MAX_WATCHED}")
                 for experiment_id, state, last_sequence in rows:
+                    if sent.get(experiment_id, 0) > last_sequence:
+                        # As in WatchExperiment: that event never existed, so waiting for it (or
+                        # for the terminal event behind it) would never end.
+                        raise OutOfRange(
+                            f"{sent[experiment_id]} is past the last event ({last_sequence}) of experiment "
+                            f"{echo(experiment_id)}", field=f"after_sequences[{echo(experiment_id)}]",
+                            metadata={"last_sequence": str(last_sequence)})
                     stored[experiment_id] = max(stored.get(experiment_id, 0), last_sequence)
                     if state in TERMINAL_STATES and sent.get(experiment_id, 0) >= last_sequence:
                         ended.add(experiment_id)  # finished before this stream, and seen already

@@ -67,6 +67,7 @@ experiments = Table(
     # Insertion order: "newest first" and page tokens use it.
     Column("row", Integer, primary_key=True, autoincrement=True),
     Column("experiment_id", String(64), nullable=False, unique=True),
+    # Unused since migration 5 (always NULL): request ids are per owner, in ``request_ids``.
     Column("request_id", String(200), unique=True),
     Column("state", Integer, nullable=False),
     Column("attempt", Integer, nullable=False),
@@ -87,6 +88,8 @@ experiments = Table(
     Column("queue_deadline", Float),
     # Added by migration 4: the result-cache key (orchestrator_svc.cache), NULL when not cacheable.
     Column("cache_key", String(64), index=True),
+    # Added by migration 5: sent with no_cache; its outcome may stand for others only if SUCCEEDED.
+    Column("no_cache", Boolean),
     Index("ix_experiments_queue", "state", "create_time"),
 )
 
@@ -150,6 +153,18 @@ blob_owners = Table(
     Column("owner", String(200), primary_key=True),
 )
 
+# Migration 5: a request id is unique per owner (one user's ids never find, reveal or block another's),
+# with a fingerprint of the spec it was first sent with, so that a reuse with other content is refused.
+request_ids = Table(
+    "request_ids",
+    metadata,
+    Column("owner", String(200), primary_key=True),
+    Column("request_id", String(200), primary_key=True),
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), nullable=False),
+    # SHA-256 of the spec (orchestrator_svc.service.spec_fingerprint); NULL for ids stored before migration 5.
+    Column("fingerprint", String(64)),
+)
+
 # A blob owner that stands for every user (images of a shared dataset).
 EVERYONE = "*"
 
@@ -178,9 +193,23 @@ def _migration_4(engine: Engine) -> None:
             conn.execute(text("CREATE INDEX ix_experiments_cache_key ON experiments (cache_key)"))
 
 
+def _migration_5(engine: Engine) -> None:
+    # Issue 20: request ids move from the globally unique experiments.request_id (SQLite cannot drop a
+    # column's UNIQUE) to request_ids, keyed by (owner, request_id); the old column stays NULL from now on.
+    metadata.create_all(engine, tables=[request_ids])
+    with engine.begin() as conn:
+        if "no_cache" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
+            conn.execute(text("ALTER TABLE experiments ADD COLUMN no_cache BOOLEAN"))
+        conn.execute(text(
+            "INSERT OR IGNORE INTO request_ids (owner, request_id, experiment_id, fingerprint) "
+            "SELECT o.owner, e.request_id, e.experiment_id, NULL FROM experiments e "
+            "JOIN experiment_owners o ON o.experiment_id = e.experiment_id WHERE e.request_id IS NOT NULL"))
+        conn.execute(text("UPDATE experiments SET request_id = NULL"))
+
+
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
 
 
 @dataclass(frozen=True)
@@ -191,12 +220,22 @@ class TokenRecord:
     role: str
 
 
-class DuplicateRequest(Exception):
-    """An experiment with this request_id exists; ``experiment_id`` names it."""
+@dataclass(frozen=True)
+class RequestRecord:
+    """The experiment an owner's request id created, and the fingerprint of the spec sent with it
+    (None for ids stored before migration 5)."""
 
-    def __init__(self, experiment_id: str) -> None:
-        super().__init__(experiment_id)
-        self.experiment_id = experiment_id
+    experiment_id: str
+    fingerprint: str | None
+
+
+class DuplicateRequest(Exception):
+    """The owner already used this request_id; ``record`` names its experiment."""
+
+    def __init__(self, record: RequestRecord) -> None:
+        super().__init__(record.experiment_id)
+        self.record = record
+        self.experiment_id = record.experiment_id
 
 
 @dataclass(frozen=True)
@@ -307,6 +346,8 @@ class Store:
         first_event: experiment_pb2.ExperimentEvent,
         cache_key: str | None = None,
         more_events: Sequence[experiment_pb2.ExperimentEvent] = (),
+        fingerprint: str | None = None,
+        no_cache: bool = False,
     ) -> experiment_pb2.ExperimentEvent:
         """Inserts an experiment and its first events (sequence 1, 2, ...) in one transaction: a crash
         cannot leave an experiment without its "created" event.
@@ -317,12 +358,14 @@ class Store:
             first_event: the "created" event.
             cache_key: the experiment's result-cache key (None: it takes no part in the cache).
             more_events: events stored after the first, in order (a cached copy's outcome).
+            fingerprint: the spec's fingerprint, stored with ``exp.request_id`` (when it has one).
+            no_cache: it was sent with no_cache: a failure of it is never reused.
 
         Returns:
             The last event as stored (``experiment_id``, ``sequence`` and ``time`` set).
 
         Raises:
-            DuplicateRequest: an experiment with the same non-empty request_id exists.
+            DuplicateRequest: the owner already sent the same non-empty request_id.
         """
         all_events = []
         for sequence, given in enumerate([first_event, *more_events], start=1):
@@ -339,7 +382,6 @@ class Store:
                 conn.execute(
                     insert(experiments).values(
                         experiment_id=exp.experiment_id,
-                        request_id=exp.request_id or None,
                         state=exp.state,
                         attempt=exp.attempt,
                         max_attempts=exp.max_attempts,
@@ -351,6 +393,7 @@ class Store:
                                         if exp.queue_timeout_s > 0 else None),
                         spec=exp.SerializeToString(),
                         cache_key=cache_key,
+                        no_cache=no_cache,
                         result=exp.result.SerializeToString() if exp.HasField("result") else None,
                         error=exp.error.SerializeToString() if exp.HasField("error") else None,
                         start_time=exp.start_time.ToMicroseconds() / 1e6 if finished else None,
@@ -362,25 +405,31 @@ class Store:
                     for e in all_events
                 ])
                 conn.execute(insert(experiment_owners).values(experiment_id=exp.experiment_id, owner=exp.owner))
+                if exp.request_id:
+                    conn.execute(insert(request_ids).values(
+                        owner=exp.owner, request_id=exp.request_id, experiment_id=exp.experiment_id,
+                        fingerprint=fingerprint))
                 if exp.labels:
                     conn.execute(
                         insert(experiment_labels),
                         [{"experiment_id": exp.experiment_id, "key": k, "value": v} for k, v in exp.labels.items()],
                     )
         except IntegrityError:
-            existing = self.find_by_request_id(exp.request_id) if exp.request_id else None
+            existing = self.find_by_request_id(exp.owner, exp.request_id) if exp.request_id else None
             if existing is None:
                 raise
             raise DuplicateRequest(existing) from None
         return stored
 
     def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
-        """The owner's finished experiments with this cache key, newest first (at most ``limit``)."""
+        """The owner's finished experiments with this cache key, newest first (at most ``limit``);
+        a failure only from an experiment not sent with no_cache."""
+        succeeded = experiments.c.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
         query = (
             select(experiments)
             .where(experiments.c.cache_key == cache_key)
-            .where(experiments.c.state.in_([experiment_pb2.EXPERIMENT_STATE_SUCCEEDED,
-                                            experiment_pb2.EXPERIMENT_STATE_FAILED]))
+            .where(succeeded | ((experiments.c.state == experiment_pb2.EXPERIMENT_STATE_FAILED)
+                                & experiments.c.no_cache.is_not(True)))
             .where(experiments.c.experiment_id.in_(
                 select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
             .order_by(experiments.c.row.desc())
@@ -389,12 +438,14 @@ class Store:
         with self.engine.begin() as conn:
             return [_experiment_from_row(r) for r in conn.execute(query)]
 
-    def find_by_request_id(self, request_id: str) -> str | None:
-        """The id of the experiment submitted with this request_id, if any."""
+    def find_by_request_id(self, owner: str, request_id: str) -> RequestRecord | None:
+        """The experiment ``owner`` submitted with this request_id, if any (never another owner's)."""
         with self.engine.begin() as conn:
-            return conn.execute(
-                select(experiments.c.experiment_id).where(experiments.c.request_id == request_id)
-            ).scalar_one_or_none()
+            row = conn.execute(
+                select(request_ids.c.experiment_id, request_ids.c.fingerprint)
+                .where(request_ids.c.owner == owner, request_ids.c.request_id == request_id)
+            ).one_or_none()
+        return None if row is None else RequestRecord(row.experiment_id, row.fingerprint)
 
     def get_experiment(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
         """The experiment with its current state, attempt, worker and times; None when unknown."""
@@ -589,19 +640,21 @@ class Store:
                 )
             )
 
-    def find_dataset(self, name_or_digest: str) -> orchestrator_pb2.Dataset | None:
-        """The dataset with this name or digest (the oldest if several match); None when there is none."""
+    def find_dataset(
+        self, name_or_digest: str, visible: Callable[[orchestrator_pb2.Dataset], bool] | None = None
+    ) -> orchestrator_pb2.Dataset | None:
+        """The dataset with this name, else the oldest with this digest, among those ``visible``
+        accepts (None: all); None when there is none. Filtering first matters: several users may
+        hold datasets of the same images, and a digest must find the caller's, not another's."""
         with self.engine.begin() as conn:
-            data = (
-                conn.execute(
-                    select(datasets.c.data)
-                    .where((datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest))
-                    .order_by(datasets.c.create_time)
-                )
-                .scalars()
-                .first()
-            )
-        return None if data is None else orchestrator_pb2.Dataset.FromString(data)
+            rows = conn.execute(
+                select(datasets.c.name, datasets.c.data)
+                .where((datasets.c.name == name_or_digest) | (datasets.c.digest == name_or_digest))
+                .order_by(datasets.c.create_time)
+            ).all()
+        by_name_first = sorted(rows, key=lambda r: r.name != name_or_digest)  # stable: then oldest first
+        found = [orchestrator_pb2.Dataset.FromString(r.data) for r in by_name_first]
+        return next((d for d in found if visible is None or visible(d)), None)
 
     def list_datasets(self) -> list[orchestrator_pb2.Dataset]:
         """Every dataset, by name."""

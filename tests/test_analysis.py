@@ -103,6 +103,11 @@ def test_bd_rate_of_the_same_quality_at_ninety_percent_of_the_rate_is_minus_ten_
          analysis.MS_SSIM, "has no MS-SSIM at quality=10"),
         ([(10, 0.3, 45.0, 0.9), (20, 0.5, 48.0, 0.93), (30, 0.6, 49.0, 0.95), (40, 0.8, 50.0, 0.96)],
          analysis.PSNR, "the PSNR ranges do not overlap"),
+        # Hostile test of issue 20: a NaN bpp raised from the bjontegaard package, a NaN PSNR was "infinite".
+        ([(10, math.nan, 27.0, 0.9), (20, 0.5, 29.0, 0.93), (30, 0.6, 30.0, 0.95), (40, 0.8, 31.0, 0.96)],
+         analysis.PSNR, "has nan bpp at quality=10; the rate must be a positive finite number"),
+        ([(10, 0.3, math.nan, 0.9), (20, 0.5, 29.0, 0.93), (30, 0.6, 30.0, 0.95), (40, 0.8, 31.0, 0.96)],
+         analysis.PSNR, "has no PSNR value at quality=10 (NaN): the metric was not measured"),
     ],
 )
 def test_bd_rate_says_why_it_is_not_computable(
@@ -401,3 +406,12 @@ def test_agent_reported_only_results_do_not_claim_a_warm_up() -> None:
     assert "warm-up call per point" not in text and "without warm-up" in text
     measured = _render(views.results_view([experiment("jpeg", ANCHOR)]))
     assert "times after one untimed warm-up call per point" in measured and "without warm-up" not in measured
+
+
+def test_rank_never_raises_on_non_finite_figures() -> None:
+    nan_rate = experiment("nan-rate", [(q, math.nan if q == 2 else b, p, m) for q, b, p, m in TEST])
+    nan_psnr = experiment("nan-psnr", [(q, b, math.nan if q == 2 else p, m) for q, b, p, m in TEST])
+    ranking = analysis.rank(experiment("jpeg", ANCHOR), [nan_rate, nan_psnr, experiment("ok", TEST)])
+    assert [r.experiment_id for r in ranking.ranked] == ["exp-ok"]
+    reasons = {r.experiment_id: r.bd_rate.reason for r in ranking.not_computable}
+    assert "nan bpp" in reasons["exp-nan-rate"] and "infinite" not in reasons["exp-nan-psnr"]

@@ -292,3 +292,19 @@ async def test_start_orchestrator_refuses_plaintext_beyond_loopback(tmp_path: Pa
 
     with pytest.raises(ValueError, match="without TLS"):
         await start_orchestrator(OrchestratorConfig(data_dir=tmp_path, host="0.0.0.0"))
+
+
+async def test_a_dataset_named_by_digest_is_one_the_caller_may_see(tmp_path: Path) -> None:
+    """Hostile test of issue 20: the digest found the oldest dataset with it, another user's."""
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        alice_token, bob_token = create_token(orch.store, "alice"), create_token(orch.store, "bob")
+        async with Client(orch.address, token=alice_token) as alice, Client(orch.address, token=bob_token) as bob:
+            alices = await alice.upload_dataset("alices", images)
+            bobs = await bob.upload_dataset("bobs", images)
+            assert alices.digest == bobs.digest
+            exp = await bob.submit(agent_bundle("jpeg"), dataset=bobs.digest)
+            assert exp.dataset == "bobs"
+            with pytest.raises(errors.InvalidArgument) as refused:
+                await bob.submit(agent_bundle("jpeg"), dataset="alices")
+            assert "alices" not in refused.value.problem.split("known:")[1]

@@ -106,3 +106,34 @@ async def test_submit_many_then_watch_many_interleaves_and_resumes(tmp_path: Pat
                 assert raised.value.field == "labels"
         finally:
             await worker.stop()
+
+
+async def test_watch_many_refuses_a_resume_sequence_past_the_last_event(tmp_path: Path) -> None:
+    """Hostile test: the stream waited forever for an event that never existed, even once the
+    experiment had ended; WatchExperiment answers OUT_OF_RANGE, and so does this now."""
+    images = write_images(tmp_path / "imgs", [(32, 40)])
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        await client.upload_dataset("tiny", images)
+        ended = await client.cancel((await client.submit(agent_bundle("jpeg"), dataset="tiny",
+                                                         labels={"run": "past"})).experiment_id)
+        last = (await client.get(ended.experiment_id)).last_sequence
+        request = orchestrator_pb2.WatchExperimentsRequest(
+            labels={"run": "past"}, after_sequences={ended.experiment_id: last + 5})
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in client.stub.WatchExperiments(request, timeout=20):
+                pass
+        assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        refusal = from_rpc_error(raised.value)
+        assert refusal.field == f"after_sequences[{errors.echo(ended.experiment_id)}]" and str(last) in str(refusal)
+        # A queued one too (it used to wait there forever, its terminal event included).
+        queued = await client.submit(agent_bundle("jpeg"), dataset="tiny", labels={"run": "queued"})
+        request = orchestrator_pb2.WatchExperimentsRequest(
+            labels={"run": "queued"}, after_sequences={queued.experiment_id: queued.last_sequence + 1})
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            async for _ in client.stub.WatchExperiments(request, timeout=10):
+                pass
+        assert raised.value.code() == grpc.StatusCode.OUT_OF_RANGE
+        # Resuming at the last event itself ends at once, as before.
+        request = orchestrator_pb2.WatchExperimentsRequest(labels={"run": "past"})
+        request.after_sequences[ended.experiment_id] = last
+        assert [r async for r in client.stub.WatchExperiments(request, timeout=20)] == []

@@ -191,8 +191,12 @@ async def test_ls_filters_by_label_and_state(services: Services, jpeg_id: str) -
 async def test_run_with_the_same_request_id_returns_the_first_experiment(services: Services, jpeg_id: str,
                                                                          tiny: str) -> None:
     result = await invoke(services, "run", str(AGENTS / "jpeg"), "--dataset", tiny, "--param", "quality=10,30,50,70",
-                          "--request-id", "cli-jpeg-1", "--detach")
+                          "--label", "suite=cli", "--request-id", "cli-jpeg-1", "--detach")
     assert submitted_id(result) == jpeg_id
+    # The same id with another spec (here: without the label) is refused, naming the first.
+    refused = await invoke(services, "run", str(AGENTS / "jpeg"), "--dataset", tiny, "--param",
+                           "quality=10,30,50,70", "--request-id", "cli-jpeg-1", "--detach", code=2)
+    assert "different spec" in refused.output and jpeg_id in refused.output
 
 
 async def test_watch_resumes_after_a_sequence_number(services: Services, jpeg_id: str) -> None:

@@ -127,3 +127,20 @@ async def test_decodes_the_error_details_of_a_refused_call(address) -> None:
     missing = await node(address, "get", "exp-0000000000000000")
     assert missing.code == 1
     assert "call failed: NOT_FOUND" in missing.stdout and '"reason":"NOT_FOUND"' in missing.stdout
+
+
+def test_parameters_parse_strictly_as_decimal_numbers(node_modules: Path) -> None:
+    """Hostile test of issue 20: Number() made "0x10" the int 16 and " 5 " the number 5."""
+    cases = ["q=50", "q=-3", "q=0.5", "q=1e-3", "q=0x10", "q= 5", "q=5 ", "q=", "q=inf", "q=1e999", "q=true", "q=a=b"]
+    script = ("const { parseParam } = require('./client.js');"
+              f"console.log(JSON.stringify({json.dumps(cases)}.map(parseParam)));"
+              "for (const bad of ['q', '=5']) { try { parseParam(bad); console.log('accepted ' + bad); }"
+              " catch (e) { console.log('refused ' + bad); } }")
+    out = subprocess.run(["node", "-e", script], cwd=EXAMPLE, capture_output=True, text=True, check=True, timeout=60)
+    first, *rest = out.stdout.splitlines()
+    assert json.loads(first) == [
+        ["q", {"int_value": "50"}], ["q", {"int_value": "-3"}], ["q", {"float_value": 0.5}],
+        ["q", {"float_value": 0.001}], ["q", {"string_value": "0x10"}], ["q", {"string_value": " 5"}],
+        ["q", {"string_value": "5 "}], ["q", {"string_value": ""}], ["q", {"string_value": "inf"}],
+        ["q", {"string_value": "1e999"}], ["q", {"bool_value": True}], ["q", {"string_value": "a=b"}]]
+    assert rest == ["refused q", "refused =5"]

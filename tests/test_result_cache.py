@@ -13,8 +13,11 @@ from helpers.services import attach_worker, orchestrator, write_images
 
 from codecbench.client import Client
 from codecbench.states import FAILED, QUEUED, SUCCEEDED
-from codecbench.v1 import errors_pb2
+from codecbench.timeouts import default_timeouts
+from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
+from orchestrator_svc import cache
 from orchestrator_svc.server import create_token
+from orchestrator_svc.store import Store
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -31,6 +34,11 @@ async def test_identical_candidates_come_from_the_cache_and_changed_ones_do_not(
                 agent_bundle("jpeg"), dataset="tiny", points=[{"quality": 50}])).experiment_id)
             broken = await client.wait((await client.submit(
                 agent_bundle("load_syntax_error"), dataset="tiny")).experiment_id)
+            # One load error may be chance: it is evaluated again, and the second alike is reused.
+            broken_again = await client.submit(agent_bundle("load_syntax_error"), dataset="tiny")
+            assert broken_again.cached_from == ""
+            broken_again = await client.wait(broken_again.experiment_id)
+            assert broken_again.error.kind == errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR
             raising = await client.wait((await client.submit(
                 agent_bundle("exc_encode"), dataset="tiny")).experiment_id)
             assert first.state == SUCCEEDED, first.error
@@ -57,8 +65,8 @@ async def test_identical_candidates_come_from_the_cache_and_changed_ones_do_not(
 
             # A deterministic failure is reused; an exception on an image is evaluated again.
             load_again = await client.submit(agent_bundle("load_syntax_error"), dataset="tiny")
-            assert load_again.state == FAILED and load_again.cached_from == broken.experiment_id
-            assert load_again.error == broken.error
+            assert load_again.state == FAILED and load_again.cached_from == broken_again.experiment_id
+            assert load_again.error == broken_again.error
             raise_again = await client.submit(agent_bundle("exc_encode"), dataset="tiny")
             assert raise_again.state == QUEUED and raise_again.cached_from == ""
 
@@ -70,3 +78,55 @@ async def test_identical_candidates_come_from_the_cache_and_changed_ones_do_not(
     async with orchestrator(tmp_path / "orch", expected_build="a-newer-build") as orch, Client(orch.address) as client:
         rebuilt = await client.submit(agent_bundle("jpeg"), dataset="tiny", points=[{"quality": 50}])
         assert rebuilt.state == QUEUED and rebuilt.cached_from == ""
+
+
+def _finished(experiment_id: str, state: int, kind: int = 0, line: int = 3,
+              cached_from: str = "") -> orchestrator_pb2.Experiment:
+    exp = orchestrator_pb2.Experiment(experiment_id=experiment_id, state=state, cached_from=cached_from)
+    if state == FAILED:
+        exp.error.CopyFrom(errors_pb2.Error(kind=kind, exception_type="ImportError",
+                                           location=f"codec.py:{line}"))
+    return exp
+
+
+LOAD = errors_pb2.ERROR_KIND_AGENT_LOAD_ERROR
+
+
+def test_a_success_wins_and_a_load_error_is_reused_only_once_it_happened_twice_alike() -> None:
+    """Hostile test: a flaky import failure was cached as deterministic, and the newest entry won
+    over an older success."""
+    ok = _finished("exp-ok", SUCCEEDED)
+    assert cache.choose([_finished("exp-new", FAILED, LOAD), ok]) is ok
+    assert cache.choose([_finished("exp-1", FAILED, LOAD)]) is None
+    assert cache.choose([_finished("exp-2", FAILED, LOAD, line=4), _finished("exp-1", FAILED, LOAD)]) is None
+    # A copy is no second evaluation.
+    assert cache.choose([_finished("exp-2", FAILED, LOAD, cached_from="exp-1"), _finished("exp-1", FAILED, LOAD)]) \
+        is None
+    twice = [_finished("exp-2", FAILED, LOAD), _finished("exp-1", FAILED, LOAD)]
+    assert cache.choose(twice) is twice[0]
+    assert cache.choose([_finished("exp-x", FAILED, errors_pb2.ERROR_KIND_AGENT_EXCEPTION)] * 3) is None
+
+
+def test_a_no_cache_experiment_is_an_entry_only_when_it_succeeded(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    created = experiment_pb2.ExperimentEvent(state_change=experiment_pb2.StateChange(state=QUEUED, reason="created"))
+    for experiment_id, state, no_cache in (("exp-ok", SUCCEEDED, False), ("exp-nc-fail", FAILED, True),
+                                           ("exp-nc-ok", SUCCEEDED, True)):
+        exp = _finished(experiment_id, state, LOAD)
+        exp.owner = "alice"
+        exp.create_time.GetCurrentTime()
+        exp.end_time.GetCurrentTime()
+        if state == SUCCEEDED:
+            exp.result.SetInParent()
+        store.create_experiment(exp, created, cache_key="k" * 64, no_cache=no_cache)
+    assert [e.experiment_id for e in store.cached("k" * 64, "alice")] == ["exp-nc-ok", "exp-ok"]
+
+
+def test_the_resolved_timeouts_are_part_of_the_key() -> None:
+    """Hostile test: a 0.5 s encode limit got the cached success of a 2 s one."""
+    def key(**timeouts: float) -> str:
+        exp = orchestrator_pb2.Experiment(agent=agent_bundle("jpeg"), timeouts=types_pb2.Timeouts(**timeouts))
+        return cache.cache_key(exp, "d" * 64, "build")
+
+    assert key(encode_s=0.5) != key(encode_s=2.0)
+    assert key() == key(encode_s=default_timeouts().encode_s)

@@ -295,6 +295,7 @@ def run_many(
         if detach or not accepted:
             return code
         names = {e.experiment_id: e.agent.name for e in accepted}
+        cached = {e.experiment_id: e.cached_from for e in accepted if e.cached_from}
         succeeded = 0
         async for event in client.watch_many(labels):
             kind = event.WhichOneof("event")
@@ -306,6 +307,8 @@ def run_many(
                 print_json(views.message_json(event), indent=None)
                 continue
             outcome = "SUCCEEDED" if kind == "result" else errors.describe(event.error)
+            source = cached.get(event.experiment_id)
+            outcome += f" (cached from {source})" if source else ""
             s.out.print(Text(f"{event.experiment_id} ({names[event.experiment_id]}) {outcome}"), soft_wrap=True)
         if not as_json:
             s.out.print(f"{succeeded} of {len(accepted)} succeeded; rank them with: codecbench rank --baseline EXP "
@@ -530,6 +533,7 @@ def compare(
         # the baseline's own row first (+0.00 %, or why not computable), as `make demo` shows it, whether
         # or not it is named among the experiments too
         curves = [anchor, *(c for c in others if c.experiment_id != anchor.experiment_id)]
+        copies = [e for e in [await client.get(i) for i in dict.fromkeys([baseline, *experiment_ids])] if e.cached_from]
         try:
             rows = analysis.bd_rate_table(curves, anchor, allow_different_datasets=allow_different_datasets)
         except analysis.DifferentDatasets as exc:
@@ -539,9 +543,12 @@ def compare(
             print_json({"baseline": {"experiment_id": anchor.experiment_id, "name": anchor.name,
                                       "dataset": anchor.dataset},
                          "method": analysis.BD_METHOD, "rows": [r.to_json() for r in rows],
+                         "cached_from": {e.experiment_id: e.cached_from for e in copies},
                          "plot": str(plot) if plot else None, "plot_notes": notes})
             return 0
         s.out.print(views.bd_rate_view(rows, anchor))
+        for exp in copies:
+            s.out.print(f"note: {exp.experiment_id} is a copy of {exp.cached_from} (result cache; nothing ran)")
         if plot:
             s.out.print(f"RD plot written to {plot}")
             for note in notes:
@@ -589,15 +596,19 @@ def errors_command(
 
     async def work(client: Client, s: Settings) -> int:
         created_after = parse_since(since) if since else None
-        failed = await client.list([states.FAILED], limit=limit, created_after=created_after)
+        listed = await client.list([states.FAILED], limit=limit, created_after=created_after)
+        # A cached copy of a failure is no new failure: counting it would inflate its group.
+        failed = [e for e in listed if not e.cached_from]
+        copies = len(listed) - len(failed)
         groups = analysis.group_errors(failed)
         if as_json:
             since_iso = dt.datetime.fromtimestamp(created_after, dt.UTC).isoformat() if created_after else None
-            print_json({"since": since_iso, "failed_experiments": len(failed),
+            print_json({"since": since_iso, "failed_experiments": len(failed), "cached_copies_left_out": copies,
                          "groups": [g.to_json() for g in groups]})
             return 0
         scope = f" since {since}" if since else ""
-        title = f"{len(failed)} failed experiment(s){scope} in {len(groups)} group(s)"
+        title = f"{len(failed)} failed experiment(s){scope} in {len(groups)} group(s)" + (
+            f" ({copies} cached copies of earlier failures left out)" if copies else "")
         s.out.print(views.error_groups_table(groups, title))
         return 0
 

@@ -201,6 +201,15 @@ async def follow(client: Client, exp: orchestrator_pb2.Experiment, console: Cons
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
         TextColumn("{task.fields[took]}"), TextColumn("{task.fields[status]}", style="dim"), console=console,
     )
+    if exp.cached_from:  # finished at creation: nothing is queued or runs, so no bars
+        async for event in client.watch(exp.experiment_id):
+            if event.WhichOneof("event") in ("log", "error"):
+                console.print(event_text(event), soft_wrap=True)
+        final = await client.get(exp.experiment_id)
+        summary = Text(f"{final.experiment_id} ({final.agent.name}) ")
+        summary.append_text(state_text(final.state))
+        console.print(summary.append(f" (cached from {final.cached_from}; nothing ran)"))
+        return final
     with progress:
         bars = _PointBars(progress, exp)
         waiting = WaitingReporter(client, exp.experiment_id, progress.console, queued=exp.state == states.QUEUED)

@@ -164,7 +164,9 @@ def event_text(event: experiment_pb2.ExperimentEvent) -> Text:
                     f"encode {m.encode_ms:.1f} ms, decode {m.decode_ms:.1f} ms")
     elif kind == "log":
         log = event.log
-        head.append(f"{errors.phase_name(log.phase)} {_log_stream(log.stream)}| ", style="magenta")
+        # A line from no phase (the service's own, e.g. the result cache's note) names none.
+        phase = f"{errors.phase_name(log.phase)} " if log.phase != types_pb2.PHASE_UNSPECIFIED else ""
+        head.append(f"{phase}{_log_stream(log.stream)}| ", style="magenta")
         head.append(log.text)
     elif kind == "error":
         head.append_text(error_text(event.error))
@@ -402,8 +404,11 @@ def experiments_table(experiments: Sequence[orchestrator_pb2.Experiment], title:
             summary = Text(f"waiting: {e.waiting_reason}", style="yellow")
         else:
             summary = Text("")
+        if e.cached_from:  # nothing ran: the figures are another experiment's
+            summary = Text(f"cached from {e.cached_from}: ", style="cyan").append_text(summary)
         table.add_row(e.experiment_id, state_text(e.state), e.agent.name, e.dataset, str(len(e.points)),
-                      f"{e.attempt}/{e.max_attempts}", e.worker_id or "-", _when(e.create_time), summary)
+                      f"{e.attempt}/{e.max_attempts}", e.worker_id or ("cached" if e.cached_from else "-"),
+                      _when(e.create_time), summary)
     return table
 
 

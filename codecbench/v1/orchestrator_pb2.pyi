@@ -1310,7 +1310,9 @@ class WatchExperimentsRequest(_message.Message):
 
     @_builtins.property
     def after_sequences(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
-        """Per experiment id: events with a sequence number greater than this are sent (absent: all)."""
+        """Per experiment id: events with a sequence number greater than this are sent (absent: all).
+        Past the experiment's last event: OUT_OF_RANGE naming after_sequences[<id>].
+        """
 
     def __init__(
         self,

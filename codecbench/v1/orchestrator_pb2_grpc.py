@@ -247,8 +247,11 @@ class OrchestratorServiceServicer:
         """The events of every experiment of the caller matching a label selector, interleaved as they are
         stored (each in its own experiment's order); resumable with the last sequence number seen per
         experiment. Experiments created with matching labels while the stream is open join it. The
-        stream ends when every matching experiment has sent its terminal event (with none matching yet,
-        it waits for the first).
+        stream ends when every matching experiment has sent its terminal event. A selector that matches
+        nothing yet does not end the stream: it waits for the first matching experiment to be created,
+        however long that takes (a client that may have mistyped a label sets a deadline on the call).
+        A resume sequence past an experiment's last event fails with OUT_OF_RANGE, as in
+        WatchExperiment.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -95,8 +95,11 @@ class OrchestratorServiceStub:
     """The events of every experiment of the caller matching a label selector, interleaved as they are
     stored (each in its own experiment's order); resumable with the last sequence number seen per
     experiment. Experiments created with matching labels while the stream is open join it. The
-    stream ends when every matching experiment has sent its terminal event (with none matching yet,
-    it waits for the first).
+    stream ends when every matching experiment has sent its terminal event. A selector that matches
+    nothing yet does not end the stream: it waits for the first matching experiment to be created,
+    however long that takes (a client that may have mistyped a label sets a deadline on the call).
+    A resume sequence past an experiment's last event fails with OUT_OF_RANGE, as in
+    WatchExperiment.
     """
 
 @_typing.type_check_only
@@ -166,8 +169,11 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """The events of every experiment of the caller matching a label selector, interleaved as they are
     stored (each in its own experiment's order); resumable with the last sequence number seen per
     experiment. Experiments created with matching labels while the stream is open join it. The
-    stream ends when every matching experiment has sent its terminal event (with none matching yet,
-    it waits for the first).
+    stream ends when every matching experiment has sent its terminal event. A selector that matches
+    nothing yet does not end the stream: it waits for the first matching experiment to be created,
+    however long that takes (a client that may have mistyped a label sets a deadline on the call).
+    A resume sequence past an experiment's last event fails with OUT_OF_RANGE, as in
+    WatchExperiment.
     """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -324,8 +330,11 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         """The events of every experiment of the caller matching a label selector, interleaved as they are
         stored (each in its own experiment's order); resumable with the last sequence number seen per
         experiment. Experiments created with matching labels while the stream is open join it. The
-        stream ends when every matching experiment has sent its terminal event (with none matching yet,
-        it waits for the first).
+        stream ends when every matching experiment has sent its terminal event. A selector that matches
+        nothing yet does not end the stream: it waits for the first matching experiment to be created,
+        however long that takes (a client that may have mistyped a label sets a deadline on the call).
+        A resume sequence past an experiment's last event fails with OUT_OF_RANGE, as in
+        WatchExperiment.
         """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -75,12 +75,21 @@ function bundleFromDir(folder, entryModule) {
   return { name: path.basename(path.resolve(folder)), files, entry_module: entryModule };
 }
 
-/** "quality=50" -> ["quality", {int_value: "50"}]: integers as int_value (a float_value for an
- * int parameter is converted only when integral), other numbers float_value, true/false bool. */
+// Decimal numbers only, as the Python CLI reads them: JavaScript's Number() also takes "0x10",
+// "0b1", " 5 " and "" (0), which would send a number the user did not write.
+const INT = /^[+-]?\d+$/;
+const FLOAT = /^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/;
+
+/** "quality=50" -> ["quality", {int_value: "50"}]: decimal integers as int_value (a float_value
+ * for an int parameter is converted only when integral), other finite decimal numbers
+ * float_value, true/false bool, anything else (0x10, " 5", inf) the string itself.
+ * Throws when there is no "NAME=". */
 function parseParam(text) {
-  const [name, value] = [text.slice(0, text.indexOf("=")), text.slice(text.indexOf("=") + 1)];
-  if (/^-?\d+$/.test(value)) return [name, { int_value: value }];
-  if (value !== "" && !Number.isNaN(Number(value))) return [name, { float_value: Number(value) }];
+  const cut = text.indexOf("=");
+  if (cut <= 0) throw new Error(`--param ${JSON.stringify(text)}: expected NAME=VALUE`);
+  const [name, value] = [text.slice(0, cut), text.slice(cut + 1)];
+  if (INT.test(value)) return [name, { int_value: value }];
+  if (FLOAT.test(value) && Number.isFinite(Number(value))) return [name, { float_value: Number(value) }];
   if (value === "true" || value === "false") return [name, { bool_value: value === "true" }];
   return [name, { string_value: value }];
 }
