@@ -219,31 +219,20 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._check_run_args(agent, device, timeouts)
         validation.check_point(params, "params")
         with self._slot():
-            return await self._run_side(agent, params, device, timeouts, role, call)
-
-    async def _run_side(
-        self,
-        agent: types_pb2.AgentBundle,
-        params: types_pb2.ParameterPoint,
-        device: devices.Device.ValueType,
-        timeouts: types_pb2.Timeouts,
-        role: sandbox_pb2.SandboxRole.ValueType,
-        call: Callable[[SandboxedAgent, types_pb2.Timeouts], Awaitable[ResponseT]],
-    ) -> ResponseT:
-        await self._fetch_agent(agent)
-        limits = resolve_timeouts(timeouts, self.config.timeouts)
-        budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
-        side = None
-        try:
-            side = await SandboxedAgent.open(
-                self.settings, agent, role, device, budget, limits.load_s, self.blobs.get
-            )
-            await side.set_params(params, limits.load_s)
-            return await call(side, limits)
-        finally:
-            if side is not None:
-                side.process.kill()
-                await asyncio.shield(side.close())
+            await self._fetch_agent(agent)
+            limits = resolve_timeouts(timeouts, self.config.timeouts)
+            budget = OutputBudget(self.config.limits.output_bytes, lambda *_: None)
+            side = None
+            try:
+                side = await SandboxedAgent.open(
+                    self.settings, agent, role, device, budget, limits.load_s, self.blobs.get
+                )
+                await side.set_params(params, limits.load_s)
+                return await call(side, limits)
+            finally:
+                if side is not None:
+                    side.process.kill()
+                    await asyncio.shield(side.close())
 
     async def Encode(  # noqa: N802
         self,
