@@ -35,7 +35,7 @@ import builtins
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,25 @@ class Submission:
     experiment: orchestrator_pb2.Experiment | None = None
     error: errors.RequestError | None = None
 
+
+
+async def _resumed(open_stream: Callable[[], AsyncIterable[Any]], reconnect_s: float) -> AsyncIterator[Any]:
+    """The responses of ``open_stream()``, opened again after UNAVAILABLE for up to ``reconnect_s``
+    seconds of failed attempts; ``open_stream`` resumes from the caller's last position."""
+    failing_since: float | None = None
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            with _calls():
+                async for response in open_stream():
+                    failing_since = None
+                    yield response
+            return
+        except errors.Unavailable:
+            failing_since = failing_since or loop.time()
+            if loop.time() - failing_since > reconnect_s:
+                raise
+            await asyncio.sleep(_RECONNECT_PAUSE_S)
 
 class Client:
     """An asyncio client of the orchestrator; use as ``async with Client(address) as client``.
@@ -423,24 +442,16 @@ class Client:
             errors.Unavailable: the stream stayed broken for ``reconnect_s``.
         """
         last = after_sequence
-        failing_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            request = orchestrator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_sequence=last)
-            try:
-                with _calls():
-                    async for response in self.stub.WatchExperiment(request):
-                        failing_since = None
-                        last = response.event.sequence
-                        yield response.event
-                        if response.event.WhichOneof("event") in ("result", "error"):
-                            return
+
+        def stream() -> AsyncIterable[orchestrator_pb2.WatchExperimentResponse]:
+            return self.stub.WatchExperiment(
+                orchestrator_pb2.WatchExperimentRequest(experiment_id=experiment_id, after_sequence=last))
+
+        async for response in _resumed(stream, reconnect_s):
+            last = response.event.sequence
+            yield response.event
+            if response.event.WhichOneof("event") in ("result", "error"):
                 return
-            except errors.Unavailable:
-                failing_since = failing_since or loop.time()
-                if loop.time() - failing_since > reconnect_s:
-                    raise
-                await asyncio.sleep(_RECONNECT_PAUSE_S)
 
     async def watch_many(
         self, labels: Mapping[str, str], after_sequences: Mapping[str, int] | None = None, reconnect_s: float = 30.0
@@ -463,22 +474,14 @@ class Client:
             errors.Unavailable: the stream stayed broken for ``reconnect_s``.
         """
         seen = dict(after_sequences or {})
-        failing_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            request = orchestrator_pb2.WatchExperimentsRequest(labels=dict(labels), after_sequences=seen)
-            try:
-                with _calls():
-                    async for response in self.stub.WatchExperiments(request):
-                        failing_since = None
-                        seen[response.event.experiment_id] = response.event.sequence
-                        yield response.event
-                return
-            except errors.Unavailable:
-                failing_since = failing_since or loop.time()
-                if loop.time() - failing_since > reconnect_s:
-                    raise
-                await asyncio.sleep(_RECONNECT_PAUSE_S)
+
+        def stream() -> AsyncIterable[orchestrator_pb2.WatchExperimentsResponse]:
+            return self.stub.WatchExperiments(
+                orchestrator_pb2.WatchExperimentsRequest(labels=dict(labels), after_sequences=seen))
+
+        async for response in _resumed(stream, reconnect_s):
+            seen[response.event.experiment_id] = response.event.sequence
+            yield response.event
 
     async def wait(self, experiment_id: str) -> orchestrator_pb2.Experiment:
         """Waits for the terminal event and returns the finished experiment.
