@@ -28,9 +28,10 @@ BASE = REPO / "deploy" / "kubernetes"
 KUBERNETES_VERSION = "1.32.0"
 # The image each Deployment or StatefulSet runs, and the module of its service.
 SERVICES = {"codecbench-orchestrator": "orchestrator_svc", "codecbench-worker": "worker_svc"}
-# Flags that parallel work on issue 16 adds to both services (Prometheus metrics, graceful drain):
-# the manifests use them already; once they land, --help lists them and this set can go.
-FLAGS_BEING_ADDED = {"--metrics-port", "--drain-grace-s"}
+# Flags that parallel work on issue 16 adds (Prometheus metrics on both services, the worker's
+# graceful drain): the manifests use them already; once they land, --help lists them and this set
+# can go.
+FLAGS_BEING_ADDED = {"--metrics-port", "--metrics-host", "--drain-grace-s"}
 FLAG = re.compile(r"^(--[a-z][a-z0-9-]*)(?:=(.*))?$")
 
 

@@ -62,3 +62,12 @@ async def test_partitioned_worker_is_lost_its_experiment_finishes_once_elsewhere
     assert findings["final_attempt"] == 2 and findings["terminal_events"] == 1
     assert findings["victim_registrations"] >= 2
     assert not made & netns_names(), "namespaces left behind"
+
+
+def test_the_private_network_is_deleted_when_the_test_body_fails() -> None:
+    made: set[str] = set()
+    with pytest.raises(RuntimeError, match="body failed"), private_network(["one", "two"]) as hosts:
+        made = {host.netns for host in hosts.values()} | {hosts["one"].switch}
+        assert made <= netns_names()
+        raise RuntimeError("body failed")
+    assert len(made) == 3 and not made & netns_names()
