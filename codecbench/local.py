@@ -35,7 +35,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,6 +155,7 @@ async def spawn_service(
     startup_s: float = 120.0,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> LocalService:
     """Starts ``python -m module args`` and waits for its "listening on HOST:PORT" line on stdout.
 
@@ -172,6 +173,9 @@ async def spawn_service(
         cwd: working directory of the child (a module outside the installed packages needs its
             folder); this process's when None.
         env: environment of the child; this process's when None.
+        wrapper: a command that runs the interpreter in its place, such as ``["ip", "netns", "exec",
+            NS]`` (a service in another network namespace). It must exec, not fork: the launcher
+            checks that its parent is this process.
 
     Raises:
         LocalStartError: the service exited, or printed no listening line within ``startup_s``
@@ -181,7 +185,7 @@ async def spawn_service(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *args,
+            *wrapper, sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
             start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
         )

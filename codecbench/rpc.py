@@ -258,6 +258,32 @@ async def set_serving(health_servicer: health.aio.HealthServicer, service_names:
         await health_servicer.set(name, status)
 
 
+async def start_health_server(host: str, port: int, health_servicer: health.aio.HealthServicer) -> grpc.aio.Server:
+    """A plaintext server on ``host:port`` with ``grpc.health.v1.Health`` only, answering from the
+    service's own ``health_servicer`` (so it turns NOT_SERVING with the service).
+
+    For probes that cannot do TLS, such as Kubernetes' native ``grpc:`` probe (the kubelet neither
+    presents a client certificate nor, in the Kubernetes versions deploy/ is checked against, speaks
+    TLS). It tells only SERVING or NOT_SERVING, so it needs no token and no certificate; every other
+    RPC stays on the service's own port behind TLS. A TLS-less main port was the alternative, rejected.
+
+    Raises:
+        BindError: the address could not be bound.
+    """
+    server = grpc.aio.server(options=server_options())
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bind(server, host, port)
+    await server.start()
+    return server
+
+
+def add_health_port_argument(parser: argparse.ArgumentParser) -> None:
+    """``--health-port``, as both services spell it (see :func:`start_health_server`)."""
+    parser.add_argument("--health-port", type=int, default=0,
+                        help="also serve grpc.health.v1 alone, in plaintext, on this port of --host (for "
+                        "probes without TLS, such as Kubernetes' grpc probe); 0: not served")
+
+
 class BindError(OSError):
     """A service could not bind its address (the port is in use, or the host is not this machine's)."""
 

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-token-file", type=Path,
                         help="make an admin token into this 0600 file if it is missing, and accept the token in it")
     rpc.add_tls_arguments(parser)
+    rpc.add_health_port_argument(parser)
     parser.add_argument("--owner-weight", action="append", default=[], metavar="NAME=WEIGHT",
                         help="experiments per fair-share turn of user NAME (default 1; repeatable)")
     parser.add_argument("--log-level", default="info")
@@ -82,9 +83,12 @@ async def serve(args: argparse.Namespace) -> None:
             owner_weights=args.owner_weights,
         )
     )
+    probes = await rpc.start_health_server(args.host, args.health_port, handle.health) if args.health_port else None
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
     await rpc.wait_for_termination()
     await handle.stop()
+    if probes:
+        await probes.stop(0)
 
 
 def token_main(argv: list[str]) -> int:

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="a local token this worker also accepts, for debugging with grpcurl -H 'authorization: "
                         "Bearer TOKEN'")
     rpc.add_tls_arguments(parser)
+    rpc.add_health_port_argument(parser)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.orchestrator and not args.enroll_token_file:
@@ -76,12 +77,15 @@ async def serve(args: argparse.Namespace) -> None:
     if args.orchestrator:
         orchestrator = OrchestratorLink(args.orchestrator, args.enroll_secret, rpc.tls_from_args(args))
     handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)
+    probes = await rpc.start_health_server(args.host, args.health_port, handle.health) if args.health_port else None
     print(f"codecbench worker {handle.info.worker_id} listening on {handle.address}", flush=True)
     heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None
     await rpc.wait_for_termination()
     if heartbeats:
         heartbeats.cancel()
     await handle.stop()
+    if probes:
+        await probes.stop(0)
     if orchestrator:
         await orchestrator.close()
 

@@ -1,0 +1,73 @@
+"""Orchestrator and workers on separate network stacks (issue 16, point 4): three Linux network
+namespaces on a bridge, each service bound to its own non-loopback address with mutual TLS, the
+workers enrolled with the orchestrator's secret.
+
+(a) An experiment runs on a remote worker. (b) Cutting the link of the worker that runs a slow
+experiment (link down at the switch, no process killed) gets that worker marked LOST within the
+heartbeat timeout (<= 15 s) and the experiment re-dispatched to the other worker, where it
+finishes once. (c) The cut-off worker finishes its attempt behind the partition; when the link
+comes back its late result is not counted (the stored history has exactly one terminal event, of
+attempt 2, and nothing of attempt 1 after the requeue), and the worker registers again.
+
+The scenario itself runs inside the orchestrator's namespace (:mod:`helpers.partition` says why);
+this test makes the network, runs it, checks its findings and that every namespace is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from helpers import REPO
+from helpers.netns import SUBNET_PREFIX, netns_names, private_network, requires_netns
+
+pytestmark = [requires_netns, pytest.mark.timeout(240)]
+SCENARIO_TIMEOUT_S = 180.0
+
+
+async def test_partitioned_worker_is_lost_its_experiment_finishes_once_elsewhere_and_it_registers_again(
+    tmp_path: Path,
+) -> None:
+    with private_network(["orchestrator", "worker-a", "worker-b"]) as hosts:
+        made = {host.netns for host in hosts.values()} | {next(iter(hosts.values())).switch}
+        assert all(host.address.startswith(SUBNET_PREFIX) for host in hosts.values())
+        config = {"work": str(tmp_path), "hosts": {name: asdict(host) for name, host in hosts.items()}}
+        scenario = await asyncio.create_subprocess_exec(
+            *hosts["orchestrator"].exec_prefix, sys.executable, "-m", "helpers.partition", json.dumps(config),
+            cwd=REPO / "tests", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            output, _ = await asyncio.wait_for(scenario.communicate(), SCENARIO_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(scenario.pid, signal.SIGKILL)
+            await scenario.wait()
+            raise
+        text = output.decode(errors="replace")
+        logs = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(tmp_path.glob("*.log")))
+        assert scenario.returncode == 0, f"the scenario failed:\n{text}\n{logs}"
+        findings = json.loads(text.strip().splitlines()[-1])
+        print("network partition findings:", findings)
+    assert findings["quick_worker"] in ("worker-a", "worker-b")
+    assert findings["lost_after_s"] <= 15.0
+    assert findings["final_worker"] == findings["survivor"] != findings["victim"]
+    assert findings["final_attempt"] == 2 and findings["terminal_events"] == 1
+    assert findings["victim_registrations"] >= 2
+    assert not made & netns_names(), "namespaces left behind"
+
+
+def test_the_private_network_is_deleted_when_the_test_body_fails() -> None:
+    made: set[str] = set()
+    with pytest.raises(RuntimeError, match="body failed"), private_network(["one", "two"]) as hosts:
+        made = {host.netns for host in hosts.values()} | {hosts["one"].switch}
+        assert made <= netns_names()
+        raise RuntimeError("body failed")
+    assert len(made) == 3 and not made & netns_names()
