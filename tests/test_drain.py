@@ -4,12 +4,13 @@ what still runs then is requeued with a new attempt that does not count against 
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from pathlib import Path
 
 import pytest
 from helpers import agent_bundle, eventually
-from helpers.services import admin_token_file, attach_worker, orchestrator, write_images
+from helpers.services import AttachedWorker, admin_token_file, attach_worker, orchestrator, write_images
 from helpers.worker import agent_processes
 
 from codecbench.client import Client
@@ -81,13 +82,13 @@ def _worker_id(service: LocalService) -> str:
     return service.ready_line.split()[2]  # "codecbench worker ID listening on HOST:PORT"
 
 
-async def _ready(orch: OrchestratorHandle, service: LocalService) -> None:
+async def _ready(orch: OrchestratorHandle, worker_id: str) -> None:
     async def reached() -> bool:
-        entry = orch.registry.get(_worker_id(service))
+        entry = orch.registry.get(worker_id)
         return entry is not None and entry.state in (orchestrator_pb2.WORKER_STATE_READY,
                                                      orchestrator_pb2.WORKER_STATE_BUSY)
 
-    await eventually(reached, timeout_s=60, what=f"worker {service.name} registered and reached")
+    await eventually(reached, timeout_s=60, what=f"worker {worker_id} registered and reached")
 
 
 async def _sigterm_while_running(orch: OrchestratorHandle, service: LocalService) -> None:
@@ -107,32 +108,38 @@ async def _sigterm_while_running(orch: OrchestratorHandle, service: LocalService
 
 
 async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """Workers A and B are processes that get a real SIGTERM; their replacements C and D run in this
+    process (they are never signalled, and start in a fraction of a process's time)."""
     images = write_images(tmp_path / "imgs", [(24, 24)])
     async with orchestrator(tmp_path / "orch", admin_token_file=admin_token_file(tmp_path)) as orch:
         services: list[LocalService] = []
+        replacements: list[AttachedWorker] = []
         try:
-            services += [await _spawn_worker(orch, tmp_path, "a"), await _spawn_worker(orch, tmp_path, "b")]
-            for service in services:
-                await _ready(orch, service)
+            started = await asyncio.gather(*(_spawn_worker(orch, tmp_path, name) for name in ("a", "b")),
+                                           return_exceptions=True)
+            services += [s for s in started if isinstance(s, LocalService)]
+            assert len(services) == 2, started
             a, b = services
+            for service in services:
+                await _ready(orch, _worker_id(service))
             async with Client(orch.address) as client:
                 await client.upload_dataset("tiny", images)
                 submitted = await client.submit_many([agent_bundle("slow_lossless")] * 50, dataset="tiny",
-                                                     points=[{"delay_s": 0.6}], no_cache=True)
+                                                     points=[{"delay_s": 0.2}], no_cache=True)
                 ids = [s.experiment.experiment_id for s in submitted]
                 assert len(set(ids)) == 50
 
-                services.append(c := await _spawn_worker(orch, tmp_path, "c"))
-                await _ready(orch, c)
+                replacements.append(c := await attach_worker(orch, tmp_path / "c"))
+                await _ready(orch, c.handle.info.worker_id)
                 await _sigterm_while_running(orch, a)
-                services.append(d := await _spawn_worker(orch, tmp_path, "d"))
-                await _ready(orch, d)
+                replacements.append(d := await attach_worker(orch, tmp_path / "d"))
+                await _ready(orch, d.handle.info.worker_id)
                 await _sigterm_while_running(orch, b)
 
                 finished = [await client.wait(i) for i in ids]
                 assert [e.state for e in finished] == [SUCCEEDED] * 50, [e.error for e in finished if e.error.kind]
                 ran_on = {e.worker_id for e in finished}
-                assert {_worker_id(c), _worker_id(d)} & ran_on and {_worker_id(a), _worker_id(b)} & ran_on
+                assert {_worker_id(a), _worker_id(b), c.handle.info.worker_id, d.handle.info.worker_id} <= ran_on
                 for experiment_id in ids:
                     events = await _events(client, experiment_id)
                     kinds = [e.WhichOneof("event") for e in events]
@@ -142,3 +149,5 @@ async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tm
         finally:
             for service in services:
                 await service.stop(timeout_s=30)
+            for worker in replacements:
+                await worker.stop()
