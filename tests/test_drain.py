@@ -8,6 +8,7 @@ import asyncio
 import signal
 from pathlib import Path
 
+import grpc
 import pytest
 from helpers import agent_bundle, eventually
 from helpers.services import AttachedWorker, admin_token_file, attach_worker, orchestrator, write_images
@@ -45,6 +46,11 @@ async def test_a_grace_period_shorter_than_the_experiment_requeues_it_without_sp
                         break
                 assert exp.experiment_id in first.handle.servicer.running
                 second = await attach_worker(orch, tmp_path / "b")
+                # A worker drains itself only.
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await first.link.stub.DrainWorker(
+                        orchestrator_pb2.DrainWorkerRequest(worker_id=second.handle.info.worker_id))
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 stopped = await first.link.drain(first.handle, grace_s=0.2)
                 assert stopped == 1
                 assert not first.handle.servicer.running and not agent_processes(first.handle.info.pid)
