@@ -33,24 +33,25 @@ async def test_a_grace_period_shorter_than_the_experiment_requeues_it_without_sp
 ) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:
-        first = await attach_worker(orch, tmp_path / "a", metrics_port=0)
-        second = None
+        workers = [await attach_worker(orch, tmp_path / name) for name in ("a", "b")]
         try:
+            for worker in workers:
+                await _ready(orch, worker.handle.info.worker_id)
+            # A worker drains itself only.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await workers[0].link.stub.DrainWorker(
+                    orchestrator_pb2.DrainWorkerRequest(worker_id=workers[1].handle.info.worker_id))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
             async with Client(orch.address) as client:
                 await client.upload_dataset("one", images)
                 # max_attempts 1: were the stopped attempt counted, the experiment would fail.
-                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 3}],
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 4}],
                                           max_attempts=1)
                 async for event in client.watch(exp.experiment_id):
                     if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
                         break
+                first, second = workers if exp.experiment_id in workers[0].handle.servicer.running else workers[::-1]
                 assert exp.experiment_id in first.handle.servicer.running
-                second = await attach_worker(orch, tmp_path / "b")
-                # A worker drains itself only.
-                with pytest.raises(grpc.aio.AioRpcError) as refused:
-                    await first.link.stub.DrainWorker(
-                        orchestrator_pb2.DrainWorkerRequest(worker_id=second.handle.info.worker_id))
-                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
                 stopped = await first.link.drain(first.handle, grace_s=0.2)
                 assert stopped == 1
                 assert not first.handle.servicer.running and not agent_processes(first.handle.info.pid)
@@ -68,13 +69,14 @@ async def test_a_grace_period_shorter_than_the_experiment_requeues_it_without_sp
                 assert "draining" in requeues[1].reason and "WORKER_DRAINING" not in requeues[1].reason
                 assert sum(e.WhichOneof("event") == "result" for e in events) == 1
                 # the drained worker counted it as drained, not as succeeded or failed
-                samples = first.handle.servicer.stats.experiments
-                assert samples.labels("drained", "none")._value.get() == 1
-                assert samples.labels("succeeded", "none")._value.get() == 0
+                registry = first.handle.servicer.stats.registry
+                counted = {outcome: registry.get_sample_value("codecbench_worker_experiments_total",
+                                                              {"outcome": outcome, "error_kind": "none"})
+                           for outcome in ("drained", "succeeded")}
+                assert counted == {"drained": 1.0, "succeeded": None}
         finally:
-            await first.stop()
-            if second is not None:
-                await second.stop()
+            for worker in workers:
+                await worker.stop()
 
 
 async def _spawn_worker(orch: OrchestratorHandle, tmp_path: Path, name: str) -> LocalService:
@@ -131,7 +133,7 @@ async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tm
             async with Client(orch.address) as client:
                 await client.upload_dataset("tiny", images)
                 submitted = await client.submit_many([agent_bundle("slow_lossless")] * 50, dataset="tiny",
-                                                     points=[{"delay_s": 0.2}], no_cache=True)
+                                                     points=[{"delay_s": 0.3}], no_cache=True)
                 ids = [s.experiment.experiment_id for s in submitted]
                 assert len(set(ids)) == 50
 
