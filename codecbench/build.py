@@ -35,6 +35,7 @@ RESULT_MODULES = (
     "codecbench/reconstructions.py",
     "codecbench/rpc.py",
     "codecbench/status.py",
+    "codecbench/telemetry.py",
     "codecbench/tensors.py",
     "codecbench/timeouts.py",
     "codecbench/validation.py",

@@ -66,6 +66,9 @@ REASON_VALUE_UNCONVERTIBLE = "VALUE_UNCONVERTIBLE"
 REASON_REQUEST_UNDECODABLE = "REQUEST_UNDECODABLE"
 REASON_NO_GPU = "NO_GPU"
 REASON_REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+# A draining worker refuses new experiments and ends those still running when its grace period
+# runs out (UNAVAILABLE): the orchestrator requeues them without spending an attempt.
+REASON_WORKER_DRAINING = "WORKER_DRAINING"
 
 RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR_KIND_INTERNAL})
 # User input quoted in a message is cut to this many characters (see :func:`echo`).

@@ -404,7 +404,10 @@ async def start_local(
         worker_args = ["--host", "127.0.0.1", "--port", "0", "--orchestrator", orchestrator.address,
                        "--slots", str(worker_slots), "--data-dir", str(data_dir), "--log-level", log_level,
                        "--enroll-token-file", str(data_dir / "orchestrator" / auth.ENROLL_TOKEN_FILE),
-                       "--admin-token-file", str(token_file)]
+                       "--admin-token-file", str(token_file),
+                       # One machine, no other worker to hand over to: on Ctrl-C the running
+                       # experiments go back to the queue at once (without spending an attempt).
+                       "--drain-grace-s", "0"]
         if use_bwrap and shutil.which("bwrap") is None:
             # zero-configuration on one machine: run, but say loudly what is missing
             print("WARNING: bubblewrap (bwrap) is not installed: agents run UNSANDBOXED as plain processes "

@@ -2,7 +2,8 @@
 
 ::
 
-    codecbench-orchestrator [--host H --port P --data-dir D --tls-cert C --tls-key K --tls-ca CA ...]
+    codecbench-orchestrator [--host H --port P --data-dir D --tls-cert C --tls-key K --tls-ca CA
+                             --metrics-port M ...]
     codecbench-orchestrator token create NAME [--admin] [--data-dir D | --store-url URL]
     codecbench-orchestrator certs DIR [--host NAME ...]
     codecbench-orchestrator gc [--data-dir D | --store-url URL]
@@ -19,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from codecbench import certs, logs, rpc
+from codecbench import certs, logs, rpc, telemetry
 from codecbench.blobs import BlobStore
 from orchestrator_svc.disk import DataDirBusy, collect_garbage, lock_data_dir, unlock_data_dir
 from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="make an admin token into this 0600 file if it is missing, and accept the token in it")
     rpc.add_tls_arguments(parser)
     rpc.add_health_port_argument(parser)
+    telemetry.add_metrics_arguments(parser)
     parser.add_argument("--owner-weight", action="append", default=[], metavar="NAME=WEIGHT",
                         help="experiments per fair-share turn of user NAME (default 1; repeatable)")
     parser.add_argument("--log-level", default="info")
@@ -81,10 +83,14 @@ async def serve(args: argparse.Namespace) -> None:
             enroll_token_file=args.enroll_token_file,
             admin_token_file=args.admin_token_file,
             owner_weights=args.owner_weights,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
         )
     )
     probes = await rpc.start_health_server(args.host, args.health_port, handle.health) if args.health_port else None
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
+    if handle.metrics is not None:
+        print(f"codecbench orchestrator metrics at {handle.metrics.url}", flush=True)
     await rpc.wait_for_termination()
     await handle.stop()
     if probes:

@@ -36,7 +36,8 @@ ROLES_OF_METHOD: dict[str, frozenset[str]] = {
     "RegisterWorker": frozenset({auth.ROLE_ENROLLEE}),
     "Heartbeat": frozenset({auth.ROLE_WORKER}),
     "ListWorkers": _USERS,
-    "DrainWorker": frozenset({auth.ROLE_ADMIN}),
+    # Admins drain any worker; a worker drains itself (SIGTERM: a rolling upgrade), checked by the service.
+    "DrainWorker": frozenset({auth.ROLE_ADMIN, auth.ROLE_WORKER}),
     "CreateExperiments": _USERS,
     "WatchExperiments": _USERS,
 }

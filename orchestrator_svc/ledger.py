@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
-from orchestrator_svc.store import Store, requeued_deadline
+from orchestrator_svc.store import Store, one_more_attempt, requeued_deadline
 
 
 class Ledger:
@@ -32,6 +32,10 @@ class Ledger:
         self.generation = 0
         self.created = 0
         self._any = asyncio.Condition()
+        # When (Unix s) each QUEUED experiment entered the queue, as this process saw it (created or
+        # sent back); the dispatch latency metric reads it. Missing after an orchestrator restart:
+        # then the create time stands in.
+        self.queued_since: dict[str, float] = {}
 
     async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
         self._latest[event.experiment_id] = event.sequence
@@ -105,6 +109,10 @@ class Ledger:
             only_if_state={from_state},
             only_if_attempt=attempt,
         )
+        if stored is not None and to_state == QUEUED:
+            self.queued_since[experiment_id] = time.time()
+        elif stored is not None and from_state == QUEUED:
+            self.queued_since.pop(experiment_id, None)
         return stored is not None
 
     async def create(
@@ -140,6 +148,8 @@ class Ledger:
             no_cache,
         )
         self.created += 1
+        if exp.state == QUEUED:
+            self.queued_since[exp.experiment_id] = time.time()
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
@@ -176,6 +186,8 @@ class Ledger:
             only_if_state=from_states or {RUNNING},
             only_if_attempt=attempt,
         )
+        if stored is not None:
+            self.queued_since.pop(experiment_id, None)
         return stored is not None
 
     async def requeue_or_fail(
@@ -195,6 +207,16 @@ class Ledger:
         # Its queue timeout runs again from now: the wait for a worker starts over.
         await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason,
                          more_columns={"queue_deadline": requeued_deadline(time.time())})
+
+    async def requeue_stopped(self, experiment_id: str, attempt: int, reason: str) -> bool:
+        """Sends a RUNNING experiment that its worker stopped on purpose (it drains, and the grace
+        period ran out) back to the queue with ``attempt + 1``, without spending one of its attempts:
+        ``max_attempts`` grows by one too, so a rolling upgrade never fails an experiment. The new
+        attempt number still fences off any late event of the stopped one. False when the
+        experiment was no longer RUNNING at ``attempt``."""
+        return await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason,
+                                more_columns={"queue_deadline": requeued_deadline(time.time()),
+                                              "max_attempts": one_more_attempt()})
 
     async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
         """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""

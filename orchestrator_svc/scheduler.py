@@ -9,6 +9,9 @@ the ledger (stored, then announced). Outcomes:
   experiment goes back to the queue with ``attempt + 1`` (FAILED with WORKER_LOST past the limit);
 - the worker refused it for lack of a free slot (ErrorInfo reason ``NO_FREE_SLOT``): back to the queue,
   same attempt;
+- the worker drains (ErrorInfo reason ``WORKER_DRAINING``: it refused a new experiment, or its grace
+  period ran out while this one ran): back to the queue with ``attempt + 1`` that does not count
+  against the attempt limit (``max_attempts + 1``), and the worker is DRAINING here too;
 - cancelled by a user: the CANCELLED state is stored first, then the call is cancelled, which
   makes the worker kill the sandbox processes.
 
@@ -44,6 +47,7 @@ from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2, worker_pb
 from orchestrator_svc.disk import DataDir, is_disk_full
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.store import QueuedExperiment, Store
+from orchestrator_svc.telemetry import OrchestratorTelemetry
 from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
 
 
@@ -142,6 +146,8 @@ class Dispatch:
     worker: WorkerEntry
     task: asyncio.Task[None] | None = None
     stop_reason: str = ""  # "cancelled" or "lost: ..."
+    # When (Unix s) it entered the queue before this dispatch, as the ledger saw it (None: unknown).
+    queued_since: float | None = None
     # Blobs (agent files, dataset images) the worker may read while this runs.
     digests: frozenset[str] = frozenset()
 
@@ -158,13 +164,16 @@ class Scheduler:
         lost_worker_ttl_s: a LOST worker is removed from the worker list this long after it was lost.
         data: the data directory's writability (None: assumed writable).
         owner_weights: experiments per fair-share turn by owner (default 1 each).
+        telemetry: where dispatch latencies and attempt durations are observed (None: nowhere).
     """
 
     def __init__(
         self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
         lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None, owner_weights: Mapping[str, int] | None = None,
+        telemetry: OrchestratorTelemetry | None = None,
     ) -> None:
         self.fair = FairShare(owner_weights)
+        self.telemetry = telemetry
         self.lost_worker_ttl_s = lost_worker_ttl_s
         # The data directory's writability: while it is full nothing is dispatched, and the attempts
         # whose events could not be stored are settled (requeued or failed) once it takes writes again.
@@ -295,10 +304,11 @@ class Scheduler:
                 if not self.registry.takeable_devices():
                     return  # every slot is taken
                 continue
+            queued_since = self.ledger.queued_since.get(queued.experiment_id)
             if not await self.ledger.dispatched(queued.experiment_id, queued.attempt, worker.worker_id):
                 continue
             self.fair.served(queued)
-            dispatch = Dispatch(queued.experiment_id, queued.attempt, worker)
+            dispatch = Dispatch(queued.experiment_id, queued.attempt, worker, queued_since=queued_since)
             self.running[queued.experiment_id] = dispatch
             worker.running.add(queued.experiment_id)
             dispatch.task = asyncio.create_task(self._run(dispatch))
@@ -342,6 +352,7 @@ class Scheduler:
         )
 
     async def _run(self, dispatch: Dispatch) -> None:
+        started = time.monotonic()
         try:
             await self._run_attempt(dispatch)
         except Exception as exc:
@@ -355,6 +366,17 @@ class Scheduler:
             dispatch.worker.running.discard(dispatch.experiment_id)
             self.running.pop(dispatch.experiment_id, None)
             self.wake.set()
+            if self.telemetry is not None and not self._stopping:
+                self._observe_attempt(dispatch, time.monotonic() - started)
+
+    def _observe_attempt(self, dispatch: Dispatch, elapsed_s: float) -> None:
+        """Observes an ended attempt's duration, by the outcome the store now holds."""
+        assert self.telemetry is not None
+        try:
+            exp = self.store.get_experiment(dispatch.experiment_id)
+        except Exception:  # noqa: BLE001 - a metric must not break the dispatch loop (a full disk)
+            exp = None
+        self.telemetry.attempt_ended(elapsed_s, exp, dispatch.attempt)
 
     async def _run_attempt(self, dispatch: Dispatch) -> None:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
@@ -362,6 +384,9 @@ class Scheduler:
         try:
             exp = self.store.get_experiment(experiment_id)
             assert exp is not None
+            if self.telemetry is not None:
+                since = dispatch.queued_since or exp.create_time.ToMicroseconds() / 1e6
+                self.telemetry.dispatch_latency.observe(max(time.time() - since, 0.0))
             log.info("experiment.dispatched")
             finished = False
             # A worker that hangs while still sending heartbeats must not hold the experiment forever.
@@ -421,7 +446,14 @@ class Scheduler:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
         code = exc.code()
         refusal = from_rpc_error(exc)
-        if isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
+        if refusal.reason == errors.REASON_WORKER_DRAINING:
+            # A deliberate stop, not a loss: the worker drains (SIGTERM, a rolling upgrade) and
+            # refused the experiment or stopped it at the end of its grace period. No more work
+            # goes to it, and the experiment runs again elsewhere without losing an attempt.
+            worker.draining = True
+            await self.ledger.requeue_stopped(experiment_id, attempt, f"worker {worker.worker_id} is draining: "
+                                              f"{exc.details()}")
+        elif isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
             # Its slots are taken by calls this orchestrator did not make (direct Encode/Decode):
             # no more dispatches to it until its next heartbeat says how many are in use.
             worker.refused_for_lack_of_slot(max(self.heartbeat_timeout_s, 1.0))

@@ -9,6 +9,7 @@ its mode) and blobs 0600; the enrollment secret (``enroll.token``) and an admin 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from grpc_health.v1 import health as grpc_health
 from codecbench import auth, build, bundles, datasets, logs, rpc
 from codecbench.blobs import BlobStore
 from codecbench.status import ErrorBoundary
+from codecbench.telemetry import MetricsServer, serve_metrics
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
 from orchestrator_svc.disk import DataDir, collect_garbage, lock_data_dir, unlock_data_dir
@@ -26,6 +28,7 @@ from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import MAX_DATASET_BYTES, OrchestratorServicer
 from orchestrator_svc.store import Store
+from orchestrator_svc.telemetry import OrchestratorTelemetry
 from orchestrator_svc.workers import WorkerRegistry
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
@@ -57,6 +60,10 @@ class OrchestratorConfig:
         lost_worker_ttl_s: how long a LOST worker stays in the worker list before it is pruned.
         owner_weights: experiments per fair-share turn by owner name (others: 1); see
             :mod:`orchestrator_svc.scheduler`.
+        metrics_port: serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics``
+            (0 picks a free port); None (default): no metrics endpoint. See docs/metrics.md.
+        metrics_host: the address the metrics endpoint binds (plain HTTP, no authentication: keep
+            it on loopback or a network only Prometheus reaches).
     """
 
     data_dir: Path
@@ -77,6 +84,8 @@ class OrchestratorConfig:
     probe_interval_s: float = 0.5
     lost_worker_ttl_s: float = 3600.0
     owner_weights: dict[str, int] = field(default_factory=dict)
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -113,9 +122,16 @@ class OrchestratorHandle:
     enroll_secret: str = field(default="", repr=False)
     # The data directory's lock (disk.lock_data_dir), held while the service runs; -1: released.
     lock_fd: int = -1
+    telemetry: OrchestratorTelemetry = field(default_factory=OrchestratorTelemetry)
+    # The /metrics endpoint (config.metrics_port); None when it is off.
+    metrics: MetricsServer | None = None
 
     async def stop(self, grace_s: float = 2.0) -> None:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
+        if self.metrics is not None:
+            # In a thread: a scrape in progress waits for this loop (telemetry.on_loop).
+            await asyncio.to_thread(self.metrics.stop)
+            self.metrics = None
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
         await self.scheduler.stop()
@@ -170,8 +186,9 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
     ledger = Ledger(store)
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
+    stats = OrchestratorTelemetry()
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
-                          config.lost_worker_ttl_s, data, config.owner_weights)
+                          config.lost_worker_ttl_s, data, config.owner_weights, stats)
     registry.on_ready = scheduler.wake.set
     data.on_writable.append(scheduler.settle_unstored)
     try:
@@ -198,11 +215,16 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
         config.max_dataset_bytes,
     )
     guard = OrchestratorGuard(store, enroll_secret)
-    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard, data.translate)])
+    server = grpc.aio.server(options=rpc.server_options(),
+                             interceptors=[stats.rpcs, ErrorBoundary(guard, data.translate)])
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
     data.health, data.service_names = health, [SERVICE_NAME]
     port = rpc.bind(server, config.host, config.port, config.tls)
+    metrics = None
+    if config.metrics_port is not None:
+        stats.watch(store, registry, asyncio.get_running_loop())
+        metrics = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=not data.full)
     scheduler.start()
@@ -213,9 +235,10 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
         expected_build=expected,
         store=store.engine.url.render_as_string(hide_password=True),
         tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
+        metrics=metrics.url if metrics else "off",
     )
     return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret,
-                              lock_fd)
+                              lock_fd, stats, metrics)
 
 
 def private_dir(path: Path) -> None:

@@ -910,11 +910,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         request: orchestrator_pb2.DrainWorkerRequest,
         context: grpc.aio.ServicerContext[orchestrator_pb2.DrainWorkerRequest, orchestrator_pb2.DrainWorkerResponse],
     ) -> orchestrator_pb2.DrainWorkerResponse:
-        """Stops dispatching to a worker; its running experiments finish (documented in orchestrator.proto)."""
+        """Stops dispatching to a worker; its running experiments finish (documented in orchestrator.proto).
+
+        Raises:
+            PermissionDenied: a worker asked to drain another worker.
+        """
         validation.check_text(request.worker_id, "worker_id", MAX_WORKER_ID_CHARS, required=True)
+        principal = auth.current()
+        if principal.role == auth.ROLE_WORKER and request.worker_id != principal.name:
+            raise PermissionDenied(f"a worker drains itself, not {echo(request.worker_id)}", field="worker_id")
         entry = self.registry.get(request.worker_id)
         if entry is None:
             raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")
         entry.draining = True
-        self.log.info("worker.draining", worker_id=request.worker_id)
+        self.log.info("worker.draining", worker_id=request.worker_id, by=principal.name)
         return orchestrator_pb2.DrainWorkerResponse(status=entry.status())

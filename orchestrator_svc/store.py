@@ -254,6 +254,12 @@ class QueuedExperiment:
 RUN_LABEL = "run"
 
 
+def one_more_attempt() -> ColumnElement[int]:
+    """The ``max_attempts`` column value that gives an experiment back the attempt it was requeued
+    with (an attempt a worker's drain stopped on purpose is not counted against the limit)."""
+    return experiments.c.max_attempts + 1
+
+
 def requeued_deadline(now: float) -> ColumnElement[float]:
     """The ``queue_deadline`` column value of an experiment queued again at ``now`` (Unix time): its
     queue timeout (deadline - create time) from ``now``; NULL (no timeout) stays NULL."""
@@ -542,6 +548,23 @@ class Store:
                     queued, running + count)
         return depths
 
+    def state_counts(self) -> dict[int, int]:
+        """How many experiments are in each state (``ExperimentState`` value -> count; absent: 0)."""
+        query = select(experiments.c.state, func.count()).group_by(experiments.c.state)
+        with self.engine.begin() as conn:
+            return {int(state): int(count) for state, count in conn.execute(query)}
+
+    def oldest_queued(self) -> dict[str, tuple[int, float]]:
+        """Per owner with QUEUED experiments: how many, and the create time (Unix s) of the oldest."""
+        query = (
+            select(experiment_owners.c.owner, func.count(), func.min(experiments.c.create_time))
+            .join(experiment_owners, experiment_owners.c.experiment_id == experiments.c.experiment_id)
+            .where(experiments.c.state == experiment_pb2.EXPERIMENT_STATE_QUEUED)
+            .group_by(experiment_owners.c.owner)
+        )
+        with self.engine.begin() as conn:
+            return {owner: (int(count), float(oldest)) for owner, count, oldest in conn.execute(query)}
+
     def queued_past_deadline(self, now: float) -> list[QueuedExperiment]:
         """QUEUED experiments whose queue deadline (create time + queue timeout) is before ``now``."""
         query = (
@@ -740,6 +763,7 @@ def _experiment_from_row(row: Row[Any]) -> orchestrator_pb2.Experiment:
     exp = orchestrator_pb2.Experiment.FromString(row.spec)
     exp.state = row.state
     exp.attempt = row.attempt
+    exp.max_attempts = row.max_attempts  # the spec's, plus one per attempt a drain stopped
     exp.worker_id = row.worker_id or ""
     exp.last_sequence = row.last_sequence
     if row.start_time is not None:

@@ -3,6 +3,13 @@
 Secure by default: without bubblewrap the worker refuses to start, unless ``--isolation process``
 says that agents may run as plain child processes (then every experiment logs a warning and
 ``WorkerInfo.isolation`` is ``ISOLATION_PROCESS``).
+
+SIGTERM (or SIGINT) drains the worker gracefully, for rolling upgrades: it tells the orchestrator
+it drains (no new dispatches), lets running experiments finish within ``--drain-grace-s``
+(default 60 s), then stops; an experiment still running then is stopped and the orchestrator
+runs it again elsewhere with a new attempt that does not count against its limit. Kubernetes'
+``terminationGracePeriodSeconds`` (default 30 s) must exceed ``--drain-grace-s`` by a few seconds,
+or the kubelet's SIGKILL turns the drain into a lost worker.
 """
 
 from __future__ import annotations
@@ -12,10 +19,14 @@ import asyncio
 import sys
 from pathlib import Path
 
-from codecbench import auth, devices, logs, rpc
+from codecbench import auth, devices, logs, rpc, telemetry
 from sandbox import isolation
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, start_worker
+
+#: How long running experiments may take to finish after SIGTERM (``--drain-grace-s``).
+DEFAULT_DRAIN_GRACE_S = 60.0
+MAX_DRAIN_GRACE_S = 24 * 3600.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,8 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-token-file", type=Path,
                         help="a local token this worker also accepts, for debugging with grpcurl -H 'authorization: "
                         "Bearer TOKEN'")
+    parser.add_argument("--drain-grace-s", type=float, default=DEFAULT_DRAIN_GRACE_S,
+                        help="on SIGTERM, how long running experiments may take to finish before they are stopped "
+                        f"and requeued elsewhere (default {DEFAULT_DRAIN_GRACE_S:g}; Kubernetes' "
+                        "terminationGracePeriodSeconds must exceed it)")
     rpc.add_tls_arguments(parser)
     rpc.add_health_port_argument(parser)
+    telemetry.add_metrics_arguments(parser)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.orchestrator and not args.enroll_token_file:
@@ -57,6 +73,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.slots < 1:
         parser.error(f"--slots: {args.slots} must be at least 1")
+    if not 0 <= args.drain_grace_s <= MAX_DRAIN_GRACE_S:
+        parser.error(f"--drain-grace-s: {args.drain_grace_s:g} must be between 0 and {MAX_DRAIN_GRACE_S:g}")
     if args.no_bwrap:
         args.isolation = "process"
     if args.isolation == "bwrap" and isolation.bwrap_path() is None:
@@ -72,6 +90,7 @@ async def serve(args: argparse.Namespace) -> None:
         data_dir=args.data_dir, host=args.host, port=args.port, slots=args.slots, device=devices.parse(args.device),
         build_id=args.build_id, use_bwrap=args.isolation == "bwrap", warm_template=not args.no_warm_template,
         admin_token=args.admin_token, tls=rpc.tls_from_args(args), insecure=args.insecure,
+        metrics_port=args.metrics_port, metrics_host=args.metrics_host,
     )
     orchestrator = None
     if args.orchestrator:
@@ -79,8 +98,15 @@ async def serve(args: argparse.Namespace) -> None:
     handle = await start_worker(config, orchestrator.read_blob if orchestrator else None)
     probes = await rpc.start_health_server(args.host, args.health_port, handle.health) if args.health_port else None
     print(f"codecbench worker {handle.info.worker_id} listening on {handle.address}", flush=True)
+    if handle.metrics is not None:
+        print(f"codecbench worker metrics at {handle.metrics.url}", flush=True)
     heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None
     await rpc.wait_for_termination()
+    # A graceful drain (rolling upgrades): heartbeats go on until it is over (module docstring).
+    if orchestrator:
+        await orchestrator.drain(handle, args.drain_grace_s)
+    else:
+        await handle.drain(args.drain_grace_s)
     if heartbeats:
         heartbeats.cancel()
     await handle.stop()

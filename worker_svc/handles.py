@@ -1,8 +1,9 @@
 """What the orchestrator link needs of a running worker: the typed handle of ``keep_registered``.
 
 :class:`RegisteredWorker` is a Protocol, not the concrete ``worker_svc.server.WorkerHandle``, so the
-registration module depends on three read-only attributes instead of the whole server (and tests can
-register a stand-in). ``WorkerHandle`` satisfies it; mypy checks that below.
+registration module depends on three read-only attributes (and, to drain, :class:`DrainableWorker`'s
+method) instead of the whole server (and tests can register a stand-in). ``WorkerHandle`` satisfies
+both; mypy checks that below.
 """
 
 from __future__ import annotations
@@ -46,8 +47,17 @@ class RegisteredWorker(Protocol):
         ...
 
 
+class DrainableWorker(RegisteredWorker, Protocol):
+    """A registered worker that can drain (``OrchestratorLink.drain``)."""
+
+    async def drain(self, grace_s: float) -> int:
+        """Takes no new work, lets running experiments end within ``grace_s``, stops the rest;
+        returns how many it stopped."""
+        ...
+
+
 if TYPE_CHECKING:  # a static check only: the real handle is a RegisteredWorker
     from worker_svc.server import WorkerHandle
 
-    def _handle_is_registered_worker(handle: WorkerHandle) -> RegisteredWorker:
+    def _handle_is_registered_worker(handle: WorkerHandle) -> DrainableWorker:
         return handle

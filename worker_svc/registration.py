@@ -15,10 +15,12 @@ import grpc
 
 from codecbench import logs, rpc
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc
-from worker_svc.handles import RegisteredWorker
+from worker_svc.handles import DrainableWorker, RegisteredWorker
 
 #: Longest wait for one blob read, connection included (blobs are at most ~129 MiB).
 BLOB_READ_TIMEOUT_S = 300.0
+#: Longest wait for the orchestrator to hear that this worker drains.
+DRAIN_ANNOUNCE_TIMEOUT_S = 10.0
 
 
 class OrchestratorLink:
@@ -86,6 +88,29 @@ class OrchestratorLink:
             except grpc.aio.AioRpcError as exc:
                 log.warning("worker.heartbeat_failed", code=exc.code().name, detail=exc.details())
                 await asyncio.sleep(retry_s)
+
+    async def drain(self, handle: DrainableWorker, grace_s: float) -> int:
+        """The graceful stop of a worker (SIGTERM; a rolling upgrade): tells the orchestrator that
+        this worker drains (DrainWorker on itself: no new dispatches), then drains it
+        (:meth:`worker_svc.server.WorkerServicer.drain`). Heartbeats must go on meanwhile, or the
+        orchestrator would call the worker LOST and requeue its experiments as lost attempts.
+
+        Args:
+            handle: the running worker.
+            grace_s: how long its running experiments may take to finish; those still running
+                then are stopped, and the orchestrator requeues them without spending an attempt.
+
+        Returns:
+            How many experiments were stopped.
+        """
+        log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id, orchestrator=self.address)
+        try:
+            await self.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=handle.info.worker_id),
+                                        timeout=DRAIN_ANNOUNCE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            # The worker refuses new work itself (WORKER_DRAINING), which drains it there too.
+            log.warning("worker.drain_unannounced", code=exc.code().name, detail=exc.details())
+        return await handle.drain(grace_s)
 
     async def close(self) -> None:
         """Closes both channels to the orchestrator."""

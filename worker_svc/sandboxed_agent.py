@@ -8,6 +8,7 @@ the encoder leaves behind is visible to it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,10 +23,16 @@ from sandbox.process import OutputBudget, SandboxLimits, SandboxProcess
 
 @dataclass(frozen=True)
 class SandboxSettings:
-    """How the worker starts agent processes: the launcher (warm template or fresh) and limits."""
+    """How the worker starts agent processes: the launcher (warm template or fresh) and limits.
+
+    Attributes:
+        started: told the role and the seconds each sandbox process took to start (before the
+            agent is imported): the worker's ``sandbox_start_seconds`` metric; None: nobody.
+    """
 
     launcher: Launcher
     limits: SandboxLimits = field(default_factory=SandboxLimits)
+    started: Callable[[sandbox_pb2.SandboxRole.ValueType, float], None] | None = None
 
 
 class SandboxedAgent:
@@ -74,8 +81,11 @@ class SandboxedAgent:
         except ValueError as exc:
             raise errors.InternalError(f"agent bundle: {exc}", phase=types_pb2.PHASE_SETUP) from exc
         device = devices.resolve(device)
+        begun = time.perf_counter()
         process = await SandboxProcess.start(settings.launcher, settings.limits, budget, gpu=device == devices.CUDA,
                                              uid=identity.uid_for(role))
+        if settings.started is not None:
+            settings.started(role, time.perf_counter() - begun)
         try:
             load = sandbox_pb2.SandboxLoad(agent=agent, role=role, device=device)
             request = sandbox_pb2.SandboxRequest(load=load)

@@ -31,8 +31,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health as grpc_health
 
 from codecbench import auth, build, bundles, datasets, devices, errors, logs, rpc, tensors, validation, values
-from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, echo
+from codecbench.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable, echo
 from codecbench.status import ErrorBoundary, in_field
+from codecbench.telemetry import MetricsServer, serve_metrics
 from codecbench.timeouts import default_timeouts
 from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import sandbox_pb2, types_pb2, worker_pb2, worker_pb2_grpc
@@ -45,9 +46,13 @@ from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
 from worker_svc.executor import agent_report, run_experiment
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
+from worker_svc.telemetry import CANCELLED, DRAINED, WorkerTelemetry
 
 ResponseT = TypeVar("ResponseT")
+ItemT = TypeVar("ItemT")
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name
+# How long a drain waits, after stopping the experiments still running, for their slots to free.
+DRAIN_STOP_WAIT_S = 10.0
 # The most images a dataset reference lists (the orchestrator accepts no larger dataset).
 MAX_DATASET_IMAGES = 100_000
 WEAK_ISOLATION = (
@@ -73,6 +78,9 @@ class WorkerConfig:
         tls: this worker's certificate and key; with a CA, callers (the orchestrator) must present a
             certificate it signed, and the worker verifies the orchestrator with it.
         insecure: allow plaintext on a non-loopback address.
+        metrics_port: serve Prometheus metrics at ``http://metrics_host:metrics_port/metrics``
+            (0 picks a free port); None (default): no metrics endpoint. See docs/metrics.md.
+        metrics_host: the address the metrics endpoint binds (plain HTTP, no authentication).
     """
 
     data_dir: Path
@@ -89,6 +97,8 @@ class WorkerConfig:
     admin_token: str = field(default="", repr=False)
     tls: rpc.TlsConfig = rpc.NO_TLS
     insecure: bool = False
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class WorkerGuard:
@@ -131,15 +141,21 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     """Implements WorkerService; agent code only ever runs in sandbox children."""
 
     def __init__(self, config: WorkerConfig, info: worker_pb2.WorkerInfo, blobs: BlobCache,
-                 settings: SandboxSettings) -> None:
+                 settings: SandboxSettings, stats: WorkerTelemetry | None = None) -> None:
         self.config = config
         self.info = info
         self.blobs = blobs
         self.settings = settings
+        self.stats = stats or WorkerTelemetry()
         self._free_slots = config.slots
         self.running: set[str] = set()
         self.log = logs.get_logger("worker", worker_id=info.worker_id)
-
+        # The drain (see :meth:`drain`): no new work once draining; the experiments still running
+        # when ``_stop_runs`` is set end with UNAVAILABLE (reason WORKER_DRAINING).
+        self.draining = False
+        self._stop_runs = asyncio.Event()
+        self._idle = asyncio.Event()  # set while no slot is taken
+        self._idle.set()
 
     @property
     def slots_in_use(self) -> int:
@@ -153,6 +169,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         Raises:
             ResourceExhausted: none is free (reason ``NO_FREE_SLOT``, retryable).
         """
+        if self.draining:
+            # The orchestrator requeues the experiment elsewhere on this reason, without spending an attempt.
+            raise Unavailable("this worker is draining (it is stopping): it takes no new work",
+                              reason=errors.REASON_WORKER_DRAINING)
         if self._free_slots <= 0:
             # The orchestrator puts the experiment back in the queue on this reason.
             raise ResourceExhausted(
@@ -162,10 +182,70 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 retryable=True,
             )
         self._free_slots -= 1
+        self._idle.clear()
         try:
             yield
         finally:
             self._free_slots += 1
+            if self._free_slots == self.config.slots:
+                self._idle.set()
+
+    async def drain(self, grace_s: float) -> int:
+        """Takes no new work, lets the running calls end within ``grace_s`` seconds, then stops the
+        experiments still running: each ends its stream with UNAVAILABLE, reason
+        ``WORKER_DRAINING``, so the orchestrator requeues it at once (a new attempt, not counted
+        against its limit) instead of waiting for this worker's heartbeats to stop.
+
+        Args:
+            grace_s: how long running experiments may take to finish (``--drain-grace-s``).
+
+        Returns:
+            How many experiments were stopped (0: all finished within the grace period).
+        """
+        self.draining = True
+        self.log.info("worker.draining", grace_s=grace_s, running=sorted(self.running))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+            return 0
+        except TimeoutError:
+            pass
+        stopped = len(self.running)
+        self.log.warning("worker.drain_grace_over", stopped=sorted(self.running))
+        self._stop_runs.set()
+        with contextlib.suppress(TimeoutError):
+            # Stopped runs end at once (their sandboxes are killed); a direct Encode/Decode call
+            # still running ends with the server's stop.
+            await asyncio.wait_for(self._idle.wait(), timeout=DRAIN_STOP_WAIT_S)
+        return stopped
+
+    async def _unless_stopped(self, items: AsyncIterator[ItemT]) -> AsyncIterator[ItemT]:
+        """``items`` until the drain's grace period ends; then the step in progress is cancelled
+        (which finalises ``items``: its sandboxes are killed) and this raises.
+
+        Raises:
+            Unavailable: the drain stopped the experiment (reason ``WORKER_DRAINING``).
+        """
+        stop = asyncio.ensure_future(self._stop_runs.wait())
+        step: asyncio.Future[ItemT] | None = None
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(items))
+                await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    raise Unavailable(
+                        "this worker stopped the experiment: it drains (it is stopping) and its grace period of "
+                        "--drain-grace-s ran out; the orchestrator runs it again elsewhere",
+                        reason=errors.REASON_WORKER_DRAINING)
+                try:
+                    item = step.result()
+                except StopAsyncIteration:
+                    return
+                yield item
+        finally:
+            stop.cancel()
+            if step is not None and not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
 
     async def GetWorkerInfo(  # noqa: N802 - gRPC method name
         self,
@@ -355,7 +435,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         with self._slot():
             # aclosing: a closed call (the orchestrator went away) finalises the run at once.
             async with contextlib.aclosing(self._run(request, device)) as responses:
-                async for response in responses:
+                async for response in self._unless_stopped(responses):
                     yield response
 
     async def _run(
@@ -379,11 +459,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             ):
                 if event.HasField("error"):
                     log.info("experiment.failed", error=errors.describe(event.error))
+                    self.stats.experiments.labels("failed", errors.kind_name(event.error.kind)).inc()
                 elif event.HasField("result"):
                     log.info("experiment.succeeded", wall_ms=round(event.result.wall_ms, 1))
+                    self.stats.experiments.labels("succeeded", "none").inc()
                 yield worker_pb2.RunExperimentResponse(event=event)
         except asyncio.CancelledError:
-            log.info("experiment.cancelled")
+            outcome = DRAINED if self._stop_runs.is_set() else CANCELLED
+            log.info(f"experiment.{outcome}")
+            self.stats.experiments.labels(outcome, "none").inc()
             raise
         finally:
             self.running.discard(request.experiment_id)
@@ -439,14 +523,23 @@ class WorkerHandle:
     servicer: WorkerServicer
     health: grpc_health.aio.HealthServicer
     guard: WorkerGuard
+    # The /metrics endpoint (config.metrics_port); None when it is off.
+    metrics: MetricsServer | None = None
 
     @property
     def address(self) -> str:
         """``host:port`` the worker listens on."""
         return self.info.address
 
+    async def drain(self, grace_s: float) -> int:
+        """Drains the worker (:meth:`WorkerServicer.drain`); returns how many experiments it stopped."""
+        return await self.servicer.drain(grace_s)
+
     async def stop(self, grace_s: float = 2.0) -> None:
         """Reports NOT_SERVING, then stops; running experiments get ``grace_s`` to end."""
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
+            self.metrics = None
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
         await self.servicer.settings.launcher.close()
@@ -466,7 +559,8 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
     torch.set_num_threads(1)
     guard = WorkerGuard(config.admin_token)
-    server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard)])
+    stats = WorkerTelemetry()
+    server = grpc.aio.server(options=rpc.server_options(), interceptors=[stats.rpcs, ErrorBoundary(guard)])
     port = rpc.bind(server, config.host, config.port, config.tls)
     info = make_worker_info(config, f"{config.host}:{port}")
     log = logs.get_logger("worker", worker_id=info.worker_id)
@@ -477,12 +571,17 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     shutil.rmtree(scratch, ignore_errors=True)  # what a killed worker left
     scratch.mkdir()
     launcher = await make_launcher(info.isolation, view, warm=config.warm_template, scratch_dir=scratch)
-    settings = SandboxSettings(launcher=launcher, limits=config.limits)
-    servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings)
+    settings = SandboxSettings(launcher=launcher, limits=config.limits, started=stats.sandbox_started)
+    servicer = WorkerServicer(config, info, BlobCache(config.data_dir / "blobs", remote_blobs), settings, stats)
+    stats.watch(config.slots, lambda: servicer.slots_in_use, lambda: servicer.draining)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
+    metrics = None
+    if config.metrics_port is not None:
+        metrics = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
-             isolation=types_pb2.Isolation.Name(info.isolation))
-    return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health, guard=guard)
+             isolation=types_pb2.Isolation.Name(info.isolation), metrics=metrics.url if metrics else "off")
+    return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health, guard=guard,
+                        metrics=metrics)

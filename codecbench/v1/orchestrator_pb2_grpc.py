@@ -226,7 +226,8 @@ class OrchestratorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DrainWorker(self, request, context):
-        """Stops dispatching to a worker; running experiments finish.
+        """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
+        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -83,7 +83,9 @@ class OrchestratorServiceStub:
     ListWorkers: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]
     """Every registered worker with its state, build and load."""
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
-    """Stops dispatching to a worker; running experiments finish."""
+    """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
+    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+    """
     CreateExperiments: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]
     """Validates and queues many experiments in one call: one result per spec, in the request's order,
     each an experiment or the typed error that spec alone would have got from CreateExperiment
@@ -157,7 +159,9 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     ListWorkers: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ListWorkersRequest, _orchestrator_pb2.ListWorkersResponse]  # type: ignore[assignment]
     """Every registered worker with its state, build and load."""
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
-    """Stops dispatching to a worker; running experiments finish."""
+    """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
+    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+    """
     CreateExperiments: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]  # type: ignore[assignment]
     """Validates and queues many experiments in one call: one result per spec, in the request's order,
     each an experiment or the typed error that spec alone would have got from CreateExperiment
@@ -306,7 +310,9 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _orchestrator_pb2.DrainWorkerRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.DrainWorkerResponse, _abc.Awaitable[_orchestrator_pb2.DrainWorkerResponse]]:
-        """Stops dispatching to a worker; running experiments finish."""
+        """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
+        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+        """
 
     @_abc_1.abstractmethod
     def CreateExperiments(

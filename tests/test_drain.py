@@ -1,0 +1,161 @@
+"""Graceful drain for rolling upgrades (issue 16, point 5): SIGTERM on a worker tells the
+orchestrator it drains, lets running experiments finish within ``--drain-grace-s``, then stops;
+what still runs then is requeued with a new attempt that does not count against the limit."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+from helpers import agent_bundle, eventually
+from helpers.services import AttachedWorker, admin_token_file, attach_worker, orchestrator, write_images
+from helpers.worker import agent_processes
+
+from codecbench.client import Client
+from codecbench.local import LocalService, spawn_service, worker_isolation_args
+from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
+from orchestrator_svc.server import OrchestratorHandle
+
+pytestmark = pytest.mark.timeout(240)
+
+SUCCEEDED = experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
+
+
+async def _events(client: Client, experiment_id: str) -> list[experiment_pb2.ExperimentEvent]:
+    return [event async for event in client.watch(experiment_id)]
+
+
+async def test_a_grace_period_shorter_than_the_experiment_requeues_it_without_spending_an_attempt(
+    tmp_path: Path,
+) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        workers = [await attach_worker(orch, tmp_path / name) for name in ("a", "b")]
+        try:
+            for worker in workers:
+                await _ready(orch, worker.handle.info.worker_id)
+            # A worker drains itself only.
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await workers[0].link.stub.DrainWorker(
+                    orchestrator_pb2.DrainWorkerRequest(worker_id=workers[1].handle.info.worker_id))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                # max_attempts 1: were the stopped attempt counted, the experiment would fail.
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 4}],
+                                          max_attempts=1)
+                async for event in client.watch(exp.experiment_id):
+                    if event.WhichOneof("event") == "progress" and event.progress.phase == types_pb2.PHASE_ENCODE:
+                        break
+                first, second = workers if exp.experiment_id in workers[0].handle.servicer.running else workers[::-1]
+                assert exp.experiment_id in first.handle.servicer.running
+                stopped = await first.link.drain(first.handle, grace_s=0.2)
+                assert stopped == 1
+                assert not first.handle.servicer.running and not agent_processes(first.handle.info.pid)
+                entry = orch.registry.get(first.handle.info.worker_id)
+                assert entry is not None and entry.state == orchestrator_pb2.WORKER_STATE_DRAINING
+                assert entry.lost_reason == ""  # a deliberate stop, not a lost worker
+
+                done = await client.wait(exp.experiment_id)
+                assert done.state == SUCCEEDED, done.error
+                assert (done.attempt, done.max_attempts, done.worker_id) == (2, 2, second.handle.info.worker_id)
+                events = await _events(client, exp.experiment_id)
+                requeues = [e.state_change for e in events if e.WhichOneof("event") == "state_change"
+                            and e.state_change.state == experiment_pb2.EXPERIMENT_STATE_QUEUED]
+                assert [r.attempt for r in requeues] == [1, 2]
+                assert "draining" in requeues[1].reason and "WORKER_DRAINING" not in requeues[1].reason
+                assert sum(e.WhichOneof("event") == "result" for e in events) == 1
+                # the drained worker counted it as drained, not as succeeded or failed
+                registry = first.handle.servicer.stats.registry
+                counted = {outcome: registry.get_sample_value("codecbench_worker_experiments_total",
+                                                              {"outcome": outcome, "error_kind": "none"})
+                           for outcome in ("drained", "succeeded")}
+                assert counted == {"drained": 1.0, "succeeded": None}
+        finally:
+            for worker in workers:
+                await worker.stop()
+
+
+async def _spawn_worker(orch: OrchestratorHandle, tmp_path: Path, name: str) -> LocalService:
+    return await spawn_service(
+        "worker_svc", "--port", "0", "--orchestrator", orch.address, "--slots", "1",
+        "--enroll-token-file", str(tmp_path / "orch" / "enroll.token"), "--data-dir", str(tmp_path / name),
+        "--drain-grace-s", "60", *worker_isolation_args(), log_path=tmp_path / f"{name}.log", name=name)
+
+
+def _worker_id(service: LocalService) -> str:
+    return service.ready_line.split()[2]  # "codecbench worker ID listening on HOST:PORT"
+
+
+async def _ready(orch: OrchestratorHandle, worker_id: str) -> None:
+    async def reached() -> bool:
+        entry = orch.registry.get(worker_id)
+        return entry is not None and entry.state in (orchestrator_pb2.WORKER_STATE_READY,
+                                                     orchestrator_pb2.WORKER_STATE_BUSY)
+
+    await eventually(reached, timeout_s=60, what=f"worker {worker_id} registered and reached")
+
+
+async def _sigterm_while_running(orch: OrchestratorHandle, service: LocalService) -> None:
+    """SIGTERMs the worker once it runs an experiment, and waits for its exit (status 0)."""
+    worker_id = _worker_id(service)
+
+    def busy() -> bool:
+        entry = orch.registry.get(worker_id)
+        return entry is not None and bool(entry.running)
+
+    await eventually(busy, timeout_s=60, what=f"worker {service.name} running an experiment")
+    service.send_signal(signal.SIGTERM)
+    entry = orch.registry.get(worker_id)
+    assert entry is not None
+    await eventually(lambda: entry.draining, timeout_s=10, what=f"worker {service.name} announced its drain")
+    assert await service.process.wait() == 0
+
+
+async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """Workers A and B are processes that get a real SIGTERM; their replacements C and D run in this
+    process (they are never signalled, and start in a fraction of a process's time)."""
+    images = write_images(tmp_path / "imgs", [(24, 24)])
+    async with orchestrator(tmp_path / "orch", admin_token_file=admin_token_file(tmp_path)) as orch:
+        services: list[LocalService] = []
+        replacements: list[AttachedWorker] = []
+        try:
+            started = await asyncio.gather(*(_spawn_worker(orch, tmp_path, name) for name in ("a", "b")),
+                                           return_exceptions=True)
+            services += [s for s in started if isinstance(s, LocalService)]
+            assert len(services) == 2, started
+            a, b = services
+            for service in services:
+                await _ready(orch, _worker_id(service))
+            async with Client(orch.address) as client:
+                await client.upload_dataset("tiny", images)
+                submitted = await client.submit_many([agent_bundle("slow_lossless")] * 50, dataset="tiny",
+                                                     points=[{"delay_s": 0.3}], no_cache=True)
+                ids = [s.experiment.experiment_id for s in submitted]
+                assert len(set(ids)) == 50
+
+                replacements.append(c := await attach_worker(orch, tmp_path / "c"))
+                await _ready(orch, c.handle.info.worker_id)
+                await _sigterm_while_running(orch, a)
+                replacements.append(d := await attach_worker(orch, tmp_path / "d"))
+                await _ready(orch, d.handle.info.worker_id)
+                await _sigterm_while_running(orch, b)
+
+                finished = [await client.wait(i) for i in ids]
+                assert [e.state for e in finished] == [SUCCEEDED] * 50, [e.error for e in finished if e.error.kind]
+                ran_on = {e.worker_id for e in finished}
+                assert {_worker_id(a), _worker_id(b), c.handle.info.worker_id, d.handle.info.worker_id} <= ran_on
+                for experiment_id in ids:
+                    events = await _events(client, experiment_id)
+                    kinds = [e.WhichOneof("event") for e in events]
+                    assert kinds.count("result") == 1 and kinds.count("error") == 0, (experiment_id, kinds)
+                    reasons = [e.state_change.reason for e in events if e.WhichOneof("event") == "state_change"]
+                    assert not any("lost" in r for r in reasons), (experiment_id, reasons)
+        finally:
+            for service in services:
+                await service.stop(timeout_s=30)
+            for worker in replacements:
+                await worker.stop()
