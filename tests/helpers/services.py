@@ -20,6 +20,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from codecbench import auth
 from helpers import TEST_ADMIN_TOKEN
 from helpers.worker import png_bytes
@@ -27,9 +29,13 @@ from orchestrator_svc.server import OrchestratorConfig, OrchestratorHandle, star
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
 
-
 # The store URL of the orchestrators the current test starts ("": their default SQLite file).
 database_url = ""
+
+
+# For a test of an orchestrator module that runs on both backends but is about something the store
+# takes no part in (request validation, image decoding, build ids) or about SQLite itself: SQLite only.
+sqlite_only = pytest.mark.parametrize("orchestrator_backend", ["sqlite"], indirect=True)
 
 
 def database_args() -> list[str]:
