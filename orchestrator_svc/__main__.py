@@ -96,8 +96,7 @@ async def serve(args: argparse.Namespace) -> None:
         )
     )
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
-    terminated = asyncio.create_task(rpc.wait_for_termination())
-    waits = [terminated]
+    waits: list[asyncio.Task[object]] = [asyncio.create_task(rpc.wait_for_termination())]
     if handle.leadership is not None:
         waits.append(asyncio.create_task(handle.leadership.lost.wait()))
     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)

@@ -83,8 +83,8 @@ def test_migration_5_keeps_old_request_ids_per_owner(store_url: str) -> None:
         conn.execute(text("DELETE FROM schema_migrations WHERE version = 5"))
         conn.execute(text(
             "INSERT INTO experiments (experiment_id, request_id, state, attempt, max_attempts, priority, device, "
-            "worker_id, create_time, last_sequence, spec) VALUES ('exp-old', 'r1', 1, 1, 3, 0, 'cpu', '', 0, 1, :spec)"),
-            {"spec": b""})
+            "worker_id, create_time, last_sequence, spec) "
+            "VALUES ('exp-old', 'r1', 1, 1, 3, 0, 'cpu', '', 0, 1, :spec)"), {"spec": b""})
         conn.execute(text("INSERT INTO experiment_owners (experiment_id, owner) VALUES ('exp-old', 'alice')"))
     store.close()
     reopened = Store(url)
