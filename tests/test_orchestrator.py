@@ -331,6 +331,24 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
         assert [d.name for d in await client.datasets()] == ["photos"]
 
 
+async def test_a_nul_character_in_stored_or_looked_up_text_is_invalid_argument_on_every_store(tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold NUL: a request id, label or experiment id with one used to reach
+    the database and fail INTERNAL there; it is refused naming the field, on SQLite alike."""
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        for mutate, field in [(lambda r: setattr(r, "request_id", "a\0b"), "request_id"),
+                              (lambda r: r.labels.update({"run": "a\0b"}), "labels['run']")]:
+            request = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos")
+            mutate(request)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.stub.CreateExperiment(request)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(field) and "NUL" in info.value.details(), info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.GetExperiment(orchestrator_pb2.GetExperimentRequest(experiment_id="x\0"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert await client.list() == []
+
+
 @sqlite_only
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
