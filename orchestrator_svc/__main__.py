@@ -158,7 +158,7 @@ def gc_main(argv: list[str]) -> int:
             collected = collect_garbage(store, BlobStore(args.data_dir / "blobs"))
         finally:
             if leadership is not None:
-                asyncio.run(leadership.close())
+                leadership.release()
             store.close()
     finally:
         unlock_data_dir(lock)

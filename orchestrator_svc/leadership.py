@@ -95,9 +95,15 @@ class Leadership:
     async def _run(self, on_acquired: Callable[[], Awaitable[None]], on_lost: Callable[[], Awaitable[None]]) -> None:
         while not self.held:
             await asyncio.sleep(self.poll_s)
-            if self.try_acquire():
-                self.log.info("leadership.acquired")
+            if not self.try_acquire():
+                continue
+            self.log.info("leadership.acquired")
+            try:
                 await on_acquired()
+            except Exception as exc:  # noqa: BLE001 - a leader that cannot take office must not keep the lock
+                self.log.exception("leadership.take_office_failed", error=str(exc))
+                self.held = False
+                self._drop_connection()  # another standby (or this one, next poll) tries again
         while self.still_held():
             await asyncio.sleep(self.poll_s)
         await on_lost()
@@ -109,6 +115,10 @@ class Leadership:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self.release()
+
+    def release(self) -> None:
+        """Releases the lock (closing its session); for a holder that never called :meth:`start`."""
         self.held = False
         self._drop_connection()
 

@@ -1,7 +1,7 @@
 """Two orchestrators on one PostgreSQL database run active-standby (issue 16, orchestrator_svc.leadership):
 the leader dispatches, the standby reports NOT_SERVING and refuses calls; no experiment is dispatched
 twice; when the leader is killed (SIGKILL) or loses its database session, the standby takes over,
-recovers what the leader left RUNNING and finishes everything once."""
+recovers what the leader left RUNNING and finishes everything once; gc keeps out of a leader's way."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from codecbench.local import spawn_service
 from codecbench.states import SUCCEEDED
 from codecbench.v1 import experiment_pb2, orchestrator_pb2
 from codecbench.v1.orchestrator_pb2_grpc import OrchestratorServiceStub
+from orchestrator_svc.__main__ import gc_main
 
 RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
 pytestmark = [pytest.mark.timeout(180), pytest.mark.parametrize("orchestrator_backend", ["postgresql"], indirect=True)]
@@ -136,3 +137,16 @@ async def test_the_standby_takes_over_when_the_leader_is_killed_and_finishes_eve
                 await second.stop()
     finally:
         await leader.stop()
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_gc_refuses_while_an_orchestrator_leads_the_database(tmp_path: Path, capsys) -> None:
+    """With PostgreSQL the data directory is not locked: gc takes the leader lock instead."""
+    data_dir = tmp_path / "orch"
+    gc_args = ["--data-dir", str(data_dir), *database_args()]
+    async with orchestrator(data_dir) as leader:
+        assert leader.leading
+        assert gc_main(gc_args) == 1
+        assert "an orchestrator leads this database" in capsys.readouterr().err
+    assert gc_main(gc_args) == 0
+    assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
