@@ -3,13 +3,14 @@
 SQLite is the embedded default (one file under the data directory, WAL mode); PostgreSQL
 (``postgresql+psycopg://USER:PASSWORD@HOST/DB``, psycopg 3) is the store of a fleet, where a standby
 orchestrator shares the database (:mod:`orchestrator_svc.leadership`). One code path serves both;
-where they differ it says so: ``INSERT OR IGNORE`` is SQLite's spelling of PostgreSQL's ``ON CONFLICT
-DO NOTHING``; ``FOR UPDATE [SKIP LOCKED]`` locks rows on PostgreSQL and is left out on SQLite, which
-serializes writers anyway; PostgreSQL enforces ``VARCHAR(n)`` lengths, so each column is at least as
-long as the request limit of what goes into it (:mod:`codecbench.validation`), and rejects NUL
-characters, which validation refuses before anything is stored. The schema is created and migrated
-by a versioned list of migrations (:data:`MIGRATIONS`), recorded in ``schema_migrations``; on
-PostgreSQL two orchestrators starting at once migrate one after the other (an advisory lock).
+where they differ it says so: ``INSERT OR IGNORE`` is SQLite's spelling of PostgreSQL's ``ON
+CONFLICT DO NOTHING``; ``FOR UPDATE [SKIP LOCKED]`` locks rows on PostgreSQL and is left out on
+SQLite, where one orchestrator owns the database (the data directory's lock); PostgreSQL enforces
+``VARCHAR(n)`` lengths, so each column is at least as long as the request limit of what goes into
+it (:mod:`codecbench.validation`), and rejects NUL characters, which validation refuses before
+anything is stored. The schema is created and migrated by a versioned list of migrations
+(:data:`MIGRATIONS`), recorded in ``schema_migrations``; on PostgreSQL two orchestrators starting
+at once migrate one after the other (an advisory lock).
 
 Protobuf messages that are read whole (specs, results, errors, events) are stored as their
 serialized bytes; what is filtered or sorted on has its own column.
@@ -621,8 +622,10 @@ class Store:
         """Stores an event under the next sequence number, with an optional state change, in one
         transaction. The event is committed before this returns (and so before any watcher sees it).
 
-        The experiment's row is read ``FOR UPDATE`` (PostgreSQL; SQLite serializes writers): a
-        concurrent transition of the same experiment waits, then sees this one's outcome.
+        The experiment's row is read ``FOR UPDATE`` on PostgreSQL: a concurrent transition of the
+        same experiment (another orchestrator's) waits, then sees this one's outcome. SQLite has no
+        row locks (and pysqlite runs the read before its write transaction begins); there one
+        orchestrator, calling the store from its one event-loop thread, owns the database.
 
         Args:
             experiment_id: the experiment the event belongs to.
