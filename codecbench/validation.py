@@ -192,6 +192,12 @@ def tensor_problem(tensor: types_pb2.Tensor) -> str:
     return ""
 
 
+# PostgreSQL text cannot hold the NUL character (psycopg refuses it even as a query parameter), so a
+# string the orchestrator stores or looks up must not contain it, on every store alike.
+NUL = "\x00"
+NUL_PROBLEM = "contains the NUL character (U+0000), which text fields may not hold"
+
+
 def check_labels(labels: Mapping[str, str], max_count: int = MAX_LABELS, field: str = "labels") -> None:
     """At most ``max_count`` labels (:data:`MAX_LABELS` on an experiment, :data:`MAX_LABEL_FILTERS`
     in a list filter); keys of 1 to :data:`MAX_LABEL_KEY_CHARS` characters, values of at most
@@ -203,14 +209,16 @@ def check_labels(labels: Mapping[str, str], max_count: int = MAX_LABELS, field: 
     if len(labels) > max_count:
         raise InvalidArgument(field, f"{len(labels)} labels: at most {max_count}")
     for key, value in labels.items():
-        if not key or len(key) > MAX_LABEL_KEY_CHARS:
-            raise InvalidArgument(field, f"key {echo(key)} must have 1 to {MAX_LABEL_KEY_CHARS} characters")
+        if not key or len(key) > MAX_LABEL_KEY_CHARS or NUL in key:
+            raise InvalidArgument(field, f"key {echo(key)} must have 1 to {MAX_LABEL_KEY_CHARS} characters, none NUL")
         if len(value) > MAX_LABEL_VALUE_CHARS:
             raise InvalidArgument(f"{field}[{key!r}]", f"value longer than {MAX_LABEL_VALUE_CHARS} characters")
+        if NUL in value:
+            raise InvalidArgument(f"{field}[{key!r}]", NUL_PROBLEM)
 
 
 def check_text(text: str, field: str, max_chars: int, required: bool = False) -> None:
-    """A string field of at most ``max_chars`` characters (and not empty when ``required``).
+    """A string field of at most ``max_chars`` characters without NUL (and not empty when ``required``).
 
     Raises:
         InvalidArgument: naming ``field`` and the limit.
@@ -219,6 +227,8 @@ def check_text(text: str, field: str, max_chars: int, required: bool = False) ->
         raise InvalidArgument(field, "missing")
     if len(text) > max_chars:
         raise InvalidArgument(field, f"{len(text)} characters exceed the limit of {max_chars}")
+    if NUL in text:
+        raise InvalidArgument(field, NUL_PROBLEM)
 
 
 def check_count(count: int, field: str, limit: int) -> None:

@@ -2,13 +2,17 @@
 
 ::
 
-    codecbench-orchestrator [--host H --port P --data-dir D --tls-cert C --tls-key K --tls-ca CA
-                             --metrics-port M ...]
-    codecbench-orchestrator token create NAME [--admin] [--data-dir D | --store-url URL]
+    codecbench-orchestrator [--host H --port P --data-dir D --database-url URL --tls-cert C --tls-key K
+                             --tls-ca CA --metrics-port M ...]
+    codecbench-orchestrator token create NAME [--admin] [--data-dir D | --database-url URL]
     codecbench-orchestrator certs DIR [--host NAME ...]
-    codecbench-orchestrator gc [--data-dir D | --store-url URL]
+    codecbench-orchestrator gc [--data-dir D | --database-url URL]
 
-The service runs until SIGINT or SIGTERM. ``token create`` prints a new API token once (only its
+``--database-url`` (alias ``--store-url``) is a SQLAlchemy URL: default the SQLite file in the data
+directory; ``postgresql+psycopg://USER:PASSWORD@HOST/DB`` for PostgreSQL, where orchestrators sharing
+the database run active-standby (:mod:`orchestrator_svc.leadership`). The service runs until SIGINT
+or SIGTERM; a leader that loses the database's leader lock exits with status 1 (to be restarted as a
+standby). ``token create`` prints a new API token once (only its
 hash is stored). ``certs`` writes a private CA and certificates for a quick start with mutual TLS.
 ``gc`` removes blobs no dataset or experiment references, and temporary files of interrupted writes
 (the service does it at every start too); run it with the service stopped.
@@ -17,14 +21,23 @@ hash is stored). ``certs`` writes a private CA and certificates for a quick star
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 from codecbench import certs, logs, rpc, telemetry
 from codecbench.blobs import BlobStore
 from orchestrator_svc.disk import DataDirBusy, collect_garbage, lock_data_dir, unlock_data_dir
+from orchestrator_svc.leadership import Leadership
 from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
 from orchestrator_svc.store import Store
+
+
+def _add_database_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--database-url", "--store-url", dest="store_url", default="",
+                        help="SQLAlchemy URL of the store: default the SQLite file in --data-dir; "
+                        "postgresql+psycopg://USER:PASSWORD@HOST/DB for PostgreSQL (orchestrators on one "
+                        "database run active-standby)")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=50051, help="port to bind; 0 picks a free one and prints it")
     parser.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="SQLite store and blobs")
-    parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
+    _add_database_url(parser)
     parser.add_argument("--expected-build", default="", help="build id workers must run (default: this code's)")
     parser.add_argument("--heartbeat-timeout-s", type=float, default=15.0, help="silence after which a worker is LOST")
     parser.add_argument("--lost-worker-ttl-s", type=float, default=3600.0,
@@ -91,10 +104,18 @@ async def serve(args: argparse.Namespace) -> None:
     print(f"codecbench orchestrator listening on {handle.address}", flush=True)
     if handle.metrics is not None:
         print(f"codecbench orchestrator metrics at {handle.metrics.url}", flush=True)
-    await rpc.wait_for_termination()
+    waits: list[asyncio.Task[object]] = [asyncio.create_task(rpc.wait_for_termination())]
+    if handle.leadership is not None:
+        waits.append(asyncio.create_task(handle.leadership.lost.wait()))
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    stepped_down = handle.leadership is not None and handle.leadership.lost.is_set()
+    for task in waits:
+        task.cancel()
     await handle.stop()
     if probes:
         await probes.stop(0)
+    if stepped_down:
+        raise SystemExit(1)  # its supervisor restarts it, as a standby
 
 
 def token_main(argv: list[str]) -> int:
@@ -105,7 +126,7 @@ def token_main(argv: list[str]) -> int:
     create.add_argument("name", help="the user's name")
     create.add_argument("--admin", action="store_true", help="role admin: sees everything, shares datasets")
     create.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
-    create.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
+    _add_database_url(create)
     args = parser.parse_args(argv)
     if not args.store_url:
         private_dir(args.data_dir)
@@ -126,7 +147,7 @@ def gc_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="codecbench-orchestrator gc",
                                      description="remove blobs no dataset or experiment references (service stopped)")
     parser.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
-    parser.add_argument("--store-url", default="", help="SQLAlchemy URL (default: SQLite file in --data-dir)")
+    _add_database_url(parser)
     args = parser.parse_args(argv)
     if not (args.data_dir / "blobs").is_dir():
         parser.error(f"{args.data_dir} holds no blobs folder: not an orchestrator data dir")
@@ -137,9 +158,17 @@ def gc_main(argv: list[str]) -> int:
         return 1
     try:
         store = Store(args.store_url or f"sqlite:///{args.data_dir / 'codecbench.db'}")
+        # On PostgreSQL the orchestrators do not lock the data directory: gc takes their leader lock
+        # instead, so that it never runs beside one (it would remove blobs a new experiment needs).
+        leadership = Leadership(store) if store.is_postgresql else None
         try:
+            if leadership is not None and not leadership.try_acquire():
+                print("codecbench-orchestrator gc: an orchestrator leads this database; stop it first", file=sys.stderr)
+                return 1
             collected = collect_garbage(store, BlobStore(args.data_dir / "blobs"))
         finally:
+            if leadership is not None:
+                leadership.release()
             store.close()
     finally:
         unlock_data_dir(lock)

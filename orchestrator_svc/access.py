@@ -54,6 +54,10 @@ class OrchestratorGuard:
     def __init__(self, store: Store, enroll_secret: str) -> None:
         self.store = store
         self.enroll_secret = enroll_secret
+        # Non-empty while this orchestrator is a standby (orchestrator_svc.leadership): why every
+        # call but health and reflection is refused UNAVAILABLE (a client or worker retries, and
+        # reaches the leader through the service address).
+        self.standby = ""
 
     def identify(self, token: str) -> auth.Principal | None:
         """The caller a token stands for, or None when it is unknown."""
@@ -73,11 +77,14 @@ class OrchestratorGuard:
             The caller, or None for an open method (health, reflection).
 
         Raises:
+            errors.Unavailable: this orchestrator is a standby.
             errors.Unauthenticated: no token, or one that is not valid.
             errors.PermissionDenied: a valid caller whose role may not call this method.
         """
         if full_method.startswith(auth.OPEN_SERVICES):
             return None
+        if self.standby:
+            raise errors.Unavailable(self.standby)
         token = auth.bearer(metadata)  # type: ignore[arg-type]
         if not token:
             raise errors.Unauthenticated(f"missing bearer token: {auth.missing_token_hint()}")

@@ -53,9 +53,12 @@ class Ledger:
         transition: dict[str, object] | None = None,
         only_if_state: set[experiment_pb2.ExperimentState.ValueType] | None = None,
         only_if_attempt: int | None = None,
+        skip_locked: bool = False,
     ) -> experiment_pb2.ExperimentEvent | None:
-        """Stores, then announces. Returns the stored event, or None when the condition failed."""
-        stored = self.store.append_event(experiment_id, event, transition, only_if_state, only_if_attempt)
+        """Stores, then announces. Returns the stored event, or None when the condition failed (or
+        ``skip_locked`` and another transaction held the row: :meth:`Store.append_event`)."""
+        stored = self.store.append_event(experiment_id, event, transition, only_if_state, only_if_attempt,
+                                         skip_locked)
         if stored is not None:
             await self._announce(stored)
         return stored
@@ -88,9 +91,10 @@ class Ledger:
         reason: str,
         worker_id: str = "",
         more_columns: dict[str, object] | None = None,
+        skip_locked: bool = False,
     ) -> bool:
         """A StateChange event plus the matching columns (and ``more_columns``), if the experiment is
-        still in ``from_state`` at ``attempt``."""
+        still in ``from_state`` at ``attempt`` (and, with ``skip_locked``, no other transaction holds it)."""
         stored = await self.append(
             experiment_id,
             experiment_pb2.ExperimentEvent(
@@ -108,6 +112,7 @@ class Ledger:
             },
             only_if_state={from_state},
             only_if_attempt=attempt,
+            skip_locked=skip_locked,
         )
         if stored is not None and to_state == QUEUED:
             self.queued_since[experiment_id] = time.time()
@@ -153,9 +158,11 @@ class Ledger:
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
-        """QUEUED -> RUNNING on ``worker_id``; False when someone else moved it first."""
+        """QUEUED -> RUNNING on ``worker_id``: the scheduler's claim. False when someone else moved it
+        first, or is moving it now: on PostgreSQL the row is claimed ``FOR UPDATE SKIP LOCKED``, so
+        two orchestrators on one database never both dispatch it, and neither waits for the other."""
         return await self._move(
-            experiment_id, QUEUED, attempt, RUNNING, attempt, f"dispatched to {worker_id}", worker_id
+            experiment_id, QUEUED, attempt, RUNNING, attempt, f"dispatched to {worker_id}", worker_id, skip_locked=True
         )
 
     async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:

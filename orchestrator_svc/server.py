@@ -3,6 +3,11 @@
 :func:`start_orchestrator` binds (port 0 picks a free port), recovers experiments a previous
 process left RUNNING, starts the scheduler and returns a handle with ``port`` and ``stop()``.
 
+On PostgreSQL several orchestrators may share the database, one leading and the others standing by
+(:mod:`orchestrator_svc.leadership`): a standby binds and answers health (NOT_SERVING), and does the
+start-up work (recovery, built-in dataset, admin token) only once it leads. On SQLite the data
+directory's lock keeps a second orchestrator out, as before.
+
 Files: the data directory is 0700, the SQLite database (and SQLite's WAL and SHM files, which take
 its mode) and blobs 0600; the enrollment secret (``enroll.token``) and an admin token file are 0600.
 """
@@ -24,6 +29,7 @@ from codecbench.telemetry import MetricsServer, serve_metrics
 from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc.access import OrchestratorGuard
 from orchestrator_svc.disk import DataDir, collect_garbage, lock_data_dir, unlock_data_dir
+from orchestrator_svc.leadership import Leadership
 from orchestrator_svc.ledger import Ledger
 from orchestrator_svc.scheduler import Scheduler
 from orchestrator_svc.service import MAX_DATASET_BYTES, OrchestratorServicer
@@ -64,6 +70,8 @@ class OrchestratorConfig:
             (0 picks a free port); None (default): no metrics endpoint. See docs/metrics.md.
         metrics_host: the address the metrics endpoint binds (plain HTTP, no authentication: keep
             it on loopback or a network only Prometheus reaches).
+        leader_poll_s: on PostgreSQL, how often a standby tries the leader lock and the leader
+            checks it still holds it (:mod:`orchestrator_svc.leadership`).
     """
 
     data_dir: Path
@@ -86,6 +94,12 @@ class OrchestratorConfig:
     owner_weights: dict[str, int] = field(default_factory=dict)
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    leader_poll_s: float = 1.0
+
+    @property
+    def uses_sqlite(self) -> bool:
+        """Whether the store is SQLite (the default file in the data directory, or a ``sqlite:`` URL)."""
+        return not self.store_url or self.store_url.startswith("sqlite")
 
 
 def builtin_photos() -> orchestrator_pb2.Dataset:
@@ -125,9 +139,17 @@ class OrchestratorHandle:
     telemetry: OrchestratorTelemetry = field(default_factory=OrchestratorTelemetry)
     # The /metrics endpoint (config.metrics_port); None when it is off.
     metrics: MetricsServer | None = None
+    # On PostgreSQL: the leader lock (None on SQLite).
+    leadership: Leadership | None = None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this orchestrator serves: always on SQLite, while it holds the leader lock on PostgreSQL."""
+        return self.leadership is None or self.leadership.held
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery)."""
+        """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery),
+        then hand the leader lock on (PostgreSQL)."""
         if self.metrics is not None:
             # In a thread: a scrape in progress waits for this loop (telemetry.on_loop).
             await asyncio.to_thread(self.metrics.stop)
@@ -136,6 +158,8 @@ class OrchestratorHandle:
         await self.server.stop(grace_s)
         await self.scheduler.stop()
         await self.registry.close()
+        if self.leadership is not None:
+            await self.leadership.close()
         self.store.close()
         if self.lock_fd >= 0:
             unlock_data_dir(self.lock_fd)
@@ -149,15 +173,17 @@ async def start_orchestrator(config: OrchestratorConfig) -> OrchestratorHandle:
         rpc.BindError: the address could not be bound (an OSError).
         OSError: a secret file could not be read or made.
         ValueError: a non-loopback address without TLS or ``insecure``; an empty secret file.
-        DataDirBusy: another orchestrator, or ``gc``, holds the data directory.
+        DataDirBusy: another orchestrator, or ``gc``, holds the data directory (SQLite only: on
+            PostgreSQL the orchestrators of one database may share it, and the leader lock decides).
     """
     rpc.check_listen_security(config.host, config.tls, config.insecure)
     private_dir(config.data_dir)
-    lock_fd = lock_data_dir(config.data_dir, "the orchestrator")
+    lock_fd = lock_data_dir(config.data_dir, "the orchestrator") if config.uses_sqlite else -1
     try:
         return await _start(config, lock_fd)
     except BaseException:
-        unlock_data_dir(lock_fd)
+        if lock_fd >= 0:
+            unlock_data_dir(lock_fd)
         raise
 
 
@@ -191,19 +217,26 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
                           config.lost_worker_ttl_s, data, config.owner_weights, stats)
     registry.on_ready = scheduler.wake.set
     data.on_writable.append(scheduler.settle_unstored)
-    try:
-        # Writes at start: on a full disk the service starts anyway, serving reads (NOT_SERVING)
-        # and settling these once it can write (data.on_writable).
-        collect_garbage(store, blobs)
-        if store.find_dataset(datasets.PHOTOS) != builtin_photos():
-            store.put_dataset(builtin_photos())
-        if config.admin_token_file is not None:
-            ensure_admin_token(store, config.admin_token_file, config.admin_name)
-        await scheduler.recover()
-    except Exception as exc:
-        if not data.no_room(exc):
-            raise
-        data.mark_full()
+    leadership = Leadership(store, config.leader_poll_s) if store.is_postgresql else None
+
+    async def take_office() -> None:
+        try:
+            # Writes at start: on a full disk the service starts anyway, serving reads (NOT_SERVING)
+            # and settling these once it can write (data.on_writable).
+            collect_garbage(store, blobs)
+            if store.find_dataset(datasets.PHOTOS) != builtin_photos():
+                store.put_dataset(builtin_photos())
+            if config.admin_token_file is not None:
+                ensure_admin_token(store, config.admin_token_file, config.admin_name)
+            await scheduler.recover()
+        except Exception as exc:
+            if not data.no_room(exc):
+                raise
+            data.mark_full()
+
+    leading = leadership is None or leadership.try_acquire()
+    if leading:
+        await take_office()
     servicer = OrchestratorServicer(
         store,
         ledger,
@@ -215,6 +248,8 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
         config.max_dataset_bytes,
     )
     guard = OrchestratorGuard(store, enroll_secret)
+    if not leading:
+        guard.standby = "this orchestrator is a standby: another one holds the database's leader lock"
     server = grpc.aio.server(options=rpc.server_options(),
                              interceptors=[stats.rpcs, ErrorBoundary(guard, data.translate)])
     orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server)
@@ -226,19 +261,37 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
         stats.watch(store, registry, asyncio.get_running_loop())
         metrics = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
     await server.start()
-    await rpc.set_serving(health, [SERVICE_NAME], serving=not data.full)
-    scheduler.start()
+    await rpc.set_serving(health, [SERVICE_NAME], serving=leading and not data.full)
+    log = logs.get_logger("orchestrator")
     address = f"{config.host}:{port}"
-    logs.get_logger("orchestrator").info(
+    if leading:
+        scheduler.start()
+    if leadership is not None:
+
+        async def on_acquired() -> None:
+            await take_office()
+            guard.standby = ""
+            scheduler.start()
+            await rpc.set_serving(health, [SERVICE_NAME], serving=not data.full)
+            log.info("orchestrator.leading", address=address)
+
+        async def on_lost() -> None:
+            guard.standby = "this orchestrator lost the database's leader lock and stepped down"
+            await rpc.set_serving(health, [SERVICE_NAME], serving=False)
+            await scheduler.stop()
+
+        leadership.start(on_acquired, on_lost)
+    log.info(
         "orchestrator.started",
         address=address,
         expected_build=expected,
         store=store.engine.url.render_as_string(hide_password=True),
+        role="leader" if leading else "standby",
         tls="mutual" if config.tls.ca else ("server" if config.tls.enabled else "off"),
         metrics=metrics.url if metrics else "off",
     )
     return OrchestratorHandle(server, port, address, store, scheduler, registry, servicer, health, data, enroll_secret,
-                              lock_fd, stats, metrics)
+                              lock_fd, stats, metrics, leadership)
 
 
 def private_dir(path: Path) -> None:

@@ -1,8 +1,16 @@
 """The orchestrator's durable store: experiments, their events, datasets, and who owns what (SQLAlchemy 2).
 
-SQLite is the embedded default (one file under the data directory, WAL mode); a PostgreSQL URL
-(``postgresql+psycopg://...``) works with the same code. The schema is created and migrated by a
-versioned list of migrations (:data:`MIGRATIONS`), recorded in ``schema_migrations``.
+SQLite is the embedded default (one file under the data directory, WAL mode); PostgreSQL
+(``postgresql+psycopg://USER:PASSWORD@HOST/DB``, psycopg 3) is the store of a fleet, where a standby
+orchestrator shares the database (:mod:`orchestrator_svc.leadership`). One code path serves both;
+where they differ it says so: ``INSERT OR IGNORE`` is SQLite's spelling of PostgreSQL's ``ON
+CONFLICT DO NOTHING``; ``FOR UPDATE [SKIP LOCKED]`` locks rows on PostgreSQL and is left out on
+SQLite, where one orchestrator owns the database (the data directory's lock); PostgreSQL enforces
+``VARCHAR(n)`` lengths, so each column is at least as long as the request limit of what goes into
+it (:mod:`codecbench.validation`), and rejects NUL characters, which validation refuses before
+anything is stored. The schema is created and migrated by a versioned list of migrations
+(:data:`MIGRATIONS`), recorded in ``schema_migrations``; on PostgreSQL two orchestrators starting
+at once migrate one after the other (an advisory lock).
 
 Protobuf messages that are read whole (specs, results, errors, events) are stored as their
 serialized bytes; what is filtered or sorted on has its own column.
@@ -23,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Engine,
@@ -45,7 +54,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -64,8 +73,9 @@ schema_migrations = Table(
 experiments = Table(
     "experiments",
     metadata,
-    # Insertion order: "newest first" and page tokens use it.
-    Column("row", Integer, primary_key=True, autoincrement=True),
+    # Insertion order: "newest first" and page tokens use it. BIGSERIAL on PostgreSQL (a 32-bit
+    # SERIAL runs out); INTEGER on SQLite, where only an INTEGER primary key is the rowid.
+    Column("row", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
     Column("experiment_id", String(64), nullable=False, unique=True),
     # Unused since migration 5 (always NULL): request ids are per owner, in ``request_ids``.
     Column("request_id", String(200), unique=True),
@@ -200,12 +210,21 @@ def _migration_5(engine: Engine) -> None:
     with engine.begin() as conn:
         if "no_cache" not in {c["name"] for c in inspect(engine).get_columns("experiments")}:
             conn.execute(text("ALTER TABLE experiments ADD COLUMN no_cache BOOLEAN"))
-        conn.execute(text(
-            "INSERT OR IGNORE INTO request_ids (owner, request_id, experiment_id, fingerprint) "
-            "SELECT o.owner, e.request_id, e.experiment_id, NULL FROM experiments e "
-            "JOIN experiment_owners o ON o.experiment_id = e.experiment_id WHERE e.request_id IS NOT NULL"))
+        copy = ("INTO request_ids (owner, request_id, experiment_id, fingerprint) "
+                "SELECT o.owner, e.request_id, e.experiment_id, NULL FROM experiments e "
+                "JOIN experiment_owners o ON o.experiment_id = e.experiment_id WHERE e.request_id IS NOT NULL")
+        if engine.dialect.name == "sqlite":
+            conn.execute(text(f"INSERT OR IGNORE {copy}"))
+        else:
+            conn.execute(text(f"INSERT {copy} ON CONFLICT DO NOTHING"))
         conn.execute(text("UPDATE experiments SET request_id = NULL"))
 
+
+# Session-level advisory lock keys (PostgreSQL; any 64-bit numbers the database's other users leave
+# alone): one held while migrating, so that two orchestrators starting together do not both create
+# the tables; and the leader's (orchestrator_svc.leadership).
+MIGRATION_LOCK_KEY = 0x636F_6465_6362_0001
+LEADER_LOCK_KEY = 0x636F_6465_6362_0002
 
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
@@ -276,15 +295,30 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
 
 
 class Store:
-    """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms)."""
+    """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms, PostgreSQL
+    over a local socket about as much).
+
+    On PostgreSQL, transactions run at READ COMMITTED (the server's default): every conditional
+    transition reads its row ``FOR UPDATE`` first (:meth:`append_event`), so two processes never
+    both move the same experiment; that, not a stricter isolation level, is what keeps state changes
+    exact, and it needs no retry loop for serialization failures.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.read_only = False
-        self.engine = create_engine(url)
+        # pool_pre_ping: a PostgreSQL connection that the server (or a network hop) closed while it
+        # sat in the pool is replaced instead of failing the next call. Pool size: the service calls
+        # the store from its one event loop thread, plus the leader lock's own connection.
+        self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()
+
+    @property
+    def is_postgresql(self) -> bool:
+        """Whether the store is a PostgreSQL database (else SQLite)."""
+        return self.engine.dialect.name == "postgresql"
 
     @classmethod
     def open_read_only(cls, path: Path) -> Store:
@@ -324,7 +358,19 @@ class Store:
         self.engine, self.read_only = writable.engine, False
 
     def migrate(self) -> list[int]:
-        """Applies the migrations not yet recorded; returns the versions applied."""
+        """Applies the migrations not yet recorded; returns the versions applied. On PostgreSQL under
+        an advisory lock (:data:`MIGRATION_LOCK_KEY`): another process migrating at the same time
+        waits, then finds the migrations recorded."""
+        if not self.is_postgresql:
+            return self._migrate()
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as lock:
+            lock.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            try:
+                return self._migrate()
+            finally:
+                lock.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+    def _migrate(self) -> list[int]:
         schema_migrations.create(self.engine, checkfirst=True)
         with self.engine.begin() as conn:
             done = {row.version for row in conn.execute(select(schema_migrations.c.version))}
@@ -594,9 +640,15 @@ class Store:
         transition: dict[str, object] | None = None,
         only_if_state: Iterable[int] | None = None,
         only_if_attempt: int | None = None,
+        skip_locked: bool = False,
     ) -> experiment_pb2.ExperimentEvent | None:
         """Stores an event under the next sequence number, with an optional state change, in one
         transaction. The event is committed before this returns (and so before any watcher sees it).
+
+        The experiment's row is read ``FOR UPDATE`` on PostgreSQL: a concurrent transition of the
+        same experiment (another orchestrator's) waits, then sees this one's outcome. SQLite has no
+        row locks (and pysqlite runs the read before its write transaction begins); there one
+        orchestrator, calling the store from its one event-loop thread, owns the database.
 
         Args:
             experiment_id: the experiment the event belongs to.
@@ -606,16 +658,27 @@ class Store:
             only_if_state: store nothing (and return None) unless the experiment is in one of these.
             only_if_attempt: likewise unless the experiment is at this attempt (a late event of a
                 lost attempt is dropped).
+            skip_locked: a row another transaction holds is skipped (``FOR UPDATE SKIP LOCKED``):
+                nothing is stored and None returned, instead of waiting for it. The scheduler's
+                claim of a QUEUED experiment: the other claimant is moving it already.
 
         Returns:
-            The event with its sequence number set, or None when ``only_if_state`` did not match.
+            The event with its sequence number set, or None when ``only_if_state`` or
+            ``only_if_attempt`` did not match, or the row was skipped.
+
+        Raises:
+            sqlalchemy.exc.NoResultFound: no experiment has this id (without ``skip_locked``).
         """
         with self.engine.begin() as conn:
             row = conn.execute(
                 select(experiments.c.last_sequence, experiments.c.state, experiments.c.attempt)
                 .where(experiments.c.experiment_id == experiment_id)
-                .with_for_update()
-            ).one()
+                .with_for_update(skip_locked=skip_locked)
+            ).one_or_none()
+            if row is None and skip_locked:
+                return None
+            if row is None:
+                raise NoResultFound(f"no experiment {experiment_id!r}")
             if only_if_state is not None and row.state not in set(only_if_state):
                 return None
             if only_if_attempt is not None and row.attempt != only_if_attempt:

@@ -23,6 +23,7 @@ from orchestrator_svc.store import QueuedExperiment
 pytestmark = pytest.mark.timeout(300)
 
 
+@pytest.mark.usefixtures("orchestrator_backend")
 async def test_with_500_queued_from_one_user_another_users_experiment_goes_in_the_next_round(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(16, 16)])
     async with orchestrator(tmp_path / "orch") as orch:

@@ -10,7 +10,15 @@ from pathlib import Path
 import grpc
 import pytest
 from helpers import agent_bundle, eventually, worker_channel
-from helpers.services import admin_token_file, attach_worker, free_port, orchestrator, write_images
+from helpers.services import (
+    admin_token_file,
+    attach_worker,
+    database_args,
+    free_port,
+    orchestrator,
+    sqlite_only,
+    write_images,
+)
 from helpers.worker import agent_processes
 from PIL import Image
 
@@ -30,7 +38,8 @@ from codecbench.v1 import (
 
 RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
 CANCELLED = experiment_pb2.EXPERIMENT_STATE_CANCELLED
-pytestmark = pytest.mark.timeout(180)
+# Every test on SQLite and on a fresh PostgreSQL database (conftest's orchestrator_backend, issue 16).
+pytestmark = [pytest.mark.timeout(180), pytest.mark.usefixtures("orchestrator_backend")]
 
 
 def terminal_events(events: list[experiment_pb2.ExperimentEvent]) -> list[experiment_pb2.ExperimentEvent]:
@@ -146,7 +155,7 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
     port = free_port()
     data_dir = tmp_path / "orch"
     orch_args = ("--port", str(port), "--data-dir", str(data_dir), "--admin-token-file",
-                 str(admin_token_file(tmp_path)))
+                 str(admin_token_file(tmp_path)), *database_args())
     orch = await spawn_service("orchestrator_svc", *orch_args, log_path=tmp_path / "orchestrator.log")
     worker = await spawn_service("worker_svc", "--port", "0", "--orchestrator", orch.address, "--data-dir",
                                  str(tmp_path / "w"), "--enroll-token-file", str(data_dir / "enroll.token"),
@@ -186,6 +195,7 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
         await orch.stop()
 
 
+@sqlite_only
 async def test_stale_worker_gets_no_work_and_says_why(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:
@@ -293,6 +303,7 @@ async def test_heartbeat_silence_marks_worker_lost_and_drain_stops_new_work(tmp_
             await draining.stop()
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
@@ -320,6 +331,25 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
         assert [d.name for d in await client.datasets()] == ["photos"]
 
 
+async def test_a_nul_character_in_stored_or_looked_up_text_is_invalid_argument_on_every_store(tmp_path: Path) -> None:
+    """PostgreSQL text cannot hold NUL: a request id, label or experiment id with one used to reach
+    the database and fail INTERNAL there; it is refused naming the field, on SQLite alike."""
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
+        for mutate, field in [(lambda r: setattr(r, "request_id", "a\0b"), "request_id"),
+                              (lambda r: r.labels.update({"run": "a\0b"}), "labels['run']")]:
+            request = orchestrator_pb2.CreateExperimentRequest(agent=agent_bundle("jpeg"), dataset="photos")
+            mutate(request)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await client.stub.CreateExperiment(request)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(field) and "NUL" in info.value.details(), info.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await client.stub.GetExperiment(orchestrator_pb2.GetExperimentRequest(experiment_id="x\0"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert await client.list() == []
+
+
+@sqlite_only
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
         # 2: tokens, credentials, owners; 3: queue deadline; 4: cache key; 5: request ids per owner
@@ -354,6 +384,7 @@ async def test_blobs_are_content_addressed_deduplicated_and_sent_to_a_worker_onc
             await worker.stop()
 
 
+@sqlite_only
 @pytest.mark.timeout(300)
 async def test_a_24mp_photo_uploads_and_runs_by_digest(tmp_path: Path) -> None:
     """A camera-sized image (6000x4000, within the 32 MiP limit) is accepted by the upload and reaches
@@ -376,6 +407,7 @@ async def test_a_24mp_photo_uploads_and_runs_by_digest(tmp_path: Path) -> None:
             await worker.stop()
 
 
+@sqlite_only
 async def test_an_image_file_over_the_file_limit_is_refused_naming_it(tmp_path: Path) -> None:
     chunk = b"\0" * rpc.CHUNK_BYTES
     count = datasets.MAX_FILE_BYTES // rpc.CHUNK_BYTES + 1
@@ -402,6 +434,7 @@ def _chunk(data: bytes, last: bool = True) -> orchestrator_pb2.CreateDatasetRequ
     )
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("messages", "field"),
     [

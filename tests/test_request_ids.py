@@ -27,6 +27,7 @@ def _spec(request_id: str, quality: int, dataset: str = "tiny") -> orchestrator_
         points=[types_pb2.ParameterPoint(params={"quality": types_pb2.Value(int_value=quality)})])
 
 
+@pytest.mark.usefixtures("orchestrator_backend")
 async def test_a_request_id_reused_with_another_spec_is_refused_naming_the_first_experiment(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 40)])
     async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client:
@@ -50,6 +51,7 @@ async def test_a_request_id_reused_with_another_spec_is_refused_naming_the_first
         assert len(await client.list(limit=100)) == 2
 
 
+@pytest.mark.usefixtures("orchestrator_backend")
 async def test_request_ids_are_per_owner(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 40)])
     async with orchestrator(tmp_path / "orch") as orch:  # noqa: SIM117 - the tokens need the store
@@ -73,15 +75,16 @@ async def test_request_ids_are_per_owner(tmp_path: Path) -> None:
                 alices.experiment_id
 
 
-def test_migration_5_keeps_old_request_ids_per_owner(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+def test_migration_5_keeps_old_request_ids_per_owner(store_url: str) -> None:
+    url = store_url
     store = Store(url)
     with store.engine.begin() as conn:  # an experiment stored by version 4, its id in experiments.request_id
         conn.execute(text("DROP TABLE request_ids"))
         conn.execute(text("DELETE FROM schema_migrations WHERE version = 5"))
         conn.execute(text(
             "INSERT INTO experiments (experiment_id, request_id, state, attempt, max_attempts, priority, device, "
-            "worker_id, create_time, last_sequence, spec) VALUES ('exp-old', 'r1', 1, 1, 3, 0, 'cpu', '', 0, 1, x'')"))
+            "worker_id, create_time, last_sequence, spec) "
+            "VALUES ('exp-old', 'r1', 1, 1, 3, 0, 'cpu', '', 0, 1, :spec)"), {"spec": b""})
         conn.execute(text("INSERT INTO experiment_owners (experiment_id, owner) VALUES ('exp-old', 'alice')"))
     store.close()
     reopened = Store(url)

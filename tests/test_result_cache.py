@@ -22,6 +22,7 @@ from orchestrator_svc.store import Store
 pytestmark = pytest.mark.timeout(240)
 
 
+@pytest.mark.usefixtures("orchestrator_backend")
 async def test_identical_candidates_come_from_the_cache_and_changed_ones_do_not(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 40), (24, 30)])
     async with orchestrator(tmp_path / "orch") as orch:
@@ -107,8 +108,8 @@ def test_a_success_wins_and_a_load_error_is_reused_only_once_it_happened_twice_a
     assert cache.choose([_finished("exp-x", FAILED, errors_pb2.ERROR_KIND_AGENT_EXCEPTION)] * 3) is None
 
 
-def test_a_no_cache_experiment_is_an_entry_only_when_it_succeeded(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+def test_a_no_cache_experiment_is_an_entry_only_when_it_succeeded(store_url: str) -> None:
+    store = Store(store_url)
     created = experiment_pb2.ExperimentEvent(state_change=experiment_pb2.StateChange(state=QUEUED, reason="created"))
     for experiment_id, state, no_cache in (("exp-ok", SUCCEEDED, False), ("exp-nc-fail", FAILED, True),
                                            ("exp-nc-ok", SUCCEEDED, True)):

@@ -5,7 +5,11 @@ with it), and test data for them. Services as child processes that a test can SI
 Authentication: the test session has one admin token, :data:`TEST_ADMIN_TOKEN`, in
 ``$CODECBENCH_TOKEN`` (so every ``Client()`` of the tests sends it); every orchestrator these
 helpers start accepts it (:func:`admin_token_file`), and workers attach with the
-orchestrator's enrollment secret."""
+orchestrator's enrollment secret.
+
+Store: the orchestrators start on :data:`database_url` when it is set (the ``orchestrator_backend``
+fixture sets it to a fresh PostgreSQL database), else on their default SQLite file; a spawned one
+takes :func:`database_args`."""
 
 from __future__ import annotations
 
@@ -16,12 +20,27 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from codecbench import auth
 from helpers import TEST_ADMIN_TOKEN
 from helpers.worker import png_bytes
 from orchestrator_svc.server import OrchestratorConfig, OrchestratorHandle, start_orchestrator
 from worker_svc.registration import OrchestratorLink
 from worker_svc.server import WorkerConfig, WorkerHandle, start_worker
+
+# The store URL of the orchestrators the current test starts ("": their default SQLite file).
+database_url = ""
+
+
+# For a test of an orchestrator module that runs on both backends but is about something the store
+# takes no part in (request validation, image decoding, build ids) or about SQLite itself: SQLite only.
+sqlite_only = pytest.mark.parametrize("orchestrator_backend", ["sqlite"], indirect=True)
+
+
+def database_args() -> list[str]:
+    """The command-line arguments that put a spawned orchestrator on :data:`database_url`."""
+    return ["--database-url", database_url] if database_url else []
 
 
 def admin_token_file(folder: Path) -> Path:
@@ -85,6 +104,7 @@ async def orchestrator(data_dir: Path, **config: object) -> AsyncIterator[Orches
     """An in-process orchestrator that accepts :data:`TEST_ADMIN_TOKEN` as an admin token."""
     data_dir.mkdir(parents=True, exist_ok=True)
     config.setdefault("admin_token_file", admin_token_file(data_dir))
+    config.setdefault("store_url", database_url)
     handle = await start_orchestrator(OrchestratorConfig(data_dir=data_dir, **config))  # type: ignore[arg-type]
     try:
         yield handle

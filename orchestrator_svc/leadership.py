@@ -1,0 +1,136 @@
+"""Active-standby among orchestrators that share one PostgreSQL database.
+
+Two or more orchestrators may run on one PostgreSQL database; exactly one of them, the leader,
+serves. The leader is whoever holds a session-level advisory lock (``pg_try_advisory_lock`` on
+:data:`orchestrator_svc.store.LEADER_LOCK_KEY`) on a connection it keeps open for that alone.
+The others are standbys: their gRPC health says NOT_SERVING (so a Kubernetes Service or a load
+balancer sends nobody to them), every other call is refused UNAVAILABLE, and they try the lock
+again every ``poll_s``. When the leader dies, its database session ends and PostgreSQL releases
+the lock; a standby takes it, recovers the experiments the leader left RUNNING (back to the queue,
+attempt + 1) and serves. Workers register with whoever answers at the orchestrator's address.
+
+Why not active-active: an orchestrator keeps state that is not in the database (the workers that
+registered with it and their open experiment streams, the wake-ups of watchers), and its start-up
+recovery requeues every RUNNING experiment; two serving at once would requeue each other's work.
+The claim of a QUEUED experiment is still safe between two processes (``FOR UPDATE SKIP LOCKED``,
+:meth:`orchestrator_svc.ledger.Ledger.dispatched`), which covers the moment a deposed leader has
+not yet noticed that it lost the lock.
+
+A leader checks its lock connection every ``poll_s``; when the connection is gone (the database
+restarted, the network broke) the lock is gone with it, and the leader steps down
+(:attr:`Leadership.lost`): it stops dispatching and turns NOT_SERVING. The service process then
+exits (status 1), so that its supervisor restarts it as a standby.
+
+SQLite needs none of this: one orchestrator owns the data directory (``disk.lock_data_dir``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from codecbench import logs
+from orchestrator_svc.store import LEADER_LOCK_KEY, Store
+
+
+class Leadership:
+    """The leader lock of the orchestrators on one PostgreSQL database (module docstring).
+
+    Args:
+        store: a PostgreSQL store.
+        poll_s: how often a standby tries the lock, and a leader checks that it still holds it.
+    """
+
+    def __init__(self, store: Store, poll_s: float = 1.0) -> None:
+        if not store.is_postgresql:
+            raise ValueError("leadership needs a PostgreSQL store (SQLite: the data directory's lock)")
+        self.store = store
+        self.poll_s = poll_s
+        self.held = False
+        # Set when a leader finds its lock gone; it never leads again (its process restarts).
+        self.lost = asyncio.Event()
+        self._conn: Connection | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.log = logs.get_logger("leadership")
+
+    def try_acquire(self) -> bool:
+        """Takes the lock if nobody holds it; True when this process leads (now or already)."""
+        if self.held:
+            return True
+        try:
+            if self._conn is None:
+                # AUTOCOMMIT: the lock belongs to the session, and the connection must not sit
+                # "idle in transaction" for the leader's whole life.
+                self._conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}).scalar())
+        except SQLAlchemyError as exc:
+            self.log.warning("leadership.try_failed", error=str(exc))
+            self._drop_connection()
+            return False
+        self.held = got
+        return got
+
+    def still_held(self) -> bool:
+        """Whether the lock connection is alive (a session's advisory lock lives as long as it)."""
+        if not self.held or self._conn is None:
+            return False
+        try:
+            self._conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            self.log.error("leadership.lost", error=str(exc))
+            self.held = False
+            self._drop_connection()
+            return False
+        return True
+
+    def start(self, on_acquired: Callable[[], Awaitable[None]], on_lost: Callable[[], Awaitable[None]]) -> None:
+        """Runs in the background: as a standby, tries the lock every ``poll_s`` and awaits
+        ``on_acquired`` once it has it; as the leader, checks the lock every ``poll_s`` and awaits
+        ``on_lost`` (then sets :attr:`lost`) once it is gone."""
+        self._task = asyncio.create_task(self._run(on_acquired, on_lost))
+
+    async def _run(self, on_acquired: Callable[[], Awaitable[None]], on_lost: Callable[[], Awaitable[None]]) -> None:
+        while not self.held:
+            await asyncio.sleep(self.poll_s)
+            if not self.try_acquire():
+                continue
+            self.log.info("leadership.acquired")
+            try:
+                await on_acquired()
+            except Exception as exc:  # noqa: BLE001 - a leader that cannot take office must not keep the lock
+                self.log.exception("leadership.take_office_failed", error=str(exc))
+                self.held = False
+                self._drop_connection()  # another standby (or this one, next poll) tries again
+        while self.still_held():
+            await asyncio.sleep(self.poll_s)
+        await on_lost()
+        self.lost.set()
+
+    async def close(self) -> None:
+        """Stops the background task and releases the lock (closing its session)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        self.release()
+
+    def release(self) -> None:
+        """Releases the lock (closing its session); for a holder that never called :meth:`start`."""
+        self.held = False
+        self._drop_connection()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                # Invalidated, not returned to the pool: closing the session is what releases the lock.
+                self._conn.invalidate()
+                self._conn.close()
+            except SQLAlchemyError:
+                pass
+            self._conn = None
+
+
+__all__ = ["Leadership"]

@@ -1,0 +1,152 @@
+"""Two orchestrators on one PostgreSQL database run active-standby (issue 16, orchestrator_svc.leadership):
+the leader dispatches, the standby reports NOT_SERVING and refuses calls; no experiment is dispatched
+twice; when the leader is killed (SIGKILL) or loses its database session, the standby takes over,
+recovers what the leader left RUNNING and finishes everything once; gc keeps out of a leader's way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
+from helpers.services import admin_token_file, attach_worker, database_args, orchestrator, write_images
+from sqlalchemy import text
+
+from codecbench import rpc
+from codecbench.client import Client
+from codecbench.local import spawn_service
+from codecbench.states import SUCCEEDED
+from codecbench.v1 import experiment_pb2, orchestrator_pb2
+from codecbench.v1.orchestrator_pb2_grpc import OrchestratorServiceStub
+from orchestrator_svc.__main__ import gc_main
+
+RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
+pytestmark = [pytest.mark.timeout(180), pytest.mark.parametrize("orchestrator_backend", ["postgresql"], indirect=True)]
+
+
+async def _health(address: str) -> int:
+    async with rpc.channel(address, "") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return reply.status
+
+
+async def _serving(address: str) -> bool:
+    return await _health(address) == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _dispatches(client: Client, experiment_id: str) -> list[experiment_pb2.StateChange]:
+    return [e.state_change async for e in client.watch(experiment_id)
+            if e.WhichOneof("event") == "state_change" and e.state_change.state == RUNNING]
+
+
+async def _finished_once(client: Client, ids: list[str]) -> list[experiment_pb2.StateChange]:
+    """Waits for every experiment; asserts each SUCCEEDED with one terminal event and at most one
+    dispatch per attempt; returns all dispatches."""
+    dispatches = []
+    for experiment_id in ids:
+        assert (await client.wait(experiment_id)).state == SUCCEEDED
+        events = [e async for e in client.watch(experiment_id)]
+        assert len([e for e in events if e.WhichOneof("event") in ("result", "error")]) == 1
+        runs = await _dispatches(client, experiment_id)
+        assert len({r.attempt for r in runs}) == len(runs), f"{experiment_id} dispatched twice in one attempt"
+        dispatches += runs
+    return dispatches
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_the_standby_dispatches_nothing_and_takes_over_when_the_leader_loses_its_session(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    data_dir = tmp_path / "orch"  # shared, as a fleet's orchestrators share a volume (README)
+    async with orchestrator(data_dir, leader_poll_s=0.2) as leader, \
+            orchestrator(data_dir, leader_poll_s=0.2) as standby:
+        assert leader.leading and not standby.leading
+        assert await _health(leader.address) == health_pb2.HealthCheckResponse.SERVING
+        assert await _health(standby.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+        async with rpc.channel(standby.address, TEST_ADMIN_TOKEN) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await OrchestratorServiceStub(channel).ListExperiments(orchestrator_pb2.ListExperimentsRequest())
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE and "standby" in (refused.value.details() or "")
+        on_leader_worker = await attach_worker(leader, tmp_path / "wa", slots=2)
+        on_standby_worker = await attach_worker(standby, tmp_path / "wb", slots=2)  # retries until it leads
+        try:
+            async with Client(leader.address) as client:
+                await client.upload_dataset("one", images)
+                ids = [(await client.submit(agent_bundle("jpeg"), dataset="one", points=[{"quality": 50}]))
+                       .experiment_id for _ in range(6)]
+                dispatches = await _finished_once(client, ids)
+            assert len(dispatches) == 6
+            assert {d.worker_id for d in dispatches} == {on_leader_worker.handle.info.worker_id}
+            assert standby.scheduler.running == {} and not standby.registry.workers
+
+            # The leader's database session ends (a network cut, a database restart): the lock goes
+            # with it, the leader steps down and the standby takes office.
+            with leader.store.engine.connect() as admin:
+                # The one advisory lock held in this database now: the leader's.
+                ended = admin.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalars().all()
+                admin.commit()
+            assert ended == [True]
+            await eventually(lambda: _serving(standby.address), timeout_s=30, what="the standby serving")
+            assert leader.leadership is not None and leader.leadership.lost.is_set()
+            assert await _health(leader.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+            async with Client(standby.address) as client:
+                exp = await client.submit(agent_bundle("jpeg"), dataset="one", points=[{"quality": 60}])
+                [dispatch] = await _finished_once(client, [exp.experiment_id])
+            assert dispatch.worker_id == on_standby_worker.handle.info.worker_id
+        finally:
+            await on_leader_worker.stop()
+            await on_standby_worker.stop()
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_the_standby_takes_over_when_the_leader_is_killed_and_finishes_everything_once(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    data_dir = tmp_path / "orch"
+    data_dir.mkdir()
+    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
+                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
+    try:
+        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
+            assert not standby.leading
+            enroll = (data_dir / "enroll.token").read_text().strip()
+            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
+            second = await attach_worker(standby, tmp_path / "wb")
+            try:
+                async with Client(leader.address) as client:
+                    await client.upload_dataset("two", images)
+                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
+                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
+
+                    async def one_running() -> bool:
+                        return any(e.state == RUNNING for e in await client.list())
+
+                    await eventually(one_running, what="an experiment running on the leader")
+                leader.kill()
+                await leader.process.wait()
+                await eventually(lambda: _serving(standby.address), timeout_s=30, what="the standby serving")
+                async with Client(standby.address) as client:
+                    dispatches = await _finished_once(client, ids)
+                    finished = [await client.get(i) for i in ids]
+                assert max(e.attempt for e in finished) == 2  # what ran on the killed leader was requeued
+                assert {d.worker_id for d in dispatches if d.attempt == 2} == {second.handle.info.worker_id}
+            finally:
+                await first.stop()
+                await second.stop()
+    finally:
+        await leader.stop()
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_gc_refuses_while_an_orchestrator_leads_the_database(tmp_path: Path, capsys) -> None:
+    """With PostgreSQL the data directory is not locked: gc takes the leader lock instead."""
+    data_dir = tmp_path / "orch"
+    gc_args = ["--data-dir", str(data_dir), *database_args()]
+    async with orchestrator(data_dir) as leader:
+        assert leader.leading
+        assert gc_main(gc_args) == 1
+        assert "an orchestrator leads this database" in capsys.readouterr().err
+    assert gc_main(gc_args) == 0
+    assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
