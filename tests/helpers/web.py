@@ -66,7 +66,9 @@ def web_app(address: str) -> Starlette:
 @asynccontextmanager
 async def served(app: Starlette) -> AsyncIterator[str]:
     """Serves ``app`` with uvicorn on 127.0.0.1 (a free port) in this event loop; yields its base URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    # a bounded graceful shutdown: an event stream a browser still holds open would otherwise keep it waiting
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
+                                           timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve())
     await eventually(lambda: server.started or task.done(), what="uvicorn starts")
     if task.done():
