@@ -171,7 +171,7 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
     expected = config.expected_build or build.build_id()
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
-                          config.lost_worker_ttl_s, data, config.owner_weights)
+                          config.lost_worker_ttl_s, data, config.owner_weights, blobs)
     registry.on_ready = scheduler.wake.set
     data.on_writable.append(scheduler.settle_unstored)
     try:

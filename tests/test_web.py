@@ -7,8 +7,11 @@ The browser's side (the chart drawn, live progress, JavaScript off) is ``tests/t
 
 from __future__ import annotations
 
+import asyncio
 import html
+import io
 import json
+import math
 import re
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
@@ -16,11 +19,17 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 import markupsafe
+import numpy as np
 import pytest
 import pytest_asyncio
+from helpers import AGENTS
 from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, served, web_app, world
+from PIL import Image
+from typer.testing import CliRunner
 
-from codecbench import analysis
+from codecbench import analysis, errors, validation
+from codecbench.cli import app
+from codecbench.client import Client
 from codecbench.web import live
 
 pytestmark = pytest.mark.timeout(240)
@@ -217,3 +226,53 @@ async def test_the_event_stream_refuses_bad_ids(http: httpx.AsyncClient) -> None
     assert (await http.get("/events")).status_code == 400
     assert (await http.get("/events", params={"id": "<script>"})).status_code == 400
     assert live.parse_last_event_id("exp-ab=3,junk,exp-cd=x,=4") == {"exp-ab": 3}
+
+
+async def test_kept_reconstructions_are_the_decoded_images_beside_their_originals(http: httpx.AsyncClient,
+                                                                                   services: World) -> None:
+    exp = services.curve_a
+    assert exp.keep_reconstructions == 1
+    kept = [(p.point_index, i) for p in exp.result.points for i in p.images if i.HasField("reconstruction")]
+    assert [(point, image.image_index) for point, image in kept] == [(p, 0) for p in range(len(QUALITIES_A))]
+    page = (await http.get(f"/experiments/{exp.experiment_id}")).text
+    assert page.count('<figure class="pair"') == len(QUALITIES_A)
+    for point, image in kept:
+        base = f"/experiments/{exp.experiment_id}/points/{point}/images/{image.image_index}"
+        assert f"{base}/reconstruction.png" in page and f"{base}/original" in page
+        decoded = await http.get(f"{base}/reconstruction.png")
+        original = await http.get(f"{base}/original")
+        assert decoded.headers["content-type"] == "image/png" and original.headers["content-type"] == "image/png"
+        a = np.asarray(Image.open(io.BytesIO(original.content)).convert("RGB"), dtype=np.float64)
+        b = np.asarray(Image.open(io.BytesIO(decoded.content)), dtype=np.float64)
+        # the PNG holds exactly the pixels the worker measured: the same PSNR, recomputed here
+        assert 10 * math.log10(255**2 / np.mean((a - b) ** 2)) == pytest.approx(image.metrics.psnr_db, abs=1e-9)
+    assert (await http.get(f"/experiments/{exp.experiment_id}/points/0/images/1/reconstruction.png")).status_code == 404
+
+
+async def test_reconstructions_are_readable_by_their_owner_only(services: World) -> None:
+    image = services.curve_a.result.points[0].images[0]
+    async with Client(services.orchestrator.address, token=services.alice_token) as alice, \
+            Client(services.orchestrator.address, token=services.bob_token) as bob:
+        assert (await alice.read_blob(image.reconstruction.sha256)).startswith(b"\x89PNG")
+        with pytest.raises(errors.NotFound):
+            await bob.read_blob(image.reconstruction.sha256)
+    # the view shows what its token may see: bob's sees no experiment of alice's
+    async with served(web_app(services.orchestrator.address, services.bob_token)) as url, \
+            httpx.AsyncClient(base_url=url) as as_bob:
+        assert services.curve_a.experiment_id not in (await as_bob.get("/")).text
+        # the orchestrator refuses another user's experiment (PERMISSION_DENIED), and so does the view
+        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}")).status_code == 403
+        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}/points/0/images/0/"
+                                 "reconstruction.png")).status_code == 403
+
+
+async def test_keep_reconstructions_is_bounded(services: World) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        await services.client.submit(AGENTS / "jpeg", services.dataset, keep_reconstructions=17)
+    assert info.value.field == "keep_reconstructions" and str(validation.MAX_KEEP_RECONSTRUCTIONS) in str(info.value)
+    with pytest.raises(errors.InvalidArgument):
+        await services.client.submit(AGENTS / "jpeg", services.dataset, keep_reconstructions=-1)
+    done = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "run", str(AGENTS / "jpeg"), "--dataset", services.dataset,
+        "--keep-reconstructions", "17", "--detach"])
+    assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output

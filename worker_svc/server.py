@@ -374,14 +374,15 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             log.info("experiment.started", images=len(images), points=len(request.points))
             if self.info.isolation != types_pb2.ISOLATION_BWRAP:
                 log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
-            async for event in run_experiment(
+            async for response in run_experiment(
                 run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
             ):
+                event = response.event
                 if event.HasField("error"):
                     log.info("experiment.failed", error=errors.describe(event.error))
                 elif event.HasField("result"):
                     log.info("experiment.succeeded", wall_ms=round(event.result.wall_ms, 1))
-                yield worker_pb2.RunExperimentResponse(event=event)
+                yield response
         except asyncio.CancelledError:
             log.info("experiment.cancelled")
             raise

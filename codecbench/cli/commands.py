@@ -219,6 +219,9 @@ def run(
     timeout_experiment_s: Annotated[float, typer.Option(help="Whole-run limit in s (0: worker default).")] = 0.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
                                            "experiment's result could be reused.")] = False,
+    keep_reconstructions: Annotated[int, typer.Option(
+        help="Keep the decoded images of the first N dataset images of each point (PNG, 0 to 16), to look at "
+             "beside the originals in `codecbench web`.")] = 0,
 ) -> None:
     """Submit an agent on a dataset; follow it live unless --detach; exit 1 if it fails."""
     timeouts = types_pb2.Timeouts(load_s=timeout_load_s, encode_s=timeout_encode_s, decode_s=timeout_decode_s,
@@ -230,7 +233,8 @@ def run(
             exp = await client.submit(agent_dir, dataset=dataset, points=points, device=device, timeouts=timeouts,
                                       labels=labels, request_id=request_id, max_attempts=max_attempts,
                                       priority=priority, entry_module=entry_module,
-                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache)
+                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache,
+                                      keep_reconstructions=keep_reconstructions)
         except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc

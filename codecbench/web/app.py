@@ -123,6 +123,10 @@ def create_app(settings: WebSettings) -> Starlette:
         routes=[
             Route("/", routes.experiments, name="experiments"),
             Route("/experiments/{experiment_id}", routes.experiment, name="experiment"),
+            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/reconstruction.png",
+                  routes.reconstruction, name="reconstruction"),
+            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/original",
+                  routes.original, name="original"),
             Route("/compare", routes.compare, name="compare"),
             Route("/failures", routes.failures, name="failures"),
             Route("/workers", routes.workers, name="workers"),

@@ -186,6 +186,18 @@ def image_rows(exp: orchestrator_pb2.Experiment) -> list[tuple[str, experiment_p
             for p in measured_points(exp) for image in p.images]
 
 
+def kept_reconstructions(exp: orchestrator_pb2.Experiment) -> list[tuple[str, experiment_pb2.ImageResult]]:
+    """(point label, image result) of every image whose decoded image was kept (``keep_reconstructions``)."""
+    return [(label, image) for label, image in image_rows(exp) if image.HasField("reconstruction")]
+
+
+def image_type(data: bytes) -> str:
+    """The media type of a dataset image or a reconstruction (PNG or JPEG, the formats datasets take)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    return "image/jpeg" if data.startswith(b"\xff\xd8") else "application/octet-stream"
+
+
 # -- the RD chart ------------------------------------------------------------------------------
 
 

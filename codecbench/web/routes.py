@@ -15,10 +15,10 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from codecbench import analysis, states
+from codecbench import analysis, datasets, states
 from codecbench.cli.parsing import UsageError, parse_labels, parse_since, parse_states
 from codecbench.client import Client
-from codecbench.v1 import orchestrator_pb2
+from codecbench.v1 import experiment_pb2, orchestrator_pb2
 from codecbench.web import present
 
 # The most experiments a list (and the compare page's choice) shows, newest first.
@@ -79,6 +79,7 @@ async def experiment(request: Request) -> Response:
     reported = [p for p in exp.result.points if p.HasField("agent_report")]
     return _render(request, "experiment.html", {
         "e": exp, "points": points, "images": images, "reported": reported,
+        "kept": present.kept_reconstructions(exp),
         "live": exp.state not in states.TERMINAL_STATES, "query": dict(query),
     })
 
@@ -131,3 +132,40 @@ async def workers(request: Request) -> Response:
     """The registered workers: state, build, slots, devices, heartbeat (the orchestrator shows
     non-admins each worker without its address, build, host and pid)."""
     return _render(request, "workers.html", {"workers": await _client(request).workers()})
+
+
+def _image_result(exp: orchestrator_pb2.Experiment, point_index: int, image_index: int
+                  ) -> experiment_pb2.ImageResult:
+    for point in present.measured_points(exp):
+        for image in point.images:
+            if (image.point_index, image.image_index) == (point_index, image_index):
+                return image
+    raise HTTPException(404, f"{exp.experiment_id} has no image {image_index} at point {point_index}")
+
+
+def _image(data: bytes) -> Response:
+    # private: the bytes are the user's own (kept reconstructions, dataset images)
+    return Response(data, media_type=present.image_type(data), headers={"Cache-Control": "private, max-age=3600"})
+
+
+async def reconstruction(request: Request) -> Response:
+    """A kept decoded image (PNG), read from the orchestrator's blobs with the user's token."""
+    exp = await _client(request).get(request.path_params["experiment_id"])
+    image = _image_result(exp, request.path_params["point_index"], request.path_params["image_index"])
+    if not image.HasField("reconstruction"):
+        raise HTTPException(404, f"{exp.experiment_id} kept no reconstruction of {image.image_name}")
+    return _image(await _client(request).read_blob(image.reconstruction.sha256))
+
+
+async def original(request: Request) -> Response:
+    """A dataset image of an experiment, as uploaded (the built-in ``photos`` from this package)."""
+    client = _client(request)
+    exp = await client.get(request.path_params["experiment_id"])
+    image = _image_result(exp, request.path_params["point_index"], request.path_params["image_index"])
+    dataset = next((d for d in await client.datasets() if d.name == exp.dataset), None)
+    ref = next((i for i in dataset.images if i.name == image.image_name), None) if dataset is not None else None
+    if dataset is None or ref is None:
+        raise HTTPException(404, f"dataset {exp.dataset!r} has no image {image.image_name!r} now")
+    if dataset.builtin:  # workers and this view resolve built-in images locally, by name
+        return _image(dict(datasets.photo_files())[ref.name])
+    return _image(await client.read_blob(ref.sha256))

@@ -24,7 +24,7 @@ from codecbench.v1 import orchestrator_pb2
 from codecbench.web import WebSettings, create_app
 from helpers import AGENTS, TEST_ADMIN_TOKEN, eventually
 from helpers.services import attach_worker, orchestrator, write_images
-from orchestrator_svc.server import OrchestratorHandle
+from orchestrator_svc.server import OrchestratorHandle, create_token
 
 # Markup in user-controlled text: it must render as text (a test looks for it escaped, and in the
 # browser checks that it did not run: the page's title stays as served).
@@ -47,7 +47,9 @@ QUALITIES_B = [15, 35, 60, 90]
 
 @dataclass
 class World:
-    """The services, the experiments made for the tests, and the client that made them."""
+    """The services and the experiments made for the tests: ``curve_a`` is user alice's (it keeps
+    the reconstruction of its first image per point, on alice's dataset), the others the admin's;
+    bob is a user who owns nothing."""
 
     orchestrator: OrchestratorHandle
     client: Client
@@ -56,11 +58,13 @@ class World:
     curve_b: orchestrator_pb2.Experiment
     failed: orchestrator_pb2.Experiment
     root: Path
+    alice_token: str
+    bob_token: str
 
 
-def web_app(address: str) -> Starlette:
-    """The web view of the orchestrator at ``address``, with the tests' admin token."""
-    return create_app(WebSettings(server=address, token=TEST_ADMIN_TOKEN))
+def web_app(address: str, token: str = TEST_ADMIN_TOKEN) -> Starlette:
+    """The web view of the orchestrator at ``address``, with ``token`` (default: the tests' admin token)."""
+    return create_app(WebSettings(server=address, token=token))
 
 
 @asynccontextmanager
@@ -87,22 +91,23 @@ async def world(root: Path) -> AsyncIterator[World]:
     async with orchestrator(root / "orchestrator") as orch:
         worker = await attach_worker(orch, root / "worker", slots=2)
         try:
-            async with Client(orch.address) as client:
-                dataset = (await client.upload_dataset("web-small", write_images(root / "images",
-                                                                                  [(176, 176), (176, 184)]))).name
+            alice_token, bob_token = create_token(orch.store, "alice"), create_token(orch.store, "bob")
+            async with Client(orch.address) as client, Client(orch.address, token=alice_token) as alice:
+                dataset = (await alice.upload_dataset("web-small", write_images(root / "images",
+                                                                                 [(176, 176), (176, 184)]))).name
                 xss_agent = root / "xss_agent"
                 xss_agent.mkdir()
                 (xss_agent / "codec.py").write_text(XSS_AGENT)
                 submitted = [
-                    await client.submit(AGENTS / "jpeg", dataset, [{"quality": q} for q in QUALITIES_A],
-                                        labels={"suite": "web", "note": XSS_LABEL}),
+                    await alice.submit(AGENTS / "jpeg", dataset, [{"quality": q} for q in QUALITIES_A],
+                                       labels={"suite": "web", "note": XSS_LABEL}, keep_reconstructions=1),
                     await client.submit(AGENTS / "jpeg", dataset, [{"quality": q} for q in QUALITIES_B],
                                         labels={"suite": "web"}),
                     await client.submit(xss_agent, dataset, labels={"suite": "web"}),
                 ]
                 done = [await client.wait(e.experiment_id) for e in submitted]
                 assert [e.state for e in done] == [states.SUCCEEDED, states.SUCCEEDED, states.FAILED], done
-                yield World(orch, client, dataset, *done, root=root)
+                yield World(orch, client, dataset, *done, root=root, alice_token=alice_token, bob_token=bob_token)
         finally:
             await worker.stop()
             shutil.rmtree(root / "images", ignore_errors=True)
