@@ -88,6 +88,20 @@ async def test_list_experiment_compare_and_the_chart(browser: Browser, url: str,
     await page.click(f"text={services.curve_a.experiment_id}")
     await page.wait_for_url(f"**/experiments/{services.curve_a.experiment_id}")
     assert await page.locator("#points tbody tr").count() == 4
+    # reconstructions: original and decoded image side by side; the pointer over one zooms both alike
+    pair = page.locator("figure.pair").first
+    images = pair.locator(".side img")
+    await pair.scroll_into_view_if_needed()
+    for i in range(2):
+        await expect(images.nth(i)).to_have_js_property("complete", True)
+        assert await images.nth(i).evaluate("img => img.naturalWidth") == 176
+    await pair.locator(".side").first.hover(position={"x": 20, "y": 30})
+    zoomed = [await images.nth(i).evaluate("img => [img.style.transform, img.style.transformOrigin]")
+              for i in range(2)]
+    assert zoomed[0] == zoomed[1] and zoomed[0][0] == "scale(4)", zoomed
+    await screen(page, "reconstructions")
+    await page.mouse.move(0, 0)
+    await page.evaluate("window.scrollTo(0, 0)")
     await screen(page, "experiment")
     await page.click("#points th >> text=PSNR dB")  # sortable: the server sorts, no script needed
     await page.click("#points th >> text=PSNR dB")
@@ -139,6 +153,8 @@ async def test_every_page_works_without_javascript(browser: Browser, url: str, s
     assert await page.locator("#rd-psnr svg").count() == 0  # no script, no chart: the table stands alone
     await page.goto(f"{url}/experiments/{services.curve_b.experiment_id}?isort=psnr&idesc=1")
     assert await page.locator("#images tbody tr").count() == 8
+    await page.goto(f"{url}/experiments/{services.curve_a.experiment_id}")  # both images, plainly
+    assert await page.locator("figure.pair img").count() == 8
     assert seen.off_host() == []
     await context.close()
 
