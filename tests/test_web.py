@@ -13,6 +13,8 @@ import io
 import json
 import math
 import re
+import signal
+import sys
 from collections.abc import AsyncIterator
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -22,7 +24,8 @@ import markupsafe
 import numpy as np
 import pytest
 import pytest_asyncio
-from helpers import AGENTS
+from helpers import AGENTS, eventually
+from helpers.services import free_port
 from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, served, web_app, world
 from PIL import Image
 from typer.testing import CliRunner
@@ -276,3 +279,27 @@ async def test_keep_reconstructions_is_bounded(services: World) -> None:
         "--server", services.orchestrator.address, "run", str(AGENTS / "jpeg"), "--dataset", services.dataset,
         "--keep-reconstructions", "17", "--detach"])
     assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output
+
+
+async def test_codecbench_web_serves_the_view_until_stopped(services: World) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "codecbench.cli", "--server", services.orchestrator.address, "web", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async def answers() -> bool:
+                try:
+                    return (await http.get("/")).status_code == 200
+                except httpx.TransportError:
+                    assert process.returncode is None, "codecbench web exited before it answered"
+                    return False
+
+            await eventually(answers, timeout_s=60, what="codecbench web answers")
+            assert services.failed.experiment_id in (await http.get("/")).text
+    finally:
+        process.terminate()
+        output, _ = await process.communicate()
+    # uvicorn shuts down gracefully, then ends by the signal it was sent (as a process stopped by it)
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert f"http://127.0.0.1:{port}/" in output.decode() and b"Traceback" not in output
