@@ -4,9 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup sandbox-tools test demo proto proto-lint lint bench chaos clean
+.PHONY: setup sandbox-tools browser-tools test demo proto proto-lint lint bench chaos clean web-screens
 
-setup: sandbox-tools $(STAMP)
+setup: sandbox-tools browser-tools $(STAMP)
 
 # Agents are sandboxed with bubblewrap (bwrap): installed when missing and we are root with apt.
 sandbox-tools:
@@ -17,6 +17,19 @@ sandbox-tools:
 		else \
 			echo "make setup: bubblewrap (bwrap) is missing: install the package 'bubblewrap' to sandbox agents;" \
 				"until then workers need --isolation process, and the sandbox tests are skipped"; \
+		fi; \
+	fi
+
+# The web view's browser tests drive Debian's chromium (Playwright never downloads a browser here):
+# installed when missing and we are root with apt; otherwise those tests are skipped, naming the package.
+browser-tools:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make setup: installing chromium, which the web view's browser tests drive (apt-get install chromium)"; \
+			apt-get update -qq && apt-get install -y -qq chromium; \
+		else \
+			echo "make setup: chromium is missing: install the package 'chromium' to run the web view's browser" \
+				"tests; until then they are skipped"; \
 		fi; \
 	fi
 
@@ -31,6 +44,10 @@ $(STAMP): pyproject.toml
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Screenshots of each page of `codecbench web` (out/web/*.png), taken by its browser tests.
+web-screens: setup
+	CODECBENCH_WEB_SCREENS=out/web $(PY) -m pytest tests/test_web_browser.py -q -p no:cacheprovider
 
 demo: setup
 	$(PY) -m codecbench.demo

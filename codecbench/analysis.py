@@ -385,6 +385,59 @@ def bd_rate_table(curves: Sequence[Curve], baseline: Curve, allow_different_data
                       baseline.dataset if c.dataset != baseline.dataset else "") for c in curves]
 
 
+@dataclass(frozen=True)
+class BdRateCell:
+    """One BD-rate value as a table shows it.
+
+    Attributes:
+        text: ``"+1.23 %"``, or ``"n/a"`` when not computable.
+        note: the number of its footnote (1-based), 0 when it has none.
+        computable: whether a value was computed.
+    """
+
+    text: str
+    note: int
+    computable: bool
+
+
+@dataclass(frozen=True)
+class FootnotedRow:
+    """A :class:`BdRateRow` with its cells and footnote numbers (0: no footnote)."""
+
+    row: BdRateRow
+    dataset_note: int
+    cells: dict[str, BdRateCell]
+
+
+def footnoted_bd_rates(rows: Sequence[BdRateRow]) -> tuple[list[FootnotedRow], list[str]]:
+    """The BD-rate table's cells and its numbered footnotes, as the CLI and the web view print them.
+
+    Notes are numbered in reading order: per row, the dataset note, then the PSNR cell's, then the
+    MS-SSIM cell's; a cell that is not computable is noted with the reason, a computed one with its
+    caveats (:attr:`BdRate.note`).
+
+    Returns:
+        The rows, and the notes (note ``i`` is ``notes[i - 1]``).
+    """
+    notes: list[str] = []
+
+    def noted(remark: str) -> int:
+        if not remark:
+            return 0
+        notes.append(remark)
+        return len(notes)
+
+    out = []
+    for row in rows:
+        dataset_note = noted(row.dataset_note)
+        cells = {}
+        for result in sorted(row.results, key=lambda r: BD_METRICS.index(r.metric)):
+            text = "n/a" if result.percent is None else f"{result.percent:+.2f} %"
+            cells[result.metric] = BdRateCell(text, noted(result.reason or result.note), result.percent is not None)
+        out.append(FootnotedRow(row, dataset_note, cells))
+    return out, notes
+
+
 # -- RD plot -----------------------------------------------------------------------------------
 
 
@@ -394,25 +447,54 @@ def _plot_labels(curves: Sequence[Curve]) -> list[str]:
     return [c.name if names.count(c.name) == 1 else c.title for c in curves]
 
 
-def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
-    """Writes a PNG of PSNR (dB) against rate (bpp), one line per curve, labelled by agent name.
+@dataclass(frozen=True)
+class RdSeries:
+    """One curve's drawable points.
+
+    Attributes:
+        label: the agent name (with the experiment id where two curves share a name).
+        experiment_id: the experiment.
+        psnr: (rate in bpp, PSNR in dB) pairs sorted by rate, in the chart's convention
+            (:attr:`RdChart.pooled`); lossless and infinite points left out.
+        ms_ssim: (mean bpp, mean MS-SSIM, 0..1) pairs sorted by rate, points without MS-SSIM left out.
+    """
+
+    label: str
+    experiment_id: str
+    psnr: tuple[tuple[float, float], ...]
+    ms_ssim: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class RdChart:
+    """What an RD chart draws: one series per curve, the convention, and notes on what is not drawn."""
+
+    pooled: bool
+    series: tuple[RdSeries, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def rate_label(self) -> str:
+        """The rate axis's title of the PSNR chart."""
+        return "pooled rate [bpp]" if self.pooled else "rate [bpp]"
+
+    @property
+    def psnr_label(self) -> str:
+        """The quality axis's title of the PSNR chart."""
+        return "pooled PSNR RGB [dB]" if self.pooled else "PSNR RGB [dB]"
+
+
+def rd_chart(curves: Sequence[Curve]) -> RdChart:
+    """The series of an RD chart (bpp vs PSNR, and bpp vs MS-SSIM), one per curve.
 
     Every curve is drawn in one convention (:func:`psnr_convention` over the points that can be
     drawn): the per-image means when no drawn point has an exact image, else pooled bpp against
     pooled PSNR for every curve (the mean PSNR leaves exact images out and would draw a worse codec
     higher); the axes and a note say which. Lossless points (every image exact, PSNR = inf) cannot
-    be drawn; they are listed in a note under the plot. A point that is not lossless is never called
-    so: one whose PSNR is infinite all the same (results stored before the mean left exact images
-    out) is noted as such; one with some exact images is noted with how many.
-
-    Returns:
-        The notes (the pooled convention; one per curve with points that are lossless, infinite or
-        partly exact), also printed on the figure.
+    be drawn; they are listed in a note. A point that is not lossless is never called so: one whose
+    PSNR is infinite all the same (results stored before the mean left exact images out) is noted
+    as such; one with some exact images is noted with how many.
     """
-    from matplotlib.figure import Figure  # Figure renders with Agg; pyplot's global state is never touched
-
-    figure = Figure(figsize=(8, 5.5), layout="constrained")
-    axes = figure.subplots()
     drawable = [Curve(c.experiment_id, c.name, tuple(p for p in c.points if not p.lossless), c.dataset)
                 for c in curves]
     pooled = psnr_convention(drawable) == POOLED
@@ -420,12 +502,13 @@ def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
     if pooled:
         notes.append("every curve drawn at pooled bpp and pooled PSNR (CLIC): some points have exact images, "
                      "which the per-image mean PSNR leaves out")
+    series = []
     for curve, label in zip(curves, _plot_labels(curves), strict=True):
         finite = sorted((p.pooled_bpp, p.pooled_psnr_db) if pooled else (p.bpp, p.psnr_db)
                         for p in curve.points if not p.lossless
                         and math.isfinite(p.pooled_psnr_db if pooled else p.psnr_db))
-        if finite:
-            axes.plot([p[0] for p in finite], [p[1] for p in finite], "o-", label=label)
+        ms_ssim = sorted((p.bpp, p.ms_ssim) for p in curve.points if p.ms_ssim is not None and math.isfinite(p.bpp))
+        series.append(RdSeries(label, curve.experiment_id, tuple(finite), tuple(ms_ssim)))
         said = []
         for p in curve.points:
             where = f"{p.params + ' ' if p.params else ''}at {p.bpp:.2f} bpp"
@@ -438,8 +521,28 @@ def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
                             "the pooled PSNR drawn counts them with MSE 0")
         if said:
             notes.append(f"{label}: {'; '.join(said)}")
-    axes.set_xlabel("pooled rate [bpp]" if pooled else "rate [bpp]")
-    axes.set_ylabel("pooled PSNR RGB [dB]" if pooled else "PSNR RGB [dB]")
+    return RdChart(pooled, tuple(series), tuple(notes))
+
+
+def rd_plot(curves: Sequence[Curve], path: Path, title: str = "") -> list[str]:
+    """Writes a PNG of PSNR (dB) against rate (bpp), one line per curve, labelled by agent name
+    (what is drawn, and the notes, are :func:`rd_chart`'s).
+
+    Returns:
+        The notes (the pooled convention; one per curve with points that are lossless, infinite or
+        partly exact), also printed on the figure.
+    """
+    from matplotlib.figure import Figure  # Figure renders with Agg; pyplot's global state is never touched
+
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    chart = rd_chart(curves)
+    notes = list(chart.notes)
+    for series in chart.series:
+        if series.psnr:
+            axes.plot([p[0] for p in series.psnr], [p[1] for p in series.psnr], "o-", label=series.label)
+    axes.set_xlabel(chart.rate_label)
+    axes.set_ylabel(chart.psnr_label)
     axes.grid(True, alpha=0.3)
     if axes.lines:
         axes.legend(loc="lower right")
@@ -491,6 +594,17 @@ def error_location(error: errors_pb2.Error) -> str:
         frame = error.frames[-1]
         return f"{frame.file}:{frame.line}"
     return ""
+
+
+def without_cached_copies(experiments: Iterable[orchestrator_pb2.Experiment]
+                          ) -> tuple[list[orchestrator_pb2.Experiment], int]:
+    """The experiments that ran, and how many were left out as cached copies (``cached_from`` set).
+
+    A cached copy of a failure is no new failure: counting it would inflate its error group.
+    """
+    listed = list(experiments)
+    ran = [e for e in listed if not e.cached_from]
+    return ran, len(listed) - len(ran)
 
 
 def group_errors(experiments: Iterable[orchestrator_pb2.Experiment]) -> list[ErrorGroup]:

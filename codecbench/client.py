@@ -178,6 +178,7 @@ class Client:
         entry_module: str = "",
         queue_timeout_s: float = 0.0,
         no_cache: bool = False,
+        keep_reconstructions: int = 0,
     ) -> orchestrator_pb2.Experiment:
         """Queues an experiment: an agent folder (or bundle), a dataset, parameter points.
 
@@ -198,6 +199,9 @@ class Client:
             no_cache: evaluate it even when an identical earlier experiment of the caller (same agent
                 files, dataset, points, device kind, worker build) succeeded; by default that one's
                 result is copied at once (``cached_from`` names it).
+            keep_reconstructions: keep the decoded images of the first N dataset images of each
+                point as PNG blobs (``ImageResult.reconstruction``, read with :meth:`read_blob`);
+                0 to 16.
 
         Returns:
             The experiment as stored: QUEUED, or already finished when its outcome came from the
@@ -225,6 +229,7 @@ class Client:
             priority=priority,
             queue_timeout_s=queue_timeout_s,
             no_cache=no_cache,
+            keep_reconstructions=keep_reconstructions,
         )
         with _calls():
             return (await self.stub.CreateExperiment(request, timeout=self.call_timeout_s)).experiment
@@ -568,6 +573,31 @@ class Client:
 
         with _calls():
             return (await self.stub.CreateDataset(messages(), timeout=self.upload_timeout_s)).dataset
+
+    async def read_blob(self, sha256: str) -> bytes:
+        """A blob the caller may read: a kept reconstruction (PNG) of an own experiment, an image
+        of an own or shared dataset.
+
+        Args:
+            sha256: the blob's lower-case hex digest (as a ``BlobRef`` names it).
+
+        Returns:
+            Its bytes, checked against the digest.
+
+        Raises:
+            errors.NotFound: no such blob, or not readable by the caller (reason ``BLOB_MISSING``).
+            errors.InvalidArgument: not 64 lower-case hex digits.
+            errors.Unavailable: the orchestrator cannot be reached, or the bytes do not match the digest.
+        """
+        parts = []
+        with _calls():
+            request = orchestrator_pb2.ReadBlobRequest(sha256=sha256)
+            async for response in self.stub.ReadBlob(request, timeout=self.upload_timeout_s):
+                parts.append(response.data)
+        data = b"".join(parts)
+        if bundles.sha256_hex(data) != sha256:
+            raise errors.Unavailable(f"blob {sha256} arrived damaged (its bytes do not match the digest)")
+        return data
 
     async def datasets(self) -> builtins.list[orchestrator_pb2.Dataset]:
         """Every dataset the orchestrator knows, built-in ones included.

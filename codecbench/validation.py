@@ -16,6 +16,9 @@ from codecbench.v1 import types_pb2
 
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 MAX_POINTS = 1000
+# Decoded images kept per parameter point (CreateExperimentRequest.keep_reconstructions): PNG blobs
+# of up to a few MB each, stored per experiment, so a handful to look at, not a dataset copy.
+MAX_KEEP_RECONSTRUCTIONS = 16
 # A parameter point is a handful of settings, not a payload: bounded in size and nesting. The size
 # bound also bounds a tensor parameter, whose data must have every byte its shape needs.
 MAX_POINT_BYTES = 64 * 1024

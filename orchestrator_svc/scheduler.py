@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import grpc
 
 from codecbench import errors, logs
+from codecbench.blobs import BlobStore
 from codecbench.states import QUEUED, RUNNING
 from codecbench.status import from_rpc_error
 from codecbench.timeouts import resolve as resolve_timeouts
@@ -165,13 +166,17 @@ class Scheduler:
         data: the data directory's writability (None: assumed writable).
         owner_weights: experiments per fair-share turn by owner (default 1 each).
         telemetry: where dispatch latencies and attempt durations are observed (None: nowhere).
+        blobs: where decoded images that experiments keep (keep_reconstructions) are stored; None:
+            none is kept.
     """
 
     def __init__(
         self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
         lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None, owner_weights: Mapping[str, int] | None = None,
         telemetry: OrchestratorTelemetry | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
+        self.blobs = blobs
         self.fair = FairShare(owner_weights)
         self.telemetry = telemetry
         self.lost_worker_ttl_s = lost_worker_ttl_s
@@ -349,6 +354,7 @@ class Scheduler:
             points=exp.points,
             device=worker.run_device(exp.device),
             timeouts=resolve_timeouts(exp.timeouts, worker.info.default_timeouts),
+            keep_reconstructions=exp.keep_reconstructions,
         )
 
     async def _run(self, dispatch: Dispatch) -> None:
@@ -396,7 +402,15 @@ class Scheduler:
             deadline_s = request.timeouts.experiment_s + self.call_slack_s
             call = worker.stub.RunExperiment(request, timeout=deadline_s)
             try:
+                kept: dict[tuple[int, int], types_pb2.BlobRef] = {}  # (point, image) -> its stored PNG
                 async for response in call:
+                    if response.reconstruction_png and response.event.HasField("image_result"):
+                        self._keep_reconstruction(exp, response, kept)
+                    if response.event.HasField("result"):
+                        for point in response.event.result.points:
+                            for image in point.images:
+                                if (image.point_index, image.image_index) in kept:
+                                    image.reconstruction.CopyFrom(kept[image.point_index, image.image_index])
                     finished = await self._record(experiment_id, attempt, response.event)
                     if finished:
                         break
@@ -424,6 +438,25 @@ class Scheduler:
             log.exception("experiment.internal_error")
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
             await self.ledger.failed(experiment_id, attempt, error)
+
+    def _keep_reconstruction(self, exp: orchestrator_pb2.Experiment, response: worker_pb2.RunExperimentResponse,
+                             kept: dict[tuple[int, int], types_pb2.BlobRef]) -> None:
+        """Stores a decoded image the worker sent as a blob owned like the experiment, and refers to
+        it from the event's image result and (through ``kept``) from the final result; the PNG
+        bytes themselves are never stored in events.
+
+        Raises:
+            OSError: the blob could not be written (a full disk: handled as for any event).
+        """
+        result = response.event.image_result
+        if result.image_index >= exp.keep_reconstructions or self.blobs is None:
+            return  # not asked for: a worker cannot make the orchestrator store more than the owner wanted
+        digest = self.blobs.put(response.reconstruction_png)
+        self.store.add_blob_owner(digest, exp.owner)
+        result.reconstruction.CopyFrom(types_pb2.BlobRef(
+            name=f"reconstruction-p{result.point_index}-i{result.image_index}.png", sha256=digest,
+            size_bytes=len(response.reconstruction_png)))
+        kept[result.point_index, result.image_index] = result.reconstruction
 
     async def _record(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         """Stores one worker event; returns True when it ended the experiment."""

@@ -214,7 +214,7 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
     registry = WorkerRegistry(expected, config.tls, config.probe_interval_s)
     stats = OrchestratorTelemetry()
     scheduler = Scheduler(store, ledger, registry, config.heartbeat_timeout_s, config.call_slack_s,
-                          config.lost_worker_ttl_s, data, config.owner_weights, stats)
+                          config.lost_worker_ttl_s, data, config.owner_weights, stats, blobs)
     registry.on_ready = scheduler.wake.set
     data.on_writable.append(scheduler.settle_unstored)
     leadership = Leadership(store, config.leader_poll_s) if store.is_postgresql else None

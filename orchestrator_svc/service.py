@@ -223,6 +223,11 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 "queue_timeout_s",
                 f"{request.queue_timeout_s} must be between 0 (none) and {validation.MAX_TIMEOUT_S:g} seconds",
             )
+        if not 0 <= request.keep_reconstructions <= validation.MAX_KEEP_RECONSTRUCTIONS:
+            raise InvalidArgument(
+                "keep_reconstructions",
+                f"{request.keep_reconstructions} must be between 0 (none) and {validation.MAX_KEEP_RECONSTRUCTIONS}",
+            )
         if not 0 <= request.max_attempts <= MAX_ATTEMPTS_LIMIT:
             raise InvalidArgument(
                 "max_attempts",
@@ -337,11 +342,14 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             request_id=request.request_id,
             priority=request.priority,
             queue_timeout_s=request.queue_timeout_s,
+            keep_reconstructions=request.keep_reconstructions,
             create_time=_now(),
             owner=owner,
         )
         key = cache.cache_key(exp, dataset.digest, self.registry.expected_build)
-        original = None if request.no_cache else cache.choose(self.store.cached(key, owner))
+        # a cached result has no reconstructions to show (unless its source kept them): evaluate again
+        reuse = not request.no_cache and not request.keep_reconstructions
+        original = cache.choose(self.store.cached(key, owner)) if reuse else None
         more_events = self._copy_outcome(exp, original) if original is not None else []
         try:
             await self.ledger.create(exp, key, more_events, fingerprint if request.request_id else None,

@@ -797,12 +797,17 @@ class Store:
             conn.execute(blob_owners.delete().where(blob_owners.c.sha256 == sha256, blob_owners.c.owner == owner))
 
     def referenced_blobs(self) -> set[str]:
-        """The digests of every dataset image and every experiment's agent files."""
+        """The digests of every dataset image, every experiment's agent files and kept reconstructions."""
         with self.engine.begin() as conn:
             found = {image.sha256 for data in conn.execute(select(datasets.c.data)).scalars()
                      for image in orchestrator_pb2.Dataset.FromString(data).images}
             for spec in conn.execute(select(experiments.c.spec)).scalars():
                 found.update(f.sha256 for f in orchestrator_pb2.Experiment.FromString(spec).agent.files)
+            stored = conn.execute(select(experiments.c.result).where(experiments.c.result.is_not(None))).scalars()
+            for result in stored:
+                found.update(image.reconstruction.sha256
+                             for point in experiment_pb2.ExperimentResult.FromString(result).points
+                             for image in point.images if image.HasField("reconstruction"))
         return found
 
     def forget_blobs(self, digests: Sequence[str]) -> None:

@@ -42,6 +42,9 @@ from worker_svc import metrics
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
 Emit = Callable[..., None]
+# The largest kept reconstruction (PNG) sent beside its event: half the message limit, leaving room
+# for the event; a photo's PNG is a few MB.
+MAX_RECONSTRUCTION_PNG_BYTES = rpc.MAX_MESSAGE_BYTES // 2
 
 
 class _Position:
@@ -82,23 +85,25 @@ async def run_experiment(
     default_timeouts: types_pb2.Timeouts,
     worker_id: str,
     blob: Callable[[str], bytes] | None = None,
-) -> AsyncIterator[experiment_pb2.ExperimentEvent]:
-    """Runs the experiment and yields its events, the terminal one last.
+) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
+    """Runs the experiment and yields its events, the terminal one last, each with the decoded
+    image as PNG where the request keeps it (``keep_reconstructions``).
 
     Closing the iterator early (the client cancelled) kills the agent processes before it returns.
     """
-    queue: asyncio.Queue[experiment_pb2.ExperimentEvent | None] = asyncio.Queue()
+    queue: asyncio.Queue[worker_pb2.RunExperimentResponse | None] = asyncio.Queue()
     sequence = itertools.count(1)
 
-    def emit(**event: Any) -> None:
+    def emit(reconstruction_png: bytes = b"", **event: Any) -> None:
         stamp = timestamp_pb2.Timestamp()
         stamp.GetCurrentTime()
-        queue.put_nowait(
-            experiment_pb2.ExperimentEvent(
+        queue.put_nowait(worker_pb2.RunExperimentResponse(
+            event=experiment_pb2.ExperimentEvent(
                 experiment_id=request.experiment_id, sequence=next(sequence), time=stamp,
                 attempt=request.attempt, **event,
-            )
-        )
+            ),
+            reconstruction_png=reconstruction_png,
+        ))
 
     async def body() -> None:
         try:
@@ -299,7 +304,15 @@ async def _decode_image(
     if image_index == 0:  # the point's own part of the result: its parameters and aggregates
         _count_result(position, (request.points[point_index].ByteSize() if request.points else 0) + _POINT_OVERHEAD)
     _count_result(position, image_result.ByteSize() + _IMAGE_RESULT_OVERHEAD)
-    emit(image_result=image_result)
+    # In a thread: PNG compression of a large image takes a while, and heartbeats share this loop.
+    png = await asyncio.to_thread(metrics.png_bytes, recon) if image_index < request.keep_reconstructions else b""
+    if len(png) > MAX_RECONSTRUCTION_PNG_BYTES:  # noise-like pixels of a huge image: said, not sent
+        emit(log=experiment_pb2.LogLine(
+            stream=experiment_pb2.LOG_STREAM_SYSTEM, phase=types_pb2.PHASE_METRICS,
+            text=f"reconstruction of {image.name} not kept: its PNG has {len(png)} bytes, over the "
+                 f"{MAX_RECONSTRUCTION_PNG_BYTES} bytes that one event may carry"))
+        png = b""
+    emit(image_result=image_result, reconstruction_png=png)
     return image_result
 
 

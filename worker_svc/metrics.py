@@ -203,3 +203,27 @@ def point_result(
     if with_ms_ssim:
         result.ms_ssim = _mean(with_ms_ssim)
     return result
+
+
+# PNG compression level of kept reconstructions: zlib level 3 is a few times faster than the
+# default 6 on photos for files about 10 % larger (lossless either way).
+PNG_COMPRESS_LEVEL = 3
+
+
+def png_bytes(recon: torch.Tensor) -> bytes:
+    """A reconstruction as a PNG file (lossless: the pixels the metrics were computed on).
+
+    Args:
+        recon: uint8 [3, H, W] RGB, as :func:`reconstruction_to_uint8` returns it.
+
+    Returns:
+        The PNG file's bytes (8-bit RGB).
+    """
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(recon.permute(1, 2, 0).contiguous().cpu().numpy(), mode="RGB").save(
+        out, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return out.getvalue()

@@ -454,16 +454,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             log.info("experiment.started", images=len(images), points=len(request.points))
             if self.info.isolation != types_pb2.ISOLATION_BWRAP:
                 log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
-            async for event in run_experiment(
+            async for response in run_experiment(
                 run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
             ):
+                event = response.event
                 if event.HasField("error"):
                     log.info("experiment.failed", error=errors.describe(event.error))
                     self.stats.experiments.labels("failed", errors.kind_name(event.error.kind)).inc()
                 elif event.HasField("result"):
                     log.info("experiment.succeeded", wall_ms=round(event.result.wall_ms, 1))
                     self.stats.experiments.labels("succeeded", "none").inc()
-                yield worker_pb2.RunExperimentResponse(event=event)
+                yield response
         except asyncio.CancelledError:
             outcome = DRAINED if self._stop_runs.is_set() else CANCELLED
             log.info(f"experiment.{outcome}")

@@ -219,6 +219,9 @@ def run(
     timeout_experiment_s: Annotated[float, typer.Option(help="Whole-run limit in s (0: worker default).")] = 0.0,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Evaluate even when an identical earlier "
                                            "experiment's result could be reused.")] = False,
+    keep_reconstructions: Annotated[int, typer.Option(
+        help="Keep the decoded images of the first N dataset images of each point (PNG, 0 to 16), to look at "
+             "beside the originals in `codecbench web`.")] = 0,
 ) -> None:
     """Submit an agent on a dataset; follow it live unless --detach; exit 1 if it fails."""
     timeouts = types_pb2.Timeouts(load_s=timeout_load_s, encode_s=timeout_encode_s, decode_s=timeout_decode_s,
@@ -230,7 +233,8 @@ def run(
             exp = await client.submit(agent_dir, dataset=dataset, points=points, device=device, timeouts=timeouts,
                                       labels=labels, request_id=request_id, max_attempts=max_attempts,
                                       priority=priority, entry_module=entry_module,
-                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache)
+                                      queue_timeout_s=queue_timeout_s, no_cache=no_cache,
+                                      keep_reconstructions=keep_reconstructions)
         except (FileNotFoundError, ValueError, values.ValueConversionError) as exc:
             # no such folder, no entry module, a value with no protocol form (an int beyond 64 bits)
             raise UsageError(str(exc)) from exc
@@ -597,9 +601,7 @@ def errors_command(
     async def work(client: Client, s: Settings) -> int:
         created_after = parse_since(since) if since else None
         listed = await client.list([states.FAILED], limit=limit, created_after=created_after)
-        # A cached copy of a failure is no new failure: counting it would inflate its group.
-        failed = [e for e in listed if not e.cached_from]
-        copies = len(listed) - len(failed)
+        failed, copies = analysis.without_cached_copies(listed)
         groups = analysis.group_errors(failed)
         if as_json:
             since_iso = dt.datetime.fromtimestamp(created_after, dt.UTC).isoformat() if created_after else None
@@ -641,3 +643,29 @@ def export(
 
     _call(ctx, work)
 
+
+
+@app.command()
+def web(
+    ctx: typer.Context,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0 picks a free one).")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on; anyone who reaches it sees what your token "
+                                           "sees, so keep it on loopback.")] = "127.0.0.1",
+) -> None:
+    """Serve a web view of your experiments, RD curves, failures and workers at http://HOST:PORT/ until Ctrl-C.
+
+    It talks to the orchestrator (--server) with your token, so it shows what you may see.
+    """
+    import uvicorn
+
+    from codecbench.web import WebSettings, create_app
+
+    s: Settings = ctx.obj
+    try:
+        token = auth.find_token(None, s.token_file)
+    except OSError as exc:
+        s.err.print(Text(f"error: {exc}", style="red"))
+        raise typer.Exit(EXIT_USAGE) from None
+    application = create_app(WebSettings(server=s.server, token=token, tls=s.tls))
+    s.out.print(f"codecbench web view of {s.server} on http://{host}:{port}/ (Ctrl-C stops it)")
+    uvicorn.run(application, host=host, port=port, log_level="warning")

@@ -330,22 +330,17 @@ def bd_rate_view(rows: Sequence[analysis.BdRateRow], baseline: analysis.Curve) -
     )
     for name in ("agent", "experiment", "dataset", "points", "BD-rate PSNR", "BD-rate MS-SSIM"):
         table.add_column(name, justify="right" if name.startswith("BD") else "left", no_wrap=True)
-    notes: list[str] = []
+    footnoted, notes = analysis.footnoted_bd_rates(rows)
 
-    def noted(value: str, remark: str, style: str) -> Text:
-        if remark:
-            notes.append(remark)
-        return Text(f"{value} [{len(notes)}]" if remark else value, style=style if remark else "")
+    def cell(value: str, note: int, style: str) -> Text:
+        return Text(f"{value} [{note}]" if note else value, style=style if note else "")
 
-    def cell(result: analysis.BdRate) -> Text:
-        value = "n/a" if result.percent is None else f"{result.percent:+.2f} %"
-        return noted(value, result.reason or result.note, "yellow" if result.percent is None else "")
-
-    for row in rows:
-        by_metric = {r.metric: r for r in row.results}
-        dataset = noted(row.curve.dataset, row.dataset_note, "bold red")
-        table.add_row(row.curve.name, row.curve.experiment_id, dataset, str(len(row.curve.points)),
-                      cell(by_metric[analysis.PSNR]), cell(by_metric[analysis.MS_SSIM]))
+    for f in footnoted:
+        psnr, ms_ssim = f.cells[analysis.PSNR], f.cells[analysis.MS_SSIM]
+        table.add_row(f.row.curve.name, f.row.curve.experiment_id,
+                      cell(f.row.curve.dataset, f.dataset_note, "bold red"), str(len(f.row.curve.points)),
+                      cell(psnr.text, psnr.note, "" if psnr.computable else "yellow"),
+                      cell(ms_ssim.text, ms_ssim.note, "" if ms_ssim.computable else "yellow"))
     return Group(table, *(Text(f"  [{i}] {note}", style="dim") for i, note in enumerate(notes, 1)))
 
 

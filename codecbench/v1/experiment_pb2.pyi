@@ -254,6 +254,7 @@ class ImageResult(_message.Message):
     IMAGE_INDEX_FIELD_NUMBER: _builtins.int
     IMAGE_NAME_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    RECONSTRUCTION_FIELD_NUMBER: _builtins.int
     point_index: _builtins.int
     """Index of the parameter point in the experiment's points (0-based)."""
     image_index: _builtins.int
@@ -264,6 +265,13 @@ class ImageResult(_message.Message):
     def metrics(self) -> Global___ImageMetrics:
         """Its trusted metrics."""
 
+    @_builtins.property
+    def reconstruction(self) -> _types_pb2.BlobRef:
+        """The decoded image as a PNG blob (uint8 RGB, as the metrics saw it), for the first
+        Experiment.keep_reconstructions images of each point; unset for the others. Readable by the
+        experiment's owner (and admins) through ReadBlob.
+        """
+
     def __init__(
         self,
         *,
@@ -271,10 +279,11 @@ class ImageResult(_message.Message):
         image_index: _builtins.int = ...,
         image_name: _builtins.str = ...,
         metrics: Global___ImageMetrics | None = ...,
+        reconstruction: _types_pb2.BlobRef | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["metrics", b"metrics", "reconstruction", b"reconstruction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_index", b"image_index", "image_name", b"image_name", "metrics", b"metrics", "point_index", b"point_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["image_index", b"image_index", "image_name", b"image_name", "metrics", b"metrics", "point_index", b"point_index", "reconstruction", b"reconstruction"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

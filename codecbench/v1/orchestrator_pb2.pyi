@@ -113,6 +113,7 @@ class Experiment(_message.Message):
     WAITING_REASON_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     CACHED_FROM_FIELD_NUMBER: _builtins.int
+    KEEP_RECONSTRUCTIONS_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     """"exp-" and 16 hex digits, chosen by the orchestrator."""
     state: _experiment_pb2.ExperimentState.ValueType
@@ -146,6 +147,10 @@ class Experiment(_message.Message):
     """Set when the result (or deterministic failure) was copied from an earlier experiment of the same
     owner with the same agent bundle, dataset, parameter points, device kind and worker build (the
     result cache): that experiment's id. Nothing ran for this one.
+    """
+    keep_reconstructions: _builtins.int
+    """From CreateExperimentRequest.keep_reconstructions: the first N images of each point keep
+    their decoded image (ImageResult.reconstruction).
     """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
@@ -209,10 +214,11 @@ class Experiment(_message.Message):
         waiting_reason: _builtins.str = ...,
         queue_timeout_s: _builtins.float = ...,
         cached_from: _builtins.str = ...,
+        keep_reconstructions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "result", b"result", "start_time", b"start_time", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached_from", b"cached_from", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "cached_from", b"cached_from", "create_time", b"create_time", "dataset", b"dataset", "device", b"device", "end_time", b"end_time", "error", b"error", "experiment_id", b"experiment_id", "keep_reconstructions", b"keep_reconstructions", "labels", b"labels", "last_sequence", b"last_sequence", "max_attempts", b"max_attempts", "owner", b"owner", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "result", b"result", "start_time", b"start_time", "state", b"state", "timeouts", b"timeouts", "waiting_reason", b"waiting_reason", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,6 +261,7 @@ class CreateExperimentRequest(_message.Message):
     PRIORITY_FIELD_NUMBER: _builtins.int
     QUEUE_TIMEOUT_S_FIELD_NUMBER: _builtins.int
     NO_CACHE_FIELD_NUMBER: _builtins.int
+    KEEP_RECONSTRUCTIONS_FIELD_NUMBER: _builtins.int
     dataset: _builtins.str
     """Dataset name ("photos") or its digest; required."""
     device: _types_pb2.Device.ValueType
@@ -277,6 +284,11 @@ class CreateExperimentRequest(_message.Message):
     no_cache: _builtins.bool
     """Evaluate it even when an identical earlier experiment's result could be reused (see
     Experiment.cached_from).
+    """
+    keep_reconstructions: _builtins.int
+    """Keep the decoded images of the first N dataset images of each point as PNG blobs
+    (ImageResult.reconstruction), owned like the experiment; 0 (none) to 16. An experiment that
+    keeps reconstructions is never answered from the result cache.
     """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
@@ -308,10 +320,11 @@ class CreateExperimentRequest(_message.Message):
         priority: _builtins.int = ...,
         queue_timeout_s: _builtins.float = ...,
         no_cache: _builtins.bool = ...,
+        keep_reconstructions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "labels", b"labels", "max_attempts", b"max_attempts", "no_cache", b"no_cache", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "device", b"device", "keep_reconstructions", b"keep_reconstructions", "labels", b"labels", "max_attempts", b"max_attempts", "no_cache", b"no_cache", "points", b"points", "priority", b"priority", "queue_timeout_s", b"queue_timeout_s", "request_id", b"request_id", "timeouts", b"timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

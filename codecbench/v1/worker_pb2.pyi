@@ -343,12 +343,15 @@ class RunExperimentRequest(_message.Message):
     POINTS_FIELD_NUMBER: _builtins.int
     DEVICE_FIELD_NUMBER: _builtins.int
     TIMEOUTS_FIELD_NUMBER: _builtins.int
+    KEEP_RECONSTRUCTIONS_FIELD_NUMBER: _builtins.int
     experiment_id: _builtins.str
     """The experiment's id, copied into every event."""
     attempt: _builtins.int
     """The attempt number, copied into every event."""
     device: _types_pb2.Device.ValueType
     """DEVICE_CPU (also when unspecified) or DEVICE_CUDA."""
+    keep_reconstructions: _builtins.int
+    """Send the decoded images of the first N dataset images of each point (reconstruction_png)."""
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:
         """The agent; required."""
@@ -375,10 +378,11 @@ class RunExperimentRequest(_message.Message):
         points: _abc.Iterable[_types_pb2.ParameterPoint] | None = ...,
         device: _types_pb2.Device.ValueType = ...,
         timeouts: _types_pb2.Timeouts | None = ...,
+        keep_reconstructions: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "dataset", b"dataset", "timeouts", b"timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "dataset", b"dataset", "device", b"device", "experiment_id", b"experiment_id", "points", b"points", "timeouts", b"timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "dataset", b"dataset", "device", b"device", "experiment_id", b"experiment_id", "keep_reconstructions", b"keep_reconstructions", "points", b"points", "timeouts", b"timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -391,6 +395,12 @@ class RunExperimentResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_FIELD_NUMBER: _builtins.int
+    RECONSTRUCTION_PNG_FIELD_NUMBER: _builtins.int
+    reconstruction_png: _builtins.bytes
+    """With an image_result event of one of the first keep_reconstructions images: its decoded
+    image as PNG (uint8 RGB). The orchestrator stores it as a blob owned like the experiment and
+    refers to it from the stored event (ImageResult.reconstruction); it is never stored in events.
+    """
     @_builtins.property
     def event(self) -> _experiment_pb2.ExperimentEvent:
         """The event; the last one is terminal."""
@@ -399,10 +409,11 @@ class RunExperimentResponse(_message.Message):
         self,
         *,
         event: _experiment_pb2.ExperimentEvent | None = ...,
+        reconstruction_png: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "reconstruction_png", b"reconstruction_png"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,305 @@
+"""The web view (``codecbench web``) over HTTP against a real orchestrator and worker: every page,
+its filters and sorting, escaping of user-controlled text, the BD-rate footnotes of the CLI, the
+event stream and its resumption, and no reference to another host.
+
+The browser's side (the chart drawn, live progress, JavaScript off) is ``tests/test_web_browser.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import io
+import json
+import math
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import markupsafe
+import numpy as np
+import pytest
+import pytest_asyncio
+from helpers import AGENTS, eventually
+from helpers.services import free_port
+from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, served, web_app, world
+from PIL import Image
+from typer.testing import CliRunner
+
+from codecbench import analysis, errors, validation
+from codecbench.cli import app
+from codecbench.client import Client
+from codecbench.web import live
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    async with world(tmp_path_factory.mktemp("web")) as made:
+        yield made
+
+
+@pytest_asyncio.fixture(scope="module")
+async def http(services: World) -> AsyncIterator[httpx.AsyncClient]:
+    async with served(web_app(services.orchestrator.address)) as url, httpx.AsyncClient(base_url=url,
+                                                                                         timeout=60) as client:
+        yield client
+
+
+class _Links(HTMLParser):
+    """Every URL a page refers to (src, href, action) and the text of its table cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("src", "href", "action") and v is not None]
+
+
+def links(page: str) -> list[str]:
+    parser = _Links()
+    parser.feed(page)
+    return parser.urls
+
+
+def rows(page: str, table_id: str) -> list[str]:
+    body = page.split(f'id="{table_id}"', 1)[1].split("</tbody>", 1)[0]
+    return re.findall(r"<tr[ >].*?</tr>", body.split("<tbody>", 1)[1], flags=re.S)
+
+
+async def test_the_list_shows_every_experiment_and_escapes_labels(http: httpx.AsyncClient, services: World) -> None:
+    page = (await http.get("/")).text
+    for exp in (services.curve_a, services.curve_b, services.failed):
+        assert exp.experiment_id in page
+    assert "SUCCEEDED" in page and "FAILED" in page
+    assert str(markupsafe.escape(XSS_LABEL)) in page
+    assert XSS_LABEL not in page
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("state=FAILED", {"failed"}),
+    ("state=SUCCEEDED&state=FAILED", {"curve_a", "curve_b", "failed"}),
+    ("agent=JPE", {"curve_a", "curve_b"}),
+    ("label=note%3D" + XSS_LABEL.replace("=", "%3D").replace("'", "%27"), {"curve_a"}),
+    ("dataset=web-small&since=1h", {"curve_a", "curve_b", "failed"}),
+    ("dataset=another", set()),
+    ("since=2000-01-01", {"curve_a", "curve_b", "failed"}),
+])
+async def test_the_list_filters(http: httpx.AsyncClient, services: World, query: str, expected: set[str]) -> None:
+    page = (await http.get(f"/?{query}")).text
+    shown = {name for name in ("curve_a", "curve_b", "failed")
+             if getattr(services, name).experiment_id in "".join(rows(page, "experiments"))}
+    assert shown == expected
+
+
+async def test_a_bad_filter_is_refused_naming_it(http: httpx.AsyncClient) -> None:
+    reply = await http.get("/?since=yesterday-ish")
+    assert reply.status_code == 400
+    assert "since &#39;yesterday-ish&#39;" in reply.text or "since 'yesterday-ish'" in reply.text
+    assert (await http.get("/?state=sleeping")).status_code == 400
+
+
+async def test_an_experiment_shows_points_images_sorted_and_labelled(http: httpx.AsyncClient,
+                                                                     services: World) -> None:
+    exp = services.curve_a
+    page = (await http.get(f"/experiments/{exp.experiment_id}")).text
+    points = rows(page, "points")
+    assert len(points) == len(QUALITIES_A)
+    assert [re.search(r"quality=(\d+)", r).group(1) for r in points] == [str(q) for q in QUALITIES_A]
+    assert len(rows(page, "images")) == 2 * len(QUALITIES_A)
+    assert "attempt 1 of" in page and exp.worker_id in page
+    # sorted by PSNR, highest first: the highest quality first
+    page = (await http.get(f"/experiments/{exp.experiment_id}?psort=psnr&pdesc=1")).text
+    shown = [re.search(r"quality=(\d+)", r).group(1) for r in rows(page, "points")]
+    assert shown == [str(q) for q in sorted(QUALITIES_A, reverse=True)]
+    psnrs = [p.psnr_db for p in sorted(exp.result.points, key=lambda p: -p.psnr_db)]
+    assert psnrs == sorted(psnrs, reverse=True)
+    # the image table sorted by bytes, ascending
+    page = (await http.get(f"/experiments/{exp.experiment_id}?isort=bytes")).text
+    sizes = [int(re.findall(r"<td>(.*?)</td>", r)[2]) for r in rows(page, "images")]
+    assert sizes == sorted(sizes) and len(sizes) == 8
+
+
+async def test_a_failed_experiment_shows_its_typed_error_as_text(http: httpx.AsyncClient, services: World) -> None:
+    page = (await http.get(f"/experiments/{services.failed.experiment_id}")).text
+    assert "AGENT_EXCEPTION" in page and "ValueError" in page
+    error = services.failed.error
+    assert error.frames and f"{error.frames[-1].file}:{error.frames[-1].line}" in page
+    assert str(markupsafe.escape(XSS_ERROR)) in page
+    assert XSS_ERROR not in page
+
+
+async def test_compare_shows_the_chart_data_and_the_clis_footnotes(http: httpx.AsyncClient, services: World) -> None:
+    a, b = services.curve_a, services.curve_b
+    reply = await http.get("/compare", params={"baseline": a.experiment_id, "candidate": b.experiment_id})
+    assert reply.status_code == 200
+    page = reply.text
+    curves = [analysis.Curve.from_experiment(e) for e in (a, b)]
+    footnoted, notes = analysis.footnoted_bd_rates(analysis.bd_rate_table(curves, curves[0]))
+    for row in footnoted:
+        for cell in row.cells.values():
+            assert str(markupsafe.escape(cell.text)) in page
+    assert notes, "two 4-point jpeg curves over different qualities overlap partly: a footnote is expected"
+    listed = re.findall(r'<li id="note-(\d+)" value="\d+">(.*?)</li>', page, flags=re.S)
+    assert [html.unescape(text) for _, text in listed] == notes
+    data = json.loads(html.unescape(page.split('id="rd-data">', 1)[1].split("</script>", 1)[0]))
+    assert [t["text"] for t in data["psnr"]["traces"]] == [a.experiment_id, b.experiment_id]
+    assert len(data["ms_ssim"]["traces"]) == 2
+    assert data["psnr"]["traces"][0]["x"] == sorted(p.bpp for p in a.result.points)
+
+
+async def test_compare_says_why_an_experiment_has_no_curve(http: httpx.AsyncClient, services: World) -> None:
+    reply = await http.get("/compare", params={"baseline": services.curve_a.experiment_id,
+                                               "candidate": services.failed.experiment_id})
+    assert reply.status_code == 400
+    assert f"experiment {services.failed.experiment_id}" in reply.text and "no results" in reply.text
+    choose = await http.get("/compare")
+    assert choose.status_code == 200 and services.curve_b.experiment_id in choose.text
+
+
+async def test_failures_are_grouped_with_an_example(http: httpx.AsyncClient, services: World) -> None:
+    page = (await http.get("/failures")).text
+    groups = rows(page, "groups")
+    assert len(groups) == 1
+    assert "AGENT_EXCEPTION" in groups[0] and services.failed.experiment_id in groups[0]
+    assert f"codec.py:{services.failed.error.frames[-1].line}" in groups[0]
+    assert XSS_ERROR not in page
+    assert "1 failed experiment(s)" in page
+
+
+async def test_workers_and_unknown_pages(http: httpx.AsyncClient, services: World) -> None:
+    page = (await http.get("/workers")).text
+    assert len(rows(page, "workers")) == 1 and "READY" in page
+    missing = await http.get("/experiments/exp-0000000000000000")
+    assert missing.status_code == 404 and "exp-0000000000000000" in missing.text
+    assert (await http.get("/vendor/plotly.min.js")).status_code == 200
+
+
+async def test_no_page_refers_to_another_host(http: httpx.AsyncClient, services: World) -> None:
+    pages = ["/", "/compare", "/failures", "/workers",
+             f"/compare?baseline={services.curve_a.experiment_id}&candidate={services.curve_b.experiment_id}",
+             *(f"/experiments/{e.experiment_id}" for e in (services.curve_a, services.curve_b, services.failed))]
+    base = str(http.base_url)
+    seen = 0
+    for path in pages:
+        reply = await http.get(path)
+        assert "default-src 'self'" in reply.headers["content-security-policy"]
+        for url in links(reply.text):
+            seen += 1
+            where = urlsplit(urljoin(base, url))
+            assert where.scheme == "http" and where.hostname == "127.0.0.1", f"{path} refers to {url}"
+        assert "//" not in re.sub(r"https?://127\.0\.0\.1", "", reply.text.split("<body>", 1)[0])
+    assert seen > 20
+
+
+def sse_events(text: str) -> list[dict[str, str]]:
+    out = []
+    for block in text.strip().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        out.append(fields)
+    return out
+
+
+async def test_the_event_stream_resumes_after_the_last_event_id(http: httpx.AsyncClient, services: World) -> None:
+    exp = services.curve_b
+    whole = sse_events((await http.get("/events", params={"id": exp.experiment_id})).text)
+    assert whole[-1]["event"] == "end"
+    sequences = [json.loads(e["data"])["sequence"] for e in whole[:-1]]
+    assert sequences == list(range(1, exp.last_sequence + 1))
+    assert json.loads(whole[-2]["data"])["state"] == "SUCCEEDED"
+    middle = whole[len(whole) // 2]
+    resumed = sse_events((await http.get("/events", params={"id": exp.experiment_id},
+                                         headers={"Last-Event-ID": middle["id"]})).text)
+    after = int(middle["id"].split("=")[1])
+    assert [json.loads(e["data"])["sequence"] for e in resumed[:-1]] == list(range(after + 1, exp.last_sequence + 1))
+    # a stream of two experiments carries both sequences in each id
+    both = sse_events((await http.get("/events", params=[("id", exp.experiment_id),
+                                                         ("id", services.failed.experiment_id)])).text)
+    assert live.parse_last_event_id(both[-2]["id"]) == {exp.experiment_id: exp.last_sequence,
+                                                       services.failed.experiment_id: services.failed.last_sequence}
+
+
+async def test_the_event_stream_refuses_bad_ids(http: httpx.AsyncClient) -> None:
+    assert (await http.get("/events")).status_code == 400
+    assert (await http.get("/events", params={"id": "<script>"})).status_code == 400
+    assert live.parse_last_event_id("exp-ab=3,junk,exp-cd=x,=4") == {"exp-ab": 3}
+
+
+async def test_kept_reconstructions_are_the_decoded_images_beside_their_originals(http: httpx.AsyncClient,
+                                                                                   services: World) -> None:
+    exp = services.curve_a
+    assert exp.keep_reconstructions == 1
+    kept = [(p.point_index, i) for p in exp.result.points for i in p.images if i.HasField("reconstruction")]
+    assert [(point, image.image_index) for point, image in kept] == [(p, 0) for p in range(len(QUALITIES_A))]
+    page = (await http.get(f"/experiments/{exp.experiment_id}")).text
+    assert page.count('<figure class="pair"') == len(QUALITIES_A)
+    for point, image in kept:
+        base = f"/experiments/{exp.experiment_id}/points/{point}/images/{image.image_index}"
+        assert f"{base}/reconstruction.png" in page and f"{base}/original" in page
+        decoded = await http.get(f"{base}/reconstruction.png")
+        original = await http.get(f"{base}/original")
+        assert decoded.headers["content-type"] == "image/png" and original.headers["content-type"] == "image/png"
+        a = np.asarray(Image.open(io.BytesIO(original.content)).convert("RGB"), dtype=np.float64)
+        b = np.asarray(Image.open(io.BytesIO(decoded.content)), dtype=np.float64)
+        # the PNG holds exactly the pixels the worker measured: the same PSNR, recomputed here
+        assert 10 * math.log10(255**2 / np.mean((a - b) ** 2)) == pytest.approx(image.metrics.psnr_db, abs=1e-9)
+    assert (await http.get(f"/experiments/{exp.experiment_id}/points/0/images/1/reconstruction.png")).status_code == 404
+
+
+async def test_reconstructions_are_readable_by_their_owner_only(services: World) -> None:
+    image = services.curve_a.result.points[0].images[0]
+    async with Client(services.orchestrator.address, token=services.alice_token) as alice, \
+            Client(services.orchestrator.address, token=services.bob_token) as bob:
+        assert (await alice.read_blob(image.reconstruction.sha256)).startswith(b"\x89PNG")
+        with pytest.raises(errors.NotFound):
+            await bob.read_blob(image.reconstruction.sha256)
+    # the view shows what its token may see: bob's sees no experiment of alice's
+    async with served(web_app(services.orchestrator.address, services.bob_token)) as url, \
+            httpx.AsyncClient(base_url=url) as as_bob:
+        assert services.curve_a.experiment_id not in (await as_bob.get("/")).text
+        # the orchestrator refuses another user's experiment (PERMISSION_DENIED), and so does the view
+        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}")).status_code == 403
+        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}/points/0/images/0/"
+                                 "reconstruction.png")).status_code == 403
+
+
+async def test_keep_reconstructions_is_bounded(services: World) -> None:
+    with pytest.raises(errors.InvalidArgument) as info:
+        await services.client.submit(AGENTS / "jpeg", services.dataset, keep_reconstructions=17)
+    assert info.value.field == "keep_reconstructions" and str(validation.MAX_KEEP_RECONSTRUCTIONS) in str(info.value)
+    with pytest.raises(errors.InvalidArgument):
+        await services.client.submit(AGENTS / "jpeg", services.dataset, keep_reconstructions=-1)
+    done = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "run", str(AGENTS / "jpeg"), "--dataset", services.dataset,
+        "--keep-reconstructions", "17", "--detach"])
+    assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output
+
+
+async def test_codecbench_web_serves_the_view_until_stopped(services: World) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "codecbench.cli", "--server", services.orchestrator.address, "web", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            async def answers() -> bool:
+                try:
+                    return (await http.get("/")).status_code == 200
+                except httpx.TransportError:
+                    assert process.returncode is None, "codecbench web exited before it answered"
+                    return False
+
+            await eventually(answers, timeout_s=60, what="codecbench web answers")
+            assert services.failed.experiment_id in (await http.get("/")).text
+    finally:
+        process.terminate()
+        output, _ = await process.communicate()
+    # uvicorn shuts down gracefully, then ends by the signal it was sent (as a process stopped by it)
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert f"http://127.0.0.1:{port}/" in output.decode() and b"Traceback" not in output
