@@ -43,7 +43,8 @@ from sandbox.view import agent_view
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
-from worker_svc.executor import agent_report, run_experiment
+from worker_svc.executor import Teardowns, agent_report, run_experiment
+from worker_svc.image_cache import DecodedImages, digest_of
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 
 ResponseT = TypeVar("ResponseT")
@@ -139,6 +140,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._free_slots = config.slots
         self.running: set[str] = set()
         self.log = logs.get_logger("worker", worker_id=info.worker_id)
+        self.decoded_images = DecodedImages()
+        # Agent processes of finished runs being ended after their terminal event (executor).
+        self.teardowns = Teardowns()
 
 
     @property
@@ -338,9 +342,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 )
         with in_field("dataset.images"):
             await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)
-            return [
-                datasets.decode_image(img.name, img.content or self.blobs.get(img.sha256)) for img in ref.images
-            ]
+            return [self._decoded(img) for img in ref.images]
+
+    def _decoded(self, img: types_pb2.BlobRef) -> datasets.DatasetImage:
+        """One dataset image, decoded once per worker (:class:`DecodedImages`).
+
+        Raises:
+            datasets.ImageDecodeError: not an image Pillow can read, or too large.
+        """
+        if img.content:
+            return self.decoded_images.get(img.name, digest_of(img.content), lambda: img.content)
+        return self.decoded_images.get(img.name, img.sha256, lambda: self.blobs.get(img.sha256))
 
     async def RunExperiment(  # noqa: N802
         self,
@@ -375,7 +387,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if self.info.isolation != types_pb2.ISOLATION_BWRAP:
                 log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
             async for event in run_experiment(
-                run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
+                run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get,
+                self.teardowns,
             ):
                 if event.HasField("error"):
                     log.info("experiment.failed", error=errors.describe(event.error))
@@ -449,6 +462,7 @@ class WorkerHandle:
         """Reports NOT_SERVING, then stops; running experiments get ``grace_s`` to end."""
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
+        await self.servicer.teardowns.drain()
         await self.servicer.settings.launcher.close()
 
 
@@ -462,9 +476,8 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     rpc.check_listen_security(config.host, config.tls, config.insecure)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
-    # The worker's own torch work is metrics; one thread keeps it from fighting the agent
-    # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
-    torch.set_num_threads(1)
+    # The worker's own torch work is metrics: the cores its agents leave free (metrics_threads).
+    torch.set_num_threads(metrics.metrics_threads(config.slots))
     guard = WorkerGuard(config.admin_token)
     server = grpc.aio.server(options=rpc.server_options(), interceptors=[ErrorBoundary(guard)])
     port = rpc.bind(server, config.host, config.port, config.tls)
