@@ -103,6 +103,10 @@ class AgentCgroup:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             await asyncio.sleep(0.01)
+        # In a thread: removing a memory cgroup waits for the kernel to release its charges.
+        await asyncio.to_thread(self._rmdir)
+
+    def _rmdir(self) -> None:
         for directory in {self.pids_dir, self.memory_dir} - {None}:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # type: ignore[union-attr]

@@ -188,7 +188,9 @@ class SandboxProcess:
         cgroup = await asyncio.shield(creating)
         try:
             if cgroup is not None:
-                cgroup.add(launched.pid)
+                # In a thread: a write to cgroup.procs waits for the kernel's cgroup migration (~10 ms
+                # measured, in the file's close), which on the event loop held up every other slot.
+                await asyncio.to_thread(cgroup.add, launched.pid)
             reader, writer = await asyncio.open_connection(sock=launched.sock, limit=limits.max_frame_bytes)
         except BaseException:
             launched.kill()
