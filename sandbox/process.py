@@ -295,6 +295,32 @@ class SandboxProcess:
         """SIGKILLs the agent process and everything it started."""
         self._launched.kill()
 
+    async def end(self, timeout_s: float = 10.0) -> None:
+        """Kills the process and returns once it and every process it started are gone.
+
+        With a cgroup: once the cgroup's pids count is 0 (every process reaped, its memory and
+        files released), polled every millisecond; that comes ~30 ms before the launcher's exit
+        report on a loaded machine (the report waits on the init's own exit and the namespaces'
+        teardown, which no agent code can use). Without a cgroup: at the exit report. The rest
+        (the report, the output, the cgroup itself) is for :meth:`close`.
+
+        Raises:
+            errors.InternalError: the processes were still there after ``timeout_s``.
+        """
+        self.kill()
+        if self._cgroup is None:
+            await self._launched.wait()
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not self._cgroup.released():
+            if loop.time() > deadline:
+                raise errors.InternalError(
+                    f"agent process {self.pid} and its children were still running {timeout_s:g} s after SIGKILL"
+                )
+            self._cgroup.kill_all()
+            await asyncio.sleep(0.001)
+
     async def close(self) -> None:
         """Kills the process, waits for its end, drains its output, frees its cgroup."""
         self.kill()

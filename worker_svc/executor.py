@@ -292,7 +292,8 @@ class _Run:
         position.image_name = self.images[image].name if image is not None else ""
 
     async def _open(self, role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
-        """Starts one side's process (added to ``sides``, which the run closes whatever happens)."""
+        """Starts one side's process (added to ``sides``, which the run closes whatever happens, the
+        ended encoder's included)."""
         self._at(None, None, types_pb2.PHASE_LOAD)
         side = await SandboxedAgent.open(self.settings, self.request.agent, role, self.request.device, self.budget,
                                          self.timeouts.load_s, self.blob)
@@ -304,11 +305,10 @@ class _Run:
         self._at(point, None, types_pb2.PHASE_LOAD)
         await side.set_params(self.points[point], self.timeouts.load_s)
 
-    async def _close(self, side: SandboxedAgent) -> None:
-        """Kills a side's process and waits until it and everything it started are gone."""
-        side.process.kill()
-        await side.close()
-        self.sides.remove(side)
+    async def _end(self, side: SandboxedAgent) -> None:
+        """Kills a side's process and waits until it and everything it started are gone; the rest of
+        its teardown (exit report, output, cgroup) is left to the run's end with the other side's."""
+        await side.process.end()
 
     async def encode_all(self) -> list[list[Encoded]]:
         """Every point's bitstreams, from one encoder process that has ended when this returns.
@@ -337,8 +337,8 @@ class _Run:
                     await encoder.encode(image.pixels, self.timeouts.encode_s)
                 sent.append(await encoder.encode(image.pixels, self.timeouts.encode_s))
             encoded.append(sent)
-        # The encoder has ended (its namespaces and cgroup gone) before the decoder starts.
-        await self._close(encoder)
+        # Every process of the encoder has been reaped before the decoder starts.
+        await self._end(encoder)
         return encoded
 
     async def decode_all(self, encoded: Sequence[Sequence[Encoded]]) -> list[experiment_pb2.PointResult]:
