@@ -2,7 +2,8 @@
 
 Not part of ``make bench`` or the tests (neither may depend on a GPU). Writes ``gpu_check_STAGE.json``
 to ``--out`` (default ``out/``) and prints one line per figure (``--stage codecs`` runs 1 and 2,
-``service`` runs 3, ``all`` both; ``--device cpu`` runs the same code without a GPU, a dry run):
+``metrics`` runs 4, ``service`` runs 3, ``all`` every one; ``--device cpu`` runs the same code
+without a GPU, a dry run, which ``tests/test_gpu_check.py`` runs with ``--stage metrics``):
 
 1. In process, per learned codec (``factorized_prior`` quality 4, ``hyperprior`` quality 5) on one
    768×512 photo: median encode / decode ms over 5 calls after one warm-up, on CPU and on CUDA,
@@ -16,6 +17,10 @@ to ``--out`` (default ``out/``) and prints one line per figure (``--stage codecs
    GPU hosts), experiments with ``device="cuda"``: ``jpeg`` (qualities 30, 70), ``factorized_prior``
    (1, 4) and ``hyperprior`` (2, 5, 8) on ``photos``; state, and per point bpp, PSNR, encode_ms and
    decode_ms as measured by the worker (its sandbox child synchronises CUDA around each call).
+4. The worker's GPU metrics path: the device ``worker_svc.metrics.device_for`` picks for a CUDA
+   experiment (``"cuda"`` on a GPU worker: the path ``RunExperiment`` takes), MS-SSIM alone
+   (``metrics.ms_ssim_per_channel``) on the 768×512 image on CPU and on that device, median ms of 5
+   with ``torch.cuda.synchronize()``, and the difference between the two figures (float32 rounding).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import torch
 from google.protobuf import json_format
 from PIL import Image
 
+from codecbench import devices
 from codecbench.client import Client
 from codecbench.datasets import load_photos
 from codecbench.local import start_local
@@ -106,6 +112,24 @@ def in_process(image: torch.Tensor) -> dict[str, Any]:
     return out
 
 
+def gpu_metrics(image: torch.Tensor) -> dict[str, Any]:
+    """Figure 4 (see the module docstring): the metrics device of a CUDA experiment, and MS-SSIM there."""
+    picked = metrics.device_for(devices.CUDA) if GPU == "cuda" else "cpu"
+    # A reconstruction with JPEG-like error: the original plus small noise (MS-SSIM < 1, so it is computed).
+    noise = torch.randint(-6, 7, image.shape, generator=torch.Generator().manual_seed(0), dtype=torch.int16)
+    recon = (image.to(torch.int16) + noise).clamp(0, 255).to(torch.uint8)
+    out: dict[str, Any] = {"device_for_cuda_experiment": picked}
+    figures = {}
+    for device, on in (("cpu", "cpu"), ("cuda", picked)):
+        ms, value = _median_ms(partial(metrics.ms_ssim_per_channel, image, recon, on), device)
+        figures[device] = value
+        out[f"ms_ssim_{device}"] = {"ms": round(ms, 2), "ms_ssim": value, "on": on}
+        print(f"MS-SSIM alone on {on} ({device} arm): {ms:.2f} ms, {value:.6f}", flush=True)
+    out["ms_ssim_abs_diff_cpu_vs_gpu"] = abs(figures["cpu"] - figures["cuda"])
+    print(json.dumps({k: out[k] for k in ("device_for_cuda_experiment", "ms_ssim_abs_diff_cpu_vs_gpu")}), flush=True)
+    return out
+
+
 async def through_service(data_dir: Path) -> dict[str, Any]:
     """Figure 3 (see the module docstring)."""
     runs = (("jpeg", (30, 70)), ("factorized_prior", (1, 4)), ("hyperprior", (2, 5, 8)))
@@ -132,7 +156,7 @@ def main() -> int:
     global GPU  # noqa: PLW0603 - the one setting of this script, read by every check
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out"))
-    parser.add_argument("--stage", choices=("codecs", "service", "all"), default="all")
+    parser.add_argument("--stage", choices=("codecs", "metrics", "service", "all"), default="all")
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     args = parser.parse_args()
     GPU = args.device
@@ -145,6 +169,8 @@ def main() -> int:
     print(json.dumps(report), flush=True)
     if args.stage in ("all", "codecs"):
         report["in_process"] = in_process(_photo_768x512())
+    if args.stage in ("all", "metrics"):
+        report["gpu_metrics"] = gpu_metrics(_photo_768x512())
     if args.stage in ("all", "service"):
         with tempfile.TemporaryDirectory() as data_dir:
             report["service"] = asyncio.run(through_service(Path(data_dir)))

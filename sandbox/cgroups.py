@@ -86,6 +86,24 @@ class AgentCgroup:
                 return True
         return False
 
+    def released(self) -> bool:
+        """Whether every process that was in the cgroup has been reaped: ``pids.current`` is 0.
+
+        Stronger than an empty ``cgroup.procs``, which drops a process as soon as its threads
+        start to exit, before its memory and files are released; the pids count falls only when
+        the process is reaped. An unreadable count reads as not released.
+        """
+        try:
+            return int((self.pids_dir / "pids.current").read_text()) == 0
+        except (OSError, ValueError):
+            return False
+
+    def kill_all(self) -> None:
+        """SIGKILLs every process in the cgroup (a process that escaped its session or PID namespace included)."""
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
     def pids(self) -> set[int]:
         """The processes still in the cgroup."""
         try:
@@ -98,11 +116,13 @@ class AgentCgroup:
         namespace included), waits until it is empty, and deletes it."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while (left := self.pids()) and loop.time() < deadline:
-            for pid in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
+        while self.pids() and loop.time() < deadline:
+            self.kill_all()
             await asyncio.sleep(0.01)
+        # In a thread: removing a memory cgroup waits for the kernel to release its charges.
+        await asyncio.to_thread(self._rmdir)
+
+    def _rmdir(self) -> None:
         for directory in {self.pids_dir, self.memory_dir} - {None}:
             with contextlib.suppress(OSError):
                 directory.rmdir()  # type: ignore[union-attr]

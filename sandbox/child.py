@@ -53,11 +53,31 @@ class AgentRuntime:
     def set_params(self, params: dict[str, Any]) -> None:
         """Binds the contract's calls for one parameter point (instantiates ``Codec`` once).
 
+        The encoder also checks, without calling anything, that the decoder's side binds to the
+        same point: the worker's one decoder process starts only after every point is encoded
+        (:mod:`worker_svc.executor`), and a point the decoder refuses must fail the run at load,
+        before any image. The decoder process binds for real again when its turn comes.
+
         Raises:
             errors.SignatureMismatch: a call the agent's signature cannot take (before any data).
             errors.CodecbenchError: ``Codec(...)`` raised.
         """
         encoder = self.role == sandbox_pb2.SANDBOX_ROLE_ENCODER
+        if encoder:
+            self._bind(sandbox_pb2.SANDBOX_ROLE_DECODER, params, instantiate=False)
+        self.call = self._bind(self.role, params, instantiate=True)
+
+    def _bind(self, role: sandbox_pb2.SandboxRole.ValueType, params: dict[str, Any],
+              instantiate: bool) -> contracts.BoundCall | None:
+        """Binds ``role``'s call to ``params``; with ``instantiate`` False, only checks that it binds
+        (``Codec(...)`` is bound, not run) and returns None.
+
+        Raises:
+            errors.SignatureMismatch: a call the agent's signature cannot take.
+            errors.CodecbenchError: ``Codec(...)`` raised (``instantiate`` only).
+        """
+        encoder = role == sandbox_pb2.SANDBOX_ROLE_ENCODER
+        notes = instantiate  # what binding converted is said once, by the process's own role
         device = contracts.Slot("device", self.device)
         data = contracts.Slot("image" if encoder else "bitstream", contracts.DATA, any_name=True)
 
@@ -67,27 +87,31 @@ class AgentRuntime:
         if self.form == "class":
             cls = self.module.Codec
             init = bind(cls, "Codec", "Codec(device, **params)", [device], params=params)
-            self._note(init)
+            if notes:
+                self._note(init)
             method_name = "encode" if encoder else "decode"
             name, expected = f"Codec.{method_name}", f"Codec.{method_name}(self, {data.name})"
             contracts.check_method_on_class(cls, method_name, name, expected, data, self.bundle_dir, LOAD)
+            if not instantiate:
+                return None
             instance = _run_agent(init, LOAD, self.bundle_dir)
-            self.call = bind(getattr(instance, method_name), name, expected, [data])
-        elif self.form == "module":
+            return bind(getattr(instance, method_name), name, expected, [data])
+        if self.form == "module":
             name = "encode" if encoder else "decode"
-            self.call = bind(getattr(self.module, name), name, f"{name}({data.name}, device, **params)",
-                             [data, device], params=params)
+            call = bind(getattr(self.module, name), name, f"{name}({data.name}, device, **params)",
+                        [data, device], params=params)
         elif encoder:
-            self.call = bind(self.module.run_encoding_agent, "run_encoding_agent",
-                             "run_encoding_agent(device[, image], **params)",
-                             [device, contracts.Slot("image", contracts.DATA, optional=True)], params=params)
+            call = bind(self.module.run_encoding_agent, "run_encoding_agent",
+                        "run_encoding_agent(device[, image], **params)",
+                        [device, contracts.Slot("image", contracts.DATA, optional=True)], params=params)
         else:
-            self.call = bind(self.module.run_decoding_agent, "run_decoding_agent",
-                             "run_decoding_agent(device, encoding_data)",
-                             [device, contracts.Slot("encoding_data", contracts.DATA)], params=params,
-                             params_where_declared=True)
-        if self.form != "class":
-            self._note(self.call)
+            call = bind(self.module.run_decoding_agent, "run_decoding_agent",
+                        "run_decoding_agent(device, encoding_data)",
+                        [device, contracts.Slot("encoding_data", contracts.DATA)], params=params,
+                        params_where_declared=True)
+        if notes:
+            self._note(call)
+        return call if instantiate else None
 
     def _note(self, call: contracts.BoundCall) -> None:
         """Prints what binding converted to stderr, which the worker puts in the experiment's log;

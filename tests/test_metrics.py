@@ -248,3 +248,31 @@ def test_ms_ssim_one_channel_at_a_time_is_the_librarys_figure() -> None:
     # An exact reconstruction is 1 without computing it, as the library says too.
     assert metrics.image_metrics(original, original.clone(), b"x", 0.0, 0.0).ms_ssim == 1.0
     assert float(ms_ssim(original.float().unsqueeze(0), original.float().unsqueeze(0), data_range=255)) == 1.0
+
+
+# ---- where and with how many threads the worker computes them (issue 15) ----
+
+@pytest.mark.parametrize(("device", "gpu_seen", "expected"), [
+    (types_pb2.DEVICE_CUDA, True, "cuda"),  # a CUDA experiment on a GPU worker: MS-SSIM on the GPU
+    (types_pb2.DEVICE_CUDA, False, "cpu"),  # no usable CUDA runtime: still measured, on the CPU
+    (types_pb2.DEVICE_CPU, True, "cpu"),  # a CPU experiment never takes the GPU
+    (types_pb2.DEVICE_UNSPECIFIED, True, "cpu"),  # unspecified reads as CPU
+])
+def test_metrics_run_on_the_experiments_device_when_the_worker_has_it(
+    monkeypatch: pytest.MonkeyPatch, device: int, gpu_seen: bool, expected: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpu_seen)
+    assert metrics.device_for(device) == expected
+
+
+def test_the_cpu_path_gives_the_librarys_figure() -> None:
+    original, reconstruction = _image(200, 220, seed=1), _image(200, 220, seed=2)
+    device = metrics.device_for(types_pb2.DEVICE_CPU)
+    expected = float(ms_ssim(original[None].float(), reconstruction[None].float(), data_range=255))
+    m = metrics.image_metrics(original, reconstruction, b"x", 0.0, 0.0, device)
+    assert m.ms_ssim == pytest.approx(expected, abs=1e-5)
+
+
+@pytest.mark.parametrize(("slots", "cores", "threads"), [(1, 2, 1), (1, 16, 15), (4, 16, 12), (2, 2, 1), (8, 2, 1)])
+def test_metrics_threads_are_the_cores_the_agents_leave_free(slots: int, cores: int, threads: int) -> None:
+    assert metrics.metrics_threads(slots, cores) == threads

@@ -4,23 +4,35 @@ The stream ends with exactly one terminal event: an ``ExperimentResult`` whose e
 metrics, or an ``Error`` of one kind. There is no third outcome, and never a success with
 missing metrics. Agent processes are killed when the run ends, fails or is cancelled.
 
-Per parameter point, an encoder process encodes every image and ends, and only then a decoder
-process (another uid, :mod:`sandbox.identity`) decodes them: the two sides of a run are never
-alive at the same time, so no host-wide state can carry an image between them. Each image still
-has its own ENCODE and DECODE progress events and its own result, in order.
+One encoder process serves every point of the run, then ends; only then one decoder process
+(another uid, :mod:`sandbox.identity`) serves every point: the two sides of a run are never
+alive at the same time, so no host-wide state can carry an image between them, and the decoder
+never receives an original. Each point gets a fresh ``Codec(...)`` on each side
+(``set_params``). The bitstreams wait in the worker between the two phases (they are small).
+Each image still has its own ENCODE and DECODE progress events and its own result, in order;
+all the ENCODE events of a run come before its first DECODE event.
 
-Each side first makes one untimed warm-up call on the point's first image (the encoder encodes
+Each side first makes one untimed warm-up call on each point's first image (the encoder encodes
 it, the decoder decodes its bitstream), whose output is dropped, then the timed call: one-off
 set-up that agents do lazily on their first call (allocating buffers, building tables, CUDA
 kernels) would otherwise be timed as part of the first image and inflate the point's mean. The
 warm-up runs under the first image's progress event and limits, and a failure in it is that
 image's.
 
-Before the first image, every point's parameters are bound on both sides (:func:`_bind_every_point`):
+Before the first image, the encoder binds every point (``Codec(...)`` runs once more per point),
+and checks that the decoder's side binds to it too (:meth:`sandbox.child.AgentRuntime.set_params`):
 a point whose parameters the agent's signature refuses fails the run at load, naming the point,
-instead of after every image of the points before it. The sandbox has no check-only request, so
-this binds for real (``Codec(...)`` runs once more per point and side); a separate message was
-rejected to keep one binding path, the one the run then uses.
+instead of after every image of the points before it.
+
+The trusted metrics of image i run in a worker thread while the decoder decodes image i+1: a
+pipeline one image deep, so the worker holds at most two reconstructions at a time whatever the
+dataset's size (:class:`_MetricsPipeline`).
+
+The terminal event of a success is sent as soon as the result is final: killing the decoder,
+draining its output and removing its cgroup happen after (:class:`Teardowns`), and any agent
+output that arrives after the terminal event is dropped (nothing may follow it). A failed or
+cancelled run still ends its processes before its terminal event, so the failing agent's last
+words are in the log.
 """
 
 from __future__ import annotations
@@ -28,12 +40,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from google.protobuf import timestamp_pb2
 
-from codecbench import devices, errors, rpc
+from codecbench import errors, logs, rpc
 from codecbench.datasets import DatasetImage
 from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import errors_pb2, experiment_pb2, sandbox_pb2, types_pb2, worker_pb2
@@ -56,7 +70,7 @@ class _Position:
         self.image: int | None = None
         self.image_name = ""
         # Serialized bytes of the results so far (see _count_result): kept with the position because
-        # every image result passes through here, and _decode_image is where they are made.
+        # every image result passes through here, and _MetricsPipeline is where they are made.
         self.result_bytes = 0
 
     def progress(self, phase: types_pb2.Phase.ValueType, emit: Emit, point_count: int, image_count: int) -> None:
@@ -78,6 +92,41 @@ class _Position:
         return error
 
 
+class Teardowns:
+    """Agent processes being ended after their run's terminal event was sent, off its path.
+
+    The worker keeps one and drains it (:meth:`drain`) when it stops; a teardown's failure is logged
+    (``experiment.teardown_failed``), never raised into a run that has already ended.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._log = logs.get_logger("worker.teardown")
+
+    def start(self, close: Awaitable[None], experiment_id: str) -> None:
+        """Runs ``close`` in the background, keeping a reference until it ends."""
+        async def run() -> None:
+            try:
+                await close
+            except Exception as exc:  # noqa: BLE001 - logged: the run's result is already sent
+                self._log.warning("experiment.teardown_failed", experiment_id=experiment_id,
+                                  error=f"{type(exc).__name__}: {exc}")
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        """Teardowns not finished yet."""
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Waits until every teardown started so far has ended."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
 async def run_experiment(
     request: worker_pb2.RunExperimentRequest,
     images: Sequence[DatasetImage],
@@ -85,16 +134,32 @@ async def run_experiment(
     default_timeouts: types_pb2.Timeouts,
     worker_id: str,
     blob: Callable[[str], bytes] | None = None,
+    teardowns: Teardowns | None = None,
 ) -> AsyncIterator[worker_pb2.RunExperimentResponse]:
     """Runs the experiment and yields its events, the terminal one last, each with the decoded
     image as PNG where the request keeps it (``keep_reconstructions``).
 
     Closing the iterator early (the client cancelled) kills the agent processes before it returns.
+
+    Args:
+        request: the experiment: agent, points, device, timeouts.
+        images: the dataset's decoded images.
+        settings: how agent processes are started and limited.
+        default_timeouts: the worker's limits for those the request leaves unset.
+        worker_id: named in the result.
+        blob: returns a cached blob by sha256, for bundle files sent without content.
+        teardowns: where a successful run's decoder process is ended after the terminal event;
+            None ends it before the iterator finishes (still after the terminal event is yielded).
     """
     queue: asyncio.Queue[worker_pb2.RunExperimentResponse | None] = asyncio.Queue()
     sequence = itertools.count(1)
+    ended = False  # the terminal event is queued: nothing may follow it
 
     def emit(reconstruction_png: bytes = b"", **event: Any) -> None:
+        nonlocal ended
+        if ended:
+            return
+        ended = "result" in event or "error" in event
         stamp = timestamp_pb2.Timestamp()
         stamp.GetCurrentTime()
         queue.put_nowait(worker_pb2.RunExperimentResponse(
@@ -104,11 +169,13 @@ async def run_experiment(
             ),
             reconstruction_png=reconstruction_png,
         ))
+        if ended:
+            queue.put_nowait(None)
 
     async def body() -> None:
         try:
             limits = resolve_timeouts(request.timeouts, default_timeouts)
-            await _run(request, images, settings, limits, worker_id, blob, emit)
+            await _run(request, images, settings, limits, worker_id, blob, emit, teardowns)
         finally:
             queue.put_nowait(None)
 
@@ -131,6 +198,7 @@ async def _run(
     worker_id: str,
     blob: Callable[[str], bytes] | None,
     emit: Emit,
+    teardowns: Teardowns | None,
 ) -> None:
     started = time.perf_counter()
     position = _Position()
@@ -142,44 +210,13 @@ async def _run(
         ),
     )
     points = list(request.points) or [types_pb2.ParameterPoint()]
+    run = _Run(request, images, settings, timeouts, blob, emit, position, budget, sides, points)
     terminal: dict[str, Any] = {}  # the keyword argument of the last event: result or error
     try:
         async with asyncio.timeout(timeouts.experiment_s):
             position.progress(types_pb2.PHASE_LOAD, emit, len(points), len(images))
-            first_encoder: SandboxedAgent | None = await _bind_every_point(
-                request, settings, budget, timeouts, blob, sides, points, position)
-            results = []
-            for p_index, point in enumerate(points):
-                # A point's encoder has ended (its namespaces and cgroup gone) before its decoder
-                # starts: no host-wide state (load, free memory, per-uid counts) can carry an
-                # image from one to the other while both run.
-                position.point, position.image, position.phase = p_index, None, types_pb2.PHASE_LOAD
-                encoder = first_encoder or await _open_side(request, settings, budget, timeouts, blob, sides,
-                                                            ENCODER, point)
-                first_encoder = None
-                if not encoder.takes_image:  # the old runner's own shape: once per point, no image
-                    results.append(await _reported_point(request, encoder, point, len(points), timeouts, position,
-                                                         (settings, budget, blob, sides), emit))
-                    continue
-                sent = []
-                for i, image in enumerate(images):
-                    position.image, position.image_name = i, image.name
-                    position.progress(types_pb2.PHASE_ENCODE, emit, len(points), len(images))
-                    if i == 0:  # the untimed warm-up call (module docstring)
-                        await encoder.encode(image.pixels, timeouts.encode_s)
-                    sent.append(await encoder.encode(image.pixels, timeouts.encode_s))
-                await _close_side(encoder, sides)
-                position.image, position.image_name, position.phase = None, "", types_pb2.PHASE_LOAD
-                decoder = await _open_side(request, settings, budget, timeouts, blob, sides, DECODER, point)
-                image_results = []
-                for i, image in enumerate(images):
-                    position.image, position.image_name = i, image.name
-                    image_results.append(
-                        await _decode_image(request, sent[i], decoder, image, p_index, len(points), i, len(images),
-                                        timeouts, position, emit)
-                    )
-                await _close_side(decoder, sides)
-                results.append(metrics.point_result(p_index, point, image_results))
+            encoded = await run.encode_all()
+            results = await run.decode_all(encoded)
         wall_ms = (time.perf_counter() - started) * 1000.0
         terminal = {"result": experiment_pb2.ExperimentResult(points=results, wall_ms=wall_ms, worker_id=worker_id)}
     except TimeoutError:
@@ -197,157 +234,263 @@ async def _run(
         error = errors.InternalError(f"worker error: {type(exc).__name__}: {exc}", exception_type=type(exc).__name__)
         terminal = {"error": position.stamp(error.to_proto())}
     finally:
-        for side in sides:  # synchronously, so even a cancelled run leaves no process behind
-            side.process.kill()
-        await asyncio.shield(asyncio.gather(*(side.close() for side in sides), return_exceptions=True))
-    # Only now that the agent processes are gone and their output is drained: no log line can
-    # follow the terminal event.
+        if "result" not in terminal:  # failed or cancelled
+            for side in sides:  # synchronously, so even a cancelled run leaves no process behind
+                side.process.kill()
+            await asyncio.shield(asyncio.gather(*(side.close() for side in sides), return_exceptions=True))
+    if "error" in terminal:
+        # Only now that the agent processes are gone and their output is drained: the failing
+        # agent's last words come before the terminal event.
+        emit(**terminal)
+        return
+    # A success is final: send it now, end the decoder afterwards (module docstring).
+    for side in sides:
+        side.process.kill()
     emit(**terminal)
+    close = _close_all(sides)
+    if teardowns is not None:
+        teardowns.start(close, request.experiment_id)
+    else:
+        await asyncio.shield(close)  # a consumer that stops reading now must not leave a cgroup behind
+
+
+async def _close_all(sides: Sequence[SandboxedAgent]) -> None:
+    """Ends every side's process; the first failure is raised after all have been tried."""
+    outcomes = await asyncio.gather(*(side.close() for side in sides), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 ENCODER = sandbox_pb2.SANDBOX_ROLE_ENCODER
 DECODER = sandbox_pb2.SANDBOX_ROLE_DECODER
+Encoded = tuple[sandbox_pb2.SandboxEncoded, float]  # what the encoder made of an input, and its wall time in ms
 
 
-async def _open_side(
-    request: worker_pb2.RunExperimentRequest,
-    settings: SandboxSettings,
-    budget: OutputBudget,
-    timeouts: types_pb2.Timeouts,
-    blob: Callable[[str], bytes] | None,
-    sides: list[SandboxedAgent],
-    role: sandbox_pb2.SandboxRole.ValueType,
-    point: types_pb2.ParameterPoint,
-) -> SandboxedAgent:
-    """Starts one side's process (added to ``sides``, which the run closes whatever happens) and
-    binds it to ``point``."""
-    side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, timeouts.load_s, blob)
-    sides.append(side)
-    await side.set_params(point, timeouts.load_s)
-    return side
+class _Run:
+    """The two phases of one run: the encoder's, then the decoder's (module docstring)."""
 
+    def __init__(
+        self,
+        request: worker_pb2.RunExperimentRequest,
+        images: Sequence[DatasetImage],
+        settings: SandboxSettings,
+        timeouts: types_pb2.Timeouts,
+        blob: Callable[[str], bytes] | None,
+        emit: Emit,
+        position: _Position,
+        budget: OutputBudget,
+        sides: list[SandboxedAgent],
+        points: Sequence[types_pb2.ParameterPoint],
+    ) -> None:
+        self.request, self.images, self.settings, self.timeouts = request, images, settings, timeouts
+        self.blob, self.emit, self.position, self.budget, self.sides = blob, emit, position, budget, sides
+        self.points = points
+        self.takes_image = True
 
-async def _bind_every_point(
-    request: worker_pb2.RunExperimentRequest,
-    settings: SandboxSettings,
-    budget: OutputBudget,
-    timeouts: types_pb2.Timeouts,
-    blob: Callable[[str], bytes] | None,
-    sides: list[SandboxedAgent],
-    points: Sequence[types_pb2.ParameterPoint],
-    position: _Position,
-) -> SandboxedAgent:
-    """Binds every point's parameters on the decoder side, then on the encoder side, before any image.
+    def _progress(self, phase: types_pb2.Phase.ValueType) -> None:
+        self.position.progress(phase, self.emit, len(self.points), len(self.images) if self.takes_image else 0)
 
-    The decoder is opened first and closed before the encoder starts (the two sides are never
-    alive at once); the encoder binds the first point last and is returned ready for it.
+    def _at(self, point: int | None, image: int | None, phase: types_pb2.Phase.ValueType) -> None:
+        position = self.position
+        position.point, position.image, position.phase = point, image, phase
+        position.image_name = self.images[image].name if image is not None else ""
 
-    Raises:
-        errors.CodecbenchError: SIGNATURE_MISMATCH (or what ``Codec(...)`` raised), with
-            ``position.point`` at the point that failed.
-    """
-    order = [*range(1, len(points)), 0]
-
-    async def bind_all(role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
-        side = await SandboxedAgent.open(settings, request.agent, role, request.device, budget, timeouts.load_s, blob)
-        sides.append(side)
-        for index in order:
-            position.point = index
-            await side.set_params(points[index], timeouts.load_s)
+    async def _open(self, role: sandbox_pb2.SandboxRole.ValueType) -> SandboxedAgent:
+        """Starts one side's process (added to ``sides``, which the run closes whatever happens, the
+        ended encoder's included)."""
+        self._at(None, None, types_pb2.PHASE_LOAD)
+        side = await SandboxedAgent.open(self.settings, self.request.agent, role, self.request.device, self.budget,
+                                         self.timeouts.load_s, self.blob)
+        self.sides.append(side)
         return side
 
-    await _close_side(await bind_all(DECODER), sides)
-    return await bind_all(ENCODER)
+    async def _bind(self, side: SandboxedAgent, point: int) -> None:
+        """A fresh ``Codec(...)`` (or binding) for ``point`` in ``side``'s process."""
+        self._at(point, None, types_pb2.PHASE_LOAD)
+        await side.set_params(self.points[point], self.timeouts.load_s)
 
+    async def _end(self, side: SandboxedAgent) -> None:
+        """Kills a side's process and waits until it and everything it started are gone; the rest of
+        its teardown (exit report, output, cgroup) is left to the run's end with the other side's."""
+        await side.process.end()
 
-async def _close_side(side: SandboxedAgent, sides: list[SandboxedAgent]) -> None:
-    """Kills a side's process and waits until it and everything it started are gone."""
-    side.process.kill()
-    await side.close()
-    sides.remove(side)
+    async def encode_all(self) -> list[list[Encoded]]:
+        """Every point's bitstreams, from one encoder process that has ended when this returns.
 
+        Every point is bound before the first image (module docstring); the first point is bound
+        last, so the encoder is ready for it.
+        """
+        encoder = await self._open(ENCODER)
+        self.takes_image = encoder.takes_image
+        for index in [*range(1, len(self.points)), 0]:
+            await self._bind(encoder, index)
+        encoded: list[list[Encoded]] = []
+        for p_index in range(len(self.points)):
+            if p_index:
+                await self._bind(encoder, p_index)
+            if not self.takes_image:  # the old runner's own shape: once per point, no image
+                self._at(p_index, None, types_pb2.PHASE_ENCODE)
+                self._progress(types_pb2.PHASE_ENCODE)
+                encoded.append([await encoder.encode(None, self.timeouts.encode_s)])
+                continue
+            sent = []
+            for i, image in enumerate(self.images):
+                self._at(p_index, i, types_pb2.PHASE_ENCODE)
+                self._progress(types_pb2.PHASE_ENCODE)
+                if i == 0:  # the untimed warm-up call (module docstring)
+                    await encoder.encode(image.pixels, self.timeouts.encode_s)
+                sent.append(await encoder.encode(image.pixels, self.timeouts.encode_s))
+            encoded.append(sent)
+        # Every process of the encoder has been reaped before the decoder starts.
+        await self._end(encoder)
+        return encoded
 
-async def _decode_image(
-    request: worker_pb2.RunExperimentRequest,
-    sent: tuple[sandbox_pb2.SandboxEncoded, float],  # what the encoder made of the image, and its wall time in ms
-    decoder: SandboxedAgent,
-    image: DatasetImage,
-    point_index: int,
-    point_count: int,
-    image_index: int,
-    image_count: int,
-    timeouts: types_pb2.Timeouts,
-    position: _Position,
-    emit: Emit,
-) -> experiment_pb2.ImageResult:
-    position.progress(types_pb2.PHASE_DECODE, emit, point_count, image_count)
-    encoded, encode_ms = sent
-    if image_index == 0:  # the untimed warm-up call (module docstring)
-        await decoder.decode(encoded, timeouts.decode_s)
-    decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
-    position.phase = types_pb2.PHASE_METRICS
-    recon = metrics.reconstruction_to_uint8(decoded.reconstruction, image.height, image.width)
-    metrics_device = devices.short_name(request.device)
-    measured = await asyncio.to_thread(
-        metrics.image_metrics, image.pixels, recon, payload_bytes(encoded), encode_ms, decode_ms, metrics_device
-    )
-    measured.conversion = image.conversion
-    measured.clamped_values = decoded.clamped_values
-    if decoded.HasField("decoding_data"):
-        # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
+    async def decode_all(self, encoded: Sequence[Sequence[Encoded]]) -> list[experiment_pb2.PointResult]:
+        """Every point's result, from one decoder process (left running for the caller to end)."""
+        decoder = await self._open(DECODER)
+        pipeline = _MetricsPipeline(self)
+        try:
+            return await self._decode_points(decoder, pipeline, encoded)
+        finally:
+            pipeline.abandon()
+
+    async def _decode_points(self, decoder: SandboxedAgent, pipeline: _MetricsPipeline,
+                             encoded: Sequence[Sequence[Encoded]]) -> list[experiment_pb2.PointResult]:
+        results: list[experiment_pb2.PointResult] = []
+        per_point: list[list[experiment_pb2.ImageResult]] = []
+        for p_index, sent in enumerate(encoded):
+            await self._bind(decoder, p_index)
+            if not self.takes_image:
+                results.append(await self._reported_point(decoder, p_index, sent[0]))
+                continue
+            image_results: list[experiment_pb2.ImageResult] = []
+            per_point.append(image_results)
+            for i, image in enumerate(self.images):
+                self._at(p_index, i, types_pb2.PHASE_DECODE)
+                self._progress(types_pb2.PHASE_DECODE)
+                payload, encode_ms = sent[i]
+                if i == 0:  # the untimed warm-up call (module docstring)
+                    await decoder.decode(payload, self.timeouts.decode_s)
+                decoded, decode_ms = await decoder.decode(payload, self.timeouts.decode_s)
+                recon = metrics.reconstruction_to_uint8(decoded.reconstruction, image.height, image.width)
+                report = None
+                if decoded.HasField("decoding_data"):
+                    # In a thread: even a bounded dict is agent-sized work, and heartbeats share this loop.
+                    report = await asyncio.to_thread(agent_report, decoded.decoding_data)
+                await pipeline.add(_Item(p_index, i, image, recon, payload_bytes(payload), encode_ms, decode_ms,
+                                         decoded.clamped_values, report), image_results)
+        await pipeline.flush()
+        if self.takes_image:
+            results = [metrics.point_result(p, self.points[p], items) for p, items in enumerate(per_point)]
+        return results
+
+    async def _reported_point(self, decoder: SandboxedAgent, p_index: int, sent: Encoded
+                              ) -> experiment_pb2.PointResult:
+        """One point of a seed agent that takes no image: one decode call, and the decoding
+        dict's scalar entries as its :class:`AgentReport` (no trusted metric exists: no image
+        was coded). The rate stated is the encoding dict's size as it crossed the process boundary."""
+        encoded, encode_ms = sent
+        self._at(p_index, None, types_pb2.PHASE_DECODE)
+        self._progress(types_pb2.PHASE_DECODE)
+        decoded, decode_ms = await decoder.decode(encoded, self.timeouts.decode_s)
+        self.position.phase = types_pb2.PHASE_METRICS
         report = await asyncio.to_thread(agent_report, decoded.decoding_data)
-        if report.values or report.ignored_keys:
-            measured.agent_report.CopyFrom(report)
-    image_result = experiment_pb2.ImageResult(
-        point_index=point_index, image_index=image_index, image_name=image.name, metrics=measured
-    )
-    if image_index == 0:  # the point's own part of the result: its parameters and aggregates
-        _count_result(position, (request.points[point_index].ByteSize() if request.points else 0) + _POINT_OVERHEAD)
-    _count_result(position, image_result.ByteSize() + _IMAGE_RESULT_OVERHEAD)
-    # In a thread: PNG compression of a large image takes a while, and heartbeats share this loop.
-    png = await asyncio.to_thread(metrics.png_bytes, recon) if image_index < request.keep_reconstructions else b""
-    if len(png) > MAX_RECONSTRUCTION_PNG_BYTES:  # noise-like pixels of a huge image: said, not sent
-        emit(log=experiment_pb2.LogLine(
-            stream=experiment_pb2.LOG_STREAM_SYSTEM, phase=types_pb2.PHASE_METRICS,
-            text=f"reconstruction of {image.name} not kept: its PNG has {len(png)} bytes, over the "
-                 f"{MAX_RECONSTRUCTION_PNG_BYTES} bytes that one event may carry"))
-        png = b""
-    emit(image_result=image_result, reconstruction_png=png)
-    return image_result
+        report.encoding_data_bytes = len(payload_bytes(encoded))
+        result = experiment_pb2.PointResult(
+            point_index=p_index, params=self.points[p_index], image_count=0, encode_ms=encode_ms,
+            decode_ms=decode_ms, agent_report=report,
+        )
+        _count_result(self.position, result.ByteSize() + _POINT_OVERHEAD)
+        return result
 
 
-async def _reported_point(
-    request: worker_pb2.RunExperimentRequest,
-    encoder: SandboxedAgent,
-    point: types_pb2.ParameterPoint,
-    point_count: int,
-    timeouts: types_pb2.Timeouts,
-    position: _Position,
-    opening: tuple[SandboxSettings, OutputBudget, Callable[[str], bytes] | None, list[SandboxedAgent]],
-    emit: Emit,
-) -> experiment_pb2.PointResult:
-    """One point of a seed agent that takes no image: one encode call, one decode call, and the
-    decoding dict's scalar entries as its :class:`AgentReport` (no trusted metric exists: no image
-    was coded). The rate stated is the encoding dict's size as it crossed the process boundary."""
-    settings, budget, blob, sides = opening
-    position.image, position.image_name = None, ""
-    position.progress(types_pb2.PHASE_ENCODE, emit, point_count, 0)
-    encoded, encode_ms = await encoder.encode(None, timeouts.encode_s)
-    await _close_side(encoder, sides)
-    position.phase = types_pb2.PHASE_LOAD
-    decoder = await _open_side(request, settings, budget, timeouts, blob, sides, DECODER, point)
-    position.progress(types_pb2.PHASE_DECODE, emit, point_count, 0)
-    decoded, decode_ms = await decoder.decode(encoded, timeouts.decode_s)
-    await _close_side(decoder, sides)
-    position.phase = types_pb2.PHASE_METRICS
-    report = await asyncio.to_thread(agent_report, decoded.decoding_data)
-    report.encoding_data_bytes = len(payload_bytes(encoded))
-    result = experiment_pb2.PointResult(
-        point_index=position.point or 0, params=point, image_count=0, encode_ms=encode_ms, decode_ms=decode_ms,
-        agent_report=report,
-    )
-    _count_result(position, result.ByteSize() + _POINT_OVERHEAD)
-    return result
+@dataclass(frozen=True)
+class _Item:
+    """One decoded image waiting for its trusted metrics (times in ms, as measured by the worker)."""
+
+    point: int
+    index: int
+    image: DatasetImage
+    recon: torch.Tensor  # uint8 [3, H, W], validated
+    bitstream: bytes
+    encode_ms: float
+    decode_ms: float
+    clamped_values: int
+    report: experiment_pb2.AgentReport | None
+
+
+class _MetricsPipeline:
+    """The metrics of one image computed in a thread while the decoder works on the next one.
+
+    One image deep: :meth:`add` first waits for the previous image's metrics, so at most one
+    computation is in flight and two reconstructions are held, whatever the dataset's size.
+    Results are emitted in order. A failure in an image's metrics is that image's (the run's
+    position is moved back to it before the error propagates).
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self._run = run
+        self._device = metrics.device_for(run.request.device)
+        self._pending: tuple[_Item, asyncio.Future[tuple[experiment_pb2.ImageMetrics, bytes]],
+                             list[experiment_pb2.ImageResult]] | None = None
+
+    async def add(self, item: _Item, into: list[experiment_pb2.ImageResult]) -> None:
+        """Starts ``item``'s metrics after the previous item's have finished and been emitted."""
+        await self.flush()
+        keep = item.index < self._run.request.keep_reconstructions
+        future = asyncio.ensure_future(asyncio.to_thread(_measure, item, self._device, keep))
+        self._pending = (item, future, into)
+
+    def abandon(self) -> None:
+        """Drops the metrics in flight of a run that failed (their thread finishes unobserved)."""
+        if self._pending is not None:
+            future = self._pending[1]
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            future.cancel()
+            self._pending = None
+
+    async def flush(self) -> None:
+        """Waits for the metrics in flight, if any, and emits that image's result."""
+        if self._pending is None:
+            return
+        item, future, into = self._pending
+        self._pending = None
+        run = self._run
+        try:
+            measured, png = await future
+            measured.conversion = item.image.conversion
+            measured.clamped_values = item.clamped_values
+            if item.report is not None and (item.report.values or item.report.ignored_keys):
+                measured.agent_report.CopyFrom(item.report)
+            image_result = experiment_pb2.ImageResult(
+                point_index=item.point, image_index=item.index, image_name=item.image.name, metrics=measured
+            )
+            if item.index == 0:  # the point's own part of the result: its parameters and aggregates
+                _count_result(run.position, (run.points[item.point].ByteSize() if run.request.points else 0)
+                              + _POINT_OVERHEAD)
+            _count_result(run.position, image_result.ByteSize() + _IMAGE_RESULT_OVERHEAD)
+        except BaseException:
+            run._at(item.point, item.index, types_pb2.PHASE_METRICS)
+            raise
+        if len(png) > MAX_RECONSTRUCTION_PNG_BYTES:  # noise-like pixels of a huge image: said, not sent
+            run.emit(log=experiment_pb2.LogLine(
+                stream=experiment_pb2.LOG_STREAM_SYSTEM, phase=types_pb2.PHASE_METRICS,
+                text=f"reconstruction of {item.image.name} not kept: its PNG has {len(png)} bytes, over the "
+                     f"{MAX_RECONSTRUCTION_PNG_BYTES} bytes that one event may carry"))
+            png = b""
+        run.emit(image_result=image_result, reconstruction_png=png)
+        into.append(image_result)
+
+
+def _measure(item: _Item, device: str, keep: bool) -> tuple[experiment_pb2.ImageMetrics, bytes]:
+    """The trusted metrics of ``item`` and, when ``keep``, its reconstruction as PNG (else b"").
+
+    Runs in a thread: both take a while on a large image, and heartbeats share the event loop.
+    """
+    measured = metrics.image_metrics(item.image.pixels, item.recon, item.bitstream, item.encode_ms, item.decode_ms,
+                                     device)
+    return measured, metrics.png_bytes(item.recon) if keep else b""
 
 
 # Agent-reported values (seed contract: the entries of run_decoding_agent's dict besides the

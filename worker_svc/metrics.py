@@ -14,6 +14,8 @@ Definitions (README "How results are computed"):
   is the mean of per-channel MS-SSIMs; they are computed one channel per call, which gives that
   figure (to float32 rounding: the convolutions differ in the last bits, ~1e-6) with half the
   working memory (a 24 MP image on the CPU: ~3.5 GB instead of ~6.7 GB).
+  On a CUDA worker running a CUDA experiment it is computed on the GPU (:func:`device_for`); the
+  convolutions there differ from the CPU's in the last float32 bits.
   An exact reconstruction has MS-SSIM 1 (every SSIM and contrast-structure term is 1) and is not
   computed: 45-70 s of one CPU core for a 24 MP image.
 - per parameter point, beside total bytes and pixels:
@@ -32,18 +34,47 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import statistics
 
 import torch
 from pytorch_msssim import ms_ssim
 
-from codecbench import errors, reconstructions, tensors
+from codecbench import devices, errors, reconstructions, tensors
 from codecbench.v1 import experiment_pb2, types_pb2
 
 # pytorch-msssim needs min(H, W) > (win_size - 1) * 2**(levels - 1) = 10 * 16 for its defaults.
 MS_SSIM_MIN_SIDE = 161
 # Values per chunk of the squared-error sum: 16 MiB of int32 differences at most.
 SSE_CHUNK_VALUES = 1 << 22
+
+
+def device_for(device: devices.Device.ValueType) -> str:
+    """Where an experiment's MS-SSIM is computed: ``"cuda"`` for a CUDA experiment on a worker
+    whose torch sees a GPU, else ``"cpu"`` (DEVICE_UNSPECIFIED reads as CPU).
+
+    The agent runs on the experiment's device, so its GPU is the one the worker has; a worker
+    without a usable CUDA runtime still measures, on the CPU, instead of failing the run.
+    """
+    if devices.resolve(device) == devices.CUDA and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def metrics_threads(slots: int, cores: int | None = None) -> int:
+    """The torch intra-op threads for the worker's metrics: the cores its agents are not using.
+
+    Each of the worker's ``slots`` runs one agent process at a time (encoder, then decoder), which
+    keeps about one core busy; the metrics get the rest, and at least one thread. More threads
+    than free cores were slower, not faster: on a busy 2-core machine two threads took twice as
+    long as one (the agent and the metrics fought for the cores).
+
+    Args:
+        slots: experiments the worker runs at once.
+        cores: usable cores; None reads this process's CPU affinity.
+    """
+    usable = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, usable - max(slots, 0))
 
 
 def reconstruction_to_uint8(message: types_pb2.Tensor, height: int, width: int) -> torch.Tensor:

@@ -44,7 +44,8 @@ from sandbox.view import agent_view
 from worker_svc import devices as device_detection
 from worker_svc import metrics
 from worker_svc.blob_cache import BlobCache, RemoteFetch
-from worker_svc.executor import agent_report, run_experiment
+from worker_svc.executor import Teardowns, agent_report, run_experiment
+from worker_svc.image_cache import DecodedImages, digest_of
 from worker_svc.sandboxed_agent import SandboxedAgent, SandboxSettings, payload_bytes
 from worker_svc.telemetry import CANCELLED, DRAINED, WorkerTelemetry
 
@@ -156,6 +157,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         self._stop_runs = asyncio.Event()
         self._idle = asyncio.Event()  # set while no slot is taken
         self._idle.set()
+        self.decoded_images = DecodedImages()
+        # Agent processes of finished runs being ended after their terminal event (executor).
+        self.teardowns = Teardowns()
+
 
     @property
     def slots_in_use(self) -> int:
@@ -418,9 +423,17 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 )
         with in_field("dataset.images"):
             await self.blobs.ensure(img.sha256 for img in ref.images if not img.content)
-            return [
-                datasets.decode_image(img.name, img.content or self.blobs.get(img.sha256)) for img in ref.images
-            ]
+            return [self._decoded(img) for img in ref.images]
+
+    def _decoded(self, img: types_pb2.BlobRef) -> datasets.DatasetImage:
+        """One dataset image, decoded once per worker (:class:`DecodedImages`).
+
+        Raises:
+            datasets.ImageDecodeError: not an image Pillow can read, or too large.
+        """
+        if img.content:
+            return self.decoded_images.get(img.name, digest_of(img.content), lambda: img.content)
+        return self.decoded_images.get(img.name, img.sha256, lambda: self.blobs.get(img.sha256))
 
     async def RunExperiment(  # noqa: N802
         self,
@@ -455,7 +468,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if self.info.isolation != types_pb2.ISOLATION_BWRAP:
                 log.warning("sandbox.weak_isolation", detail=WEAK_ISOLATION)
             async for response in run_experiment(
-                run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get
+                run, images, self.settings, self.config.timeouts, self.info.worker_id, self.blobs.get,
+                self.teardowns,
             ):
                 event = response.event
                 if event.HasField("error"):
@@ -543,6 +557,7 @@ class WorkerHandle:
             self.metrics = None
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
+        await self.servicer.teardowns.drain()
         await self.servicer.settings.launcher.close()
 
 
@@ -556,9 +571,8 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     rpc.check_listen_security(config.host, config.tls, config.insecure)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(config.data_dir, 0o700)
-    # The worker's own torch work is metrics; one thread keeps it from fighting the agent
-    # processes for cores (two threads were 2x slower than one on a busy 2-core machine).
-    torch.set_num_threads(1)
+    # The worker's own torch work is metrics: the cores its agents leave free (metrics_threads).
+    torch.set_num_threads(metrics.metrics_threads(config.slots))
     guard = WorkerGuard(config.admin_token)
     stats = WorkerTelemetry()
     server = grpc.aio.server(options=rpc.server_options(), interceptors=[stats.rpcs, ErrorBoundary(guard)])
@@ -577,12 +591,13 @@ async def start_worker(config: WorkerConfig, remote_blobs: RemoteFetch | None = 
     stats.watch(config.slots, lambda: servicer.slots_in_use, lambda: servicer.draining)
     worker_pb2_grpc.add_WorkerServiceServicer_to_server(servicer, server)
     health = rpc.add_health_and_reflection(server, [SERVICE_NAME])
-    metrics = None
+    metrics_server = None
     if config.metrics_port is not None:
-        metrics = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
+        metrics_server = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=True)
     log.info("worker.started", address=info.address, build_id=info.build_id, slots=config.slots,
-             isolation=types_pb2.Isolation.Name(info.isolation), metrics=metrics.url if metrics else "off")
+             isolation=types_pb2.Isolation.Name(info.isolation),
+             metrics=metrics_server.url if metrics_server else "off")
     return WorkerHandle(server=server, port=port, info=info, servicer=servicer, health=health, guard=guard,
-                        metrics=metrics)
+                        metrics=metrics_server)
