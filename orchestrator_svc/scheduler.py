@@ -36,15 +36,15 @@ from dataclasses import dataclass
 
 import grpc
 
-from codecbench import errors, logs
+from codecbench import devices, errors, logs
 from codecbench.states import QUEUED, RUNNING
 from codecbench.status import from_rpc_error
 from codecbench.timeouts import resolve as resolve_timeouts
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2, worker_pb2
 from orchestrator_svc.disk import DataDir, is_disk_full
 from orchestrator_svc.ledger import Ledger
-from orchestrator_svc.store import QueuedExperiment, Store
-from orchestrator_svc.workers import WorkerEntry, WorkerRegistry
+from orchestrator_svc.store import Dispatched, QueuedExperiment, Store
+from orchestrator_svc.workers import READY, WorkerEntry, WorkerRegistry
 
 
 class FairShare:
@@ -131,6 +131,14 @@ class FairShare:
         else:
             self._turn_owner, self._turn_taken = item.owner, 1
         self._last_run[item.owner] = item.run
+
+
+def _pick(ready: Sequence[WorkerEntry], free: dict[str, int], device: devices.Device.ValueType
+          ) -> WorkerEntry | None:
+    """The worker of ``ready`` to take an experiment for ``device`` in a round whose free slots
+    are counted in ``free``: the one with most free slots left (as WorkerRegistry.pick)."""
+    candidates = [w for w in ready if free[w.worker_id] > 0 and (device != devices.CUDA or w.has_cuda)]
+    return max(candidates, key=lambda w: (free[w.worker_id], w.last_heartbeat), default=None)
 
 
 @dataclass
@@ -279,29 +287,46 @@ class Scheduler:
                 self.log.info("experiment.unschedulable", experiment_id=queued.experiment_id, reason=reason)
 
     async def dispatch_queued(self) -> None:
-        """One pass over the queue in fair-share order (module docstring): each QUEUED experiment goes
-        to a worker that can take it, until the free slots are filled."""
+        """One scheduling round over the queue in fair-share order (module docstring): each QUEUED
+        experiment goes to a worker that can take it, until the free slots are filled.
+
+        The round costs one read of the queue's heads and one transaction for all its dispatches
+        (:meth:`Store.dispatch_many`), which also returns each experiment's spec, parsed once: the
+        worker calls start from it without reading the experiment again.
+        """
         takeable = self.registry.takeable_devices()
         if not takeable:
             return
         # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work; and
         # from each (owner, run) queue no more rows than there are free slots to fill.
-        heads = self.store.queued_heads(takeable, per_queue=max(self.registry.free_slots(), 1) * 2)
+        free = {w.worker_id: w.free_slots for w in self.registry.workers.values() if w.state == READY}
+        heads = self.store.queued_heads(takeable, per_queue=max(sum(free.values()), 1) * 2)
+        ready = [w for w in self.registry.workers.values() if w.worker_id in free]
+        plan: dict[str, tuple[QueuedExperiment, WorkerEntry]] = {}
         for queued in self.fair.order(heads):
             if queued.experiment_id in self.running:
                 continue
-            worker = self.registry.pick(queued.device)
+            worker = _pick(ready, free, queued.device)
             if worker is None:
-                if not self.registry.takeable_devices():
-                    return  # every slot is taken
+                if not any(free.values()):
+                    break  # every slot is taken
                 continue
-            if not await self.ledger.dispatched(queued.experiment_id, queued.attempt, worker.worker_id):
-                continue
+            free[worker.worker_id] -= 1
+            plan[queued.experiment_id] = (queued, worker)
+        if not plan:
+            return
+        moved = await self.ledger.dispatched_many(
+            [Dispatched(q.experiment_id, q.attempt, w.worker_id) for q, w in plan.values()])
+        found: dict[str, orchestrator_pb2.Dataset | None] = {}  # each dataset read once a round
+        for exp, _ in moved:
+            queued, worker = plan[exp.experiment_id]
             self.fair.served(queued)
+            if exp.dataset not in found:
+                found[exp.dataset] = self.store.find_dataset(exp.dataset)
             dispatch = Dispatch(queued.experiment_id, queued.attempt, worker)
             self.running[queued.experiment_id] = dispatch
             worker.running.add(queued.experiment_id)
-            dispatch.task = asyncio.create_task(self._run(dispatch))
+            dispatch.task = asyncio.create_task(self._run(dispatch, self._request(exp, found[exp.dataset], worker)))
 
     async def cancel(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
         """Cancels a QUEUED or RUNNING experiment; a finished one is returned unchanged."""
@@ -323,8 +348,10 @@ class Scheduler:
                 await asyncio.wait([dispatch.task], timeout=1.0)
         return self.store.get_experiment(experiment_id)
 
-    def _request(self, exp: orchestrator_pb2.Experiment, worker: WorkerEntry) -> worker_pb2.RunExperimentRequest:
-        dataset = self.store.find_dataset(exp.dataset)
+    @staticmethod
+    def _request(exp: orchestrator_pb2.Experiment, dataset: orchestrator_pb2.Dataset | None, worker: WorkerEntry
+                 ) -> worker_pb2.RunExperimentRequest:
+        """The worker call for ``exp`` on ``worker``; ``dataset``: the one it names (None: unknown)."""
         ref = types_pb2.DatasetRef(name=exp.dataset)
         if dataset is not None and not dataset.builtin:
             ref.images.extend(
@@ -341,9 +368,9 @@ class Scheduler:
             timeouts=resolve_timeouts(exp.timeouts, worker.info.default_timeouts),
         )
 
-    async def _run(self, dispatch: Dispatch) -> None:
+    async def _run(self, dispatch: Dispatch, request: worker_pb2.RunExperimentRequest) -> None:
         try:
-            await self._run_attempt(dispatch)
+            await self._run_attempt(dispatch, request)
         except Exception as exc:
             if self.data is None or not self._no_room(exc):
                 raise
@@ -356,18 +383,15 @@ class Scheduler:
             self.running.pop(dispatch.experiment_id, None)
             self.wake.set()
 
-    async def _run_attempt(self, dispatch: Dispatch) -> None:
+    async def _run_attempt(self, dispatch: Dispatch, request: worker_pb2.RunExperimentRequest) -> None:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
         log = self.log.bind(experiment_id=experiment_id, worker_id=worker.worker_id, attempt=attempt)
         try:
-            exp = self.store.get_experiment(experiment_id)
-            assert exp is not None
             log.info("experiment.dispatched")
             finished = False
-            # A worker that hangs while still sending heartbeats must not hold the experiment forever.
-            request = self._request(exp, worker)
             dispatch.digests = frozenset(
                 [f.sha256 for f in request.agent.files] + [i.sha256 for i in request.dataset.images])
+            # A worker that hangs while still sending heartbeats must not hold the experiment forever.
             deadline_s = request.timeouts.experiment_s + self.call_slack_s
             call = worker.stub.RunExperiment(request, timeout=deadline_s)
             try:

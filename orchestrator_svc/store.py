@@ -34,6 +34,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
@@ -43,7 +44,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -249,6 +250,36 @@ class QueuedExperiment:
     owner: str = ""
     run: str = ""
     priority: int = 0
+
+@dataclass(frozen=True)
+class Append:
+    """One event to store (:meth:`Store.append_many`).
+
+    Attributes:
+        experiment_id: the experiment the event belongs to.
+        event: the event; stored as a copy with ``experiment_id``, ``sequence`` and (if unset) ``time``.
+        transition: column values to set on the experiment (state, attempt, worker_id, ...);
+            ``result``/``error`` may be protobuf messages.
+        only_if_state: store nothing (None) unless the experiment is in one of these states.
+        only_if_attempt: likewise unless it is at this attempt (a late event of a lost attempt is dropped).
+    """
+
+    experiment_id: str
+    event: experiment_pb2.ExperimentEvent
+    transition: dict[str, object] | None = None
+    only_if_state: Iterable[int] | None = None
+    only_if_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """One experiment of a scheduling round (:meth:`Store.dispatch_many`): it moves to RUNNING on
+    ``worker_id`` if it is still QUEUED at ``attempt``."""
+
+    experiment_id: str
+    attempt: int
+    worker_id: str
+
 
 # The label whose value groups an owner's experiments into runs (`codecbench run-many --label run=NAME`).
 RUN_LABEL = "run"
@@ -572,47 +603,125 @@ class Store:
         only_if_state: Iterable[int] | None = None,
         only_if_attempt: int | None = None,
     ) -> experiment_pb2.ExperimentEvent | None:
-        """Stores an event under the next sequence number, with an optional state change, in one
-        transaction. The event is committed before this returns (and so before any watcher sees it).
-
-        Args:
-            experiment_id: the experiment the event belongs to.
-            event: the event; stored as a copy with ``experiment_id``, ``sequence`` and (if unset) ``time``.
-            transition: column values to set on the experiment (state, attempt, worker_id, ...).
-                ``result``/``error`` may be protobuf messages.
-            only_if_state: store nothing (and return None) unless the experiment is in one of these.
-            only_if_attempt: likewise unless the experiment is at this attempt (a late event of a
-                lost attempt is dropped).
+        """Stores one event (see :class:`Append` for the arguments and :meth:`append_many`).
 
         Returns:
-            The event with its sequence number set, or None when ``only_if_state`` did not match.
+            The event with its sequence number set, or None when a condition did not match.
+
+        Raises:
+            LookupError: no experiment has this id.
         """
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(experiments.c.last_sequence, experiments.c.state, experiments.c.attempt)
-                .where(experiments.c.experiment_id == experiment_id)
-                .with_for_update()
-            ).one()
-            if only_if_state is not None and row.state not in set(only_if_state):
-                return None
-            if only_if_attempt is not None and row.attempt != only_if_attempt:
-                return None
-            stored = experiment_pb2.ExperimentEvent()
-            stored.CopyFrom(event)
-            stored.experiment_id = experiment_id
-            stored.sequence = row.last_sequence + 1
-            if not stored.HasField("time"):
-                stored.time.GetCurrentTime()
-            values: dict[str, object] = {"last_sequence": stored.sequence}
-            for key, value in (transition or {}).items():
-                values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
-            conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
-            conn.execute(
-                insert(events).values(
-                    experiment_id=experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
-                )
-            )
+        stored = self.append_many([Append(experiment_id, event, transition, only_if_state, only_if_attempt)])[0]
+        if isinstance(stored, LookupError):
+            raise stored
         return stored
+
+    def append_many(self, appends: Sequence[Append]) -> list[experiment_pb2.ExperimentEvent | None | LookupError]:
+        """Stores events, each under its experiment's next sequence number with its optional state
+        change, all in one transaction (the ledger's group commit: one commit for the events that
+        arrived together). Each is committed before this returns (and so before any watcher sees it).
+
+        The appends apply in order, as if stored one by one: two for the same experiment get
+        consecutive numbers, and the second's conditions see the first's state change. The rows
+        are read with one SELECT; each experiment's row is written once and the events inserted
+        with one statement.
+
+        Returns:
+            Per append, in order: the event as stored (``experiment_id``, ``sequence`` and, if
+            unset, ``time`` set); None when its ``only_if_state``/``only_if_attempt`` did not
+            match; a LookupError when no experiment has its id.
+        """
+        out: list[experiment_pb2.ExperimentEvent | None | LookupError] = []
+        if not appends:
+            return out
+        with self.engine.begin() as conn:
+            rows: dict[str, dict[str, Any]] = {r.experiment_id: {"last_sequence": r.last_sequence, "state": r.state, "attempt": r.attempt}
+                    for r in conn.execute(
+                        select(experiments.c.experiment_id, experiments.c.last_sequence, experiments.c.state,
+                               experiments.c.attempt)
+                        .where(experiments.c.experiment_id.in_({a.experiment_id for a in appends}))
+                        .with_for_update())}
+            changes: dict[str, dict[str, object]] = {}
+            new_events: list[dict[str, object]] = []
+            for append in appends:
+                row = rows.get(append.experiment_id)
+                if row is None:
+                    out.append(LookupError(f"no experiment {append.experiment_id}"))
+                    continue
+                if append.only_if_state is not None and row["state"] not in set(append.only_if_state):
+                    out.append(None)
+                    continue
+                if append.only_if_attempt is not None and row["attempt"] != append.only_if_attempt:
+                    out.append(None)
+                    continue
+                stored = experiment_pb2.ExperimentEvent()
+                stored.CopyFrom(append.event)
+                stored.experiment_id = append.experiment_id
+                stored.sequence = int(row["last_sequence"]) + 1
+                if not stored.HasField("time"):
+                    stored.time.GetCurrentTime()
+                values: dict[str, object] = {"last_sequence": stored.sequence}
+                for key, value in (append.transition or {}).items():
+                    values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
+                row.update((k, v) for k, v in values.items() if k in row)
+                changes.setdefault(append.experiment_id, {}).update(values)
+                new_events.append({"experiment_id": append.experiment_id, "sequence": stored.sequence,
+                                   "data": stored.SerializeToString()})
+                out.append(stored)
+            _update_rows(conn, changes)
+            if new_events:
+                conn.execute(insert(events), new_events)
+        return out
+
+    def dispatch_many(
+        self, moves: Sequence[Dispatched], now: float
+    ) -> list[tuple[orchestrator_pb2.Experiment, experiment_pb2.ExperimentEvent]]:
+        """QUEUED -> RUNNING for many experiments in one transaction (a scheduling round): each that
+        is still QUEUED at its attempt gets its StateChange event, worker and start time.
+
+        Args:
+            moves: the experiments, each with the attempt it must be at and its worker.
+            now: the start time (Unix time, s).
+
+        Returns:
+            For each experiment moved (those no longer QUEUED at that attempt are left out, in
+            ``moves`` order): the experiment as now stored (RUNNING, spec parsed once here) and
+            its stored StateChange event.
+        """
+        if not moves:
+            return []
+        wanted = {m.experiment_id: m for m in moves}
+        moved: list[tuple[orchestrator_pb2.Experiment, experiment_pb2.ExperimentEvent]] = []
+        with self.engine.begin() as conn:
+            rows = {r.experiment_id: r for r in conn.execute(
+                select(experiments).where(experiments.c.experiment_id.in_(list(wanted))).with_for_update())}
+            changes, new_events = [], []
+            for move in moves:
+                row = rows.get(move.experiment_id)
+                if row is None or row.state != experiment_pb2.EXPERIMENT_STATE_QUEUED or row.attempt != move.attempt:
+                    continue
+                event = experiment_pb2.ExperimentEvent(
+                    experiment_id=move.experiment_id, sequence=row.last_sequence + 1, attempt=move.attempt,
+                    state_change=experiment_pb2.StateChange(
+                        state=experiment_pb2.EXPERIMENT_STATE_RUNNING, attempt=move.attempt,
+                        worker_id=move.worker_id, reason=f"dispatched to {move.worker_id}"))
+                event.time.FromMicroseconds(int(now * 1e6))
+                changes.append({"key": move.experiment_id, "seq": event.sequence, "worker": move.worker_id})
+                new_events.append({"experiment_id": move.experiment_id, "sequence": event.sequence,
+                                   "data": event.SerializeToString()})
+                exp = _experiment_from_row(row)
+                exp.state, exp.worker_id, exp.last_sequence = experiment_pb2.EXPERIMENT_STATE_RUNNING, move.worker_id, \
+                    event.sequence
+                exp.start_time.CopyFrom(event.time)
+                moved.append((exp, event))
+            if changes:
+                conn.execute(
+                    update(experiments).where(experiments.c.experiment_id == bindparam("key")).values(
+                        state=experiment_pb2.EXPERIMENT_STATE_RUNNING, worker_id=bindparam("worker"),
+                        start_time=now, last_sequence=bindparam("seq")),
+                    changes)
+                conn.execute(insert(events), new_events)
+        return moved
 
     def events_after(self, experiment_id: str, after_sequence: int) -> list[experiment_pb2.ExperimentEvent]:
         """The experiment's stored events with a sequence number above ``after_sequence``, in order."""
@@ -734,6 +843,25 @@ class Store:
     def close(self) -> None:
         """Closes the engine's connections."""
         self.engine.dispose()
+
+
+def _update_rows(conn: Connection, changes: dict[str, dict[str, object]]) -> None:
+    """Writes each experiment's column values (by experiment id): rows that set the same columns to
+    plain values share one executemany UPDATE; a value that is an SQL expression (a requeued
+    ``queue_deadline``) gets its row its own statement."""
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for experiment_id, values in changes.items():
+        if any(isinstance(v, ColumnElement) for v in values.values()):
+            conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
+            continue
+        groups.setdefault(tuple(sorted(values)), []).append(
+            {"row_key": experiment_id, **{f"new_{k}": v for k, v in values.items()}})
+    for columns, params in groups.items():
+        conn.execute(
+            update(experiments).where(experiments.c.experiment_id == bindparam("row_key"))
+            .values({c: bindparam(f"new_{c}") for c in columns}),
+            params,
+        )
 
 
 def _experiment_from_row(row: Row[Any]) -> orchestrator_pb2.Experiment:
