@@ -31,7 +31,7 @@ from google.protobuf import timestamp_pb2
 from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import TEMP_PREFIX, BlobStore
 from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
-from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
+from codecbench.states import QUEUED, SUCCEEDED, TERMINAL_STATES, is_terminal_event, state_name
 from codecbench.status import in_field, request_error, spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc import cache
@@ -851,6 +851,30 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 self.store.remove_blob_owner(image.sha256, EVERYONE)
         self.log.info("dataset.shared", dataset=dataset.name, shared=request.shared, by=auth.current().name)
         return orchestrator_pb2.ShareDatasetResponse(dataset=dataset)
+
+    async def ShareExperiment(  # noqa: N802
+        self,
+        request: orchestrator_pb2.ShareExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.ShareExperimentRequest, orchestrator_pb2.ShareExperimentResponse],
+    ) -> orchestrator_pb2.ShareExperimentResponse:
+        """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, or its owner's only
+        again (documented in orchestrator.proto; the cache: orchestrator_svc.cache)."""
+        validation.check_text(request.experiment_id, "experiment_id", validation.MAX_NAME_CHARS)
+        exp = self.store.get_experiment(request.experiment_id) if request.experiment_id else None
+        if exp is None:
+            raise NotFound(f"no experiment {echo(request.experiment_id)}", field="experiment_id")
+        if exp.state != SUCCEEDED or exp.cached_from:
+            raise errors.FailedPrecondition(
+                f"experiment {exp.experiment_id} is {state_name(exp.state)}"
+                f"{f', a copy of {exp.cached_from}' if exp.cached_from else ''}: only a SUCCEEDED experiment that "
+                "was evaluated (not copied from the cache) can be a shared cache entry"
+                + (f"; share {exp.cached_from} instead" if exp.cached_from else ""),
+                field="experiment_id")
+        self.store.share_cache_entry(exp.experiment_id, request.shared, auth.current().name)
+        self.log.info("experiment.cache_shared", experiment_id=exp.experiment_id, shared=request.shared,
+                      by=auth.current().name)
+        return orchestrator_pb2.ShareExperimentResponse(experiment=exp)
 
     async def ReadBlob(  # noqa: N802
         self,

@@ -169,6 +169,16 @@ request_ids = Table(
 # A blob owner that stands for every user (images of a shared dataset).
 EVERYONE = "*"
 
+# Added by migration 6 (issue 20): SUCCEEDED experiments an admin made shared result-cache entries,
+# whose result every user's identical submission may reuse (orchestrator_svc.cache).
+shared_cache_entries = Table(
+    "shared_cache_entries",
+    metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
+    Column("shared_by", String(200), nullable=False),
+    Column("share_time", Float, nullable=False),
+)
+
 
 def _migration_1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[experiments, experiment_labels, events, datasets])
@@ -208,9 +218,15 @@ def _migration_5(engine: Engine) -> None:
         conn.execute(text("UPDATE experiments SET request_id = NULL"))
 
 
+def _migration_6(engine: Engine) -> None:
+    # Issue 20: shared result-cache entries (an admin's ShareExperiment).
+    metadata.create_all(engine, tables=[shared_cache_entries])
+
+
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5),
+    (6, _migration_6)]
 
 
 @dataclass(frozen=True)
@@ -453,8 +469,9 @@ class Store:
         return stored
 
     def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
-        """The owner's finished experiments with this cache key, newest first (at most ``limit``);
-        a failure only from an experiment not sent with no_cache."""
+        """The owner's finished experiments with this cache key and the shared result-cache entries
+        with it, newest first (at most ``limit``); a failure only from the owner's experiments not
+        sent with no_cache."""
         succeeded = experiments.c.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
         query = (
             select(experiments)
@@ -462,12 +479,21 @@ class Store:
             .where(succeeded | ((experiments.c.state == experiment_pb2.EXPERIMENT_STATE_FAILED)
                                 & experiments.c.no_cache.is_not(True)))
             .where(experiments.c.experiment_id.in_(
-                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner))
+                   | (succeeded & experiments.c.experiment_id.in_(select(shared_cache_entries.c.experiment_id))))
             .order_by(experiments.c.row.desc())
             .limit(limit)
         )
         with self.engine.begin() as conn:
             return [_experiment_from_row(r) for r in conn.execute(query)]
+
+    def share_cache_entry(self, experiment_id: str, shared: bool, by: str) -> None:
+        """Makes a (SUCCEEDED) experiment a shared result-cache entry, or its owner's only again."""
+        with self.engine.begin() as conn:
+            conn.execute(shared_cache_entries.delete().where(shared_cache_entries.c.experiment_id == experiment_id))
+            if shared:
+                conn.execute(insert(shared_cache_entries).values(
+                    experiment_id=experiment_id, shared_by=by, share_time=time.time()))
 
     def find_by_request_id(self, owner: str, request_id: str) -> RequestRecord | None:
         """The experiment ``owner`` submitted with this request_id, if any (never another owner's)."""
@@ -635,8 +661,9 @@ class Store:
         if not appends:
             return out
         with self.engine.begin() as conn:
-            rows: dict[str, dict[str, Any]] = {r.experiment_id: {"last_sequence": r.last_sequence, "state": r.state, "attempt": r.attempt}
-                    for r in conn.execute(
+            rows: dict[str, dict[str, Any]] = {
+                r.experiment_id: {"last_sequence": r.last_sequence, "state": r.state, "attempt": r.attempt}
+                for r in conn.execute(
                         select(experiments.c.experiment_id, experiments.c.last_sequence, experiments.c.state,
                                experiments.c.attempt)
                         .where(experiments.c.experiment_id.in_({a.experiment_id for a in appends}))
