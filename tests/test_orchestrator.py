@@ -322,8 +322,9 @@ async def test_malformed_create_requests_name_the_field(tmp_path: Path, mutate, 
 
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
-        # 2: tokens, credentials, owners; 3: queue deadline; 4: cache key; 5: request ids per owner
-        assert orch.store.schema_version() == 5
+        # 2: tokens, credentials, owners; 3: queue deadline; 4: cache key; 5: request ids per owner;
+        # 6: shared result-cache entries
+        assert orch.store.schema_version() == 6
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()
