@@ -358,6 +358,14 @@ class Scheduler:
             for queued, _ in plan.values():
                 key = (queued.owner, queued.run)
                 self._prefetch.left[key] = self._prefetch.left.get(key, 1) - 1
+        # One log line per worker and round, not per experiment (a line costs ~0.3 ms: a third of the
+        # orchestrator's CPU per dispatch at 1 000 a second).
+        by_worker: dict[str, list[tuple[str, int]]] = {}
+        for exp, _ in moved:
+            by_worker.setdefault(exp.worker_id, []).append((exp.experiment_id, exp.attempt))
+        for worker_id, started in by_worker.items():
+            self.log.info("experiments.dispatched", worker_id=worker_id, experiment_ids=[e for e, _ in started],
+                          attempts=[a for _, a in started])
         found: dict[str, orchestrator_pb2.Dataset | None] = {}  # each dataset read once a round
         for exp, _ in moved:
             queued, worker = plan[exp.experiment_id]
@@ -455,9 +463,7 @@ class Scheduler:
 
     async def _run_attempt(self, dispatch: Dispatch, request: worker_pb2.RunExperimentRequest) -> None:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
-        log = self.log.bind(experiment_id=experiment_id, worker_id=worker.worker_id, attempt=attempt)
         try:
-            log.info("experiment.dispatched")
             finished = False
             dispatch.digests = frozenset(
                 [f.sha256 for f in request.agent.files] + [i.sha256 for i in request.dataset.images])
@@ -490,7 +496,8 @@ class Scheduler:
         except Exception as exc:  # noqa: BLE001 - the experiment must still end in a terminal state
             if self._no_room(exc):
                 raise  # nothing can be stored: _run settles it when space returns
-            log.exception("experiment.internal_error")
+            self.log.exception("experiment.internal_error", experiment_id=experiment_id, worker_id=worker.worker_id,
+                               attempt=attempt)
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
             await self.ledger.failed(experiment_id, attempt, error)
 

@@ -179,8 +179,10 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
                 assert len(terminal_events(await all_events(client, exp.experiment_id))) == 1
             assert max(e.attempt for e in finished) == 2  # the one that was running went back to the queue
         logged = [json.loads(line) for line in orch.log_lines() if line.startswith("{")]
-        dispatched = [entry for entry in logged if entry.get("event") == "experiment.dispatched"]
-        assert dispatched and all({"experiment_id", "worker_id", "attempt"} <= entry.keys() for entry in dispatched)
+        dispatched = [entry for entry in logged if entry.get("event") == "experiments.dispatched"]
+        assert dispatched and all(len(entry["experiment_ids"]) == len(entry["attempts"]) and entry["worker_id"]
+                                  for entry in dispatched)
+        assert {i for entry in dispatched for i in entry["experiment_ids"]} == set(ids)
     finally:
         await worker.stop()
         await orch.stop()
