@@ -444,21 +444,16 @@ def _findings(fig: Figure, experiments: int, watchers: int, watched_events: int)
         return
     create_calls, _, create = profile.find("service.py", "(CreateExperiment)")
     find_calls, _, find = profile.find("store.py", "(find_dataset)")
-    queued_calls, _, queued = profile.find("store.py", "(queued)")
-    pick_calls, _, pick = profile.find("workers.py", "(pick)")
-    append_calls, _, append = profile.find("store.py", "(append_event)")
+    heads_calls, _, heads = profile.find("store.py", "(queued_heads)")
+    dispatch_calls, _, dispatch = profile.find("store.py", "(dispatch_many)")
+    append_calls, _, append = profile.find("store.py", "(append_many)")
     after_calls, _, after = profile.find("store.py", "(events_after)")
     fig.findings += [
         f"Per experiment, in the orchestrator's profile ({experiments} experiments): CreateExperiment "
-        f"{create / max(create_calls, 1) * 1000:.1f} ms a call; store.append_event {append_calls} calls "
-        f"({append:.2f} s; SELECT … FOR UPDATE, UPDATE and INSERT through SQLAlchemy Core, one transaction per "
-        f"event); store.find_dataset {find_calls} calls ({find:.2f} s; {find_calls / experiments:.1f} per "
-        "experiment: twice in CreateExperiment and once per dispatch, each parsing the whole Dataset message).",
-        f"The scheduler: store.queued {queued_calls} calls ({queued:.2f} s), each fetching up to 500 queued rows "
-        f"however few slots are free, and registry.pick {pick_calls} calls ({pick:.2f} s): dispatch_queued asks "
-        "for a worker for every one of those rows even after none had a free slot. Stopping the pass at the "
-        "first row no worker can take, and asking the store for as many rows as there are free slots, would "
-        "remove most of it.",
+        f"{create / max(create_calls, 1) * 1000:.1f} ms a call; store.find_dataset {find_calls} calls ({find:.2f} s).",
+        f"The scheduler: store.queued_heads {heads_calls} reads of the queue's heads ({heads:.2f} s; each serves "
+        f"many rounds), store.dispatch_many {dispatch_calls} rounds ({dispatch:.2f} s; one transaction each), "
+        f"store.append_many {append_calls} group commits of the workers' events ({append:.2f} s).",
         f"Watchers: store.events_after {after_calls} calls ({after:.2f} s), almost all of them while {watchers} "
         f"watchers followed one experiment of {watched_events} events: every stored event wakes every watcher "
         "of the experiment (Ledger's Condition.notify_all) and each "

@@ -141,7 +141,8 @@ class FairShare:
 def _pick(ready: Sequence[WorkerEntry], free: dict[str, int], device: devices.Device.ValueType
           ) -> WorkerEntry | None:
     """The worker of ``ready`` to take an experiment for ``device`` in a round whose free slots
-    are counted in ``free``: the one with most free slots left (as WorkerRegistry.pick)."""
+    are counted in ``free`` (by worker id): the one with most free slots left, the one heard from
+    last among equals; None when none can take it."""
     candidates = [w for w in ready if free[w.worker_id] > 0 and (device != devices.CUDA or w.has_cuda)]
     return max(candidates, key=lambda w: (free[w.worker_id], w.last_heartbeat), default=None)
 
