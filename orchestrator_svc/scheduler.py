@@ -21,6 +21,13 @@ label ``run``; those without one form one more run) take turns the same way, and
 apply: the owner's highest-priority queued experiment goes first, runs alternating among equal
 priorities; within a run, highest priority first, then oldest. An experiment that no free worker
 can take (device) is passed over for one that can; it keeps its place for the next pass.
+
+Scheduling rounds (issue 15: 1 000 dispatches a second from a backlog of 10 000): a round fills
+every free slot with one read of the queue's heads, reused by later rounds until the queue
+changes (:meth:`Scheduler._heads`), and one transaction for all its dispatches
+(``Store.dispatch_many``), whose rows give the worker calls their specs, parsed once; rounds are
+at least ``ROUND_INTERVAL_S`` apart, so results that arrive together free their slots for one
+round. The workers' events are stored by the ledger's group commit (``Ledger.append``).
 """
 
 from __future__ import annotations
