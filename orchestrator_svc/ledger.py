@@ -31,9 +31,6 @@ class Ledger:
         # experiments wait for the first to move and re-read their selection when the second does.
         self.generation = 0
         self.created = 0
-        # Counts every experiment that entered the queue (created, or sent back to it): the
-        # scheduler's prefetched queue heads are stale once it moved.
-        self.queue_entries = 0
         self._any = asyncio.Condition()
         # Events appended and not yet committed, with their callers' futures (see append).
         self._pending: list[tuple[Append, asyncio.Future[experiment_pb2.ExperimentEvent | None]]] = []
@@ -153,8 +150,6 @@ class Ledger:
             only_if_state={from_state},
             only_if_attempt=attempt,
         )
-        if stored is not None and to_state == QUEUED:
-            self.queue_entries += 1
         return stored is not None
 
     async def create(
@@ -190,7 +185,6 @@ class Ledger:
             no_cache,
         )
         self.created += 1
-        self.queue_entries += 1
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:

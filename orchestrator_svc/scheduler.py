@@ -23,8 +23,7 @@ priorities; within a run, highest priority first, then oldest. An experiment tha
 can take (device) is passed over for one that can; it keeps its place for the next pass.
 
 Scheduling rounds (issue 15: 1 000 dispatches a second from a backlog of 10 000): a round fills
-every free slot with one read of the queue's heads, reused by later rounds until the queue
-changes (:meth:`Scheduler._heads`), and one transaction for all its dispatches
+every free slot with one read of the queue's heads and one transaction for all its dispatches
 (``Store.dispatch_many``), whose rows give the worker calls their specs, parsed once; rounds are
 at least ``ROUND_INTERVAL_S`` apart, so results that arrive together free their slots for one
 round. The workers' events are stored by the ledger's group commit (``Ledger.append``).
@@ -37,9 +36,9 @@ import bisect
 import heapq
 import itertools
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -155,29 +154,6 @@ def _pick(ready: Sequence[WorkerEntry], free: dict[str, int], device: devices.De
 
 
 @dataclass
-class _Prefetch:
-    """Queue heads read for several rounds (Scheduler._heads).
-
-    Attributes:
-        queue_entries: Ledger.queue_entries when they were read.
-        takeable: the devices asked for in that read.
-        per_queue: rows read per (owner, run) queue.
-        heads: the heads not yet dispatched, in the store's order.
-        left: per (owner, run) queue, how many of its heads are left.
-        truncated: the queues that had ``per_queue`` rows read (they may have more).
-        taken: ids dispatched in the last round, dropped from ``heads`` at the next.
-    """
-
-    queue_entries: int
-    takeable: set[devices.Device.ValueType]
-    per_queue: int
-    heads: list[QueuedExperiment]
-    left: dict[tuple[str, str], int]
-    truncated: set[tuple[str, str]]
-    taken: set[str] = field(default_factory=set)
-
-
-@dataclass
 class Dispatch:
     """A running experiment on a worker, and why its task was stopped, if it was."""
 
@@ -224,7 +200,6 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.log = logs.get_logger("scheduler")
         self._loop_task: asyncio.Task[None] | None = None
-        self._prefetch: _Prefetch | None = None
         self._stopping = False
 
     async def recover(self) -> None:
@@ -344,7 +319,7 @@ class Scheduler:
         # Only what some free worker can take, so a backlog for absent GPUs blocks no CPU work; and
         # from each (owner, run) queue no more rows than there are free slots to fill.
         free = {w.worker_id: w.free_slots for w in self.registry.workers.values() if w.state == READY}
-        heads = self._heads(takeable, sum(free.values()))
+        heads = self.store.queued_heads(takeable, per_queue=max(sum(free.values()), 1) * 2)
         ready = [w for w in self.registry.workers.values() if w.worker_id in free]
         plan: dict[str, tuple[QueuedExperiment, WorkerEntry]] = {}
         for queued in self.fair.order(heads):
@@ -361,11 +336,6 @@ class Scheduler:
             return
         moved = await self.ledger.dispatched_many(
             [Dispatched(q.experiment_id, q.attempt, w.worker_id) for q, w in plan.values()])
-        if self._prefetch is not None:  # whether moved or not (someone else moved it), it is no head any more
-            self._prefetch.taken.update(plan)
-            for queued, _ in plan.values():
-                key = (queued.owner, queued.run)
-                self._prefetch.left[key] = self._prefetch.left.get(key, 1) - 1
         # One log line per worker and round, not per experiment (a line costs ~0.3 ms: a third of the
         # orchestrator's CPU per dispatch at 1 000 a second).
         by_worker: dict[str, list[tuple[str, int]]] = {}
@@ -384,35 +354,6 @@ class Scheduler:
             self.running[queued.experiment_id] = dispatch
             worker.running.add(queued.experiment_id)
             dispatch.task = asyncio.create_task(self._run(dispatch, self._request(exp, found[exp.dataset], worker)))
-
-    def _heads(self, takeable: set[devices.Device.ValueType], free_slots: int) -> list[QueuedExperiment]:
-        """The heads of the (owner, run) queues for a round (Store.queued_heads), read again only when
-        needed: a read costs a pass over the whole queue, and between reads the same heads serve
-        many rounds, each taking the ones not dispatched yet.
-
-        They are read again when an experiment entered the queue since (a new one, or one sent
-        back: it may come first), when the devices some worker can take changed, when there are
-        more free slots than half the heads read per queue, or when a queue that had more rows
-        than were read has none left here (its owner's turn must not be skipped).
-        """
-        prefetch = self._prefetch
-        stale = (
-            prefetch is None or prefetch.queue_entries != self.ledger.queue_entries
-            or prefetch.takeable != takeable or free_slots * 2 > prefetch.per_queue
-            or any(not prefetch.left.get(key) for key in prefetch.truncated)
-        )
-        if stale:
-            per_queue = max(free_slots, 1) * 4
-            heads = self.store.queued_heads(takeable, per_queue=per_queue)
-            counts = Counter((h.owner, h.run) for h in heads)
-            prefetch = self._prefetch = _Prefetch(
-                queue_entries=self.ledger.queue_entries, takeable=set(takeable), per_queue=per_queue, heads=heads,
-                left=dict(counts), truncated={key for key, n in counts.items() if n >= per_queue})
-        assert prefetch is not None
-        prefetch.heads = [h for h in prefetch.heads if h.experiment_id not in self.running
-                          and h.experiment_id not in prefetch.taken]
-        prefetch.taken.clear()
-        return prefetch.heads
 
     async def cancel(self, experiment_id: str) -> orchestrator_pb2.Experiment | None:
         """Cancels a QUEUED or RUNNING experiment; a finished one is returned unchanged."""
