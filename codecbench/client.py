@@ -630,6 +630,27 @@ class Client:
             request = orchestrator_pb2.ShareDatasetRequest(name=name, shared=shared)
             return (await self.stub.ShareDataset(request, timeout=self.call_timeout_s)).dataset
 
+    async def share_result(self, experiment_id: str, shared: bool = True) -> orchestrator_pb2.Experiment:
+        """Makes a SUCCEEDED experiment a shared result-cache entry (admins only): every user's
+        identical submission then completes with a copy of its result; ``shared=False`` keeps it to
+        its owner again.
+
+        Args:
+            experiment_id: an evaluated (not cached) SUCCEEDED experiment.
+            shared: False to withdraw it.
+
+        Returns:
+            The experiment.
+
+        Raises:
+            errors.PermissionDenied: the caller is not an admin.
+            errors.NotFound: no experiment has this id.
+            errors.FailedPrecondition: it did not succeed, or is itself a cached copy.
+        """
+        with _calls():
+            request = orchestrator_pb2.ShareExperimentRequest(experiment_id=experiment_id, shared=shared)
+            return (await self.stub.ShareExperiment(request, timeout=self.call_timeout_s)).experiment
+
     async def workers(self) -> builtins.list[orchestrator_pb2.WorkerStatus]:
         """Every registered worker, with its build, state (e.g. PENDING, STALE, LOST) and load (to
         non-admins: without address, build, host and pid).

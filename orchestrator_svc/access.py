@@ -13,6 +13,7 @@ sets (:func:`codecbench.auth.current`)::
     ReadBlob                    own+shared all  blobs of experiments dispatched to it   -
     ListWorkers                 counts all     -        -
     ShareDataset, DrainWorker   -      yes     -        -
+    ShareExperiment             -      yes     -        -
     Heartbeat                   -      -       itself   -
     RegisterWorker              -      -       -        yes
 """
@@ -32,6 +33,7 @@ ROLES_OF_METHOD: dict[str, frozenset[str]] = {
     "CreateDataset": _USERS,
     "ListDatasets": _USERS,
     "ShareDataset": frozenset({auth.ROLE_ADMIN}),
+    "ShareExperiment": frozenset({auth.ROLE_ADMIN}),
     "ReadBlob": _USERS | {auth.ROLE_WORKER},
     "RegisterWorker": frozenset({auth.ROLE_ENROLLEE}),
     "Heartbeat": frozenset({auth.ROLE_WORKER}),

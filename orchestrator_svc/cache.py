@@ -11,7 +11,9 @@ The key (:func:`cache_key`) is the sha256 over everything that decides a result:
 - the timeouts, resolved against the built-in defaults (a result within 2 s says nothing of 0.5 s;
   a field left at 0 and one set to its default are the same);
 - the worker build id that would run it (the orchestrator's expected build: only workers of that
-  build get work), so a new worker build invalidates every entry.
+  build get work), so a new worker build invalidates every entry; the build id covers the result
+  libraries' versions too (Pillow, numpy, torch, pytorch-msssim, constriction: ``codecbench.build``),
+  so upgrading them invalidates it as well.
 
 Labels, priority and attempts are left out: they do not change a successful result.
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from codecbench import errors
 from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL_STATES
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
-from orchestrator_svc.store import Store, one_more_attempt, requeued_deadline
+from orchestrator_svc.store import Append, Dispatched, Store, one_more_attempt, requeued_deadline
 
 
 class Ledger:
@@ -36,6 +36,9 @@ class Ledger:
         # sent back); the dispatch latency metric reads it. Missing after an orchestrator restart:
         # then the create time stands in.
         self.queued_since: dict[str, float] = {}
+        # Events appended and not yet committed, with their callers' futures (see append).
+        self._pending: list[tuple[Append, asyncio.Future[experiment_pb2.ExperimentEvent | None]]] = []
+        self._orphans: set[asyncio.Future[None]] = set()  # announcements whose caller was cancelled
 
     async def _announce(self, event: experiment_pb2.ExperimentEvent) -> None:
         self._latest[event.experiment_id] = event.sequence
@@ -53,15 +56,54 @@ class Ledger:
         transition: dict[str, object] | None = None,
         only_if_state: set[experiment_pb2.ExperimentState.ValueType] | None = None,
         only_if_attempt: int | None = None,
-        skip_locked: bool = False,
     ) -> experiment_pb2.ExperimentEvent | None:
-        """Stores, then announces. Returns the stored event, or None when the condition failed (or
-        ``skip_locked`` and another transaction held the row: :meth:`Store.append_event`)."""
-        stored = self.store.append_event(experiment_id, event, transition, only_if_state, only_if_attempt,
-                                         skip_locked)
+        """Stores, then announces. Returns the stored event, or None when the condition failed.
+
+        Group commit: the events appended during one turn of the event loop (results and progress
+        of many running experiments arrive together) are stored in one transaction
+        (:meth:`Store.append_many`) at the start of the next turn; each caller resumes once its
+        event is committed.
+
+        Raises:
+            LookupError: no experiment has this id.
+            Exception: the store's, when the transaction failed (e.g. a full disk).
+        """
+        future: asyncio.Future[experiment_pb2.ExperimentEvent | None] = asyncio.get_running_loop().create_future()
+        self._pending.append((Append(experiment_id, event, transition, only_if_state, only_if_attempt), future))
+        if len(self._pending) == 1:
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        try:
+            stored = await future
+        except asyncio.CancelledError:
+            # The caller went away after its event was stored: its watchers must still hear of it.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                result = future.result()
+                if result is not None:
+                    self._orphans.add(asyncio.ensure_future(self._announce(result)))
+            raise
         if stored is not None:
             await self._announce(stored)
         return stored
+
+    def _commit_pending(self) -> None:
+        """Stores the events appended since the last commit, in one transaction, and wakes their callers."""
+        batch, self._pending = self._pending, []
+        try:
+            outcomes = self.store.append_many([append for append, _ in batch])
+        except Exception as exc:  # noqa: BLE001 - each caller gets the store's error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.cancelled():
+                if outcome is not None and not isinstance(outcome, LookupError):
+                    self._orphans.add(asyncio.ensure_future(self._announce(outcome)))
+            elif isinstance(outcome, LookupError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        self._orphans = {task for task in self._orphans if not task.done()}
 
     async def wait_beyond(self, experiment_id: str, sequence: int, last_stored: int) -> None:
         """Returns once an event with a sequence above ``sequence`` has been stored."""
@@ -91,10 +133,9 @@ class Ledger:
         reason: str,
         worker_id: str = "",
         more_columns: dict[str, object] | None = None,
-        skip_locked: bool = False,
     ) -> bool:
         """A StateChange event plus the matching columns (and ``more_columns``), if the experiment is
-        still in ``from_state`` at ``attempt`` (and, with ``skip_locked``, no other transaction holds it)."""
+        still in ``from_state`` at ``attempt``."""
         stored = await self.append(
             experiment_id,
             experiment_pb2.ExperimentEvent(
@@ -112,7 +153,6 @@ class Ledger:
             },
             only_if_state={from_state},
             only_if_attempt=attempt,
-            skip_locked=skip_locked,
         )
         if stored is not None and to_state == QUEUED:
             self.queued_since[experiment_id] = time.time()
@@ -158,12 +198,20 @@ class Ledger:
         await self._announce(stored)
 
     async def dispatched(self, experiment_id: str, attempt: int, worker_id: str) -> bool:
-        """QUEUED -> RUNNING on ``worker_id``: the scheduler's claim. False when someone else moved it
-        first, or is moving it now: on PostgreSQL the row is claimed ``FOR UPDATE SKIP LOCKED``, so
-        two orchestrators on one database never both dispatch it, and neither waits for the other."""
-        return await self._move(
-            experiment_id, QUEUED, attempt, RUNNING, attempt, f"dispatched to {worker_id}", worker_id, skip_locked=True
-        )
+        """QUEUED -> RUNNING on ``worker_id``: the scheduler's claim; False when someone else moved it
+        first, or is moving it now (:meth:`Store.dispatch_many`: on PostgreSQL two orchestrators on one
+        database never both dispatch it)."""
+        return bool(await self.dispatched_many([Dispatched(experiment_id, attempt, worker_id)]))
+
+    async def dispatched_many(
+        self, moves: Sequence[Dispatched]
+    ) -> list[tuple[orchestrator_pb2.Experiment, experiment_pb2.ExperimentEvent]]:
+        """QUEUED -> RUNNING for a scheduling round's experiments, stored in one transaction, then
+        announced; returns the experiments moved (see :meth:`Store.dispatch_many`)."""
+        moved = self.store.dispatch_many(moves, time.time())
+        for _, event in moved:
+            await self._announce(event)
+        return moved
 
     async def succeeded(self, experiment_id: str, attempt: int, event: experiment_pb2.ExperimentEvent) -> bool:
         """RUNNING -> SUCCEEDED with the worker's result ``event``; False when the attempt is no longer current."""

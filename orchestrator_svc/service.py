@@ -21,9 +21,9 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -31,7 +31,7 @@ from google.protobuf import timestamp_pb2
 from codecbench import auth, bundles, datasets, devices, errors, logs, rpc, validation
 from codecbench.blobs import TEMP_PREFIX, BlobStore
 from codecbench.errors import AlreadyExists, InvalidArgument, NotFound, OutOfRange, PermissionDenied, echo
-from codecbench.states import QUEUED, TERMINAL_STATES, is_terminal_event
+from codecbench.states import QUEUED, SUCCEEDED, TERMINAL_STATES, is_terminal_event, state_name
 from codecbench.status import in_field, request_error, spec_error
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, orchestrator_pb2_grpc, types_pb2
 from orchestrator_svc import cache
@@ -97,6 +97,40 @@ def _public_status(status: orchestrator_pb2.WorkerStatus) -> orchestrator_pb2.Wo
 
 # How much of a refused upload is still read (and dropped) so the client sees the refusal, not INTERNAL.
 DISCARD_BYTES = 1024 * 1024 * 1024
+# Closed images of one upload checked and stored at the same time (in threads): enough to keep
+# both cores busy while the next images stream in, few enough that memory stays bounded (each
+# check holds one image file, datasets.MAX_FILE_BYTES at most).
+VALIDATING_IMAGES = 4
+
+
+async def _while_checking(
+    messages: AsyncIterator[orchestrator_pb2.CreateDatasetRequest],
+    checking: Mapping[str, asyncio.Future[str]],
+    harvest: Callable[[], None],
+) -> AsyncIterator[orchestrator_pb2.CreateDatasetRequest]:
+    """The upload's messages; while image checks run, each wait for the next message also takes the
+    checks' outcomes (``harvest``), so a refused image ends the upload even if the client sends
+    nothing more."""
+    iterator = aiter(messages)
+    while True:
+        if not checking:
+            try:
+                yield await anext(iterator)
+            except StopAsyncIteration:
+                return
+            continue
+        following: asyncio.Future[orchestrator_pb2.CreateDatasetRequest] = asyncio.ensure_future(anext(iterator))
+        try:
+            while not following.done():
+                waiting: list[asyncio.Future[Any]] = [following, *checking.values()]
+                await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                harvest()
+        except BaseException:
+            following.cancel()
+            raise
+        if isinstance(following.exception(), StopAsyncIteration):
+            return
+        yield following.result()
 
 
 async def _discard(messages: AsyncIterator[orchestrator_pb2.CreateDatasetRequest], limit: int) -> None:
@@ -603,22 +637,41 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     ) -> orchestrator_pb2.CreateDatasetResponse:
         """Stores a dataset uploaded as a header, then image chunks (documented in orchestrator.proto).
 
-        Memory stays bounded: each image's chunks go to a temporary file in the blob store as they
-        arrive, and an image is decoded and stored as soon as its last chunk comes (an undecodable
-        one is refused then, before the stream ends). The upload's total is limited by
-        :attr:`max_dataset_bytes` and by the data directory's free space.
+        Memory stays bounded and the checks overlap the transfer: each image's chunks go to a
+        temporary file in the blob store as they arrive, and once its last chunk came the image is
+        checked (:func:`codecbench.datasets.check_image`), hashed and stored in a thread while the
+        next images stream in (at most :data:`VALIDATING_IMAGES` at a time); an undecodable one is
+        refused as soon as its check fails, before the stream ends. The new blobs reach the disk
+        with one ``sync`` per dataset, before the dataset is recorded. The upload's total is limited
+        by :attr:`max_dataset_bytes` and by the data directory's free space.
         """
         name = ""
         open_files: dict[str, tuple[Path, BinaryIO]] = {}  # images whose last chunk has not come yet
         sizes: dict[str, int] = {}
-        images: dict[str, types_pb2.BlobRef] = {}  # closed and stored
+        checking: dict[str, asyncio.Future[str]] = {}  # closed images being checked and stored
+        images: dict[str, types_pb2.BlobRef] = {}  # closed (checked and stored, or being so)
         total = 0
         free_at_start = 0
         owner = auth.current().name
         written: list[str] = []  # blobs this upload stored: removed again if it fails
         held: list[str] = []  # digests this upload holds in self.uploading
+
+        def harvest() -> None:
+            """Takes the outcome of each finished check: the blob is held for this upload, or the
+            upload is refused naming the image."""
+            for image_name, future in list(checking.items()):
+                if not future.done():
+                    continue
+                del checking[image_name]
+                with in_field("chunk.data"):
+                    digest = future.result()
+                self.uploading[digest] += 1
+                held.append(digest)
+                self.store.add_blob_owner(digest, owner)
+                images[image_name].sha256 = digest
+
         try:
-            async for message in request_iterator:
+            async for message in _while_checking(request_iterator, checking, harvest):
                 part = message.WhichOneof("part")
                 if part == "header":
                     if name:  # a second header would rename the dataset halfway through its images
@@ -673,29 +726,32 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 if chunk.last:
                     del open_files[chunk.image_name]
                     file.close()
-                    try:
-                        with in_field("chunk.data"):
-                            # Decoding proves the file is an image; in a thread, so other RPCs are served.
-                            digest = await asyncio.to_thread(self._store_image, chunk.image_name, temp_path, written)
-                    finally:
-                        temp_path.unlink(missing_ok=True)
-                    self.uploading[digest] += 1
-                    held.append(digest)
-                    self.store.add_blob_owner(digest, owner)
                     images[chunk.image_name] = types_pb2.BlobRef(
-                        name=chunk.image_name, sha256=digest, size_bytes=sizes[chunk.image_name])
+                        name=chunk.image_name, size_bytes=sizes[chunk.image_name])
+                    # Checked in a thread (zlib and Pillow release the GIL) while the next images arrive.
+                    checking[chunk.image_name] = asyncio.ensure_future(
+                        asyncio.to_thread(self._store_image, chunk.image_name, temp_path, written))
+                    if len(checking) >= VALIDATING_IMAGES:  # bounded: the checks must keep up with the stream
+                        await asyncio.wait(checking.values(), return_when=asyncio.FIRST_COMPLETED)
             if not name:
                 raise InvalidArgument("header.name", "missing")
             if open_files:
                 raise InvalidArgument("chunk.last", f"image {echo(sorted(open_files)[0])} was never closed")
             if not images:
                 raise InvalidArgument("chunk", "no images uploaded: a dataset needs at least one PNG or JPEG image")
+            while checking:
+                await asyncio.wait(checking.values(), return_when=asyncio.FIRST_COMPLETED)
+                harvest()
+            if written:
+                await asyncio.to_thread(os.sync)  # the dataset's new blobs on disk: one sync, not one per file
             existing = self.store.find_dataset(name)
             if existing is not None and existing.name == name and existing.owner != owner:
                 raise AlreadyExists(f"dataset name {echo(name)} is taken; upload under another name",
                                     field="header.name")
             return await self._store_dataset(name, owner, [images[n] for n in sorted(images)], existing)
         except BaseException as exc:
+            # The checks still running finish first: a blob renamed after the clean-up would stay.
+            await asyncio.gather(*checking.values(), return_exceptions=True)
             self._remove_unreferenced(written)
             if is_disk_full(exc):
                 await _discard(request_iterator, DISCARD_BYTES)  # see the total limit above
@@ -708,24 +764,28 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
             self.uploading += Counter()  # drops the digests no upload holds any more
 
     def _store_image(self, image_name: str, temp_path: Path, written: list[str]) -> str:
-        """Decodes one closed image from its temporary file and stores it as a blob (in a thread).
+        """Checks one closed image from its temporary file and stores it as a blob (in a thread);
+        the temporary file is gone when this returns.
 
         Returns:
             Its sha256; appended to ``written`` when this call stored it.
 
         Raises:
-            ImageUndecodable: not an image Pillow reads.
+            ImageDecodeError: not an image a worker can decode (datasets.check_image).
             OSError: the blob could not be written (e.g. ``ENOSPC``).
         """
-        data = temp_path.read_bytes()  # one image at most (datasets.MAX_FILE_BYTES)
-        datasets.decode_rgb(image_name, data)
-        digest = bundles.sha256_hex(data)
-        if not self.blobs.has(digest):
-            # The temporary file becomes the blob (a rename: no second copy on a nearly full disk).
-            self.blobs.path(digest).parent.mkdir(mode=0o700, exist_ok=True)
-            os.replace(temp_path, self.blobs.path(digest))
-            written.append(digest)
-        return digest
+        try:
+            data = temp_path.read_bytes()  # one image at most (datasets.MAX_FILE_BYTES)
+            datasets.check_image(image_name, data)
+            digest = bundles.sha256_hex(data)
+            if not self.blobs.has(digest):
+                # The temporary file becomes the blob (a rename: no second copy on a nearly full disk).
+                self.blobs.path(digest).parent.mkdir(mode=0o700, exist_ok=True)
+                os.replace(temp_path, self.blobs.path(digest))
+                written.append(digest)
+            return digest
+        finally:
+            temp_path.unlink(missing_ok=True)
 
     def _remove_unreferenced(self, digests: list[str]) -> None:
         """Deletes the blobs of a failed upload that nothing references (a full disk stays not full)."""
@@ -799,6 +859,30 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
                 self.store.remove_blob_owner(image.sha256, EVERYONE)
         self.log.info("dataset.shared", dataset=dataset.name, shared=request.shared, by=auth.current().name)
         return orchestrator_pb2.ShareDatasetResponse(dataset=dataset)
+
+    async def ShareExperiment(  # noqa: N802
+        self,
+        request: orchestrator_pb2.ShareExperimentRequest,
+        context: grpc.aio.ServicerContext[
+            orchestrator_pb2.ShareExperimentRequest, orchestrator_pb2.ShareExperimentResponse],
+    ) -> orchestrator_pb2.ShareExperimentResponse:
+        """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, or its owner's only
+        again (documented in orchestrator.proto; the cache: orchestrator_svc.cache)."""
+        validation.check_text(request.experiment_id, "experiment_id", validation.MAX_NAME_CHARS)
+        exp = self.store.get_experiment(request.experiment_id) if request.experiment_id else None
+        if exp is None:
+            raise NotFound(f"no experiment {echo(request.experiment_id)}", field="experiment_id")
+        if exp.state != SUCCEEDED or exp.cached_from:
+            raise errors.FailedPrecondition(
+                f"experiment {exp.experiment_id} is {state_name(exp.state)}"
+                f"{f', a copy of {exp.cached_from}' if exp.cached_from else ''}: only a SUCCEEDED experiment that "
+                "was evaluated (not copied from the cache) can be a shared cache entry"
+                + (f"; share {exp.cached_from} instead" if exp.cached_from else ""),
+                field="experiment_id")
+        self.store.share_cache_entry(exp.experiment_id, request.shared, auth.current().name)
+        self.log.info("experiment.cache_shared", experiment_id=exp.experiment_id, shared=request.shared,
+                      by=auth.current().name)
+        return orchestrator_pb2.ShareExperimentResponse(experiment=exp)
 
     async def ReadBlob(  # noqa: N802
         self,

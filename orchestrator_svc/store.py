@@ -43,6 +43,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
@@ -52,9 +53,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError, NoResultFound
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -178,6 +179,16 @@ request_ids = Table(
 # A blob owner that stands for every user (images of a shared dataset).
 EVERYONE = "*"
 
+# Added by migration 6 (issue 20): SUCCEEDED experiments an admin made shared result-cache entries,
+# whose result every user's identical submission may reuse (orchestrator_svc.cache).
+shared_cache_entries = Table(
+    "shared_cache_entries",
+    metadata,
+    Column("experiment_id", String(64), ForeignKey("experiments.experiment_id"), primary_key=True),
+    Column("shared_by", String(200), nullable=False),
+    Column("share_time", Float, nullable=False),
+)
+
 
 def _migration_1(engine: Engine) -> None:
     metadata.create_all(engine, tables=[experiments, experiment_labels, events, datasets])
@@ -226,9 +237,16 @@ def _migration_5(engine: Engine) -> None:
 MIGRATION_LOCK_KEY = 0x636F_6465_6362_0001
 LEADER_LOCK_KEY = 0x636F_6465_6362_0002
 
+
+def _migration_6(engine: Engine) -> None:
+    # Issue 20: shared result-cache entries (an admin's ShareExperiment).
+    metadata.create_all(engine, tables=[shared_cache_entries])
+
+
 # Append-only: (version, function). A released migration is never edited.
 MIGRATIONS: list[tuple[int, Callable[[Engine], None]]] = [
-    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5)]
+    (1, _migration_1), (2, _migration_2), (3, _migration_3), (4, _migration_4), (5, _migration_5),
+    (6, _migration_6)]
 
 
 @dataclass(frozen=True)
@@ -268,6 +286,36 @@ class QueuedExperiment:
     owner: str = ""
     run: str = ""
     priority: int = 0
+
+@dataclass(frozen=True)
+class Append:
+    """One event to store (:meth:`Store.append_many`).
+
+    Attributes:
+        experiment_id: the experiment the event belongs to.
+        event: the event; stored as a copy with ``experiment_id``, ``sequence`` and (if unset) ``time``.
+        transition: column values to set on the experiment (state, attempt, worker_id, ...);
+            ``result``/``error`` may be protobuf messages.
+        only_if_state: store nothing (None) unless the experiment is in one of these states.
+        only_if_attempt: likewise unless it is at this attempt (a late event of a lost attempt is dropped).
+    """
+
+    experiment_id: str
+    event: experiment_pb2.ExperimentEvent
+    transition: dict[str, object] | None = None
+    only_if_state: Iterable[int] | None = None
+    only_if_attempt: int | None = None
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """One experiment of a scheduling round (:meth:`Store.dispatch_many`): it moves to RUNNING on
+    ``worker_id`` if it is still QUEUED at ``attempt``."""
+
+    experiment_id: str
+    attempt: int
+    worker_id: str
+
 
 # The label whose value groups an owner's experiments into runs (`codecbench run-many --label run=NAME`).
 RUN_LABEL = "run"
@@ -474,8 +522,9 @@ class Store:
         return stored
 
     def cached(self, cache_key: str, owner: str, limit: int = 20) -> list[orchestrator_pb2.Experiment]:
-        """The owner's finished experiments with this cache key, newest first (at most ``limit``);
-        a failure only from an experiment not sent with no_cache."""
+        """The owner's finished experiments with this cache key and the shared result-cache entries
+        with it, newest first (at most ``limit``); a failure only from the owner's experiments not
+        sent with no_cache."""
         succeeded = experiments.c.state == experiment_pb2.EXPERIMENT_STATE_SUCCEEDED
         query = (
             select(experiments)
@@ -483,12 +532,21 @@ class Store:
             .where(succeeded | ((experiments.c.state == experiment_pb2.EXPERIMENT_STATE_FAILED)
                                 & experiments.c.no_cache.is_not(True)))
             .where(experiments.c.experiment_id.in_(
-                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner)))
+                select(experiment_owners.c.experiment_id).where(experiment_owners.c.owner == owner))
+                   | (succeeded & experiments.c.experiment_id.in_(select(shared_cache_entries.c.experiment_id))))
             .order_by(experiments.c.row.desc())
             .limit(limit)
         )
         with self.engine.begin() as conn:
             return [_experiment_from_row(r) for r in conn.execute(query)]
+
+    def share_cache_entry(self, experiment_id: str, shared: bool, by: str) -> None:
+        """Makes a (SUCCEEDED) experiment a shared result-cache entry, or its owner's only again."""
+        with self.engine.begin() as conn:
+            conn.execute(shared_cache_entries.delete().where(shared_cache_entries.c.experiment_id == experiment_id))
+            if shared:
+                conn.execute(insert(shared_cache_entries).values(
+                    experiment_id=experiment_id, shared_by=by, share_time=time.time()))
 
     def find_by_request_id(self, owner: str, request_id: str) -> RequestRecord | None:
         """The experiment ``owner`` submitted with this request_id, if any (never another owner's)."""
@@ -640,65 +698,136 @@ class Store:
         transition: dict[str, object] | None = None,
         only_if_state: Iterable[int] | None = None,
         only_if_attempt: int | None = None,
-        skip_locked: bool = False,
     ) -> experiment_pb2.ExperimentEvent | None:
-        """Stores an event under the next sequence number, with an optional state change, in one
-        transaction. The event is committed before this returns (and so before any watcher sees it).
-
-        The experiment's row is read ``FOR UPDATE`` on PostgreSQL: a concurrent transition of the
-        same experiment (another orchestrator's) waits, then sees this one's outcome. SQLite has no
-        row locks (and pysqlite runs the read before its write transaction begins); there one
-        orchestrator, calling the store from its one event-loop thread, owns the database.
-
-        Args:
-            experiment_id: the experiment the event belongs to.
-            event: the event; stored as a copy with ``experiment_id``, ``sequence`` and (if unset) ``time``.
-            transition: column values to set on the experiment (state, attempt, worker_id, ...).
-                ``result``/``error`` may be protobuf messages.
-            only_if_state: store nothing (and return None) unless the experiment is in one of these.
-            only_if_attempt: likewise unless the experiment is at this attempt (a late event of a
-                lost attempt is dropped).
-            skip_locked: a row another transaction holds is skipped (``FOR UPDATE SKIP LOCKED``):
-                nothing is stored and None returned, instead of waiting for it. The scheduler's
-                claim of a QUEUED experiment: the other claimant is moving it already.
+        """Stores one event (see :class:`Append` for the arguments and :meth:`append_many`).
 
         Returns:
-            The event with its sequence number set, or None when ``only_if_state`` or
-            ``only_if_attempt`` did not match, or the row was skipped.
+            The event with its sequence number set, or None when a condition did not match.
 
         Raises:
-            sqlalchemy.exc.NoResultFound: no experiment has this id (without ``skip_locked``).
+            LookupError: no experiment has this id.
         """
-        with self.engine.begin() as conn:
-            row = conn.execute(
-                select(experiments.c.last_sequence, experiments.c.state, experiments.c.attempt)
-                .where(experiments.c.experiment_id == experiment_id)
-                .with_for_update(skip_locked=skip_locked)
-            ).one_or_none()
-            if row is None and skip_locked:
-                return None
-            if row is None:
-                raise NoResultFound(f"no experiment {experiment_id!r}")
-            if only_if_state is not None and row.state not in set(only_if_state):
-                return None
-            if only_if_attempt is not None and row.attempt != only_if_attempt:
-                return None
-            stored = experiment_pb2.ExperimentEvent()
-            stored.CopyFrom(event)
-            stored.experiment_id = experiment_id
-            stored.sequence = row.last_sequence + 1
-            if not stored.HasField("time"):
-                stored.time.GetCurrentTime()
-            values: dict[str, object] = {"last_sequence": stored.sequence}
-            for key, value in (transition or {}).items():
-                values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
-            conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
-            conn.execute(
-                insert(events).values(
-                    experiment_id=experiment_id, sequence=stored.sequence, data=stored.SerializeToString()
-                )
-            )
+        stored = self.append_many([Append(experiment_id, event, transition, only_if_state, only_if_attempt)])[0]
+        if isinstance(stored, LookupError):
+            raise stored
         return stored
+
+    def append_many(self, appends: Sequence[Append]) -> list[experiment_pb2.ExperimentEvent | None | LookupError]:
+        """Stores events, each under its experiment's next sequence number with its optional state
+        change, all in one transaction (the ledger's group commit: one commit for the events that
+        arrived together). Each is committed before this returns (and so before any watcher sees it).
+
+        The rows are read ``FOR UPDATE`` on PostgreSQL (in one order, so two transactions cannot
+        deadlock): a concurrent transition of the same experiment waits, then sees this one's
+        outcome. SQLite has no row locks; there one orchestrator owns the database (the data
+        directory's lock). The appends apply in order, as if stored one by one: two for the same experiment get
+        consecutive numbers, and the second's conditions see the first's state change. The rows
+        are read with one SELECT; each experiment's row is written once and the events inserted
+        with one statement.
+
+        Returns:
+            Per append, in order: the event as stored (``experiment_id``, ``sequence`` and, if
+            unset, ``time`` set); None when its ``only_if_state``/``only_if_attempt`` did not
+            match; a LookupError when no experiment has its id.
+        """
+        out: list[experiment_pb2.ExperimentEvent | None | LookupError] = []
+        if not appends:
+            return out
+        with self.engine.begin() as conn:
+            rows: dict[str, dict[str, Any]] = {
+                r.experiment_id: {"last_sequence": r.last_sequence, "state": r.state, "attempt": r.attempt}
+                for r in conn.execute(
+                        select(experiments.c.experiment_id, experiments.c.last_sequence, experiments.c.state,
+                               experiments.c.attempt)
+                        .where(experiments.c.experiment_id.in_({a.experiment_id for a in appends}))
+                        .order_by(experiments.c.experiment_id)  # one lock order: no deadlock
+                        .with_for_update())}
+            changes: dict[str, dict[str, object]] = {}
+            new_events: list[dict[str, object]] = []
+            for append in appends:
+                row = rows.get(append.experiment_id)
+                if row is None:
+                    out.append(LookupError(f"no experiment {append.experiment_id}"))
+                    continue
+                if append.only_if_state is not None and row["state"] not in set(append.only_if_state):
+                    out.append(None)
+                    continue
+                if append.only_if_attempt is not None and row["attempt"] != append.only_if_attempt:
+                    out.append(None)
+                    continue
+                stored = experiment_pb2.ExperimentEvent()
+                stored.CopyFrom(append.event)
+                stored.experiment_id = append.experiment_id
+                stored.sequence = int(row["last_sequence"]) + 1
+                if not stored.HasField("time"):
+                    stored.time.GetCurrentTime()
+                values: dict[str, object] = {"last_sequence": stored.sequence}
+                for key, value in (append.transition or {}).items():
+                    values[key] = value.SerializeToString() if hasattr(value, "SerializeToString") else value
+                row.update((k, v) for k, v in values.items() if k in row)
+                changes.setdefault(append.experiment_id, {}).update(values)
+                new_events.append({"experiment_id": append.experiment_id, "sequence": stored.sequence,
+                                   "data": stored.SerializeToString()})
+                out.append(stored)
+            _update_rows(conn, changes)
+            if new_events:
+                conn.execute(insert(events), new_events)
+        return out
+
+    def dispatch_many(
+        self, moves: Sequence[Dispatched], now: float
+    ) -> list[tuple[orchestrator_pb2.Experiment, experiment_pb2.ExperimentEvent]]:
+        """QUEUED -> RUNNING for many experiments in one transaction (a scheduling round): each that
+        is still QUEUED at its attempt gets its StateChange event, worker and start time.
+
+        The scheduler's claim. On PostgreSQL the rows are read ``FOR UPDATE SKIP LOCKED``: a row
+        another transaction holds (another orchestrator moving it) is left out rather than waited
+        for, so two orchestrators on one database never both dispatch an experiment.
+
+        Args:
+            moves: the experiments, each with the attempt it must be at and its worker.
+            now: the start time (Unix time, s).
+
+        Returns:
+            For each experiment moved (those no longer QUEUED at that attempt are left out, in
+            ``moves`` order): the experiment as now stored (RUNNING, spec parsed once here) and
+            its stored StateChange event.
+        """
+        if not moves:
+            return []
+        wanted = {m.experiment_id: m for m in moves}
+        moved: list[tuple[orchestrator_pb2.Experiment, experiment_pb2.ExperimentEvent]] = []
+        with self.engine.begin() as conn:
+            rows = {r.experiment_id: r for r in conn.execute(
+                select(experiments).where(experiments.c.experiment_id.in_(list(wanted)))
+                .order_by(experiments.c.experiment_id).with_for_update(skip_locked=True))}
+            changes, new_events = [], []
+            for move in moves:
+                row = rows.get(move.experiment_id)
+                if row is None or row.state != experiment_pb2.EXPERIMENT_STATE_QUEUED or row.attempt != move.attempt:
+                    continue
+                event = experiment_pb2.ExperimentEvent(
+                    experiment_id=move.experiment_id, sequence=row.last_sequence + 1, attempt=move.attempt,
+                    state_change=experiment_pb2.StateChange(
+                        state=experiment_pb2.EXPERIMENT_STATE_RUNNING, attempt=move.attempt,
+                        worker_id=move.worker_id, reason=f"dispatched to {move.worker_id}"))
+                event.time.FromMicroseconds(int(now * 1e6))
+                changes.append({"key": move.experiment_id, "seq": event.sequence, "worker": move.worker_id})
+                new_events.append({"experiment_id": move.experiment_id, "sequence": event.sequence,
+                                   "data": event.SerializeToString()})
+                exp = _experiment_from_row(row)
+                exp.state, exp.worker_id, exp.last_sequence = experiment_pb2.EXPERIMENT_STATE_RUNNING, move.worker_id, \
+                    event.sequence
+                exp.start_time.CopyFrom(event.time)
+                moved.append((exp, event))
+            if changes:
+                conn.execute(
+                    update(experiments).where(experiments.c.experiment_id == bindparam("key")).values(
+                        state=experiment_pb2.EXPERIMENT_STATE_RUNNING, worker_id=bindparam("worker"),
+                        start_time=now, last_sequence=bindparam("seq")),
+                    changes)
+                conn.execute(insert(events), new_events)
+        return moved
 
     def events_after(self, experiment_id: str, after_sequence: int) -> list[experiment_pb2.ExperimentEvent]:
         """The experiment's stored events with a sequence number above ``after_sequence``, in order."""
@@ -825,6 +954,25 @@ class Store:
     def close(self) -> None:
         """Closes the engine's connections."""
         self.engine.dispose()
+
+
+def _update_rows(conn: Connection, changes: dict[str, dict[str, object]]) -> None:
+    """Writes each experiment's column values (by experiment id): rows that set the same columns to
+    plain values share one executemany UPDATE; a value that is an SQL expression (a requeued
+    ``queue_deadline``) gets its row its own statement."""
+    groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
+    for experiment_id, values in changes.items():
+        if any(isinstance(v, ColumnElement) for v in values.values()):
+            conn.execute(update(experiments).where(experiments.c.experiment_id == experiment_id).values(**values))
+            continue
+        groups.setdefault(tuple(sorted(values)), []).append(
+            {"row_key": experiment_id, **{f"new_{k}": v for k, v in values.items()}})
+    for columns, params in groups.items():
+        conn.execute(
+            update(experiments).where(experiments.c.experiment_id == bindparam("row_key"))
+            .values({c: bindparam(f"new_{c}") for c in columns}),
+            params,
+        )
 
 
 def _experiment_from_row(row: Row[Any]) -> orchestrator_pb2.Experiment:

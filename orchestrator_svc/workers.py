@@ -210,15 +210,6 @@ class WorkerRegistry:
         """The worker with this id, or None."""
         return self.workers.get(worker_id)
 
-    def pick(self, device: devices.Device.ValueType) -> WorkerEntry | None:
-        """A worker that can take an experiment for ``device``: the one with most free slots."""
-        candidates = [w for w in self.workers.values() if w.can_take(device)]
-        return max(candidates, key=lambda w: (w.free_slots, w.last_heartbeat), default=None)
-
-    def free_slots(self) -> int:
-        """Free slots over the workers that take work (READY)."""
-        return sum(w.free_slots for w in self.workers.values() if w.state == READY)
-
     def takeable_devices(self) -> set[devices.Device.ValueType]:
         """The experiment devices (CPU, CUDA, ANY) that some worker can take right now."""
         takeable: set[devices.Device.ValueType] = set()

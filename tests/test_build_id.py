@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 from helpers import REPO
+from helpers.services import free_port, orchestrator
 
-from codecbench import build
+from codecbench import build, rpc
+from codecbench.client import Client
+from codecbench.v1 import orchestrator_pb2, orchestrator_pb2_grpc, worker_pb2
 
 
 def _copy_tree(tmp_path: Path) -> Path:
@@ -53,3 +56,30 @@ def test_build_id_names_every_kernel_module_the_worker_and_sandbox_import() -> N
         assert path in covered, f"{path.relative_to(REPO)} is imported by the worker but not in build.RESULT_MODULES"
     for module in build.RESULT_MODULES:
         assert (REPO / module).is_file(), module
+
+
+def test_build_id_changes_with_a_result_library_version_and_not_with_the_cuda_label() -> None:
+    installed = build.library_versions()
+    assert set(installed) == set(build.RESULT_LIBRARIES)
+    assert installed["torch"] != build.ABSENT and "+" not in installed["torch"]  # the wheel's +cpu label is dropped
+    assert build.compute_build_id(REPO, installed) == build.build_id()
+    for name in build.RESULT_LIBRARIES:
+        upgraded = {**installed, name: installed[name] + ".post1"}
+        assert build.compute_build_id(REPO, upgraded) != build.build_id(), name
+    assert build.compute_build_id(REPO, {**installed, "Pillow": build.ABSENT}) != build.build_id()
+
+
+async def test_a_worker_with_another_pillow_is_stale_and_gets_no_work(tmp_path: Path) -> None:
+    # The worker reports the build id of its own libraries; one computed with another Pillow is
+    # what an upgraded worker would report: the orchestrator lists it STALE, naming both builds.
+    upgraded = build.compute_build_id(REPO, {**build.library_versions(), "Pillow": "99.0.0"})
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as client, \
+            rpc.channel(orch.address, orch.enroll_secret) as enroll:
+        info = worker_pb2.WorkerInfo(worker_id="w-new-pillow", build_id=upgraded, slots=1,
+                                     address=f"127.0.0.1:{free_port()}", protocol_version=build.PROTOCOL_VERSION)
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(enroll)
+        await stub.RegisterWorker(orchestrator_pb2.RegisterWorkerRequest(worker=info))
+        workers = {w.info.worker_id: w for w in await client.workers()}
+        assert workers["w-new-pillow"].state == orchestrator_pb2.WORKER_STATE_STALE
+        assert upgraded in workers["w-new-pillow"].state_reason
+        assert build.build_id() in workers["w-new-pillow"].state_reason

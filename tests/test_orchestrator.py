@@ -188,8 +188,10 @@ async def test_orchestrator_killed_and_restarted_mid_queue_finishes_everything_o
                 assert len(terminal_events(await all_events(client, exp.experiment_id))) == 1
             assert max(e.attempt for e in finished) == 2  # the one that was running went back to the queue
         logged = [json.loads(line) for line in orch.log_lines() if line.startswith("{")]
-        dispatched = [entry for entry in logged if entry.get("event") == "experiment.dispatched"]
-        assert dispatched and all({"experiment_id", "worker_id", "attempt"} <= entry.keys() for entry in dispatched)
+        dispatched = [entry for entry in logged if entry.get("event") == "experiments.dispatched"]
+        assert dispatched and all(len(entry["experiment_ids"]) == len(entry["attempts"]) and entry["worker_id"]
+                                  for entry in dispatched)
+        assert {i for entry in dispatched for i in entry["experiment_ids"]} == set(ids)
     finally:
         await worker.stop()
         await orch.stop()
@@ -352,8 +354,9 @@ async def test_a_nul_character_in_stored_or_looked_up_text_is_invalid_argument_o
 @sqlite_only
 async def test_store_is_sqlite_wal_with_recorded_migrations(tmp_path: Path) -> None:
     async with orchestrator(tmp_path / "orch") as orch:
-        # 2: tokens, credentials, owners; 3: queue deadline; 4: cache key; 5: request ids per owner
-        assert orch.store.schema_version() == 5
+        # 2: tokens, credentials, owners; 3: queue deadline; 4: cache key; 5: request ids per owner;
+        # 6: shared result-cache entries
+        assert orch.store.schema_version() == 6
         with orch.store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert (tmp_path / "orch" / "codecbench.db").exists()

@@ -88,7 +88,7 @@ def test_migration_5_keeps_old_request_ids_per_owner(store_url: str) -> None:
         conn.execute(text("INSERT INTO experiment_owners (experiment_id, owner) VALUES ('exp-old', 'alice')"))
     store.close()
     reopened = Store(url)
-    assert reopened.schema_version() == 5
+    assert reopened.schema_version() == 6
     record = reopened.find_by_request_id("alice", "r1")
     assert record is not None and record.experiment_id == "exp-old" and record.fingerprint is None
     assert reopened.find_by_request_id("bob", "r1") is None

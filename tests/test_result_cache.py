@@ -11,6 +11,7 @@ import pytest
 from helpers import agent_bundle
 from helpers.services import attach_worker, orchestrator, write_images
 
+from codecbench import errors
 from codecbench.client import Client
 from codecbench.states import FAILED, QUEUED, SUCCEEDED
 from codecbench.timeouts import default_timeouts
@@ -131,3 +132,44 @@ def test_the_resolved_timeouts_are_part_of_the_key() -> None:
 
     assert key(encode_s=0.5) != key(encode_s=2.0)
     assert key() == key(encode_s=default_timeouts().encode_s)
+
+
+async def test_a_result_an_admin_shares_is_reused_by_every_users_identical_submission(tmp_path: Path) -> None:
+    images = write_images(tmp_path / "imgs", [(32, 40)])
+    candidate = {"dataset": "tiny", "points": [{"quality": 50}]}
+    async with orchestrator(tmp_path / "orch") as orch, Client(orch.address) as admin:
+        tokens = {user: create_token(orch.store, user) for user in ("bob", "carol", "dave")}
+        worker = await attach_worker(orch, tmp_path / "w", slots=1)
+        await admin.upload_dataset("tiny", images)
+        await admin.share_dataset("tiny")
+        async with Client(orch.address, token=tokens["bob"]) as bob:
+            baseline = await bob.wait((await bob.submit(agent_bundle("jpeg"), **candidate)).experiment_id)
+        assert baseline.state == SUCCEEDED, baseline.error
+        await worker.stop()  # whatever finishes from here on, finishes without a worker
+
+        async with Client(orch.address, token=tokens["carol"]) as carol:
+            before = await carol.submit(agent_bundle("jpeg"), **candidate)
+            assert before.state == QUEUED and before.cached_from == ""  # bob's result is bob's
+            await carol.cancel(before.experiment_id)
+            with pytest.raises(errors.PermissionDenied):
+                await carol.share_result(baseline.experiment_id)
+
+            assert (await admin.share_result(baseline.experiment_id)).experiment_id == baseline.experiment_id
+            shared = await carol.submit(agent_bundle("jpeg"), **candidate)
+            assert shared.state == SUCCEEDED and shared.cached_from == baseline.experiment_id
+            assert shared.result == baseline.result and shared.owner == "carol"
+            changed = await carol.submit(agent_bundle("jpeg"), dataset="tiny", points=[{"quality": 51}])
+            assert changed.state == QUEUED and changed.cached_from == ""
+
+        # Only evaluated successes can be shared: not a copy (the original is named), not a failure.
+        with pytest.raises(errors.FailedPrecondition, match=f"share {baseline.experiment_id} instead"):
+            await admin.share_result(shared.experiment_id)
+        with pytest.raises(errors.FailedPrecondition, match="CANCELLED"):
+            await admin.share_result(before.experiment_id)
+        with pytest.raises(errors.NotFound):
+            await admin.share_result("no-such-experiment")
+
+        await admin.share_result(baseline.experiment_id, shared=False)
+        async with Client(orch.address, token=tokens["dave"]) as dave:
+            withdrawn = await dave.submit(agent_bundle("jpeg"), **candidate)
+            assert withdrawn.state == QUEUED and withdrawn.cached_from == ""

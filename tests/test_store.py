@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -15,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from codecbench.states import QUEUED, RUNNING
 from codecbench.v1 import experiment_pb2, orchestrator_pb2
 from orchestrator_svc.ledger import Ledger
-from orchestrator_svc.store import Store
+from orchestrator_svc.store import Append, Dispatched, Store
 
 
 def _experiment(experiment_id: str) -> orchestrator_pb2.Experiment:
@@ -65,7 +66,7 @@ def test_migration_4_adds_the_cache_key_to_a_store_of_version_3(store_url: str) 
         conn.execute(text("DELETE FROM schema_migrations WHERE version = 4"))
     store.close()
     reopened = Store(url)
-    assert reopened.schema_version() == 5  # the highest recorded; 4 itself applied again
+    assert reopened.schema_version() == 6  # the highest recorded; 4 itself applied again
     reopened.create_experiment(_experiment("exp-new"), _created(), cache_key="k" * 64)
     assert reopened.get_experiment("exp-old") is not None
     assert reopened.cached("k" * 64, "alice") == []  # only finished experiments are reused
@@ -92,10 +93,7 @@ async def test_the_queue_timeout_runs_again_from_a_requeue(store_url: str) -> No
 
 def _claim(store: Store, experiment_id: str, worker_id: str) -> bool:
     """The scheduler's claim (Ledger.dispatched) without the ledger: QUEUED -> RUNNING, skip locked."""
-    event = experiment_pb2.ExperimentEvent(attempt=1, state_change=experiment_pb2.StateChange(
-        state=RUNNING, attempt=1, worker_id=worker_id, reason=f"dispatched to {worker_id}"))
-    return store.append_event(experiment_id, event, {"state": RUNNING, "worker_id": worker_id}, only_if_state={QUEUED},
-                              only_if_attempt=1, skip_locked=True) is not None
+    return bool(store.dispatch_many([Dispatched(experiment_id, 1, worker_id)], time.time()))
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
@@ -159,4 +157,41 @@ def test_two_orchestrators_migrating_one_database_at_once_both_start(store_url: 
             store.close()
 
     with ThreadPoolExecutor(4) as pool:
-        assert list(pool.map(open_store, range(4))) == [5, 5, 5, 5]
+        assert list(pool.map(open_store, range(4))) == [6, 6, 6, 6]
+
+
+def test_events_appended_together_are_stored_in_order_in_one_transaction(tmp_path: Path) -> None:
+    """Store.append_many (the ledger's group commit): the second append of an experiment sees the
+    first's state change; a condition that fails stores nothing; an unknown id is reported alone."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for name in ("exp-1", "exp-2"):
+        store.create_experiment(_experiment(name), _created())
+    running = {"state": experiment_pb2.EXPERIMENT_STATE_RUNNING, "worker_id": "w-1"}
+    progress = experiment_pb2.ExperimentEvent(progress=experiment_pb2.Progress(image_index=1))
+    out = store.append_many([
+        Append("exp-1", experiment_pb2.ExperimentEvent(), running),
+        Append("exp-1", progress, only_if_state={experiment_pb2.EXPERIMENT_STATE_RUNNING}),
+        Append("exp-2", progress, only_if_state={experiment_pb2.EXPERIMENT_STATE_RUNNING}),
+        Append("exp-missing", progress),
+    ])
+    assert [getattr(o, "sequence", o) for o in out[:3]] == [2, 3, None]
+    assert isinstance(out[3], LookupError)
+    first = store.get_experiment("exp-1")
+    assert first is not None and first.state == experiment_pb2.EXPERIMENT_STATE_RUNNING and first.worker_id == "w-1"
+    assert [e.sequence for e in store.events_after("exp-1", 0)] == [1, 2, 3]
+    assert [e.sequence for e in store.events_after("exp-2", 0)] == [1]
+
+
+def test_a_scheduling_round_moves_only_the_experiments_still_queued_at_their_attempt(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    for name in ("exp-1", "exp-2", "exp-3"):
+        store.create_experiment(_experiment(name), _created())
+    store.append_event("exp-3", experiment_pb2.ExperimentEvent(), {"state": experiment_pb2.EXPERIMENT_STATE_CANCELLED})
+    moved = store.dispatch_many([Dispatched("exp-1", 1, "w-1"), Dispatched("exp-2", 2, "w-1"),
+                                 Dispatched("exp-3", 1, "w-2")], now=1000.0)
+    assert [(exp.experiment_id, exp.state, exp.worker_id) for exp, _ in moved] == [
+        ("exp-1", experiment_pb2.EXPERIMENT_STATE_RUNNING, "w-1")]  # exp-2 is at attempt 1, exp-3 cancelled
+    stored = store.get_experiment("exp-1")
+    assert stored is not None and stored.state == experiment_pb2.EXPERIMENT_STATE_RUNNING
+    assert stored.start_time.seconds == 1000 and stored.worker_id == "w-1"
+    assert [e.state_change.reason for e in store.events_after("exp-1", 0)] == ["created", "dispatched to w-1"]

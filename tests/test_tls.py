@@ -128,7 +128,7 @@ async def test_readme_several_hosts_runs_with_mutual_tls_on_loopback_and_logs_no
     for key in (tmp_path / "certs").glob("*-key.pem"):
         secrets += [line for line in key.read_text().splitlines() if line and not line.startswith("-----")]
     logs = "\n".join(s.log_path.read_text() for s in services)
-    assert "worker.registered" in logs and "experiment.dispatched" in logs  # the logs are the run's
+    assert "worker.registered" in logs and "experiments.dispatched" in logs  # the logs are the run's
     for secret in secrets:
         assert secret not in logs
     assert "PRIVATE KEY" not in logs and "Bearer" not in logs

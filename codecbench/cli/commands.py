@@ -412,6 +412,25 @@ def cancel(ctx: typer.Context, experiment_id: str) -> None:
     _call(ctx, work)
 
 
+@app.command("share-result")
+def share_result(
+    ctx: typer.Context,
+    experiment_id: str,
+    unshare: Annotated[bool, typer.Option("--unshare", help="Keep it to its owner's submissions again.")] = False,
+) -> None:
+    """Let every user's identical submission reuse the result of a SUCCEEDED experiment (admins only):
+    it becomes a shared result-cache entry."""
+
+    async def work(client: Client, s: Settings) -> int:
+        e = await client.share_result(experiment_id, shared=not unshare)
+        s.out.print(f"{e.experiment_id}: its result is "
+                    + ("reused by every user's identical submission" if not unshare
+                       else f"reused by {e.owner}'s identical submissions only"))
+        return 0
+
+    _call(ctx, work)
+
+
 @app.command()
 def workers(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List workers: state (with the reason when STALE or LOST), build, slots, devices, heartbeat; then

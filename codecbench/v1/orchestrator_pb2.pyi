@@ -819,6 +819,58 @@ class ShareDatasetResponse(_message.Message):
 Global___ShareDatasetResponse: _TypeAlias = ShareDatasetResponse  # noqa: Y015
 
 @_typing.final
+class ShareExperimentRequest(_message.Message):
+    """Which experiment's result to share through the result cache, or to keep to its owner again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_ID_FIELD_NUMBER: _builtins.int
+    SHARED_FIELD_NUMBER: _builtins.int
+    experiment_id: _builtins.str
+    """Its id; required (NOT_FOUND when unknown; FAILED_PRECONDITION unless it SUCCEEDED and was evaluated,
+    not copied from the cache).
+    """
+    shared: _builtins.bool
+    """false: only its owner's identical submissions reuse it again."""
+    def __init__(
+        self,
+        *,
+        experiment_id: _builtins.str = ...,
+        shared: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment_id", b"experiment_id", "shared", b"shared"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareExperimentRequest: _TypeAlias = ShareExperimentRequest  # noqa: Y015
+
+@_typing.final
+class ShareExperimentResponse(_message.Message):
+    """The experiment after the change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def experiment(self) -> Global___Experiment:
+        """It."""
+
+    def __init__(
+        self,
+        *,
+        experiment: Global___Experiment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["experiment", b"experiment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShareExperimentResponse: _TypeAlias = ShareExperimentResponse  # noqa: Y015
+
+@_typing.final
 class ListDatasetsResponse(_message.Message):
     """The datasets the caller may use."""
 

@@ -81,6 +81,11 @@ class OrchestratorServiceStub:
                 request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.SerializeToString,
                 response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.FromString,
                 _registered_method=True)
+        self.ShareExperiment = channel.unary_unary(
+                '/codecbench.v1.OrchestratorService/ShareExperiment',
+                request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentRequest.SerializeToString,
+                response_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentResponse.FromString,
+                _registered_method=True)
         self.ReadBlob = channel.unary_stream(
                 '/codecbench.v1.OrchestratorService/ReadBlob',
                 request_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ReadBlobRequest.SerializeToString,
@@ -196,6 +201,14 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ShareExperiment(self, request, context):
+        """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, whose result every user's
+        identical submission may reuse (normally only its owner's do), or the owner's only again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReadBlob(self, request, context):
         """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB.
         """
@@ -300,6 +313,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.ShareDataset,
                     request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.FromString,
                     response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.SerializeToString,
+            ),
+            'ShareExperiment': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShareExperiment,
+                    request_deserializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentRequest.FromString,
+                    response_serializer=codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentResponse.SerializeToString,
             ),
             'ReadBlob': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadBlob,
@@ -560,6 +578,33 @@ class OrchestratorService:
             '/codecbench.v1.OrchestratorService/ShareDataset',
             codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetRequest.SerializeToString,
             codecbench_dot_v1_dot_orchestrator__pb2.ShareDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShareExperiment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/codecbench.v1.OrchestratorService/ShareExperiment',
+            codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentRequest.SerializeToString,
+            codecbench_dot_v1_dot_orchestrator__pb2.ShareExperimentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -72,6 +72,10 @@ class OrchestratorServiceStub:
     """The datasets the caller may use: built-in ones, its own and shared ones."""
     ShareDataset: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]
     """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
+    ShareExperiment: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareExperimentRequest, _orchestrator_pb2.ShareExperimentResponse]
+    """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, whose result every user's
+    identical submission may reuse (normally only its owner's do), or the owner's only again.
+    """
     ReadBlob: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]
     """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB."""
     RegisterWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]
@@ -148,6 +152,10 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """The datasets the caller may use: built-in ones, its own and shared ones."""
     ShareDataset: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareDatasetRequest, _orchestrator_pb2.ShareDatasetResponse]  # type: ignore[assignment]
     """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
+    ShareExperiment: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.ShareExperimentRequest, _orchestrator_pb2.ShareExperimentResponse]  # type: ignore[assignment]
+    """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, whose result every user's
+    identical submission may reuse (normally only its owner's do), or the owner's only again.
+    """
     ReadBlob: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.ReadBlobRequest, _orchestrator_pb2.ReadBlobResponse]  # type: ignore[assignment]
     """Streams a content-addressed blob (dataset image or agent file) in chunks of at most 1 MiB."""
     RegisterWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.RegisterWorkerRequest, _orchestrator_pb2.RegisterWorkerResponse]  # type: ignore[assignment]
@@ -269,6 +277,16 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.ShareDatasetResponse, _abc.Awaitable[_orchestrator_pb2.ShareDatasetResponse]]:
         """Admins only: makes a dataset readable (and usable in experiments) by every user, or private again."""
+
+    @_abc_1.abstractmethod
+    def ShareExperiment(
+        self,
+        request: _orchestrator_pb2.ShareExperimentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.ShareExperimentResponse, _abc.Awaitable[_orchestrator_pb2.ShareExperimentResponse]]:
+        """Admins only: makes a SUCCEEDED experiment a shared result-cache entry, whose result every user's
+        identical submission may reuse (normally only its owner's do), or the owner's only again.
+        """
 
     @_abc_1.abstractmethod
     def ReadBlob(
