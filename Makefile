@@ -37,7 +37,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "codecbench needs Python 3.11+"'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of torch first, so nothing below pulls a multi-GB CUDA build.
+	# torch first, pinned, so nothing below picks another version. Which build pip takes is the index's:
+	# PyPI's Linux x86_64 wheel is the CUDA build (what a GPU worker wants); a CPU-only machine may point
+	# pip at a CPU wheel (PIP_INDEX_URL / PIP_FIND_LINKS, as this project's CI machines do).
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
