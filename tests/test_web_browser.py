@@ -86,7 +86,8 @@ async def log_in(page: Page, app: Starlette, base: str) -> None:
     await page.wait_for_url(f"{base}/")
 
 
-async def test_the_login_page_then_the_one_time_url(browser: Browser, view: tuple[Starlette, str]) -> None:
+async def test_the_login_page_the_one_time_url_and_a_pasted_token(browser: Browser, view: tuple[Starlette, str],
+                                                                  services: World) -> None:
     app, url = view
     page = await browser.new_page()
     await page.goto(url)
@@ -100,6 +101,12 @@ async def test_the_login_page_then_the_one_time_url(browser: Browser, view: tupl
     await page.wait_for_url(f"{url}/login")
     await page.goto(url)
     assert page.url == f"{url}/login"
+    # a user's own token, pasted: the browser's POST (with its Origin) logs in as that user
+    await page.fill("form#login input[name=token]", services.alice_token)
+    await page.click("button:has-text('log in')")
+    await page.wait_for_url(f"{url}/")
+    shown = await page.locator("#experiments").inner_text()
+    assert services.curve_a.experiment_id in shown and services.curve_b.experiment_id not in shown
     await page.close()
 
 

@@ -68,7 +68,7 @@ def plotly_js() -> Path:
 
 
 class _SecurityHeaders:
-    """Adds the Content-Security-Policy and no-sniff headers to every response."""
+    """Adds the Content-Security-Policy, no-sniff and referrer-policy headers to every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -83,7 +83,9 @@ class _SecurityHeaders:
                 message["headers"] = [*message.get("headers", []),
                                       (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                                       (b"x-content-type-options", b"nosniff"),
-                                      (b"referrer-policy", b"no-referrer")]
+                                      # same-origin, not no-referrer: under no-referrer browsers
+                                      # send "Origin: null" with a POST, which SameOriginPosts refuses
+                                      (b"referrer-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
