@@ -1,6 +1,7 @@
 """The web view (``codecbench web``) over HTTP against a real orchestrator and worker: every page,
 its filters and sorting, escaping of user-controlled text, the BD-rate footnotes of the CLI, the
-event stream and its resumption, and no reference to another host.
+event stream and its resumption, no reference to another host, and the login: nothing without a
+session, one-time codes, a session per token, refused tokens, Host and Origin checks, cookie flags.
 
 The browser's side (the chart drawn, live progress, JavaScript off) is ``tests/test_web_browser.py``.
 """
@@ -24,16 +25,16 @@ import markupsafe
 import numpy as np
 import pytest
 import pytest_asyncio
-from helpers import AGENTS, eventually
-from helpers.services import free_port
-from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, served, web_app, world
+from helpers import AGENTS, TEST_ADMIN_TOKEN
+from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, log_in, login_url, served, web_app, world
 from PIL import Image
+from starlette.applications import Starlette
 from typer.testing import CliRunner
 
-from codecbench import analysis, errors, validation
+from codecbench import analysis, errors, rpc, validation
 from codecbench.cli import app
 from codecbench.client import Client
-from codecbench.web import live
+from codecbench.web import live, sessions
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -45,9 +46,19 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Wo
 
 
 @pytest_asyncio.fixture(scope="module")
-async def http(services: World) -> AsyncIterator[httpx.AsyncClient]:
-    async with served(web_app(services.orchestrator.address)) as url, httpx.AsyncClient(base_url=url,
-                                                                                         timeout=60) as client:
+async def view(services: World) -> AsyncIterator[tuple[Starlette, str]]:
+    """The view (its one-time codes log in as the admin) and its base URL."""
+    app = web_app(services.orchestrator.address)
+    async with served(app) as url:
+        yield app, url
+
+
+@pytest_asyncio.fixture(scope="module")
+async def http(view: tuple[Starlette, str]) -> AsyncIterator[httpx.AsyncClient]:
+    """A client logged in through a one-time code (as the admin)."""
+    app, url = view
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        await log_in(client, app)
         yield client
 
 
@@ -259,14 +270,6 @@ async def test_reconstructions_are_readable_by_their_owner_only(services: World)
         assert (await alice.read_blob(image.reconstruction.sha256)).startswith(b"\x89PNG")
         with pytest.raises(errors.NotFound):
             await bob.read_blob(image.reconstruction.sha256)
-    # the view shows what its token may see: bob's sees no experiment of alice's
-    async with served(web_app(services.orchestrator.address, services.bob_token)) as url, \
-            httpx.AsyncClient(base_url=url) as as_bob:
-        assert services.curve_a.experiment_id not in (await as_bob.get("/")).text
-        # the orchestrator refuses another user's experiment (PERMISSION_DENIED), and so does the view
-        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}")).status_code == 403
-        assert (await as_bob.get(f"/experiments/{services.curve_a.experiment_id}/points/0/images/0/"
-                                 "reconstruction.png")).status_code == 403
 
 
 async def test_keep_reconstructions_is_bounded(services: World) -> None:
@@ -281,25 +284,192 @@ async def test_keep_reconstructions_is_bounded(services: World) -> None:
     assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output
 
 
-async def test_codecbench_web_serves_the_view_until_stopped(services: World) -> None:
-    port = free_port()
+async def test_codecbench_web_prints_a_login_url_and_serves_until_stopped(services: World) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "codecbench.cli", "--server", services.orchestrator.address, "web", "--port", str(port),
+        sys.executable, "-m", "codecbench.cli", "--server", services.orchestrator.address, "web", "--port", "0",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            async def answers() -> bool:
-                try:
-                    return (await http.get("/")).status_code == 200
-                except httpx.TransportError:
-                    assert process.returncode is None, "codecbench web exited before it answered"
-                    return False
+    assert process.stdout is not None
+    printed: list[str] = []
 
-            await eventually(answers, timeout_s=60, what="codecbench web answers")
+    async def login_line() -> str:
+        while not (printed and "/login?code=" in printed[-1]):
+            line = (await process.stdout.readline()).decode()
+            assert line, f"codecbench web exited before printing its login URL: {printed}"
+            printed.append(line)
+        return printed[-1].strip()
+
+    try:
+        url = await asyncio.wait_for(login_line(), timeout=60)
+        where = urlsplit(url)
+        assert where.hostname == "127.0.0.1" and where.port and where.port > 0  # --port 0: the port it got
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{where.port}", timeout=60) as http:
+            assert (await http.get("/")).status_code == 401
+            assert (await http.get(url)).status_code == 303
             assert services.failed.experiment_id in (await http.get("/")).text
     finally:
         process.terminate()
-        output, _ = await process.communicate()
+        rest, _ = await process.communicate()
+    output = "".join(printed) + rest.decode()
     # uvicorn shuts down gracefully, then ends by the signal it was sent (as a process stopped by it)
     assert process.returncode in (0, -signal.SIGTERM), output
-    assert f"http://127.0.0.1:{port}/" in output.decode() and b"Traceback" not in output
+    assert f"http://127.0.0.1:{where.port}/" in output and "Traceback" not in output
+
+
+# --- login and sessions -------------------------------------------------------------------------
+
+
+def _set_cookie(reply: httpx.Response) -> str:
+    cookies = [v for k, v in reply.headers.multi_items() if k == "set-cookie"]
+    assert len(cookies) == 1, cookies
+    return cookies[0]
+
+
+def _kept_image(services: World) -> str:
+    return f"/experiments/{services.curve_a.experiment_id}/points/0/images/0"
+
+
+async def test_without_a_session_nothing_but_the_login_page_and_assets(view: tuple[Starlette, str],
+                                                                         services: World) -> None:
+    _, url = view
+    ids = [e.experiment_id for e in (services.curve_a, services.curve_b, services.failed)]
+    pages = ["/", "/compare", "/failures", "/workers", *(f"/experiments/{i}" for i in ids),
+             f"/compare?baseline={ids[0]}&candidate={ids[1]}", "/nowhere"]
+    data = [f"/events?id={ids[0]}", f"{_kept_image(services)}/reconstruction.png", f"{_kept_image(services)}/original"]
+    async with httpx.AsyncClient(base_url=url) as stranger:
+        for path in pages:  # a browser navigating is sent to the login page
+            reply = await stranger.get(path, headers={"Accept": "text/html"})
+            assert (reply.status_code, reply.headers.get("location")) == (303, "/login"), path
+            assert reply.content == b""
+        for path in [*pages, *data]:  # anything else: 401, and nothing of anyone's
+            reply = await stranger.get(path)
+            assert reply.status_code == 401, path
+            assert reply.text == "login required"
+        assert (await stranger.post("/logout")).status_code == 401
+        # a cookie the view never issued is no session
+        stranger.cookies.set(sessions.COOKIE, "made-up")
+        assert (await stranger.get("/")).status_code == 401
+        login = await stranger.get("/login")
+        assert login.status_code == 200 and 'name="token"' in login.text
+        assert not any(i in login.text for i in ids)
+        assert (await stranger.get("/static/app.css")).status_code == 200
+        assert (await stranger.get("/vendor/plotly.min.js")).status_code == 200
+
+
+async def test_a_one_time_code_logs_in_once_with_the_views_token(view: tuple[Starlette, str],
+                                                                 services: World) -> None:
+    app, url = view
+    code_url = login_url(app, url)
+    code = code_url.split("code=", 1)[1]
+    async with httpx.AsyncClient(base_url=url) as first, httpx.AsyncClient(base_url=url) as second:
+        reply = await first.get(code_url)
+        assert reply.status_code == 303 and reply.headers["location"] == "/"  # the URL bar drops the code
+        cookie = _set_cookie(reply)
+        assert code not in cookie and TEST_ADMIN_TOKEN not in cookie
+        assert services.curve_b.experiment_id in (await first.get("/")).text  # the admin's experiment
+        again = await second.get(code_url)
+        assert again.status_code == 401 and "set-cookie" not in again.headers
+        assert "used already or has expired" in again.text and code not in again.text
+        assert (await second.get("/")).status_code == 401
+        assert (await first.get("/")).status_code == 200  # the first browser stays logged in
+
+
+def test_a_login_code_expires() -> None:
+    now = [1000.0]
+    logins = sessions.Sessions("127.0.0.1:1", rpc.NO_TLS, "token", code_ttl_s=600, clock=lambda: now[0])
+    early, late, wrong = logins.issue_code(), logins.issue_code(), "x" * 43
+    assert len(early) >= 43 and early != late  # 256 random bits, URL-safe base64
+    now[0] += 599
+    assert logins.redeem_code(early) and not logins.redeem_code(early)
+    now[0] += 1
+    assert not logins.redeem_code(late)
+    assert not logins.redeem_code(wrong)
+
+
+async def test_an_expired_code_is_refused_by_the_view(services: World) -> None:
+    app = web_app(services.orchestrator.address, login_code_ttl_s=0.0)
+    async with served(app) as url, httpx.AsyncClient(base_url=url) as http:
+        reply = await http.get(login_url(app, url))
+        assert reply.status_code == 401 and "set-cookie" not in reply.headers
+        assert (await http.get("/")).status_code == 401
+
+
+async def _log_in_with_token(http: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await http.post("/login", data={"token": token}, headers={"Origin": str(http.base_url).rstrip("/")})
+
+
+async def test_each_browser_session_uses_its_own_token(view: tuple[Starlette, str], services: World) -> None:
+    _, url = view
+    mine, admins = services.curve_a.experiment_id, services.curve_b.experiment_id
+    async with httpx.AsyncClient(base_url=url, timeout=60) as alice, \
+            httpx.AsyncClient(base_url=url, timeout=60) as bob:
+        for http, token in ((alice, services.alice_token), (bob, services.bob_token)):
+            reply = await _log_in_with_token(http, token)
+            assert reply.status_code == 303 and reply.headers["location"] == "/"
+            assert token not in _set_cookie(reply)
+        assert alice.cookies[sessions.COOKIE] != bob.cookies[sessions.COOKIE]
+        # both sessions at once, interleaved: each sees what its own token may see
+        for _ in range(2):
+            as_alice, as_bob = (await alice.get("/")).text, (await bob.get("/")).text
+            assert mine in as_alice and admins not in as_alice
+            assert mine not in as_bob and admins not in as_bob
+            assert services.alice_token not in as_alice and services.bob_token not in as_bob
+        assert (await alice.get(f"/experiments/{mine}")).status_code == 200
+        # the orchestrator refuses another user's experiment (PERMISSION_DENIED), and so does the view
+        assert (await bob.get(f"/experiments/{mine}")).status_code == 403
+        assert (await alice.get(f"{_kept_image(services)}/reconstruction.png")).content.startswith(b"\x89PNG")
+        assert (await bob.get(f"{_kept_image(services)}/reconstruction.png")).status_code == 403
+        events = sse_events((await bob.get("/events", params={"id": mine})).text)
+        assert "problem" in json.loads(events[0]["data"]) and events[-1]["event"] == "end"
+        # logging out ends that browser's session only
+        assert (await bob.post("/logout", headers={"Origin": url})).status_code == 303
+        assert (await bob.get("/")).status_code == 401
+        assert mine in (await alice.get("/")).text
+
+
+async def test_a_refused_token_ends_the_session(services: World) -> None:
+    app = web_app(services.orchestrator.address, token="not-a-token-the-orchestrator-knows")
+    async with served(app) as url, httpx.AsyncClient(base_url=url) as http:
+        refused = await _log_in_with_token(http, "also-unknown")
+        assert refused.status_code == 401 and "refused this token" in refused.text
+        assert "set-cookie" not in refused.headers and "also-unknown" not in refused.text
+        await log_in(http, app)  # a code logs in without asking the orchestrator; its first page does
+        cookie = http.cookies[sessions.COOKIE]
+        page = await http.get("/")
+        assert page.status_code == 401 and 'name="token"' in page.text  # the login page
+        assert f'{sessions.COOKIE}=""' in _set_cookie(page) and "Max-Age=0" in _set_cookie(page)
+        http.cookies.set(sessions.COOKIE, cookie)  # the old cookie is no session any more
+        assert (await http.get("/")).status_code == 401
+
+
+async def test_another_host_name_is_refused(http: httpx.AsyncClient, services: World) -> None:
+    for path in ("/", "/login", "/static/app.css"):  # DNS rebinding: evil.example resolving to 127.0.0.1
+        reply = await http.get(path, headers={"Host": "evil.example"})
+        assert reply.status_code == 400 and services.curve_b.experiment_id not in reply.text
+    port = urlsplit(str(http.base_url)).port
+    assert (await http.get("/", headers={"Host": f"localhost:{port}"})).status_code == 200
+
+
+async def test_a_post_from_another_origin_is_refused(view: tuple[Starlette, str], services: World) -> None:
+    app, url = view
+    async with httpx.AsyncClient(base_url=url) as http:
+        await log_in(http, app)
+        for origin in ("http://evil.example", "null", url.replace("127.0.0.1", "localhost")):
+            assert (await http.post("/logout", headers={"Origin": origin})).status_code == 403
+            refused = await http.post("/login", data={"token": services.bob_token}, headers={"Origin": origin})
+            assert refused.status_code == 403 and "set-cookie" not in refused.headers
+        assert (await http.get("/")).status_code == 200  # still logged in
+        assert (await http.post("/logout", headers={"Origin": url})).status_code == 303
+
+
+async def test_the_session_cookie_flags(view: tuple[Starlette, str]) -> None:
+    app, url = view
+    async with httpx.AsyncClient(base_url=url) as http:
+        cookie = _set_cookie(await log_in(http, app))
+    flags = [f.strip().lower() for f in cookie.split(";")]
+    name, value = cookie.split(";", 1)[0].split("=", 1)
+    assert name == sessions.COOKIE and len(value) >= 43
+    assert {"httponly", "samesite=strict", "path=/"} <= set(flags) and "secure" not in flags
+    # served over TLS (the scheme the server saw), the cookie is Secure too
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://127.0.0.1") as tls:
+        reply = await tls.get(f"/login?code={app.state.sessions.issue_code()}")
+        assert "secure" in [f.strip().lower() for f in _set_cookie(reply).split(";")]

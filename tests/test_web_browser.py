@@ -4,7 +4,8 @@ against a real orchestrator and worker.
 list -> experiment -> compare -> the RD charts drawn (one SVG trace per curve and metric); a
 running experiment's page reaches SUCCEEDED through server-sent events without a reload; the
 pages work with JavaScript off; markup in labels and error text never runs; and every request the
-browser makes goes to 127.0.0.1. ``make web-screens`` runs this module with
+browser makes goes to 127.0.0.1. Each browser logs in through the one-time URL, as a user of
+``codecbench web`` does. ``make web-screens`` runs this module with
 ``CODECBENCH_WEB_SCREENS=out/web``, which saves a screenshot of each page there.
 """
 
@@ -20,7 +21,8 @@ import pytest
 import pytest_asyncio
 from helpers import AGENTS
 from helpers.services import attach_worker, orchestrator, write_images
-from helpers.web import World, served, web_app, world
+from helpers.web import World, login_url, served, web_app, world
+from starlette.applications import Starlette
 
 from codecbench import states
 from codecbench.client import Client
@@ -45,9 +47,10 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Wo
 
 
 @pytest_asyncio.fixture(scope="module")
-async def url(services: World) -> AsyncIterator[str]:
-    async with served(web_app(services.orchestrator.address)) as base:
-        yield base
+async def view(services: World) -> AsyncIterator[tuple[Starlette, str]]:
+    app = web_app(services.orchestrator.address)
+    async with served(app) as base:
+        yield app, base
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -77,10 +80,42 @@ async def screen(page: Page, name: str) -> None:
         await page.screenshot(path=str(SCREENS / f"{name}.png"), full_page=True)
 
 
-async def test_list_experiment_compare_and_the_chart(browser: Browser, url: str, services: World) -> None:
+async def log_in(page: Page, app: Starlette, base: str) -> None:
+    """Opens a one-time login URL in ``page``'s browser context; the view then redirects to the list."""
+    await page.goto(login_url(app, base))
+    await page.wait_for_url(f"{base}/")
+
+
+async def test_the_login_page_the_one_time_url_and_a_pasted_token(browser: Browser, view: tuple[Starlette, str],
+                                                                  services: World) -> None:
+    app, url = view
+    page = await browser.new_page()
+    await page.goto(url)
+    assert page.url == f"{url}/login" and await page.locator("form#login input[name=token]").count() == 1
+    await screen(page, "login")
+    await log_in(page, app, url)
+    assert "code=" not in page.url and await page.title() == "experiments · codecbench"
+    cookies = await page.context.cookies()
+    assert [(c["httpOnly"], c["sameSite"]) for c in cookies] == [(True, "Strict")]
+    await page.click("button:has-text('log out')")
+    await page.wait_for_url(f"{url}/login")
+    await page.goto(url)
+    assert page.url == f"{url}/login"
+    # a user's own token, pasted: the browser's POST (with its Origin) logs in as that user
+    await page.fill("form#login input[name=token]", services.alice_token)
+    await page.click("button:has-text('log in')")
+    await page.wait_for_url(f"{url}/")
+    shown = await page.locator("#experiments").inner_text()
+    assert services.curve_a.experiment_id in shown and services.curve_b.experiment_id not in shown
+    await page.close()
+
+
+async def test_list_experiment_compare_and_the_chart(browser: Browser, view: tuple[Starlette, str],
+                                                     services: World) -> None:
+    app, url = view
     page = await browser.new_page(viewport={"width": 1400, "height": 900})
     seen = Recorded(page)
-    await page.goto(url)
+    await log_in(page, app, url)
     assert await page.title() == "experiments · codecbench"  # the label's <script> did not run
     assert await page.locator("#experiments tbody tr").count() == 3
     await screen(page, "experiments")
@@ -138,10 +173,13 @@ async def test_list_experiment_compare_and_the_chart(browser: Browser, url: str,
     await page.close()
 
 
-async def test_every_page_works_without_javascript(browser: Browser, url: str, services: World) -> None:
+async def test_every_page_works_without_javascript(browser: Browser, view: tuple[Starlette, str],
+                                                   services: World) -> None:
+    app, url = view
     context = await browser.new_context(java_script_enabled=False)
     page = await context.new_page()
     seen = Recorded(page)
+    await log_in(page, app, url)
     await page.goto(f"{url}/?state=SUCCEEDED")
     assert await page.locator("#experiments tbody tr").count() == 2
     await page.goto(f"{url}/compare")
@@ -163,13 +201,14 @@ async def test_live_progress_reaches_succeeded_without_a_reload(browser: Browser
     # An orchestrator with no worker yet: the experiment waits QUEUED while the page opens, then runs
     # once a worker attaches, and its page follows it through server-sent events.
     async with orchestrator(tmp_path / "orchestrator") as orch, Client(orch.address) as client, \
-            served(web_app(orch.address)) as base:
+            served(app := web_app(orch.address)) as base:
         dataset = (await client.upload_dataset("live", write_images(tmp_path / "images", [(64, 64), (64, 80)]))).name
         exp = await client.submit(AGENTS / "jpeg", dataset, [{"quality": 20}, {"quality": 60}])
         page = await browser.new_page()
         seen = Recorded(page)
         worker = None
         try:
+            await log_in(page, app, base)
             await page.goto(f"{base}/experiments/{exp.experiment_id}")
             state = page.locator("[data-live-experiment] [data-field=state]")
             assert await state.inner_text() == "QUEUED"

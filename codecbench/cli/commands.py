@@ -668,13 +668,16 @@ def export(
 def web(
     ctx: typer.Context,
     port: Annotated[int, typer.Option(min=0, max=65535, help="HTTP port (0 picks a free one).")] = 8080,
-    host: Annotated[str, typer.Option(help="Address to listen on; anyone who reaches it sees what your token "
-                                           "sees, so keep it on loopback.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Address to listen on (keep it on loopback); every page needs a login: "
+                                           "the printed one-time URL, or a pasted API token.")] = "127.0.0.1",
 ) -> None:
     """Serve a web view of your experiments, RD curves, failures and workers at http://HOST:PORT/ until Ctrl-C.
 
-    It talks to the orchestrator (--server) with your token, so it shows what you may see.
+    It prints a one-time login URL (good once, for 10 minutes) that logs the browser in with your
+    token; others can log in on the same view with their own token, each seeing what they may see.
     """
+    import socket
+
     import uvicorn
 
     from codecbench.web import WebSettings, create_app
@@ -685,6 +688,15 @@ def web(
     except OSError as exc:
         s.err.print(Text(f"error: {exc}", style="red"))
         raise typer.Exit(EXIT_USAGE) from None
-    application = create_app(WebSettings(server=s.server, token=token, tls=s.tls))
-    s.out.print(f"codecbench web view of {s.server} on http://{host}:{port}/ (Ctrl-C stops it)")
-    uvicorn.run(application, host=host, port=port, log_level="warning")
+    application = create_app(WebSettings(server=s.server, token=token, tls=s.tls, hosts=(host,)))
+    # bound here, so the printed URL names the real port when --port 0 picked one
+    listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    bound = listening.getsockname()[1]
+    url_host = f"[{host}]" if ":" in host else host
+    s.out.print(f"codecbench web view of {s.server} on http://{url_host}:{bound}/ (Ctrl-C stops it); log in at",
+                soft_wrap=True, markup=False, highlight=False)
+    code = application.state.sessions.issue_code()
+    s.out.print(f"http://{url_host}:{bound}/login?code={code}", soft_wrap=True, markup=False, highlight=False)
+    s.out.file.flush()
+    server = uvicorn.Server(uvicorn.Config(application, log_level="warning"))
+    server.run(sockets=[listening])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
@@ -23,9 +24,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from codecbench import errors, rpc
-from codecbench.client import Client
-from codecbench.web import live, present, routes
+from codecbench import auth, errors, rpc
+from codecbench.web import live, present, routes, sessions
 
 HERE = Path(__file__).parent
 CONTENT_SECURITY_POLICY = (
@@ -41,19 +41,25 @@ _HTTP_STATUS: tuple[tuple[type[errors.CodecbenchError], int], ...] = (
 
 @dataclass(frozen=True)
 class WebSettings:
-    """Where the orchestrator is and whose token the view uses.
+    """Where the orchestrator is, whose token a one-time login code logs in with, and which Host
+    headers the view answers.
 
     Attributes:
         server: the orchestrator's ``host:port``.
-        token: the bearer token; None: found by :func:`codecbench.auth.find_token`.
+        token: the token of a one-time code's session; None: found by :func:`codecbench.auth.find_token`.
         token_file: a file holding the token (used when ``token`` is None).
-        tls: TLS settings of the channel to the orchestrator.
+        tls: TLS settings of the channels to the orchestrator.
+        hosts: host names the view answers besides 127.0.0.1 and localhost (the address it is bound
+            to); a request naming another host (DNS rebinding) is refused with 400.
+        login_code_ttl_s: how long a one-time login code works, in seconds.
     """
 
     server: str
     token: str | None = None
     token_file: Path | None = None
     tls: rpc.TlsConfig = rpc.NO_TLS
+    hosts: tuple[str, ...] = ()
+    login_code_ttl_s: float = sessions.LOGIN_CODE_TTL_S
 
 
 def plotly_js() -> Path:
@@ -62,7 +68,7 @@ def plotly_js() -> Path:
 
 
 class _SecurityHeaders:
-    """Adds the Content-Security-Policy and no-sniff headers to every response."""
+    """Adds the Content-Security-Policy, no-sniff and referrer-policy headers to every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,7 +83,9 @@ class _SecurityHeaders:
                 message["headers"] = [*message.get("headers", []),
                                       (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                                       (b"x-content-type-options", b"nosniff"),
-                                      (b"referrer-policy", b"no-referrer")]
+                                      # same-origin, not no-referrer: under no-referrer browsers
+                                      # send "Origin: null" with a POST, which SameOriginPosts refuses
+                                      (b"referrer-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -86,8 +94,9 @@ class _SecurityHeaders:
 def create_app(settings: WebSettings) -> Starlette:
     """The web view as an ASGI application (serve it with uvicorn, as ``codecbench web`` does).
 
-    The orchestrator client is opened when the application starts (its lifespan) and closed when
-    it stops.
+    Every route but the login page and static assets needs a browser session
+    (:mod:`codecbench.web.sessions`); ``app.state.sessions.issue_code()`` makes a one-time login
+    code. The sessions' orchestrator clients are closed when the application stops (its lifespan).
 
     Args:
         settings: the orchestrator's address, the token and TLS settings.
@@ -96,20 +105,26 @@ def create_app(settings: WebSettings) -> Starlette:
         The Starlette application.
 
     Raises:
-        OSError: at startup, the token file cannot be read.
+        OSError: the token file cannot be read.
     """
     templates = Jinja2Templates(directory=HERE / "templates")
     present.install(templates.env)
 
+    logins = sessions.Sessions(settings.server, settings.tls, auth.find_token(settings.token, settings.token_file),
+                               code_ttl_s=settings.login_code_ttl_s)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with Client(settings.server, token=settings.token, token_file=settings.token_file,
-                          tls=settings.tls) as client:
-            app.state.client = client
+        try:
             yield
+        finally:
+            await logins.close()
 
     async def refused(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, errors.CodecbenchError)
+        if isinstance(exc, errors.Unauthenticated):  # the token is revoked or unknown: log in again
+            await logins.end(sessions.current(request))
+            return sessions.login_page(request, "The orchestrator refused this session's token: log in again.", 401)
         status = next((code for cls, code in _HTTP_STATUS if isinstance(exc, cls)), 502)
         return templates.TemplateResponse(request, "error.html", {"status": status, "message": str(exc)},
                                           status_code=status)
@@ -121,6 +136,8 @@ def create_app(settings: WebSettings) -> Starlette:
 
     app = Starlette(
         routes=[
+            Route("/login", sessions.login, methods=["GET", "POST"], name="login"),
+            Route("/logout", sessions.logout, methods=["POST"], name="logout"),
             Route("/", routes.experiments, name="experiments"),
             Route("/experiments/{experiment_id}", routes.experiment, name="experiment"),
             Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/reconstruction.png",
@@ -139,5 +156,10 @@ def create_app(settings: WebSettings) -> Starlette:
         exception_handlers={errors.CodecbenchError: refused, HTTPException: http_error},
     )
     app.state.templates = templates
+    app.state.sessions = logins
+    # added innermost first: headers on every answer, then Host, Origin, and the session last
+    app.add_middleware(sessions.RequireSession, sessions=logins)
+    app.add_middleware(sessions.SameOriginPosts)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost", *settings.hosts])
     app.add_middleware(_SecurityHeaders)
     return app

@@ -26,7 +26,7 @@ from codecbench import errors, states
 from codecbench.cli.views import event_text
 from codecbench.client import Client
 from codecbench.v1 import experiment_pb2
-from codecbench.web import present
+from codecbench.web import present, sessions
 
 # The most experiments one stream follows (a list page shows at most 200, few of them live).
 MAX_WATCHED = 200
@@ -96,7 +96,7 @@ async def events(request: Request) -> Response:
         raise HTTPException(400, f"id: 1 to {MAX_WATCHED} experiment ids (exp- and hex digits) are required")
     resumed = parse_last_event_id(request.headers.get("last-event-id", ""))
     seen = {i: resumed.get(i, 0) for i in ids}
-    client: Client = request.app.state.client
+    client = sessions.client(request)
 
     async def stream() -> AsyncIterator[str]:
         queue: asyncio.Queue[tuple[str, int, dict[str, object]] | None] = asyncio.Queue()

@@ -1,7 +1,8 @@
 """The web view's pages: experiments, one experiment, compare, failures, workers.
 
 Each handler reads its query (filters, sorting, the compared experiments), asks the orchestrator
-through the application's :class:`codecbench.client.Client`, and renders a template with what
+through the browser session's own :class:`codecbench.client.Client`
+(:func:`codecbench.web.sessions.client`), and renders a template with what
 :mod:`codecbench.web.present` and :mod:`codecbench.analysis` computed. Bad query values are answered
 400 with the reason; refused requests (not found, not allowed) by the app's error pages.
 """
@@ -17,19 +18,13 @@ from starlette.responses import Response
 
 from codecbench import analysis, datasets, states
 from codecbench.cli.parsing import UsageError, parse_labels, parse_since, parse_states
-from codecbench.client import Client
 from codecbench.v1 import experiment_pb2, orchestrator_pb2
-from codecbench.web import present
+from codecbench.web import present, sessions
 
 # The most experiments a list (and the compare page's choice) shows, newest first.
 LIST_LIMIT = 200
 # The failed experiments the failures page groups, newest first (as `codecbench errors --limit`).
 FAILURES_LIMIT = 1000
-
-
-def _client(request: Request) -> Client:
-    client: Client = request.app.state.client
-    return client
 
 
 def _render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
@@ -57,7 +52,7 @@ async def experiments(request: Request) -> Response:
         created_after = parse_since(chosen.since) if chosen.since else None
     except UsageError as exc:
         raise _usage(exc) from exc
-    listed = await _client(request).list(wanted_states, labels, LIST_LIMIT, created_after=created_after)
+    listed = await sessions.client(request).list(wanted_states, labels, LIST_LIMIT, created_after=created_after)
     shown = [e for e in listed if chosen.keep(e)]
     all_states = [states.state_name(s) for s in (states.QUEUED, states.RUNNING, states.SUCCEEDED, states.FAILED,
                                                  states.CANCELLED)]
@@ -70,7 +65,7 @@ async def experiments(request: Request) -> Response:
 async def experiment(request: Request) -> Response:
     """One experiment: parameters, worker, attempts, per-point and per-image tables (sorted by the
     ``psort``/``isort`` column, ``pdesc``/``idesc`` for descending), agent-reported values, its error."""
-    exp = await _client(request).get(request.path_params["experiment_id"])
+    exp = await sessions.client(request).get(request.path_params["experiment_id"])
     query = request.query_params
     points = present.sorted_table(present.POINT_COLUMNS, present.measured_points(exp), query.get("psort", "point"),
                                   query.get("pdesc") == "1")
@@ -87,7 +82,7 @@ async def experiment(request: Request) -> Response:
 async def compare(request: Request) -> Response:
     """Pick a baseline and candidates; their RD chart (bpp vs PSNR and vs MS-SSIM) and the BD-rate
     table with the CLI's footnotes (:func:`codecbench.analysis.footnoted_bd_rates`)."""
-    client = _client(request)
+    client = sessions.client(request)
     query = request.query_params
     baseline_id = query.get("baseline", "").strip()
     candidate_ids = [c for c in dict.fromkeys(query.getlist("candidate")) if c and c != baseline_id]
@@ -122,7 +117,7 @@ async def failures(request: Request) -> Response:
         created_after = parse_since(since) if since else None
     except UsageError as exc:
         raise _usage(exc) from exc
-    listed = await _client(request).list([states.FAILED], limit=FAILURES_LIMIT, created_after=created_after)
+    listed = await sessions.client(request).list([states.FAILED], limit=FAILURES_LIMIT, created_after=created_after)
     failed, copies = analysis.without_cached_copies(listed)
     return _render(request, "failures.html", {"groups": analysis.group_errors(failed), "failed": len(failed),
                                               "copies": copies, "since": since})
@@ -131,7 +126,7 @@ async def failures(request: Request) -> Response:
 async def workers(request: Request) -> Response:
     """The registered workers: state, build, slots, devices, heartbeat (the orchestrator shows
     non-admins each worker without its address, build, host and pid)."""
-    return _render(request, "workers.html", {"workers": await _client(request).workers()})
+    return _render(request, "workers.html", {"workers": await sessions.client(request).workers()})
 
 
 def _image_result(exp: orchestrator_pb2.Experiment, point_index: int, image_index: int
@@ -150,16 +145,16 @@ def _image(data: bytes) -> Response:
 
 async def reconstruction(request: Request) -> Response:
     """A kept decoded image (PNG), read from the orchestrator's blobs with the user's token."""
-    exp = await _client(request).get(request.path_params["experiment_id"])
+    exp = await sessions.client(request).get(request.path_params["experiment_id"])
     image = _image_result(exp, request.path_params["point_index"], request.path_params["image_index"])
     if not image.HasField("reconstruction"):
         raise HTTPException(404, f"{exp.experiment_id} kept no reconstruction of {image.image_name}")
-    return _image(await _client(request).read_blob(image.reconstruction.sha256))
+    return _image(await sessions.client(request).read_blob(image.reconstruction.sha256))
 
 
 async def original(request: Request) -> Response:
     """A dataset image of an experiment, as uploaded (the built-in ``photos`` from this package)."""
-    client = _client(request)
+    client = sessions.client(request)
     exp = await client.get(request.path_params["experiment_id"])
     image = _image_result(exp, request.path_params["point_index"], request.path_params["image_index"])
     dataset = next((d for d in await client.datasets() if d.name == exp.dataset), None)

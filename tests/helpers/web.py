@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 
@@ -62,9 +63,23 @@ class World:
     bob_token: str
 
 
-def web_app(address: str, token: str = TEST_ADMIN_TOKEN) -> Starlette:
-    """The web view of the orchestrator at ``address``, with ``token`` (default: the tests' admin token)."""
-    return create_app(WebSettings(server=address, token=token))
+def web_app(address: str, token: str = TEST_ADMIN_TOKEN, login_code_ttl_s: float = 600.0) -> Starlette:
+    """The web view of the orchestrator at ``address``; its one-time login codes log in with ``token``
+    (default: the tests' admin token)."""
+    return create_app(WebSettings(server=address, token=token, login_code_ttl_s=login_code_ttl_s))
+
+
+def login_url(app: Starlette, base: str) -> str:
+    """A one-time login URL of ``app`` served at ``base``, as ``codecbench web`` prints it."""
+    return f"{base}/login?code={app.state.sessions.issue_code()}"
+
+
+async def log_in(http: httpx.AsyncClient, app: Starlette) -> httpx.Response:
+    """Logs ``http`` in through a one-time login URL of ``app`` (its cookie jar keeps the session);
+    returns the answer (a redirect to ``/`` that sets the cookie)."""
+    reply = await http.get(login_url(app, str(http.base_url).rstrip("/")))
+    assert reply.status_code == 303 and reply.headers["location"] == "/", reply
+    return reply
 
 
 @asynccontextmanager
