@@ -126,7 +126,9 @@ CORPUS = [
          check=lambda terminal, _: _not_retryable(terminal)),
     Case("hostile_meta_tensor", K.ERROR_KIND_INVALID_OUTPUT, contains="dense"),
     # The red-team's 1,200,000 reported numbers (a 26 MB frame): refused by count, never converted.
-    Case("hostile_big_report", K.ERROR_KIND_INVALID_OUTPUT, contains="1200000 entries"),
+    # Building and framing that dict inside the agent took over 30 s at load 12: a decode limit of its own.
+    Case("hostile_big_report", K.ERROR_KIND_INVALID_OUTPUT, contains="1200000 entries",
+         timeouts=types_pb2.Timeouts(encode_s=30, decode_s=120)),
 ]
 
 
