@@ -105,6 +105,20 @@ async def test_a_bad_filter_is_refused_naming_it(http: httpx.AsyncClient) -> Non
     assert (await http.get("/?state=sleeping")).status_code == 400
 
 
+@pytest.mark.parametrize("since", ["100000000000d", "9999999999w", "1" * 35 + "s"])
+async def test_a_since_beyond_what_a_timestamp_holds_is_refused_naming_the_limit(http: httpx.AsyncClient,
+                                                                                 services: World, since: str) -> None:
+    for path in ("/", "/failures"):
+        reply = await http.get(path, params={"since": since})
+        assert reply.status_code == 400, (path, reply.text)
+        assert "since" in reply.text and "9999-12-31" in reply.text
+    # the CLI: a usage error (exit 2), not a traceback
+    done = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "errors", "--since", since])
+    assert done.exit_code == 2 and "9999-12-31" in done.output, done.output
+    assert not isinstance(done.exception, ValueError | OverflowError)
+
+
 async def test_an_experiment_shows_points_images_sorted_and_labelled(http: httpx.AsyncClient,
                                                                      services: World) -> None:
     exp = services.curve_a
@@ -181,6 +195,14 @@ async def test_workers_and_unknown_pages(http: httpx.AsyncClient, services: Worl
     assert (await http.get("/vendor/plotly.min.js")).status_code == 200
 
 
+async def test_huge_indexes_in_a_path_are_no_page(http: httpx.AsyncClient, services: World) -> None:
+    base = f"/experiments/{services.curve_a.experiment_id}/points"
+    assert (await http.get(f"{base}/0/images/0/reconstruction.png")).status_code == 200
+    for point, image in [("9" * 5000, "0"), ("0", "9" * 5000), ("1" + "0" * 9, "0"), ("0", "\u00b2")]:
+        for leaf in ("reconstruction.png", "original"):
+            assert (await http.get(f"{base}/{point}/images/{image}/{leaf}")).status_code == 404
+
+
 async def test_no_page_refers_to_another_host(http: httpx.AsyncClient, services: World) -> None:
     pages = ["/", "/compare", "/failures", "/workers",
              f"/compare?baseline={services.curve_a.experiment_id}&candidate={services.curve_b.experiment_id}",
@@ -190,6 +212,7 @@ async def test_no_page_refers_to_another_host(http: httpx.AsyncClient, services:
     for path in pages:
         reply = await http.get(path)
         assert "default-src 'self'" in reply.headers["content-security-policy"]
+        assert reply.headers["cross-origin-resource-policy"] == "same-origin"
         for url in links(reply.text):
             seen += 1
             where = urlsplit(urljoin(base, url))
@@ -229,6 +252,27 @@ async def test_the_event_stream_refuses_bad_ids(http: httpx.AsyncClient) -> None
     assert (await http.get("/events")).status_code == 400
     assert (await http.get("/events", params={"id": "<script>"})).status_code == 400
     assert live.parse_last_event_id("exp-ab=3,junk,exp-cd=x,=4") == {"exp-ab": 3}
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "9" * 5000, str(2**63), "+3", " 4"])
+async def test_a_bad_last_event_id_is_ignored(http: httpx.AsyncClient, services: World, value: str) -> None:
+    exp = services.curve_b
+    assert live.parse_last_event_id(f"{exp.experiment_id}={value}") == {}
+    reply = await http.get("/events", params={"id": exp.experiment_id},
+                           headers={"Last-Event-ID": f"{exp.experiment_id}={value}".encode()})
+    assert reply.status_code == 200
+    events = sse_events(reply.text)  # the whole stream, as without a Last-Event-ID
+    assert [json.loads(e["data"])["sequence"] for e in events[:-1]] == list(range(1, exp.last_sequence + 1))
+    assert live.parse_last_event_id(f"{exp.experiment_id}={2**63 - 1}") == {exp.experiment_id: 2**63 - 1}
+
+
+async def test_a_stream_that_fails_says_so(services: World) -> None:
+    # a sequence that WatchExperiment cannot carry (int64): the request cannot even be built
+    queue: asyncio.Queue[tuple[str, int, dict[str, object]] | None] = asyncio.Queue()
+    await live._follow(services.client, services.curve_b.experiment_id, 2**63, queue)
+    first = await queue.get()
+    assert first is not None and "problem" in first[2] and "failed" in str(first[2]["problem"])
+    assert await queue.get() is None
 
 
 async def test_kept_reconstructions_are_the_decoded_images_beside_their_originals(http: httpx.AsyncClient,

@@ -62,7 +62,7 @@ def plotly_js() -> Path:
 
 
 class _SecurityHeaders:
-    """Adds the Content-Security-Policy and no-sniff headers to every response."""
+    """Adds the Content-Security-Policy, no-sniff, referrer and cross-origin resource headers to every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -77,7 +77,9 @@ class _SecurityHeaders:
                 message["headers"] = [*message.get("headers", []),
                                       (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
                                       (b"x-content-type-options", b"nosniff"),
-                                      (b"referrer-policy", b"no-referrer")]
+                                      (b"referrer-policy", b"no-referrer"),
+                                      # no other site may embed these pages' images (kept reconstructions)
+                                      (b"cross-origin-resource-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -123,9 +125,9 @@ def create_app(settings: WebSettings) -> Starlette:
         routes=[
             Route("/", routes.experiments, name="experiments"),
             Route("/experiments/{experiment_id}", routes.experiment, name="experiment"),
-            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/reconstruction.png",
+            Route("/experiments/{experiment_id}/points/{point_index:index}/images/{image_index:index}/reconstruction.png",
                   routes.reconstruction, name="reconstruction"),
-            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/original",
+            Route("/experiments/{experiment_id}/points/{point_index:index}/images/{image_index:index}/original",
                   routes.original, name="original"),
             Route("/compare", routes.compare, name="compare"),
             Route("/failures", routes.failures, name="failures"),
