@@ -30,10 +30,11 @@ from helpers.web import QUALITIES_A, XSS_ERROR, XSS_LABEL, World, served, web_ap
 from PIL import Image
 from typer.testing import CliRunner
 
-from codecbench import analysis, errors, validation
+from codecbench import analysis, errors, states, validation
 from codecbench.cli import app
 from codecbench.client import Client
 from codecbench.web import live
+from orchestrator_svc.scheduler import RECONSTRUCTION_BUDGET_BYTES
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -323,6 +324,43 @@ async def test_keep_reconstructions_is_bounded(services: World) -> None:
         "--server", services.orchestrator.address, "run", str(AGENTS / "jpeg"), "--dataset", services.dataset,
         "--keep-reconstructions", "17", "--detach"])
     assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output
+
+
+NOISE_AGENT = '''"""Decodes to fresh uniform noise: PNGs that never compress or deduplicate."""
+import torch
+
+
+def encode(image, device, **params):
+    return ("%d,%d" % tuple(image.shape[1:])).encode()
+
+
+def decode(bitstream, device, **params):
+    height, width = map(int, bitstream.decode().split(","))
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+'''
+
+
+async def test_kept_reconstructions_have_a_byte_budget_per_experiment(services: World) -> None:
+    agent = services.root / "noise_agent"
+    agent.mkdir(exist_ok=True)
+    (agent / "codec.py").write_text(NOISE_AGENT)
+    scheduler = services.orchestrator.scheduler
+    # a noise PNG of a 176x176 image is ~93 KB: the budget holds one of them, not two
+    scheduler.reconstruction_budget_bytes = 150_000
+    try:
+        submitted = await services.client.submit(agent, services.dataset, [{"p": i} for i in range(3)],
+                                                 keep_reconstructions=2)
+        done = await services.client.wait(submitted.experiment_id)
+    finally:
+        scheduler.reconstruction_budget_bytes = RECONSTRUCTION_BUDGET_BYTES
+    assert done.state == states.SUCCEEDED, done
+    kept = [i.reconstruction for p in done.result.points for i in p.images if i.HasField("reconstruction")]
+    assert len(kept) == 1 and 0 < kept[0].size_bytes <= 150_000
+    events = [e async for e in services.client.watch(done.experiment_id)]
+    said = [e.log.text for e in events if e.WhichOneof("event") == "log" and "not kept" in e.log.text]
+    assert len(said) == 3 * 2 - 1 and all("150000 bytes" in t for t in said), said
+    assert scheduler.kept_bytes.get(done.experiment_id) is None  # forgotten once it ended
+    assert RECONSTRUCTION_BUDGET_BYTES == 256 * 2**20
 
 
 async def test_codecbench_web_serves_the_view_until_stopped(services: World) -> None:
