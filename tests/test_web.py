@@ -33,7 +33,7 @@ from typer.testing import CliRunner
 from codecbench import analysis, errors, states, validation
 from codecbench.cli import app
 from codecbench.client import Client
-from codecbench.web import live
+from codecbench.web import live, present
 from orchestrator_svc.scheduler import RECONSTRUCTION_BUDGET_BYTES
 
 pytestmark = pytest.mark.timeout(240)
@@ -167,6 +167,20 @@ async def test_compare_shows_the_chart_data_and_the_clis_footnotes(http: httpx.A
     assert [t["text"] for t in data["psnr"]["traces"]] == [a.experiment_id, b.experiment_id]
     assert len(data["ms_ssim"]["traces"]) == 2
     assert data["psnr"]["traces"][0]["x"] == sorted(p.bpp for p in a.result.points)
+
+
+def test_chart_names_reach_plotly_as_text_not_markup() -> None:
+    hostile = '<a href="https://evil.example/">x</a> & <b>'
+    chart = analysis.RdChart(pooled=False, notes=(), series=(
+        analysis.RdSeries(label=hostile, experiment_id="exp-<i>1</i>", psnr=((0.5, 30.0),), ms_ssim=((0.5, 0.9),)),))
+    data = present.chart_data(chart)
+    for metric in ("psnr", "ms_ssim"):
+        (trace,) = data[metric]["traces"]
+        # Plotly turns the entities back into the characters, drawn as text
+        assert trace["name"] == '&lt;a href="https://evil.example/"&gt;x&lt;/a&gt; &amp; &lt;b&gt;'
+        assert trace["text"] == "exp-&lt;i&gt;1&lt;/i&gt;"
+        assert html.unescape(trace["name"]) == hostile
+    assert "<" not in json.dumps(data) and ">" not in json.dumps(data)
 
 
 async def test_compare_says_why_an_experiment_has_no_curve(http: httpx.AsyncClient, services: World) -> None:

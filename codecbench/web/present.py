@@ -8,6 +8,7 @@ results to the templates; :func:`install` registers the formatting filters with 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -207,11 +208,16 @@ def chart_data(chart: analysis.RdChart) -> dict[str, Any]:
     Returns:
         ``{"psnr": {"traces": [...], "x": title, "y": title}, "ms_ssim": {...}}``; each trace is
         ``{"name", "x" (bpp), "y", "text" (experiment id)}``. Curves with no drawable point have no trace.
+        Names and texts have ``&``, ``<`` and ``>`` escaped: Plotly draws them as its pseudo-HTML
+        (``<a href>`` becomes a live link), and an agent's name is the user's to choose.
     """
 
+    def plain(text: str) -> str:
+        return html.escape(text, quote=False)
+
     def traces(pick: Callable[[analysis.RdSeries], Sequence[tuple[float, float]]]) -> list[dict[str, Any]]:
-        return [{"name": s.label, "x": [p[0] for p in pick(s)], "y": [p[1] for p in pick(s)],
-                 "text": s.experiment_id} for s in chart.series if pick(s)]
+        return [{"name": plain(s.label), "x": [p[0] for p in pick(s)], "y": [p[1] for p in pick(s)],
+                 "text": plain(s.experiment_id)} for s in chart.series if pick(s)]
 
     return {"psnr": {"traces": traces(lambda s: s.psnr), "x": chart.rate_label, "y": chart.psnr_label},
             "ms_ssim": {"traces": traces(lambda s: s.ms_ssim), "x": "rate [bpp]", "y": "MS-SSIM RGB"}}
