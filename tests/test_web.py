@@ -31,7 +31,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from codecbench import analysis, errors, states, validation
-from codecbench.cli import app
+from codecbench.cli import app, views
 from codecbench.client import Client
 from codecbench.web import live, present
 from orchestrator_svc.scheduler import RECONSTRUCTION_BUDGET_BYTES
@@ -139,6 +139,34 @@ async def test_an_experiment_shows_points_images_sorted_and_labelled(http: httpx
     page = (await http.get(f"/experiments/{exp.experiment_id}?isort=bytes")).text
     sizes = [int(re.findall(r"<td>(.*?)</td>", r)[2]) for r in rows(page, "images")]
     assert sizes == sorted(sizes) and len(sizes) == 8
+
+
+async def test_the_point_table_has_the_figures_of_codecbench_show(http: httpx.AsyncClient, services: World) -> None:
+    exp = services.curve_a
+    page = (await http.get(f"/experiments/{exp.experiment_id}")).text
+    head = page.split('id="points"', 1)[1].split("</thead>", 1)[0]
+    titles = [html.unescape(re.sub(r"<[^>]+>", "", t)).strip(" \n▲▼") for t in re.findall(r"<th.*?</th>", head, re.S)]
+    # the CLI's per-point columns, in its order (its table's header; "params" is "point" here)
+    cli = [str(c.header) for c in views.results_table([exp]).columns]
+    assert titles == ["point", *cli[1:]]
+    for point, row in zip(exp.result.points, rows(page, "points"), strict=True):
+        cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        assert cells[6] == f"{point.pooled_psnr_db:.2f}" and cells[8] == f"{point.encode_ms_median:.1f}"
+        assert cells[10] == f"{point.decode_ms_median:.1f}" and cells[11] == views.lossless_cell(point)
+    assert views.RESULTS_CAPTION.split("\n")[0] in page
+
+
+async def test_show_and_run_say_which_reconstructions_are_kept(services: World) -> None:
+    exp = services.curve_a
+    shown = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "show", exp.experiment_id])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "reconstructions: 1, 1, 1, 1 kept per point of the first 1 image(s) of each point (4 in all)" in text
+    assert "codecbench web" in text
+    other = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "show", services.curve_b.experiment_id])
+    assert other.exit_code == 0 and "reconstructions:" not in other.output
 
 
 async def test_a_failed_experiment_shows_its_typed_error_as_text(http: httpx.AsyncClient, services: World) -> None:
