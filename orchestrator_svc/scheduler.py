@@ -171,6 +171,12 @@ class Dispatch:
     digests: frozenset[str] = frozenset()
 
 
+# The most bytes of decoded images (PNG) one experiment keeps (keep_reconstructions): noise-like
+# reconstructions never deduplicate, and up to 1000 points x 16 images of up to 32 MiB each would
+# otherwise fill the disk from one submission. Past it an image is not kept, and a system log line says so.
+RECONSTRUCTION_BUDGET_BYTES = 256 * 2**20
+
+
 class Scheduler:
     """Runs QUEUED experiments on READY workers and records what they stream back (module docstring).
 
@@ -186,15 +192,20 @@ class Scheduler:
         telemetry: where dispatch latencies and attempt durations are observed (None: nowhere).
         blobs: where decoded images that experiments keep (keep_reconstructions) are stored; None:
             none is kept.
+        reconstruction_budget_bytes: the most bytes of kept decoded images per experiment
+            (:data:`RECONSTRUCTION_BUDGET_BYTES`; counted over its attempts in this orchestrator's life).
     """
 
     def __init__(
         self, store: Store, ledger: Ledger, registry: WorkerRegistry, heartbeat_timeout_s: float, call_slack_s: float,
         lost_worker_ttl_s: float = 3600.0, data: DataDir | None = None, owner_weights: Mapping[str, int] | None = None,
         telemetry: OrchestratorTelemetry | None = None,
-        blobs: BlobStore | None = None,
+        blobs: BlobStore | None = None, reconstruction_budget_bytes: int = RECONSTRUCTION_BUDGET_BYTES,
     ) -> None:
         self.blobs = blobs
+        self.reconstruction_budget_bytes = reconstruction_budget_bytes
+        # Bytes of decoded images kept so far by experiment id (until it ends: a retry counts on).
+        self.kept_bytes: dict[str, int] = {}
         self.fair = FairShare(owner_weights)
         self.telemetry = telemetry
         self.lost_worker_ttl_s = lost_worker_ttl_s
@@ -457,7 +468,7 @@ class Scheduler:
                 kept: dict[tuple[int, int], types_pb2.BlobRef] = {}  # (point, image) -> its stored PNG
                 async for response in call:
                     if response.reconstruction_png and response.event.HasField("image_result"):
-                        self._keep_reconstruction(exp, response, kept)
+                        await self._keep_reconstruction(exp, response, kept, attempt)
                     if response.event.HasField("result"):
                         for point in response.event.result.points:
                             for image in point.images:
@@ -465,6 +476,7 @@ class Scheduler:
                                     image.reconstruction.CopyFrom(kept[image.point_index, image.image_index])
                     finished = await self._record(experiment_id, attempt, response.event)
                     if finished:
+                        self.kept_bytes.pop(experiment_id, None)
                         break
             except BaseException:
                 # Abandoned here (an event that could not be stored on a full disk, an orchestrator
@@ -492,11 +504,13 @@ class Scheduler:
             error = errors.InternalError(f"orchestrator error: {type(exc).__name__}: {exc}").to_proto()
             await self.ledger.failed(experiment_id, attempt, error)
 
-    def _keep_reconstruction(self, exp: orchestrator_pb2.Experiment, response: worker_pb2.RunExperimentResponse,
-                             kept: dict[tuple[int, int], types_pb2.BlobRef]) -> None:
+    async def _keep_reconstruction(self, exp: orchestrator_pb2.Experiment,
+                                   response: worker_pb2.RunExperimentResponse,
+                                   kept: dict[tuple[int, int], types_pb2.BlobRef], attempt: int) -> None:
         """Stores a decoded image the worker sent as a blob owned like the experiment, and refers to
         it from the event's image result and (through ``kept``) from the final result; the PNG
-        bytes themselves are never stored in events.
+        bytes themselves are never stored in events. An image past the experiment's budget
+        (:attr:`reconstruction_budget_bytes`) is not stored; a system log line says so.
 
         Raises:
             OSError: the blob could not be written (a full disk: handled as for any event).
@@ -504,6 +518,17 @@ class Scheduler:
         result = response.event.image_result
         if result.image_index >= exp.keep_reconstructions or self.blobs is None:
             return  # not asked for: a worker cannot make the orchestrator store more than the owner wanted
+        size = len(response.reconstruction_png)
+        used = self.kept_bytes.get(exp.experiment_id, 0)
+        if used + size > self.reconstruction_budget_bytes:
+            await self.ledger.append(exp.experiment_id, experiment_pb2.ExperimentEvent(log=experiment_pb2.LogLine(
+                stream=experiment_pb2.LOG_STREAM_SYSTEM, phase=types_pb2.PHASE_METRICS,
+                text=f"reconstruction of {result.image_name} at point {result.point_index + 1} not kept: "
+                     f"its PNG has {size} bytes and this experiment keeps at most "
+                     f"{self.reconstruction_budget_bytes} bytes of them ({used} kept)")),
+                only_if_state={RUNNING}, only_if_attempt=attempt)
+            return
+        self.kept_bytes[exp.experiment_id] = used + size
         digest = self.blobs.put(response.reconstruction_png)
         self.store.add_blob_owner(digest, exp.owner)
         result.reconstruction.CopyFrom(types_pb2.BlobRef(

@@ -31,10 +31,11 @@ from PIL import Image
 from starlette.applications import Starlette
 from typer.testing import CliRunner
 
-from codecbench import analysis, errors, rpc, validation
-from codecbench.cli import app
+from codecbench import analysis, errors, rpc, states, validation
+from codecbench.cli import app, views
 from codecbench.client import Client
-from codecbench.web import live, sessions
+from codecbench.web import live, present, sessions
+from orchestrator_svc.scheduler import RECONSTRUCTION_BUDGET_BYTES
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -116,6 +117,20 @@ async def test_a_bad_filter_is_refused_naming_it(http: httpx.AsyncClient) -> Non
     assert (await http.get("/?state=sleeping")).status_code == 400
 
 
+@pytest.mark.parametrize("since", ["100000000000d", "9999999999w", "1" * 35 + "s"])
+async def test_a_since_beyond_what_a_timestamp_holds_is_refused_naming_the_limit(http: httpx.AsyncClient,
+                                                                                 services: World, since: str) -> None:
+    for path in ("/", "/failures"):
+        reply = await http.get(path, params={"since": since})
+        assert reply.status_code == 400, (path, reply.text)
+        assert "since" in reply.text and "9999-12-31" in reply.text
+    # the CLI: a usage error (exit 2), not a traceback
+    done = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "errors", "--since", since])
+    assert done.exit_code == 2 and "9999-12-31" in done.output, done.output
+    assert not isinstance(done.exception, ValueError | OverflowError)
+
+
 async def test_an_experiment_shows_points_images_sorted_and_labelled(http: httpx.AsyncClient,
                                                                      services: World) -> None:
     exp = services.curve_a
@@ -135,6 +150,34 @@ async def test_an_experiment_shows_points_images_sorted_and_labelled(http: httpx
     page = (await http.get(f"/experiments/{exp.experiment_id}?isort=bytes")).text
     sizes = [int(re.findall(r"<td>(.*?)</td>", r)[2]) for r in rows(page, "images")]
     assert sizes == sorted(sizes) and len(sizes) == 8
+
+
+async def test_the_point_table_has_the_figures_of_codecbench_show(http: httpx.AsyncClient, services: World) -> None:
+    exp = services.curve_a
+    page = (await http.get(f"/experiments/{exp.experiment_id}")).text
+    head = page.split('id="points"', 1)[1].split("</thead>", 1)[0]
+    titles = [html.unescape(re.sub(r"<[^>]+>", "", t)).strip(" \n▲▼") for t in re.findall(r"<th.*?</th>", head, re.S)]
+    # the CLI's per-point columns, in its order (its table's header; "params" is "point" here)
+    cli = [str(c.header) for c in views.results_table([exp]).columns]
+    assert titles == ["point", *cli[1:]]
+    for point, row in zip(exp.result.points, rows(page, "points"), strict=True):
+        cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        assert cells[6] == f"{point.pooled_psnr_db:.2f}" and cells[8] == f"{point.encode_ms_median:.1f}"
+        assert cells[10] == f"{point.decode_ms_median:.1f}" and cells[11] == views.lossless_cell(point)
+    assert views.RESULTS_CAPTION.split("\n")[0] in page
+
+
+async def test_show_and_run_say_which_reconstructions_are_kept(services: World) -> None:
+    exp = services.curve_a
+    shown = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "show", exp.experiment_id])
+    assert shown.exit_code == 0, shown.output
+    text = " ".join(shown.output.split())
+    assert "reconstructions: 1, 1, 1, 1 kept per point of the first 1 image(s) of each point (4 in all)" in text
+    assert "codecbench web" in text
+    other = await asyncio.to_thread(CliRunner().invoke, app, [
+        "--server", services.orchestrator.address, "show", services.curve_b.experiment_id])
+    assert other.exit_code == 0 and "reconstructions:" not in other.output
 
 
 async def test_a_failed_experiment_shows_its_typed_error_as_text(http: httpx.AsyncClient, services: World) -> None:
@@ -165,6 +208,20 @@ async def test_compare_shows_the_chart_data_and_the_clis_footnotes(http: httpx.A
     assert data["psnr"]["traces"][0]["x"] == sorted(p.bpp for p in a.result.points)
 
 
+def test_chart_names_reach_plotly_as_text_not_markup() -> None:
+    hostile = '<a href="https://evil.example/">x</a> & <b>'
+    chart = analysis.RdChart(pooled=False, notes=(), series=(
+        analysis.RdSeries(label=hostile, experiment_id="exp-<i>1</i>", psnr=((0.5, 30.0),), ms_ssim=((0.5, 0.9),)),))
+    data = present.chart_data(chart)
+    for metric in ("psnr", "ms_ssim"):
+        (trace,) = data[metric]["traces"]
+        # Plotly turns the entities back into the characters, drawn as text
+        assert trace["name"] == '&lt;a href="https://evil.example/"&gt;x&lt;/a&gt; &amp; &lt;b&gt;'
+        assert trace["text"] == "exp-&lt;i&gt;1&lt;/i&gt;"
+        assert html.unescape(trace["name"]) == hostile
+    assert "<" not in json.dumps(data) and ">" not in json.dumps(data)
+
+
 async def test_compare_says_why_an_experiment_has_no_curve(http: httpx.AsyncClient, services: World) -> None:
     reply = await http.get("/compare", params={"baseline": services.curve_a.experiment_id,
                                                "candidate": services.failed.experiment_id})
@@ -192,6 +249,14 @@ async def test_workers_and_unknown_pages(http: httpx.AsyncClient, services: Worl
     assert (await http.get("/vendor/plotly.min.js")).status_code == 200
 
 
+async def test_huge_indexes_in_a_path_are_no_page(http: httpx.AsyncClient, services: World) -> None:
+    base = f"/experiments/{services.curve_a.experiment_id}/points"
+    assert (await http.get(f"{base}/0/images/0/reconstruction.png")).status_code == 200
+    for point, image in [("9" * 5000, "0"), ("0", "9" * 5000), ("1" + "0" * 9, "0"), ("0", "\u00b2")]:
+        for leaf in ("reconstruction.png", "original"):
+            assert (await http.get(f"{base}/{point}/images/{image}/{leaf}")).status_code == 404
+
+
 async def test_no_page_refers_to_another_host(http: httpx.AsyncClient, services: World) -> None:
     pages = ["/", "/compare", "/failures", "/workers",
              f"/compare?baseline={services.curve_a.experiment_id}&candidate={services.curve_b.experiment_id}",
@@ -201,6 +266,7 @@ async def test_no_page_refers_to_another_host(http: httpx.AsyncClient, services:
     for path in pages:
         reply = await http.get(path)
         assert "default-src 'self'" in reply.headers["content-security-policy"]
+        assert reply.headers["cross-origin-resource-policy"] == "same-origin"
         for url in links(reply.text):
             seen += 1
             where = urlsplit(urljoin(base, url))
@@ -240,6 +306,27 @@ async def test_the_event_stream_refuses_bad_ids(http: httpx.AsyncClient) -> None
     assert (await http.get("/events")).status_code == 400
     assert (await http.get("/events", params={"id": "<script>"})).status_code == 400
     assert live.parse_last_event_id("exp-ab=3,junk,exp-cd=x,=4") == {"exp-ab": 3}
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "9" * 5000, str(2**63), "+3", " 4"])
+async def test_a_bad_last_event_id_is_ignored(http: httpx.AsyncClient, services: World, value: str) -> None:
+    exp = services.curve_b
+    assert live.parse_last_event_id(f"{exp.experiment_id}={value}") == {}
+    reply = await http.get("/events", params={"id": exp.experiment_id},
+                           headers={"Last-Event-ID": f"{exp.experiment_id}={value}".encode()})
+    assert reply.status_code == 200
+    events = sse_events(reply.text)  # the whole stream, as without a Last-Event-ID
+    assert [json.loads(e["data"])["sequence"] for e in events[:-1]] == list(range(1, exp.last_sequence + 1))
+    assert live.parse_last_event_id(f"{exp.experiment_id}={2**63 - 1}") == {exp.experiment_id: 2**63 - 1}
+
+
+async def test_a_stream_that_fails_says_so(services: World) -> None:
+    # a sequence that WatchExperiment cannot carry (int64): the request cannot even be built
+    queue: asyncio.Queue[tuple[str, int, dict[str, object]] | None] = asyncio.Queue()
+    await live._follow(services.client, services.curve_b.experiment_id, 2**63, queue)
+    first = await queue.get()
+    assert first is not None and "problem" in first[2] and "failed" in str(first[2]["problem"])
+    assert await queue.get() is None
 
 
 async def test_kept_reconstructions_are_the_decoded_images_beside_their_originals(http: httpx.AsyncClient,
@@ -282,6 +369,43 @@ async def test_keep_reconstructions_is_bounded(services: World) -> None:
         "--server", services.orchestrator.address, "run", str(AGENTS / "jpeg"), "--dataset", services.dataset,
         "--keep-reconstructions", "17", "--detach"])
     assert done.exit_code == 2 and "keep_reconstructions" in done.output and "16" in done.output
+
+
+NOISE_AGENT = '''"""Decodes to fresh uniform noise: PNGs that never compress or deduplicate."""
+import torch
+
+
+def encode(image, device, **params):
+    return ("%d,%d" % tuple(image.shape[1:])).encode()
+
+
+def decode(bitstream, device, **params):
+    height, width = map(int, bitstream.decode().split(","))
+    return torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+'''
+
+
+async def test_kept_reconstructions_have_a_byte_budget_per_experiment(services: World) -> None:
+    agent = services.root / "noise_agent"
+    agent.mkdir(exist_ok=True)
+    (agent / "codec.py").write_text(NOISE_AGENT)
+    scheduler = services.orchestrator.scheduler
+    # a noise PNG of a 176x176 image is ~93 KB: the budget holds one of them, not two
+    scheduler.reconstruction_budget_bytes = 150_000
+    try:
+        submitted = await services.client.submit(agent, services.dataset, [{"p": i} for i in range(3)],
+                                                 keep_reconstructions=2)
+        done = await services.client.wait(submitted.experiment_id)
+    finally:
+        scheduler.reconstruction_budget_bytes = RECONSTRUCTION_BUDGET_BYTES
+    assert done.state == states.SUCCEEDED, done
+    kept = [i.reconstruction for p in done.result.points for i in p.images if i.HasField("reconstruction")]
+    assert len(kept) == 1 and 0 < kept[0].size_bytes <= 150_000
+    events = [e async for e in services.client.watch(done.experiment_id)]
+    said = [e.log.text for e in events if e.WhichOneof("event") == "log" and "not kept" in e.log.text]
+    assert len(said) == 3 * 2 - 1 and all("150000 bytes" in t for t in said), said
+    assert scheduler.kept_bytes.get(done.experiment_id) is None  # forgotten once it ended
+    assert RECONSTRUCTION_BUDGET_BYTES == 256 * 2**20
 
 
 async def test_codecbench_web_prints_a_login_url_and_serves_until_stopped(services: World) -> None:

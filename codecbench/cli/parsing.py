@@ -78,6 +78,10 @@ def parse_labels(items: Iterable[str]) -> dict[str, str]:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# What a protobuf Timestamp holds (0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z, in POSIX seconds):
+# the requests carry --since as one, so a time outside it is the user's mistake, not a crash.
+EARLIEST_SINCE_S = -62_135_596_800
+LATEST_SINCE_S = 253_402_300_799
 
 
 def parse_since(text: str, now: float | None = None) -> float:
@@ -89,15 +93,21 @@ def parse_since(text: str, now: float | None = None) -> float:
         now: the POSIX time (s) a duration counts back from; the current time when None.
 
     Raises:
-        UsageError: neither a duration nor an ISO date.
+        UsageError: neither a duration nor an ISO date, or a time before year 1 or after year 9999
+            (:data:`EARLIEST_SINCE_S`, :data:`LATEST_SINCE_S`: what a protobuf Timestamp holds).
     """
     if match := _DURATION.match(text):
-        return (time.time() if now is None else now) - float(match.group(1)) * _SECONDS[match.group(2)]
-    try:
-        return dt.datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise UsageError(f"--since {text!r}: expected a duration (30m, 1h, 2d, 1w) or an ISO date "
-                         "(2024-05-01 or 2024-05-01T12:00)") from None
+        since = (time.time() if now is None else now) - float(match.group(1)) * _SECONDS[match.group(2)]
+    else:
+        try:
+            since = dt.datetime.fromisoformat(text.strip()).timestamp()
+        except (ValueError, OverflowError):  # OverflowError: year 1 in a zone east of UTC
+            raise UsageError(f"--since {text!r}: expected a duration (30m, 1h, 2d, 1w) or an ISO date "
+                             "(2024-05-01 or 2024-05-01T12:00)") from None
+    if not EARLIEST_SINCE_S <= since <= LATEST_SINCE_S:  # also NaN and infinities: neither is in range
+        raise UsageError(f"--since {text!r}: must be between 0001-01-01 and 9999-12-31 UTC "
+                         f"({EARLIEST_SINCE_S} to {LATEST_SINCE_S} s since 1970)")
+    return since
 
 
 def parse_states(items: Iterable[str]) -> list[experiment_pb2.ExperimentState.ValueType]:

@@ -186,7 +186,7 @@ RESULTS_CAPTION = (
 REPORTED_ONLY_CAPTION = "agent-reported only: no image was coded; ms: the one call per point and side, without warm-up"
 
 
-def _ms_ssim_cell(point: experiment_pb2.PointResult) -> str:
+def ms_ssim_cell(point: experiment_pb2.PointResult) -> str:
     """The point's mean MS-SSIM, with how many images it averages when not all have one."""
     value = _num(point.ms_ssim if point.HasField("ms_ssim") else None, 4)
     # Results stored before the count existed have 0 here: their MS-SSIM covered every image.
@@ -195,7 +195,7 @@ def _ms_ssim_cell(point: experiment_pb2.PointResult) -> str:
     return value
 
 
-def _lossless_cell(point: experiment_pb2.PointResult) -> str:
+def lossless_cell(point: experiment_pb2.PointResult) -> str:
     """``yes`` only when every image is exact; otherwise ``no``, with how many images were exact."""
     if point.lossless:
         return "yes"
@@ -236,9 +236,9 @@ def results_table(experiments: Sequence[orchestrator_pb2.Experiment], title: str
                 continue
             table.add_row(
                 *row, values.format_params(point.params) or "(none)", str(point.image_count), f"{point.bpp:.4f}",
-                _num(point.psnr_db, 2), _ms_ssim_cell(point), f"{point.pooled_bpp:.4f}", _num(point.pooled_psnr_db, 2),
+                _num(point.psnr_db, 2), ms_ssim_cell(point), f"{point.pooled_bpp:.4f}", _num(point.pooled_psnr_db, 2),
                 f"{point.encode_ms:.1f}", f"{point.encode_ms_median:.1f}", f"{point.decode_ms:.1f}",
-                f"{point.decode_ms_median:.1f}", _lossless_cell(point),
+                f"{point.decode_ms_median:.1f}", lossless_cell(point),
             )
     return table
 
@@ -290,10 +290,30 @@ def agent_reports_table(experiments: Sequence[orchestrator_pb2.Experiment]) -> T
     return table
 
 
+def kept_text(exp: orchestrator_pb2.Experiment) -> str:
+    """How many decoded images (``keep_reconstructions``) each point of an experiment kept, and
+    where to see them; empty when it keeps none.
+
+    An image can be missing: one over the size of an event or past the experiment's byte budget
+    is not kept (a system log line says so).
+    """
+    if not exp.keep_reconstructions:
+        return ""
+    measured = [p for p in exp.result.points if not p.HasField("agent_report")]
+    counts = [sum(i.HasField("reconstruction") for i in p.images) for p in measured]
+    wanted = f"the first {exp.keep_reconstructions} image(s) of each point"
+    if not counts:
+        return f"reconstructions: {wanted} kept (none yet); see them beside the originals in `codecbench web`"
+    return (f"reconstructions: {', '.join(map(str, counts))} kept per point of {wanted} "
+            f"({sum(counts)} in all); see them beside the originals in `codecbench web`")
+
+
 def results_view(experiments: Sequence[orchestrator_pb2.Experiment], title: str = "results") -> Group:
-    """:func:`results_table`, followed by :func:`agent_reports_table` when a point has an agent report."""
+    """:func:`results_table`, followed by :func:`agent_reports_table` when a point has an agent report
+    and, per experiment that keeps decoded images, :func:`kept_text`."""
     reports = agent_reports_table(experiments)
-    return Group(results_table(experiments, title), *([reports] if reports is not None else []))
+    kept = [Text(text) for e in experiments if (text := kept_text(e))]
+    return Group(results_table(experiments, title), *([reports] if reports is not None else []), *kept)
 
 
 def images_table(exp: orchestrator_pb2.Experiment) -> Table:

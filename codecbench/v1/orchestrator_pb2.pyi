@@ -288,7 +288,8 @@ class CreateExperimentRequest(_message.Message):
     keep_reconstructions: _builtins.int
     """Keep the decoded images of the first N dataset images of each point as PNG blobs
     (ImageResult.reconstruction), owned like the experiment; 0 (none) to 16. An experiment that
-    keeps reconstructions is never answered from the result cache.
+    keeps reconstructions is never answered from the result cache. At most 256 MiB of PNG bytes
+    are kept per experiment: an image past that is not kept, and a system log line says so.
     """
     @_builtins.property
     def agent(self) -> _types_pb2.AgentBundle:

@@ -68,7 +68,7 @@ def plotly_js() -> Path:
 
 
 class _SecurityHeaders:
-    """Adds the Content-Security-Policy, no-sniff and referrer-policy headers to every response."""
+    """Adds the Content-Security-Policy, no-sniff, referrer and cross-origin resource headers to every response."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -85,7 +85,9 @@ class _SecurityHeaders:
                                       (b"x-content-type-options", b"nosniff"),
                                       # same-origin, not no-referrer: under no-referrer browsers
                                       # send "Origin: null" with a POST, which SameOriginPosts refuses
-                                      (b"referrer-policy", b"same-origin")]
+                                      (b"referrer-policy", b"same-origin"),
+                                      # no other site may embed these pages' images (kept reconstructions)
+                                      (b"cross-origin-resource-policy", b"same-origin")]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -140,9 +142,9 @@ def create_app(settings: WebSettings) -> Starlette:
             Route("/logout", sessions.logout, methods=["POST"], name="logout"),
             Route("/", routes.experiments, name="experiments"),
             Route("/experiments/{experiment_id}", routes.experiment, name="experiment"),
-            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/reconstruction.png",
+            Route("/experiments/{experiment_id}/points/{point_index:index}/images/{image_index:index}/reconstruction.png",
                   routes.reconstruction, name="reconstruction"),
-            Route("/experiments/{experiment_id}/points/{point_index:int}/images/{image_index:int}/original",
+            Route("/experiments/{experiment_id}/points/{point_index:index}/images/{image_index:index}/original",
                   routes.original, name="original"),
             Route("/compare", routes.compare, name="compare"),
             Route("/failures", routes.failures, name="failures"),

@@ -31,15 +31,21 @@ from codecbench.web import present, sessions
 # The most experiments one stream follows (a list page shows at most 200, few of them live).
 MAX_WATCHED = 200
 _ID = re.compile(r"^exp-[0-9a-f]{1,64}$")
+# A sequence as a resuming browser sends it back: ASCII digits only (str.isdigit would take
+# superscripts, which int() refuses) and at most 19 of them (no huge-number parsing).
+_SEQUENCE = re.compile(r"[0-9]{1,19}")
+# The largest sequence WatchExperiment's after_sequence (int64) carries; a larger one is ignored.
+MAX_SEQUENCE = 2**63 - 1
 
 
 def parse_last_event_id(text: str) -> dict[str, int]:
     """``"exp-a=12,exp-b=3"`` -> ``{"exp-a": 12, "exp-b": 3}``; malformed items are ignored (a
-    browser sends back whatever id it last saw, and a bad one must not break the stream)."""
+    browser sends back whatever id it last saw, and a bad one must not break the stream): a value
+    that is not 1 to 19 ASCII digits, or is above :data:`MAX_SEQUENCE`."""
     seen = {}
     for item in text.split(","):
         key, sep, value = item.strip().partition("=")
-        if sep and _ID.match(key) and value.isdigit():
+        if sep and _ID.match(key) and _SEQUENCE.fullmatch(value) and int(value) <= MAX_SEQUENCE:
             seen[key] = int(value)
     return seen
 
@@ -81,6 +87,9 @@ async def _follow(client: Client, experiment_id: str, after: int,
             await queue.put((experiment_id, event.sequence, data))
     except errors.CodecbenchError as exc:  # not found, not allowed, unreachable: said on the page, not raised
         await queue.put((experiment_id, after, {"experiment_id": experiment_id, "problem": str(exc)}))
+    except Exception as exc:  # noqa: BLE001 - anything else too: a stream that just ends would hide it
+        await queue.put((experiment_id, after, {"experiment_id": experiment_id,
+                                                "problem": f"the view failed: {type(exc).__name__}: {exc}"}))
     finally:
         await queue.put(None)
 

@@ -8,6 +8,7 @@ results to the templates; :func:`install` registers the formatting filters with 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -18,7 +19,7 @@ import jinja2
 from google.protobuf import timestamp_pb2
 
 from codecbench import analysis, devices, errors, states, values
-from codecbench.cli.views import report_text
+from codecbench.cli.views import RESULTS_CAPTION, lossless_cell, ms_ssim_cell, report_text
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
 
 
@@ -80,6 +81,7 @@ def install(env: jinja2.Environment) -> None:
         worker_state=lambda s: orchestrator_pb2.WorkerState.Name(s).removeprefix("WORKER_STATE_"),
         isolation=lambda i: types_pb2.Isolation.Name(i).removeprefix("ISOLATION_"),
     )
+    env.globals["RESULTS_CAPTION"] = RESULTS_CAPTION  # the per-point table's figures, as `codecbench show` defines them
     env.globals["TERMINAL_STATES"] = {states.state_name(s) for s in states.TERMINAL_STATES}
 
 
@@ -144,12 +146,28 @@ def _metrics_columns(get: Callable[[Any], Any]) -> list[Column]:
     ]
 
 
-POINT_COLUMNS = [
-    Column("point", "point", lambda p: values.format_params(p.params) or "(no parameters)", lambda p: p.point_index),
-    Column("images", "images", lambda p: str(p.image_count), lambda p: p.image_count),
-    *_metrics_columns(lambda p: p),
-    Column("pooled_bpp", "pooled bpp", lambda p: num(p.pooled_bpp, 4), lambda p: p.pooled_bpp),
-]
+def _point_columns() -> list[Column]:
+    """The per-point figures of ``codecbench show`` (:func:`codecbench.cli.views.results_table`),
+    in its order, with its cells for MS-SSIM (n/N when not all images have one) and lossless."""
+    shared = {c.key: c for c in _metrics_columns(lambda p: p)}
+    return [
+        Column("point", "point", lambda p: values.format_params(p.params) or "(no parameters)",
+               lambda p: p.point_index),
+        Column("images", "images", lambda p: str(p.image_count), lambda p: p.image_count),
+        shared["bpp"], shared["psnr"],
+        Column("ms_ssim", "MS-SSIM", ms_ssim_cell, shared["ms_ssim"].sort),
+        Column("pooled_bpp", "pooled bpp", lambda p: num(p.pooled_bpp, 4), lambda p: p.pooled_bpp),
+        Column("pooled_psnr", "pooled PSNR", lambda p: num(p.pooled_psnr_db, 2),
+               lambda p: (1, 0.0) if math.isnan(p.pooled_psnr_db) else (0, p.pooled_psnr_db)),
+        shared["encode_ms"],
+        Column("encode_ms_median", "median", lambda p: num(p.encode_ms_median, 1), lambda p: p.encode_ms_median),
+        shared["decode_ms"],
+        Column("decode_ms_median", "median", lambda p: num(p.decode_ms_median, 1), lambda p: p.decode_ms_median),
+        Column("lossless", "lossless", lossless_cell, shared["lossless"].sort),
+    ]
+
+
+POINT_COLUMNS = _point_columns()
 IMAGE_COLUMNS = [
     Column("point", "point", lambda r: r[0], lambda r: r[1].point_index),
     Column("image", "image", lambda r: r[1].image_name, lambda r: r[1].image_index),
@@ -207,11 +225,16 @@ def chart_data(chart: analysis.RdChart) -> dict[str, Any]:
     Returns:
         ``{"psnr": {"traces": [...], "x": title, "y": title}, "ms_ssim": {...}}``; each trace is
         ``{"name", "x" (bpp), "y", "text" (experiment id)}``. Curves with no drawable point have no trace.
+        Names and texts have ``&``, ``<`` and ``>`` escaped: Plotly draws them as its pseudo-HTML
+        (``<a href>`` becomes a live link), and an agent's name is the user's to choose.
     """
 
+    def plain(text: str) -> str:
+        return html.escape(text, quote=False)
+
     def traces(pick: Callable[[analysis.RdSeries], Sequence[tuple[float, float]]]) -> list[dict[str, Any]]:
-        return [{"name": s.label, "x": [p[0] for p in pick(s)], "y": [p[1] for p in pick(s)],
-                 "text": s.experiment_id} for s in chart.series if pick(s)]
+        return [{"name": plain(s.label), "x": [p[0] for p in pick(s)], "y": [p[1] for p in pick(s)],
+                 "text": plain(s.experiment_id)} for s in chart.series if pick(s)]
 
     return {"psnr": {"traces": traces(lambda s: s.psnr), "x": chart.rate_label, "y": chart.psnr_label},
             "ms_ssim": {"traces": traces(lambda s: s.ms_ssim), "x": "rate [bpp]", "y": "MS-SSIM RGB"}}

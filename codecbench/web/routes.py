@@ -12,6 +12,7 @@ from __future__ import annotations
 import builtins
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,6 +26,24 @@ from codecbench.web import present, sessions
 LIST_LIMIT = 200
 # The failed experiments the failures page groups, newest first (as `codecbench errors --limit`).
 FAILURES_LIMIT = 1000
+
+
+class IndexConvertor(Convertor[int]):
+    """A point or image index in a path (``{point_index:index}``): 1 to 9 ASCII digits, so a huge
+    number is no route (404) instead of an int() over Python's digit limit (a 500)."""
+
+    regex = "[0-9]{1,9}"
+
+    def convert(self, value: str) -> int:
+        """The matched digits as an int."""
+        return int(value)
+
+    def to_string(self, value: int) -> str:
+        """An index as its path segment (for ``url_for``)."""
+        return str(value)
+
+
+register_url_convertor("index", IndexConvertor())
 
 
 def _render(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> Response:
