@@ -32,10 +32,14 @@ class PostgresServer:
         admin_url: SQLAlchemy URL (``postgresql+psycopg://...``) of a database on the server, as a
             user with CREATEDB; fresh databases are made beside it.
         on_stop: what :meth:`stop` does (the embedded server's shutdown); None: nothing.
+        postmaster_pid: the server's main process when this process started it (for tests that
+            stop it with SIGSTOP); None for a server the caller runs.
     """
 
-    def __init__(self, admin_url: str, on_stop: Callable[[], None] | None = None) -> None:
+    def __init__(self, admin_url: str, on_stop: Callable[[], None] | None = None,
+                 postmaster_pid: int | None = None) -> None:
         self.admin_url = admin_url
+        self.postmaster_pid = postmaster_pid
         self._on_stop = on_stop
         self._names = itertools.count(1)
         # Unique per server handle: two runs against one server never pick the same name.
@@ -75,7 +79,7 @@ def start_embedded() -> PostgresServer:
     folder = Path(tempfile.mkdtemp(prefix="codecbench-postgres-"))
     try:
         server = get_server(folder / "data", cleanup_mode="delete")
-        socket_dir = server.get_postmaster_info().socket_dir
+        info = server.get_postmaster_info()
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -84,7 +88,8 @@ def start_embedded() -> PostgresServer:
         server.cleanup()
         shutil.rmtree(folder, ignore_errors=True)
 
-    return PostgresServer(f"postgresql+psycopg://postgres@/postgres?host={quote(str(socket_dir))}", stop)
+    return PostgresServer(f"postgresql+psycopg://postgres@/postgres?host={quote(str(info.socket_dir))}", stop,
+                          postmaster_pid=info.pid)
 
 
 __all__ = ["PostgresServer", "start_embedded"]

@@ -21,12 +21,21 @@ restarted, the network broke) the lock is gone with it, and the leader steps dow
 (:attr:`Leadership.lost`): it stops dispatching and turns NOT_SERVING. The service process then
 exits (status 1), so that its supervisor restarts it as a standby.
 
+The checks and a standby's tries run in a thread of their own with a deadline (``timeout_s``), never
+on the event loop: a database that hangs instead of refusing (a stopped server, a black-holed
+network; libpq then waits forever) must not freeze the service. A leader whose check misses the
+deadline steps down as if the connection were gone (it cannot know that it still holds the lock);
+its stuck connection is abandoned, not closed (closing would wait for the thread that uses it), and
+dies with the process. A standby whose try is slow stays a standby and starts no second try
+meanwhile.
+
 SQLite needs none of this: one orchestrator owns the data directory (``disk.lock_data_dir``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
 
 from sqlalchemy import Connection, text
@@ -42,14 +51,20 @@ class Leadership:
     Args:
         store: a PostgreSQL store.
         poll_s: how often a standby tries the lock, and a leader checks that it still holds it.
+        timeout_s: deadline of one check or try; a leader whose check misses it steps down. Far
+            above a healthy check (a round trip, milliseconds); default the larger of 5 s and
+            3 × ``poll_s``.
     """
 
-    def __init__(self, store: Store, poll_s: float = 1.0) -> None:
+    def __init__(self, store: Store, poll_s: float = 1.0, timeout_s: float | None = None) -> None:
         if not store.is_postgresql:
             raise ValueError("leadership needs a PostgreSQL store (SQLite: the data directory's lock)")
         self.store = store
         self.poll_s = poll_s
+        self.timeout_s = max(5.0, 3 * poll_s) if timeout_s is None else timeout_s
         self.held = False
+        # The thread running a database call on _conn: nobody else may touch _conn meanwhile.
+        self._worker: threading.Thread | None = None
         # Set when a leader finds its lock gone; it never leads again (its process restarts).
         self.lost = asyncio.Event()
         self._conn: Connection | None = None
@@ -58,8 +73,11 @@ class Leadership:
 
     def try_acquire(self) -> bool:
         """Takes the lock if nobody holds it; True when this process leads (now or already)."""
-        if self.held:
-            return True
+        if not self.held:
+            self.held = self._try_lock()
+        return self.held
+
+    def _try_lock(self) -> bool:
         try:
             if self._conn is None:
                 # AUTOCOMMIT: the lock belongs to the session, and the connection must not sit
@@ -70,7 +88,6 @@ class Leadership:
             self.log.warning("leadership.try_failed", error=str(exc))
             self._drop_connection()
             return False
-        self.held = got
         return got
 
     def still_held(self) -> bool:
@@ -92,11 +109,51 @@ class Leadership:
         ``on_lost`` (then sets :attr:`lost`) once it is gone."""
         self._task = asyncio.create_task(self._run(on_acquired, on_lost))
 
+    def _in_thread(self, call: Callable[[], bool]) -> asyncio.Future[bool]:
+        """Runs ``call`` in a daemon thread (a stuck one must not keep the process from exiting, as
+        an executor's thread would); its result arrives on the returned future."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def deliver(result: bool | None, error: BaseException | None) -> None:
+            self._worker = None
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(bool(result))
+
+        def run() -> None:
+            result: bool | None = None
+            error: BaseException | None = None
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting side
+                error = exc
+            try:
+                loop.call_soon_threadsafe(deliver, result, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits any more
+
+        self._worker = threading.Thread(target=run, name="codecbench-leadership", daemon=True)
+        self._worker.start()
+        return future
+
     async def _run(self, on_acquired: Callable[[], Awaitable[None]], on_lost: Callable[[], Awaitable[None]]) -> None:
+        attempt: asyncio.Future[bool] | None = None
         while not self.held:
             await asyncio.sleep(self.poll_s)
-            if not self.try_acquire():
+            if attempt is None:
+                attempt = self._in_thread(self._try_lock)
+            await asyncio.wait({attempt}, timeout=self.timeout_s)
+            if not attempt.done():
+                self.log.warning("leadership.try_slow", timeout_s=self.timeout_s)
                 continue
+            got, attempt = attempt.result(), None
+            if not got:
+                continue
+            self.held = True
             self.log.info("leadership.acquired")
             try:
                 await on_acquired()
@@ -104,8 +161,18 @@ class Leadership:
                 self.log.exception("leadership.take_office_failed", error=str(exc))
                 self.held = False
                 self._drop_connection()  # another standby (or this one, next poll) tries again
-        while self.still_held():
+        while True:
             await asyncio.sleep(self.poll_s)
+            check = self._in_thread(self.still_held)
+            await asyncio.wait({check}, timeout=self.timeout_s)
+            if check.done():
+                if check.result():
+                    continue
+                break
+            self.log.error("leadership.lost", error=f"the lock check took over {self.timeout_s} s")
+            self.held = False
+            self._conn = None  # abandoned to the stuck thread (module docstring)
+            break
         await on_lost()
         self.lost.set()
 
@@ -123,6 +190,9 @@ class Leadership:
         self._drop_connection()
 
     def _drop_connection(self) -> None:
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._conn = None  # a stuck thread uses it: abandoned (module docstring)
+            return
         if self._conn is not None:
             try:
                 # Invalidated, not returned to the pool: closing the session is what releases the lock.

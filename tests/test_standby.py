@@ -5,6 +5,8 @@ recovers what the leader left RUNNING and finishes everything once; gc keeps out
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import grpc
@@ -14,6 +16,7 @@ from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
 from helpers.services import admin_token_file, attach_worker, database_args, orchestrator, write_images
 from sqlalchemy import text
 
+from chaos import postgres
 from codecbench import rpc
 from codecbench.client import Client
 from codecbench.local import spawn_service
@@ -150,3 +153,43 @@ async def test_gc_refuses_while_an_orchestrator_leads_the_database(tmp_path: Pat
         assert "an orchestrator leads this database" in capsys.readouterr().err
     assert gc_main(gc_args) == 0
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
+
+
+def _server_processes(postmaster_pid: int) -> list[int]:
+    """The postmaster and its children (the backends that serve the open sessions), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == postmaster_pid:  # field 4 of proc(5): the parent's pid
+            children.append(int(stat.parent.name))
+    return [postmaster_pid, *children]
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_hung_database_makes_the_leader_step_down_while_health_keeps_answering(tmp_path: Path) -> None:
+    # A server of its own: the session's server must not hang under the other tests.
+    server = postgres.start_embedded()
+    try:
+        url = server.create_database()
+        assert server.postmaster_pid is not None
+        async with orchestrator(tmp_path / "orch", store_url=url, leader_poll_s=0.2) as leader:
+            assert leader.leading and leader.leadership is not None
+            assert await _health(leader.address) == health_pb2.HealthCheckResponse.SERVING
+            # Every server process stopped: the sessions stay open (the kernel keeps the socket) and
+            # nothing answers, the way a stopped server or a black-holed network looks.
+            stopped = _server_processes(server.postmaster_pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                lost = leader.leadership.lost
+                await eventually(lambda: lost.is_set(), timeout_s=60, what="the leader stepping down")
+                # The event loop was never blocked: health answers, and says the leader stepped down.
+                assert await _health(leader.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+            finally:
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        server.stop()
