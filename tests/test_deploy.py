@@ -225,3 +225,44 @@ async def test_the_workers_one_certificate_covers_every_worker_name_the_manifest
         assert not await check("codecbench-worker-0.codecbench-worker.elsewhere")
     finally:
         await server.stop(0)
+
+
+def test_no_secret_reaches_a_command_line_the_database_url_comes_from_the_secrets_volume() -> None:
+    [orchestrator_workload] = [w for w in workloads() if w["metadata"]["name"] == "codecbench-orchestrator"]
+    [container] = containers(orchestrator_workload)
+    flags = flag_values(container)
+    assert not {"--database-url", "--store-url"} & set(flags)
+    assert not any("$(" in arg for arg in container["args"])  # no Secret expanded into an argument
+    url_file = Path(flags["--database-url-file"])
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(url_file.parent)]
+    [volume] = [v for v in orchestrator_workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    name = volume["secret"]["secretName"]
+    [secret] = [o for o in render() if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+    assert secret["stringData"][url_file.name].startswith("postgresql+psycopg://")
+
+
+def test_the_orchestrator_reads_its_database_url_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    from orchestrator_svc.__main__ import DATABASE_URL_ENV, parse_args, token_main
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url_file = tmp_path / "url"
+    url_file.write_text(url + "\n")  # a Secret's file may end in a newline
+    assert parse_args(["--database-url-file", str(url_file)]).store_url == url
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(DATABASE_URL_ENV, url)
+        assert parse_args([]).store_url == url
+        assert parse_args(["--database-url", "sqlite:///other.db"]).store_url == "sqlite:///other.db"
+    with pytest.raises(SystemExit):  # one source at a time
+        parse_args(["--database-url", url, "--database-url-file", str(url_file)])
+    with pytest.raises(SystemExit):
+        parse_args(["--database-url-file", str(tmp_path / "missing")])
+    # token create really uses the file's store (the database file appears where the URL says).
+    assert token_main(["create", "alice", "--database-url-file", str(url_file), "--data-dir", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "store.db").exists()
+
+
+def test_the_service_logs_the_database_url_without_its_password() -> None:
+    # Every place that shows a store's URL renders it with the password hidden.
+    shown = [line for path in (REPO / "orchestrator_svc").glob("*.py") for line in path.read_text().splitlines()
+             if "engine.url" in line]
+    assert shown and all("hide_password=True" in line for line in shown)
