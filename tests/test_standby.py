@@ -13,7 +13,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
-from helpers.services import admin_token_file, attach_worker, database_args, orchestrator, write_images
+from helpers.services import admin_token_file, attach_worker, database_args, free_port, orchestrator, write_images
 from sqlalchemy import text
 
 from chaos import postgres
@@ -193,3 +193,23 @@ async def test_a_hung_database_makes_the_leader_step_down_while_health_keeps_ans
                     os.kill(pid, signal.SIGCONT)
     finally:
         server.stop()
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_standby_is_not_ready_but_alive_on_the_health_port(tmp_path: Path) -> None:
+    # deploy/kubernetes: readiness asks for the overall status, liveness for rpc.LIVENESS_SERVICE; a
+    # standby must fail the first (no traffic) and pass the second (no restart loop).
+    async with orchestrator(tmp_path / "orch", leader_poll_s=0.2) as leader, \
+            orchestrator(tmp_path / "orch", leader_poll_s=0.2) as standby:
+        assert leader.leading and not standby.leading
+        port = free_port()
+        probes = await rpc.start_health_server("127.0.0.1", port, standby.health)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                ready = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                alive = await stub.Check(health_pb2.HealthCheckRequest(service=rpc.LIVENESS_SERVICE), timeout=5)
+            assert ready.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await probes.stop(0)
