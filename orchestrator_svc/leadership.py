@@ -29,12 +29,26 @@ its stuck connection is abandoned, not closed (closing would wait for the thread
 dies with the process. A standby whose try is slow stays a standby and starts no second try
 meanwhile.
 
+A session's lock outlives a leader that is stopped (SIGSTOP) or hung: its kernel keeps the TCP
+connection, and the database its session. So the leader also holds a lease: every ``poll_s`` it
+renews the one row of :data:`LEASE_TABLE` (its holder id, its lock session's backend pid, and an
+expiry by the database's clock, ``now()`` plus :attr:`Leadership.lease_s`, longer than the leader
+needs to notice a lost lock itself). A standby that finds the lock taken and the lease expired ends
+the holder's session (``pg_terminate_backend``), which frees the lock; it takes office at its next
+try. The old leader, resumed, finds its session gone, steps down and exits. What it may still do in
+between is fenced in the database: a QUEUED experiment is claimed by one process only
+(``FOR UPDATE SKIP LOCKED``), and the events of an attempt that the new leader requeued are refused
+(the ledger checks the attempt). The table is the leader's own (made by the lock holder, outside
+the store's migrations: SQLite has no use for it).
+
 SQLite needs none of this: one orchestrator owns the data directory (``disk.lock_data_dir``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -43,6 +57,20 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from codecbench import logs
 from orchestrator_svc.store import LEADER_LOCK_KEY, Store
+
+LEASE_TABLE = "codecbench_leader_lease"
+_CREATE_LEASE = text(
+    f"CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, "
+    "backend_pid INTEGER NOT NULL, renewed_at TIMESTAMPTZ NOT NULL, expires_at TIMESTAMPTZ NOT NULL)")
+_RENEW_LEASE = text(
+    f"INSERT INTO {LEASE_TABLE} VALUES (1, :holder, pg_backend_pid(), now(), now() + make_interval(secs => :lease_s)) "
+    "ON CONFLICT (id) DO UPDATE SET holder = EXCLUDED.holder, backend_pid = EXCLUDED.backend_pid, "
+    "renewed_at = EXCLUDED.renewed_at, expires_at = EXCLUDED.expires_at")
+# The holder of an expired lease, if its session still holds an advisory lock (the leader's: a
+# leader's lock session holds no other), so that a pid the server reused is never ended.
+_EXPIRED_HOLDER = text(
+    f"SELECT l.backend_pid, l.holder FROM {LEASE_TABLE} l WHERE l.expires_at < now() AND EXISTS "
+    "(SELECT 1 FROM pg_locks k WHERE k.pid = l.backend_pid AND k.locktype = 'advisory' AND k.granted)")
 
 
 class Leadership:
@@ -54,6 +82,10 @@ class Leadership:
         timeout_s: deadline of one check or try; a leader whose check misses it steps down. Far
             above a healthy check (a round trip, milliseconds); default the larger of 5 s and
             3 × ``poll_s``.
+
+    Attributes:
+        lease_s: how long a renewal of the lease lasts: ``timeout_s`` + 3 × ``poll_s`` + 2 s, so a
+            leader steps down on its own before a standby may end its session.
     """
 
     def __init__(self, store: Store, poll_s: float = 1.0, timeout_s: float | None = None) -> None:
@@ -62,6 +94,8 @@ class Leadership:
         self.store = store
         self.poll_s = poll_s
         self.timeout_s = max(5.0, 3 * poll_s) if timeout_s is None else timeout_s
+        self.lease_s = self.timeout_s + 3 * poll_s + 2.0
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.held = False
         # The thread running a database call on _conn: nobody else may touch _conn meanwhile.
         self._worker: threading.Thread | None = None
@@ -84,18 +118,37 @@ class Leadership:
                 # "idle in transaction" for the leader's whole life.
                 self._conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             got = bool(self._conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": LEADER_LOCK_KEY}).scalar())
+            if got:
+                self._conn.execute(_CREATE_LEASE)
+                self._renew(self._conn)
+            else:
+                self._depose_expired(self._conn)
         except SQLAlchemyError as exc:
             self.log.warning("leadership.try_failed", error=str(exc))
             self._drop_connection()
             return False
         return got
 
+    def _renew(self, conn: Connection) -> None:
+        conn.execute(_RENEW_LEASE, {"holder": self.holder, "lease_s": self.lease_s})
+
+    def _depose_expired(self, conn: Connection) -> None:
+        """Ends the session of a leader whose lease expired (module docstring); the lock is free at
+        the next try."""
+        if conn.execute(text("SELECT to_regclass(:table)"), {"table": LEASE_TABLE}).scalar() is None:
+            return  # no leader has renewed a lease yet
+        expired = conn.execute(_EXPIRED_HOLDER).first()
+        if expired is not None:
+            self.log.warning("leadership.deposing", holder=expired.holder, backend_pid=expired.backend_pid)
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": expired.backend_pid})
+
     def still_held(self) -> bool:
-        """Whether the lock connection is alive (a session's advisory lock lives as long as it)."""
+        """Whether the lock connection is alive (a session's advisory lock lives as long as it);
+        renews the lease on it."""
         if not self.held or self._conn is None:
             return False
         try:
-            self._conn.execute(text("SELECT 1"))
+            self._renew(self._conn)
         except SQLAlchemyError as exc:
             self.log.error("leadership.lost", error=str(exc))
             self.held = False

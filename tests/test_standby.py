@@ -5,6 +5,7 @@ recovers what the leader left RUNNING and finishes everything once; gc keeps out
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -213,3 +214,51 @@ async def test_a_standby_is_not_ready_but_alive_on_the_health_port(tmp_path: Pat
             assert alive.status == health_pb2.HealthCheckResponse.SERVING
         finally:
             await probes.stop(0)
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_stopped_leader_is_deposed_by_its_lease_and_exits_when_resumed_with_everything_done_once(
+    tmp_path: Path,
+) -> None:
+    # SIGSTOP keeps the leader's database session (and so its advisory lock) open: only the lease
+    # expiring lets the standby end that session and take office.
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    data_dir = tmp_path / "orch"
+    data_dir.mkdir()
+    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
+                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
+    stopped = False
+    try:
+        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
+            assert not standby.leading
+            enroll = (data_dir / "enroll.token").read_text().strip()
+            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
+            second = await attach_worker(standby, tmp_path / "wb")
+            try:
+                async with Client(leader.address) as client:
+                    await client.upload_dataset("two", images)
+                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
+                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
+
+                    async def one_running() -> bool:
+                        return any(e.state == RUNNING for e in await client.list())
+
+                    await eventually(one_running, what="an experiment running on the leader")
+                os.kill(leader.process.pid, signal.SIGSTOP)
+                stopped = True
+                await eventually(lambda: _serving(standby.address), timeout_s=60, what="the standby serving")
+                os.kill(leader.process.pid, signal.SIGCONT)
+                stopped = False
+                assert await asyncio.wait_for(leader.process.wait(), 60) == 1  # stepped down
+                async with Client(standby.address) as client:
+                    dispatches = await _finished_once(client, ids)  # each once per attempt, none lost
+                    finished = [await client.get(i) for i in ids]
+                assert max(e.attempt for e in finished) == 2  # what ran on the stopped leader was requeued
+                assert {d.worker_id for d in dispatches if d.attempt == 2} == {second.handle.info.worker_id}
+            finally:
+                await first.stop()
+                await second.stop()
+    finally:
+        if stopped:
+            os.kill(leader.process.pid, signal.SIGCONT)
+        await leader.stop()
