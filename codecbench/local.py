@@ -63,6 +63,17 @@ _LAUNCHER = (
 )
 
 
+def parent_bound_argv(module: str, *args: str) -> list[str]:
+    """The command that runs ``python -m module ARGS`` and is SIGTERMed when this process's thread
+    that starts it ends (the launcher above). Prefix it with a wrapper that execs, such as ``ip netns
+    exec NS``, never one that forks: the launcher checks that its parent is this process.
+
+    Returns:
+        The argv, for ``subprocess``/``asyncio.create_subprocess_exec``.
+    """
+    return [sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *args]
+
+
 class LocalStartError(RuntimeError):
     """A local service did not start; the message names it, quotes its log's end and points at the log.
 
@@ -185,7 +196,7 @@ async def spawn_service(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = await asyncio.create_subprocess_exec(
-            *wrapper, sys.executable, "-c", _LAUNCHER, str(os.getpid()), module, *args,
+            *wrapper, *parent_bound_argv(module, *args),
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=log,
             start_new_session=True, cwd=cwd, env=None if env is None else dict(env),
         )

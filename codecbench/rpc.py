@@ -263,6 +263,14 @@ async def set_serving(health_servicer: health.aio.HealthServicer, service_names:
         await health_servicer.set(name, status)
 
 
+# The health "service" a liveness probe asks for: SERVING for as long as the process answers at
+# all. The overall status ("") turns NOT_SERVING on a standby orchestrator, a draining worker or a
+# full disk, which is for readiness: a liveness probe on it would restart a healthy standby forever.
+# A gRPC check (rather than a TCP connect, which the kernel accepts even while the event loop is
+# stuck) proves the service's event loop still runs.
+LIVENESS_SERVICE = "liveness"
+
+
 async def start_health_server(host: str, port: int, health_servicer: health.aio.HealthServicer) -> grpc.aio.Server:
     """A plaintext server on ``host:port`` with ``grpc.health.v1.Health`` only, answering from the
     service's own ``health_servicer`` (so it turns NOT_SERVING with the service).
@@ -271,11 +279,13 @@ async def start_health_server(host: str, port: int, health_servicer: health.aio.
     presents a client certificate nor, in the Kubernetes versions deploy/ is checked against, speaks
     TLS). It tells only SERVING or NOT_SERVING, so it needs no token and no certificate; every other
     RPC stays on the service's own port behind TLS. A TLS-less main port was the alternative, rejected.
+    It also answers the service name :data:`LIVENESS_SERVICE`, always SERVING (for a liveness probe).
 
     Raises:
         BindError: the address could not be bound.
     """
     server = grpc.aio.server(options=server_options())
+    await health_servicer.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     bind(server, host, port)
     await server.start()

@@ -8,9 +8,11 @@
     codecbench-orchestrator certs DIR [--host NAME ...]
     codecbench-orchestrator gc [--data-dir D | --database-url URL]
 
-``--database-url`` (alias ``--store-url``) is a SQLAlchemy URL: default the SQLite file in the data
-directory; ``postgresql+psycopg://USER:PASSWORD@HOST/DB`` for PostgreSQL, where orchestrators sharing
-the database run active-standby (:mod:`orchestrator_svc.leadership`). The service runs until SIGINT
+``--database-url`` (alias ``--store-url``; or ``--database-url-file PATH``, or the environment
+variable ``CODECBENCH_DATABASE_URL``, which keep a password off the command line) is a SQLAlchemy
+URL: default the SQLite file in the data directory; ``postgresql+psycopg://USER:PASSWORD@HOST/DB``
+for PostgreSQL, where orchestrators sharing the database run active-standby
+(:mod:`orchestrator_svc.leadership`). The service runs until SIGINT
 or SIGTERM; a leader that loses the database's leader lock exits with status 1 (to be restarted as a
 standby). ``token create`` prints a new API token once (only its
 hash is stored). ``certs`` writes a private CA and certificates for a quick start with mutual TLS.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -32,12 +35,35 @@ from orchestrator_svc.leadership import Leadership
 from orchestrator_svc.server import OrchestratorConfig, create_token, private_dir, private_file, start_orchestrator
 from orchestrator_svc.store import Store
 
+DATABASE_URL_ENV = "CODECBENCH_DATABASE_URL"
+
 
 def _add_database_url(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--database-url", "--store-url", dest="store_url", default="",
-                        help="SQLAlchemy URL of the store: default the SQLite file in --data-dir; "
-                        "postgresql+psycopg://USER:PASSWORD@HOST/DB for PostgreSQL (orchestrators on one "
-                        "database run active-standby)")
+    urls = parser.add_mutually_exclusive_group()
+    urls.add_argument("--database-url", "--store-url", dest="store_url", default="",
+                      help="SQLAlchemy URL of the store: default the SQLite file in --data-dir; "
+                      "postgresql+psycopg://USER:PASSWORD@HOST/DB for PostgreSQL (orchestrators on one "
+                      f"database run active-standby). A password here shows in the process list: prefer "
+                      f"--database-url-file or ${DATABASE_URL_ENV}")
+    urls.add_argument("--database-url-file", type=Path,
+                      help="a file holding the database URL (a mounted Secret): keeps the password off the "
+                      "command line")
+
+
+def resolve_database_url(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Sets ``args.store_url`` from ``--database-url``, else ``--database-url-file`` (its content,
+    surrounding whitespace stripped), else the environment variable ``CODECBENCH_DATABASE_URL``;
+    empty: the SQLite file in the data directory. Exits with a usage error on an unreadable or
+    empty file."""
+    if args.database_url_file is not None:
+        try:
+            args.store_url = args.database_url_file.read_text().strip()
+        except OSError as exc:
+            parser.error(f"--database-url-file: cannot read {args.database_url_file}: {exc.strerror}")
+        if not args.store_url:
+            parser.error(f"--database-url-file: {args.database_url_file} is empty")
+    elif not args.store_url:
+        args.store_url = os.environ.get(DATABASE_URL_ENV, "").strip()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -62,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="experiments per fair-share turn of user NAME (default 1; repeatable)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
+    resolve_database_url(parser, args)
     try:
         args.owner_weights = {name: int(weight) for name, _, weight in
                               (item.partition("=") for item in args.owner_weight)}
@@ -128,6 +155,7 @@ def token_main(argv: list[str]) -> int:
     create.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
     _add_database_url(create)
     args = parser.parse_args(argv)
+    resolve_database_url(create, args)
     if not args.store_url:
         private_dir(args.data_dir)
         private_file(args.data_dir / "codecbench.db")
@@ -149,6 +177,7 @@ def gc_main(argv: list[str]) -> int:
     parser.add_argument("--data-dir", type=Path, default=Path(".codecbench"), help="the orchestrator's data dir")
     _add_database_url(parser)
     args = parser.parse_args(argv)
+    resolve_database_url(parser, args)
     if not (args.data_dir / "blobs").is_dir():
         parser.error(f"{args.data_dir} holds no blobs folder: not an orchestrator data dir")
     try:

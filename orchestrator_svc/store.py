@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -49,6 +50,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    make_url,
     select,
     text,
     update,
@@ -342,6 +344,48 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.close()
 
 
+# Bounds on a PostgreSQL server that hangs (stopped, or behind a black-holed network) instead of
+# refusing: libpq waits forever by default, and the store is called on the service's event loop.
+# connect_timeout (s) bounds a new connection; the TCP keepalives (idle 10 s, then 3 probes 5 s apart)
+# and tcp_user_timeout (ms of unacknowledged data) make the kernel drop a connection to a vanished
+# peer within ~30 s; statement_timeout (ms) makes the server cancel a statement stuck behind a lock.
+# None of them helps when the server process itself is stopped (its kernel still acknowledges TCP,
+# and a unix socket has no TCP at all): STATEMENT_DEADLINE_S, enforced by the client on every wait
+# for the server (_BoundedConnection), does. Normal work is far below all of them: the store's
+# statements take milliseconds, its biggest (a scheduling round's claim, an upload's rows, a
+# migration of a large table) seconds at most.
+STATEMENT_DEADLINE_S = 30.0
+POSTGRESQL_CONNECT_ARGS: dict[str, object] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+    "options": "-c statement_timeout=20000",
+}
+
+
+class _BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose every wait for the server ends after STATEMENT_DEADLINE_S: the
+    connection is then closed (its state is unknown) and the call fails with OperationalError,
+    which SQLAlchemy treats as a disconnect (the pool drops the connection)."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:  # noqa: D102
+        try:
+            return super().wait(gen, interval, STATEMENT_DEADLINE_S if timeout is None else timeout)
+        except psycopg.errors.OperationalError as exc:
+            if type(exc).__name__ != "_WaitTimeout":  # psycopg's own (private) class for it
+                raise
+            self.pgconn.finish()
+            raise psycopg.OperationalError(
+                f"the database did not answer within {STATEMENT_DEADLINE_S:g} s; connection closed") from exc
+
+
+def _bounded_connect(dialect: Any, conn_rec: Any, cargs: Any, cparams: dict[str, Any]) -> _BoundedConnection:
+    return _BoundedConnection.connect(*cargs, **cparams)
+
+
 class Store:
     """Synchronous store; every method is one short transaction (SQLite writes take ~1 ms, PostgreSQL
     over a local socket about as much).
@@ -358,7 +402,11 @@ class Store:
         # pool_pre_ping: a PostgreSQL connection that the server (or a network hop) closed while it
         # sat in the pool is replaced instead of failing the next call. Pool size: the service calls
         # the store from its one event loop thread, plus the leader lock's own connection.
-        self.engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+        postgresql = make_url(url).get_backend_name() == "postgresql"
+        self.engine = create_engine(url, pool_pre_ping=postgresql,
+                                    connect_args=POSTGRESQL_CONNECT_ARGS if postgresql else {})
+        if postgresql:
+            event.listen(self.engine, "do_connect", _bounded_connect)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.migrate()

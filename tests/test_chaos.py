@@ -6,9 +6,14 @@ both services, (c) a full disk on a small tmpfs (skipped, naming why, where no t
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from helpers import REPO
+from sqlalchemy import create_engine, text
 
 from chaos import report
 from chaos.disk import run_disk_full
@@ -45,3 +50,29 @@ async def test_a_full_disk_refuses_writes_with_a_reason_and_strands_nothing(tmp_
     assert outcome.refused_while_full == 4 and outcome.other_refusals == []
     assert outcome.stuck == 0 and outcome.bad_histories == {} and not outcome.crashed
     assert outcome.ok
+
+
+def test_python_m_chaos_postgres_serves_a_database_until_ctrl_c(tmp_path: Path) -> None:
+    # The documented way to start a local PostgreSQL server (docs/postgresql.md).
+    proc = subprocess.Popen([sys.executable, "-m", "chaos.postgres", str(tmp_path / "pg")], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("postgresql+psycopg://")
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                assert conn.execute(text("SELECT current_database()")).scalar() == "codecbench"
+        finally:
+            engine.dispose()
+        postmaster_pid = int((tmp_path / "pg" / "data" / "postmaster.pid").read_text().split()[0])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        # The server stopped with it: gone, or a zombie when the tests' process is a subreaper.
+        stat = Path(f"/proc/{postmaster_pid}/stat")
+        assert not stat.exists() or stat.read_text().rpartition(")")[2].split()[0] == "Z"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -22,6 +22,8 @@ import pytest
 import yaml
 from helpers import REPO
 
+from codecbench import rpc
+
 BASE = REPO / "deploy" / "kubernetes"
 # Pinned: a version of Kubernetes whose schemas kubernetes-validate ships, with the grpc probe
 # (GA in 1.27), appArmorProfile (1.30) and hostUsers; raising it is a deliberate change.
@@ -114,6 +116,10 @@ def test_probes_metrics_paths_and_variables_agree_with_the_arguments() -> None:
             health_port = int(flags["--health-port"])
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert container[probe]["grpc"]["port"] == health_port, (container["name"], probe)
+            # Readiness on the overall status (NOT_SERVING on a standby or while draining); liveness on
+            # the service that stays SERVING while the process answers (test_standby checks both).
+            assert "service" not in container["readinessProbe"]["grpc"]
+            assert container["livenessProbe"]["grpc"]["service"] == rpc.LIVENESS_SERVICE
             assert template["metadata"]["annotations"]["prometheus.io/port"] == flags["--metrics-port"]
             assert template["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
             mounts = [m["mountPath"] for m in container["volumeMounts"]]
@@ -225,3 +231,83 @@ async def test_the_workers_one_certificate_covers_every_worker_name_the_manifest
         assert not await check("codecbench-worker-0.codecbench-worker.elsewhere")
     finally:
         await server.stop(0)
+
+
+def test_no_secret_reaches_a_command_line_the_database_url_comes_from_the_secrets_volume() -> None:
+    [orchestrator_workload] = [w for w in workloads() if w["metadata"]["name"] == "codecbench-orchestrator"]
+    [container] = containers(orchestrator_workload)
+    flags = flag_values(container)
+    assert not {"--database-url", "--store-url"} & set(flags)
+    assert not any("$(" in arg for arg in container["args"])  # no Secret expanded into an argument
+    url_file = Path(flags["--database-url-file"])
+    [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == str(url_file.parent)]
+    [volume] = [v for v in orchestrator_workload["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    name = volume["secret"]["secretName"]
+    [secret] = [o for o in render() if o["kind"] == "Secret" and o["metadata"]["name"] == name]
+    assert secret["stringData"][url_file.name].startswith("postgresql+psycopg://")
+
+
+def test_the_orchestrator_reads_its_database_url_from_a_file_or_the_environment(tmp_path: Path) -> None:
+    from orchestrator_svc.__main__ import DATABASE_URL_ENV, parse_args, token_main
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    url_file = tmp_path / "url"
+    url_file.write_text(url + "\n")  # a Secret's file may end in a newline
+    assert parse_args(["--database-url-file", str(url_file)]).store_url == url
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(DATABASE_URL_ENV, url)
+        assert parse_args([]).store_url == url
+        assert parse_args(["--database-url", "sqlite:///other.db"]).store_url == "sqlite:///other.db"
+    with pytest.raises(SystemExit):  # one source at a time
+        parse_args(["--database-url", url, "--database-url-file", str(url_file)])
+    with pytest.raises(SystemExit):
+        parse_args(["--database-url-file", str(tmp_path / "missing")])
+    # token create really uses the file's store (the database file appears where the URL says).
+    assert token_main(["create", "alice", "--database-url-file", str(url_file), "--data-dir", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "store.db").exists()
+
+
+def test_the_service_logs_the_database_url_without_its_password() -> None:
+    # Every place that shows a store's URL renders it with the password hidden.
+    shown = [line for path in (REPO / "orchestrator_svc").glob("*.py") for line in path.read_text().splitlines()
+             if "engine.url" in line]
+    assert shown and all("hide_password=True" in line for line in shown)
+
+
+def test_network_policies_admit_prometheus_to_metrics_and_workers_to_grpc_only() -> None:
+    policies = {o["metadata"]["name"]: o for o in render() if o["kind"] == "NetworkPolicy"}
+    for workload in workloads():
+        name = workload["metadata"]["name"]
+        policy = policies[name]  # every workload has its policy
+        assert policy["spec"]["podSelector"]["matchLabels"] == workload["spec"]["selector"]["matchLabels"]
+        [container] = containers(workload)
+        ports = {p["name"] for p in container["ports"]}
+        by_port = {}
+        for rule in policy["spec"]["ingress"]:
+            for port in rule["ports"]:
+                assert port["port"] in ports, (name, port)  # names a port the container has
+                by_port[port["port"]] = rule.get("from")
+        assert by_port.keys() == ports
+        assert [peer["podSelector"]["matchLabels"] for peer in by_port["metrics"]] == [
+            {"app.kubernetes.io/name": "prometheus"}]
+        grpc_from = [peer["podSelector"]["matchLabels"].get("app.kubernetes.io/component") for peer in by_port["grpc"]]
+        assert grpc_from and "prometheus" not in str(by_port["grpc"])
+        assert set(grpc_from) <= {"worker", "orchestrator", None}  # None: the labelled clients
+
+
+def test_the_readme_overlay_finds_every_file_the_readme_commands_make(tmp_path: Path) -> None:
+    # kustomize reads a secretGenerator's files relative to the overlay's folder and refuses any
+    # outside it: the README's commands must make them inside my-fleet/.
+    section = (REPO / "README.md").read_text().split("## Deploying a fleet", 1)[1]
+    blocks = re.findall(r"```\n(.*?)```", section, flags=re.S)
+    [commands] = [b for b in blocks if "mkdir my-fleet" in b]
+    [overlay] = [yaml.safe_load(b) for b in blocks if b.startswith("apiVersion: kustomize")]
+    bin_dir = Path(sys.executable).parent
+    for line in commands.strip().splitlines():
+        line = line.replace("codecbench-orchestrator certs", f"{bin_dir}/codecbench-orchestrator certs")
+        line = re.sub(r"^python ", f"{sys.executable} ", line)
+        subprocess.run(["bash", "-c", line], cwd=tmp_path, check=True, capture_output=True, timeout=120)
+    named = [entry.rpartition("=")[2]
+             for generator in overlay["secretGenerator"] for entry in generator.get("files", [])]
+    assert named and all((tmp_path / "my-fleet" / name).is_file() for name in named), named
+    assert overlay["resources"] == ["../codecbench/deploy/kubernetes"]

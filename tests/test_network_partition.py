@@ -20,13 +20,15 @@ import contextlib
 import json
 import os
 import signal
-import sys
+import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from helpers import REPO
-from helpers.netns import SUBNET_PREFIX, netns_names, private_network, requires_netns
+from helpers import REPO, eventually
+from helpers.netns import SUBNET_PREFIX, ip, netns_names, private_network, requires_netns, sweep_stale
+
+from codecbench.local import parent_bound_argv
 
 pytestmark = [requires_netns, pytest.mark.timeout(240)]
 SCENARIO_TIMEOUT_S = 180.0
@@ -40,7 +42,9 @@ async def test_partitioned_worker_is_lost_its_experiment_finishes_once_elsewhere
         assert all(host.address.startswith(SUBNET_PREFIX) for host in hosts.values())
         config = {"work": str(tmp_path), "hosts": {name: asdict(host) for name, host in hosts.items()}}
         scenario = await asyncio.create_subprocess_exec(
-            *hosts["orchestrator"].exec_prefix, sys.executable, "-m", "helpers.partition", json.dumps(config),
+            # Bound to this process (PR_SET_PDEATHSIG through `ip netns exec`, which execs): a killed
+            # pytest takes the scenario, and so the services it started, with it.
+            *hosts["orchestrator"].exec_prefix, *parent_bound_argv("helpers.partition", json.dumps(config)),
             cwd=REPO / "tests", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
         )
@@ -71,3 +75,26 @@ def test_the_private_network_is_deleted_when_the_test_body_fails() -> None:
         assert made <= netns_names()
         raise RuntimeError("body failed")
     assert len(made) == 3 and not made & netns_names()
+
+
+async def test_a_sweep_deletes_the_namespaces_of_a_dead_run_and_kills_what_runs_in_them() -> None:
+    exited = subprocess.Popen(["true"])  # its pid stands for a killed test run's
+    exited.wait()
+    stale, alive = f"cb-sw-{exited.pid}-abc123", f"cb-sw-{os.getpid()}-abc123"
+    for netns in (stale, alive):
+        ip("netns", "add", netns)
+    left_running = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "600"], start_new_session=True)
+    try:
+        async def inside() -> bool:  # `ip netns exec` has joined the namespace (and exec'd sleep)
+            return bool(subprocess.run(["ip", "netns", "pids", stale], capture_output=True, text=True).stdout.split())
+
+        await eventually(inside, timeout_s=30, what="a process in the stale namespace")
+        assert sweep_stale() == [stale]
+        assert left_running.wait(timeout=30) == -signal.SIGKILL
+        assert stale not in netns_names() and alive in netns_names()  # a live run's namespace stays
+    finally:
+        if left_running.poll() is None:
+            left_running.kill()
+            left_running.wait()
+        for netns in (stale, alive):
+            subprocess.run(["ip", "netns", "del", netns], capture_output=True, check=False)

@@ -5,15 +5,19 @@ recovers what the leader left RUNNING and finishes everything once; gc keeps out
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
-from helpers.services import admin_token_file, attach_worker, database_args, orchestrator, write_images
+from helpers.services import admin_token_file, attach_worker, database_args, free_port, orchestrator, write_images
 from sqlalchemy import text
 
+from chaos import postgres
 from codecbench import rpc
 from codecbench.client import Client
 from codecbench.local import spawn_service
@@ -150,3 +154,111 @@ async def test_gc_refuses_while_an_orchestrator_leads_the_database(tmp_path: Pat
         assert "an orchestrator leads this database" in capsys.readouterr().err
     assert gc_main(gc_args) == 0
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
+
+
+def _server_processes(postmaster_pid: int) -> list[int]:
+    """The postmaster and its children (the backends that serve the open sessions), from /proc."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == postmaster_pid:  # field 4 of proc(5): the parent's pid
+            children.append(int(stat.parent.name))
+    return [postmaster_pid, *children]
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_hung_database_makes_the_leader_step_down_while_health_keeps_answering(tmp_path: Path) -> None:
+    # A server of its own: the session's server must not hang under the other tests.
+    server = postgres.start_embedded()
+    try:
+        url = server.create_database()
+        assert server.postmaster_pid is not None
+        async with orchestrator(tmp_path / "orch", store_url=url, leader_poll_s=0.2) as leader:
+            assert leader.leading and leader.leadership is not None
+            assert await _health(leader.address) == health_pb2.HealthCheckResponse.SERVING
+            # Every server process stopped: the sessions stay open (the kernel keeps the socket) and
+            # nothing answers, the way a stopped server or a black-holed network looks.
+            stopped = _server_processes(server.postmaster_pid)
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                lost = leader.leadership.lost
+                await eventually(lambda: lost.is_set(), timeout_s=60, what="the leader stepping down")
+                # The event loop was never blocked: health answers, and says the leader stepped down.
+                assert await _health(leader.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+            finally:
+                for pid in stopped:
+                    os.kill(pid, signal.SIGCONT)
+    finally:
+        server.stop()
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_standby_is_not_ready_but_alive_on_the_health_port(tmp_path: Path) -> None:
+    # deploy/kubernetes: readiness asks for the overall status, liveness for rpc.LIVENESS_SERVICE; a
+    # standby must fail the first (no traffic) and pass the second (no restart loop).
+    async with orchestrator(tmp_path / "orch", leader_poll_s=0.2) as leader, \
+            orchestrator(tmp_path / "orch", leader_poll_s=0.2) as standby:
+        assert leader.leading and not standby.leading
+        port = free_port()
+        probes = await rpc.start_health_server("127.0.0.1", port, standby.health)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = health_pb2_grpc.HealthStub(channel)
+                ready = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+                alive = await stub.Check(health_pb2.HealthCheckRequest(service=rpc.LIVENESS_SERVICE), timeout=5)
+            assert ready.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert alive.status == health_pb2.HealthCheckResponse.SERVING
+        finally:
+            await probes.stop(0)
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_stopped_leader_is_deposed_by_its_lease_and_exits_when_resumed_with_everything_done_once(
+    tmp_path: Path,
+) -> None:
+    # SIGSTOP keeps the leader's database session (and so its advisory lock) open: only the lease
+    # expiring lets the standby end that session and take office.
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    data_dir = tmp_path / "orch"
+    data_dir.mkdir()
+    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
+                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
+    stopped = False
+    try:
+        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
+            assert not standby.leading
+            enroll = (data_dir / "enroll.token").read_text().strip()
+            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
+            second = await attach_worker(standby, tmp_path / "wb")
+            try:
+                async with Client(leader.address) as client:
+                    await client.upload_dataset("two", images)
+                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
+                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
+
+                    async def one_running() -> bool:
+                        return any(e.state == RUNNING for e in await client.list())
+
+                    await eventually(one_running, what="an experiment running on the leader")
+                os.kill(leader.process.pid, signal.SIGSTOP)
+                stopped = True
+                await eventually(lambda: _serving(standby.address), timeout_s=60, what="the standby serving")
+                os.kill(leader.process.pid, signal.SIGCONT)
+                stopped = False
+                assert await asyncio.wait_for(leader.process.wait(), 60) == 1  # stepped down
+                async with Client(standby.address) as client:
+                    dispatches = await _finished_once(client, ids)  # each once per attempt, none lost
+                    finished = [await client.get(i) for i in ids]
+                assert max(e.attempt for e in finished) == 2  # what ran on the stopped leader was requeued
+                assert {d.worker_id for d in dispatches if d.attempt == 2} == {second.handle.info.worker_id}
+            finally:
+                await first.stop()
+                await second.stop()
+    finally:
+        if stopped:
+            os.kill(leader.process.pid, signal.SIGCONT)
+        await leader.stop()

@@ -3,8 +3,9 @@
 Each host is a network namespace with one veth link into a bridge that lives in a namespace of
 its own (the switch), so cutting a host's link (``ip link set PORT down`` on the switch side) is a
 partition: no process is killed, packets just stop. Addresses are in ``10.213.7.0/24`` and exist
-only inside the namespaces made here; names carry a random suffix, so two runs on one machine do
-not meet. :func:`private_network` deletes every namespace at the end, failure or not (deleting a
+only inside the namespaces made here; names carry the owner's pid and a random suffix, so two runs
+on one machine do not meet, and a run sweeps the namespaces of a killed one (:func:`sweep_stale`).
+:func:`private_network` deletes every namespace at the end, failure or not (deleting a
 namespace removes its veth ends and the bridge).
 
 Layout (host ``i`` gets address ``10.213.7.(i+1)``)::
@@ -16,14 +17,18 @@ Layout (host ``i`` gets address ``10.213.7.(i+1)``)::
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +87,9 @@ def private_network(names: Sequence[str]) -> Iterator[dict[str, Host]]:
     Yields:
         The hosts by name, addressed ``10.213.7.1``, ``.2``, ... in the order of ``names``.
     """
-    tag = secrets.token_hex(3)
+    sweep_stale()
+    # The owner's pid in every name: a sweep of a later run knows a leftover by its dead owner.
+    tag = f"{os.getpid()}-{secrets.token_hex(3)}"
     switch = f"cb-sw-{tag}"
     made: list[str] = []
     try:
@@ -110,6 +117,31 @@ def private_network(names: Sequence[str]) -> Iterator[dict[str, Host]]:
             subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30, check=False)
 
 
+STALE_NAME = re.compile(r"^cb-(?:sw|h\d+)-(\d+)-[0-9a-f]+$")
+
+
+def sweep_stale() -> list[str]:
+    """Deletes the namespaces of :func:`private_network` whose owner process (the pid in the name) is
+    gone, as a killed test run leaves them, after killing the processes still in them.
+
+    Returns:
+        The names deleted.
+    """
+    swept = []
+    for netns in sorted(netns_names()):
+        match = STALE_NAME.match(netns)
+        if match is None or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        pids = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=30,
+                              check=False).stdout.split()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True, timeout=30, check=False)
+        swept.append(netns)
+    return swept
+
+
 def reachable(address: str, port: int, timeout_s: float = 1.0) -> bool:
     """Whether ``address`` answers on the network (no ``ping`` here): a TCP connect that is
     accepted or refused means yes; one that times out or finds no route, no."""
@@ -128,4 +160,5 @@ def netns_names() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-__all__ = ["SUBNET_PREFIX", "Host", "ip", "netns_names", "private_network", "reachable", "requires_netns"]
+__all__ = ["SUBNET_PREFIX", "Host", "ip", "netns_names", "private_network", "reachable", "requires_netns",
+           "sweep_stale"]
