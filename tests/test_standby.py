@@ -13,6 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
 from helpers.services import admin_token_file, attach_worker, database_args, orchestrator, write_images
 from sqlalchemy import text
+from test_telemetry import scrape, value
 
 from codecbench import rpc
 from codecbench.client import Client
@@ -150,3 +151,23 @@ async def test_gc_refuses_while_an_orchestrator_leads_the_database(tmp_path: Pat
         assert "an orchestrator leads this database" in capsys.readouterr().err
     assert gc_main(gc_args) == 0
     assert "removed 0 unreferenced blob(s)" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_standby_exports_no_store_derived_gauges(tmp_path: Path) -> None:
+    """Issue 16 fix 2: the leader's gauges summed with a standby's would count every experiment twice."""
+    data_dir = tmp_path / "orch"
+    async with orchestrator(data_dir, leader_poll_s=0.2, metrics_port=0, metrics_refresh_s=0.05) as leader, \
+            orchestrator(data_dir, leader_poll_s=0.2, metrics_port=0, metrics_refresh_s=0.05) as standby:
+        assert leader.metrics is not None and standby.metrics is not None
+        o = "codecbench_orchestrator_"
+
+        async def leader_counts() -> bool:
+            return (o + "queue_depth", ()) in await scrape(leader.metrics.url)  # type: ignore[union-attr]
+
+        await eventually(leader_counts, what="the leader's store-derived gauges")
+        assert value(await scrape(leader.metrics.url), o + "leader") == 1
+        on_standby = await scrape(standby.metrics.url)
+        assert value(on_standby, o + "leader") == 0 and (o + "leader", ()) in on_standby
+        assert not any(name.startswith((o + "experiments", o + "queue_depth", o + "owner_", o + "oldest"))
+                       for name, _ in on_standby)
