@@ -17,7 +17,9 @@ from helpers.worker import agent_processes
 from codecbench.client import Client
 from codecbench.local import LocalService, spawn_service, worker_isolation_args
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
+from orchestrator_svc.ledger import MAX_UNCOUNTED_DRAIN_REQUEUES, Ledger
 from orchestrator_svc.server import OrchestratorHandle
+from orchestrator_svc.store import Store
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -159,3 +161,49 @@ async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tm
                 await service.stop(timeout_s=30)
             for worker in replacements:
                 await worker.stop()
+
+
+async def test_a_drain_refusal_the_orchestrator_was_not_told_of_spends_the_attempt(tmp_path: Path) -> None:
+    """Issue 16 fix 4: a worker that refuses with WORKER_DRAINING without having announced a drain
+    (DrainWorker) gets no free attempt: with max_attempts 1 the experiment fails instead of being
+    requeued with one more attempt each time."""
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            await _ready(orch, worker.handle.info.worker_id)
+            worker.handle.servicer.draining = True  # refuses every experiment WORKER_DRAINING, unannounced
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                exp = await client.submit(agent_bundle("zlib_lossless"), dataset="one", max_attempts=1)
+                done = await client.wait(exp.experiment_id)
+            assert done.state == experiment_pb2.EXPERIMENT_STATE_FAILED
+            assert (done.attempt, done.max_attempts) == (1, 1)
+            assert "never announced" in done.error.message
+        finally:
+            await worker.stop()
+
+
+async def test_drain_requeues_spare_the_attempt_at_most_three_times(tmp_path: Path) -> None:
+    """Issue 16 fix 4: each drain stop of a known-draining worker gives the attempt back, but only
+    MAX_UNCOUNTED_DRAIN_REQUEUES times per experiment; after that drains count, so it ends FAILED."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ledger = Ledger(store)
+    exp = orchestrator_pb2.Experiment(experiment_id="exp-1", state=experiment_pb2.EXPERIMENT_STATE_QUEUED,
+                                      attempt=1, max_attempts=2, dataset="photos", owner="alice")
+    exp.create_time.GetCurrentTime()
+    await ledger.create(exp)
+    spared = []
+    for _ in range(20):  # bounded: without the cap every drain would requeue it
+        current = store.get_experiment("exp-1")
+        assert current is not None
+        if current.state != experiment_pb2.EXPERIMENT_STATE_QUEUED:
+            break
+        assert await ledger.dispatched("exp-1", current.attempt, "w-hostile")
+        spared.append(await ledger.requeue_stopped("exp-1", current.attempt, "worker w-hostile is draining"))
+    assert spared == [True] * MAX_UNCOUNTED_DRAIN_REQUEUES + [False, False]
+    final = store.get_experiment("exp-1")
+    assert final is not None and final.state == experiment_pb2.EXPERIMENT_STATE_FAILED
+    assert (final.attempt, final.max_attempts) == (2 + MAX_UNCOUNTED_DRAIN_REQUEUES,) * 2
+    assert ledger.uncounted_drain_requeues("exp-1") == MAX_UNCOUNTED_DRAIN_REQUEUES
+    store.close()
