@@ -207,3 +207,45 @@ async def test_drain_requeues_spare_the_attempt_at_most_three_times(tmp_path: Pa
     assert (final.attempt, final.max_attempts) == (2 + MAX_UNCOUNTED_DRAIN_REQUEUES,) * 2
     assert ledger.uncounted_drain_requeues("exp-1") == MAX_UNCOUNTED_DRAIN_REQUEUES
     store.close()
+
+
+async def test_a_second_sigterm_ends_the_grace_period_at_once(tmp_path: Path) -> None:
+    """Issue 16 fix 5: an operator need not wait out --drain-grace-s (60 s here): a second SIGTERM
+    stops the running experiment at once, which is requeued as at the end of the grace period."""
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        service = await _spawn_worker(orch, tmp_path, "a")
+        try:
+            await _ready(orch, _worker_id(service))
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 120}],
+                                          max_attempts=1)
+                await _sigterm_while_running_then_again(orch, service)
+                def requeued() -> bool:
+                    now = orch.store.get_experiment(exp.experiment_id)
+                    return now is not None and now.state == experiment_pb2.EXPERIMENT_STATE_QUEUED
+
+                await eventually(requeued, what="the stopped experiment back in the queue")
+                events = orch.store.events_after(exp.experiment_id, 0)  # (a watch waits for its end)
+                requeues = [e.state_change for e in events if e.WhichOneof("event") == "state_change"
+                            and e.state_change.state == experiment_pb2.EXPERIMENT_STATE_QUEUED]
+                assert [r.attempt for r in requeues] == [1, 2] and "draining" in requeues[1].reason
+                again = await client.get(exp.experiment_id)
+                assert (again.state, again.attempt, again.max_attempts) == (
+                    experiment_pb2.EXPERIMENT_STATE_QUEUED, 2, 2)  # requeued, the attempt not counted
+        finally:
+            await service.stop(timeout_s=30)
+
+
+async def _sigterm_while_running_then_again(orch: OrchestratorHandle, service: LocalService) -> None:
+    """SIGTERM once it runs an experiment, a second SIGTERM once its drain is announced; waits for
+    its exit, well inside the 60 s grace period the first SIGTERM alone would wait out."""
+    worker_id = _worker_id(service)
+    entry = orch.registry.get(worker_id)
+    assert entry is not None
+    await eventually(lambda: bool(entry.running), timeout_s=60, what=f"worker {service.name} running")
+    service.send_signal(signal.SIGTERM)
+    await eventually(lambda: entry.draining, timeout_s=10, what=f"worker {service.name} announced its drain")
+    service.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.wait(), timeout=30) == 0
