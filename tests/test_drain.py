@@ -10,13 +10,15 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import agent_bundle, eventually
+from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
 from helpers.services import AttachedWorker, admin_token_file, attach_worker, orchestrator, write_images
 from helpers.worker import agent_processes
 
+from codecbench import rpc
 from codecbench.client import Client
 from codecbench.local import LocalService, spawn_service, worker_isolation_args
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
+from codecbench.v1.orchestrator_pb2_grpc import OrchestratorServiceStub
 from orchestrator_svc.ledger import MAX_UNCOUNTED_DRAIN_REQUEUES, Ledger
 from orchestrator_svc.server import OrchestratorHandle
 from orchestrator_svc.store import Store
@@ -209,9 +211,10 @@ async def test_drain_requeues_spare_the_attempt_at_most_three_times(tmp_path: Pa
     store.close()
 
 
-async def test_a_second_sigterm_ends_the_grace_period_at_once(tmp_path: Path) -> None:
-    """Issue 16 fix 5: an operator need not wait out --drain-grace-s (60 s here): a second SIGTERM
-    stops the running experiment at once, which is requeued as at the end of the grace period."""
+async def test_a_second_sigterm_ends_the_grace_period_at_once_and_the_worker_leaves_the_list(tmp_path: Path) -> None:
+    """Issue 16 fixes 5 and 6: an operator need not wait out --drain-grace-s (60 s here): a second
+    SIGTERM stops the running experiment at once, which is requeued as at the end of the grace
+    period; the drained worker then tells the orchestrator it exits and leaves the worker list."""
     images = write_images(tmp_path / "imgs", [(32, 32)])
     async with orchestrator(tmp_path / "orch") as orch:
         service = await _spawn_worker(orch, tmp_path, "a")
@@ -249,3 +252,24 @@ async def _sigterm_while_running_then_again(orch: OrchestratorHandle, service: L
     await eventually(lambda: entry.draining, timeout_s=10, what=f"worker {service.name} announced its drain")
     service.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(service.process.wait(), timeout=30) == 0
+    # Issue 16 fix 6: it said it exits, so it left the worker list at once (never LOST).
+    assert orch.registry.get(worker_id) is None and not entry.lost_reason
+
+
+async def test_only_a_worker_says_it_exits(tmp_path: Path) -> None:
+    """DrainWorker ``exiting`` removes a worker from the list: an admin may drain, not remove."""
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            worker_id = worker.handle.info.worker_id
+            async with rpc.channel(orch.address, TEST_ADMIN_TOKEN) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await OrchestratorServiceStub(channel).DrainWorker(
+                        orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, exiting=True))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "exiting" in (refused.value.details() or "")
+            assert orch.registry.get(worker_id) is not None
+            await worker.link.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, exiting=True))
+            assert orch.registry.get(worker_id) is None
+        finally:
+            await worker.stop()

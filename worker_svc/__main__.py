@@ -115,6 +115,9 @@ async def serve(args: argparse.Namespace) -> None:
         await handle.drain(args.drain_grace_s)
     if heartbeats:
         heartbeats.cancel()
+        await asyncio.gather(heartbeats, return_exceptions=True)
+    if orchestrator:
+        await orchestrator.exiting(handle)  # leaves the worker list now, not LOST later
     await handle.stop()
     if probes:
         await probes.stop(0)
