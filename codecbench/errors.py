@@ -69,6 +69,9 @@ REASON_REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 # A draining worker refuses new experiments and ends those still running when its grace period
 # runs out (UNAVAILABLE): the orchestrator requeues them without spending an attempt.
 REASON_WORKER_DRAINING = "WORKER_DRAINING"
+# A standby orchestrator (PostgreSQL active-standby) refuses every call (UNAVAILABLE) until it
+# leads: the client should be pointed at the leader, not told to start an orchestrator.
+REASON_STANDBY = "STANDBY"
 
 RETRYABLE_KINDS = frozenset({errors_pb2.ERROR_KIND_WORKER_LOST, errors_pb2.ERROR_KIND_INTERNAL})
 # User input quoted in a message is cut to this many characters (see :func:`echo`).
@@ -401,7 +404,7 @@ def describe(error: errors_pb2.Error) -> str:
 
 __all__ = [
     "DOMAIN", "REASON_BLOB_MISSING", "REASON_DATASET_UNKNOWN", "REASON_IMAGE_UNDECODABLE", "REASON_NO_FREE_SLOT",
-    "REASON_NO_GPU", "REASON_REQUEST_ID_REUSED",
+    "REASON_NO_GPU", "REASON_REQUEST_ID_REUSED", "REASON_STANDBY",
     "REASON_REQUEST_UNDECODABLE", "REASON_TENSOR_MALFORMED", "REASON_VALUE_UNCONVERTIBLE",
     "AgentError", "AgentException", "AgentLoadError", "AlreadyExists", "Cancelled", "CodecbenchError",
     "FailedPrecondition", "FieldViolation", "InternalError", "InvalidArgument", "InvalidOutput", "MemoryLimit",

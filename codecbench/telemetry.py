@@ -12,9 +12,12 @@ and a per-service prefix, ``codecbench_orchestrator_`` or ``codecbench_worker_``
 promise series that one of the two never has). The table of every metric is in
 ``docs/metrics.md``.
 
-The endpoint is prometheus-client's own threaded HTTP server (``start_http_server``); values
-that must be read from a service's live state are read on its event loop
-(:func:`on_loop`), never from the HTTP thread, so a scrape sees no half-updated dict.
+The endpoint is prometheus-client's WSGI app on a threaded HTTP server that serves at most
+:data:`MAX_CONCURRENT_SCRAPES` scrapes at once (prometheus-client's ``start_http_server`` starts a
+thread per connection without bound); further connections wait in the listen backlog. A scrape
+never waits for a service's event loop: what must be read from the live state is read by the
+service itself into a snapshot (or is a plain counter read), so a slow store or a busy loop cannot
+be made slower by scraping.
 """
 
 from __future__ import annotations
@@ -24,22 +27,25 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from socketserver import ThreadingMixIn
+from typing import Any, cast
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import make_wsgi_app
 
 from codecbench import rpc
 
-T = TypeVar("T")
-
 #: The prefix of every metric name.
 NAMESPACE = "codecbench"
-#: How long a scrape waits for the event loop to read the live state before it gives up.
-SCRAPE_TIMEOUT_S = 5.0
+#: The most scrapes served at once; a further connection waits (up to :data:`SCRAPE_WAIT_S`, then
+#: it is closed unanswered).
+MAX_CONCURRENT_SCRAPES = 4
+#: How long a connection waits for a scrape slot.
+SCRAPE_WAIT_S = 5.0
 #: Buckets (seconds) of RPC durations: from a cache hit to a long RunExperiment stream.
 RPC_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                  1800.0)
@@ -95,20 +101,47 @@ def serve_metrics(registry: CollectorRegistry, host: str, port: int) -> MetricsS
         rpc.BindError: the address could not be bound.
     """
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server = make_server(host, port, make_wsgi_app(registry), _BoundedServer, handler_class=_QuietHandler)
     except OSError as exc:
         raise rpc.BindError(f"could not bind the metrics endpoint {host}:{port} ({exc.strerror or exc})") from exc
+    thread = threading.Thread(target=server.serve_forever, name="metrics", daemon=True)
+    thread.start()
     return MetricsServer(host, int(server.server_port), server, thread)
 
 
-def on_loop(loop: asyncio.AbstractEventLoop, read: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Runs ``read()`` on the service's event loop and returns its value (called from the HTTP
-    thread of a scrape, so the live state is read where it is written).
+class _QuietHandler(WSGIRequestHandler):
+    """No access log line per scrape on stderr (the services log JSON lines)."""
 
-    Raises:
-        TimeoutError: the loop did not answer within :data:`SCRAPE_TIMEOUT_S`.
-    """
-    return asyncio.run_coroutine_threadsafe(read(), loop).result(timeout=SCRAPE_TIMEOUT_S)
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+
+class _BoundedServer(ThreadingMixIn, WSGIServer):
+    """A thread per scrape, at most :data:`MAX_CONCURRENT_SCRAPES` at once (module docstring)."""
+
+    daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT_SCRAPES)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Starts the scrape's thread once a slot is free; closes the connection when none frees in time."""
+        if not self.slots.acquire(timeout=SCRAPE_WAIT_S):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serves one scrape, then frees its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
 
 class RpcMetrics(grpc.aio.ServerInterceptor):
@@ -199,5 +232,5 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(wrapped, deserializer, serializer)
 
 
-__all__ = ["LONG_BUCKETS_S", "NAMESPACE", "MetricsServer", "RpcMetrics", "add_metrics_arguments", "on_loop",
-           "serve_metrics"]
+__all__ = ["LONG_BUCKETS_S", "MAX_CONCURRENT_SCRAPES", "NAMESPACE", "MetricsServer", "RpcMetrics",
+           "add_metrics_arguments", "serve_metrics"]

@@ -86,7 +86,7 @@ class OrchestratorGuard:
         if full_method.startswith(auth.OPEN_SERVICES):
             return None
         if self.standby:
-            raise errors.Unavailable(self.standby)
+            raise errors.Unavailable(self.standby, reason=errors.REASON_STANDBY)
         token = auth.bearer(metadata)  # type: ignore[arg-type]
         if not token:
             raise errors.Unauthenticated(f"missing bearer token: {auth.missing_token_hint()}")

@@ -19,6 +19,12 @@ from codecbench.states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TER
 from codecbench.v1 import errors_pb2, experiment_pb2, orchestrator_pb2, types_pb2
 from orchestrator_svc.store import Append, Dispatched, Store, one_more_attempt, requeued_deadline
 
+#: The most times one experiment goes back to the queue for a worker's drain without spending an
+#: attempt (:meth:`Ledger.requeue_stopped`); further drains count like any lost attempt.
+MAX_UNCOUNTED_DRAIN_REQUEUES = 3
+#: How the StateChange reason of such a requeue begins (what :meth:`Ledger.uncounted_drain_requeues` counts).
+UNCOUNTED_DRAIN_MARK = "not counted against max_attempts: "
+
 
 class Ledger:
     """The store plus per-experiment wake-ups for watchers."""
@@ -267,11 +273,28 @@ class Ledger:
         """Sends a RUNNING experiment that its worker stopped on purpose (it drains, and the grace
         period ran out) back to the queue with ``attempt + 1``, without spending one of its attempts:
         ``max_attempts`` grows by one too, so a rolling upgrade never fails an experiment. The new
-        attempt number still fences off any late event of the stopped one. False when the
-        experiment was no longer RUNNING at ``attempt``."""
-        return await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, reason,
+        attempt number still fences off any late event of the stopped one.
+
+        At most :data:`MAX_UNCOUNTED_DRAIN_REQUEUES` times per experiment (counted from its stored
+        events, so across orchestrator restarts too): past that a drain counts like any loss
+        (:meth:`requeue_or_fail`), so no worker, hostile or flapping, can requeue an experiment forever.
+
+        Returns:
+            False when the experiment was no longer RUNNING at ``attempt``, or the drain was counted.
+        """
+        if self.uncounted_drain_requeues(experiment_id) >= MAX_UNCOUNTED_DRAIN_REQUEUES:
+            await self.requeue_or_fail(experiment_id, attempt, f"{reason} (counted: the experiment already went back "
+                                       f"to the queue {MAX_UNCOUNTED_DRAIN_REQUEUES} times for drains)")
+            return False
+        return await self._move(experiment_id, RUNNING, attempt, QUEUED, attempt + 1, UNCOUNTED_DRAIN_MARK + reason,
                                 more_columns={"queue_deadline": requeued_deadline(time.time()),
                                               "max_attempts": one_more_attempt()})
+
+    def uncounted_drain_requeues(self, experiment_id: str) -> int:
+        """How many times the experiment went back to the queue for a drain without spending an attempt."""
+        return sum(1 for event in self.store.events_after(experiment_id, -1)
+                   if event.WhichOneof("event") == "state_change" and event.state_change.state == QUEUED
+                   and event.state_change.reason.startswith(UNCOUNTED_DRAIN_MARK))
 
     async def back_to_queue(self, experiment_id: str, attempt: int, reason: str) -> None:
         """Returns a RUNNING experiment to the queue at the same attempt (it never started)."""

@@ -11,7 +11,10 @@ the ledger (stored, then announced). Outcomes:
   same attempt;
 - the worker drains (ErrorInfo reason ``WORKER_DRAINING``: it refused a new experiment, or its grace
   period ran out while this one ran): back to the queue with ``attempt + 1`` that does not count
-  against the attempt limit (``max_attempts + 1``), and the worker is DRAINING here too;
+  against the attempt limit (``max_attempts + 1``), but only when this orchestrator knows the worker
+  drains (it called DrainWorker on itself, or an admin drained it) and at most
+  ``ledger.MAX_UNCOUNTED_DRAIN_REQUEUES`` times per experiment; otherwise the attempt counts like a
+  lost one, and the worker is DRAINING here from then on;
 - cancelled by a user: the CANCELLED state is stored first, then the call is cancelled, which
   makes the worker kill the sandbox processes.
 
@@ -557,13 +560,19 @@ class Scheduler:
         experiment_id, attempt, worker = dispatch.experiment_id, dispatch.attempt, dispatch.worker
         code = exc.code()
         refusal = from_rpc_error(exc)
-        if refusal.reason == errors.REASON_WORKER_DRAINING:
-            # A deliberate stop, not a loss: the worker drains (SIGTERM, a rolling upgrade) and
-            # refused the experiment or stopped it at the end of its grace period. No more work
-            # goes to it, and the experiment runs again elsewhere without losing an attempt.
-            worker.draining = True
+        if refusal.reason == errors.REASON_WORKER_DRAINING and worker.draining:
+            # A deliberate stop, not a loss: the worker drains (it called DrainWorker on itself at
+            # SIGTERM, or an admin drained it) and refused the experiment or stopped it at the end of
+            # its grace period. The experiment runs again elsewhere without losing an attempt (a few
+            # times at most: Ledger.requeue_stopped).
             await self.ledger.requeue_stopped(experiment_id, attempt, f"worker {worker.worker_id} is draining: "
                                               f"{exc.details()}")
+        elif refusal.reason == errors.REASON_WORKER_DRAINING:
+            # A drain this orchestrator was never told of: no more work goes to the worker, but the
+            # refusal is not trusted to spare the attempt (a hostile worker would requeue forever).
+            worker.draining = True
+            await self.ledger.requeue_or_fail(experiment_id, attempt, f"worker {worker.worker_id} says it drains "
+                                              f"but never announced it (DrainWorker): {exc.details()}")
         elif isinstance(refusal, errors.ResourceExhausted) and refusal.reason == errors.REASON_NO_FREE_SLOT:
             # Its slots are taken by calls this orchestrator did not make (direct Encode/Decode):
             # no more dispatches to it until its next heartbeat says how many are in use.

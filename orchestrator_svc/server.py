@@ -72,6 +72,8 @@ class OrchestratorConfig:
             it on loopback or a network only Prometheus reaches).
         leader_poll_s: on PostgreSQL, how often a standby tries the leader lock and the leader
             checks it still holds it (:mod:`orchestrator_svc.leadership`).
+        metrics_refresh_s: seconds between two reads of the store for the metrics' live-state
+            snapshot (:class:`orchestrator_svc.telemetry.LiveState`).
     """
 
     data_dir: Path
@@ -95,6 +97,7 @@ class OrchestratorConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     leader_poll_s: float = 1.0
+    metrics_refresh_s: float = 5.0
 
     @property
     def uses_sqlite(self) -> bool:
@@ -151,9 +154,10 @@ class OrchestratorHandle:
         """NOT_SERVING, then stop serving, then stop dispatching (RUNNING rows stay for recovery),
         then hand the leader lock on (PostgreSQL)."""
         if self.metrics is not None:
-            # In a thread: a scrape in progress waits for this loop (telemetry.on_loop).
-            await asyncio.to_thread(self.metrics.stop)
+            await asyncio.to_thread(self.metrics.stop)  # joins the HTTP thread
             self.metrics = None
+        if self.telemetry.live is not None:
+            await self.telemetry.live.stop()
         await rpc.set_serving(self.health, [SERVICE_NAME], serving=False)
         await self.server.stop(grace_s)
         await self.scheduler.stop()
@@ -258,7 +262,7 @@ async def _start(config: OrchestratorConfig, lock_fd: int) -> OrchestratorHandle
     port = rpc.bind(server, config.host, config.port, config.tls)
     metrics = None
     if config.metrics_port is not None:
-        stats.watch(store, registry, asyncio.get_running_loop())
+        stats.watch(store, registry, lambda: leadership is None or leadership.held, config.metrics_refresh_s)
         metrics = serve_metrics(stats.registry, config.metrics_host, config.metrics_port)
     await server.start()
     await rpc.set_serving(health, [SERVICE_NAME], serving=leading and not data.full)

@@ -1011,9 +1011,18 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
         principal = auth.current()
         if principal.role == auth.ROLE_WORKER and request.worker_id != principal.name:
             raise PermissionDenied(f"a worker drains itself, not {echo(request.worker_id)}", field="worker_id")
+        if request.exiting and principal.role != auth.ROLE_WORKER:
+            raise PermissionDenied("only a worker says that it exits, of itself", field="exiting")
         entry = self.registry.get(request.worker_id)
         if entry is None:
             raise NotFound(f"no worker {echo(request.worker_id)}", field="worker_id")
         entry.draining = True
+        if request.exiting:
+            status = entry.status()
+            if entry.running:  # it exits with work still here: that work is lost, as with any loss
+                self.scheduler.mark_lost(entry, "it exited while running experiments")
+            else:
+                await self.registry.remove_exited(entry)
+            return orchestrator_pb2.DrainWorkerResponse(status=status)
         self.log.info("worker.draining", worker_id=request.worker_id, by=principal.name)
         return orchestrator_pb2.DrainWorkerResponse(status=entry.status())

@@ -263,6 +263,14 @@ class WorkerRegistry:
             self.log.info("worker.pruned", worker_id=entry.worker_id, reason=entry.lost_reason)
         return pruned
 
+    async def remove_exited(self, entry: WorkerEntry) -> None:
+        """Forgets a worker that drained and exits (DrainWorker ``exiting``) and closes its channel:
+        a clean exit leaves the worker list at once, not LOST after its heartbeats stop."""
+        if self.workers.get(entry.worker_id) is entry:
+            del self.workers[entry.worker_id]
+            await entry.channel.close()
+            self.log.info("worker.exited", worker_id=entry.worker_id)
+
     def silent_since(self, deadline: float) -> list[WorkerEntry]:
         """Workers not yet LOST whose last heartbeat is older than ``deadline``."""
         return [w for w in self.workers.values() if not w.lost_reason and w.last_heartbeat < deadline]

@@ -10,14 +10,18 @@ from pathlib import Path
 
 import grpc
 import pytest
-from helpers import agent_bundle, eventually
+from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
 from helpers.services import AttachedWorker, admin_token_file, attach_worker, orchestrator, write_images
 from helpers.worker import agent_processes
 
+from codecbench import rpc
 from codecbench.client import Client
 from codecbench.local import LocalService, spawn_service, worker_isolation_args
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
+from codecbench.v1.orchestrator_pb2_grpc import OrchestratorServiceStub
+from orchestrator_svc.ledger import MAX_UNCOUNTED_DRAIN_REQUEUES, Ledger
 from orchestrator_svc.server import OrchestratorHandle
+from orchestrator_svc.store import Store
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -159,3 +163,113 @@ async def test_a_rolling_replacement_of_two_workers_loses_and_repeats_nothing(tm
                 await service.stop(timeout_s=30)
             for worker in replacements:
                 await worker.stop()
+
+
+async def test_a_drain_refusal_the_orchestrator_was_not_told_of_spends_the_attempt(tmp_path: Path) -> None:
+    """Issue 16 fix 4: a worker that refuses with WORKER_DRAINING without having announced a drain
+    (DrainWorker) gets no free attempt: with max_attempts 1 the experiment fails instead of being
+    requeued with one more attempt each time."""
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            await _ready(orch, worker.handle.info.worker_id)
+            worker.handle.servicer.draining = True  # refuses every experiment WORKER_DRAINING, unannounced
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                exp = await client.submit(agent_bundle("zlib_lossless"), dataset="one", max_attempts=1)
+                done = await client.wait(exp.experiment_id)
+            assert done.state == experiment_pb2.EXPERIMENT_STATE_FAILED
+            assert (done.attempt, done.max_attempts) == (1, 1)
+            assert "never announced" in done.error.message
+        finally:
+            await worker.stop()
+
+
+async def test_drain_requeues_spare_the_attempt_at_most_three_times(tmp_path: Path) -> None:
+    """Issue 16 fix 4: each drain stop of a known-draining worker gives the attempt back, but only
+    MAX_UNCOUNTED_DRAIN_REQUEUES times per experiment; after that drains count, so it ends FAILED."""
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    ledger = Ledger(store)
+    exp = orchestrator_pb2.Experiment(experiment_id="exp-1", state=experiment_pb2.EXPERIMENT_STATE_QUEUED,
+                                      attempt=1, max_attempts=2, dataset="photos", owner="alice")
+    exp.create_time.GetCurrentTime()
+    await ledger.create(exp)
+    spared = []
+    for _ in range(20):  # bounded: without the cap every drain would requeue it
+        current = store.get_experiment("exp-1")
+        assert current is not None
+        if current.state != experiment_pb2.EXPERIMENT_STATE_QUEUED:
+            break
+        assert await ledger.dispatched("exp-1", current.attempt, "w-hostile")
+        spared.append(await ledger.requeue_stopped("exp-1", current.attempt, "worker w-hostile is draining"))
+    assert spared == [True] * MAX_UNCOUNTED_DRAIN_REQUEUES + [False, False]
+    final = store.get_experiment("exp-1")
+    assert final is not None and final.state == experiment_pb2.EXPERIMENT_STATE_FAILED
+    assert (final.attempt, final.max_attempts) == (2 + MAX_UNCOUNTED_DRAIN_REQUEUES,) * 2
+    assert ledger.uncounted_drain_requeues("exp-1") == MAX_UNCOUNTED_DRAIN_REQUEUES
+    store.close()
+
+
+async def test_a_second_sigterm_ends_the_grace_period_at_once_and_the_worker_leaves_the_list(tmp_path: Path) -> None:
+    """Issue 16 fixes 5 and 6: an operator need not wait out --drain-grace-s (60 s here): a second
+    SIGTERM stops the running experiment at once, which is requeued as at the end of the grace
+    period; the drained worker then tells the orchestrator it exits and leaves the worker list."""
+    images = write_images(tmp_path / "imgs", [(32, 32)])
+    async with orchestrator(tmp_path / "orch") as orch:
+        service = await _spawn_worker(orch, tmp_path, "a")
+        try:
+            await _ready(orch, _worker_id(service))
+            async with Client(orch.address) as client:
+                await client.upload_dataset("one", images)
+                exp = await client.submit(agent_bundle("slow_lossless"), dataset="one", points=[{"delay_s": 120}],
+                                          max_attempts=1)
+                await _sigterm_while_running_then_again(orch, service)
+                def requeued() -> bool:
+                    now = orch.store.get_experiment(exp.experiment_id)
+                    return now is not None and now.state == experiment_pb2.EXPERIMENT_STATE_QUEUED
+
+                await eventually(requeued, what="the stopped experiment back in the queue")
+                events = orch.store.events_after(exp.experiment_id, 0)  # (a watch waits for its end)
+                requeues = [e.state_change for e in events if e.WhichOneof("event") == "state_change"
+                            and e.state_change.state == experiment_pb2.EXPERIMENT_STATE_QUEUED]
+                assert [r.attempt for r in requeues] == [1, 2] and "draining" in requeues[1].reason
+                again = await client.get(exp.experiment_id)
+                assert (again.state, again.attempt, again.max_attempts) == (
+                    experiment_pb2.EXPERIMENT_STATE_QUEUED, 2, 2)  # requeued, the attempt not counted
+        finally:
+            await service.stop(timeout_s=30)
+
+
+async def _sigterm_while_running_then_again(orch: OrchestratorHandle, service: LocalService) -> None:
+    """SIGTERM once it runs an experiment, a second SIGTERM once its drain is announced; waits for
+    its exit, well inside the 60 s grace period the first SIGTERM alone would wait out."""
+    worker_id = _worker_id(service)
+    entry = orch.registry.get(worker_id)
+    assert entry is not None
+    await eventually(lambda: bool(entry.running), timeout_s=60, what=f"worker {service.name} running")
+    service.send_signal(signal.SIGTERM)
+    await eventually(lambda: entry.draining, timeout_s=10, what=f"worker {service.name} announced its drain")
+    service.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(service.process.wait(), timeout=30) == 0
+    # Issue 16 fix 6: it said it exits, so it left the worker list at once (never LOST).
+    assert orch.registry.get(worker_id) is None and not entry.lost_reason
+
+
+async def test_only_a_worker_says_it_exits(tmp_path: Path) -> None:
+    """DrainWorker ``exiting`` removes a worker from the list: an admin may drain, not remove."""
+    async with orchestrator(tmp_path / "orch") as orch:
+        worker = await attach_worker(orch, tmp_path / "w")
+        try:
+            worker_id = worker.handle.info.worker_id
+            async with rpc.channel(orch.address, TEST_ADMIN_TOKEN) as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await OrchestratorServiceStub(channel).DrainWorker(
+                        orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, exiting=True))
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert "exiting" in (refused.value.details() or "")
+            assert orch.registry.get(worker_id) is not None
+            await worker.link.stub.DrainWorker(orchestrator_pb2.DrainWorkerRequest(worker_id=worker_id, exiting=True))
+            assert orch.registry.get(worker_id) is None
+        finally:
+            await worker.stop()

@@ -16,9 +16,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helpers import TEST_ADMIN_TOKEN, agent_bundle, eventually
 from helpers.services import admin_token_file, attach_worker, database_args, free_port, orchestrator, write_images
 from sqlalchemy import text
+from test_telemetry import scrape, value
+from typer.testing import CliRunner
 
 from chaos import postgres
 from codecbench import rpc
+from codecbench.cli import app
 from codecbench.client import Client
 from codecbench.local import spawn_service
 from codecbench.states import SUCCEEDED
@@ -262,3 +265,29 @@ async def test_a_stopped_leader_is_deposed_by_its_lease_and_exits_when_resumed_w
         if stopped:
             os.kill(leader.process.pid, signal.SIGCONT)
         await leader.stop()
+@pytest.mark.usefixtures("orchestrator_backend")
+async def test_a_standby_exports_no_store_derived_gauges_and_the_cli_points_at_the_leader(tmp_path: Path) -> None:
+    """Issue 16 fixes 2 and 7: the leader's gauges summed with a standby's would count every
+    experiment twice; the CLI against a standby says so instead of "start one with codecbench up"."""
+    data_dir = tmp_path / "orch"
+    async with orchestrator(data_dir, leader_poll_s=0.2, metrics_port=0, metrics_refresh_s=0.05) as leader, \
+            orchestrator(data_dir, leader_poll_s=0.2, metrics_port=0, metrics_refresh_s=0.05) as standby:
+        assert leader.metrics is not None and standby.metrics is not None
+        o = "codecbench_orchestrator_"
+
+        async def leader_counts() -> bool:
+            return (o + "queue_depth", ()) in await scrape(leader.metrics.url)  # type: ignore[union-attr]
+
+        await eventually(leader_counts, what="the leader's store-derived gauges")
+        assert value(await scrape(leader.metrics.url), o + "leader") == 1
+        on_standby = await scrape(standby.metrics.url)
+        assert value(on_standby, o + "leader") == 0 and (o + "leader", ()) in on_standby
+        assert not any(name.startswith((o + "experiments", o + "queue_depth", o + "owner_", o + "oldest"))
+                       for name, _ in on_standby)
+
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["--server", standby.address, "ls"])
+        said = " ".join(result.stderr.split())  # rich wraps long lines
+        assert result.exit_code == 2
+        assert said.startswith("error: this orchestrator is a standby"), said
+        assert f"({standby.address}); point --server / CODECBENCH_SERVER at the leader" in said
+        assert "codecbench up" not in said

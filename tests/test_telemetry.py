@@ -4,15 +4,18 @@ with urllib and parsed with prometheus-client's own parser, after an experiment 
 from __future__ import annotations
 
 import asyncio
+import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from helpers import agent_bundle
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import agent_bundle, eventually
 from helpers.services import attach_worker, orchestrator, write_images
 from prometheus_client.parser import text_string_to_metric_families
 
-from codecbench import errors
+from codecbench import errors, rpc
 from codecbench.client import Client
 from codecbench.v1 import experiment_pb2
 from orchestrator_svc.__main__ import parse_args as orchestrator_args
@@ -49,7 +52,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 async def test_both_services_expose_their_metrics(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", [(32, 32)])
-    async with orchestrator(tmp_path / "orch", metrics_port=0) as orch:
+    async with orchestrator(tmp_path / "orch", metrics_port=0, metrics_refresh_s=0.05) as orch:
         assert orch.metrics is not None and orch.metrics.host == "127.0.0.1" and orch.metrics.port > 0
         worker = await attach_worker(orch, tmp_path / "w", metrics_port=0, slots=2)
         try:
@@ -68,8 +71,17 @@ async def test_both_services_expose_their_metrics(tmp_path: Path) -> None:
                 queued = await client.submit(agent_bundle("zlib_lossless"), dataset="one", no_cache=True)
                 assert (await client.get(queued.experiment_id)).state == experiment_pb2.EXPERIMENT_STATE_QUEUED
 
-            orch_samples = await scrape(orch.metrics.url)
             o = "codecbench_orchestrator_"
+            url = orch.metrics.url
+
+            async def snapshot_current() -> bool:  # the live state is a snapshot refreshed every 0.05 s
+                now = await scrape(url)
+                return (value(now, o + "queue_depth") == 1
+                        and value(now, o + "workers", state="DRAINING") == 1)
+
+            await eventually(snapshot_current, what="a snapshot after the drain and the queued experiment")
+            orch_samples = await scrape(orch.metrics.url)
+            assert value(orch_samples, o + "leader") == 1
             assert value(orch_samples, o + "experiments", state="SUCCEEDED") == 1
             assert value(orch_samples, o + "experiments", state="QUEUED") == 1
             assert value(orch_samples, o + "experiments", state="FAILED") == 0
@@ -115,3 +127,45 @@ def test_metrics_are_off_by_default_and_bind_loopback() -> None:
     assert worker_args(base + ["--isolation", "process"]).metrics_port is None
     given = orchestrator_args([*base, "--metrics-port", "0"])
     assert (given.metrics_port, given.metrics_host) == (0, "127.0.0.1")
+
+
+class _SlowStore:
+    """A store whose state_counts blocks until ``release`` is set (a GROUP BY over a million rows)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def state_counts(self) -> dict[int, int]:
+        self.entered.set()
+        self.release.wait(timeout=60)
+        return dict(self.store.state_counts())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+async def test_a_slow_store_blocks_neither_scrapes_nor_the_event_loop(tmp_path: Path) -> None:
+    """Issue 16 fix 1: the store-derived gauges are read off the event loop into a snapshot; a scrape
+    reads the snapshot, so scrapes and gRPC health answer while the store query hangs."""
+    async with orchestrator(tmp_path / "orch", metrics_port=0, metrics_refresh_s=0.05) as orch:
+        assert orch.metrics is not None and orch.telemetry.live is not None
+        slow = _SlowStore(orch.store)
+        orch.telemetry.live.store = slow  # type: ignore[assignment]
+        try:
+            await eventually(slow.entered.is_set, what="the refresh entered the slow store query")
+            # Sixteen concurrent scrapes (more than the endpoint serves at once) and a health call.
+            scrapes = await asyncio.gather(*(scrape(orch.metrics.url) for _ in range(16)))
+            assert all(value(s, "codecbench_orchestrator_leader") == 1 for s in scrapes)
+            async with rpc.channel(orch.address, "") as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert not slow.release.is_set()  # all of it answered while the store query was still blocked
+        finally:
+            slow.release.set()
+
+        async def counted() -> bool:
+            return ("codecbench_orchestrator_experiments", (("state", "QUEUED"),)) in await scrape(orch.metrics.url)
+
+        await eventually(counted, what="the store-derived gauges once the store answers")

@@ -7,7 +7,8 @@ says that agents may run as plain child processes (then every experiment logs a 
 SIGTERM (or SIGINT) drains the worker gracefully, for rolling upgrades: it tells the orchestrator
 it drains (no new dispatches), lets running experiments finish within ``--drain-grace-s``
 (default 60 s), then stops; an experiment still running then is stopped and the orchestrator
-runs it again elsewhere with a new attempt that does not count against its limit. Kubernetes'
+runs it again elsewhere with a new attempt that does not count against its limit. A second
+SIGTERM (or SIGINT) ends the grace period at once. Kubernetes'
 ``terminationGracePeriodSeconds`` (default 30 s) must exceed ``--drain-grace-s`` by a few seconds,
 or the kubelet's SIGKILL turns the drain into a lost worker.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from pathlib import Path
 
@@ -102,13 +104,20 @@ async def serve(args: argparse.Namespace) -> None:
         print(f"codecbench worker metrics at {handle.metrics.url}", flush=True)
     heartbeats = asyncio.create_task(orchestrator.keep_registered(handle)) if orchestrator else None
     await rpc.wait_for_termination()
-    # A graceful drain (rolling upgrades): heartbeats go on until it is over (module docstring).
+    # A graceful drain (rolling upgrades): heartbeats go on until it is over (module docstring). A
+    # second signal ends the grace period at once (an operator who will not wait it out).
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handle.servicer.end_grace)
     if orchestrator:
         await orchestrator.drain(handle, args.drain_grace_s)
     else:
         await handle.drain(args.drain_grace_s)
     if heartbeats:
         heartbeats.cancel()
+        await asyncio.gather(heartbeats, return_exceptions=True)
+    if orchestrator:
+        await orchestrator.exiting(handle)  # leaves the worker list now, not LOST later
     await handle.stop()
     if probes:
         await probes.stop(0)

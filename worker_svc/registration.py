@@ -112,6 +112,18 @@ class OrchestratorLink:
             log.warning("worker.drain_unannounced", code=exc.code().name, detail=exc.details())
         return await handle.drain(grace_s)
 
+    async def exiting(self, handle: DrainableWorker) -> None:
+        """Tells the orchestrator that this drained worker stops (DrainWorker ``exiting``), so that
+        it leaves the worker list instead of turning LOST once its heartbeats stop. Heartbeats must
+        have stopped first: one arriving after would find the worker unknown."""
+        try:
+            await self.stub.DrainWorker(
+                orchestrator_pb2.DrainWorkerRequest(worker_id=handle.info.worker_id, exiting=True),
+                timeout=DRAIN_ANNOUNCE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:  # it turns LOST after its heartbeat timeout instead
+            log = logs.get_logger("worker.registration", worker_id=handle.info.worker_id, orchestrator=self.address)
+            log.warning("worker.exit_unannounced", code=exc.code().name, detail=exc.details())
+
     async def close(self) -> None:
         """Closes both channels to the orchestrator."""
         await self.channel.close()

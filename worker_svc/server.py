@@ -155,6 +155,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         # when ``_stop_runs`` is set end with UNAVAILABLE (reason WORKER_DRAINING).
         self.draining = False
         self._stop_runs = asyncio.Event()
+        self._grace_over = asyncio.Event()  # set by end_grace(): a second SIGTERM or Ctrl-C
         self._idle = asyncio.Event()  # set while no slot is taken
         self._idle.set()
         self.decoded_images = DecodedImages()
@@ -195,6 +196,12 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if self._free_slots == self.config.slots:
                 self._idle.set()
 
+    def end_grace(self) -> None:
+        """Ends a drain's grace period now (a second SIGTERM or Ctrl-C): :meth:`drain` stops the
+        experiments still running as when the grace period runs out."""
+        self.log.warning("worker.drain_grace_cut_short", running=sorted(self.running))
+        self._grace_over.set()
+
     async def drain(self, grace_s: float) -> int:
         """Takes no new work, lets the running calls end within ``grace_s`` seconds, then stops the
         experiments still running: each ends its stream with UNAVAILABLE, reason
@@ -202,18 +209,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         against its limit) instead of waiting for this worker's heartbeats to stop.
 
         Args:
-            grace_s: how long running experiments may take to finish (``--drain-grace-s``).
+            grace_s: how long running experiments may take to finish (``--drain-grace-s``);
+                :meth:`end_grace` ends it sooner.
 
         Returns:
             How many experiments were stopped (0: all finished within the grace period).
         """
         self.draining = True
         self.log.info("worker.draining", grace_s=grace_s, running=sorted(self.running))
+        waits = [asyncio.create_task(self._idle.wait()), asyncio.create_task(self._grace_over.wait())]
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+            await asyncio.wait(waits, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._idle.is_set():
             return 0
-        except TimeoutError:
-            pass
         stopped = len(self.running)
         self.log.warning("worker.drain_grace_over", stopped=sorted(self.running))
         self._stop_runs.set()

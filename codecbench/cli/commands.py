@@ -88,7 +88,8 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
 
     A refused request (the :mod:`codecbench.errors` tree, which the client raises) and bad input
     (:class:`UsageError`) print ``error: <message>`` and exit 2; an unreachable orchestrator gets a
-    hint on how to start one or point at one; Ctrl-C prints ``interrupted`` and exits 130.
+    hint on how to start one or point at one, a standby one (reason ``STANDBY``) the advice to point
+    at the leader; Ctrl-C prints ``interrupted`` and exits 130.
     """
     settings: Settings = ctx.obj
 
@@ -99,6 +100,10 @@ def _call(ctx: typer.Context, work: Callable[[Client, Settings], Awaitable[int]]
     try:
         code = asyncio.run(session())
     except errors.Unavailable as exc:
+        if exc.reason == errors.REASON_STANDBY:  # it answers, but another orchestrator leads
+            settings.err.print(Text(f"error: {exc} ({settings.server}); point --server / CODECBENCH_SERVER at "
+                                    "the leader", style="red"))
+            raise typer.Exit(EXIT_USAGE) from None
         settings.err.print(Text(f"error: cannot reach the orchestrator at {settings.server} ({exc}); start one with "
                                 "`codecbench up`, or point --server / CODECBENCH_SERVER at it", style="red"))
         code = EXIT_USAGE

@@ -1163,16 +1163,23 @@ class DrainWorkerRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKER_ID_FIELD_NUMBER: _builtins.int
+    EXITING_FIELD_NUMBER: _builtins.int
     worker_id: _builtins.str
     """Its id; required (NOT_FOUND when unknown)."""
+    exiting: _builtins.bool
+    """Set by a worker, of itself only, when its drain is over and it stops: the orchestrator removes
+    it from the worker list at once (a clean exit, not a LOST worker). PERMISSION_DENIED from an
+    admin or user.
+    """
     def __init__(
         self,
         *,
         worker_id: _builtins.str = ...,
+        exiting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exiting", b"exiting", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -240,7 +240,8 @@ class OrchestratorServiceServicer:
 
     def DrainWorker(self, request, context):
         """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
-        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another),
+        and says with exiting that it stops once its drain is over.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

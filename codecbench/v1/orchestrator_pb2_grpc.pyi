@@ -88,7 +88,8 @@ class OrchestratorServiceStub:
     """Every registered worker with its state, build and load."""
     DrainWorker: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]
     """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
-    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another),
+    and says with exiting that it stops once its drain is over.
     """
     CreateExperiments: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]
     """Validates and queues many experiments in one call: one result per spec, in the request's order,
@@ -168,7 +169,8 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     """Every registered worker with its state, build and load."""
     DrainWorker: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.DrainWorkerRequest, _orchestrator_pb2.DrainWorkerResponse]  # type: ignore[assignment]
     """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
-    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+    (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another),
+    and says with exiting that it stops once its drain is over.
     """
     CreateExperiments: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.CreateExperimentsRequest, _orchestrator_pb2.CreateExperimentsResponse]  # type: ignore[assignment]
     """Validates and queues many experiments in one call: one result per spec, in the request's order,
@@ -329,7 +331,8 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_orchestrator_pb2.DrainWorkerResponse, _abc.Awaitable[_orchestrator_pb2.DrainWorkerResponse]]:
         """Stops dispatching to a worker; running experiments finish. Admins drain any worker; a worker
-        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another).
+        (its credential as bearer token) drains itself, as it does on SIGTERM (PERMISSION_DENIED for another),
+        and says with exiting that it stops once its drain is over.
         """
 
     @_abc_1.abstractmethod
