@@ -98,7 +98,8 @@ def _when(stamp: timestamp_pb2.Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=dt.UTC).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _age(stamp: timestamp_pb2.Timestamp) -> str:
+def age(stamp: timestamp_pb2.Timestamp) -> str:
+    """How long ago a timestamp was (``3.2 s ago``); ``never`` when unset."""
     if not stamp.seconds and not stamp.nanos:
         return "never"
     seconds = max(time.time() - stamp.ToMicroseconds() / 1e6, 0.0)
@@ -381,7 +382,7 @@ def workers_table(workers: Sequence[orchestrator_pb2.WorkerStatus]) -> Group:
         table.add_row(
             w.info.worker_id, w.info.address, state, w.info.build_id, f"{w.slots_in_use}/{w.info.slots}",
             offered or "-", types_pb2.Isolation.Name(w.info.isolation).removeprefix("ISOLATION_"),
-            _age(w.last_heartbeat_time), str(w.info.pid), w.info.host,
+            age(w.last_heartbeat_time), str(w.info.pid), w.info.host,
         )
     return Group(table, *(Text(f"  [{i}] {reason}") for i, reason in enumerate(reasons, 1)))
 

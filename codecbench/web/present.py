@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import math
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import jinja2
 from google.protobuf import timestamp_pb2
 
 from codecbench import analysis, devices, errors, states, values
-from codecbench.cli.views import RESULTS_CAPTION, lossless_cell, ms_ssim_cell, report_text
+from codecbench.cli.views import RESULTS_CAPTION, age, lossless_cell, ms_ssim_cell, report_text
 from codecbench.v1 import experiment_pb2, orchestrator_pb2, types_pb2
 
 
@@ -28,16 +27,6 @@ def when(stamp: timestamp_pb2.Timestamp) -> str:
     if not stamp.seconds and not stamp.nanos:
         return "-"
     return stamp.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def age(stamp: timestamp_pb2.Timestamp) -> str:
-    """How long ago a timestamp was (``3.2 s ago``); ``never`` when unset."""
-    if not stamp.seconds and not stamp.nanos:
-        return "never"
-    seconds = max(time.time() - stamp.ToMicroseconds() / 1e6, 0.0)
-    if seconds < 120:
-        return f"{seconds:.1f} s ago"
-    return f"{seconds / 60:.0f} min ago" if seconds < 7200 else f"{seconds / 3600:.1f} h ago"
 
 
 def num(value: float | None, digits: int = 2) -> str:
