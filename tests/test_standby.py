@@ -6,8 +6,11 @@ recovers what the leader left RUNNING and finishes everything once; gc keeps out
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -23,11 +26,13 @@ from chaos import postgres
 from codecbench import rpc
 from codecbench.cli import app
 from codecbench.client import Client
-from codecbench.local import spawn_service
+from codecbench.local import LocalService, spawn_service
 from codecbench.states import SUCCEEDED
 from codecbench.v1 import experiment_pb2, orchestrator_pb2
 from codecbench.v1.orchestrator_pb2_grpc import OrchestratorServiceStub
 from orchestrator_svc.__main__ import gc_main
+from orchestrator_svc.server import OrchestratorHandle
+from worker_svc.server import WorkerHandle
 
 RUNNING = experiment_pb2.EXPERIMENT_STATE_RUNNING
 pytestmark = [pytest.mark.timeout(180), pytest.mark.parametrize("orchestrator_backend", ["postgresql"], indirect=True)]
@@ -60,6 +65,60 @@ async def _finished_once(client: Client, ids: list[str]) -> list[experiment_pb2.
         assert len({r.attempt for r in runs}) == len(runs), f"{experiment_id} dispatched twice in one attempt"
         dispatches += runs
     return dispatches
+
+@dataclass
+class _Work:
+    """A leader in a process of its own, a standby in this one, a worker on each, and four slow
+    experiments submitted to the leader, one of them running on its worker."""
+
+    leader: LocalService
+    standby: OrchestratorHandle
+    standby_worker: WorkerHandle
+    ids: list[str]
+
+
+@contextlib.asynccontextmanager
+async def _leader_process_running_work(tmp_path: Path) -> AsyncIterator[_Work]:
+    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
+    data_dir = tmp_path / "orch"
+    data_dir.mkdir()
+    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
+                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
+    try:
+        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
+            assert not standby.leading
+            enroll = (data_dir / "enroll.token").read_text().strip()
+            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
+            second = await attach_worker(standby, tmp_path / "wb")
+            try:
+                async with Client(leader.address) as client:
+                    await client.upload_dataset("two", images)
+                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
+                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
+
+                    async def one_running() -> bool:
+                        return any(e.state == RUNNING for e in await client.list())
+
+                    await eventually(one_running, what="an experiment running on the leader")
+                yield _Work(leader, standby, second.handle, ids)
+            finally:
+                await first.stop()
+                await second.stop()
+    finally:
+        if leader.process.returncode is None:
+            os.kill(leader.process.pid, signal.SIGCONT)  # a stopped leader must be able to stop
+        await leader.stop()
+
+
+async def _requeued_on_the_standbys_worker(work: _Work) -> None:
+    """Every experiment ended once per attempt, and what ran on the leader ran again (attempt 2) on
+    the standby's worker."""
+    async with Client(work.standby.address) as client:
+        dispatches = await _finished_once(client, work.ids)
+        finished = [await client.get(i) for i in work.ids]
+    assert max(e.attempt for e in finished) == 2
+    assert {d.worker_id for d in dispatches if d.attempt == 2} == {work.standby_worker.info.worker_id}
+
 
 
 @pytest.mark.usefixtures("orchestrator_backend")
@@ -110,40 +169,11 @@ async def test_the_standby_dispatches_nothing_and_takes_over_when_the_leader_los
 
 @pytest.mark.usefixtures("orchestrator_backend")
 async def test_the_standby_takes_over_when_the_leader_is_killed_and_finishes_everything_once(tmp_path: Path) -> None:
-    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
-    data_dir = tmp_path / "orch"
-    data_dir.mkdir()
-    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
-                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
-    try:
-        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
-            assert not standby.leading
-            enroll = (data_dir / "enroll.token").read_text().strip()
-            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
-            second = await attach_worker(standby, tmp_path / "wb")
-            try:
-                async with Client(leader.address) as client:
-                    await client.upload_dataset("two", images)
-                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
-                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
-
-                    async def one_running() -> bool:
-                        return any(e.state == RUNNING for e in await client.list())
-
-                    await eventually(one_running, what="an experiment running on the leader")
-                leader.kill()
-                await leader.process.wait()
-                await eventually(lambda: _serving(standby.address), timeout_s=30, what="the standby serving")
-                async with Client(standby.address) as client:
-                    dispatches = await _finished_once(client, ids)
-                    finished = [await client.get(i) for i in ids]
-                assert max(e.attempt for e in finished) == 2  # what ran on the killed leader was requeued
-                assert {d.worker_id for d in dispatches if d.attempt == 2} == {second.handle.info.worker_id}
-            finally:
-                await first.stop()
-                await second.stop()
-    finally:
-        await leader.stop()
+    async with _leader_process_running_work(tmp_path) as work:
+        work.leader.kill()
+        await work.leader.process.wait()
+        await eventually(lambda: _serving(work.standby.address), timeout_s=30, what="the standby serving")
+        await _requeued_on_the_standbys_worker(work)
 
 
 @pytest.mark.usefixtures("orchestrator_backend")
@@ -225,46 +255,12 @@ async def test_a_stopped_leader_is_deposed_by_its_lease_and_exits_when_resumed_w
 ) -> None:
     # SIGSTOP keeps the leader's database session (and so its advisory lock) open: only the lease
     # expiring lets the standby end that session and take office.
-    images = write_images(tmp_path / "imgs", [(32, 32)] * 2)
-    data_dir = tmp_path / "orch"
-    data_dir.mkdir()
-    leader = await spawn_service("orchestrator_svc", "--port", "0", "--data-dir", str(data_dir), "--admin-token-file",
-                                 str(admin_token_file(data_dir)), *database_args(), log_path=tmp_path / "leader.log")
-    stopped = False
-    try:
-        async with orchestrator(data_dir, leader_poll_s=0.2) as standby:
-            assert not standby.leading
-            enroll = (data_dir / "enroll.token").read_text().strip()
-            first = await attach_worker(leader.address, tmp_path / "wa", enroll)
-            second = await attach_worker(standby, tmp_path / "wb")
-            try:
-                async with Client(leader.address) as client:
-                    await client.upload_dataset("two", images)
-                    ids = [(await client.submit(agent_bundle("slow_lossless"), dataset="two",
-                                                points=[{"delay_s": 0.3}])).experiment_id for _ in range(4)]
-
-                    async def one_running() -> bool:
-                        return any(e.state == RUNNING for e in await client.list())
-
-                    await eventually(one_running, what="an experiment running on the leader")
-                os.kill(leader.process.pid, signal.SIGSTOP)
-                stopped = True
-                await eventually(lambda: _serving(standby.address), timeout_s=60, what="the standby serving")
-                os.kill(leader.process.pid, signal.SIGCONT)
-                stopped = False
-                assert await asyncio.wait_for(leader.process.wait(), 60) == 1  # stepped down
-                async with Client(standby.address) as client:
-                    dispatches = await _finished_once(client, ids)  # each once per attempt, none lost
-                    finished = [await client.get(i) for i in ids]
-                assert max(e.attempt for e in finished) == 2  # what ran on the stopped leader was requeued
-                assert {d.worker_id for d in dispatches if d.attempt == 2} == {second.handle.info.worker_id}
-            finally:
-                await first.stop()
-                await second.stop()
-    finally:
-        if stopped:
-            os.kill(leader.process.pid, signal.SIGCONT)
-        await leader.stop()
+    async with _leader_process_running_work(tmp_path) as work:
+        os.kill(work.leader.process.pid, signal.SIGSTOP)
+        await eventually(lambda: _serving(work.standby.address), timeout_s=60, what="the standby serving")
+        os.kill(work.leader.process.pid, signal.SIGCONT)
+        assert await asyncio.wait_for(work.leader.process.wait(), 60) == 1  # stepped down
+        await _requeued_on_the_standbys_worker(work)  # each once per attempt, none lost
 @pytest.mark.usefixtures("orchestrator_backend")
 async def test_a_standby_exports_no_store_derived_gauges_and_the_cli_points_at_the_leader(tmp_path: Path) -> None:
     """Issue 16 fixes 2 and 7: the leader's gauges summed with a standby's would count every
