@@ -370,11 +370,12 @@ class Scheduler:
         for worker_id, started in by_worker.items():
             self.log.info("experiments.dispatched", worker_id=worker_id, experiment_ids=[e for e, _ in started],
                           attempts=[a for _, a in started])
-        if self.telemetry is not None:
-            now = time.time()
-            for exp, _ in moved:
-                # As the ledger saw it enter the queue; after a restart, its create time stands in.
-                since = self.ledger.queued_since.pop(exp.experiment_id, None) or exp.create_time.ToMicroseconds() / 1e6
+        now = time.time()
+        for exp, _ in moved:
+            # Taken off the ledger's map whether or not it is observed: the map holds queued experiments only.
+            # As the ledger saw it enter the queue; after a restart, its create time stands in.
+            since = self.ledger.queued_since.pop(exp.experiment_id, None) or exp.create_time.ToMicroseconds() / 1e6
+            if self.telemetry is not None:
                 self.telemetry.dispatch_latency.observe(max(now - since, 0.0))
         found: dict[str, orchestrator_pb2.Dataset | None] = {}  # each dataset read once a round
         for exp, _ in moved:
